@@ -1,0 +1,35 @@
+# Two commands do all the set-up:  `make run`  and  `make test`  (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench protos clean
+
+$(STAMP): pyproject.toml contracts/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ./contracts -e '.[dev]'
+	touch $(STAMP)
+
+## Start the schema service (embedded PostgreSQL unless DATABASE_URL is set) and the gateway.
+run: $(STAMP)
+	$(PY) scripts/run_local.py
+
+## Lint, type-check and run the whole test suite.
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+## Benchmarks (each prints ratios against a baseline measured in the same run).
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+## Regenerate the committed stubs after a .proto change (then update the buf snapshot on purpose).
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+	$(VENV)/bin/buf build -o contracts/descriptor.binpb
+
+clean:
+	rm -rf $(VENV) .data

@@ -1,0 +1,146 @@
+"""The normalised chat request and the events an attempt produces (no gRPC, no SDK types)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Role(enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+
+
+class MidStreamPolicy(enum.Enum):
+    FAIL = "fail"
+    RESTART = "restart"
+    CONTINUE = "continue"
+
+
+class ResponseFormat(enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+class ToolChoiceMode(enum.Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    TOOL = "tool"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    text: str = ""
+    signature: str = ""
+    redacted_data: str = ""
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
+    reasoning: tuple[Reasoning, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What the caller asked for, independent of any provider's format."""
+
+    model: str
+    messages: tuple[Message, ...]
+    request_id: str
+    provider_order: tuple[str, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)
+    max_output_tokens: int | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoiceMode | None = None
+    tool_choice_name: str = ""
+    response_format: ResponseFormat = ResponseFormat.TEXT
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = ""
+    user_id: str = ""
+    mid_stream_policy: MidStreamPolicy = MidStreamPolicy.FAIL
+    commit_window_ms: int = 0
+    commit_window_tokens: int = 0
+
+
+# Events one provider attempt yields, in order: any number of TextDelta / ReasoningDelta /
+# ToolCallDelta, at most one UsageReport, then exactly one Finished. An adapter whose
+# upstream stream ends without a finish reason raises ProviderError(kind=TRUNCATED).
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    text: str = ""
+    signature: str = ""
+    redacted_data: str = ""
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments_json: str = ""
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int = 0
+    cached_input_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: FinishReason
+    upstream_request_id: str = ""
+
+
+ProviderEvent = TextDelta | ReasoningDelta | ToolCallDelta | UsageReport | Finished

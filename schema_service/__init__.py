@@ -1,0 +1,1 @@
+"""The schema service: sole owner of the PostgreSQL schema, and the metrics store."""

@@ -1,0 +1,84 @@
+"""`schema-service` command line: serve (and the migration commands, see schema_service.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from schema_service import cli
+from schema_service.config import DEFAULT_PORT, ConfigError, MigrationSettings, Settings, env_str
+from servicekit import logs
+
+
+def add_database_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=env_str("DATABASE_URL"),
+        help="PostgreSQL URL (env DATABASE_URL); without one an embedded PostgreSQL is started",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("SCHEMA_SERVICE_DATA_DIR", ".data/postgres")),
+        help="data folder of the embedded PostgreSQL (env SCHEMA_SERVICE_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--migrations-dir",
+        type=Path,
+        default=Path(env_str("SCHEMA_SERVICE_MIGRATIONS_DIR") or MigrationSettings.migrations_dir),
+        help="folder of NNN_name.sql migrations (env SCHEMA_SERVICE_MIGRATIONS_DIR)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="schema-service", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    add_database_args(serve)
+    serve.add_argument("--host", default=os.environ.get("SCHEMA_SERVICE_HOST", "[::]"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("SCHEMA_SERVICE_PORT", DEFAULT_PORT)))
+    serve.add_argument("--shutdown-grace", type=float, default=20.0, help="seconds in-flight calls get at SIGTERM")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start (a Job does)")
+    serve.set_defaults(handler=_serve)
+    cli.register(commands, add_database_args)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from schema_service import server
+
+    settings = Settings(
+        database_url=args.database_url,
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        shutdown_grace_s=args.shutdown_grace,
+        log_level=args.log_level,
+    )
+    migration = replace(
+        settings.migration, migrations_dir=args.migrations_dir, migrate_on_start=not args.no_migrate
+    )
+    settings = replace(settings, migration=migration).validate()
+    asyncio.run(server.run(settings))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"schema-service: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Shared state of one running schema service: settings, the database pool, health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from schema_service import database
+from schema_service.config import Settings
+from schema_service.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """What servicers share. `pool` is None until the database was first reached."""
+
+    settings: Settings
+    dsn: str
+    pool: asyncpg.Pool | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def require_pool(self) -> asyncpg.Pool:
+        """The pool, or DatabaseUnavailable (UNAVAILABLE + RetryInfo) while the database is unreachable."""
+        if self.pool is None:
+            raise DatabaseUnavailable("database not reachable yet", retry_after_s=1.0)
+        return self.pool
+
+    async def connect(self) -> asyncpg.Pool:
+        """Open the pool, retrying with backoff until the database answers."""
+        delay = 0.2
+        while self.pool is None:
+            try:
+                self.pool = await database.create_pool(self.dsn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("database not reachable", extra={"error": type(exc).__name__, "retry_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return self.pool
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()

@@ -1,0 +1,87 @@
+"""Settings of the schema service: command-line flags, then environment, then defaults.
+
+Validated at start-up; the database password prints as `**********`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_PORT = 50052
+PACKAGE_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by `**********`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:**********@{netloc[1]}"))
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """How migrations run (see README "Migrations")."""
+
+    migrations_dir: Path = PACKAGE_MIGRATIONS
+    migrate_on_start: bool = True
+    lock_timeout_s: float = 5.0
+    statement_timeout_s: float = 600.0
+    lock_wait_s: float = 300.0
+    allow_out_of_order: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Limits and housekeeping of the metrics store (see README "Metrics")."""
+
+    max_batch_metrics: int = 10_000
+    max_batch_bytes: int = 16 * 1024 * 1024
+    max_in_flight_batches: int = 16
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `schema-service serve` needs."""
+
+    database_url: str | None = field(default=None, repr=False)
+    data_dir: Path = Path(".data/postgres")
+    embedded_database: str = "app"
+    host: str = "[::]"
+    port: int = DEFAULT_PORT
+    shutdown_grace_s: float = 20.0
+    readiness_interval_s: float = 2.0
+    log_level: str = "INFO"
+    max_message_bytes: int = 64 * 1024 * 1024
+    migration: MigrationSettings = field(default_factory=MigrationSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    def __repr__(self) -> str:
+        url = redact_url(self.database_url) if self.database_url else None
+        return f"Settings(database_url={url!r}, data_dir={str(self.data_dir)!r}, port={self.port})"
+
+    def validate(self) -> Settings:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"Config 'port' must be 0-65535, got {self.port}")
+        if self.database_url is not None and not self.database_url.startswith(("postgres://", "postgresql://")):
+            raise ConfigError("Config 'database_url' must start with postgresql:// or postgres://")
+        if not self.migration.migrations_dir.is_dir():
+            raise ConfigError(f"Config 'migrations_dir' is not a directory: {self.migration.migrations_dir}")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError("Config 'shutdown_grace_s' must be >= 0")
+        return self
+
+
+def env_str(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None

@@ -1,0 +1,71 @@
+"""Connections to PostgreSQL: a pool for the service, and the embedded server when no URL is given.
+
+The embedded server is the `pgserver` wheel (PostgreSQL 16) listening on a Unix socket only.
+Run as root it creates an OS user `pgserver` and opens read/execute permissions on the data
+folder's parent directories, so keep the data folder somewhere that is harmless
+(the default `./.data/postgres` inside the checkout is).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_embedded: dict[Path, Any] = {}
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `data_dir`; returns a DSN to database `postgres`."""
+    import pgserver
+
+    data_dir = data_dir.resolve()
+    if data_dir not in _embedded:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log.info("starting embedded postgresql", extra={"data_dir": str(data_dir)})
+        _embedded[data_dir] = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+    uri: str = _embedded[data_dir].get_uri("postgres")
+    return uri
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server and role, another database."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
+
+
+async def ensure_database(admin_dsn: str, name: str) -> None:
+    """Create database `name` on the server of `admin_dsn` unless it exists."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool that reconnects by itself after the server comes back (asyncpg replaces dead connections)."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"application_name": "schema-service"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def ping(pool: asyncpg.Pool, *, timeout_s: float = 2.0) -> bool:
+    """True when the database answers `SELECT 1` within the timeout."""
+    try:
+        async with pool.acquire(timeout=timeout_s) as conn:
+            await conn.fetchval("SELECT 1", timeout=timeout_s)
+        return True
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False

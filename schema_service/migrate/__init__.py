@@ -1,0 +1,1 @@
+"""The migration engine: files, plan, lock, apply, history, journal (no gRPC in here)."""

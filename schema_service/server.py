@@ -1,0 +1,65 @@
+"""Builds and runs the schema service's grpc.aio server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
+
+from schema_service import database
+from schema_service.app import App
+from schema_service.config import Settings
+from schema_service.servicers import add_to_server
+from servicekit.server import Lifecycle, ServerOptions, build_server, serve
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    migration_service_pb2.DESCRIPTOR.services_by_name["MigrationService"].full_name,
+    metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
+)
+
+
+async def resolve_dsn(settings: Settings) -> str:
+    """The configured URL, or the embedded server's database (started on demand)."""
+    if settings.database_url:
+        return settings.database_url
+    admin = await asyncio.to_thread(database.start_embedded_postgres, settings.data_dir)
+    await database.ensure_database(admin, settings.embedded_database)
+    return database.with_database(admin, settings.embedded_database)
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGTERM; readiness follows the database."""
+    dsn = await resolve_dsn(settings)
+    app = App(settings=settings, dsn=dsn)
+    lifecycle = Lifecycle(SERVICE_NAMES)
+    options = ServerOptions(max_message_bytes=settings.max_message_bytes)
+    server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    await lifecycle.start(ready=False)
+    watcher = asyncio.create_task(_watch_readiness(app, lifecycle))
+    log.info("schema service listening", extra={"port": port, "settings": repr(settings)})
+    try:
+        await serve(server, lifecycle, grace_s=settings.shutdown_grace_s)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await app.close()
+
+
+async def _watch_readiness(app: App, lifecycle: Lifecycle) -> None:
+    """Connect, run start-up work, then keep readiness in step with the database."""
+    pool = await app.connect()
+    await startup_work(app)
+    app.ready.set()
+    while True:
+        await lifecycle.set_ready(await database.ping(pool))
+        await asyncio.sleep(app.settings.readiness_interval_s)
+
+
+async def startup_work(app: App) -> None:
+    """Work done once the database is reachable, before the service reports ready."""

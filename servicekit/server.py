@@ -1,0 +1,144 @@
+"""grpc.aio server plumbing shared by both services.
+
+Health names: `""` (overall, follows readiness), `liveness` (the process is up),
+`readiness` (the service can do its work), and each service's full name.
+
+Shutdown (SIGTERM or SIGINT): readiness, overall and service names flip to
+NOT_SERVING, watch streams are told to end at once (`Lifecycle.stopping`), new
+calls are refused, and in-flight calls get `grace_s` to finish before they are
+cancelled; then `serve()` returns and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from servicekit.errors import ServiceError
+from servicekit.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+LIVENESS = "liveness"
+READINESS = "readiness"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Transport options set on purpose; see README "Server options"."""
+
+    max_message_bytes: int = 64 * 1024 * 1024
+    keepalive_time_ms: int = 30_000
+    keepalive_timeout_ms: int = 10_000
+    max_connection_age_ms: int = 300_000
+    max_connection_age_grace_ms: int = 60_000
+
+    def channel_args(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.keepalive_time_ms", self.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            # Closing connections after a while makes clients re-resolve and spread over new replicas.
+            ("grpc.max_connection_age_ms", self.max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", self.max_connection_age_grace_ms),
+        ]
+
+
+class Lifecycle:
+    """Health states and the shutdown signal of one server."""
+
+    def __init__(self, service_names: Sequence[str]) -> None:
+        self.health = health.aio.HealthServicer()
+        self.service_names = tuple(service_names)
+        self.stopping = asyncio.Event()
+        self._ready: bool | None = None
+
+    async def start(self, *, ready: bool) -> None:
+        await self.health.set(LIVENESS, SERVING)
+        await self.set_ready(ready)
+
+    async def set_ready(self, ready: bool) -> None:
+        if self.stopping.is_set() or ready == self._ready:
+            return
+        self._ready = ready
+        state = SERVING if ready else NOT_SERVING
+        for name in ("", READINESS, *self.service_names):
+            await self.health.set(name, state)
+
+    async def begin_shutdown(self) -> None:
+        await self.set_ready(False)
+        self.stopping.set()
+        # Watchers of the health service itself are long-lived streams: end them now.
+        await self.health.enter_graceful_shutdown()
+
+
+def build_server(
+    options: ServerOptions,
+    lifecycle: Lifecycle,
+    add_servicers: Iterable[Callable[[grpc.aio.Server], None]],
+    full_service_names: Sequence[str],
+) -> grpc.aio.Server:
+    """A grpc.aio server with the servicers, health and reflection registered."""
+    server = grpc.aio.server(options=options.channel_args())
+    for add in add_servicers:
+        add(server)
+    health_pb2_grpc.add_HealthServicer_to_server(lifecycle.health, server)
+    names = (*full_service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+    return server
+
+
+async def serve(
+    server: grpc.aio.Server,
+    lifecycle: Lifecycle,
+    *,
+    grace_s: float,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, then drain: refuse new calls, give in-flight ones `grace_s`."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": grace_s})
+    await lifecycle.begin_shutdown()
+    await server.stop(grace_s)
+    if on_stop is not None:
+        await on_stop()
+    log.info("stopped")
+
+
+def bind_request_id(context: grpc.aio.ServicerContext, request_id: str = "") -> str:
+    """The call's request id (request field, then `x-request-id` metadata, else a new one), set for logs."""
+    if not request_id:
+        for key, value in context.invocation_metadata() or ():
+            if key == "x-request-id" and isinstance(value, str):
+                request_id = value
+                break
+    request_id = request_id or uuid.uuid4().hex
+    request_id_var.set(request_id)
+    return request_id
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: ServiceError) -> NoReturn:
+    """End the call with the error's status, details packed in the trailers."""
+    status = rpc_status.to_status(exc.to_status_proto())
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("unreachable: context.abort raises")

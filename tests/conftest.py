@@ -1,0 +1,79 @@
+"""Shared fixtures: a real PostgreSQL, one fresh database per test.
+
+`DATABASE_URL` (a server where the role may create databases) is used when set;
+otherwise an embedded PostgreSQL (pgserver) is started under `.data/test-postgres`.
+The schema is migrated once per run into a template database; each test that wants
+it gets `CREATE DATABASE ... TEMPLATE` of that, which takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.pg import admin_dsn_for, dsn_with_database, start_embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """DSN of a role that can create databases, on the shared or embedded server."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield admin_dsn_for(url)
+        return
+    server = start_embedded(ROOT / ".data" / "test-postgres")
+    yield server
+
+
+async def _create_database(admin_dsn: str, name: str, template: str = "template0") -> str:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await conn.close()
+    return dsn_with_database(admin_dsn, name)
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def empty_db(pg_admin_dsn: str) -> AsyncIterator[str]:
+    """DSN of a fresh, empty database, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    dsn = await _create_database(pg_admin_dsn, name)
+    yield dsn
+    await _drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture(scope="session")
+async def migrated_template(pg_admin_dsn: str) -> AsyncIterator[str]:
+    """Name of a template database holding the full application schema, built once per run."""
+    from schema_service.migrate import apply_migrations
+
+    name = f"tpl_{uuid.uuid4().hex[:12]}"
+    dsn = await _create_database(pg_admin_dsn, name)
+    await apply_migrations(dsn)
+    yield name
+    await _drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+async def migrated_db(pg_admin_dsn: str, migrated_template: str) -> AsyncIterator[str]:
+    """DSN of a fresh database with the full application schema applied."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    dsn = await _create_database(pg_admin_dsn, name, template=migrated_template)
+    yield dsn
+    await _drop_database(pg_admin_dsn, name)
