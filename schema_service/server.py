@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 import logging
 
-from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
-
 from schema_service import database
 from schema_service.app import App
 from schema_service.config import Settings
 from schema_service.servicers import add_to_server
+from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
 from servicekit.server import Lifecycle, ServerOptions, build_server, serve
 
 log = logging.getLogger(__name__)
