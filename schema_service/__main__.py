@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("SCHEMA_SERVICE_HOST", "[::]"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("SCHEMA_SERVICE_PORT", DEFAULT_PORT)))
     serve.add_argument("--shutdown-grace", type=float, default=20.0, help="seconds in-flight calls get at SIGTERM")
+    serve.add_argument(
+        "--readiness-interval", type=float, default=2.0, help="seconds between database checks for readiness"
+    )
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start (a Job does)")
     serve.set_defaults(handler=_serve)
     cli.register(commands, add_database_args)
@@ -59,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         shutdown_grace_s=args.shutdown_grace,
+        readiness_interval_s=args.readiness_interval,
         log_level=args.log_level,
     )
     migration = replace(

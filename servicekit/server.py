@@ -59,11 +59,38 @@ class ServerOptions:
         ]
 
 
+class DrainingHealthServicer(health.aio.HealthServicer):
+    """The stock health servicer, except that Watch streams end once shutdown begins.
+
+    A Watch is a long-lived stream: left open it would hold the drain for the whole grace.
+    """
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        condition = self._server_watchers[request.service]
+        self._watcher_count_by_service[request.service] += 1
+        last_status = None
+        try:
+            async with condition:
+                while True:
+                    status = self._server_status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                    if status != last_status:
+                        await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last_status = status
+                    if self._gracefully_shutting_down:
+                        return
+                    await condition.wait()
+        finally:
+            self._watcher_count_by_service[request.service] -= 1
+            if self._watcher_count_by_service[request.service] == 0:
+                del self._server_watchers[request.service]
+                del self._watcher_count_by_service[request.service]
+
+
 class Lifecycle:
     """Health states and the shutdown signal of one server."""
 
     def __init__(self, service_names: Sequence[str]) -> None:
-        self.health = health.aio.HealthServicer()
+        self.health = DrainingHealthServicer()
         self.service_names = tuple(service_names)
         self.stopping = asyncio.Event()
         self._ready: bool | None = None
@@ -83,7 +110,6 @@ class Lifecycle:
     async def begin_shutdown(self) -> None:
         await self.set_ready(False)
         self.stopping.set()
-        # Watchers of the health service itself are long-lived streams: end them now.
         await self.health.enter_graceful_shutdown()
 
 

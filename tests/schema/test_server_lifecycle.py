@@ -1,0 +1,68 @@
+"""The schema service as a process: health names, readiness following the database, SIGTERM."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.procs import ServiceProcess
+from tests.tcpproxy import TcpProxy
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _through(dsn: str, port: int) -> str:
+    parts = urlsplit(dsn)
+    user = parts.username or "postgres"
+    return urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}"))
+
+
+@pytest.mark.timeout(90)
+async def test_readiness_follows_database_while_liveness_stays_serving(empty_db: str) -> None:
+    target = urlsplit(empty_db)
+    if not target.hostname or target.hostname.startswith("/"):
+        pytest.skip("needs a TCP database (DATABASE_URL); the embedded server listens on a Unix socket")
+    proxy = TcpProxy(target.hostname, target.port or 5432)
+    await proxy.start()
+    args = ("--database-url", _through(empty_db, proxy.port), "--no-migrate", "--readiness-interval", "0.1")
+    with ServiceProcess("schema-service", *args) as service:
+        await service.wait_serving("readiness")
+        for name in ("", "liveness", "schemaservice.v1.MigrationService", "schemaservice.v1.MetricsService"):
+            assert await service.health(name) == SERVING
+
+        await proxy.cut()
+        await service.wait_for("readiness", NOT_SERVING, timeout_s=20)
+        assert await service.health("") == NOT_SERVING
+        assert await service.health("liveness") == SERVING
+
+        await proxy.restore()
+        await service.wait_serving("readiness", timeout_s=20)
+        assert await service.health("liveness") == SERVING
+    await proxy.cut()
+
+
+@pytest.mark.timeout(90)
+async def test_sigterm_flips_health_refuses_new_calls_and_exits_zero(empty_db: str) -> None:
+    args = ("--database-url", empty_db, "--no-migrate", "--shutdown-grace", "60")
+    with ServiceProcess("schema-service", *args) as service:
+        await service.wait_serving("readiness")
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            watch = stub.Watch(health_pb2.HealthCheckRequest(service="readiness"))
+            first = await watch.read()
+            assert first.status == SERVING
+            service.terminate()
+            # The watcher sees the flip before the server goes away.
+            flipped = await watch.read()
+            assert flipped.status == NOT_SERVING
+            # Long-lived watch streams end at once instead of holding the 60 s drain.
+            assert await watch.read() == grpc.aio.EOF
+            assert await watch.code() == grpc.StatusCode.OK
+            assert await service.wait_exit(timeout_s=20) == 0
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await service.health("liveness")
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
