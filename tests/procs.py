@@ -33,7 +33,7 @@ class ServiceProcess:
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix=f"{command}-", suffix=".log", delete=False)  # noqa: SIM115
-        full_env = {**os.environ, **(env or {})}
+        full_env = dict(os.environ) if env is None else env
         self.proc = subprocess.Popen(
             [str(BIN / command), "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
             stdout=self.log,

@@ -19,7 +19,7 @@ def test_committed_stubs_match_protos(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), str(tmp_path)], check=True)
     generated, committed = _files(tmp_path), _files(COMMITTED)
     assert generated == committed, "run `make protos`: stub files differ from the protos"
-    differing = [name for name in sorted(generated) if not filecmp.cmp(tmp_path / name, COMMITTED / name, shallow=False)]
+    differing = [n for n in sorted(generated) if not filecmp.cmp(tmp_path / n, COMMITTED / n, shallow=False)]
     assert differing == [], f"run `make protos`: stale generated stubs {differing}"
 
 

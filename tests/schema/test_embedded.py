@@ -1,0 +1,32 @@
+"""With no database URL the service starts an embedded PostgreSQL under its data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.procs import ServiceProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(180)
+async def test_serve_without_database_url_runs_embedded_postgres() -> None:
+    data_dir = ROOT / ".data" / "test-embedded"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    service = ServiceProcess("schema-service", "--data-dir", str(data_dir), "--readiness-interval", "0.2", env=env)
+    with service:
+        await service.wait_serving("readiness", timeout_s=150)
+        assert (data_dir / "PG_VERSION").read_text().strip() == "16"
+        pid_file = (data_dir / "postmaster.pid").read_text().splitlines()
+        socket_dir, port = pid_file[4], pid_file[3]
+        conn = await asyncpg.connect(host=socket_dir, port=int(port), user="postgres", database="app")
+        try:
+            assert await conn.fetchval("SELECT current_database()") == "app"
+        finally:
+            await conn.close()
+        service.terminate()
+        assert await service.wait_exit(timeout_s=60) == 0
