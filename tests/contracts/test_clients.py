@@ -65,7 +65,9 @@ async def test_grpcurl_lists_describes_checks_and_calls(servers: Servers) -> Non
     )
 
     described = grpcurl(gateway, "describe", "llmgateway.v1.ChatService").stdout
-    signature = "rpc StreamChat ( .llmgateway.v1.StreamChatRequest ) returns ( stream .llmgateway.v1.StreamChatResponse )"
+    signature = (
+        "rpc StreamChat ( .llmgateway.v1.StreamChatRequest ) returns ( stream .llmgateway.v1.StreamChatResponse )"
+    )
     assert signature in described
     described = grpcurl(schema, "describe", "schemaservice.v1.Metric").stdout
     assert "Measured value; must be finite." in described
