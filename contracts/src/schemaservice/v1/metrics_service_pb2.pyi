@@ -56,13 +56,44 @@ class Metric(_message.Message):
     metadata: _struct_pb2.Struct
     def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., unit: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
+class MetricColumns(_message.Message):
+    __slots__ = ("series", "series_indexes", "times_unix_nanos", "values")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    SERIES_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    TIMES_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[MetricSeries]
+    series_indexes: _containers.RepeatedScalarFieldContainer[int]
+    times_unix_nanos: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, series: _Optional[_Iterable[_Union[MetricSeries, _Mapping]]] = ..., series_indexes: _Optional[_Iterable[int]] = ..., times_unix_nanos: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class MetricSeries(_message.Message):
+    __slots__ = ("name", "unit", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    unit: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., unit: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class WriteMetricsRequest(_message.Message):
-    __slots__ = ("request_id", "metrics")
+    __slots__ = ("request_id", "metrics", "columns")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     metrics: _containers.RepeatedCompositeFieldContainer[Metric]
-    def __init__(self, request_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ...) -> None: ...
+    columns: MetricColumns
+    def __init__(self, request_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., columns: _Optional[_Union[MetricColumns, _Mapping]] = ...) -> None: ...
 
 class WriteMetricsResponse(_message.Message):
     __slots__ = ("written_count", "duplicate")
@@ -73,12 +104,14 @@ class WriteMetricsResponse(_message.Message):
     def __init__(self, written_count: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class StreamMetricsRequest(_message.Message):
-    __slots__ = ("request_id", "metrics")
+    __slots__ = ("request_id", "metrics", "columns")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     metrics: _containers.RepeatedCompositeFieldContainer[Metric]
-    def __init__(self, request_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ...) -> None: ...
+    columns: MetricColumns
+    def __init__(self, request_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., columns: _Optional[_Union[MetricColumns, _Mapping]] = ...) -> None: ...
 
 class StreamMetricsResponse(_message.Message):
     __slots__ = ("request_id", "written_count", "duplicate")
