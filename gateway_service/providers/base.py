@@ -8,7 +8,7 @@ translated in one place in the adapter into ProviderError; nothing else escapes.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,8 +75,13 @@ class ProviderAdapter(Protocol):
 
     config: ProviderConfig
 
-    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncIterator[ProviderEvent]:
-        """Open the upstream stream for `model`; closing the iterator closes the HTTP request."""
+    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
+        """Open the upstream stream for `model`; closing the iterator closes the HTTP request.
+
+        `deadline_s` is the number of seconds this attempt may take from now (the attempt's share of
+        the caller's deadline); the attempt also ends by `config.timeout_s`. `aclose()` on the
+        returned generator, or cancelling the task iterating it, closes the HTTP response at once.
+        """
         ...
 
     async def aclose(self) -> None:

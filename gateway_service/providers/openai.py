@@ -1,0 +1,135 @@
+"""OpenAI Chat Completions adapter; also every OpenAI-compatible server (type openai_compatible).
+
+All failures are classified in `map_error`: first by SDK exception class (the
+`CLASS_KINDS` table, checked by a test against every class the SDK defines), then
+refined by what the error body says (insufficient_quota, context_length_exceeded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx2
+import openai
+from openai._exceptions import SubjectTokenProviderError  # not re-exported at the top level
+from openai.types.chat import ChatCompletionChunk
+
+from gateway_service.chat.request import ChatRequest, ProviderEvent
+from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
+from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, retry_after_s
+from gateway_service.providers.openai_convert import ChunkTranslator, build_params
+from gateway_service.providers.streaming import Pacer, Upstream, drive
+
+# Exact classes only (looked up along the MRO, most specific first). None means "decided by
+# the HTTP status", for the generic status error the SDK raises for codes without a class.
+CLASS_KINDS: dict[type[BaseException], FailureKind | None] = {
+    openai.BadRequestError: FailureKind.INVALID_REQUEST,
+    openai.AuthenticationError: FailureKind.AUTH_FAILED,
+    openai.OAuthError: FailureKind.AUTH_FAILED,
+    openai.PermissionDeniedError: FailureKind.AUTH_FAILED,
+    openai.NotFoundError: FailureKind.AUTH_FAILED,  # unknown model/endpoint: misconfigured provider
+    openai.ConflictError: FailureKind.SERVER_ERROR,
+    openai.UnprocessableEntityError: FailureKind.INVALID_REQUEST,
+    openai.RateLimitError: FailureKind.RATE_LIMITED,
+    openai.InternalServerError: None,  # 500 server error, 503/529 overloaded
+    openai.APIStatusError: None,
+    openai.APITimeoutError: FailureKind.TIMEOUT,
+    openai.APIConnectionError: FailureKind.CONNECTION_ERROR,
+    openai.APIResponseValidationError: FailureKind.MALFORMED_RESPONSE,
+    openai.APIError: FailureKind.SERVER_ERROR,  # an error object inside a 200 stream; refined by its body
+    openai.LengthFinishReasonError: FailureKind.MALFORMED_RESPONSE,
+    openai.ContentFilterFinishReasonError: FailureKind.CONTENT_FILTERED,
+    SubjectTokenProviderError: FailureKind.AUTH_FAILED,
+    openai.WebSocketConnectionClosedError: FailureKind.CONNECTION_ERROR,
+    openai.WebSocketQueueFullError: FailureKind.OVERLOADED,
+    openai.OpenAIError: FailureKind.AUTH_FAILED,  # raised bare for missing credentials
+}
+
+# Error codes/types in the body that say more than the status does.
+_BODY_KINDS = {
+    "insufficient_quota": FailureKind.QUOTA_EXHAUSTED,
+    "billing_hard_limit_reached": FailureKind.QUOTA_EXHAUSTED,
+    "context_length_exceeded": FailureKind.CONTEXT_TOO_LONG,
+    "string_above_max_length": FailureKind.CONTEXT_TOO_LONG,
+    "content_filter": FailureKind.CONTENT_FILTERED,
+    "content_policy_violation": FailureKind.CONTENT_FILTERED,
+    "rate_limit_exceeded": FailureKind.RATE_LIMITED,
+    "invalid_api_key": FailureKind.AUTH_FAILED,
+    "server_error": FailureKind.SERVER_ERROR,
+    "overloaded": FailureKind.OVERLOADED,
+}
+
+
+def class_kind(exc: BaseException) -> FailureKind | None:
+    """The kind the exception's class maps to; raises KeyError for a class missing from the table."""
+    for cls in type(exc).__mro__:
+        if cls in CLASS_KINDS:
+            kind = CLASS_KINDS[cls]
+            if kind is None and isinstance(exc, openai.APIStatusError):
+                return kind_for_status(exc.status_code)
+            return kind
+    raise KeyError(type(exc))
+
+
+def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderError:
+    """The single place where anything the OpenAI SDK or its transport raises becomes a ProviderError."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if not isinstance(exc, openai.OpenAIError):
+        kind = classify_transport(exc) or FailureKind.MALFORMED_RESPONSE
+        return make_error(kind, f"{type(exc).__name__}: {exc}", secrets=secrets)
+    kind = class_kind(exc) or FailureKind.SERVER_ERROR
+    status: int | None = None
+    retry: float | None = None
+    request_id = ""
+    if isinstance(exc, openai.APIError):
+        kind = _refine(kind, exc.body)
+    if isinstance(exc, openai.APIStatusError):
+        status, request_id = exc.status_code, exc.request_id or ""
+        retry = retry_after_s(exc.response.headers)
+    return make_error(kind, str(exc), secrets=secrets, status_code=status, retry_after=retry, request_id=request_id)
+
+
+def _refine(kind: FailureKind, body: object) -> FailureKind:
+    error = body_error(body)
+    for key in ("code", "type"):
+        value = error.get(key)
+        if isinstance(value, str) and value in _BODY_KINDS:
+            return _BODY_KINDS[value]
+    message = str(error.get("message", ""))
+    if kind is FailureKind.INVALID_REQUEST and "maximum context length" in message:
+        return FailureKind.CONTEXT_TOO_LONG
+    return kind
+
+
+class OpenAIAdapter:
+    """Streams Chat Completions through the `openai` SDK with SDK retries off."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self._compatible = config.type == "openai_compatible"
+        timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        # An empty key still sends a request, so a missing key shows up as the upstream's 401.
+        self._client = openai.AsyncOpenAI(
+            api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout
+        )
+
+    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
+        params = build_params(request, model, compatible=self._compatible)
+        pacer = Pacer(self.config, deadline_s)
+        return drive(lambda: self._open(params), _translator, pacer, self._map_error)
+
+    async def _open(self, params: dict[str, Any]) -> Upstream[ChatCompletionChunk]:
+        stream = await self._client.chat.completions.create(**params)
+        return Upstream(stream.__aiter__(), stream.close, stream.response.headers.get("x-request-id", ""))
+
+    def _map_error(self, exc: Exception) -> ProviderError:
+        return map_error(exc, (self.config.api_key,))
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _translator(upstream: Upstream[ChatCompletionChunk]) -> ChunkTranslator:
+    return ChunkTranslator(upstream.request_id)

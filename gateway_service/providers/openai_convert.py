@@ -1,0 +1,170 @@
+"""ChatRequest -> OpenAI Chat Completions parameters, and chunks -> ProviderEvents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openai.types.chat import ChatCompletionChunk
+
+from gateway_service.chat.request import (
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Message,
+    ProviderEvent,
+    ReasoningDelta,
+    ResponseFormat,
+    Role,
+    TextDelta,
+    ToolCallDelta,
+    ToolChoiceMode,
+    UsageReport,
+)
+from gateway_service.providers.base import FailureKind, ProviderError
+
+_FINISH = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+
+
+def build_params(request: ChatRequest, model: str, *, compatible: bool) -> dict[str, Any]:
+    """Keyword arguments for `chat.completions.create`, streaming with usage."""
+    params: dict[str, Any] = {
+        "model": model,
+        "messages": [_message(m) for m in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    params.update(_sampling(request, compatible))
+    if request.max_output_tokens:
+        # OpenAI deprecated max_tokens; most compatible servers only know max_tokens.
+        params["max_tokens" if compatible else "max_completion_tokens"] = request.max_output_tokens
+    if request.tools:
+        params["tools"] = [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in request.tools
+        ]
+    if request.tool_choice is not None:
+        params["tool_choice"] = _tool_choice(request)
+    if request.response_format is not ResponseFormat.TEXT:
+        params["response_format"] = _response_format(request)
+    if request.user_id:
+        params["user"] = request.user_id
+    return params
+
+
+def _sampling(request: ChatRequest, compatible: bool) -> dict[str, Any]:
+    s = request.sampling
+    out: dict[str, Any] = {}
+    for key, value in (
+        ("temperature", s.temperature),
+        ("top_p", s.top_p),
+        ("seed", s.seed),
+        ("presence_penalty", s.presence_penalty),
+        ("frequency_penalty", s.frequency_penalty),
+    ):
+        if value is not None:
+            out[key] = value
+    if s.stop_sequences:
+        out["stop"] = list(s.stop_sequences)
+    if s.top_k is not None and compatible:
+        # Not part of OpenAI's API, but vLLM, Together and Ollama's compatibility layers accept it.
+        out["extra_body"] = {"top_k": s.top_k}
+    return out
+
+
+def _message(m: Message) -> dict[str, Any]:
+    if m.role is Role.TOOL:
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    if m.role is Role.ASSISTANT:
+        out: dict[str, Any] = {"role": "assistant", "content": m.content or None}
+        if m.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+                for c in m.tool_calls
+            ]
+        return out
+    out = {"role": m.role.value, "content": m.content}
+    if m.name:
+        out["name"] = m.name
+    return out
+
+
+def _tool_choice(request: ChatRequest) -> Any:
+    if request.tool_choice is ToolChoiceMode.TOOL:
+        return {"type": "function", "function": {"name": request.tool_choice_name}}
+    assert request.tool_choice is not None
+    return request.tool_choice.value
+
+
+def _response_format(request: ChatRequest) -> dict[str, Any]:
+    if request.response_format is ResponseFormat.JSON_SCHEMA:
+        schema = {"name": request.schema_name or "response", "schema": request.json_schema or {}}
+        return {"type": "json_schema", "json_schema": schema}
+    return {"type": "json_object"}
+
+
+class ChunkTranslator:
+    """State of one OpenAI stream: the finish reason waits for the usage chunk that follows it."""
+
+    def __init__(self, request_id: str) -> None:
+        self._request_id = request_id
+        self._finish: FinishReason | None = None
+
+    def feed(self, chunk: ChatCompletionChunk) -> list[ProviderEvent]:
+        if not self._request_id:
+            self._request_id = chunk.id or ""
+        events: list[ProviderEvent] = []
+        for choice in chunk.choices[:1]:
+            events.extend(_delta_events(choice.delta))
+            if choice.finish_reason:
+                self._finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
+        if chunk.usage is not None:
+            events.append(_usage(chunk))
+        return events
+
+    def finish(self) -> list[ProviderEvent]:
+        if self._finish is None:
+            raise ProviderError(
+                FailureKind.TRUNCATED, "stream ended without a finish reason", upstream_request_id=self._request_id
+            )
+        return [Finished(self._finish, self._request_id)]
+
+
+def _delta_events(delta: Any) -> list[ProviderEvent]:
+    events: list[ProviderEvent] = []
+    extra = delta.model_extra or {}
+    # DeepSeek, vLLM and OpenRouter stream reasoning in a non-standard field.
+    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        events.append(ReasoningDelta(text=reasoning))
+    if delta.content:
+        events.append(TextDelta(delta.content))
+    for call in delta.tool_calls or ():
+        fn = call.function
+        events.append(
+            ToolCallDelta(
+                index=call.index,
+                id=call.id or "",
+                name=(fn.name or "") if fn else "",
+                arguments_json=(fn.arguments or "") if fn else "",
+            )
+        )
+    return events
+
+
+def _usage(chunk: ChatCompletionChunk) -> UsageReport:
+    usage = chunk.usage
+    assert usage is not None
+    details = usage.completion_tokens_details
+    prompt_details = usage.prompt_tokens_details
+    return UsageReport(
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+        reasoning_tokens=(details.reasoning_tokens or 0) if details else 0,
+        cached_input_tokens=(prompt_details.cached_tokens or 0) if prompt_details else 0,
+    )

@@ -1,0 +1,105 @@
+"""The loop every adapter runs: open the upstream stream, pace it, translate it, close it.
+
+Timeouts are enforced here rather than in the SDKs because the SDKs only know a
+per-read timeout: the gateway needs "first token within X" (measured from the
+start of the attempt, across connect, headers and any keep-alive chunks), "no gap
+longer than Y between chunks" and "the attempt ends by its deadline".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from gateway_service.chat.request import ProviderEvent
+from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
+
+T = TypeVar("T")
+C = TypeVar("C")
+C_contra = TypeVar("C_contra", contravariant=True)
+
+
+class Pacer:
+    """Deadlines of one attempt: first output, idle gap between chunks, and the whole attempt."""
+
+    def __init__(self, config: ProviderConfig, deadline_s: float) -> None:
+        now = asyncio.get_running_loop().time()
+        self._end = now + max(0.0, min(deadline_s, config.timeout_s))
+        self._first_by = now + config.first_token_timeout_s
+        self._idle_s = config.idle_timeout_s
+        self._first_token_s = config.first_token_timeout_s
+        self._output_started = False
+
+    def output_started(self) -> None:
+        self._output_started = True
+
+    def _budget(self) -> tuple[float, str]:
+        now = asyncio.get_running_loop().time()
+        if self._output_started:
+            limit, what = now + self._idle_s, f"no chunk for {self._idle_s:g}s (idle timeout)"
+        else:
+            limit, what = self._first_by, f"no first token within {self._first_token_s:g}s"
+        if self._end <= limit:
+            limit, what = self._end, "attempt deadline reached"
+        return max(0.0, limit - now), what
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable` within the current budget, raising ProviderError(TIMEOUT) past it."""
+        delay, what = self._budget()
+        try:
+            async with asyncio.timeout(delay) as scope:
+                return await awaitable
+        except TimeoutError as exc:
+            if scope.expired():
+                raise ProviderError(FailureKind.TIMEOUT, what) from exc
+            raise
+
+
+class Translator(Protocol[C_contra]):
+    """Turns one provider's chunks into events; `finish` raises TRUNCATED without a finish reason."""
+
+    def feed(self, chunk: C_contra) -> list[ProviderEvent]: ...
+
+    def finish(self) -> list[ProviderEvent]: ...
+
+
+@dataclass
+class Upstream(Generic[C]):
+    """An open upstream stream: its chunks, how to close it, and its request id."""
+
+    chunks: AsyncIterator[C]
+    close: Callable[[], Awaitable[None]]
+    request_id: str = ""
+
+
+async def drive(
+    opener: Callable[[], Awaitable[Upstream[C]]],
+    translator: Callable[[Upstream[C]], Translator[C]],
+    pacer: Pacer,
+    map_error: Callable[[Exception], ProviderError],
+) -> AsyncGenerator[ProviderEvent, None]:
+    """Run one attempt; every failure leaves as ProviderError and the HTTP response is always closed."""
+    upstream: Upstream[C] | None = None
+    try:
+        upstream = await pacer.wait(opener())
+        state = translator(upstream)
+        while True:
+            try:
+                chunk = await pacer.wait(anext(upstream.chunks))
+            except StopAsyncIteration:
+                break
+            for event in state.feed(chunk):
+                pacer.output_started()
+                yield event
+        for event in state.finish():
+            yield event
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise map_error(exc) from exc
+    finally:
+        # Runs on aclose() and cancellation too: the upstream sees the connection close at once.
+        if upstream is not None:
+            await asyncio.shield(upstream.close())
