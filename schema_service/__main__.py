@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--readiness-interval", type=float, default=2.0, help="seconds between database checks for readiness"
     )
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="largest gRPC message accepted or sent (default 64 MiB; a full 10,000-metric batch fits)",
+    )
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start (a Job does)")
     serve.set_defaults(handler=_serve)
     cli.register(commands, add_database_args)
@@ -63,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         shutdown_grace_s=args.shutdown_grace,
         readiness_interval_s=args.readiness_interval,
+        max_message_bytes=args.max_message_bytes,
         log_level=args.log_level,
     )
     migration = replace(

@@ -66,3 +66,19 @@ async def test_sigterm_flips_health_refuses_new_calls_and_exits_zero(empty_db: s
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await service.health("liveness")
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.timeout(60)
+async def test_message_over_the_transport_limit_gets_a_clear_error(empty_db: str) -> None:
+    from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+    args = ("--database-url", empty_db, "--no-migrate", "--max-message-bytes", str(17 * 1024 * 1024))
+    with ServiceProcess("schema-service", *args) as service:
+        await service.wait_serving("readiness")
+        metric = metrics_service_pb2.Metric(name="x", value=1.0, unit="ms", labels={"pad": "p" * (18 * 1024 * 1024)})
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.WriteMetrics(metrics_service_pb2.WriteMetricsRequest(request_id="r", metrics=[metric]))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in (refused.value.details() or "")
