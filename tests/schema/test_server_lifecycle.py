@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
@@ -47,7 +49,10 @@ async def test_readiness_follows_database_while_liveness_stays_serving(empty_db:
 
 @pytest.mark.timeout(90)
 async def test_sigterm_flips_health_refuses_new_calls_and_exits_zero(empty_db: str) -> None:
-    args = ("--database-url", empty_db, "--no-migrate", "--shutdown-grace", "60")
+    # Trust auth ignores the password, so the URL can carry one that must never be logged.
+    with_password = re.sub(r"//([^:@/]+)(:[^@]*)?@", r"//\1:s3cret-pw@", empty_db, count=1)
+    assert "s3cret-pw" in with_password
+    args = ("--database-url", with_password, "--no-migrate", "--shutdown-grace", "60")
     with ServiceProcess("schema-service", *args) as service:
         await service.wait_serving("readiness")
         async with grpc.aio.insecure_channel(service.address) as channel:
@@ -66,6 +71,10 @@ async def test_sigterm_flips_health_refuses_new_calls_and_exits_zero(empty_db: s
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await service.health("liveness")
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        lines = [json.loads(line) for line in service.output().splitlines()]
+        assert {"shutting down", "stopped"} <= {line["message"] for line in lines}
+        assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        assert "s3cret-pw" not in service.output()
 
 
 @pytest.mark.timeout(60)
