@@ -38,6 +38,11 @@ class MigrationSettings:
     statement_timeout_s: float = 600.0
     lock_wait_s: float = 300.0
     allow_out_of_order: bool = False
+    # A lock_timeout is retried this many times, waiting lock_retry_backoff_s, then twice that, ...
+    lock_retries: int = 3
+    lock_retry_backoff_s: float = 0.5
+    # How often a waiting replica polls pg_try_advisory_lock.
+    lock_poll_s: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,186 @@
+"""Running one file: transactional (all or nothing, recorded in the same transaction) or
+no-transaction (statement by statement, journaled, resumable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import asyncpg
+
+from schema_service.migrate import concurrent, history
+from schema_service.migrate.connections import connect, set_timeouts
+from schema_service.migrate.errors import JournalMismatch, LockRetriesExhausted, MigrationFailed
+from schema_service.migrate.files import MigrationFile
+from schema_service.migrate.statements import Statement, line_column
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Timeouts and lock-timeout retries for one run (see MigrationSettings)."""
+
+    statement_timeout_ms: int = 600_000
+    lock_timeout_ms: int = 5_000
+    lock_retries: int = 3
+    lock_retry_backoff_s: float = 0.5
+
+    def for_file(self, file: MigrationFile) -> tuple[int, int]:
+        """(statement, lock) timeouts in ms: the file's header wins over the defaults."""
+        opts = file.options
+        return (opts.statement_timeout_ms or self.statement_timeout_ms, opts.lock_timeout_ms or self.lock_timeout_ms)
+
+
+@dataclass(frozen=True)
+class StatementDone:
+    index: int
+    count: int
+    duration_s: float
+    resumed: bool
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def failure(file: MigrationFile, statement: Statement, exc: asyncpg.PostgresError) -> MigrationFailed:
+    """file:line:column (from PostgreSQL's error position), SQLSTATE and message."""
+    position = getattr(exc, "position", None)
+    offset = statement.start + (int(position) - 1 if position else 0)
+    line, column = line_column(file.sql, offset)
+    sqlstate = str(getattr(exc, "sqlstate", "") or "")
+    parts = [f"{file.filename}:{line}:{column}: {sqlstate}: {getattr(exc, 'message', str(exc))}"]
+    for label in ("detail", "hint", "context"):
+        value = getattr(exc, label, None)
+        if value:
+            parts.append(f"{label.upper()}: {value}")
+    return MigrationFailed("\n".join(parts), sqlstate=sqlstate, filename=file.filename, line=line, column=column)
+
+
+async def with_lock_retries(
+    limits: Limits, file: MigrationFile, statement: Statement | None, attempt: Callable[[], Awaitable[T]]
+) -> T:
+    """Retry on lock_timeout (55P03) with exponential backoff, then report it; never hang behind a query."""
+    delay = limits.lock_retry_backoff_s
+    for tries in range(limits.lock_retries + 1):
+        try:
+            return await attempt()
+        except asyncpg.LockNotAvailableError as exc:
+            if tries == limits.lock_retries:
+                where = statement or Statement(1, "", 0, None)
+                line, column = line_column(file.sql, where.start)
+                raise LockRetriesExhausted(
+                    f"{file.filename}:{line}:{column}: lock not available after {tries + 1} attempts "
+                    f"(lock_timeout {limits.for_file(file)[1]} ms): {exc}",
+                    filename=file.filename,
+                    line=line,
+                    column=column,
+                    retry_after_s=delay,
+                ) from exc
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+async def run_transactional(dsn: str, file: MigrationFile, statements: list[Statement], limits: Limits) -> int:
+    """Run the whole file and record it in one transaction on a fresh connection; returns its ms."""
+    conn = await connect(dsn)
+    try:
+        statement_ms, lock_ms = limits.for_file(file)
+        await set_timeouts(conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
+        started = time.monotonic()
+
+        async def attempt() -> None:
+            async with conn.transaction():
+                for statement in statements:
+                    await _execute(conn, file, statement)
+                await history.record(
+                    conn,
+                    version=file.version,
+                    name=file.name,
+                    checksum=file.checksum,
+                    transactional=True,
+                    execution_ms=_elapsed_ms(started),
+                    success=True,
+                )
+
+        await with_lock_retries(limits, file, None, attempt)
+        return _elapsed_ms(started)
+    finally:
+        await conn.close()
+
+
+async def _execute(conn: asyncpg.Connection, file: MigrationFile, statement: Statement) -> None:
+    try:
+        # No arguments: the simple query protocol, so PostgreSQL parses the statement exactly as written.
+        await conn.execute(statement.text)
+    except asyncpg.LockNotAvailableError:
+        raise
+    except asyncpg.PostgresError as exc:
+        raise failure(file, statement, exc) from exc
+
+
+async def run_no_transaction(
+    dsn: str, file: MigrationFile, statements: list[Statement], limits: Limits
+) -> AsyncIterator[StatementDone]:
+    """Statement by statement outside a transaction, skipping those an earlier run journaled."""
+    conn = await connect(dsn)
+    try:
+        statement_ms, lock_ms = limits.for_file(file)
+        await set_timeouts(conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
+        done = await history.journal(conn, file.version)
+        check_journal(file, statements, done)
+        started = time.monotonic()
+        for statement in statements:
+            if statement.index in done:
+                yield StatementDone(statement.index, len(statements), 0.0, resumed=True)
+                continue
+            t0 = time.monotonic()
+            await with_lock_retries(limits, file, statement, functools.partial(_run_one, conn, file, statement))
+            await history.journal_statement(conn, file.version, statement.index, statement.checksum, _elapsed_ms(t0))
+            yield StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False)
+        async with conn.transaction():
+            await history.record(
+                conn,
+                version=file.version,
+                name=file.name,
+                checksum=file.checksum,
+                transactional=False,
+                execution_ms=_elapsed_ms(started),
+                success=True,
+            )
+            await history.clear_journal(conn, file.version)
+    finally:
+        await conn.close()
+
+
+async def _run_one(conn: asyncpg.Connection, file: MigrationFile, statement: Statement) -> None:
+    """One statement, with CONCURRENTLY index builds checked before (INVALID leftovers) and after."""
+    try:
+        await concurrent.drop_invalid_leftovers(conn, statement.node)
+        await conn.execute(statement.text)
+        await concurrent.check_valid(conn, statement.node)
+    except asyncpg.LockNotAvailableError:
+        raise
+    except asyncpg.PostgresError as exc:
+        raise failure(file, statement, exc) from exc
+
+
+def check_journal(file: MigrationFile, statements: list[Statement], done: dict[int, str]) -> None:
+    """A journaled statement must still be the statement that ran; else resuming would skip new SQL."""
+    for index, checksum in sorted(done.items()):
+        if index > len(statements) or statements[index - 1].checksum != checksum:
+            line, column = line_column(file.sql, statements[min(index, len(statements)) - 1].start)
+            raise JournalMismatch(
+                f"{file.filename}: statement {index} changed after an earlier run finished it; restore the file, "
+                "or run `schema-service repair` to forget the journal (every statement then runs again)",
+                filename=file.filename,
+                line=line,
+                column=column,
+            )

@@ -1,0 +1,115 @@
+"""Migration files: `<version>_<description>.sql`, their header directives and checksums.
+
+A file's header is its leading run of comment and blank lines; directives there look like
+`-- migrate: no-transaction` or `-- migrate: statement-timeout 30min`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from schema_service.migrate.errors import MigrationFileError
+
+FILE_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
+DIRECTIVE = re.compile(r"^--\s*migrate:\s*(?P<key>[a-z\-]+)(?:\s+(?P<value>\S+))?\s*$", re.IGNORECASE)
+DURATION = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>ms|s|sec|min|m|h)?$")
+UNIT_MS = {None: 1000.0, "ms": 1.0, "s": 1000.0, "sec": 1000.0, "min": 60_000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """Header directives of one file; None means "use the configured default"."""
+
+    transactional: bool = True
+    statement_timeout_ms: int | None = None
+    lock_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    """One migration file, read once: what runs is exactly what was checksummed."""
+
+    version: int
+    name: str
+    path: Path
+    sql: str
+    checksum: str
+    options: FileOptions
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+    @property
+    def transactional(self) -> bool:
+        return self.options.transactional
+
+
+def parse_duration_ms(text: str) -> int:
+    """`30min`, `5s`, `250ms`, `2h` (a bare number is seconds) in milliseconds."""
+    match = DURATION.match(text.strip().lower())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 250ms, 5s, 30min, 2h)")
+    return int(float(match["amount"]) * UNIT_MS[match["unit"]])
+
+
+def parse_header(sql: str, filename: str) -> FileOptions:
+    """Directives from the leading comment lines; an unknown directive is an error, not ignored."""
+    values: dict[str, object] = {}
+    for number, raw in enumerate(sql.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("--"):
+            break
+        match = DIRECTIVE.match(line)
+        if match is None:
+            continue
+        key, value = match["key"].lower(), match["value"]
+        try:
+            values.update(_directive(key, value))
+        except ValueError as exc:
+            raise MigrationFileError(f"{filename}:{number}: {exc}", filename=filename, line=number) from exc
+    return FileOptions(**values)  # type: ignore[arg-type]
+
+
+def _directive(key: str, value: str | None) -> dict[str, object]:
+    if key == "no-transaction" and value is None:
+        return {"transactional": False}
+    if key in ("statement-timeout", "lock-timeout") and value is not None:
+        return {key.replace("-", "_") + "_ms": parse_duration_ms(value)}
+    raise ValueError(f"unknown migrate directive {key!r}{' ' + value if value else ''}")
+
+
+def read_file(path: Path) -> MigrationFile:
+    match = FILE_NAME.match(path.name)
+    if match is None:
+        raise MigrationFileError(f"{path.name}: not named <version>_<description>.sql", filename=path.name)
+    data = path.read_bytes()
+    try:
+        sql = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MigrationFileError(f"{path.name}: not UTF-8 ({exc})", filename=path.name) from exc
+    return MigrationFile(
+        version=int(match["version"]),
+        name=match["name"],
+        path=path,
+        sql=sql,
+        checksum=hashlib.sha256(data).hexdigest(),
+        options=parse_header(sql, path.name),
+    )
+
+
+def load_dir(directory: Path) -> list[MigrationFile]:
+    """Every `*.sql` file in version order; two files with one version are refused."""
+    if not directory.is_dir():
+        raise MigrationFileError(f"migrations directory not found: {directory}")
+    files = sorted((read_file(p) for p in directory.glob("*.sql")), key=lambda f: f.version)
+    for before, after in zip(files, files[1:], strict=False):
+        if before.version == after.version:
+            raise MigrationFileError(
+                f"two files with version {after.version}: {before.filename} and {after.filename}",
+                filename=after.filename,
+            )
+    return files
