@@ -92,7 +92,7 @@ async def migrate(dsn: str, options: RunOptions) -> AsyncIterator[Event]:
         return
     lock = await MigrationLock.open(dsn)
     try:
-        async for event in _wait_for_lock(lock, options.settings):
+        async for event in wait_for_lock(lock, options.settings):
             yield event
         async for event in _locked_run(dsn, lock, files, options):
             yield event
@@ -145,7 +145,7 @@ async def _apply(
     yield MigrationFinished(file.version, file.name, time.monotonic() - started, file.checksum)
 
 
-async def _wait_for_lock(lock: MigrationLock, settings: MigrationSettings) -> AsyncIterator[Event]:
+async def wait_for_lock(lock: MigrationLock, settings: MigrationSettings) -> AsyncIterator[Event]:
     """Poll pg_try_advisory_lock until it is ours or `lock_wait_s` passes; report the holder."""
     deadline = time.monotonic() + settings.lock_wait_s
     reported: object = ()
