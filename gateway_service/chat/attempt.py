@@ -1,0 +1,171 @@
+"""One attempt against one candidate: time limits, the commit window, usage, and closing upstream.
+
+The adapter enforces its provider's own timeouts too; the limits here are the ones only the
+pipeline knows: the first-token budget left by the caller's deadline split across candidates,
+and the end of the commit window, when held output is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from gateway_service.chat.request import (
+    ChatRequest,
+    Finished,
+    ProviderEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
+from gateway_service.chat.router import Candidate
+from gateway_service.providers.base import FailureKind, ProviderError
+
+Piece = TextDelta | ReasoningDelta | ToolCallDelta
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Absolute loop times (seconds) bounding one attempt."""
+
+    first_token_by: float
+    idle_s: float
+    end: float
+    window_ms: int = 0
+    window_pieces: int = 0
+
+
+@dataclass
+class AttemptState:
+    """What one attempt produced so far; read by failover after the attempt ends or fails."""
+
+    started: float = field(default_factory=time.monotonic)
+    first_token_s: float | None = None
+    pieces_received: int = 0
+    chars_received: int = 0
+    released: list[Piece] = field(default_factory=list)  # output handed to the caller
+    usage: UsageReport | None = None
+    finished: Finished | None = None
+
+    @property
+    def committed(self) -> bool:
+        return bool(self.released)
+
+
+class Attempt:
+    """Runs `candidate` for `request`, yielding the output pieces the caller may see."""
+
+    def __init__(self, candidate: Candidate, request: ChatRequest, limits: Limits) -> None:
+        self.candidate = candidate
+        self.request = request
+        self.limits = limits
+        self.state = AttemptState()
+        self._held: list[Piece] = []
+        self._window_end: float | None = None
+        # A read still in flight when the commit window closed; it must not be cancelled (that would end
+        # the upstream stream), so it runs as a task and is awaited again after the release.
+        self._read: asyncio.Future[ProviderEvent] | None = None
+
+    async def pieces(self) -> AsyncGenerator[Piece, None]:
+        """Output pieces; returns after the finish event (in `state.finished`), raises ProviderError."""
+        adapter = self.candidate.adapter
+        assert adapter is not None  # failover skips unconfigured candidates
+        loop = asyncio.get_running_loop()
+        stream = adapter.stream(self.request, self.candidate.model.name, deadline_s=self.limits.end - loop.time())
+        try:
+            async with aclosing(self._run(stream, loop)) as pieces:
+                async for piece in pieces:
+                    yield piece
+        finally:
+            # On failure, cancellation or the caller going away: close the HTTP request now.
+            if self._read is not None:
+                self._read.cancel()
+                await asyncio.gather(self._read, return_exceptions=True)
+            await stream.aclose()
+
+    async def _run(
+        self, stream: AsyncIterator[ProviderEvent], loop: asyncio.AbstractEventLoop
+    ) -> AsyncGenerator[Piece, None]:
+        while self.state.finished is None:
+            event = await self._next(stream, loop)
+            if event is None:  # the commit window closed while waiting: release what is held
+                for piece in self._release():
+                    yield piece
+                continue
+            if isinstance(event, UsageReport):
+                self.state.usage = event
+            elif isinstance(event, Finished):
+                self.state.finished = event
+                for piece in self._release():
+                    yield piece
+            else:
+                for piece in self._take(event, loop.time()):
+                    yield piece
+
+    async def _next(
+        self, stream: AsyncIterator[ProviderEvent], loop: asyncio.AbstractEventLoop
+    ) -> ProviderEvent | None:
+        now = loop.time()
+        limit, what = self._budget(now)
+        window_wait = self._window_end is not None and self._window_end < limit
+        if window_wait:
+            assert self._window_end is not None
+            limit = self._window_end
+        try:
+            if window_wait:
+                return await self._read_until(stream, limit - now)
+            async with asyncio.timeout(max(0.0, limit - now)) as scope:
+                return await (self._take_read() or anext(stream))
+        except StopAsyncIteration:
+            raise ProviderError(FailureKind.TRUNCATED, "stream ended without a finish reason") from None
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise ProviderError(FailureKind.TIMEOUT, what) from None
+
+    async def _read_until(self, stream: AsyncIterator[ProviderEvent], wait_s: float) -> ProviderEvent | None:
+        """The next event, or None when `wait_s` passes first (the read goes on in the background)."""
+        if self._read is None:
+            self._read = asyncio.ensure_future(anext(stream))
+        done, _ = await asyncio.wait({self._read}, timeout=max(0.0, wait_s))
+        return self._take_read().result() if done else None  # type: ignore[union-attr]
+
+    def _take_read(self) -> asyncio.Future[ProviderEvent] | None:
+        read, self._read = self._read, None
+        return read
+
+    def _budget(self, now: float) -> tuple[float, str]:
+        if self.state.pieces_received:
+            limit, what = now + self.limits.idle_s, f"no chunk for {self.limits.idle_s:g}s (idle timeout)"
+        else:
+            limit, what = self.limits.first_token_by, "no first token within this attempt's share of the deadline"
+        if self.limits.end <= limit:
+            return self.limits.end, "attempt deadline reached"
+        return limit, what
+
+    def _take(self, piece: Piece, now: float) -> list[Piece]:
+        state = self.state
+        if state.first_token_s is None:
+            state.first_token_s = time.monotonic() - state.started
+        state.pieces_received += 1
+        state.chars_received += len(getattr(piece, "text", "")) + len(getattr(piece, "arguments_json", ""))
+        if state.committed or not (self.limits.window_ms or self.limits.window_pieces):
+            state.released.append(piece)
+            return [piece]
+        self._held.append(piece)
+        if self._window_end is None and self.limits.window_ms:
+            self._window_end = now + self.limits.window_ms / 1000
+        window_over = self._window_end is not None and now >= self._window_end
+        if window_over or (self.limits.window_pieces and len(self._held) >= self.limits.window_pieces):
+            return self._release()
+        return []
+
+    def _release(self) -> list[Piece]:
+        held, self._held = self._held, []
+        self._window_end = None
+        self.state.released.extend(held)
+        return held

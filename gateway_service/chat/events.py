@@ -1,0 +1,99 @@
+"""What the pipeline tells the caller, in order (no gRPC): the domain side of StreamChatResponse.
+
+A run yields AttemptStarted, then OutputDelta / AttemptUsage, and on a failed attempt FailedOver
+followed by the next AttemptStarted; it ends with exactly one Completed or raises a GatewayError.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gateway_service.chat.request import FinishReason, ReasoningDelta, TextDelta, ToolCallDelta
+from gateway_service.providers.base import FailureKind
+
+
+class SkipReason(enum.Enum):
+    """Why a candidate was not tried at all (no HTTP request was made)."""
+
+    NOT_CONFIGURED = "not_configured"
+    UNHEALTHY = "unhealthy"  # breaker open
+    COOLING_DOWN = "cooling_down"  # rate limited, quota or auth failure remembered from earlier calls
+    CONTEXT_TOO_SMALL = "context_too_small"
+    NO_PREFILL = "no_prefill"  # cannot continue a partial answer (mid-stream policy CONTINUE)
+    DEADLINE = "deadline"  # less than the minimum attempt budget left
+
+
+Outcome = FailureKind | SkipReason
+
+
+@dataclass(frozen=True)
+class AttemptStarted:
+    provider: str
+    model: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class OutputDelta:
+    """One piece of output; `sequence` counts from 1 across attempts."""
+
+    sequence: int
+    piece: TextDelta | ReasoningDelta | ToolCallDelta
+
+
+@dataclass(frozen=True)
+class FailedOver:
+    from_provider: str
+    from_model: str
+    to_provider: str
+    to_model: str
+    reason: FailureKind
+    message: str
+    discard_output: bool
+    attempt: int
+
+
+@dataclass(frozen=True)
+class AttemptUsage:
+    provider: str
+    model: str
+    attempt: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    reasoning_tokens: int = 0
+    cached_input_tokens: int = 0
+    estimated: bool = False  # counted by the gateway (attempt cut short), not reported by the provider
+
+
+@dataclass(frozen=True)
+class Completed:
+    finish_reason: FinishReason
+    provider: str
+    model: str
+    attempts: int
+    upstream_request_id: str
+    request_id: str
+
+
+GatewayEvent = AttemptStarted | OutputDelta | FailedOver | AttemptUsage | Completed
+
+
+@dataclass
+class AttemptRecord:
+    """One attempt (or skipped candidate) as reported in ChatResponse.attempts and ErrorInfo."""
+
+    attempt: int  # 0 for a skipped candidate
+    provider: str
+    model: str
+    outcome: Outcome | None = None  # None: succeeded
+    message: str = ""
+    duration_s: float = 0.0
+    usage: AttemptUsage | None = None
+    retry_after_s: float | None = None
+
+    def describe(self) -> str:
+        reason = self.outcome.value if self.outcome else "ok"
+        text = f"{self.provider}/{self.model} {reason}"
+        return f"{text}: {self.message}" if self.message else text

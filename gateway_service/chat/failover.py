@@ -1,0 +1,329 @@
+"""Runs a request across its candidates until one answers: the failover state machine.
+
+Before any output reached the caller, a retryable failure moves to the next candidate at once
+(a FailedOver event, then AttemptStarted). After output was sent, the request's mid-stream
+policy decides: FAIL ends with MidStreamFailure, RESTART tells the caller to discard and starts
+over, CONTINUE has the next candidate continue from the partial answer as an assistant prefill.
+
+The caller's deadline is split: each attempt's first token must come within its share
+(remaining / candidates left, at least `min_attempt_budget_s`), and no attempt starts with less
+than that minimum left. Output, once flowing, may use the whole remaining deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import TypeGuard
+
+from gateway_service.accounting import Ledger, cost_usd, estimate_tokens
+from gateway_service.chat.attempt import Attempt, Limits, Piece
+from gateway_service.chat.events import (
+    AttemptRecord,
+    AttemptStarted,
+    AttemptUsage,
+    Completed,
+    FailedOver,
+    GatewayEvent,
+    OutputDelta,
+    SkipReason,
+)
+from gateway_service.chat.outcome import final_error, mid_stream_failure
+from gateway_service.chat.request import (
+    ChatRequest,
+    FinishReason,
+    Message,
+    MidStreamPolicy,
+    Role,
+    TextDelta,
+    ToolCallDelta,
+)
+from gateway_service.chat.router import Candidate
+from gateway_service.config import FailoverSettings
+from gateway_service.errors import ProviderRejectedRequest
+from gateway_service.health import Health
+from gateway_service.providers.base import FailureKind, ProviderError
+
+log = logging.getLogger(__name__)
+
+AttemptObserver = Callable[[ChatRequest, AttemptRecord, "float | None"], None]
+
+
+class _AttemptFailed(Exception):
+    """Carries a ProviderError out of an attempt together with the attempt's state."""
+
+    def __init__(self, error: ProviderError, attempt: Attempt, number: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.attempt = attempt
+        self.number = number
+
+
+@dataclass
+class _Pending:
+    """A failed attempt whose FailedOver event waits for the next candidate's name."""
+
+    record: AttemptRecord
+    error: ProviderError
+    discard: bool
+
+
+class ChatRun:
+    """One request's run; `events()` drives it, `attempts` lists what was tried."""
+
+    def __init__(
+        self, failover: Failover, request: ChatRequest, candidates: list[Candidate], deadline_s: float | None
+    ) -> None:
+        self.failover = failover
+        self.request = request
+        self.candidates = candidates
+        self.settings = failover.settings
+        self.deadline = time.monotonic() + (deadline_s if deadline_s is not None else self.settings.default_deadline_s)
+        self.records: list[AttemptRecord] = []
+        self.sequence = 0
+        self.prefix: list[str] = []  # text delivered in the current answer (for CONTINUE)
+        self.tool_calls_sent = False
+        self.answer_pieces = 0  # pieces the caller holds of the current answer (reset by RESTART)
+        self._min_context = 0
+        self._need_prefill = False
+
+    @property
+    def attempts(self) -> list[AttemptRecord]:
+        return [r for r in self.records if r.attempt]
+
+    async def events(self) -> AsyncGenerator[GatewayEvent, None]:
+        pending: _Pending | None = None
+        request = self.request
+        for index, candidate in enumerate(self.candidates):
+            if self._skip(candidate, remaining=len(self.candidates) - index):
+                continue
+            number = len(self.attempts) + 1
+            if pending is not None:
+                yield self._failed_over(pending, candidate)
+            yield AttemptStarted(candidate.provider.name, candidate.model.name, number)
+            try:
+                async with aclosing(self._attempt(candidate, request, number, len(self.candidates) - index)) as events:
+                    async for event in events:
+                        yield event
+                return
+            except _AttemptFailed as failed:
+                pending = self._after_failure(candidate, failed)
+                if _reported(pending.record.usage):
+                    yield pending.record.usage
+                if failed.error.kind is FailureKind.CONTENT_FILTERED:
+                    yield self._completed(candidate, FinishReason.CONTENT_FILTER, failed.error.upstream_request_id)
+                    return
+                request = self._next_request(pending)
+        if pending is not None and self.answer_pieces:
+            why = f"no candidate left to {self.request.mid_stream_policy.value} the answer"
+            raise mid_stream_failure(pending.record, self.sequence, self.records, why)
+        raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)
+
+    def _skip(self, candidate: Candidate, remaining: int) -> bool:
+        reason, message, retry = self._skip_reason(candidate)
+        if reason is None:
+            return False
+        self.records.append(AttemptRecord(0, candidate.provider.name, candidate.model.name, reason, message))
+        self.records[-1].retry_after_s = retry
+        return True
+
+    def _skip_reason(self, candidate: Candidate) -> tuple[FailureKind | SkipReason | None, str, float | None]:
+        if candidate.adapter is None:
+            return SkipReason.NOT_CONFIGURED, f"set {candidate.provider.credential_source}", None
+        if self._need_prefill and not candidate.model.assistant_prefill:
+            return SkipReason.NO_PREFILL, "cannot continue a partial assistant answer", None
+        if candidate.model.context_window and candidate.model.context_window <= self._min_context:
+            return SkipReason.CONTEXT_TOO_SMALL, f"context window {candidate.model.context_window} too small", None
+        block = self.failover.health.blocked(candidate.provider.name, candidate.model.name, candidate.key_id)
+        if block is not None:
+            left = max(0.0, block.until - time.monotonic())
+            if block.kind is None:
+                return SkipReason.UNHEALTHY, f"circuit breaker open for {left:.3f}s", left
+            return block.kind, f"cooling down for {left:.3f}s after {block.kind.value}", left
+        if self.deadline - time.monotonic() < self.settings.min_attempt_budget_s:
+            return SkipReason.DEADLINE, "less than the minimum attempt budget of the deadline left", None
+        return None, "", None
+
+    async def _attempt(
+        self, candidate: Candidate, request: ChatRequest, number: int, candidates_left: int
+    ) -> AsyncGenerator[GatewayEvent, None]:
+        attempt = Attempt(candidate, request, self._limits(candidate, candidates_left))
+        try:
+            async with aclosing(attempt.pieces()) as pieces:
+                async for piece in pieces:
+                    yield self._delivered(piece)
+        except ProviderError as error:
+            raise _AttemptFailed(error, attempt, number) from error
+        except BaseException:
+            # Cancelled, deadline passed or the caller went away: upstream is closed; count what it cost.
+            self._record(candidate, attempt, number, None, cancelled=True)
+            raise
+        record = self._record(candidate, attempt, number, None)
+        if _reported(record.usage):
+            yield record.usage
+        finished = attempt.state.finished
+        assert finished is not None
+        yield self._completed(candidate, finished.reason, finished.upstream_request_id)
+
+    def _delivered(self, piece: Piece) -> OutputDelta:
+        self.sequence += 1
+        self.answer_pieces += 1
+        if isinstance(piece, TextDelta):
+            self.prefix.append(piece.text)
+        elif isinstance(piece, ToolCallDelta):
+            self.tool_calls_sent = True
+        return OutputDelta(self.sequence, piece)
+
+    def _limits(self, candidate: Candidate, candidates_left: int) -> Limits:
+        loop = asyncio.get_running_loop()
+        now, remaining = loop.time(), max(0.0, self.deadline - time.monotonic())
+        share = max(self.settings.min_attempt_budget_s, remaining / max(1, candidates_left))
+        first_token = min(candidate.provider.first_token_timeout_s, share)
+        window_ms = self.request.commit_window_ms or self.settings.commit_window_ms
+        window_pieces = self.request.commit_window_tokens or self.settings.commit_window_tokens
+        return Limits(
+            first_token_by=now + first_token,
+            idle_s=candidate.provider.idle_timeout_s,
+            end=now + min(remaining, candidate.provider.timeout_s),
+            window_ms=window_ms,
+            window_pieces=window_pieces,
+        )
+
+    def _after_failure(self, candidate: Candidate, failed: _AttemptFailed) -> _Pending:
+        error = failed.error
+        record = self._record(candidate, failed.attempt, failed.number, error)
+        delivered = self.answer_pieces > 0
+        if error.kind is FailureKind.INVALID_REQUEST:
+            raise ProviderRejectedRequest(
+                f"{candidate.provider.name} rejected the request: {error.message}",
+                metadata={"provider": candidate.provider.name, "model": candidate.model.name},
+            )
+        if error.kind is FailureKind.CONTEXT_TOO_LONG:
+            self._min_context = max(self._min_context, candidate.model.context_window or 1)
+        policy = self.request.mid_stream_policy
+        if delivered and error.kind is not FailureKind.CONTENT_FILTERED:
+            if policy is MidStreamPolicy.FAIL:
+                raise mid_stream_failure(record, self.sequence, self.records, "policy FAIL")
+            if policy is MidStreamPolicy.CONTINUE and self.tool_calls_sent:
+                raise mid_stream_failure(record, self.sequence, self.records, "CONTINUE refused after tool-call deltas")
+            if policy is MidStreamPolicy.CONTINUE:
+                self._need_prefill = True
+            else:
+                self.prefix.clear()
+                self.tool_calls_sent = False
+                self.answer_pieces = 0
+        return _Pending(record, error, discard=delivered and policy is MidStreamPolicy.RESTART)
+
+    def _next_request(self, pending: _Pending) -> ChatRequest:
+        if not self._need_prefill or not self.prefix:
+            return self.request
+        # Anthropic refuses a final assistant turn ending in whitespace; the answer resumes after it.
+        prefill = "".join(self.prefix).rstrip()
+        messages = (*self.request.messages, Message(Role.ASSISTANT, content=prefill))
+        return replace(self.request, messages=messages)
+
+    def _record(
+        self, candidate: Candidate, attempt: Attempt, number: int, error: ProviderError | None, cancelled: bool = False
+    ) -> AttemptRecord:
+        state = attempt.state
+        record = AttemptRecord(
+            attempt=number,
+            provider=candidate.provider.name,
+            model=candidate.model.name,
+            outcome=error.kind if error else None,
+            message=error.message if error else ("cancelled" if cancelled else ""),
+            duration_s=time.monotonic() - state.started,
+            retry_after_s=error.retry_after_s if error else None,
+        )
+        record.usage = self._usage(candidate, attempt, number)
+        self.records.append(record)
+        self.failover.note(self.request, candidate, record, error, state.first_token_s, cancelled)
+        return record
+
+    def _usage(self, candidate: Candidate, attempt: Attempt, number: int) -> AttemptUsage | None:
+        usage, state = attempt.state.usage, attempt.state
+        if usage is None and not state.pieces_received:
+            return None
+        estimated = usage is None
+        input_tokens = usage.input_tokens if usage else estimate_tokens(_request_chars(attempt.request))
+        output_tokens = usage.output_tokens if usage else estimate_tokens(state.chars_received)
+        return AttemptUsage(
+            provider=candidate.provider.name,
+            model=candidate.model.name,
+            attempt=number,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd(candidate.model, input_tokens, output_tokens),
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            cached_input_tokens=usage.cached_input_tokens if usage else 0,
+            estimated=estimated,
+        )
+
+    def _failed_over(self, pending: _Pending, to: Candidate) -> FailedOver:
+        record = pending.record
+        log.warning(
+            "attempt failed, failing over",
+            extra={"from": f"{record.provider}/{record.model}", "to": to.label, "reason": pending.error.kind.value,
+                   "error": pending.error.message, "attempt": record.attempt},
+        )  # fmt: skip
+        return FailedOver(
+            record.provider, record.model, to.provider.name, to.model.name,
+            pending.error.kind, pending.error.message, pending.discard, record.attempt,
+        )  # fmt: skip
+
+    def _completed(self, candidate: Candidate, reason: FinishReason, upstream_request_id: str) -> Completed:
+        return Completed(
+            reason, candidate.provider.name, candidate.model.name, len(self.attempts),
+            upstream_request_id, self.request.request_id,
+        )  # fmt: skip
+
+
+def _reported(usage: AttemptUsage | None) -> TypeGuard[AttemptUsage]:
+    """Only usage the provider reported goes to the caller; estimates go to logs, metrics and the ledger."""
+    return usage is not None and not usage.estimated
+
+
+def _request_chars(request: ChatRequest) -> int:
+    return sum(len(m.content) for m in request.messages)
+
+
+class Failover:
+    """Shared across requests: settings, health, the ledger and an observer told about each attempt."""
+
+    def __init__(
+        self, settings: FailoverSettings, health: Health, ledger: Ledger, observer: AttemptObserver | None = None
+    ) -> None:
+        self.settings = settings
+        self.health = health
+        self.ledger = ledger
+        self.observer = observer
+
+    def run(self, request: ChatRequest, candidates: list[Candidate], deadline_s: float | None) -> ChatRun:
+        return ChatRun(self, request, candidates, deadline_s)
+
+    def note(
+        self, request: ChatRequest, candidate: Candidate, record: AttemptRecord,
+        error: ProviderError | None, first_token_s: float | None, cancelled: bool,
+    ) -> None:  # fmt: skip
+        """Health, ledger, log and telemetry for a finished attempt; never blocks."""
+        name, model = candidate.provider.name, candidate.model.name
+        if error is not None:
+            self.health.record_failure(name, model, candidate.key_id, error, record.duration_s)
+        elif not cancelled:
+            self.health.record_success(name, model, first_token_s, record.duration_s)
+        if record.usage is not None:
+            self.ledger.add(name, record.usage.input_tokens, record.usage.output_tokens, record.usage.cost_usd)
+        if cancelled:
+            usage = record.usage
+            log.info(
+                "attempt cancelled; upstream closed",
+                extra={"provider": name, "model": model, "attempt": record.attempt,
+                       "output_tokens_so_far": usage.output_tokens if usage else 0,
+                       "usage_estimated": usage.estimated if usage else False},
+            )  # fmt: skip
+        if self.observer is not None:
+            self.observer(request, record, first_token_s)

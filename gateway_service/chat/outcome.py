@@ -1,0 +1,95 @@
+"""How a run that produced no answer ends: which GatewayError, with every attempt in ErrorInfo."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway_service.chat.events import AttemptRecord, SkipReason
+from gateway_service.chat.request import ChatRequest
+from gateway_service.chat.router import Candidate
+from gateway_service.config import FailoverSettings
+from gateway_service.errors import (
+    AllProvidersFailed,
+    AllProvidersRateLimited,
+    ContextTooLong,
+    DeadlineExhausted,
+    GatewayError,
+    MidStreamFailure,
+    NotConfigured,
+)
+from gateway_service.health import Health
+from gateway_service.providers.base import FailureKind
+
+_RATE_LIMITS = (FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED)
+
+
+def attempts_metadata(records: Sequence[AttemptRecord]) -> dict[str, str]:
+    """ErrorInfo metadata: `attempt_N` for each attempt made, `skipped_N` for candidates not tried."""
+    metadata: dict[str, str] = {}
+    tried = skipped = 0
+    for record in records:
+        if record.attempt:
+            tried += 1
+            metadata[f"attempt_{record.attempt}"] = record.describe()
+        else:
+            skipped += 1
+            metadata[f"skipped_{skipped}"] = record.describe()
+    metadata["attempts"] = str(tried)
+    return metadata
+
+
+def final_error(
+    request: ChatRequest,
+    records: Sequence[AttemptRecord],
+    health: Health,
+    candidates: Sequence[Candidate],
+    settings: FailoverSettings,
+) -> GatewayError:
+    """The error for a run where every candidate failed or was skipped."""
+    metadata = {"model": request.model, **attempts_metadata(records)}
+    tried = [r for r in records if r.attempt]
+    outcomes = [r.outcome for r in records if r.outcome is not SkipReason.NOT_CONFIGURED]
+    if not outcomes:
+        return _not_configured(request, candidates, metadata)
+    if tried and tried[-1].outcome is FailureKind.CONTEXT_TOO_LONG:
+        return ContextTooLong(
+            f"the request does not fit the context window of any candidate for {request.model!r}",
+            metadata=metadata,
+        )
+    summary = "; ".join(r.describe() for r in records)
+    if outcomes[-1] is SkipReason.DEADLINE:
+        return DeadlineExhausted(f"deadline too short for another attempt after: {summary}", metadata=metadata)
+    keys = [(c.provider.name, c.model.name, c.key_id) for c in candidates if c.adapter is not None]
+    retry = health.soonest_unblock(keys)
+    retry_after = retry if retry is not None else settings.rate_limit_cooldown_s
+    if all(o in _RATE_LIMITS for o in outcomes):
+        return AllProvidersRateLimited(
+            f"every candidate is rate limited: {summary}", metadata=metadata, retry_after_s=retry_after
+        )
+    return AllProvidersFailed(f"every candidate failed: {summary}", metadata=metadata, retry_after_s=retry_after)
+
+
+def _not_configured(request: ChatRequest, candidates: Sequence[Candidate], metadata: dict[str, str]) -> NotConfigured:
+    needs = sorted({f"{c.provider.name} needs {c.provider.credential_source}" for c in candidates})
+    return NotConfigured(
+        f"no provider of {request.model!r} is configured: " + "; ".join(needs),
+        metadata={**metadata, "credentials": ", ".join(c.provider.credential_source for c in candidates)},
+    )
+
+
+def mid_stream_failure(
+    failed: AttemptRecord, delivered_pieces: int, records: Sequence[AttemptRecord], why: str
+) -> MidStreamFailure:
+    """UNAVAILABLE after output was sent: says what was delivered, so it can never pass for complete."""
+    metadata = {
+        **attempts_metadata(records),
+        "provider": failed.provider,
+        "model": failed.model,
+        "delivered_deltas": str(delivered_pieces),
+        "policy": why,
+    }
+    return MidStreamFailure(
+        f"{failed.provider}/{failed.model} failed after {delivered_pieces} deltas were sent "
+        f"({failed.outcome.value if failed.outcome else 'unknown'}: {failed.message}); {why}; the answer is incomplete",
+        metadata=metadata,
+    )

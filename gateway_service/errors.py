@@ -1,0 +1,78 @@
+"""Errors of the LLM gateway, each carrying its gRPC code and ErrorInfo reason (domain "llmgateway").
+
+    ServiceError (servicekit.errors)
+     +-- GatewayError                       domain "llmgateway"
+          +-- InvalidRequest                INVALID_ARGUMENT + BadRequest: the caller's request is malformed
+          +-- UnknownModel                  INVALID_ARGUMENT + BadRequest(model): no such route or provider/model
+          +-- ProviderRejectedRequest       INVALID_ARGUMENT: a provider refused the request (400); no failover
+          +-- NotConfigured                 FAILED_PRECONDITION: no candidate has credentials; names the env var
+          +-- ContextTooLong                OUT_OF_RANGE: no candidate has a context window large enough
+          +-- AllProvidersFailed            UNAVAILABLE + RetryInfo: every candidate failed (attempts listed)
+          |    +-- AllProvidersRateLimited  RESOURCE_EXHAUSTED + RetryInfo: every candidate was rate limited
+          +-- MidStreamFailure              UNAVAILABLE: a provider failed after output was sent (policy FAIL)
+          +-- DeadlineExhausted             DEADLINE_EXCEEDED: too little of the deadline left for an attempt
+
+ConfigError is not a ServiceError: it stops the process at start-up, naming the exact key path.
+
+Domain code raises these; only the servicer boundary turns them into a status. ErrorInfo metadata lists
+each attempt as `attempt_N: "provider/model reason: message"` so a caller learns exactly what happened.
+"""
+
+from __future__ import annotations
+
+from google.rpc import code_pb2
+
+from servicekit.errors import ServiceError
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file and the key path."""
+
+
+class GatewayError(ServiceError):
+    domain = "llmgateway"
+
+
+class InvalidRequest(GatewayError):
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+
+class UnknownModel(GatewayError):
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "UNKNOWN_MODEL"
+
+
+class ProviderRejectedRequest(GatewayError):
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "PROVIDER_REJECTED_REQUEST"
+
+
+class NotConfigured(GatewayError):
+    code = code_pb2.FAILED_PRECONDITION
+    reason = "PROVIDER_NOT_CONFIGURED"
+
+
+class ContextTooLong(GatewayError):
+    code = code_pb2.OUT_OF_RANGE
+    reason = "CONTEXT_TOO_LONG"
+
+
+class AllProvidersFailed(GatewayError):
+    code = code_pb2.UNAVAILABLE
+    reason = "ALL_PROVIDERS_FAILED"
+
+
+class AllProvidersRateLimited(AllProvidersFailed):
+    code = code_pb2.RESOURCE_EXHAUSTED
+    reason = "ALL_PROVIDERS_RATE_LIMITED"
+
+
+class MidStreamFailure(GatewayError):
+    code = code_pb2.UNAVAILABLE
+    reason = "MID_STREAM_FAILURE"
+
+
+class DeadlineExhausted(GatewayError):
+    code = code_pb2.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXHAUSTED"

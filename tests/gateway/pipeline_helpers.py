@@ -1,0 +1,98 @@
+"""In-test adapters implementing the ProviderAdapter protocol, for the failover state machine's domain tests.
+
+They stand in for a provider at the adapter boundary only (the end-to-end tests use the real
+adapters, SDKs and the simulator over HTTP); each call plays one scripted list of steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from gateway_service.chat.request import ChatRequest, Finished, FinishReason, Message, ProviderEvent, Role, TextDelta
+from gateway_service.config import (
+    FailoverSettings,
+    GatewayConfig,
+    ModelSpec,
+    ProviderSpec,
+    Secret,
+)
+from gateway_service.providers.base import ProviderConfig
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait this long before the next step (a slow or stalled upstream)."""
+
+    seconds: float
+
+
+Step = ProviderEvent | Exception | Pause
+
+
+@dataclass
+class Call:
+    request: ChatRequest
+    model: str
+    deadline_s: float
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    steps_played: int = 0
+
+
+class ScriptedAdapter:
+    """Plays `scripts[i]` on the i-th call; records each call and whether its stream was closed."""
+
+    def __init__(self, name: str, scripts: Sequence[Sequence[Step]]) -> None:
+        self.config = ProviderConfig(name=name, type="openai", base_url=None, api_key="test-key")
+        self.scripts = list(scripts)
+        self.calls: list[Call] = []
+
+    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncIterator[ProviderEvent]:
+        call = Call(request, model, deadline_s)
+        self.calls.append(call)
+        return self._play(self.scripts[len(self.calls) - 1], call)
+
+    async def _play(self, steps: Sequence[Step], call: Call) -> AsyncIterator[ProviderEvent]:
+        try:
+            for step in steps:
+                call.steps_played += 1
+                if isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, Exception):
+                    raise step
+                else:
+                    yield step
+        finally:
+            call.closed.set()
+
+    async def aclose(self) -> None:
+        return None
+
+
+def words(*texts: str, reason: FinishReason = FinishReason.STOP) -> list[Step]:
+    return [*(TextDelta(t) for t in texts), Finished(reason, upstream_request_id="up-1")]
+
+
+def spec(name: str, *models: ModelSpec, key: str | None = "k", type_: str = "openai", **kw: float) -> ProviderSpec:
+    return ProviderSpec(
+        name=name,
+        type=type_,
+        models=models,
+        api_key_env=f"{name.upper()}_API_KEY",
+        api_key=Secret(key + name) if key else None,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def gateway_config(*providers: ProviderSpec, route: Sequence[str] = (), **failover: float) -> GatewayConfig:
+    targets = tuple(tuple(t.split("/", 1)) for t in route) or tuple((p.name, p.models[0].name) for p in providers)
+    return GatewayConfig(
+        providers=providers,
+        routes={"default": targets},  # type: ignore[dict-item]
+        failover=FailoverSettings(**failover),  # type: ignore[arg-type]
+    )
+
+
+def chat_request(text: str = "hi", **kw: object) -> ChatRequest:
+    return ChatRequest(model="default", messages=(Message(Role.USER, text),), request_id="req-1", **kw)  # type: ignore[arg-type]
