@@ -6,7 +6,7 @@ Validated at start-up; the database password prints as `**********`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,12 +47,51 @@ class MigrationSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    """Limits and housekeeping of the metrics store (see README "Metrics")."""
+    """Limits and housekeeping of the metrics store (see README "Metrics").
+
+    Each field can be set from the environment as `SCHEMA_SERVICE_METRICS_<FIELD>` (upper case).
+    """
 
     max_batch_metrics: int = 10_000
+    # Below the transport's 64 MiB so an oversized batch gets a named INVALID_ARGUMENT, not a transport error.
     max_batch_bytes: int = 16 * 1024 * 1024
     max_in_flight_batches: int = 16
+    admission_wait_s: float = 0.2
+    stream_window: int = 4
     retention_days: int = 30
+    max_time_ahead_s: float = 86_400.0
+    partitions_ahead_days: int = 2
+    idempotency_window_s: float = 7 * 86_400.0
+    housekeeping_interval_s: float = 60.0
+    baseline_window_s: float = 86_400.0
+    baseline_min_samples: int = 30
+    anomaly_z_score: float = 4.0
+
+    @classmethod
+    def from_env(cls) -> MetricsSettings:
+        """Defaults overridden by `SCHEMA_SERVICE_METRICS_*` variables; a malformed value is a ConfigError."""
+        values: dict[str, int | float] = {}
+        for f in fields(cls):
+            raw = env_str(f"SCHEMA_SERVICE_METRICS_{f.name.upper()}")
+            if raw is None:
+                continue
+            try:
+                values[f.name] = int(raw) if f.type == "int" else float(raw)
+            except ValueError:
+                raise ConfigError(f"Config 'SCHEMA_SERVICE_METRICS_{f.name.upper()}' must be a {f.type}") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    def validate(self, max_message_bytes: int) -> MetricsSettings:
+        """Every limit positive, and a batch's byte limit below the transport's message limit."""
+        for f in fields(self):
+            if getattr(self, f.name) <= 0:
+                raise ConfigError(f"Config 'metrics.{f.name}' must be > 0")
+        if self.max_batch_bytes >= max_message_bytes:
+            raise ConfigError(
+                f"Config 'metrics.max_batch_bytes' ({self.max_batch_bytes}) must be below "
+                f"the transport limit max_message_bytes ({max_message_bytes})"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -69,7 +108,7 @@ class Settings:
     log_level: str = "INFO"
     max_message_bytes: int = 64 * 1024 * 1024
     migration: MigrationSettings = field(default_factory=MigrationSettings)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings.from_env)
 
     def __repr__(self) -> str:
         url = redact_url(self.database_url) if self.database_url else None
@@ -84,6 +123,7 @@ class Settings:
             raise ConfigError(f"Config 'migrations_dir' is not a directory: {self.migration.migrations_dir}")
         if self.shutdown_grace_s < 0:
             raise ConfigError("Config 'shutdown_grace_s' must be >= 0")
+        self.metrics.validate(self.max_message_bytes)
         return self
 
 

@@ -3,8 +3,11 @@
     ServiceError (servicekit.errors)
      +-- SchemaServiceError             domain "schemaservice"
           +-- DatabaseUnavailable       UNAVAILABLE + RetryInfo: the database cannot be reached
+          +-- ShuttingDown              UNAVAILABLE + RetryInfo: the server is draining; reconnect elsewhere
           +-- MigrationError            FAILED_PRECONDITION: a migration failed or cannot run
           +-- InvalidRequest            INVALID_ARGUMENT + BadRequest: bad input, fields named
+          |    +-- BatchTooLarge         a metrics batch over the count or byte limit (the limit named)
+          |    +-- RequestIdReused       a request_id already used for a different batch
           +-- Overloaded                RESOURCE_EXHAUSTED + RetryInfo: too many writes in flight
           +-- DeadlineExceeded          DEADLINE_EXCEEDED: waited too long
 """
@@ -25,6 +28,11 @@ class DatabaseUnavailable(SchemaServiceError):
     reason = "DATABASE_UNAVAILABLE"
 
 
+class ShuttingDown(SchemaServiceError):
+    code = code_pb2.UNAVAILABLE
+    reason = "SHUTTING_DOWN"
+
+
 class MigrationError(SchemaServiceError):
     code = code_pb2.FAILED_PRECONDITION
     reason = "MIGRATION_FAILED"
@@ -33,6 +41,14 @@ class MigrationError(SchemaServiceError):
 class InvalidRequest(SchemaServiceError):
     code = code_pb2.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
+
+
+class BatchTooLarge(InvalidRequest):
+    reason = "BATCH_TOO_LARGE"
+
+
+class RequestIdReused(InvalidRequest):
+    reason = "REQUEST_ID_REUSED"
 
 
 class Overloaded(SchemaServiceError):

@@ -9,6 +9,7 @@ import logging
 from schema_service import database
 from schema_service.app import App
 from schema_service.config import Settings
+from schema_service.metrics.jobs import run_housekeeping
 from schema_service.servicers import add_to_server
 from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
 from servicekit.server import Lifecycle, ServerOptions, build_server, serve
@@ -40,6 +41,8 @@ async def run(settings: Settings) -> None:
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await lifecycle.start(ready=False)
     watcher = asyncio.create_task(_watch_readiness(app, lifecycle))
+    # Metrics partitions ahead of time, retention, baselines and anomalies (starts once app.ready is set).
+    housekeeping = asyncio.create_task(run_housekeeping(app))
     log.info("schema service listening", extra={"port": port, "settings": repr(settings)})
     try:
         await serve(server, lifecycle, grace_s=settings.shutdown_grace_s)
@@ -47,6 +50,9 @@ async def run(settings: Settings) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeping
         await app.close()
 
 

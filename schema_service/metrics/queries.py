@@ -1,0 +1,137 @@
+"""Reading the metrics store: bucketed aggregates of one metric, baselines, anomalies."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from schema_service.errors import InvalidRequest
+from schema_service.metrics.dberrors import database_errors
+from schema_service.metrics.validation import NAME_RE
+from servicekit.errors import FieldViolation
+
+MAX_BUCKETS = 10_000
+MAX_PAGE_SIZE = 1_000
+DEFAULT_PAGE_SIZE = 100
+# Fixed SQL per aggregate: the query text is built only from these, never from input.
+AGGREGATES = {
+    "sum": "sum(m.value)",
+    "min": "min(m.value)",
+    "max": "max(m.value)",
+    "avg": "avg(m.value)",
+    "p50": "percentile_cont(0.5) WITHIN GROUP (ORDER BY m.value)",
+    "p95": "percentile_cont(0.95) WITHIN GROUP (ORDER BY m.value)",
+    "p99": "percentile_cont(0.99) WITHIN GROUP (ORDER BY m.value)",
+}
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    """One metric (series carrying all `labels`), [start, end), buckets of `bucket` (None: one bucket)."""
+
+    name: str
+    labels: dict[str, str]
+    start: datetime
+    end: datetime
+    bucket: timedelta | None
+    aggregates: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime
+    count: int
+    aggregates: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BaselineRow:
+    name: str
+    labels: dict[str, str]
+    mean: float
+    stddev: float
+    sample_count: int
+    window_start: datetime
+    window_end: datetime
+    computed_at: datetime
+
+
+@dataclass(frozen=True)
+class AnomalyRow:
+    name: str
+    labels: dict[str, str]
+    value: float
+    baseline_mean: float
+    baseline_stddev: float
+    z_score: float
+    time: datetime
+
+
+def check_query(query: MetricQuery) -> None:
+    """InvalidRequest naming every bad field of the query."""
+    bad: list[FieldViolation] = []
+    if not NAME_RE.fullmatch(query.name):
+        bad.append(FieldViolation("name", "1-200 characters of [A-Za-z0-9_.:/-], starting with a letter"))
+    if query.end <= query.start:
+        bad.append(FieldViolation("end_time", "must be after start_time"))
+    elif query.bucket is not None:
+        if query.bucket <= timedelta(0):
+            bad.append(FieldViolation("bucket_width", "must be positive"))
+        elif (query.end - query.start) / query.bucket > MAX_BUCKETS:
+            bad.append(FieldViolation("bucket_width", f"too small: at most {MAX_BUCKETS} buckets per query"))
+    unknown = query.aggregates - AGGREGATES.keys() - {"count"}
+    if unknown:
+        bad.append(FieldViolation("aggregates", f"unknown aggregates {sorted(unknown)}"))
+    if bad:
+        raise InvalidRequest("invalid metrics query", field_violations=bad)
+
+
+async def query_metrics(pool: asyncpg.Pool, query: MetricQuery) -> list[Bucket]:
+    """Non-empty buckets, oldest first."""
+    check_query(query)
+    wanted = [a for a in AGGREGATES if a in query.aggregates]
+    columns = "".join(f", {AGGREGATES[a]} AS {a}" for a in wanted)
+    sql = (
+        f"SELECT date_bin($3::interval, m.time, $1) AS bucket, count(*) AS count{columns} "
+        "FROM system_performance_metrics m WHERE m.time >= $1 AND m.time < $2 AND m.series_id IN "
+        "(SELECT series_id FROM metric_series WHERE name = $4 AND labels @> $5::jsonb) "
+        "GROUP BY 1 ORDER BY 1"
+    )
+    width = query.bucket or (query.end - query.start)
+    with database_errors("query"):
+        rows = await pool.fetch(sql, query.start, query.end, width, query.name, json.dumps(query.labels))
+    return [Bucket(r["bucket"], r["count"], {a: float(r[a]) for a in wanted}) for r in rows]
+
+
+async def list_baselines(pool: asyncpg.Pool, name: str) -> list[BaselineRow]:
+    """Baselines of metric `name` (all metrics when empty), by name and labels."""
+    with database_errors("list baselines"):
+        rows = await pool.fetch(
+            "SELECT s.name, s.labels, b.mean, b.stddev, b.sample_count, b.window_start, b.window_end, "
+            "b.computed_at FROM performance_baselines b JOIN metric_series s USING (series_id) "
+            "WHERE $1 = '' OR s.name = $1 ORDER BY s.name, s.labels::text LIMIT $2",
+            name,
+            MAX_PAGE_SIZE,
+        )
+    return [BaselineRow(**{**dict(r), "labels": json.loads(r["labels"])}) for r in rows]
+
+
+async def list_anomalies(pool: asyncpg.Pool, name: str, since: datetime, page_size: int) -> list[AnomalyRow]:
+    """Anomalies at or after `since`, newest first."""
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidRequest(
+            "invalid page_size", field_violations=[FieldViolation("page_size", f"must be 0-{MAX_PAGE_SIZE}")]
+        )
+    with database_errors("list anomalies"):
+        rows = await pool.fetch(
+            "SELECT s.name, s.labels, a.value, a.baseline_mean, a.baseline_stddev, a.z_score, a.time "
+            "FROM performance_anomalies a JOIN metric_series s USING (series_id) "
+            "WHERE ($1 = '' OR s.name = $1) AND a.time >= $2 ORDER BY a.time DESC, a.anomaly_id DESC LIMIT $3",
+            name,
+            since,
+            page_size or DEFAULT_PAGE_SIZE,
+        )
+    return [AnomalyRow(**{**dict(r), "labels": json.loads(r["labels"])}) for r in rows]

@@ -1,0 +1,223 @@
+"""Validation of a write batch, turned into COPY records in the same pass.
+
+A batch with any bad metric is refused whole: every bad field is named with its index
+(`metrics[17].value`), up to MAX_LISTED_VIOLATIONS so the error fits in gRPC trailers.
+Name, unit and labels are checked once per distinct series and remembered across batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import json_format, struct_pb2
+
+from schema_service.config import MetricsSettings
+from schema_service.errors import BatchTooLarge, InvalidRequest
+from schema_service.metrics.series import Series, make_series
+from schemaservice.v1 import metrics_service_pb2 as pb
+from servicekit.errors import FieldViolation
+
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,199}")
+LABEL_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+REQUEST_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
+MAX_UNIT_CHARS = 32
+MAX_LABELS = 16
+MAX_LABEL_VALUE_CHARS = 256
+MAX_METADATA_BYTES = 4096
+MAX_LISTED_VIOLATIONS = 100
+MAX_CACHED_SERIES = 100_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Record = tuple[datetime, int, float, str | None]
+
+
+# Both request messages carry request_id, metrics and columns.
+WriteRequest = pb.WriteMetricsRequest | pb.StreamMetricsRequest
+
+
+@dataclass
+class Batch:
+    """A valid batch: COPY records (time, series_id, value, metadata) and the series they use."""
+
+    request_id: str
+    records: list[Record]
+    series: dict[int, Series]
+
+    @property
+    def times(self) -> tuple[datetime, datetime]:
+        """Earliest and latest time in the batch (it is never empty)."""
+        stamps = [r[0] for r in self.records]
+        return min(stamps), max(stamps)
+
+
+@dataclass
+class _Violations:
+    listed: list[FieldViolation] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, path: str, description: str) -> None:
+        self.total += 1
+        if len(self.listed) < MAX_LISTED_VIOLATIONS:
+            self.listed.append(FieldViolation(path, description))
+
+
+class BatchParser:
+    """Checks batches against the limits of MetricsSettings; remembers series that passed."""
+
+    def __init__(self, settings: MetricsSettings) -> None:
+        self.settings = settings
+        self._series: dict[tuple[str, str, tuple[tuple[str, str], ...]], Series] = {}
+
+    def parse(self, request: WriteRequest, *, now: datetime | None = None) -> Batch:
+        """The batch as records, or InvalidRequest / BatchTooLarge naming every bad field."""
+        self._check_envelope(request)
+        now = now or datetime.now(UTC)
+        low = int((now - timedelta(days=self.settings.retention_days)).timestamp())
+        high = int(now.timestamp() + self.settings.max_time_ahead_s)
+        bad = _Violations()
+        records: list[Record] = []
+        used: dict[int, Series] = {}
+        self._rows(request.metrics, (low, high), bad, records, used)
+        if request.HasField("columns"):
+            self._columns(request.columns, (low, high), bad, records, used)
+        if bad.total:
+            shown = f" (first {len(bad.listed)} listed)" if bad.total > len(bad.listed) else ""
+            raise InvalidRequest(f"{bad.total} invalid field(s) in the batch{shown}", field_violations=bad.listed)
+        return Batch(request.request_id, records, used)
+
+    def _check_envelope(self, request: WriteRequest) -> None:
+        if not REQUEST_ID_RE.fullmatch(request.request_id):
+            raise InvalidRequest(
+                "request_id is required",
+                field_violations=[FieldViolation("request_id", "1-128 visible ASCII characters, unique per batch")],
+            )
+        count = len(request.metrics) + len(request.columns.values)
+        limit = self.settings.max_batch_metrics
+        if count == 0:
+            raise InvalidRequest("empty batch", field_violations=[FieldViolation("metrics", "at least one metric")])
+        if count > limit:
+            raise BatchTooLarge(
+                f"batch of {count} metrics exceeds the limit max_batch_metrics={limit}",
+                metadata={"limit": "max_batch_metrics", "max": str(limit), "actual": str(count)},
+                field_violations=[FieldViolation("metrics", f"at most max_batch_metrics={limit} per batch")],
+            )
+        size, max_bytes = request.ByteSize(), self.settings.max_batch_bytes
+        if size > max_bytes:
+            raise BatchTooLarge(
+                f"batch of {size} bytes exceeds the limit max_batch_bytes={max_bytes}",
+                metadata={"limit": "max_batch_bytes", "max": str(max_bytes), "actual": str(size)},
+                field_violations=[FieldViolation("metrics", f"at most max_batch_bytes={max_bytes} per batch")],
+            )
+
+    def _rows(
+        self,
+        metrics: Sequence[pb.Metric],
+        window: tuple[int, int],
+        bad: _Violations,
+        records: list[Record],
+        used: dict[int, Series],
+    ) -> None:
+        low, high = window
+        append, cached, isfinite = records.append, self._series.get, math.isfinite
+        for i, m in enumerate(metrics):
+            key = (m.name, m.unit, tuple(m.labels.items()))
+            series = cached(key) or self._new_series(key, f"metrics[{i}]", bad)
+            value = m.value
+            if not isfinite(value):
+                bad.add(f"metrics[{i}].value", "must be a finite number (not NaN or infinity)")
+            stamp = m.time
+            seconds = stamp.seconds
+            if not low <= seconds <= high:
+                bad.add(f"metrics[{i}].time", self._time_rule() if m.HasField("time") else "is required")
+            metadata = _metadata(m.metadata, f"metrics[{i}].metadata", bad) if m.HasField("metadata") else None
+            if series is not None:
+                used[series.series_id] = series
+                append((EPOCH + timedelta(0, seconds, stamp.nanos // 1000), series.series_id, value, metadata))
+
+    def _columns(
+        self,
+        columns: pb.MetricColumns,
+        window: tuple[int, int],
+        bad: _Violations,
+        records: list[Record],
+        used: dict[int, Series],
+    ) -> None:
+        values, indexes, times = list(columns.values), list(columns.series_indexes), list(columns.times_unix_nanos)
+        series = [
+            self._series.get(k) or self._new_series(k, f"columns.series[{j}]", bad)
+            for j, s in enumerate(columns.series)
+            for k in [(s.name, s.unit, tuple(s.labels.items()))]
+        ]
+        for name, column in (("series_indexes", indexes), ("times_unix_nanos", times)):
+            if len(column) != len(values):
+                bad.add(f"columns.{name}", f"must have one entry per value ({len(values)}), got {len(column)}")
+        if bad.total:
+            return
+        low, high = window[0] * 1_000_000_000, (window[1] + 1) * 1_000_000_000
+        if not all(map(math.isfinite, values)):
+            for i in (i for i, v in enumerate(values) if not math.isfinite(v)):
+                bad.add(f"columns.values[{i}]", "must be a finite number (not NaN or infinity)")
+        if values and (min(times) < low or max(times) >= high):
+            for i in (i for i, t in enumerate(times) if not low <= t < high):
+                bad.add(f"columns.times_unix_nanos[{i}]", self._time_rule())
+        if values and max(indexes) >= len(series):
+            for i in (i for i, j in enumerate(indexes) if j >= len(series)):
+                bad.add(f"columns.series_indexes[{i}]", f"must be below the number of series ({len(series)})")
+        if bad.total:
+            return
+        ids = [s.series_id if s is not None else 0 for s in series]
+        used.update((s.series_id, s) for s in series if s is not None)
+        stamps = [EPOCH + timedelta(microseconds=t // 1000) for t in times]
+        records.extend(zip(stamps, [ids[j] for j in indexes], values, [None] * len(values), strict=True))
+
+    def _time_rule(self) -> str:
+        ahead, days = self.settings.max_time_ahead_s, self.settings.retention_days
+        return f"must be within the last {days} days (retention_days) and at most {ahead:g} s ahead"
+
+    def _new_series(
+        self, key: tuple[str, str, tuple[tuple[str, str], ...]], path: str, bad: _Violations
+    ) -> Series | None:
+        """Check a series seen for the first time; remember it when valid."""
+        name, unit, labels = key
+        before = bad.total
+        if not NAME_RE.fullmatch(name):
+            bad.add(f"{path}.name", "1-200 characters of [A-Za-z0-9_.:/-], starting with a letter")
+        if len(unit) > MAX_UNIT_CHARS:
+            bad.add(f"{path}.unit", f"at most {MAX_UNIT_CHARS} characters")
+        _check_labels(labels, f"{path}.labels", bad)
+        if bad.total > before:
+            return None
+        if len(self._series) >= MAX_CACHED_SERIES:
+            self._series.clear()
+        series = self._series[key] = make_series(name, unit, labels)
+        return series
+
+
+def _check_labels(labels: Iterable[tuple[str, str]], path: str, bad: _Violations) -> None:
+    items = list(labels)
+    if len(items) > MAX_LABELS:
+        bad.add(path, f"at most {MAX_LABELS} labels")
+    for key, value in items:
+        if not LABEL_KEY_RE.fullmatch(key):
+            bad.add(f"{path}[{key[:64]!r}]", "label keys are 1-64 characters of [A-Za-z0-9_.-], not starting a digit")
+        if len(value) > MAX_LABEL_VALUE_CHARS:
+            bad.add(f"{path}[{key[:64]!r}]", f"label values are at most {MAX_LABEL_VALUE_CHARS} characters")
+
+
+def _metadata(metadata: struct_pb2.Struct, path: str, bad: _Violations) -> str | None:
+    """The metadata as JSON text (None when empty), or a violation."""
+    if not metadata.fields:
+        return None
+    if metadata.ByteSize() > MAX_METADATA_BYTES:
+        bad.add(path, f"at most {MAX_METADATA_BYTES} bytes")
+        return None
+    try:
+        return json.dumps(json_format.MessageToDict(metadata), allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        bad.add(path, "numbers must be finite")
+        return None

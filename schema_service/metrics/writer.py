@@ -1,0 +1,131 @@
+"""The write path: admission, idempotency, partitions, series, binary COPY, one transaction per batch.
+
+A batch is acknowledged only after its transaction committed; the batch's request_id is inserted
+in that same transaction, so a retried batch (after a timeout, a lost connection or a restart of
+the service) is found and acknowledged without writing its rows again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+from asyncpg import exceptions as pg
+
+from schema_service.config import MetricsSettings
+from schema_service.errors import Overloaded, RequestIdReused
+from schema_service.metrics.dberrors import Conn, database_errors
+from schema_service.metrics.partitions import PARENT, PartitionCache
+from schema_service.metrics.series import Series
+from schema_service.metrics.validation import Batch
+from servicekit.errors import FieldViolation
+
+COLUMNS = ("time", "series_id", "value", "metadata")
+MAX_KNOWN_SERIES = 1_000_000
+
+_CLAIM = """
+INSERT INTO metric_write_requests (request_id, written_count) VALUES ($1, $2)
+ON CONFLICT (request_id) DO NOTHING RETURNING written_count
+"""
+_INSERT_SERIES = """
+INSERT INTO metric_series (series_id, name, unit, labels)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[])
+ON CONFLICT (series_id) DO NOTHING
+"""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """How many metrics the batch stored, and whether it had been stored before."""
+
+    written_count: int
+    duplicate: bool
+
+
+class MetricsWriter:
+    """Writes batches; shared by all calls of one server."""
+
+    def __init__(self, pool: Callable[[], asyncpg.Pool], settings: MetricsSettings) -> None:
+        self._pool = pool
+        self.settings = settings
+        self.partitions = PartitionCache()
+        self._slots = asyncio.Semaphore(settings.max_in_flight_batches)
+        # Series known to be committed; only these may skip the insert into metric_series.
+        self._known_series: set[int] = set()
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """Hold one of max_in_flight_batches slots, or refuse with Overloaded after admission_wait_s."""
+        try:
+            async with asyncio.timeout(self.settings.admission_wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            limit = self.settings.max_in_flight_batches
+            raise Overloaded(
+                f"more than max_in_flight_batches={limit} write batches in flight; retry later",
+                metadata={"limit": "max_in_flight_batches", "max": str(limit)},
+                retry_after_s=max(0.1, self.settings.admission_wait_s),
+            ) from None
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def write(self, batch: Batch) -> WriteResult:
+        """Store the batch exactly once; DatabaseUnavailable when that cannot be known to have happened."""
+        with database_errors("write"):
+            pool = self._pool()
+            for attempt in (1, 2):
+                await self.partitions.ensure(pool, *batch.times)
+                try:
+                    result = await self._commit(pool, batch)
+                except pg.CheckViolationError as exc:
+                    # No partition for a row: another replica's retention dropped one we thought existed.
+                    if attempt == 2 or "no partition" not in str(exc):
+                        raise
+                    self.partitions.forget()
+                    continue
+                self._remember(batch.series)
+                return result
+        raise AssertionError("unreachable")
+
+    async def _commit(self, pool: asyncpg.Pool, batch: Batch) -> WriteResult:
+        count = len(batch.records)
+        async with pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(_CLAIM, batch.request_id, count) is None:
+                return await _duplicate(conn, batch.request_id, count)
+            new = [s for sid, s in batch.series.items() if sid not in self._known_series]
+            if new:
+                await conn.execute(_INSERT_SERIES, *_series_columns(new))
+            await conn.copy_records_to_table(PARENT, records=batch.records, columns=COLUMNS)
+        return WriteResult(count, duplicate=False)
+
+    def _remember(self, series: dict[int, Series]) -> None:
+        if len(self._known_series) + len(series) > MAX_KNOWN_SERIES:
+            self._known_series.clear()
+        self._known_series.update(series)
+
+
+async def _duplicate(conn: Conn, request_id: str, count: int) -> WriteResult:
+    """The batch was committed before (the claim found its row); check it is the same batch."""
+    stored: int = await conn.fetchval(
+        "SELECT written_count FROM metric_write_requests WHERE request_id = $1", request_id
+    )
+    if stored != count:
+        raise RequestIdReused(
+            f"request_id {request_id!r} was already used for a batch of {stored} metrics, this one has {count}",
+            field_violations=[FieldViolation("request_id", "already used for a different batch")],
+        )
+    return WriteResult(stored, duplicate=True)
+
+
+def _series_columns(series: list[Series]) -> tuple[list[int], list[str], list[str], list[str]]:
+    return (
+        [s.series_id for s in series],
+        [s.name for s in series],
+        [s.unit for s in series],
+        [s.labels_json for s in series],
+    )
