@@ -77,11 +77,11 @@ CATALOG_QUERIES: dict[str, str] = {
     "function": f"""SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
                        pg_get_functiondef(p.oid)
                     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                    WHERE p.prokind IN ('f', 'p', 'w') AND {_SCHEMAS} AND {_not_extension('pg_proc', 'p.oid')}""",
+                    WHERE p.prokind IN ('f', 'p', 'w') AND {_SCHEMAS} AND {_not_extension("pg_proc", "p.oid")}""",
     "enum": f"""SELECT format('%I.%I', n.nspname, t.typname),
                    string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
                 FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace
-                WHERE {_SCHEMAS} AND {_not_extension('pg_type', 't.oid')} GROUP BY n.nspname, t.typname""",
+                WHERE {_SCHEMAS} AND {_not_extension("pg_type", "t.oid")} GROUP BY n.nspname, t.typname""",
     "extension": "SELECT quote_ident(extname), '' FROM pg_extension WHERE extname <> 'plpgsql'",
 }
 

@@ -1,15 +1,15 @@
 """Errors of the migration engine (all FAILED_PRECONDITION unless noted).
 
-    MigrationError (schema_service.errors)      MIGRATION_FAILED: a file failed in PostgreSQL
-     +-- MigrationFileError                     MIGRATION_FILE_INVALID: bad name, header, duplicate version
-     +-- StatementRefused                       MIGRATION_STATEMENT_REFUSED: BEGIN/COMMIT or a
-     |                                          non-transactional statement in a transactional file
-     +-- ChecksumMismatch                       CHECKSUM_MISMATCH: an applied file was changed
-     +-- OutOfOrder                             MIGRATION_OUT_OF_ORDER: a new file older than the applied version
-     +-- JournalMismatch                        JOURNAL_MISMATCH: a half-run no-transaction file was changed
-     +-- BaselineRefused                        BASELINE_REFUSED: the database already has history
-     +-- LockWaitTimeout                        ABORTED, MIGRATION_LOCK_TIMEOUT: another runner held the lock too long
-     +-- LockRetriesExhausted                   ABORTED, LOCK_TIMEOUT: a table lock stayed unavailable
+MigrationError (schema_service.errors)      MIGRATION_FAILED: a file failed in PostgreSQL
+ +-- MigrationFileError                     MIGRATION_FILE_INVALID: bad name, header, duplicate version
+ +-- StatementRefused                       MIGRATION_STATEMENT_REFUSED: BEGIN/COMMIT or a
+ |                                          non-transactional statement in a transactional file
+ +-- ChecksumMismatch                       CHECKSUM_MISMATCH: an applied file was changed
+ +-- OutOfOrder                             MIGRATION_OUT_OF_ORDER: a new file older than the applied version
+ +-- JournalMismatch                        JOURNAL_MISMATCH: a half-run no-transaction file was changed
+ +-- BaselineRefused                        BASELINE_REFUSED: the database already has history
+ +-- LockWaitTimeout                        ABORTED, MIGRATION_LOCK_TIMEOUT: another runner held the lock too long
+ +-- LockRetriesExhausted                   ABORTED, LOCK_TIMEOUT: a table lock stayed unavailable
 """
 
 from __future__ import annotations

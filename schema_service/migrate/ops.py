@@ -117,5 +117,3 @@ async def baseline(dsn: str, settings: MigrationSettings, version: int) -> list[
                 applied_by=f"baseline {history.runner_identity()}",
             )
     return files
-
-

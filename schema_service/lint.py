@@ -1,0 +1,255 @@
+"""Lint migration files: Squawk (PyPI `squawk-cli`) plus our own rules, which Squawk cannot know.
+
+Our rules (all errors):
+  transaction-control              BEGIN/COMMIT/ROLLBACK in a transactional file (the runner owns the transaction)
+  non-transactional-statement      CONCURRENTLY, VACUUM and the like in a transactional file
+  no-transaction-not-rerunnable    a statement of a no-transaction file that cannot safely run twice
+  if-not-exists-assumes-columns    CREATE TABLE IF NOT EXISTS, then statements that rely on the table's columns
+  invalid-file                     bad file name, unknown header directive or syntax error
+
+Squawk runs with `--assume-in-transaction` on transactional files. Left out on purpose:
+require-lock-timeout / require-statement-timeout (the runner sets both for every file) and
+prefer-bigint-over-int / -smallint (they flag every small counter; our keys are bigint or uuid).
+Transactional files need no IF NOT EXISTS guards: they run once and are recorded, and drift is
+caught by `verify`, not hidden by guards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pglast import ast, enums
+from pglast.visitors import referenced_relations
+
+from schema_service.migrate.errors import MigrationFileError
+from schema_service.migrate.files import MigrationFile, read_file
+from schema_service.migrate.statements import (
+    Statement,
+    is_transaction_control,
+    line_column,
+    non_transactional_reason,
+    parse,
+)
+
+Severity = Literal["warning", "error"]
+SQUAWK_EXCLUDED = (
+    "require-lock-timeout",
+    "require-statement-timeout",
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    line: int
+    column: int
+    rule: str
+    message: str
+    severity: Severity
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.severity}: [{self.rule}] {self.message}"
+
+
+class SquawkMissing(RuntimeError):
+    """The squawk binary is not installed next to this Python or on PATH."""
+
+
+def squawk_binary() -> str:
+    beside = Path(sys.executable).parent / "squawk"
+    found = str(beside) if beside.exists() else shutil.which("squawk")
+    if found is None:
+        raise SquawkMissing("squawk not found: pip install squawk-cli")
+    return found
+
+
+async def lint_dir(directory: Path) -> list[Finding]:
+    """All findings for the `*.sql` files of a directory, sorted by file and line."""
+    findings: list[Finding] = []
+    files: list[MigrationFile] = []
+    for path in sorted(directory.glob("*.sql")):
+        try:
+            files.append(read_file(path))
+        except MigrationFileError as exc:
+            findings.append(Finding(path.name, exc.line or 1, 1, "invalid-file", exc.message, "error"))
+    for file in files:
+        findings.extend(lint_file(file))
+    findings.extend(await run_squawk([f for f in files if f.transactional], in_transaction=True))
+    findings.extend(await run_squawk([f for f in files if not f.transactional], in_transaction=False))
+    return sorted(findings, key=lambda f: (f.file, f.line, f.column, f.rule))
+
+
+def lint_file(file: MigrationFile) -> list[Finding]:
+    """Our rules for one file."""
+    try:
+        statements = parse(file)
+    except MigrationFileError as exc:
+        return [Finding(file.filename, exc.line or 1, exc.column or 1, "invalid-file", exc.message, "error")]
+    found: list[Finding] = []
+    for statement in statements:
+        for rule, message, severity in _statement_rules(file, statement):
+            line, column = line_column(file.sql, statement.start)
+            found.append(Finding(file.filename, line, column, rule, message, severity))
+    found.extend(_assumed_columns(file, statements))
+    return found
+
+
+def _statement_rules(file: MigrationFile, statement: Statement) -> list[tuple[str, str, Severity]]:
+    node = statement.node
+    if file.transactional:
+        if is_transaction_control(node):
+            return [
+                (
+                    "transaction-control",
+                    "transaction control in a transactional file: the runner wraps "
+                    "the file in one transaction; remove it",
+                    "error",
+                )
+            ]
+        reason = non_transactional_reason(node)
+        if reason:
+            return [
+                (
+                    "non-transactional-statement",
+                    f"{reason} cannot run inside a transaction: move it to a file with `-- migrate: no-transaction`",
+                    "error",
+                )
+            ]
+        return []
+    verdict = rerunnable(node)
+    if verdict is None:
+        return []
+    return [("no-transaction-not-rerunnable", verdict[0], verdict[1])]
+
+
+def rerunnable(node: Any) -> tuple[str, Severity] | None:
+    """None when running the statement twice is safe; else why not (a resumed file may repeat it)."""
+    if isinstance(node, ast.IndexStmt):
+        if not node.idxname:
+            return "name the index: an unnamed index is built again on every rerun", "error"
+        return None if node.if_not_exists else ("use CREATE INDEX ... IF NOT EXISTS", "error")
+    if isinstance(node, ast.DropStmt):
+        return None if node.missing_ok else ("use DROP ... IF EXISTS", "error")
+    if isinstance(node, (ast.CreateStmt, ast.CreateSchemaStmt, ast.CreateExtensionStmt, ast.CreateSeqStmt)):
+        return None if node.if_not_exists else ("use IF NOT EXISTS", "error")
+    if isinstance(node, (ast.CreateFunctionStmt, ast.ViewStmt, ast.CreateTrigStmt)):
+        return None if node.replace else ("use CREATE OR REPLACE", "error")
+    if isinstance(node, ast.AlterTableStmt):
+        return _alter_table_rerunnable(node)
+    if isinstance(node, ast.InsertStmt):
+        conflict = node.onConflictClause
+        nothing = conflict is not None and conflict.action == enums.OnConflictAction.ONCONFLICT_NOTHING
+        return None if nothing else ("an INSERT runs twice on resume: add ON CONFLICT DO NOTHING", "error")
+    if isinstance(node, (ast.DoStmt, ast.UpdateStmt, ast.DeleteStmt)):
+        return "cannot prove this statement is re-runnable; make sure running it twice is harmless", "warning"
+    if isinstance(node, _ALWAYS_RERUNNABLE):
+        return None
+    return f"{type(node).__name__} is not known to be re-runnable; move it to a transactional file", "error"
+
+
+_ALWAYS_RERUNNABLE = (
+    ast.VacuumStmt,
+    ast.ReindexStmt,
+    ast.ClusterStmt,
+    ast.VariableSetStmt,
+    ast.CheckPointStmt,
+    ast.CommentStmt,
+    ast.GrantStmt,
+    ast.SelectStmt,
+    ast.RefreshMatViewStmt,
+)
+
+_IDEMPOTENT_ALTERS = {
+    enums.AlterTableType.AT_SetNotNull,
+    enums.AlterTableType.AT_DropNotNull,
+    enums.AlterTableType.AT_ColumnDefault,
+    enums.AlterTableType.AT_AlterColumnType,
+    enums.AlterTableType.AT_ValidateConstraint,
+    enums.AlterTableType.AT_SetStatistics,
+}
+
+
+def _alter_table_rerunnable(node: Any) -> tuple[str, Severity] | None:
+    for cmd in node.cmds or ():
+        guarded = cmd.missing_ok and cmd.subtype in (
+            enums.AlterTableType.AT_AddColumn,
+            enums.AlterTableType.AT_DropColumn,
+            enums.AlterTableType.AT_DropConstraint,
+        )
+        if not guarded and cmd.subtype not in _IDEMPOTENT_ALTERS:
+            return f"ALTER TABLE {cmd.subtype.name} cannot run twice; guard it with IF [NOT] EXISTS or move it", "error"
+    return None
+
+
+def _assumed_columns(file: MigrationFile, statements: list[Statement]) -> list[Finding]:
+    """CREATE TABLE IF NOT EXISTS skips silently when the table exists with other columns; later
+    statements in the file that rely on the table then work on a table that may lack them."""
+    found = []
+    guarded: dict[str, Statement] = {}
+    for statement in statements:
+        node = statement.node
+        if isinstance(node, ast.CreateStmt) and node.if_not_exists and node.relation and node.relation.relname:
+            guarded[node.relation.relname] = statement
+            continue
+        if _only_adds_guarded_columns(node):
+            continue
+        for name in sorted(_relnames(statement.text) & guarded.keys()):
+            line, column = line_column(file.sql, statement.start)
+            message = (
+                f"relies on the columns of {name}, created with IF NOT EXISTS at line "
+                f"{line_column(file.sql, guarded[name].start)[0]}: an existing {name} with other columns "
+                "is skipped silently; drop IF NOT EXISTS (the file runs once) or move this to another file"
+            )
+            found.append(Finding(file.filename, line, column, "if-not-exists-assumes-columns", message, "error"))
+    return found
+
+
+def _only_adds_guarded_columns(node: Any) -> bool:
+    cmds = (node.cmds or ()) if isinstance(node, ast.AlterTableStmt) else ()
+    return bool(cmds) and all(c.subtype == enums.AlterTableType.AT_AddColumn and c.missing_ok for c in cmds)
+
+
+def _relnames(sql: str) -> set[str]:
+    return {name.rsplit(".", 1)[-1] for name in referenced_relations(sql)}
+
+
+async def run_squawk(files: list[MigrationFile], *, in_transaction: bool) -> list[Finding]:
+    """Squawk's findings (its JSON reporter) for the files, as warnings or errors by its level."""
+    if not files:
+        return []
+    args = [squawk_binary(), "--reporter", "json", "--exclude", ",".join(SQUAWK_EXCLUDED)]
+    if in_transaction:
+        args.append("--assume-in-transaction")
+    proc = await asyncio.create_subprocess_exec(
+        *args, *(str(f.path) for f in files), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    try:
+        items = json.loads(out or b"[]")
+    except json.JSONDecodeError as exc:
+        raise RuntimeError(f"squawk failed (exit {proc.returncode}): {err.decode(errors='replace')}") from exc
+    return [_squawk_finding(item) for item in items]
+
+
+def _squawk_finding(item: dict[str, Any]) -> Finding:
+    message = item.get("message", "")
+    if item.get("help"):
+        message += f" ({item['help']})"
+    severity: Severity = "error" if str(item.get("level", "")).lower() == "error" else "warning"
+    # Squawk reports 0-based columns.
+    return Finding(
+        Path(item["file"]).name,
+        int(item["line"]),
+        int(item["column"]) + 1,
+        f"squawk:{item['rule_name']}",
+        message,
+        severity,
+    )
