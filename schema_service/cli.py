@@ -1,13 +1,210 @@
-"""The migration commands of `schema-service`: migrate, status, verify, lint, repair, baseline."""
+"""The migration commands of `schema-service`: migrate, status, verify, lint, repair, baseline.
+
+Exit codes: 0 success, 1 the command found or hit a problem (failed migration, drift, lint
+error, changed file), 2 bad configuration.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, replace
 from typing import Any
+
+from schema_service import database
+from schema_service.config import MigrationSettings, Settings
+from schema_service.errors import SchemaServiceError
+from schema_service.migrate.events import (
+    Event,
+    LockWaiting,
+    MigrationFinished,
+    MigrationStarted,
+    PlanReady,
+    StatementFinished,
+)
 
 AddDatabaseArgs = Callable[[argparse.ArgumentParser], None]
 
 
 def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     """Add the migration subcommands to the `schema-service` parser."""
+    migrate = commands.add_parser("migrate", help="apply pending migrations")
+    add_database_args(migrate)
+    migrate.add_argument("--target", type=int, help="stop after this version")
+    migrate.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    migrate.add_argument("--allow-out-of-order", action="store_true", help="apply files older than the applied version")
+    _add_timeouts(migrate)
+    migrate.set_defaults(handler=_sync(_migrate))
+    status = commands.add_parser("status", help="applied version, history, pending files, lock holder")
+    add_database_args(status)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_sync(_status))
+    verify = commands.add_parser("verify", help="diff the live schema against the migrations")
+    add_database_args(verify)
+    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--scratch-url", help="server to build the scratch database on (role may create databases)")
+    verify.set_defaults(handler=_sync(_verify))
+    lint = commands.add_parser("lint", help="squawk and our rules over the migration files")
+    add_database_args(lint)
+    lint.add_argument("--json", action="store_true")
+    lint.set_defaults(handler=_sync(_lint))
+    repair = commands.add_parser("repair", help="accept changed checksums, forget failed attempts")
+    add_database_args(repair)
+    repair.set_defaults(handler=_sync(_repair))
+    baseline = commands.add_parser("baseline", help="adopt a database created by other means")
+    add_database_args(baseline)
+    baseline.add_argument("--version", type=int, required=True, help="record files up to this version as applied")
+    baseline.set_defaults(handler=_sync(_baseline))
+
+
+def _add_timeouts(parser: argparse.ArgumentParser) -> None:
+    defaults = MigrationSettings()
+    parser.add_argument("--lock-timeout", type=float, default=defaults.lock_timeout_s, help="seconds (lock_timeout)")
+    parser.add_argument("--statement-timeout", type=float, default=defaults.statement_timeout_s, help="seconds")
+    parser.add_argument("--lock-wait", type=float, default=defaults.lock_wait_s, help="seconds to wait for the lock")
+
+
+def _sync(
+    command: Callable[[argparse.Namespace, str], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    """Run an async command; domain errors print to stderr and exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        async def main() -> int:
+            dsn = await _resolve_dsn(args) if args.command != "lint" else ""
+            return await command(args, dsn)
+
+        try:
+            return asyncio.run(main())
+        except SchemaServiceError as exc:
+            print(f"schema-service {args.command}: {exc.message}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+async def _resolve_dsn(args: argparse.Namespace) -> str:
+    if args.database_url:
+        Settings(database_url=args.database_url).validate()
+        return str(args.database_url)
+    admin = await asyncio.to_thread(database.start_embedded_postgres, args.data_dir)
+    name = Settings().embedded_database
+    await database.ensure_database(admin, name)
+    return database.with_database(admin, name)
+
+
+def _settings(args: argparse.Namespace) -> MigrationSettings:
+    settings = MigrationSettings(migrations_dir=args.migrations_dir)
+    if hasattr(args, "lock_timeout"):
+        settings = replace(
+            settings,
+            lock_timeout_s=args.lock_timeout,
+            statement_timeout_s=args.statement_timeout,
+            lock_wait_s=args.lock_wait,
+            allow_out_of_order=args.allow_out_of_order,
+        )
+    return settings
+
+
+async def _migrate(args: argparse.Namespace, dsn: str) -> int:
+    from schema_service.migrate import RunOptions, migrate
+
+    options = RunOptions(settings=_settings(args), target=args.target, dry_run=args.dry_run)
+    async for event in migrate(dsn, options):
+        print(progress_line(event), flush=True)
+    return 0
+
+
+def progress_line(event: Event) -> str:
+    """One human line per event: file, statement k of n, duration."""
+    if isinstance(event, PlanReady):
+        lines = [f"at version {event.current_version}; {len(event.items)} pending"]
+        lines += [
+            f"  {i.version} {i.name} sha256:{i.checksum[:12]} "
+            f"{'transactional' if i.transactional else f'no-transaction, {i.statement_count} statements'}"
+            for i in event.items
+        ]
+        return "\n".join(lines)
+    if isinstance(event, LockWaiting):
+        holder = event.holder
+        who = f"{holder.application_name} (pid {holder.backend_pid}, {holder.client_addr})" if holder else "unknown"
+        return f"waiting for the migration lock held by {who}"
+    if isinstance(event, MigrationStarted):
+        return f"applying {event.version} {event.name}"
+    if isinstance(event, StatementFinished):
+        state = "skipped (finished by an earlier run)" if event.resumed else f"done in {event.duration_s:.3f} s"
+        return f"  {event.version} statement {event.index} of {event.count} {state}"
+    if isinstance(event, MigrationFinished):
+        return f"applied {event.version} {event.name} in {event.duration_s:.3f} s"
+    return f"done: at version {event.current_version}, {event.applied_count} applied"
+
+
+async def _status(args: argparse.Namespace, dsn: str) -> int:
+    from schema_service.migrate.ops import status
+
+    report = await status(dsn, _settings(args))
+    if args.json:
+        print(json.dumps(asdict(report), default=str, indent=2))
+        return 1 if report.problems else 0
+    print(f"version {report.current_version}")
+    for row in report.applied:
+        state = "ok" if row.success else "FAILED"
+        print(
+            f"  {row.version} {row.name} {state} {row.applied_at:%Y-%m-%d %H:%M:%S} "
+            f"{row.execution_ms} ms by {row.applied_by}"
+        )
+    for item in report.pending:
+        print(f"  {item.version} {item.name} pending")
+    if report.lock_holder:
+        print(f"lock held by {report.lock_holder.application_name} (pid {report.lock_holder.backend_pid})")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    return 1 if report.problems else 0
+
+
+async def _verify(args: argparse.Namespace, dsn: str) -> int:
+    from schema_service.verify import verify
+
+    differences = await verify(dsn, _settings(args), scratch_url=args.scratch_url)
+    if args.json:
+        print(json.dumps({"matches": not differences, "differences": [asdict(d) for d in differences]}, indent=2))
+    else:
+        for difference in differences:
+            print(difference)
+        print("schema matches the migrations" if not differences else f"{len(differences)} differences")
+    return 1 if differences else 0
+
+
+async def _lint(args: argparse.Namespace, dsn: str) -> int:
+    from schema_service.lint import lint_dir
+
+    findings = await lint_dir(args.migrations_dir)
+    if args.json:
+        print(json.dumps([asdict(f) for f in findings], indent=2))
+    else:
+        for finding in findings:
+            print(finding)
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+async def _repair(args: argparse.Namespace, dsn: str) -> int:
+    from schema_service.migrate.ops import repair
+
+    actions = await repair(dsn, _settings(args))
+    for action in actions:
+        print(action)
+    print("nothing to repair" if not actions else f"{len(actions)} repaired")
+    return 0
+
+
+async def _baseline(args: argparse.Namespace, dsn: str) -> int:
+    from schema_service.migrate.ops import baseline
+
+    files = await baseline(dsn, _settings(args), args.version)
+    for file in files:
+        print(f"recorded {file.filename} as applied")
+    print(f"baselined at version {args.version}")
+    return 0
