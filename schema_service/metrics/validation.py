@@ -153,10 +153,10 @@ class BatchParser:
             for j, s in enumerate(columns.series)
             for k in [(s.name, s.unit, tuple(s.labels.items()))]
         ]
-        for name, column in (("series_indexes", indexes), ("times_unix_nanos", times)):
-            if len(column) != len(values):
-                bad.add(f"columns.{name}", f"must have one entry per value ({len(values)}), got {len(column)}")
-        if bad.total:
+        ragged = [(n, c) for n, c in (("series_indexes", indexes), ("times_unix_nanos", times)) if len(c) != len(values)]
+        for name, column in ragged:
+            bad.add(f"columns.{name}", f"must have one entry per value ({len(values)}), got {len(column)}")
+        if ragged:
             return
         low, high = window[0] * 1_000_000_000, (window[1] + 1) * 1_000_000_000
         if not all(map(math.isfinite, values)):
