@@ -153,7 +153,8 @@ class BatchParser:
             for j, s in enumerate(columns.series)
             for k in [(s.name, s.unit, tuple(s.labels.items()))]
         ]
-        ragged = [(n, c) for n, c in (("series_indexes", indexes), ("times_unix_nanos", times)) if len(c) != len(values)]
+        parallel = (("series_indexes", indexes), ("times_unix_nanos", times))
+        ragged = [(name, column) for name, column in parallel if len(column) != len(values)]
         for name, column in ragged:
             bad.add(f"columns.{name}", f"must have one entry per value ({len(values)}), got {len(column)}")
         if ragged:

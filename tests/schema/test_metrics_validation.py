@@ -138,7 +138,7 @@ async def test_oversized_batches_get_invalid_argument_naming_the_limit(migrated_
     async with metrics_server(migrated_db, max_batch_metrics=10, max_batch_bytes=2_000) as running:
         for request, limit in [
             (pb.WriteMetricsRequest(request_id="many", metrics=[metric() for _ in range(11)]), "max_batch_metrics"),
-            (pb.WriteMetricsRequest(request_id="big", metrics=[metric(name="n" * 190) for _ in range(10)]), "max_batch_bytes"),
+            (pb.WriteMetricsRequest(request_id="big", metrics=[metric(name="n" * 190)] * 10), "max_batch_bytes"),
         ]:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await running.stub.WriteMetrics(request)

@@ -68,7 +68,8 @@ async def test_columnar_and_per_metric_forms_are_stored_together(migrated_db: st
         times_unix_nanos=[now_ns + i * 1000 for i in range(4)],
         values=[10.0, 0.5, 20.0, 1.5],
     )
-    request = pb.WriteMetricsRequest(request_id="cols", metrics=[metric(7.0, name="tokens", unit="tok")], columns=columns)
+    single = metric(7.0, name="tokens", unit="tok")
+    request = pb.WriteMetricsRequest(request_id="cols", metrics=[single], columns=columns)
     async with metrics_server(migrated_db) as running:
         assert (await running.stub.WriteMetrics(request)).written_count == 5
     conn = await asyncpg.connect(migrated_db)
