@@ -10,6 +10,7 @@ from schema_service import database
 from schema_service.app import App
 from schema_service.config import Settings
 from schema_service.metrics.jobs import run_housekeeping
+from schema_service.migrate.startup import migrate_at_start
 from schema_service.servicers import add_to_server
 from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
 from servicekit.server import Lifecycle, ServerOptions, build_server, serve
@@ -68,3 +69,5 @@ async def _watch_readiness(app: App, lifecycle: Lifecycle) -> None:
 
 async def startup_work(app: App) -> None:
     """Work done once the database is reachable, before the service reports ready."""
+    if app.settings.migration.migrate_on_start:
+        await migrate_at_start(app.dsn, app.settings.migration)
