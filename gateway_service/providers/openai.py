@@ -56,7 +56,6 @@ _BODY_KINDS = {
     "content_policy_violation": FailureKind.CONTENT_FILTERED,
     "rate_limit_exceeded": FailureKind.RATE_LIMITED,
     "invalid_api_key": FailureKind.AUTH_FAILED,
-    "server_error": FailureKind.SERVER_ERROR,
     "overloaded": FailureKind.OVERLOADED,
 }
 

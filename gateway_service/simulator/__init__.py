@@ -1,0 +1,149 @@
+"""A local upstream that speaks the OpenAI, Anthropic and Gemini wire formats and injects faults.
+
+One HTTP/1.1 server (plain asyncio, no framework) answers:
+
+    POST /v1/chat/completions                                OpenAI Chat Completions (stream or not)
+    POST /v1/messages                                        Anthropic Messages (stream or not)
+    POST /v1beta/models/{model}:streamGenerateContent?alt=sse   Gemini, streaming
+    POST /v1beta/models/{model}:generateContent              Gemini, one response
+
+Any API key is accepted. Streams replay each provider's documented sequence, one
+word per chunk: OpenAI's role chunk, deltas, finish_reason chunk, usage chunk with
+empty `choices` (when `stream_options.include_usage` is set) and `data: [DONE]`;
+Anthropic's message_start, content_block_start, ping, content_block_delta,
+content_block_stop, message_delta, message_stop; Gemini's `alt=sse` chunks with
+usageMetadata and a final finishReason.
+
+Run it:  gateway-service simulate --port 8089 [--chunk-delay-ms 50]
+Point a provider at it:  base_url: http://127.0.0.1:8089/v1   (openai, openai_compatible)
+                         base_url: http://127.0.0.1:8089      (anthropic; gemini with api_version v1beta)
+
+What the model answers (deterministic, so tests can assert exact output)
+-----------------------------------------------------------------------
+Markers in the LAST USER MESSAGE steer it (they are stripped from the echo):
+    (none)                       "Hello from the simulator. You said: <your text>"
+    [[reply:Some exact text]]    that text instead
+    [[think:Some reasoning]]     reasoning first (OpenAI-compatible `reasoning_content`, Anthropic
+                                 thinking block with a signature, Gemini `thought` parts)
+    [[call:get_weather {"city": "Paris"}]]   a tool call (several markers: parallel calls);
+                                 ignored when the last message is a tool result, which is answered
+                                 with "The tool answered: <result>"
+max_tokens cuts the answer (finish "length"), stop sequences cut it at the sequence, JSON
+output wraps it as {"answer": "..."}, and an Anthropic assistant prefill is continued.
+
+Faults
+------
+Ask for a fault with a marker  [[fault:KIND key=value ...]]  in the last user message, or
+queue one on the server (the next matching requests get it):
+    curl -XPOST localhost:8089/_sim/faults -d '{"fault": "429 retry_after=2", "times": 1}'
+Options on any fault: api=openai|anthropic|gemini and model=NAME restrict it to one wire
+format / model (so the same conversation fails on one provider and succeeds on the next).
+
+  before the stream (HTTP error status, each provider's own error body):
+    429 retry_after=S retry_after_ms=MS   rate limited; headers Retry-After / retry-after-ms
+                                 (Gemini: google.rpc.RetryInfo.retryDelay in the body instead)
+    quota                        OpenAI 429 insufficient_quota; Anthropic 400 "credit balance is too
+                                 low"; Gemini 429 RESOURCE_EXHAUSTED without RetryInfo
+    401 | 403                    auth failure (401 echoes the key sent, as some upstreams do;
+                                 Gemini answers 400 API_KEY_INVALID like the real API)
+    400                          invalid request
+    context                      context length exceeded, worded as each provider does
+    529 | overloaded             Anthropic 529 overloaded_error; 503 elsewhere
+    500, 502, 503, 504, any 4xx/5xx    that status with the provider's error body
+  in the stream (after HTTP 200), before content chunk number `at` (default 0):
+    slow ms=M                    first content chunk only after M ms
+    stall at=N [ms=M]            stop sending (until the client leaves, or M ms then drop it)
+    disconnect at=N              drop the TCP connection mid-body
+    truncate at=N                end the body cleanly with no finish reason (and no [DONE])
+    malformed at=N               send an unparseable chunk, then end
+    error at=N [type=T]          an in-stream error: Anthropic `event: error` (type, default
+                                 overloaded_error), OpenAI `data: {"error":...}`, Gemini error chunk
+    filter                       half the answer, then a content-filter finish
+                                 (content_filter / refusal / SAFETY)
+
+Observations
+------------
+Every request is recorded (api, model, fault, status, content chunks sent, outcome:
+completed | answered | error | aborted | truncated | stalled | malformed | client_disconnected,
+and whether the client hung up mid-stream). In tests use `handle.simulator.observations` and
+`await handle.simulator.wait_for_requests(n)`, then `await obs.done.wait()`; from a shell:
+    curl localhost:8089/_sim/requests          curl -XPOST localhost:8089/_sim/reset
+
+Try it with grpcurl through the gateway (its config points a provider at this simulator):
+    grpcurl -plaintext -d '{"model": "default", "messages": [{"role": "ROLE_USER",
+      "content": "hi [[fault:429 retry_after=5 api=gemini]]"}]}' \\
+      localhost:50051 llmgateway.v1.ChatService/StreamChat
+shows Started(gemini), Failover(RATE_LIMITED), Started(openai), the words, Usage and Done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway_service.simulator.httpserver import serve_connection
+from gateway_service.simulator.server import Observation, Simulator
+
+__all__ = ["Observation", "Simulator", "SimulatorHandle", "main", "start_simulator"]
+
+
+@dataclass
+class SimulatorHandle:
+    """A running simulator server."""
+
+    simulator: Simulator
+    server: asyncio.Server
+    host: str
+    port: int
+    connections: set[asyncio.StreamWriter]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def close(self) -> None:
+        self.server.close()
+        # Python 3.11's Server.close() leaves accepted connections open; a stalled stream would hang.
+        for writer in list(self.connections):
+            writer.transport.abort()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), 1.0)
+
+
+async def start_simulator(host: str = "127.0.0.1", port: int = 0, *, chunk_delay_s: float = 0.0) -> SimulatorHandle:
+    """Start a simulator on host:port (0 picks a free port)."""
+    simulator = Simulator(chunk_delay_s)
+    connections: set[asyncio.StreamWriter] = set()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.add(writer)
+        try:
+            await serve_connection(reader, writer, simulator.handle)
+        finally:
+            connections.discard(writer)
+
+    server = await asyncio.start_server(on_connect, host, port, reuse_address=True)
+    bound = server.sockets[0].getsockname()[1]
+    return SimulatorHandle(simulator, server, host, bound, connections)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`gateway-service simulate --port N`: serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="gateway-service simulate", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--chunk-delay-ms", type=float, default=30.0, help="pause between words (default 30)")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.host, args.port, args.chunk_delay_ms / 1000))
+    return 0
+
+
+async def _serve(host: str, port: int, chunk_delay_s: float) -> None:
+    handle = await start_simulator(host, port, chunk_delay_s=chunk_delay_s)
+    print(f"simulator listening on {handle.base_url}", file=sys.stderr, flush=True)
+    await handle.server.serve_forever()

@@ -1,0 +1,143 @@
+"""Anthropic Messages wire format (POST /v1/messages), as documented by Anthropic.
+
+Stream: message_start, then per content block content_block_start /
+content_block_delta (thinking_delta + signature_delta, text_delta,
+input_json_delta) / content_block_stop, a ping, message_delta with stop_reason
+and output usage, message_stop. Errors mid-stream arrive as `event: error` after
+the HTTP 200.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway_service.simulator.faults import Fault
+from gateway_service.simulator.plan import Plan, Prompt, split_json
+from gateway_service.simulator.wire import Frame, signature, sse
+
+REQUEST_ID_HEADER = "request-id"
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
+
+
+def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None = None) -> Prompt:
+    messages = [("system", _text(body["system"]))] if body.get("system") else []
+    for m in body.get("messages", []):
+        blocks = m.get("content")
+        if isinstance(blocks, list) and any(b.get("type") == "tool_result" for b in blocks):
+            results = [_text(b.get("content")) for b in blocks if b.get("type") == "tool_result"]
+            messages.append(("tool", "".join(results)))
+        else:
+            messages.append((str(m.get("role")), _text(blocks)))
+    stop = body.get("stop_sequences") or []
+    return Prompt(
+        api="anthropic",
+        model=str(body.get("model", "")),
+        stream=bool(body.get("stream")),
+        messages=messages,
+        tool_names=[t["name"] for t in body.get("tools") or []],
+        max_tokens=body.get("max_tokens"),
+        stop=list(stop),
+        include_usage=True,
+    )
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return str(content or "")
+
+
+_ERRORS: dict[str, tuple[int, str, str]] = {
+    "429": (429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
+    "quota": (400, "invalid_request_error", "Your credit balance is too low to access the Anthropic API."),
+    "context": (400, "invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum"),
+    "invalid": (400, "invalid_request_error", "temperature: range: 0..1"),
+    "overloaded": (529, "overloaded_error", "Overloaded"),
+}
+_STATUS_TYPES = {401: "authentication_error", 402: "billing_error", 403: "permission_error", 404: "not_found_error",
+                 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error", 503: "overloaded_error"}
+
+
+def error(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    headers = {}
+    if fault.retry_after is not None:
+        headers["retry-after"] = f"{fault.retry_after:g}"
+    if fault.retry_after_ms is not None:
+        headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+    if fault.kind in _ERRORS:
+        status, etype, message = _ERRORS[fault.kind]
+        status = fault.status if fault.kind == "overloaded" and fault.status else status
+    elif fault.kind == "auth":
+        status = fault.status
+        etype, message = _STATUS_TYPES[status], f"invalid x-api-key {api_key}"
+    else:
+        status = fault.status
+        etype, message = _STATUS_TYPES.get(status, "api_error"), "Internal server error"
+    return status, {"type": "error", "error": {"type": etype, "message": message}}, headers
+
+
+def stream_error(fault: Fault) -> bytes:
+    etype = fault.error_type or "overloaded_error"
+    return sse({"type": "error", "error": {"type": etype, "message": "Overloaded"}}, "error")
+
+
+def malformed() -> bytes:
+    return b"event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\n\n"
+
+
+def frames(plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]:
+    message: dict[str, Any] = {
+        "id": f"msg_{request_id}", "type": "message", "role": "assistant", "content": [], "model": prompt.model,
+        "stop_reason": None, "stop_sequence": None, "usage": _usage(plan.input_tokens, 1),
+    }
+    out = [Frame(sse({"type": "message_start", "message": message}, "message_start"), "pre")]
+    index = 0
+    if plan.reasoning:
+        out += _block(index, {"type": "thinking", "thinking": "", "signature": ""},
+                      [{"type": "thinking_delta", "thinking": w} for w in plan.reasoning]
+                      + [{"type": "signature_delta", "signature": signature("".join(plan.reasoning))}])
+        index += 1
+    if plan.text:
+        out += _block(index, {"type": "text", "text": ""}, [{"type": "text_delta", "text": w} for w in plan.text])
+        index += 1
+    for call in plan.calls:
+        start = {"type": "tool_use", "id": f"toolu_{call.id}", "name": call.name, "input": {}}
+        out += _block(index, start, [{"type": "input_json_delta", "partial_json": p}
+                                     for p in split_json(call.arguments_json)])
+        index += 1
+    delta = {"type": "message_delta", "delta": {"stop_reason": _STOP[plan.finish], "stop_sequence": None},
+             "usage": {"output_tokens": plan.output_tokens}}
+    out.append(Frame(sse(delta, "message_delta"), "final"))
+    out.append(Frame(sse({"type": "message_stop"}, "message_stop"), "final"))
+    return out
+
+
+def _block(index: int, start: dict[str, Any], deltas: list[dict[str, Any]]) -> list[Frame]:
+    frames = [Frame(sse({"type": "content_block_start", "index": index, "content_block": start},
+                        "content_block_start"), "pre")]
+    if index == 0:
+        frames.append(Frame(sse({"type": "ping"}, "ping"), "pre"))
+    frames += [Frame(sse({"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta"),
+                     "content") for d in deltas]
+    frames.append(Frame(sse({"type": "content_block_stop", "index": index}, "content_block_stop"), "pre"))
+    return frames
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens,
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+def complete(plan: Plan, prompt: Prompt, request_id: str) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if plan.reasoning:
+        text = "".join(plan.reasoning)
+        content.append({"type": "thinking", "thinking": text, "signature": signature(text)})
+    if plan.text:
+        content.append({"type": "text", "text": "".join(plan.text)})
+    content += [{"type": "tool_use", "id": f"toolu_{c.id}", "name": c.name, "input": json.loads(c.arguments_json)}
+                for c in plan.calls]
+    return {"id": f"msg_{request_id}", "type": "message", "role": "assistant", "content": content,
+            "model": prompt.model, "stop_reason": _STOP[plan.finish], "stop_sequence": None,
+            "usage": _usage(plan.input_tokens, plan.output_tokens)}
