@@ -77,8 +77,8 @@ class ProviderSpec:
 
     @property
     def credential_source(self) -> str:
-        """Where the key comes from: `env:OPENAI_API_KEY` or `file:/var/run/secrets/...`."""
-        return f"env:{self.api_key_env}" if self.api_key_env else f"file:{self.api_key_file}"
+        """Where the key comes from: the environment variable's name, or the file's path."""
+        return self.api_key_env or str(self.api_key_file)
 
     def model(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.name == name), None)

@@ -299,7 +299,7 @@ async def test_no_keys_is_failed_precondition_naming_the_variable() -> None:
     p = Pipeline(gateway_config(*providers), {})
     error, events = await p.fail()
     assert isinstance(error, NotConfigured)
-    assert "env:A_API_KEY" in error.message and "env:B_API_KEY" in error.message
+    assert "A_API_KEY" in error.message and "B_API_KEY" in error.message
     assert events == []
 
 

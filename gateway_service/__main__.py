@@ -1,0 +1,75 @@
+"""`gateway-service` command line: `serve` (the gRPC gateway) and `simulate` (the local fake upstreams)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from gateway_service.errors import ConfigError
+from servicekit import logs
+
+DEFAULT_PORT = 50051
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway-service", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="(env LOG_LEVEL)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gRPC gateway")
+    serve.add_argument(
+        "--config",
+        default=os.environ.get("GATEWAY_CONFIG"),
+        help="YAML config file (env GATEWAY_CONFIG); without one a built-in default names the common providers",
+    )
+    serve.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "[::]"), help="(env GATEWAY_HOST)")
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("GATEWAY_PORT", DEFAULT_PORT)), help="(env GATEWAY_PORT)"
+    )
+    serve.add_argument(
+        "--shutdown-grace", type=float, default=20.0, help="seconds in-flight streams get to finish at SIGTERM"
+    )
+    serve.add_argument("--check-config", action="store_true", help="validate the configuration, print it and exit")
+    serve.set_defaults(handler=_serve)
+    simulate = commands.add_parser("simulate", help="run the local fault-injecting upstream simulator", add_help=False)
+    simulate.add_argument("args", nargs=argparse.REMAINDER)
+    simulate.set_defaults(handler=_simulate)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway_service import config, server
+
+    settings = config.load(args.config)
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0-65535, got {args.port}")
+    if args.check_config:
+        print(repr(settings))
+        return 0
+    serve_settings = server.ServeSettings(host=args.host, port=args.port, shutdown_grace_s=args.shutdown_grace)
+    asyncio.run(server.run(settings, serve_settings))
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from gateway_service import simulator
+
+    code: int = simulator.main(list(args.args))
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"gateway-service: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

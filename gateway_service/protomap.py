@@ -1,0 +1,264 @@
+"""Proto messages <-> the pipeline's domain types, and request validation (no grpc import here).
+
+Validation collects every bad field at once and raises InvalidRequest with BadRequest field
+violations named by path (`messages[2].role`, `tools[0].name`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf import json_format
+
+from gateway_service.chat import request as domain
+from gateway_service.chat.events import (
+    AttemptRecord,
+    AttemptStarted,
+    AttemptUsage,
+    FailedOver,
+    GatewayEvent,
+    OutputDelta,
+    SkipReason,
+)
+from gateway_service.errors import InvalidRequest
+from gateway_service.providers.base import FailureKind
+from llmgateway.v1 import chat_service_pb2 as pb
+from servicekit.errors import FieldViolation
+
+ROLES = {
+    pb.ROLE_SYSTEM: domain.Role.SYSTEM,
+    pb.ROLE_USER: domain.Role.USER,
+    pb.ROLE_ASSISTANT: domain.Role.ASSISTANT,
+    pb.ROLE_TOOL: domain.Role.TOOL,
+}
+POLICIES = {
+    pb.MID_STREAM_POLICY_UNSPECIFIED: domain.MidStreamPolicy.FAIL,
+    pb.MID_STREAM_POLICY_FAIL: domain.MidStreamPolicy.FAIL,
+    pb.MID_STREAM_POLICY_RESTART: domain.MidStreamPolicy.RESTART,
+    pb.MID_STREAM_POLICY_CONTINUE: domain.MidStreamPolicy.CONTINUE,
+}
+TOOL_CHOICES = {
+    pb.TOOL_CHOICE_MODE_UNSPECIFIED: None,
+    pb.TOOL_CHOICE_MODE_AUTO: domain.ToolChoiceMode.AUTO,
+    pb.TOOL_CHOICE_MODE_NONE: domain.ToolChoiceMode.NONE,
+    pb.TOOL_CHOICE_MODE_REQUIRED: domain.ToolChoiceMode.REQUIRED,
+    pb.TOOL_CHOICE_MODE_TOOL: domain.ToolChoiceMode.TOOL,
+}
+FORMATS = {
+    pb.RESPONSE_FORMAT_TYPE_UNSPECIFIED: domain.ResponseFormat.TEXT,
+    pb.RESPONSE_FORMAT_TYPE_TEXT: domain.ResponseFormat.TEXT,
+    pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: domain.ResponseFormat.JSON_OBJECT,
+    pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: domain.ResponseFormat.JSON_SCHEMA,
+}
+FINISH = {
+    domain.FinishReason.STOP: pb.FINISH_REASON_STOP,
+    domain.FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    domain.FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
+    domain.FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
+}
+REASONS: dict[FailureKind | SkipReason, pb.FailureReason] = {
+    FailureKind.RATE_LIMITED: pb.FAILURE_REASON_RATE_LIMITED,
+    FailureKind.OVERLOADED: pb.FAILURE_REASON_OVERLOADED,
+    FailureKind.SERVER_ERROR: pb.FAILURE_REASON_SERVER_ERROR,
+    FailureKind.CONNECTION_ERROR: pb.FAILURE_REASON_CONNECTION_ERROR,
+    FailureKind.TIMEOUT: pb.FAILURE_REASON_TIMEOUT,
+    FailureKind.AUTH_FAILED: pb.FAILURE_REASON_AUTH_FAILED,
+    FailureKind.QUOTA_EXHAUSTED: pb.FAILURE_REASON_QUOTA_EXHAUSTED,
+    FailureKind.INVALID_REQUEST: pb.FAILURE_REASON_INVALID_REQUEST,
+    FailureKind.CONTEXT_TOO_LONG: pb.FAILURE_REASON_CONTEXT_TOO_LONG,
+    FailureKind.CONTENT_FILTERED: pb.FAILURE_REASON_UNSPECIFIED,
+    FailureKind.MALFORMED_RESPONSE: pb.FAILURE_REASON_MALFORMED_RESPONSE,
+    FailureKind.TRUNCATED: pb.FAILURE_REASON_TRUNCATED,
+    SkipReason.NOT_CONFIGURED: pb.FAILURE_REASON_NOT_CONFIGURED,
+    SkipReason.UNHEALTHY: pb.FAILURE_REASON_UNHEALTHY,
+    SkipReason.CONTEXT_TOO_SMALL: pb.FAILURE_REASON_CONTEXT_TOO_LONG,
+    SkipReason.NO_PREFILL: pb.FAILURE_REASON_UNSPECIFIED,
+    SkipReason.DEADLINE: pb.FAILURE_REASON_TIMEOUT,
+}
+
+AnyChatRequest = pb.StreamChatRequest | pb.ChatRequest
+
+
+def chat_request(message: AnyChatRequest, request_id: str) -> domain.ChatRequest:
+    """The domain request, or InvalidRequest naming every bad field."""
+    violations: list[FieldViolation] = []
+    if not message.model:
+        violations.append(FieldViolation("model", "a route alias or provider/model is required"))
+    if not message.messages:
+        violations.append(FieldViolation("messages", "at least one message is required"))
+    messages = tuple(_message(m, f"messages[{i}]", violations) for i, m in enumerate(message.messages))
+    tools = tuple(_tool(t, f"tools[{i}]", violations) for i, t in enumerate(message.tools))
+    _check_options(message, {t.name for t in tools}, violations)
+    if violations:
+        raise InvalidRequest(
+            f"invalid request: {violations[0].field}: {violations[0].description}", field_violations=violations
+        )
+    is_stream = isinstance(message, pb.StreamChatRequest)
+    return domain.ChatRequest(
+        model=message.model,
+        messages=messages,
+        request_id=request_id,
+        provider_order=tuple(message.provider_order),
+        sampling=_sampling(message.sampling),
+        max_output_tokens=message.max_output_tokens or None,
+        tools=tools,
+        tool_choice=TOOL_CHOICES.get(message.tool_choice.mode),
+        tool_choice_name=message.tool_choice.tool_name,
+        response_format=FORMATS.get(message.response_format.type, domain.ResponseFormat.TEXT),
+        json_schema=_struct(message.response_format.json_schema)
+        if message.response_format.HasField("json_schema")
+        else None,
+        schema_name=message.response_format.schema_name,
+        user_id=message.user_id,
+        mid_stream_policy=POLICIES.get(message.mid_stream_policy, domain.MidStreamPolicy.FAIL),
+        commit_window_ms=message.commit_window_ms if is_stream else 0,  # type: ignore[union-attr]
+        commit_window_tokens=message.commit_window_tokens if is_stream else 0,  # type: ignore[union-attr]
+    )
+
+
+def _message(message: pb.Message, path: str, violations: list[FieldViolation]) -> domain.Message:
+    role = ROLES.get(message.role)
+    if role is None:
+        violations.append(FieldViolation(f"{path}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"))
+        role = domain.Role.USER
+    if role is domain.Role.TOOL and not message.tool_call_id:
+        violations.append(FieldViolation(f"{path}.tool_call_id", "a tool message must name the call it answers"))
+    if message.tool_calls and role is not domain.Role.ASSISTANT:
+        violations.append(FieldViolation(f"{path}.tool_calls", "only assistant messages carry tool calls"))
+    if role in (domain.Role.SYSTEM, domain.Role.USER) and not message.content:
+        violations.append(FieldViolation(f"{path}.content", "must not be empty"))
+    calls = []
+    for j, call in enumerate(message.tool_calls):
+        if not call.id or not call.name:
+            violations.append(FieldViolation(f"{path}.tool_calls[{j}]", "id and name are required"))
+        if not _is_json_object(call.arguments_json or "{}"):
+            violations.append(FieldViolation(f"{path}.tool_calls[{j}].arguments_json", "must be a JSON object"))
+        calls.append(domain.ToolCall(call.id, call.name, call.arguments_json or "{}"))
+    reasoning = tuple(domain.Reasoning(r.text, r.signature, r.redacted_data) for r in message.reasoning)
+    return domain.Message(role, message.content, tuple(calls), message.tool_call_id, message.name, reasoning)
+
+
+def _tool(tool: pb.Tool, path: str, violations: list[FieldViolation]) -> domain.Tool:
+    if not tool.name:
+        violations.append(FieldViolation(f"{path}.name", "a tool needs a name"))
+    parameters = _struct(tool.parameters) if tool.HasField("parameters") else {"type": "object", "properties": {}}
+    return domain.Tool(tool.name, tool.description, parameters)
+
+
+def _check_options(message: AnyChatRequest, tool_names: set[str], violations: list[FieldViolation]) -> None:
+    sampling = message.sampling
+    if sampling.HasField("temperature") and not 0.0 <= sampling.temperature <= 2.0:
+        violations.append(FieldViolation("sampling.temperature", "must be between 0 and 2"))
+    if sampling.HasField("top_p") and not 0.0 < sampling.top_p <= 1.0:
+        violations.append(FieldViolation("sampling.top_p", "must be in (0, 1]"))
+    if sampling.HasField("top_k") and sampling.top_k < 1:
+        violations.append(FieldViolation("sampling.top_k", "must be at least 1"))
+    if message.max_output_tokens < 0:
+        violations.append(FieldViolation("max_output_tokens", "must not be negative"))
+    if message.mid_stream_policy not in POLICIES:
+        violations.append(FieldViolation("mid_stream_policy", "unknown policy"))
+    if message.tool_choice.mode == pb.TOOL_CHOICE_MODE_TOOL and message.tool_choice.tool_name not in tool_names:
+        violations.append(FieldViolation("tool_choice.tool_name", "must name one of the request's tools"))
+    if message.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA and not message.response_format.HasField(
+        "json_schema"
+    ):
+        violations.append(
+            FieldViolation("response_format.json_schema", "required for RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
+        )
+
+
+def _sampling(sampling: pb.SamplingOptions) -> domain.Sampling:
+    return domain.Sampling(
+        temperature=sampling.temperature if sampling.HasField("temperature") else None,
+        top_p=sampling.top_p if sampling.HasField("top_p") else None,
+        top_k=sampling.top_k if sampling.HasField("top_k") else None,
+        stop_sequences=tuple(sampling.stop_sequences),
+        seed=sampling.seed if sampling.HasField("seed") else None,
+        presence_penalty=sampling.presence_penalty if sampling.HasField("presence_penalty") else None,
+        frequency_penalty=sampling.frequency_penalty if sampling.HasField("frequency_penalty") else None,
+    )
+
+
+def _struct(struct: Any) -> dict[str, Any]:
+    result: dict[str, Any] = json_format.MessageToDict(struct)
+    return result
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def stream_event(event: GatewayEvent) -> pb.StreamChatResponse:
+    """One StreamChatResponse for one pipeline event."""
+    if isinstance(event, OutputDelta):
+        return pb.StreamChatResponse(delta=delta(event))
+    if isinstance(event, AttemptStarted):
+        return pb.StreamChatResponse(
+            started=pb.Started(provider=event.provider, model=event.model, attempt=event.attempt)
+        )
+    if isinstance(event, FailedOver):
+        return pb.StreamChatResponse(
+            failover=pb.Failover(
+                from_provider=event.from_provider,
+                from_model=event.from_model,
+                to_provider=event.to_provider,
+                to_model=event.to_model,
+                reason=REASONS[event.reason],
+                message=event.message,
+                discard_output=event.discard_output,
+                attempt=event.attempt,
+            )
+        )
+    if isinstance(event, AttemptUsage):
+        return pb.StreamChatResponse(usage=usage(event))
+    return pb.StreamChatResponse(
+        done=pb.Done(
+            finish_reason=FINISH[event.finish_reason],
+            provider=event.provider,
+            model=event.model,
+            attempts=event.attempts,
+            upstream_request_id=event.upstream_request_id,
+            request_id=event.request_id,
+        )
+    )
+
+
+def delta(event: OutputDelta) -> pb.Delta:
+    piece = event.piece
+    if isinstance(piece, domain.TextDelta):
+        return pb.Delta(sequence=event.sequence, text=piece.text)
+    if isinstance(piece, domain.ReasoningDelta):
+        return pb.Delta(sequence=event.sequence, reasoning_text=piece.text, reasoning_signature=piece.signature)
+    call = pb.ToolCallDelta(index=piece.index, id=piece.id, name=piece.name, arguments_json=piece.arguments_json)
+    return pb.Delta(sequence=event.sequence, tool_call=call)
+
+
+def usage(event: AttemptUsage) -> pb.Usage:
+    return pb.Usage(
+        input_tokens=event.input_tokens,
+        output_tokens=event.output_tokens,
+        cost_usd=event.cost_usd,
+        provider=event.provider,
+        model=event.model,
+        attempt=event.attempt,
+        reasoning_tokens=event.reasoning_tokens,
+        cached_input_tokens=event.cached_input_tokens,
+    )
+
+
+def attempt(record: AttemptRecord) -> pb.Attempt:
+    message = pb.Attempt(
+        attempt=record.attempt,
+        provider=record.provider,
+        model=record.model,
+        failure_reason=REASONS[record.outcome] if record.outcome else pb.FAILURE_REASON_UNSPECIFIED,
+        message=record.message,
+    )
+    message.duration.FromNanoseconds(int(record.duration_s * 1e9))
+    if record.usage is not None:
+        message.usage.CopyFrom(usage(record.usage))
+    return message

@@ -1,0 +1,84 @@
+"""Provider protos for ListProviders / WatchProviders: configuration, health, statistics and prices."""
+
+from __future__ import annotations
+
+from gateway_service.app import Gateway
+from gateway_service.chat.router import Candidate
+from gateway_service.config import ProviderSpec
+from gateway_service.health import HealthState
+from llmgateway.v1 import provider_service_pb2 as ppb
+
+TYPES = {
+    "openai": ppb.PROVIDER_TYPE_OPENAI,
+    "gemini": ppb.PROVIDER_TYPE_GEMINI,
+    "anthropic": ppb.PROVIDER_TYPE_ANTHROPIC,
+    "openai_compatible": ppb.PROVIDER_TYPE_OPENAI_COMPATIBLE,
+}
+STATES = {
+    HealthState.UNCONFIGURED: ppb.HEALTH_STATE_UNCONFIGURED,
+    HealthState.HEALTHY: ppb.HEALTH_STATE_HEALTHY,
+    HealthState.DEGRADED: ppb.HEALTH_STATE_DEGRADED,
+    HealthState.COOLING_DOWN: ppb.HEALTH_STATE_COOLING_DOWN,
+    HealthState.UNHEALTHY: ppb.HEALTH_STATE_UNHEALTHY,
+    HealthState.MISCONFIGURED: ppb.HEALTH_STATE_MISCONFIGURED,
+}
+# What the SDKs call when no base_url is configured.
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+
+
+def all_providers(gateway: Gateway) -> list[ppb.Provider]:
+    return [provider(gateway, spec) for spec in gateway.config.providers]
+
+
+def one_provider(gateway: Gateway, name: str) -> ppb.Provider:
+    spec = gateway.config.provider(name)
+    assert spec is not None  # health only reports configured providers
+    return provider(gateway, spec)
+
+
+def state_key(message: ppb.Provider) -> tuple[object, ...]:
+    """What counts as a change for WatchProviders (statistics alone do not)."""
+    return (message.health, message.cooldown_until.seconds, message.configured, message.last_error)
+
+
+def provider(gateway: Gateway, spec: ProviderSpec) -> ppb.Provider:
+    key_id = Candidate(spec, spec.models[0], None).key_id if spec.configured else None
+    state, until = gateway.health.state(spec.name, [m.name for m in spec.models], key_id)
+    stats, totals = gateway.health.stats(spec.name), gateway.ledger.totals(spec.name)
+    message = ppb.Provider(
+        name=spec.name,
+        type=TYPES[spec.type],
+        configured=spec.configured,
+        credential_source=spec.credential_source,
+        base_url=spec.base_url or DEFAULT_BASE_URLS.get(spec.type, ""),
+        health=STATES[state],
+        models=[
+            ppb.Model(
+                name=m.name,
+                context_window=m.context_window,
+                input_usd_per_mtok=m.input_usd_per_mtok,
+                output_usd_per_mtok=m.output_usd_per_mtok,
+            )
+            for m in spec.models
+        ],
+        stats=ppb.ProviderStats(
+            requests=stats.requests,
+            failures=stats.failures,
+            error_rate=stats.error_rate,
+            ttft_p50_ms=stats.ttft_p50_ms,
+            ttft_p95_ms=stats.ttft_p95_ms,
+            latency_p50_ms=stats.latency_p50_ms,
+            latency_p95_ms=stats.latency_p95_ms,
+            cost_usd=totals.cost_usd,
+            input_tokens=totals.input_tokens,
+            output_tokens=totals.output_tokens,
+        ),
+        last_error=gateway.health.last_error(spec.name),
+    )
+    if until is not None:
+        message.cooldown_until.FromNanoseconds(int(until * 1e9))
+    return message

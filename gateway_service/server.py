@@ -1,0 +1,89 @@
+"""Builds and runs the gateway's grpc.aio server: servicers, health, reflection, telemetry, draining."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+
+from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_factory
+from gateway_service.config import GatewayConfig
+from gateway_service.servicers import add_to_server
+from gateway_service.telemetry import Send
+from llmgateway.v1 import chat_service_pb2, provider_service_pb2
+from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from servicekit.server import Lifecycle, ServerOptions, build_server, serve
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 50051
+SERVICE_NAMES = (
+    chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
+    provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
+)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "[::]"
+    port: int = DEFAULT_PORT
+    shutdown_grace_s: float = 20.0
+
+
+def metrics_sender(address: str) -> tuple[Send, grpc.aio.Channel]:
+    """WriteMetrics to the schema service through the generated stub (never its code)."""
+    channel = grpc.aio.insecure_channel(address)
+    stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
+
+    async def send(batch: metrics_service_pb2.WriteMetricsRequest) -> None:
+        await stub.WriteMetrics(batch, timeout=5.0)
+
+    return send, channel
+
+
+@dataclass
+class Running:
+    """A started server: its port, the gateway state and the lifecycle (for tests and `run`)."""
+
+    server: grpc.aio.Server
+    port: int
+    gateway: Gateway
+    lifecycle: Lifecycle
+    channel: grpc.aio.Channel | None
+
+    async def close(self) -> None:
+        await self.gateway.close()
+        if self.channel is not None:
+            await self.channel.close()
+
+
+async def prepare(config: GatewayConfig, settings: ServeSettings, factory: AdapterFactory = default_factory) -> Running:
+    """Build the gateway and its server bound to `settings.host:port` (port 0 picks a free one), not started."""
+    send, channel = metrics_sender(config.schema_service) if config.schema_service else (None, None)
+    gateway = build_gateway(config, factory, send)
+    lifecycle = Lifecycle(SERVICE_NAMES)
+    server = build_server(ServerOptions(), lifecycle, [lambda s: add_to_server(s, gateway, lifecycle)], SERVICE_NAMES)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    await lifecycle.start(ready=True)
+    gateway.start_background()
+    unconfigured = [f"{p.name} ({p.credential_source})" for p in config.providers if not p.configured]
+    log.info(
+        "gateway listening",
+        extra={"port": port, "config": config.source, "schema_service": config.schema_service,
+               "unconfigured_providers": unconfigured},
+    )  # fmt: skip
+    return Running(server, port, gateway, lifecycle, channel)
+
+
+async def start(config: GatewayConfig, settings: ServeSettings, factory: AdapterFactory = default_factory) -> Running:
+    """Build and start serving (tests; `run` leaves the start to servicekit's `serve`)."""
+    running = await prepare(config, settings, factory)
+    await running.server.start()
+    return running
+
+
+async def run(config: GatewayConfig, settings: ServeSettings) -> None:
+    """Serve until SIGTERM, then drain in-flight streams within the grace and exit."""
+    running = await prepare(config, settings)
+    await serve(running.server, running.lifecycle, grace_s=settings.shutdown_grace_s, on_stop=running.close)

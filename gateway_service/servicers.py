@@ -1,0 +1,133 @@
+"""ChatService and ProviderService: proto in, domain call, proto out; domain errors -> status with details."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import aclosing
+from typing import Any
+
+import grpc
+
+from gateway_service import protomap, providers_view
+from gateway_service.app import Gateway
+from gateway_service.chat.aggregate import Answer
+from gateway_service.chat.events import AttemptRecord
+from gateway_service.errors import GatewayError
+from llmgateway.v1 import chat_service_pb2 as pb
+from llmgateway.v1 import chat_service_pb2_grpc, provider_service_pb2, provider_service_pb2_grpc
+from servicekit.server import Lifecycle, abort, bind_request_id
+
+
+class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def StreamChat(self, request: pb.StreamChatRequest, context: grpc.aio.ServicerContext) -> None:
+        # Written with context.write rather than `yield` so that a cancelled call closes the pipeline
+        # (and the upstream HTTP request) here and now, not whenever the generator is collected.
+        request_id = bind_request_id(context, request.request_id)
+        try:
+            run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
+            async with aclosing(run.events()) as events:
+                async for event in events:
+                    await context.write(protomap.stream_event(event))
+        except GatewayError as exc:
+            await abort(context, exc)
+
+    async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> pb.ChatResponse:
+        request_id = bind_request_id(context, request.request_id)
+        answer = Answer()
+        try:
+            run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
+            async with aclosing(run.events()) as events:
+                async for event in events:
+                    answer.add(event)
+        except GatewayError as exc:
+            await abort(context, exc)
+        done = answer.completed
+        assert done is not None  # a run ends with Completed or raises
+        return pb.ChatResponse(
+            message=_message(answer),
+            finish_reason=protomap.FINISH[done.finish_reason],
+            provider=done.provider,
+            model=done.model,
+            usage=_total_usage(run.attempts),
+            attempts=[protomap.attempt(r) for r in run.attempts],
+            request_id=request_id,
+            upstream_request_id=done.upstream_request_id,
+        )
+
+
+def _message(answer: Answer) -> pb.Message:
+    message = answer.message()
+    return pb.Message(
+        role=pb.ROLE_ASSISTANT,
+        content=message.content,
+        tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json) for c in message.tool_calls],
+        reasoning=[pb.Reasoning(text=r.text, signature=r.signature, redacted_data=r.redacted_data)
+                   for r in message.reasoning],
+    )  # fmt: skip
+
+
+def _total_usage(records: list[AttemptRecord]) -> pb.Usage:
+    usages = [r.usage for r in records if r.usage is not None]
+    total = pb.Usage(
+        input_tokens=sum(u.input_tokens for u in usages),
+        output_tokens=sum(u.output_tokens for u in usages),
+        cost_usd=sum(u.cost_usd for u in usages),
+        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
+        cached_input_tokens=sum(u.cached_input_tokens for u in usages),
+    )
+    return total
+
+
+class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
+    def __init__(self, gateway: Gateway, lifecycle: Lifecycle) -> None:
+        self.gateway = gateway
+        self.lifecycle = lifecycle
+
+    async def ListProviders(
+        self, request: provider_service_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> provider_service_pb2.ListProvidersResponse:
+        return provider_service_pb2.ListProvidersResponse(providers=providers_view.all_providers(self.gateway))
+
+    async def WatchProviders(
+        self, request: provider_service_pb2.WatchProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Current state of each provider, then each change; ends at once when the server begins to stop."""
+        queue = self.gateway.health.watch()
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(self.lifecycle.stopping.wait())
+        last: dict[str, tuple[object, ...]] = {}
+        try:
+            for provider in providers_view.all_providers(self.gateway):
+                last[provider.name] = providers_view.state_key(provider)
+                await context.write(provider_service_pb2.WatchProvidersResponse(provider=provider))
+            while not stopping.done():
+                name = await _next_change(queue, stopping)
+                if name is None:
+                    return
+                provider = providers_view.one_provider(self.gateway, name)
+                if providers_view.state_key(provider) != last.get(name):
+                    last[name] = providers_view.state_key(provider)
+                    await context.write(provider_service_pb2.WatchProvidersResponse(provider=provider))
+        finally:
+            self.gateway.health.unwatch(queue)
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
+
+
+async def _next_change(queue: asyncio.Queue[str], stopping: asyncio.Future[Any]) -> str | None:
+    getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
+    await asyncio.wait([getter, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if getter.done():
+        name: str = getter.result()
+        return name
+    getter.cancel()
+    return None
+
+
+def add_to_server(server: grpc.aio.Server, gateway: Gateway, lifecycle: Lifecycle) -> None:
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(gateway), server)
+    provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(gateway, lifecycle), server)

@@ -1,0 +1,120 @@
+"""Buffered metrics to the schema service, off the request path.
+
+`observe` (called by failover for each finished attempt) only appends to a bounded buffer and
+never blocks or awaits; when the buffer is full the metrics are dropped and counted, with at
+most one log line a second saying how many. A background task sends batches with WriteMetrics
+(through `send`, which server.py builds on the generated `schemaservice.v1` stub); a batch that
+fails is retried with the same request_id, so the schema service stores it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from gateway_service.chat.events import AttemptRecord
+from gateway_service.chat.request import ChatRequest
+from gateway_service.config import TelemetrySettings
+from schemaservice.v1 import metrics_service_pb2 as mpb
+
+Send = Callable[[mpb.WriteMetricsRequest], Awaitable[None]]
+SEND_ATTEMPTS = 3
+
+log = logging.getLogger(__name__)
+
+
+def attempt_metrics(record: AttemptRecord, first_token_s: float | None, now_ns: int) -> list[mpb.Metric]:
+    """The metrics of one attempt: duration, time to first token, tokens and cost, labelled."""
+    labels = {
+        "provider": record.provider,
+        "model": record.model,
+        "outcome": record.outcome.value if record.outcome else ("cancelled" if record.message == "cancelled" else "ok"),
+    }
+    values: list[tuple[str, float, str]] = [("llm.attempt.duration", record.duration_s * 1000, "ms")]
+    if first_token_s is not None:
+        values.append(("llm.attempt.ttft", first_token_s * 1000, "ms"))
+    if record.usage is not None:
+        values += [
+            ("llm.attempt.input_tokens", record.usage.input_tokens, "tokens"),
+            ("llm.attempt.output_tokens", record.usage.output_tokens, "tokens"),
+            ("llm.attempt.cost", record.usage.cost_usd, "usd"),
+        ]
+    metrics = []
+    for name, value, unit in values:
+        metric = mpb.Metric(name=name, value=float(value), unit=unit, labels=labels)
+        metric.time.FromNanoseconds(now_ns)
+        metrics.append(metric)
+    return metrics
+
+
+class Telemetry:
+    def __init__(self, settings: TelemetrySettings, send: Send | None) -> None:
+        self.settings = settings
+        self.send = send
+        self.buffer: deque[mpb.Metric] = deque()
+        self.dropped = 0
+        self.sent = 0
+        self._dropped_logged = 0
+        self._last_drop_log = 0.0
+        self._wake = asyncio.Event()
+
+    @property
+    def enabled(self) -> bool:
+        return self.send is not None
+
+    def observe(self, request: ChatRequest, record: AttemptRecord, first_token_s: float | None) -> None:
+        """Queue an attempt's metrics; drops (counted) rather than wait when the buffer is full."""
+        if self.send is None:
+            return
+        metrics = attempt_metrics(record, first_token_s, time.time_ns())
+        room = self.settings.buffer_size - len(self.buffer)
+        if room < len(metrics):
+            self._drop(len(metrics))
+            return
+        self.buffer.extend(metrics)
+        if len(self.buffer) >= self.settings.batch_size:
+            self._wake.set()
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        now = time.monotonic()
+        if now - self._last_drop_log >= 1.0:
+            log.warning(
+                "telemetry buffer full; metrics dropped",
+                extra={"dropped": self.dropped - self._dropped_logged, "dropped_total": self.dropped},
+            )
+            self._dropped_logged, self._last_drop_log = self.dropped, now
+
+    async def run(self) -> None:
+        """Send batches until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.flush_interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self.buffer and self.send is not None:
+            batch = [self.buffer.popleft() for _ in range(min(len(self.buffer), self.settings.batch_size))]
+            await self._send(mpb.WriteMetricsRequest(request_id=uuid.uuid4().hex, metrics=batch))
+
+    async def _send(self, batch: mpb.WriteMetricsRequest) -> None:
+        assert self.send is not None
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                await self.send(batch)
+                self.sent += len(batch.metrics)
+                return
+            except Exception as exc:  # any transport failure: retry the same request_id, then drop
+                log.warning(
+                    "metrics batch not delivered",
+                    extra={"attempt": attempt, "error": type(exc).__name__, "metrics": len(batch.metrics)},
+                )
+                await asyncio.sleep(0.1 * attempt)
+        self._drop(len(batch.metrics))
