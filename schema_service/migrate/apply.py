@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
+from pglast import ast
 
 from schema_service.migrate import concurrent, history
 from schema_service.migrate.connections import connect, set_timeouts
@@ -20,6 +22,7 @@ from schema_service.migrate.files import MigrationFile
 from schema_service.migrate.statements import Statement, line_column
 
 T = TypeVar("T")
+_PLPGSQL_LINE = re.compile(r"PL/pgSQL function inline_code_block line (\d+)")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ def failure(file: MigrationFile, statement: Statement, exc: asyncpg.PostgresErro
     position = getattr(exc, "position", None)
     offset = statement.start + (int(position) - 1 if position else 0)
     line, column = line_column(file.sql, offset)
+    if not position:
+        line, column = _do_block_line(file, statement, str(getattr(exc, "context", "") or "")) or (line, column)
     sqlstate = str(getattr(exc, "sqlstate", "") or "")
     parts = [f"{file.filename}:{line}:{column}: {sqlstate}: {getattr(exc, 'message', str(exc))}"]
     for label in ("detail", "hint", "context"):
@@ -61,6 +66,20 @@ def failure(file: MigrationFile, statement: Statement, exc: asyncpg.PostgresErro
         if value:
             parts.append(f"{label.upper()}: {value}")
     return MigrationFailed("\n".join(parts), sqlstate=sqlstate, filename=file.filename, line=line, column=column)
+
+
+def _do_block_line(file: MigrationFile, statement: Statement, context: str) -> tuple[int, int] | None:
+    """An error inside a DO block has no position, but PL/pgSQL names the line within the body."""
+    match = _PLPGSQL_LINE.search(context)
+    if match is None or not isinstance(statement.node, ast.DoStmt):
+        return None
+    bodies = [arg.arg.sval for arg in statement.node.args or () if getattr(arg, "defname", "") == "as"]
+    found = file.sql.find(bodies[0], statement.start) if bodies else -1
+    if found < 0:
+        return None
+    line = line_column(file.sql, found)[0] + int(match[1]) - 1
+    text = file.sql.splitlines()[line - 1] if line <= file.sql.count("\n") + 1 else ""
+    return line, len(text) - len(text.lstrip()) + 1
 
 
 async def with_lock_retries(

@@ -1,0 +1,1 @@
+"""Migration files and helpers for the migration engine's tests."""
