@@ -1,0 +1,130 @@
+"""Gateway configuration: YAML + environment -> frozen settings, every error naming the file and key path."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway_service import config
+from gateway_service.errors import ConfigError
+
+GOOD = """
+schema_service: 127.0.0.1:50052
+providers:
+  - name: openai
+    type: openai
+    base_url: http://127.0.0.1:1/v1
+    api_key_env: OPENAI_API_KEY
+    timeout_s: 60
+    first_token_timeout_s: 2.5
+    models:
+      - {name: gpt-4o-mini, context_window: 128000, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.60}
+  - name: gemini
+    type: gemini
+    api_version: v1beta
+    api_key_file: KEYFILE
+    models: [{name: gemini-2.0-flash, context_window: 1000000}]
+  - name: claude
+    type: anthropic
+    api_key_env: ANTHROPIC_API_KEY
+    models: [{name: claude-x}]
+routes:
+  default: [gemini/gemini-2.0-flash, openai/gpt-4o-mini]
+failover: {min_attempt_budget_s: 0.2, commit_window_tokens: 3, breaker_failures: 4}
+telemetry: {buffer_size: 100}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(textwrap.dedent(text).replace("KEYFILE", str(tmp_path / "gemini.key")))
+    return path
+
+
+def test_full_file_loads_into_frozen_settings(tmp_path: Path) -> None:
+    (tmp_path / "gemini.key").write_text("AIza-secret-from-file\n")
+    cfg = config.load(write(tmp_path, GOOD), env={"OPENAI_API_KEY": "sk-live-123"})
+    openai, gemini, claude = cfg.providers
+    assert openai.configured and openai.api_key is not None and openai.api_key.reveal() == "sk-live-123"
+    assert gemini.api_key is not None and gemini.api_key.reveal() == "AIza-secret-from-file"
+    assert not claude.configured and claude.credential_source == "ANTHROPIC_API_KEY"
+    assert claude.models[0].assistant_prefill and not openai.models[0].assistant_prefill
+    assert openai.first_token_timeout_s == 2.5 and openai.models[0].output_usd_per_mtok == 0.60
+    assert cfg.routes["default"] == (("gemini", "gemini-2.0-flash"), ("openai", "gpt-4o-mini"))
+    assert cfg.failover.min_attempt_budget_s == 0.2 and cfg.failover.commit_window_tokens == 3
+    assert cfg.failover.breaker_failures == 4 and isinstance(cfg.failover.breaker_failures, int)
+    assert cfg.telemetry.buffer_size == 100 and cfg.schema_service == "127.0.0.1:50052"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.schema_service = "x"  # type: ignore[misc]
+
+
+def test_secrets_print_as_stars(tmp_path: Path) -> None:
+    (tmp_path / "gemini.key").write_text("AIza-secret-from-file")
+    cfg = config.load(write(tmp_path, GOOD), env={"OPENAI_API_KEY": "sk-live-123"})
+    text = repr(cfg) + str(cfg.providers[0].api_key)
+    assert "sk-live-123" not in text and "AIza-secret-from-file" not in text
+    assert "**********" in text
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("    timeout_s: 60", "    timeout: 60", "providers[0].timeout: unknown key"),
+        ("{name: gemini-2.0-flash, context_window: 1000000}", "{name: gemini-2.0-flash, window: 1}",
+         "providers[1].models[0].window: unknown key"),
+        ("[gemini/gemini-2.0-flash, openai/gpt-4o-mini]", "[gemini/gemini-2.0-flash, opnai/gpt-4o-mini]",
+         "routes.default[1]: unknown provider 'opnai'"),
+        ("[gemini/gemini-2.0-flash, openai/gpt-4o-mini]", "[gemini/gemini-2.0-flash, openai/gpt-5]",
+         "routes.default[1]: unknown model 'gpt-5' of provider 'openai'"),
+        ("    type: gemini", "    type: bard", "providers[1].type: must be one of"),
+        ("timeout_s: 60", "timeout_s: soon", "providers[0].timeout_s: must be a non-negative number"),
+        ("breaker_failures: 4", "breaker_fails: 4", "failover.breaker_fails: unknown key"),
+        ("schema_service:", "schema_svc:", "schema_svc: unknown key"),
+        ("    api_key_env: ANTHROPIC_API_KEY\n", "", "providers[2]: exactly one of api_key_env or api_key_file"),
+        ("  - name: claude", "  - name: openai", "providers[2].name: duplicate name 'openai'"),
+    ],
+)  # fmt: skip
+def test_mistakes_are_start_up_errors_naming_the_path(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, env={})
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+
+
+def test_missing_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"{tmp_path}/nope.yaml: config file not found"):
+        config.load(tmp_path / "nope.yaml", env={})
+
+
+def test_gateway_config_env_is_the_fallback_and_schema_service_addr_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    cfg = config.load(None, env={"GATEWAY_CONFIG": str(path), "SCHEMA_SERVICE_ADDR": "10.0.0.1:7"})
+    assert cfg.source == str(path) and cfg.schema_service == "10.0.0.1:7"
+
+
+def test_built_in_default_names_the_common_providers_and_starts_without_keys() -> None:
+    cfg = config.load(None, env={})
+    sources = {p.name: p.credential_source for p in cfg.providers}
+    assert sources == {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY",
+                       "groq": "GROQ_API_KEY"}  # fmt: skip
+    assert not any(p.configured for p in cfg.providers)
+    assert len(cfg.routes["default"]) == 4
+    assert config.load(None, env={"GEMINI_API_KEY": "k"}).provider("gemini").configured  # type: ignore[union-attr]
+
+
+def test_openai_compatible_needs_a_base_url(tmp_path: Path) -> None:
+    text = GOOD.replace("    type: openai\n    base_url: http://127.0.0.1:1/v1\n", "    type: openai_compatible\n")
+    with pytest.raises(ConfigError, match=r"providers\[0\].base_url: is required for type openai_compatible"):
+        config.load(write(tmp_path, text), env={})
+
+
+def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("providers: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(path, env={})
