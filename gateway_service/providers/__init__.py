@@ -18,9 +18,14 @@ def create_adapter(config: ProviderConfig) -> ProviderAdapter:
         from gateway_service.providers.openai import OpenAIAdapter
 
         return OpenAIAdapter(config)
-    if config.type in ("anthropic", "gemini"):
-        # Landing next; until then the factory refuses them loudly rather than pretending.
-        raise NotImplementedError(f"provider type {config.type!r} is not implemented yet")
+    if config.type == "anthropic":
+        from gateway_service.providers.anthropic import AnthropicAdapter
+
+        return AnthropicAdapter(config)
+    if config.type == "gemini":
+        from gateway_service.providers.gemini import GeminiAdapter
+
+        return GeminiAdapter(config)
     raise ValueError(f"unknown provider type {config.type!r}; expected one of {', '.join(PROVIDER_TYPES)}")
 
 

@@ -8,7 +8,9 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway_service.simulator import wire_anthropic, wire_gemini, wire_openai
+import gateway_service.simulator.wire_anthropic as wire_anthropic
+import gateway_service.simulator.wire_gemini as wire_gemini
+import gateway_service.simulator.wire_openai as wire_openai
 from gateway_service.simulator.faults import Fault, FaultSpecError, parse_fault
 from gateway_service.simulator.httpserver import Request, Responder
 from gateway_service.simulator.plan import Plan, Prompt, make_plan, marker_fault

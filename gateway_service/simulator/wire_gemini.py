@@ -8,6 +8,7 @@ retry delay of a 429 is in details (`google.rpc.RetryInfo.retryDelay`), not a he
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -67,6 +68,8 @@ def _fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str, list[
                             "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]
         if fault.kind == "429" and (fault.retry_after is not None or fault.retry_after_ms is not None):
             details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay:g}s"})
+        if fault.kind == "quota":
+            return 429, "Your prepayment credits are depleted. Please go to AI Studio to manage your billing.", details
         return 429, "You exceeded your current quota, please check your plan and billing details.", details
     if fault.kind == "context":
         return 400, "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).", []
@@ -113,7 +116,7 @@ def _call_parts(plan: Plan) -> list[dict[str, Any]]:
         part: dict[str, Any] = {"functionCall": {"name": call.name, "args": json.loads(call.arguments_json)}}
         if n == 0 and plan.reasoning:
             # Thinking models attach the signature to the first function call part.
-            part["thoughtSignature"] = signature("".join(plan.reasoning))
+            part["thoughtSignature"] = base64.b64encode(signature("".join(plan.reasoning)).encode()).decode()
         parts.append(part)
     return parts
 

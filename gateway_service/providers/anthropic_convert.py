@@ -1,0 +1,175 @@
+"""ChatRequest -> Anthropic Messages parameters, and stream events -> ProviderEvents."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway_service.chat.request import (
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Message,
+    ProviderEvent,
+    ReasoningDelta,
+    ResponseFormat,
+    Role,
+    TextDelta,
+    ToolCallDelta,
+    ToolChoiceMode,
+    UsageReport,
+)
+from gateway_service.providers.base import FailureKind, ProviderError
+
+# Anthropic requires max_tokens; this is what a request without one gets.
+DEFAULT_MAX_TOKENS = 4096
+
+_FINISH = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "pause_turn": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
+}
+
+
+def build_params(request: ChatRequest, model: str) -> dict[str, Any]:
+    """Keyword arguments for `messages.create(stream=True)`."""
+    system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM)
+    params: dict[str, Any] = {
+        "model": model,
+        "messages": _messages(request.messages),
+        "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
+        "stream": True,
+    }
+    if system:
+        params["system"] = system
+    s = request.sampling
+    for key, value in (("temperature", s.temperature), ("top_p", s.top_p), ("top_k", s.top_k)):
+        if value is not None:
+            params[key] = value
+    if s.stop_sequences:
+        params["stop_sequences"] = list(s.stop_sequences)
+    if request.tools:
+        params["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
+                           for t in request.tools]
+    if request.tool_choice is not None:
+        params["tool_choice"] = _tool_choice(request)
+    if request.response_format is not ResponseFormat.TEXT:
+        schema = request.json_schema if request.response_format is ResponseFormat.JSON_SCHEMA else None
+        params["output_config"] = {"format": {"type": "json_schema", "schema": schema or {"type": "object"}}}
+    if request.user_id:
+        params["metadata"] = {"user_id": request.user_id}
+    return params
+
+
+def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Anthropic alternates user and assistant turns: tool results are user blocks, and adjacent turns merge."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role is Role.SYSTEM:
+            continue
+        role = "assistant" if m.role is Role.ASSISTANT else "user"
+        blocks = _assistant_blocks(m) if m.role is Role.ASSISTANT else _user_blocks(m)
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return out
+
+
+def _user_blocks(m: Message) -> list[dict[str, Any]]:
+    if m.role is Role.TOOL:
+        return [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}]
+    return [{"type": "text", "text": m.content}]
+
+
+def _assistant_blocks(m: Message) -> list[dict[str, Any]]:
+    # Thinking blocks go back first and unchanged, with their signatures, or a tool loop is refused.
+    blocks: list[dict[str, Any]] = []
+    for r in m.reasoning:
+        if r.redacted_data:
+            blocks.append({"type": "redacted_thinking", "data": r.redacted_data})
+        else:
+            blocks.append({"type": "thinking", "thinking": r.text, "signature": r.signature})
+    if m.content:
+        blocks.append({"type": "text", "text": m.content})
+    for call in m.tool_calls:
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name,
+                       "input": json.loads(call.arguments_json or "{}")})
+    return blocks
+
+
+def _tool_choice(request: ChatRequest) -> dict[str, Any]:
+    mode = request.tool_choice
+    if mode is ToolChoiceMode.TOOL:
+        return {"type": "tool", "name": request.tool_choice_name}
+    return {"type": {ToolChoiceMode.REQUIRED: "any", ToolChoiceMode.NONE: "none"}.get(mode, "auto")}  # type: ignore[arg-type]
+
+
+class EventTranslator:
+    """State of one Anthropic stream: block kinds by index, usage, stop reason, message_stop."""
+
+    def __init__(self, request_id: str) -> None:
+        self._request_id = request_id
+        self._tool_index: dict[int, int] = {}
+        self._input_tokens = 0
+        self._cached_tokens = 0
+        self._output_tokens = 0
+        self._stop: FinishReason | None = None
+        self._stopped = False
+
+    def feed(self, event: Any) -> list[ProviderEvent]:
+        handler = getattr(self, f"_on_{event.type}", None)
+        return handler(event) if handler is not None else []
+
+    def _on_message_start(self, event: Any) -> list[ProviderEvent]:
+        message = event.message
+        self._request_id = self._request_id or message.id
+        usage = message.usage
+        self._input_tokens = (usage.input_tokens or 0) + (usage.cache_creation_input_tokens or 0) + (
+            usage.cache_read_input_tokens or 0)
+        self._cached_tokens = usage.cache_read_input_tokens or 0
+        return []
+
+    def _on_content_block_start(self, event: Any) -> list[ProviderEvent]:
+        block = event.content_block
+        if block.type == "tool_use":
+            self._tool_index[event.index] = len(self._tool_index)
+            return [ToolCallDelta(index=self._tool_index[event.index], id=block.id, name=block.name)]
+        if block.type == "redacted_thinking":
+            return [ReasoningDelta(redacted_data=block.data)]
+        if block.type == "text" and block.text:
+            return [TextDelta(block.text)]
+        return []
+
+    def _on_content_block_delta(self, event: Any) -> list[ProviderEvent]:
+        delta = event.delta
+        if delta.type == "text_delta":
+            return [TextDelta(delta.text)] if delta.text else []
+        if delta.type == "thinking_delta":
+            return [ReasoningDelta(text=delta.thinking)]
+        if delta.type == "signature_delta":
+            return [ReasoningDelta(signature=delta.signature)]
+        if delta.type == "input_json_delta":
+            return [ToolCallDelta(index=self._tool_index[event.index], arguments_json=delta.partial_json)]
+        return []
+
+    def _on_message_delta(self, event: Any) -> list[ProviderEvent]:
+        if event.delta.stop_reason:
+            self._stop = _FINISH.get(event.delta.stop_reason, FinishReason.STOP)
+        self._output_tokens = event.usage.output_tokens or self._output_tokens
+        return []
+
+    def _on_message_stop(self, event: Any) -> list[ProviderEvent]:
+        self._stopped = True
+        return [UsageReport(self._input_tokens, self._output_tokens, cached_input_tokens=self._cached_tokens)]
+
+    def finish(self) -> list[ProviderEvent]:
+        if self._stop is None or not self._stopped:
+            raise ProviderError(
+                FailureKind.TRUNCATED, "stream ended without message_stop", upstream_request_id=self._request_id
+            )
+        return [Finished(self._stop, self._request_id)]

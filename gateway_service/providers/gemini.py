@@ -1,0 +1,149 @@
+"""Gemini adapter on the `google-genai` SDK (Gemini API with an API key).
+
+base_url and api_version come from ProviderConfig through HttpOptions; SDK
+retries are off (HttpRetryOptions(attempts=1)) and automatic function calling
+is disabled. All failures are classified in `map_error`: google-genai raises
+ClientError / ServerError carrying the HTTP code and the JSON error body, whose
+`details` hold the retry delay (google.rpc.RetryInfo.retryDelay) of a 429.
+
+google-genai nests several async generators around the HTTP response and does
+not close them explicitly, so the adapter gives the SDK its own httpx2 client
+whose response hook hands each streaming response back to the attempt that
+opened it; closing the attempt closes that response at once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx2
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+
+from gateway_service.chat.request import ChatRequest, ProviderEvent
+from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
+from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error
+from gateway_service.providers.gemini_convert import ResponseTranslator, build_config, build_contents
+from gateway_service.providers.streaming import Pacer, Upstream, drive
+
+K = FailureKind
+# None: decided by the HTTP code and the error body.
+CLASS_KINDS: dict[type[BaseException], FailureKind | None] = {
+    genai_errors.APIError: None,
+    genai_errors.ClientError: None,
+    genai_errors.ServerError: None,
+    genai_errors.UnknownApiResponseError: K.MALFORMED_RESPONSE,
+    # Raised by automatic function calling, which the adapter turns off; a request problem if ever seen.
+    genai_errors.UnknownFunctionCallArgumentError: K.INVALID_REQUEST,
+    genai_errors.UnsupportedFunctionError: K.INVALID_REQUEST,
+    genai_errors.FunctionInvocationError: K.INVALID_REQUEST,
+    genai_errors.ContinuationInterruptedError: K.CONNECTION_ERROR,
+}
+
+_DELAY = re.compile(r"^\s*([0-9.]+)s\s*$")
+_opened: contextvars.ContextVar[list[httpx2.Response] | None] = contextvars.ContextVar("gemini_opened", default=None)
+
+
+def class_kind(exc: BaseException) -> FailureKind | None:
+    """Kind from the exact class in CLASS_KINDS; None when the code and body decide."""
+    return CLASS_KINDS[type(exc)]
+
+
+def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderError:
+    """The single place where anything google-genai or its transport raises becomes a ProviderError."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if not isinstance(exc, genai_errors.APIError) and type(exc) not in CLASS_KINDS:
+        kind = classify_transport(exc) or K.MALFORMED_RESPONSE
+        return make_error(kind, f"{type(exc).__name__}: {exc}", secrets=secrets)
+    by_class = class_kind(exc)
+    if not isinstance(exc, genai_errors.APIError):
+        return make_error(by_class or K.SERVER_ERROR, f"{type(exc).__name__}: {exc}", secrets=secrets)
+    error = body_error(exc.details)
+    code = int(exc.code or 0)
+    kind = _refine(by_class or kind_for_status(code), error)
+    message = f"{code} {exc.status or ''}: {exc.message or exc}"
+    return make_error(kind, message, secrets=secrets, status_code=code or None, retry_after=retry_delay(error))
+
+
+def _refine(kind: FailureKind, error: Any) -> FailureKind:
+    message = str(error.get("message", ""))
+    reasons = {str(d.get("reason", "")) for d in error.get("details") or [] if isinstance(d, dict)}
+    # The Gemini API answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+    if "API_KEY_INVALID" in reasons or "API key not valid" in message:
+        return K.AUTH_FAILED
+    if kind is K.INVALID_REQUEST and "input token count" in message and "exceeds the maximum" in message:
+        return K.CONTEXT_TOO_LONG
+    if kind is K.RATE_LIMITED and "credits are depleted" in message:
+        return K.QUOTA_EXHAUSTED
+    return kind
+
+
+def retry_delay(error: Any) -> float | None:
+    """Seconds from a google.rpc.RetryInfo detail ("retryDelay": "2s" or "1.500s")."""
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            match = _DELAY.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+async def _capture(response: httpx2.Response) -> None:
+    opened = _opened.get()
+    if opened is not None:
+        opened.append(response)
+
+
+class GeminiAdapter:
+    """Streams generateContent through `google-genai` with SDK retries off."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self._http = httpx2.AsyncClient(event_hooks={"response": [_capture]})
+        options = genai_types.HttpOptions(
+            base_url=config.base_url,
+            api_version=config.api_version,
+            timeout=int(config.timeout_s * 1000),
+            retry_options=genai_types.HttpRetryOptions(attempts=1),
+            httpx_async_client=self._http,
+        )
+        self._client = genai.Client(api_key=config.api_key or "unset", http_options=options)
+
+    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
+        contents, config = build_contents(request.messages), build_config(request)
+        pacer = Pacer(self.config, deadline_s)
+        return drive(lambda: self._open(model, contents, config), _translator, pacer, self._map_error)
+
+    async def _open(self, model: str, contents: list[dict[str, Any]], config: dict[str, Any]) -> Upstream[Any]:
+        opened: list[httpx2.Response] = []
+        token = _opened.set(opened)
+        try:
+            chunks = await self._client.aio.models.generate_content_stream(
+                model=model, contents=contents, config=config  # type: ignore[arg-type]
+            )
+        finally:
+            _opened.reset(token)
+        headers = opened[-1].headers if opened else httpx2.Headers()
+
+        async def close() -> None:
+            for response in opened:
+                await response.aclose()
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+        return Upstream(chunks, close, headers.get("x-goog-request-id", ""))
+
+    def _map_error(self, exc: Exception) -> ProviderError:
+        return map_error(exc, (self.config.api_key,))
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
+        await self._http.aclose()
+
+
+def _translator(upstream: Upstream[Any]) -> ResponseTranslator:
+    return ResponseTranslator(upstream.request_id)
