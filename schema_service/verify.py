@@ -20,6 +20,7 @@ from schema_service.config import MigrationSettings
 from schema_service.database import with_database
 from schema_service.migrate import history
 from schema_service.migrate.connections import connect
+from schema_service.migrate.errors import ScratchDatabaseUnavailable
 from schema_service.migrate.runner import apply_migrations
 
 DiffKind = Literal["missing", "unexpected", "changed"]
@@ -143,7 +144,13 @@ async def _expected(server_dsn: str, settings: MigrationSettings, version: int) 
     name = f"schema_verify_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise ScratchDatabaseUnavailable(
+                f"cannot create a scratch database ({exc}); pass --scratch-url (scratch_url) naming a server "
+                "where the role may create databases"
+            ) from exc
         try:
             scratch_dsn = with_database(server_dsn, name)
             await apply_migrations(scratch_dsn, settings.migrations_dir, target=version or None)

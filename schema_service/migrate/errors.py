@@ -73,6 +73,10 @@ class BaselineRefused(MigrationError):
     reason = "BASELINE_REFUSED"
 
 
+class ScratchDatabaseUnavailable(MigrationError):
+    reason = "SCRATCH_DATABASE_UNAVAILABLE"
+
+
 class LockWaitTimeout(MigrationError):
     code = code_pb2.ABORTED
     reason = "MIGRATION_LOCK_TIMEOUT"
