@@ -244,10 +244,10 @@ def _squawk_finding(item: dict[str, Any]) -> Finding:
     if item.get("help"):
         message += f" ({item['help']})"
     severity: Severity = "error" if str(item.get("level", "")).lower() == "error" else "warning"
-    # Squawk reports 0-based columns.
+    # Squawk's JSON reporter counts lines and columns from 0.
     return Finding(
         Path(item["file"]).name,
-        int(item["line"]),
+        int(item["line"]) + 1,
         int(item["column"]) + 1,
         f"squawk:{item['rule_name']}",
         message,

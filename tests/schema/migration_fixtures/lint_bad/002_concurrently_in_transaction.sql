@@ -1,0 +1,2 @@
+CREATE TABLE b (x int);
+CREATE INDEX CONCURRENTLY b_x_idx ON b (x);

@@ -1,0 +1,2 @@
+CREATE TABLE ok (x int);
+CREATE TABEL broken (x int);
