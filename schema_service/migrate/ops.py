@@ -103,8 +103,14 @@ async def baseline(dsn: str, settings: MigrationSettings, version: int) -> list[
     """Adopt a database created by other means: record files up to `version` as applied, run nothing."""
     files = [f for f in load_dir(settings.migrations_dir) if f.version <= version]
     async with locked(dsn, settings) as conn, conn.transaction():
-        if await history.read(conn):
-            raise BaselineRefused("the database already has migration history; baseline only adopts a new one")
+        # Failed attempts (e.g. a migrate run before adoption) are replaced; applied ones are not.
+        applied = [row.version for row in await history.read(conn) if row.success]
+        if applied:
+            raise BaselineRefused(
+                f"the database already has applied migrations (up to {max(applied)}); baseline only adopts a "
+                "database without history"
+            )
+        await conn.execute(f"DELETE FROM {history.SCHEMA}.migration_history")
         for file in files:
             await history.record(
                 conn,
