@@ -1,0 +1,79 @@
+"""ProviderService: configuration, health, statistics and prices; WatchProviders changes and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from gateway_service.simulator import SimulatorHandle, start_simulator
+from llmgateway.v1 import chat_service_pb2 as pb
+from llmgateway.v1 import provider_service_pb2 as ppb
+from tests.gateway.e2e_helpers import Upstream, gateway, stream, user
+
+UPSTREAMS = [Upstream("p", "openai", "primary"), Upstream("f", "anthropic", "fallback"),
+             Upstream("g", "openai_compatible", "nokey", key_env="NO_SUCH_KEY")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+async def sim() -> AsyncIterator[SimulatorHandle]:
+    handle = await start_simulator()
+    yield handle
+    await handle.close()
+
+
+def by_name(response: ppb.ListProvidersResponse) -> dict[str, ppb.Provider]:
+    return {p.name: p for p in response.providers}
+
+
+async def test_list_providers_reports_configuration_health_stats_and_prices(sim: SimulatorHandle) -> None:
+    async with gateway(sim, UPSTREAMS, route=["p/primary", "f/fallback"]) as h:
+        listed = by_name(await h.providers.ListProviders(ppb.ListProvidersRequest(), timeout=2))
+        assert list(listed) == ["p", "f", "g"]
+        p, f, g = listed["p"], listed["f"], listed["g"]
+        assert (p.type, p.configured, p.health) == (ppb.PROVIDER_TYPE_OPENAI, True, ppb.HEALTH_STATE_HEALTHY)
+        assert (f.type, f.base_url) == (ppb.PROVIDER_TYPE_ANTHROPIC, sim.base_url)
+        assert (g.configured, g.health, g.credential_source) == (False, ppb.HEALTH_STATE_UNCONFIGURED, "NO_SUCH_KEY")
+        assert p.models[0] == ppb.Model(name="primary", context_window=100_000, input_usd_per_mtok=1.0,
+                                        output_usd_per_mtok=2.0)  # fmt: skip
+
+        await stream(
+            h, pb.StreamChatRequest(model="default", messages=user("hi [[fault:429 retry_after=30 model=primary]]"))
+        )
+        listed = by_name(await h.providers.ListProviders(ppb.ListProvidersRequest(), timeout=2))
+        p, f = listed["p"], listed["f"]
+        assert p.health == ppb.HEALTH_STATE_COOLING_DOWN and p.cooldown_until.seconds > 0
+        assert p.last_error.startswith("rate_limited: ") and "sk-sim-key-1234" not in p.last_error
+        assert (p.stats.requests, p.stats.failures, p.stats.error_rate) == (1, 1, 1.0)
+        assert f.health == ppb.HEALTH_STATE_HEALTHY and f.stats.requests == 1 and f.stats.ttft_p50_ms > 0
+        assert f.stats.output_tokens > 0 and f.stats.cost_usd > 0
+
+
+async def test_auth_failure_marks_the_provider_misconfigured(sim: SimulatorHandle) -> None:
+    async with gateway(sim, UPSTREAMS, route=["p/primary", "f/fallback"]) as h:
+        await stream(h, pb.StreamChatRequest(model="default", messages=user("hi [[fault:401 model=primary]]")))
+        listed = by_name(await h.providers.ListProviders(ppb.ListProvidersRequest(), timeout=2))
+        assert listed["p"].health == ppb.HEALTH_STATE_MISCONFIGURED
+        assert "sk-sim-key-1234" not in listed["p"].last_error
+
+
+async def test_watch_sends_state_then_changes_and_ends_at_once_on_shutdown(sim: SimulatorHandle) -> None:
+    async with gateway(sim, UPSTREAMS, route=["p/primary", "f/fallback"]) as h:
+        watch = h.providers.WatchProviders(ppb.WatchProvidersRequest(), timeout=10)
+        initial = [(await watch.read()).provider for _ in range(3)]
+        assert [(p.name, p.health) for p in initial] == [
+            ("p", ppb.HEALTH_STATE_HEALTHY), ("f", ppb.HEALTH_STATE_HEALTHY), ("g", ppb.HEALTH_STATE_UNCONFIGURED)]  # fmt: skip
+        await stream(h, pb.StreamChatRequest(model="default", messages=user("hi [[fault:500 model=primary]]")))
+        change = (await watch.read()).provider
+        assert (change.name, change.health) == ("p", ppb.HEALTH_STATE_DEGRADED)
+        await stream(
+            h, pb.StreamChatRequest(model="default", messages=user("hi [[fault:429 retry_after=9 model=primary]]"))
+        )
+        change = (await watch.read()).provider
+        assert (change.name, change.health) == ("p", ppb.HEALTH_STATE_COOLING_DOWN)
+
+        await h.running.lifecycle.begin_shutdown()
+        assert await asyncio.wait_for(watch.read(), 1.0) is grpc.aio.EOF
+        assert await watch.code() is grpc.StatusCode.OK
