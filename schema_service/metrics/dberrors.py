@@ -1,8 +1,9 @@
 """The one place where database failures become DatabaseUnavailable (UNAVAILABLE + RetryInfo).
 
-Losing the connection, the server shutting down or restarting, running out of connections and
-transaction conflicts all leave nothing committed for the failing call, so a retry is safe
-(writes carry a request_id, so even a lost COMMIT acknowledgement is retried safely).
+Losing the connection, the server shutting down or restarting, running out of connections,
+transaction conflicts, and the client-side protocol errors asyncpg raises on a connection broken
+mid-operation (MagicStack/asyncpg#784) are all retryable: a write either committed or not, and its
+request_id makes the retry store it exactly once either way.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     pg.InterfaceError,
+    pg.InternalClientError,
     pg.PostgresConnectionError,
     pg.OperatorInterventionError,
     pg.InsufficientResourcesError,
@@ -40,7 +42,7 @@ def database_errors(operation: str) -> Iterator[None]:
         yield
     except TRANSIENT as exc:
         raise DatabaseUnavailable(
-            f"database unavailable during {operation} ({type(exc).__name__}); nothing was committed by this call",
+            f"database unavailable during {operation} ({type(exc).__name__}); retry with the same request_id",
             metadata={"operation": operation, "cause": type(exc).__name__},
             retry_after_s=RETRY_AFTER_S,
         ) from exc

@@ -17,7 +17,7 @@ from asyncpg import exceptions as pg
 
 from schema_service.config import MetricsSettings
 from schema_service.errors import Overloaded, RequestIdReused
-from schema_service.metrics.dberrors import Conn, database_errors
+from schema_service.metrics.dberrors import TRANSIENT, Conn, database_errors
 from schema_service.metrics.partitions import PARENT, PartitionCache
 from schema_service.metrics.series import Series
 from schema_service.metrics.validation import Batch
@@ -94,13 +94,19 @@ class MetricsWriter:
 
     async def _commit(self, pool: asyncpg.Pool, batch: Batch) -> WriteResult:
         count = len(batch.records)
-        async with pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(_CLAIM, batch.request_id, count) is None:
-                return await _duplicate(conn, batch.request_id, count)
-            new = [s for sid, s in batch.series.items() if sid not in self._known_series]
-            if new:
-                await conn.execute(_INSERT_SERIES, *_series_columns(new))
-            await conn.copy_records_to_table(PARENT, records=batch.records, columns=COLUMNS)
+        async with pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    if await conn.fetchval(_CLAIM, batch.request_id, count) is None:
+                        return await _duplicate(conn, batch.request_id, count)
+                    new = [s for sid, s in batch.series.items() if sid not in self._known_series]
+                    if new:
+                        await conn.execute(_INSERT_SERIES, *_series_columns(new))
+                    await conn.copy_records_to_table(PARENT, records=batch.records, columns=COLUMNS)
+            except TRANSIENT:
+                # A connection broken mid-operation must not go back to the pool for the next batch.
+                conn.terminate()
+                raise
         return WriteResult(count, duplicate=False)
 
     def _remember(self, series: dict[int, Series]) -> None:
