@@ -66,7 +66,7 @@ def kind_for_status(status: int) -> FailureKind:
         # The model or endpoint does not exist at this provider: a configuration problem, so the
         # provider is flagged like an auth failure and the next candidate is tried.
         return FailureKind.AUTH_FAILED
-    if status == 408:
+    if status in (408, 504):
         return FailureKind.TIMEOUT
     if status == 413:
         return FailureKind.CONTEXT_TOO_LONG

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx2
@@ -120,22 +120,30 @@ class GeminiAdapter:
         return drive(lambda: self._open(model, contents, config), _translator, pacer, self._map_error)
 
     async def _open(self, model: str, contents: list[dict[str, Any]], config: dict[str, Any]) -> Upstream[Any]:
+        # The SDK sends the request on the first __anext__, so that read happens here, where the
+        # response hook can hand the HTTP response to this attempt.
         opened: list[httpx2.Response] = []
         token = _opened.set(opened)
         try:
             chunks = await self._client.aio.models.generate_content_stream(
                 model=model, contents=contents, config=config  # type: ignore[arg-type]
             )
+            first = await anext(chunks, None)
         finally:
             _opened.reset(token)
-        headers = opened[-1].headers if opened else httpx2.Headers()
+
+        async def replay() -> AsyncIterator[Any]:
+            if first is not None:
+                yield first
+                async for chunk in chunks:
+                    yield chunk
 
         async def close() -> None:
             for response in opened:
                 await response.aclose()
-            await chunks.aclose()  # type: ignore[attr-defined]
 
-        return Upstream(chunks, close, headers.get("x-goog-request-id", ""))
+        headers = opened[-1].headers if opened else httpx2.Headers()
+        return Upstream(replay(), close, headers.get("x-goog-request-id", ""))
 
     def _map_error(self, exc: Exception) -> ProviderError:
         return map_error(exc, (self.config.api_key,))

@@ -99,7 +99,7 @@ class SimulatorHandle:
     server: asyncio.Server
     host: str
     port: int
-    connections: set[asyncio.StreamWriter]
+    connections: dict[asyncio.StreamWriter, asyncio.Task[None]]
 
     @property
     def base_url(self) -> str:
@@ -108,8 +108,10 @@ class SimulatorHandle:
     async def close(self) -> None:
         self.server.close()
         # Python 3.11's Server.close() leaves accepted connections open; a stalled stream would hang.
-        for writer in list(self.connections):
+        for writer, task in list(self.connections.items()):
             writer.transport.abort()
+            task.cancel()
+        await asyncio.gather(*self.connections.values(), return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.server.wait_closed(), 1.0)
 
@@ -117,14 +119,19 @@ class SimulatorHandle:
 async def start_simulator(host: str = "127.0.0.1", port: int = 0, *, chunk_delay_s: float = 0.0) -> SimulatorHandle:
     """Start a simulator on host:port (0 picks a free port)."""
     simulator = Simulator(chunk_delay_s)
-    connections: set[asyncio.StreamWriter] = set()
+    connections: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        connections[writer] = task
         try:
             await serve_connection(reader, writer, simulator.handle)
+        except asyncio.CancelledError:
+            # Only close() cancels these; asyncio.streams would log a cancelled callback task as an error.
+            pass
         finally:
-            connections.discard(writer)
+            connections.pop(writer, None)
 
     server = await asyncio.start_server(on_connect, host, port, reuse_address=True)
     bound = server.sockets[0].getsockname()[1]

@@ -1,0 +1,295 @@
+"""Every adapter against the simulator over real HTTP: happy streams and each fault at each point.
+
+The official SDKs run unpatched; faults are requested with `[[fault:...]]` markers in the
+prompt and the simulator's observations confirm what happened on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from gateway_service.chat.request import (
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Message,
+    ProviderEvent,
+    ReasoningDelta,
+    Role,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
+from gateway_service.providers import FailureKind, ProviderAdapter, ProviderConfig, ProviderError, create_adapter
+from gateway_service.simulator import SimulatorHandle, start_simulator
+
+TYPES = ["openai", "openai_compatible", "anthropic", "gemini"]
+KEY = "sk-test-0123456789abcdefSECRET"
+
+
+def config_for(kind: str, base_url: str, **overrides: float) -> ProviderConfig:
+    root = base_url + ("/v1" if kind.startswith("openai") else "")
+    config = ProviderConfig(kind, kind, root, KEY, api_version="v1beta" if kind == "gemini" else None,
+                            connect_timeout_s=1.0, first_token_timeout_s=2.0, idle_timeout_s=2.0, timeout_s=5.0)
+    return replace(config, **overrides)
+
+
+@pytest.fixture(scope="module")
+async def sim() -> AsyncIterator[SimulatorHandle]:
+    handle = await start_simulator()
+    yield handle
+    await handle.close()
+
+
+@pytest.fixture(params=TYPES)
+async def adapter(request: pytest.FixtureRequest, sim: SimulatorHandle) -> AsyncIterator[ProviderAdapter]:
+    created = create_adapter(config_for(request.param, sim.base_url))
+    yield created
+    await created.aclose()
+
+
+def chat(text: str, *extra: Message) -> ChatRequest:
+    return ChatRequest(model="m", messages=(Message(Role.USER, text), *extra), request_id="t")
+
+
+async def collect(adapter: ProviderAdapter, request: ChatRequest, deadline_s: float = 5.0) -> list[ProviderEvent]:
+    return [event async for event in adapter.stream(request, "sim-model", deadline_s=deadline_s)]
+
+
+async def collect_failure(
+    adapter: ProviderAdapter, request: ChatRequest, deadline_s: float = 5.0
+) -> tuple[list[ProviderEvent], ProviderError]:
+    events: list[ProviderEvent] = []
+    with pytest.raises(ProviderError) as info:
+        async for event in adapter.stream(request, "sim-model", deadline_s=deadline_s):
+            events.append(event)
+    return events, info.value
+
+
+def words(text: str) -> list[TextDelta]:
+    return [TextDelta(w) for w in re.findall(r"\s*\S+", text)]
+
+
+ANSWER = "Hello from the simulator. You said: one two three"
+
+
+async def test_happy_text_stream(adapter: ProviderAdapter, sim: SimulatorHandle) -> None:
+    events = await collect(adapter, chat("one two three"))
+    assert events[:-2] == words(ANSWER)
+    usage, finished = events[-2:]
+    assert usage == UsageReport(input_tokens=3, output_tokens=len(words(ANSWER)))
+    assert isinstance(finished, Finished) and finished.reason is FinishReason.STOP
+    assert finished.upstream_request_id.startswith(("req_sim", "chatcmpl-", "msg_"))
+    assert sim.simulator.observations[-1].outcome == "completed"
+
+
+async def test_happy_tool_call_stream(adapter: ProviderAdapter) -> None:
+    events = await collect(adapter, chat('weather? [[call:get_weather {"city": "Paris"}]]'))
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert {c.index for c in calls} == {0}
+    assert calls[0].name == "get_weather" and calls[0].id
+    assert "".join(c.arguments_json for c in calls) == '{"city": "Paris"}'
+    assert not [e for e in events if isinstance(e, TextDelta)]
+    assert isinstance(events[-2], UsageReport)
+    assert events[-1] == Finished(FinishReason.TOOL_CALLS, events[-1].upstream_request_id)  # type: ignore[union-attr]
+
+
+async def test_two_parallel_tool_calls(adapter: ProviderAdapter) -> None:
+    events = await collect(adapter, chat('[[call:a {"x": 1}]] [[call:b {"y": 2}]]'))
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    by_index = {i: "".join(c.arguments_json for c in calls if c.index == i) for i in (0, 1)}
+    assert by_index == {0: '{"x": 1}', 1: '{"y": 2}'}
+    assert [c.name for c in calls if c.name] == ["a", "b"]
+
+
+async def test_reasoning_stream(adapter: ProviderAdapter) -> None:
+    events = await collect(adapter, chat("[[think:first I think]] [[reply:done]]"))
+    reasoning = [e for e in events if isinstance(e, ReasoningDelta)]
+    assert "".join(r.text for r in reasoning) == "first I think"
+    if adapter.config.type == "anthropic":
+        assert reasoning[-1].signature.startswith("sig_")
+    assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("done")]
+    # Reasoning comes before the answer.
+    assert events.index(reasoning[0]) < events.index(TextDelta("done"))
+
+
+async def test_content_filter_finishes_with_that_reason(adapter: ProviderAdapter) -> None:
+    events = await collect(adapter, chat("one two three [[fault:filter]]"))
+    assert events[:-2] == words(ANSWER)[:4]
+    assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.CONTENT_FILTER
+
+
+async def test_max_tokens_finishes_with_length(adapter: ProviderAdapter) -> None:
+    events = await collect(adapter, replace(chat("one two three"), max_output_tokens=3))
+    assert events[:-2] == words(ANSWER)[:3]
+    assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.LENGTH
+
+
+# (fault, expected kind per type): status faults arrive before any output.
+STATUS_FAULTS = {
+    "429 retry_after=2": {"*": FailureKind.RATE_LIMITED},
+    "quota": {"*": FailureKind.QUOTA_EXHAUSTED},
+    "401": {"*": FailureKind.AUTH_FAILED},
+    "403": {"*": FailureKind.AUTH_FAILED},
+    "400": {"*": FailureKind.INVALID_REQUEST},
+    "context": {"*": FailureKind.CONTEXT_TOO_LONG},
+    "529": {"*": FailureKind.OVERLOADED},
+    "500": {"*": FailureKind.SERVER_ERROR},
+    "502": {"*": FailureKind.SERVER_ERROR},
+    "503": {"*": FailureKind.OVERLOADED},
+    "504": {"*": FailureKind.TIMEOUT},
+    "404": {"*": FailureKind.AUTH_FAILED},
+}
+
+
+@pytest.mark.parametrize("fault", list(STATUS_FAULTS))
+async def test_status_faults(adapter: ProviderAdapter, sim: SimulatorHandle, fault: str) -> None:
+    before = len(sim.simulator.observations)
+    events, error = await collect_failure(adapter, chat(f"hi [[fault:{fault}]]"))
+    assert events == []
+    assert error.kind is STATUS_FAULTS[fault]["*"], error
+    assert KEY not in error.message and KEY[:12] not in error.message
+    # SDK retries are off: exactly one HTTP request per attempt.
+    assert len(sim.simulator.observations) == before + 1
+
+
+@pytest.mark.parametrize("spec,expected", [("retry_after=2", 2.0), ("retry_after_ms=1500", 1.5)])
+async def test_rate_limit_retry_after(adapter: ProviderAdapter, spec: str, expected: float) -> None:
+    _, error = await collect_failure(adapter, chat(f"hi [[fault:429 {spec}]]"))
+    assert error.kind is FailureKind.RATE_LIMITED
+    assert error.status_code == 429
+    assert error.retry_after_s == pytest.approx(expected)
+
+
+async def test_rate_limit_without_delay_has_none(adapter: ProviderAdapter) -> None:
+    _, error = await collect_failure(adapter, chat("hi [[fault:429]]"))
+    assert error.kind is FailureKind.RATE_LIMITED and error.retry_after_s is None
+
+
+IN_STREAM_KINDS = {
+    "disconnect": {"*": FailureKind.CONNECTION_ERROR},
+    "truncate": {"*": FailureKind.TRUNCATED},
+    "malformed": {"*": FailureKind.MALFORMED_RESPONSE},
+    "error": {"openai": FailureKind.SERVER_ERROR, "openai_compatible": FailureKind.SERVER_ERROR,
+              "anthropic": FailureKind.OVERLOADED, "gemini": FailureKind.OVERLOADED},
+    "stall": {"*": FailureKind.TIMEOUT},
+}
+N_WORDS = len(words(ANSWER))
+
+
+@pytest.mark.parametrize("at", [0, 3, N_WORDS])
+@pytest.mark.parametrize("fault", list(IN_STREAM_KINDS))
+async def test_in_stream_faults_at_each_point(sim: SimulatorHandle, kind_name: str, fault: str, at: int) -> None:
+    adapter = create_adapter(config_for(kind_name, sim.base_url, idle_timeout_s=0.05, first_token_timeout_s=0.05))
+    try:
+        events, error = await collect_failure(adapter, chat(f"one two three [[fault:{fault} at={at}]]"))
+    finally:
+        await adapter.aclose()
+    expected = IN_STREAM_KINDS[fault]
+    assert error.kind is expected.get(kind_name, expected.get("*")), error
+    # Exactly the words before the fault, never a finish or usage: no silent truncation.
+    assert events == words(ANSWER)[:at]
+    observed = sim.simulator.observations[-1]
+    await asyncio.wait_for(observed.done.wait(), 2)
+    assert observed.chunks_sent == at
+
+
+@pytest.fixture(params=TYPES)
+def kind_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_anthropic_error_event_type_is_mapped(sim: SimulatorHandle) -> None:
+    adapter = create_adapter(config_for("anthropic", sim.base_url))
+    try:
+        events, error = await collect_failure(adapter, chat("a b [[fault:error at=2 type=rate_limit_error]]"))
+        assert events == words("Hello from")
+        assert error.kind is FailureKind.RATE_LIMITED
+        _, error = await collect_failure(adapter, chat("a b [[fault:error at=1 type=api_error]]"))
+        assert error.kind is FailureKind.SERVER_ERROR
+    finally:
+        await adapter.aclose()
+
+
+async def test_slow_first_token_times_out(sim: SimulatorHandle, kind_name: str) -> None:
+    adapter = create_adapter(config_for(kind_name, sim.base_url, first_token_timeout_s=0.05))
+    try:
+        events, error = await collect_failure(adapter, chat("x [[fault:slow ms=2000]]"))
+    finally:
+        await adapter.aclose()
+    assert events == [] and error.kind is FailureKind.TIMEOUT
+    assert "first token" in error.message
+    observed = sim.simulator.observations[-1]
+    await asyncio.wait_for(observed.done.wait(), 2)
+    assert observed.client_disconnected
+
+
+async def test_slow_first_token_within_budget_succeeds(sim: SimulatorHandle, kind_name: str) -> None:
+    adapter = create_adapter(config_for(kind_name, sim.base_url, first_token_timeout_s=1.0, idle_timeout_s=0.05))
+    try:
+        events = await collect(adapter, chat("one two three [[fault:slow ms=100]]"))
+    finally:
+        await adapter.aclose()
+    assert events[:-2] == words(ANSWER)
+
+
+async def test_attempt_deadline_bounds_the_stream(sim: SimulatorHandle, kind_name: str) -> None:
+    adapter = create_adapter(config_for(kind_name, sim.base_url))
+    try:
+        events, error = await collect_failure(adapter, chat("one two [[fault:stall at=2]]"), deadline_s=0.1)
+    finally:
+        await adapter.aclose()
+    assert events == words(ANSWER)[:2]
+    assert error.kind is FailureKind.TIMEOUT and "deadline" in error.message
+
+
+async def test_connection_refused(kind_name: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    adapter = create_adapter(config_for(kind_name, f"http://127.0.0.1:{port}"))
+    try:
+        events, error = await collect_failure(adapter, chat("hi"))
+    finally:
+        await adapter.aclose()
+    assert events == [] and error.kind is FailureKind.CONNECTION_ERROR
+
+
+async def test_aclose_mid_stream_closes_upstream_at_once(sim: SimulatorHandle, adapter: ProviderAdapter) -> None:
+    stream = adapter.stream(chat("one two three [[fault:stall at=2]]"), "sim-model", deadline_s=5)
+    assert [await anext(stream), await anext(stream)] == words(ANSWER)[:2]
+    observed = sim.simulator.observations[-1]
+    await stream.aclose()
+    await asyncio.wait_for(observed.done.wait(), 1)
+    assert observed.client_disconnected and observed.outcome == "client_disconnected"
+
+
+async def test_cancelling_the_consumer_closes_upstream(sim: SimulatorHandle, adapter: ProviderAdapter) -> None:
+    got: list[ProviderEvent] = []
+    first_two = asyncio.Event()
+
+    async def consume() -> None:
+        stream = adapter.stream(chat("one two three [[fault:stall at=2]]"), "sim-model", deadline_s=5)
+        try:
+            async for event in stream:
+                got.append(event)
+                if len(got) == 2:
+                    first_two.set()
+        finally:
+            await stream.aclose()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_two.wait(), 2)
+    observed = sim.simulator.observations[-1]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(observed.done.wait(), 1)
+    assert observed.client_disconnected
+    assert got == words(ANSWER)[:2]
