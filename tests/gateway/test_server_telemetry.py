@@ -1,0 +1,97 @@
+"""Telemetry: each attempt's metrics reach the real schema service (WriteMetrics through the generated
+stubs, PostgreSQL behind it); a full buffer drops and counts instead of blocking a chat."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+import pytest
+
+from gateway_service.chat.events import AttemptRecord
+from gateway_service.config import TelemetrySettings
+from gateway_service.providers.base import FailureKind
+from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.telemetry import Telemetry
+from llmgateway.v1 import chat_service_pb2 as pb
+from schema_service.app import App
+from schema_service.config import Settings
+from schema_service.server import SERVICE_NAMES
+from schema_service.servicers import add_to_server
+from schemaservice.v1 import metrics_service_pb2 as mpb
+from schemaservice.v1 import metrics_service_pb2_grpc
+from servicekit.server import Lifecycle, ServerOptions, build_server
+from tests.gateway.e2e_helpers import Upstream, gateway, stream, user
+from tests.gateway.pipeline_helpers import chat_request
+
+
+@pytest.fixture(scope="module")
+async def sim() -> AsyncIterator[SimulatorHandle]:
+    handle = await start_simulator()
+    yield handle
+    await handle.close()
+
+
+@asynccontextmanager
+async def schema_service(dsn: str) -> AsyncIterator[tuple[str, metrics_service_pb2_grpc.MetricsServiceStub]]:
+    """The real schema service's servicers on 127.0.0.1:0 (as in tests/schema), with its address."""
+    app = App(settings=Settings(database_url=dsn), dsn=dsn)
+    await app.connect()
+    lifecycle = Lifecycle(SERVICE_NAMES)
+    server = build_server(ServerOptions(), lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield f"127.0.0.1:{port}", metrics_service_pb2_grpc.MetricsServiceStub(channel)
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await app.close()
+
+
+async def test_attempt_metrics_reach_the_schema_service(sim: SimulatorHandle, migrated_db: str) -> None:
+    async with schema_service(migrated_db) as (address, metrics):
+        upstreams = [Upstream("p", "openai", "primary"), Upstream("f", "openai", "fallback")]
+        async with gateway(sim, upstreams, env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address}) as h:
+            telemetry = h.running.gateway.telemetry
+            assert telemetry.enabled
+            await stream(h, pb.StreamChatRequest(model="default", messages=user("hi [[fault:500 model=primary]]")))
+            await telemetry.flush()
+            # failed attempt: duration; successful one: duration, ttft, input, output tokens, cost
+            assert telemetry.sent == 6 and telemetry.dropped == 0
+        query = mpb.QueryMetricsRequest(name="llm.attempt.duration", aggregates=[mpb.AGGREGATE_COUNT])
+        query.start_time.FromSeconds(0)
+        query.end_time.FromSeconds(int(time.time()) + 60)
+        for outcome, provider in (("server_error", "p"), ("ok", "f")):
+            selected = mpb.QueryMetricsRequest()
+            selected.CopyFrom(query)
+            selected.labels.update({"outcome": outcome, "provider": provider})
+            answer = await metrics.QueryMetrics(selected, timeout=5)
+            assert sum(b.count for b in answer.buckets) == 1, outcome
+
+
+async def test_a_full_buffer_drops_and_counts_without_blocking(caplog: pytest.LogCaptureFixture) -> None:
+    release = asyncio.Event()
+    sent: list[int] = []
+
+    async def slow_send(batch: mpb.WriteMetricsRequest) -> None:
+        await release.wait()
+        sent.append(len(batch.metrics))
+
+    telemetry = Telemetry(TelemetrySettings(buffer_size=4, batch_size=2, flush_interval_s=60), slow_send)
+    record = AttemptRecord(1, "p", "m", FailureKind.TIMEOUT, "slow", 0.5)
+    with caplog.at_level(logging.WARNING, logger="gateway_service.telemetry"):
+        for _ in range(10):
+            telemetry.observe(chat_request(), record, None)  # synchronous: can never wait on the schema service
+    assert len(telemetry.buffer) == 4 and telemetry.dropped == 6
+    assert [r.getMessage() for r in caplog.records] == ["telemetry buffer full; metrics dropped"]
+    assert caplog.records[0].dropped == 1  # type: ignore[attr-defined]
+    flushing = asyncio.create_task(telemetry.flush())
+    release.set()
+    await flushing
+    assert sent == [2, 2] and telemetry.sent == 4
