@@ -24,12 +24,6 @@ def partition_name(day: date) -> str:
     return f"{PARENT}_p{day:%Y%m%d}"
 
 
-def days_between(first: datetime, last: datetime) -> list[date]:
-    """UTC days from first to last, inclusive."""
-    start, end = first.astimezone(UTC).date(), last.astimezone(UTC).date()
-    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
-
-
 async def existing_days(conn: Conn) -> set[date]:
     """Days that have a partition attached to the parent."""
     rows = await conn.fetch(
@@ -76,9 +70,8 @@ class PartitionCache:
     def __init__(self) -> None:
         self.days: set[date] = set()
 
-    async def ensure(self, pool: asyncpg.Pool, first: datetime, last: datetime) -> None:
-        """Make sure every day from first to last has a partition."""
-        wanted = days_between(first, last)
+    async def ensure(self, pool: asyncpg.Pool, wanted: set[date]) -> None:
+        """Make sure each of these days has a partition."""
         if self.days.issuperset(wanted):
             return
         async with pool.acquire() as conn:

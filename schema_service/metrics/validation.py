@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from google.protobuf import json_format, struct_pb2
 
@@ -48,11 +48,13 @@ class Batch:
     records: list[Record]
     series: dict[int, Series]
 
-    @property
-    def times(self) -> tuple[datetime, datetime]:
-        """Earliest and latest time in the batch (it is never empty)."""
+    def days(self) -> set[date]:
+        """UTC days the batch has values on (records hold UTC times; the batch is never empty)."""
         stamps = [r[0] for r in self.records]
-        return min(stamps), max(stamps)
+        first, last = min(stamps).date(), max(stamps).date()
+        if (last - first).days <= 1:
+            return {first, last}
+        return {stamp.date() for stamp in stamps}
 
 
 @dataclass

@@ -79,7 +79,7 @@ class MetricsWriter:
         with database_errors("write"):
             pool = self._pool()
             for attempt in (1, 2):
-                await self.partitions.ensure(pool, *batch.times)
+                await self.partitions.ensure(pool, batch.days())
                 try:
                     result = await self._commit(pool, batch)
                 except pg.CheckViolationError as exc:
