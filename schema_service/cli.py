@@ -61,10 +61,10 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
 
 
 def _add_timeouts(parser: argparse.ArgumentParser) -> None:
-    defaults = MigrationSettings()
-    parser.add_argument("--lock-timeout", type=float, default=defaults.lock_timeout_s, help="seconds (lock_timeout)")
-    parser.add_argument("--statement-timeout", type=float, default=defaults.statement_timeout_s, help="seconds")
-    parser.add_argument("--lock-wait", type=float, default=defaults.lock_wait_s, help="seconds to wait for the lock")
+    # Defaults are resolved at run time (MigrationSettings reads SCHEMA_SERVICE_MIGRATION_* then).
+    parser.add_argument("--lock-timeout", type=float, help="seconds of lock_timeout per statement (default 5)")
+    parser.add_argument("--statement-timeout", type=float, help="seconds of statement_timeout (default 600)")
+    parser.add_argument("--lock-wait", type=float, help="seconds to wait for the migration lock (default 300)")
 
 
 def _sync(
@@ -98,15 +98,13 @@ async def _resolve_dsn(args: argparse.Namespace) -> str:
 
 def _settings(args: argparse.Namespace) -> MigrationSettings:
     settings = MigrationSettings(migrations_dir=args.migrations_dir)
-    if hasattr(args, "lock_timeout"):
-        settings = replace(
-            settings,
-            lock_timeout_s=args.lock_timeout,
-            statement_timeout_s=args.statement_timeout,
-            lock_wait_s=args.lock_wait,
-            allow_out_of_order=args.allow_out_of_order,
-        )
-    return settings
+    flags = {
+        "lock_timeout_s": getattr(args, "lock_timeout", None),
+        "statement_timeout_s": getattr(args, "statement_timeout", None),
+        "lock_wait_s": getattr(args, "lock_wait", None),
+        "allow_out_of_order": getattr(args, "allow_out_of_order", None) or None,
+    }
+    return replace(settings, **{name: value for name, value in flags.items() if value is not None})
 
 
 async def _migrate(args: argparse.Namespace, dsn: str) -> int:

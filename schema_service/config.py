@@ -30,19 +30,38 @@ def redact_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class MigrationSettings:
-    """How migrations run (see README "Migrations")."""
+    """How migrations run (see README "Migrations").
+
+    The timeouts, waits and retries can be set from the environment as
+    `SCHEMA_SERVICE_MIGRATION_<FIELD>` (upper case, e.g. SCHEMA_SERVICE_MIGRATION_LOCK_TIMEOUT_S=2).
+    """
 
     migrations_dir: Path = PACKAGE_MIGRATIONS
     migrate_on_start: bool = True
-    lock_timeout_s: float = 5.0
-    statement_timeout_s: float = 600.0
-    lock_wait_s: float = 300.0
+    lock_timeout_s: float = field(default_factory=lambda: _migration_env("lock_timeout_s", 5.0))
+    statement_timeout_s: float = field(default_factory=lambda: _migration_env("statement_timeout_s", 600.0))
+    lock_wait_s: float = field(default_factory=lambda: _migration_env("lock_wait_s", 300.0))
     allow_out_of_order: bool = False
     # A lock_timeout is retried this many times, waiting lock_retry_backoff_s, then twice that, ...
-    lock_retries: int = 3
-    lock_retry_backoff_s: float = 0.5
+    lock_retries: int = field(default_factory=lambda: int(_migration_env("lock_retries", 3, minimum=0)))
+    lock_retry_backoff_s: float = field(default_factory=lambda: _migration_env("lock_retry_backoff_s", 0.5))
     # How often a waiting replica polls pg_try_advisory_lock.
-    lock_poll_s: float = 0.1
+    lock_poll_s: float = field(default_factory=lambda: _migration_env("lock_poll_s", 0.1))
+
+
+def _migration_env(name: str, default: float, *, minimum: float = 1e-9) -> float:
+    """`SCHEMA_SERVICE_MIGRATION_<NAME>` as a number, else the default; a bad value is a ConfigError."""
+    key = f"SCHEMA_SERVICE_MIGRATION_{name.upper()}"
+    raw = env_str(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw) if isinstance(default, int) else float(raw)
+    except ValueError:
+        raise ConfigError(f"Config '{key}' must be a {type(default).__name__}, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"Config '{key}' must be " + (">= 0" if minimum == 0 else "> 0"))
+    return value
 
 
 @dataclass(frozen=True)
