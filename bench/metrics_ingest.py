@@ -1,0 +1,254 @@
+"""Benchmark: metrics ingest through the schema service against raw COPY into the same table.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/metrics_ingest.py [--rows 200000]
+
+The service runs in a process of its own (`python -m schema_service serve`), as deployed; this process
+sends pre-serialized requests, so the figures are the service's, not the client's. Measured in one run
+on a fresh database, the tables truncated between measurements:
+  raw COPY        copy_records_to_table of prepared records, 10,000 per transaction (the ceiling)
+  labels per row  the same COPY into a table repeating name/unit/labels in every row (the design not taken)
+  executemany     one INSERT statement for all rows, in one transaction
+  single INSERT   one INSERT and commit per metric (how the old flusher wrote)
+  WriteMetrics    1,000- and 10,000-row batches of per-metric messages, 1 and 4 calls in flight
+  StreamMetrics   the same batches on one stream; and both RPCs with the columnar form
+Target: StreamMetrics >= 60 % of raw COPY. p50/p99 acknowledgement time of 1,000-row WriteMetrics calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from schema_service.metrics.partitions import create_partitions
+from schema_service.metrics.series import make_series
+from schema_service.migrate import apply_migrations
+from schemaservice.v1 import metrics_service_pb2 as pb
+
+SERIES = [("llm.latency_ms", "ms"), ("llm.tokens", "tok"), ("llm.cost", "usd")]
+LABELS = [{"provider": p, "model": m} for p in ("openai", "gemini", "anthropic") for m in ("small", "large")]
+Record = tuple[datetime, int, float, None]
+
+
+def rows(total: int) -> list[tuple[str, str, dict[str, str], datetime, float]]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    series = [(n, u, lab) for n, u in SERIES for lab in LABELS]
+    return [
+        (*series[i % len(series)], now - timedelta(seconds=i % 1800, microseconds=i), float(i % 997))
+        for i in range(total)
+    ]
+
+
+def per_metric_requests(data: list, size: int, tag: str) -> list[bytes]:
+    out = []
+    for start in range(0, len(data), size):
+        request = pb.WriteMetricsRequest(request_id=f"{tag}-{start}")
+        for name, unit, labels, at, value in data[start : start + size]:
+            m = request.metrics.add(name=name, unit=unit, value=value, labels=labels)
+            m.time.FromDatetime(at)
+        out.append(request.SerializeToString())
+    return out
+
+
+def columnar_requests(data: list, size: int, tag: str) -> list[bytes]:
+    keys = sorted({(n, u, tuple(sorted(lab.items()))) for n, u, lab, _, _ in data})
+    index = {k: i for i, k in enumerate(keys)}
+    series = [pb.MetricSeries(name=n, unit=u, labels=dict(lab)) for n, u, lab in keys]
+    out = []
+    for start in range(0, len(data), size):
+        chunk = data[start : start + size]
+        columns = pb.MetricColumns(
+            series=series,
+            series_indexes=[index[(n, u, tuple(sorted(lab.items())))] for n, u, lab, _, _ in chunk],
+            times_unix_nanos=[int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000 for *_, at, _ in chunk],
+            values=[v for *_, v in chunk],
+        )
+        out.append(pb.WriteMetricsRequest(request_id=f"{tag}-{start}", columns=columns).SerializeToString())
+    return out
+
+
+def records(data: list) -> list[Record]:
+    return [(at, make_series(n, u, lab.items()).series_id, v, None) for n, u, lab, at, v in data]
+
+
+async def timed(work: Callable[[], Awaitable[object]], count: int) -> float:
+    start = time.perf_counter()
+    await work()
+    return count / (time.perf_counter() - start)
+
+
+async def raw_copy(conn: asyncpg.Connection, recs: list[Record], table: str = "system_performance_metrics") -> None:
+    for start in range(0, len(recs), 10_000):
+        async with conn.transaction():
+            await conn.copy_records_to_table(table, records=recs[start : start + 10_000])
+
+
+async def executemany(conn: asyncpg.Connection, recs: list[Record]) -> None:
+    async with conn.transaction():
+        await conn.executemany("INSERT INTO system_performance_metrics VALUES ($1, $2, $3, $4)", recs)
+
+
+async def single_inserts(conn: asyncpg.Connection, recs: list[Record]) -> None:
+    for rec in recs:
+        await conn.execute("INSERT INTO system_performance_metrics VALUES ($1, $2, $3, $4)", *rec)
+
+
+async def wide_table(conn: asyncpg.Connection, data: list) -> list[tuple[object, ...]]:
+    """The design not taken: name, unit and labels repeated in every row, same partitioning and indexes."""
+    await conn.execute(
+        "CREATE TABLE bench_wide (time timestamptz NOT NULL, name text NOT NULL, unit text NOT NULL, "
+        "labels jsonb NOT NULL, value double precision NOT NULL, metadata jsonb) PARTITION BY RANGE (time);"
+        "CREATE INDEX ON bench_wide USING brin (time); CREATE INDEX ON bench_wide (name, time);"
+        "CREATE TABLE bench_wide_p PARTITION OF bench_wide FOR VALUES FROM ('-infinity') TO ('infinity')"
+    )
+    import json
+
+    return [(at, n, u, json.dumps(lab), v, None) for n, u, lab, at, v in data]
+
+
+async def unary(channel: grpc.aio.Channel, payloads: list[bytes], in_flight: int) -> list[float]:
+    """Latencies of WriteMetrics calls, `in_flight` at a time."""
+    call = channel.unary_unary("/schemaservice.v1.MetricsService/WriteMetrics")
+    queue = list(reversed(payloads))
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        while queue:
+            payload = queue.pop()
+            start = time.perf_counter()
+            await call(payload)
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return latencies
+
+
+async def stream(channel: grpc.aio.Channel, payloads: list[bytes]) -> None:
+    call = channel.stream_stream("/schemaservice.v1.MetricsService/StreamMetrics")
+
+    async def requests() -> AsyncIterator[bytes]:
+        for payload in payloads:
+            yield payload
+
+    acks = [ack async for ack in call(requests())]
+    assert len(acks) == len(payloads)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_service(dsn: str) -> tuple[subprocess.Popen[bytes], grpc.aio.Channel]:
+    port = free_port()
+    env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    args = [sys.executable, "-m", "schema_service", "serve", "--database-url", dsn, "--port", str(port), "--no-migrate"]
+    process = subprocess.Popen(args, env=env)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
+    health = health_pb2_grpc.HealthStub(channel)
+    while True:  # poll: the process offers nothing to await until it serves
+        try:
+            reply = await health.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return process, channel
+        except grpc.aio.AioRpcError:
+            pass
+        await asyncio.sleep(0.1)
+
+
+async def main(total: int) -> None:
+    admin_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    admin = await asyncpg.connect(admin_url)
+    name = f"bench_metrics_{uuid.uuid4().hex[:8]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = admin_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        await apply_migrations(dsn)
+        await run(dsn, total)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def run(dsn: str, total: int) -> None:
+    data = rows(total)
+    recs = records(data)
+    conn = await asyncpg.connect(dsn)
+    await create_partitions(conn, {r[0].date() for r in recs} | {datetime.now(UTC).date()})
+    await conn.execute(
+        "INSERT INTO metric_series SELECT DISTINCT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[])",
+        *zip(
+            *{
+                (s.series_id, s.name, s.unit, s.labels_json)
+                for n, u, lab, *_ in data
+                for s in [make_series(n, u, lab.items())]
+            }
+        ),
+    )
+
+    async def clean() -> None:
+        await conn.execute("TRUNCATE system_performance_metrics, metric_write_requests")
+
+    results: dict[str, float] = {}
+    results["raw COPY (copy_records_to_table)"] = await timed(lambda: raw_copy(conn, recs), total)
+    await clean()
+    wide = await wide_table(conn, data)
+    results["raw COPY, labels repeated per row"] = await timed(lambda: raw_copy(conn, wide, "bench_wide"), total)
+    results["executemany, one transaction"] = await timed(lambda: executemany(conn, recs[: total // 10]), total // 10)
+    await clean()
+    results["one INSERT per metric"] = await timed(lambda: single_inserts(conn, recs[:2000]), 2000)
+    await clean()
+    process, channel = await start_service(dsn)
+    latencies: list[float] = []
+    try:
+        for size in (1_000, 10_000):
+            for shape, build in (("per-metric", per_metric_requests), ("columnar", columnar_requests)):
+                for in_flight in (1, 4):
+                    payloads = build(data, size, f"u{size}{shape}{in_flight}")
+                    start = time.perf_counter()
+                    got = await unary(channel, payloads, in_flight)
+                    results[f"WriteMetrics {size:>6,}-row {shape}, {in_flight} in flight"] = total / (
+                        time.perf_counter() - start
+                    )
+                    if size == 1_000 and shape == "per-metric" and in_flight == 1:
+                        latencies = got
+                    await clean()
+                payloads = build(data, size, f"s{size}{shape}")
+                results[f"StreamMetrics {size:>6,}-row {shape}"] = await timed(lambda: stream(channel, payloads), total)
+                await clean()
+    finally:
+        await channel.close()
+        process.terminate()
+        process.wait()
+        await conn.close()
+    report(results, latencies, total)
+
+
+def report(results: dict[str, float], latencies: list[float], total: int) -> None:
+    ceiling = results["raw COPY (copy_records_to_table)"]
+    print(f"\n{total:,} rows, {os.cpu_count()} CPUs; ratios against raw COPY in this run")
+    for label, rate in results.items():
+        print(f"  {label:<48} {rate:>11,.0f} rows/s  {rate / ceiling:7.1%}")
+    cuts = statistics.quantiles(latencies, n=100)
+    print(f"  WriteMetrics 1,000-row ack time: p50 {cuts[49] * 1e3:.1f} ms, p99 {cuts[98] * 1e3:.1f} ms")
+    streaming = max(v for k, v in results.items() if k.startswith("StreamMetrics") and "per-metric" in k)
+    print(f"  StreamMetrics per-metric best / raw COPY: {streaming / ceiling:.1%} (target >= 60 %)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    asyncio.run(main(parser.parse_args().rows))
