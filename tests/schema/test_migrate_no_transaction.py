@@ -119,3 +119,18 @@ async def test_lock_timeout_in_no_transaction_file_retries_the_statement(empty_d
     finally:
         await holder.close()
     assert await apply_migrations(empty_db, folder) == 1
+
+
+async def test_reindex_concurrently_is_checked_for_validity(empty_db: str, tmp_path: Path) -> None:
+    folder = write_migrations(
+        tmp_path,
+        {
+            "001_r.sql": NO_TX
+            + "CREATE TABLE IF NOT EXISTS r (x int);\n"
+            + "CREATE INDEX CONCURRENTLY IF NOT EXISTS r_x ON r (x);\n"
+            + "REINDEX INDEX CONCURRENTLY r_x;\n",
+        },
+    )
+    assert await apply_migrations(empty_db, folder) == 1
+    assert await fetchval(empty_db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'r_x'::regclass") is True
+    assert await fetchval(empty_db, "SELECT count(*) FROM pg_class WHERE relname LIKE 'r_x_cc%'") == 0
