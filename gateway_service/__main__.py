@@ -34,7 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--check-config", action="store_true", help="validate the configuration, print it and exit")
     serve.set_defaults(handler=_serve)
     simulate = commands.add_parser("simulate", help="run the local fault-injecting upstream simulator", add_help=False)
-    simulate.add_argument("args", nargs=argparse.REMAINDER)
     simulate.set_defaults(handler=_simulate)
     return parser
 
@@ -56,12 +55,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from gateway_service import simulator
 
-    code: int = simulator.main(list(args.args))
+    code: int = simulator.main(list(args.extra))
     return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `simulate` hands its own flags (--port, --chunk-delay-ms, -h) to the simulator's parser.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "simulate":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     logs.configure(args.log_level)
     try:
         code: int = args.handler(args)

@@ -1,0 +1,200 @@
+"""What the gateway adds on top of calling a provider's SDK directly.
+
+    .venv/bin/python bench/gateway_overhead.py [--requests 300] [--concurrency 50] [--seconds 5]
+
+Three processes: the upstream (`gateway-service simulate`, OpenAI wire format, no pacing between
+chunks), the gateway (`gateway-service serve`, pointed at it) and this one, the load generator.
+Each figure is measured against a baseline taken in the same run:
+
+  1. one stream at a time: time to first token and total time, `openai` SDK straight to the
+     upstream versus the same request through the gateway (p50, p99, added ms);
+  2. 50 concurrent streams: requests/s through the gateway / straight to the upstream, and the
+     gateway process's CPU time per request / this process's CPU per request with the bare SDK;
+  3. failover cost: first token from the fallback after a 429 from the primary, minus the
+     fallback's own first token time (both through the gateway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import openai
+import psutil
+
+from llmgateway.v1 import chat_service_pb2 as pb
+from llmgateway.v1 import chat_service_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.procs import ServiceProcess, free_port  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PROMPT = "hi"
+CONFIG = """
+providers:
+  - {{name: primary, type: openai_compatible, base_url: "{url}/v1", api_key_env: BENCH_KEY, idle_timeout_s: 30,
+     models: [{{name: primary-model, context_window: 100000}}]}}
+  - {{name: fallback, type: openai_compatible, base_url: "{url}/v1", api_key_env: BENCH_KEY, idle_timeout_s: 30,
+     models: [{{name: fallback-model, context_window: 100000}}]}}
+routes:
+  default: [primary/primary-model, fallback/fallback-model]
+"""
+
+Timed = tuple[float, float]  # (time to first token, total), seconds
+
+
+async def direct_once(client: openai.AsyncOpenAI, text: str = PROMPT) -> Timed:
+    start = time.perf_counter()
+    first = 0.0
+    stream = await client.chat.completions.create(
+        model="fallback-model", messages=[{"role": "user", "content": text}], stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    async for chunk in stream:
+        if not first and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter() - start
+    return first, time.perf_counter() - start
+
+
+async def gateway_once(stub: chat_service_pb2_grpc.ChatServiceStub, model: str = "fallback/fallback-model",
+                       text: str = PROMPT) -> Timed:  # fmt: skip
+    start = time.perf_counter()
+    first = 0.0
+    request = pb.StreamChatRequest(model=model, messages=[pb.Message(role=pb.ROLE_USER, content=text)])
+    async for event in stub.StreamChat(request, timeout=10):
+        if not first and event.HasField("delta"):
+            first = time.perf_counter() - start
+        if event.HasField("done"):
+            assert event.done.finish_reason == pb.FINISH_REASON_STOP
+    return first, time.perf_counter() - start
+
+
+async def sequential(once: Callable[[], Awaitable[Timed]], n: int) -> list[Timed]:
+    for _ in range(max(20, n // 10)):  # warm up connections, code paths and caches
+        await once()
+    return [await once() for _ in range(n)]
+
+
+async def concurrent(once: Callable[[], Awaitable[Timed]], concurrency: int, seconds: float) -> int:
+    done = 0
+    end = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < end:
+            await once()
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def row(label: str, direct: float, through: float, unit: str = "ms") -> None:
+    print(f"  {label:<34} {direct:>10.3f} {through:>10.3f} {through - direct:>+10.3f} {unit}")
+
+
+async def run(args: argparse.Namespace, upstream_url: str, gateway: ServiceProcess) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{upstream_url}/v1", api_key="sk-bench", max_retries=0)
+    channel = grpc.aio.insecure_channel(gateway.address)
+    stub = chat_service_pb2_grpc.ChatServiceStub(channel)
+    me, gw = psutil.Process(), psutil.Process(gateway.proc.pid)
+
+    direct = await sequential(lambda: direct_once(client), args.requests)
+    through = await sequential(lambda: gateway_once(stub), args.requests)
+    print(f"\n1. one stream at a time ({args.requests} requests, {PROMPT!r} -> 7 chunks)")
+    print(f"  {'':<34} {'direct':>10} {'gateway':>10} {'added':>10}")
+    for q, name in ((0.5, "p50"), (0.99, "p99")):
+        row(f"time to first token {name}", pct([d[0] for d in direct], q), pct([t[0] for t in through], q))
+        row(f"total time {name}", pct([d[1] for d in direct], q), pct([t[1] for t in through], q))
+
+    cpu0 = cpu_seconds(me)
+    direct_n = await concurrent(lambda: direct_once(client), args.concurrency, args.seconds)
+    direct_cpu = (cpu_seconds(me) - cpu0) / direct_n
+    cpu0 = cpu_seconds(gw)
+    through_n = await concurrent(lambda: gateway_once(stub), args.concurrency, args.seconds)
+    gateway_cpu = (cpu_seconds(gw) - cpu0) / through_n
+    print(f"\n2. {args.concurrency} concurrent streams for {args.seconds:g}s each")
+    print(f"  requests/s direct {direct_n / args.seconds:9.1f}   gateway {through_n / args.seconds:9.1f}"
+          f"   ratio {through_n / direct_n:.2f}  (target >= 0.8)")  # fmt: skip
+    print(f"  CPU ms/request: bare SDK client {direct_cpu * 1000:.3f}   gateway process {gateway_cpu * 1000:.3f}"
+          f"   ratio {gateway_cpu / direct_cpu:.2f}  (target <= 1.3)")  # fmt: skip
+
+    failing = f"{PROMPT} [[fault:429 retry_after=0 model=primary-model]]"
+    own = await sequential(lambda: gateway_once(stub, "fallback/fallback-model", failing), args.requests)
+    after = await sequential(lambda: gateway_once(stub, "default", failing), args.requests)
+    own50, after50 = pct([o[0] for o in own], 0.5), pct([a[0] for a in after], 0.5)
+    own99, after99 = pct([o[0] for o in own], 0.99), pct([a[0] for a in after], 0.99)
+    print("\n3. failover: first token from the fallback after a 429 from the primary")
+    print(f"  fallback alone TTFT p50 {own50:.3f} ms; after a 429 p50 {after50:.3f} ms")
+    print(f"  failover cost p50 {after50 - own50:+.3f} ms (p99 {after99 - own99:+.3f} ms)  (target <= 1 ms)")
+    print("\ntargets: added TTFT p50 <= 0.6 ms, p99 <= 2 ms")
+    await channel.close()
+    await client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    port = free_port()
+    upstream = psutil.Popen(
+        [str(BIN / "gateway-service"), "simulate", "--port", str(port), "--chunk-delay-ms", "0"],
+        stderr=open(os.devnull, "w"),  # noqa: SIM115
+    )
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
+        config.write(CONFIG.format(url=url))
+    # WARNING: per-request INFO lines (the SDK's HTTP log) would be measured as gateway cost.
+    env = {**os.environ, "BENCH_KEY": "sk-bench", "LOG_LEVEL": "WARNING"}
+    try:
+        with ServiceProcess("gateway-service", "--config", config.name, env=env) as gateway:
+            asyncio.run(_main(args, url, gateway))
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
+        os.unlink(config.name)
+    return 0
+
+
+async def _wait_port(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+
+
+async def _main(args: argparse.Namespace, url: str, gateway: ServiceProcess) -> None:
+    await _wait_port(int(url.rsplit(":", 1)[1]))
+    await gateway.wait_serving(timeout_s=30)
+    print(f"upstream {url} (pid {os.getpid()} is the load generator), gateway {gateway.address}")
+    await run(args, url, gateway)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
