@@ -17,8 +17,13 @@ from typing import Any
 import anthropic
 import httpx2
 from anthropic._response import StreamAlreadyConsumed
+from anthropic.lib._extras._common import MissingDependencyError
 from anthropic.lib.credentials._workload import WorkloadIdentityError
+from anthropic.lib.foundry import MutuallyExclusiveAuthError
 from anthropic.lib.tools._toolsets._errors import ToolsetUsageError
+from anthropic.types.beta_request_body_timeout_error import BetaRequestBodyTimeoutError
+from anthropic.types.file_expired_error import FileExpiredError
+from anthropic.types.thread_not_found_error import ThreadNotFoundError
 
 from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.anthropic_convert import EventTranslator, build_params
@@ -58,6 +63,10 @@ CLASS_KINDS: dict[type[BaseException], FailureKind | None] = {
     anthropic.ClaudeCodeKeyCreatorNotMemberError: K.AUTH_FAILED,
     anthropic.ParentOrganizationRequiredError: K.AUTH_FAILED,
     anthropic.OrganizationTypeNotSupportedError: K.AUTH_FAILED,
+    # A 400 for a body that arrived too slowly, and 404s for things the request named that are gone.
+    BetaRequestBodyTimeoutError: K.TIMEOUT,
+    FileExpiredError: K.INVALID_REQUEST,
+    ThreadNotFoundError: K.INVALID_REQUEST,
     anthropic.APIConnectionError: K.CONNECTION_ERROR,
     anthropic.APITimeoutError: K.TIMEOUT,
     anthropic.APIResponseValidationError: K.MALFORMED_RESPONSE,
@@ -67,7 +76,10 @@ CLASS_KINDS: dict[type[BaseException], FailureKind | None] = {
     anthropic.CredentialsError: K.AUTH_FAILED,
     WorkloadIdentityError: K.AUTH_FAILED,
     StreamAlreadyConsumed: K.MALFORMED_RESPONSE,
-    ToolsetUsageError: K.INVALID_REQUEST,
+    # The adapter misusing the SDK: a gateway bug, not the caller's; the next candidate may still answer.
+    ToolsetUsageError: K.SERVER_ERROR,
+    MissingDependencyError: K.SERVER_ERROR,
+    MutuallyExclusiveAuthError: K.AUTH_FAILED,
     anthropic.AnthropicError: K.AUTH_FAILED,  # raised bare for client set-up problems such as missing auth
 }
 

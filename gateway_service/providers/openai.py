@@ -12,7 +12,11 @@ from typing import Any
 
 import httpx2
 import openai
+from openai import _AmbiguousModuleClientUsageError
 from openai._exceptions import SubjectTokenProviderError  # not re-exported at the top level
+from openai._response import StreamAlreadyConsumed
+from openai.lib._old_api import APIRemovedInV1
+from openai.lib.azure import MutuallyExclusiveAuthError
 from openai.types.chat import ChatCompletionChunk
 
 from gateway_service.chat.request import ChatRequest, ProviderEvent
@@ -44,6 +48,11 @@ CLASS_KINDS: dict[type[BaseException], FailureKind | None] = {
     openai.WebSocketConnectionClosedError: FailureKind.CONNECTION_ERROR,
     openai.WebSocketQueueFullError: FailureKind.OVERLOADED,
     openai.OpenAIError: FailureKind.AUTH_FAILED,  # raised bare for missing credentials
+    MutuallyExclusiveAuthError: FailureKind.AUTH_FAILED,
+    StreamAlreadyConsumed: FailureKind.MALFORMED_RESPONSE,
+    # The adapter misusing the SDK: a gateway bug, not the caller's; the next candidate may still answer.
+    _AmbiguousModuleClientUsageError: FailureKind.SERVER_ERROR,
+    APIRemovedInV1: FailureKind.SERVER_ERROR,
 }
 
 # Error codes/types in the body that say more than the status does.
@@ -83,7 +92,7 @@ def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderE
     retry: float | None = None
     request_id = ""
     if isinstance(exc, openai.APIError):
-        kind = _refine(kind, exc.body)
+        kind = _refine(kind, getattr(exc, "body", None))
     if isinstance(exc, openai.APIStatusError):
         status, request_id = exc.status_code, exc.request_id or ""
         retry = retry_after_s(exc.response.headers)
