@@ -38,9 +38,29 @@ def generate(out: Path) -> None:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     for package in PACKAGES:
+        write_descriptor_set(package, well_known, out)
+    for package in PACKAGES:
         for folder in [out / package, *(p for p in (out / package).rglob("*") if p.is_dir())]:
             (folder / "__init__.py").touch()
             (folder / "py.typed").touch()
+
+
+def write_descriptor_set(package: str, well_known: str, out: Path) -> None:
+    """Descriptors with comments (source info) for server reflection: the generated _pb2 modules
+    drop comments, and `grpcurl describe` is how people read the contracts."""
+    files = [f for f in proto_files() if f.startswith(package + "/")]
+    target = out / package / "v1" / "descriptor_set.binpb"
+    args = [
+        "protoc",
+        f"-I{PROTOS}",
+        f"-I{well_known}",
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={target}",
+        *files,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,12 @@ from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from servicekit.errors import ServiceError
 from servicekit.logs import request_id_var
+from servicekit.reflection import CommentedReflectionServicer
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,8 @@ def build_server(
     for add in add_servicers:
         add(server)
     health_pb2_grpc.add_HealthServicer_to_server(lifecycle.health, server)
-    names = (*full_service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+    names = (*full_service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(CommentedReflectionServicer(names), server)
     return server
 
 

@@ -69,6 +69,7 @@ async def test_grpcurl_lists_describes_checks_and_calls(servers: Servers) -> Non
         "rpc StreamChat ( .llmgateway.v1.StreamChatRequest ) returns ( stream .llmgateway.v1.StreamChatResponse )"
     )
     assert signature in described
+    assert "// StreamChat streams one chat completion" in described
     described = grpcurl(schema, "describe", "schemaservice.v1.Metric").stdout
     assert "Measured value; must be finite." in described
 
