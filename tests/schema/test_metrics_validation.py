@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -60,6 +61,33 @@ def test_a_valid_batch_becomes_records_with_series_stored_once() -> None:
     assert len(parsed.records) == 12 and len(parsed.series) == 2
     assert [r[2] for r in parsed.records] == [float(i) for i in range(6) for _ in "ab"]
     assert parsed.records[0][0] == NOW and all(r[3] is None for r in parsed.records)
+
+
+def test_times_keep_every_microsecond() -> None:
+    m = metric(at=NOW)
+    m.time.nanos = 123_456_789
+    columns = pb.MetricColumns(
+        series=[pb.MetricSeries(name="c")],
+        series_indexes=[0, 0],
+        times_unix_nanos=[m.time.seconds * 10**9 + 999_999_999, m.time.seconds * 10**9 + 1_999],
+        values=[1.0, 2.0],
+    )
+    parsed = BatchParser(MetricsSettings()).parse(
+        pb.WriteMetricsRequest(request_id="t", metrics=[m], columns=columns), now=NOW
+    )
+    base = NOW.replace(microsecond=0)
+    assert [r[0] for r in parsed.records] == [base + timedelta(microseconds=us) for us in (123_456, 999_999, 1)]
+    generator = random.Random(4)
+    nanos = [int(NOW.timestamp()) * 10**9 - generator.randrange(25 * 86_400 * 10**9) for _ in range(5_000)]
+    columns = pb.MetricColumns(
+        series=[pb.MetricSeries(name="c")],
+        series_indexes=[0] * len(nanos),
+        times_unix_nanos=nanos,
+        values=[0.0] * len(nanos),
+    )
+    parsed = BatchParser(MetricsSettings()).parse(pb.WriteMetricsRequest(request_id="r", columns=columns), now=NOW)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert [r[0] for r in parsed.records] == [epoch + timedelta(microseconds=n // 1000) for n in nanos]
 
 
 def test_label_order_does_not_change_the_series() -> None:

@@ -84,7 +84,7 @@ async def test_columnar_and_per_metric_forms_are_stored_together(migrated_db: st
     finally:
         await conn.close()
     assert sums == {"tokens": 37.0, "cost": 2.0}
-    assert micros == datetime.fromtimestamp(now_ns // 1000 / 1e6, UTC)
+    assert micros == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_ns // 1000)
 
 
 async def test_stream_acknowledges_each_committed_batch_in_order(migrated_db: str) -> None:
@@ -158,4 +158,24 @@ async def test_too_many_writes_in_flight_gives_resource_exhausted_with_retry_inf
     found = details(caught.value)
     assert found["ErrorInfo"].metadata["limit"] == "max_in_flight_batches"  # type: ignore[attr-defined]
     assert found["RetryInfo"].retry_delay.ToTimedelta() > timedelta(0)  # type: ignore[attr-defined]
+    assert await count_rows(migrated_db) == 1
+
+
+async def test_shutdown_ends_a_stream_with_unavailable_after_acknowledging_what_it_took(migrated_db: str) -> None:
+    sent = asyncio.Queue[pb.StreamMetricsRequest | None]()
+
+    async def batches() -> AsyncIterator[pb.StreamMetricsRequest]:
+        while (request := await sent.get()) is not None:
+            yield request
+
+    async with metrics_server(migrated_db) as running:
+        call = running.stub.StreamMetrics(batches())
+        await sent.put(pb.StreamMetricsRequest(request_id="before", metrics=[metric()]))
+        assert (await call.read()).request_id == "before"
+        await running.lifecycle.begin_shutdown()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call.read()
+        await sent.put(None)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert details(caught.value)["ErrorInfo"].reason == "SHUTTING_DOWN"  # type: ignore[attr-defined]
     assert await count_rows(migrated_db) == 1
