@@ -47,9 +47,12 @@ def build_params(request: ChatRequest, model: str) -> dict[str, Any]:
     if system:
         params["system"] = system
     s = request.sampling
-    for key, value in (("temperature", s.temperature), ("top_p", s.top_p), ("top_k", s.top_k)):
-        if value is not None:
-            params[key] = value
+    # This SDK version no longer lists the sampling parameters (newer models reject some of them), so
+    # they go through extra_body and the API decides per model.
+    sampling = {k: v for k, v in (("temperature", s.temperature), ("top_p", s.top_p), ("top_k", s.top_k))
+                if v is not None}
+    if sampling:
+        params["extra_body"] = sampling
     if s.stop_sequences:
         params["stop_sequences"] = list(s.stop_sequences)
     if request.tools:

@@ -6,6 +6,8 @@ import base64
 import json
 from typing import Any
 
+from google.genai import types as genai_types
+
 from gateway_service.chat.request import (
     ChatRequest,
     Finished,
@@ -87,9 +89,12 @@ def build_config(request: ChatRequest) -> dict[str, Any]:
     if s.stop_sequences:
         config["stop_sequences"] = list(s.stop_sequences)
     if request.tools:
-        declarations = [{"name": t.name, "description": t.description, "parameters_json_schema": t.parameters}
-                        for t in request.tools]
-        config["tools"] = [{"function_declarations": declarations}]
+        # Typed, because the SDK converts field names (parametersJsonSchema) only on its own models.
+        declarations = [
+            genai_types.FunctionDeclaration(name=t.name, description=t.description, parameters_json_schema=t.parameters)
+            for t in request.tools
+        ]
+        config["tools"] = [genai_types.Tool(function_declarations=declarations)]
     if request.tool_choice is not None:
         config["tool_config"] = {"function_calling_config": _calling_config(request)}
     if request.response_format is not ResponseFormat.TEXT:

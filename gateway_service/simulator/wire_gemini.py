@@ -29,8 +29,8 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
     for content in body.get("contents", []):
         parts = content.get("parts", [])
         if any("functionResponse" in p for p in parts):
-            messages.append(("tool", " ".join(str(p["functionResponse"].get("response")) for p in parts
-                                              if "functionResponse" in p)))
+            results = [_result(p["functionResponse"]) for p in parts if "functionResponse" in p]
+            messages.append(("tool", " ".join(results)))
         else:
             messages.append(("assistant" if content.get("role") == "model" else "user", _text(parts)))
     config = body.get("generationConfig") or {}
@@ -46,6 +46,12 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
         json_mode=config.get("responseMimeType") == "application/json",
         include_usage=True,
     )
+
+
+def _result(function_response: dict[str, Any]) -> str:
+    response = function_response.get("response") or {}
+    value = response.get("result", response) if isinstance(response, dict) else response
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _text(parts: list[dict[str, Any]]) -> str:
