@@ -66,26 +66,36 @@ class Attempt:
         self.state = AttemptState()
         self._held: list[Piece] = []
         self._window_end: float | None = None
-        # A read still in flight when the commit window closed; it must not be cancelled (that would end
-        # the upstream stream), so it runs as a task and is awaited again after the release.
+        self._stream: AsyncIterator[ProviderEvent] | None = None
+        # A read running as a task: the first one (so the upstream request is on its way while the caller
+        # is told the attempt started), or one still in flight when the commit window closed (cancelling
+        # it would end the upstream stream). `_next` awaits it before reading on.
         self._read: asyncio.Future[ProviderEvent] | None = None
+
+    def open(self) -> None:
+        """Send the upstream request now, in the background; `pieces()` picks up its first event."""
+        adapter = self.candidate.adapter
+        assert adapter is not None  # failover skips unconfigured candidates
+        deadline_s = self.limits.end - asyncio.get_running_loop().time()
+        self._stream = adapter.stream(self.request, self.candidate.model.name, deadline_s=deadline_s)
+        self._read = asyncio.ensure_future(anext(self._stream))
+
+    async def close(self) -> None:
+        """Close the upstream HTTP request at once (failure, cancellation, the caller going away, or done)."""
+        read, self._read = self._read, None
+        if read is not None:
+            read.cancel()
+            await asyncio.gather(read, return_exceptions=True)
+        closer = getattr(self._stream, "aclose", None)
+        if closer is not None:
+            await closer()
 
     async def pieces(self) -> AsyncGenerator[Piece, None]:
         """Output pieces; returns after the finish event (in `state.finished`), raises ProviderError."""
-        adapter = self.candidate.adapter
-        assert adapter is not None  # failover skips unconfigured candidates
-        loop = asyncio.get_running_loop()
-        stream = adapter.stream(self.request, self.candidate.model.name, deadline_s=self.limits.end - loop.time())
-        try:
-            async with aclosing(self._run(stream, loop)) as pieces:
-                async for piece in pieces:
-                    yield piece
-        finally:
-            # On failure, cancellation or the caller going away: close the HTTP request now.
-            if self._read is not None:
-                self._read.cancel()
-                await asyncio.gather(self._read, return_exceptions=True)
-            await stream.aclose()
+        assert self._stream is not None, "open() first"
+        async with aclosing(self._run(self._stream, asyncio.get_running_loop())) as pieces:
+            async for piece in pieces:
+                yield piece
 
     async def _run(
         self, stream: AsyncIterator[ProviderEvent], loop: asyncio.AbstractEventLoop

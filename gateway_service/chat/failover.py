@@ -102,11 +102,10 @@ class ChatRun:
             if self._skip(candidate, remaining=len(self.candidates) - index):
                 continue
             number = len(self.attempts) + 1
-            if pending is not None:
-                yield self._failed_over(pending, candidate)
-            yield AttemptStarted(candidate.provider.name, candidate.model.name, number)
+            failed_over = self._failed_over(pending, candidate) if pending is not None else None
             try:
-                async with aclosing(self._attempt(candidate, request, number, len(self.candidates) - index)) as events:
+                attempt = self._attempt(candidate, request, number, len(self.candidates) - index, failed_over)
+                async with aclosing(attempt) as events:
                     async for event in events:
                         yield event
                 return
@@ -149,10 +148,16 @@ class ChatRun:
         return None, "", None
 
     async def _attempt(
-        self, candidate: Candidate, request: ChatRequest, number: int, candidates_left: int
-    ) -> AsyncGenerator[GatewayEvent, None]:
+        self, candidate: Candidate, request: ChatRequest, number: int, candidates_left: int,
+        failed_over: FailedOver | None,
+    ) -> AsyncGenerator[GatewayEvent, None]:  # fmt: skip
         attempt = Attempt(candidate, request, self._limits(candidate, candidates_left))
+        # The upstream request leaves before the caller is told, so telling it costs no time to first token.
+        attempt.open()
         try:
+            if failed_over is not None:
+                yield failed_over
+            yield AttemptStarted(candidate.provider.name, candidate.model.name, number)
             async with aclosing(attempt.pieces()) as pieces:
                 async for piece in pieces:
                     yield self._delivered(piece)
@@ -160,8 +165,11 @@ class ChatRun:
             raise _AttemptFailed(error, attempt, number) from error
         except BaseException:
             # Cancelled, deadline passed or the caller went away: upstream is closed; count what it cost.
+            await attempt.close()
             self._record(candidate, attempt, number, None, cancelled=True)
             raise
+        finally:
+            await attempt.close()
         record = self._record(candidate, attempt, number, None)
         if _reported(record.usage):
             yield record.usage

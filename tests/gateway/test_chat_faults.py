@@ -64,6 +64,11 @@ OVERRIDES: dict[str, dict[str, Expect]] = {
         "error at=0": Expect("failover", R.FAILURE_REASON_OVERLOADED),
         "error at=2": Expect("mid_stream", R.FAILURE_REASON_OVERLOADED, 2),
     },
+    # Gemini's in-stream error chunk is 503 UNAVAILABLE "The model is overloaded".
+    "gemini": {
+        "error at=0": Expect("failover", R.FAILURE_REASON_OVERLOADED),
+        "error at=2": Expect("mid_stream", R.FAILURE_REASON_OVERLOADED, 2),
+    },
 }
 TYPES = ("openai", "openai_compatible", "anthropic", "gemini")
 
