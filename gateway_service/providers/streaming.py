@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from gateway_service.chat.request import ProviderEvent
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
@@ -95,11 +95,19 @@ async def drive(
                 yield event
         for event in state.finish():
             yield event
-    except ProviderError:
+    except ProviderError as exc:
+        _tag(exc, upstream)
         raise
     except Exception as exc:
-        raise map_error(exc) from exc
+        raise _tag(map_error(exc), upstream) from exc
     finally:
         # Runs on aclose() and cancellation too: the upstream sees the connection close at once.
         if upstream is not None:
             await asyncio.shield(upstream.close())
+
+
+def _tag(error: ProviderError, upstream: Upstream[Any] | None) -> ProviderError:
+    """Give a mid-stream failure the upstream's request id, which the SDK exception did not carry."""
+    if upstream is not None and not error.upstream_request_id:
+        error.upstream_request_id = upstream.request_id
+    return error

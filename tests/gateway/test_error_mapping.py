@@ -25,6 +25,7 @@ from gateway_service.providers import gemini as gemini_adapter
 from gateway_service.providers import openai as openai_adapter
 from gateway_service.providers.base import FailureKind, ProviderError
 from gateway_service.providers.errors import classify_transport, retry_after_s
+from gateway_service.scrub import REDACTED, scrub
 
 K = FailureKind
 
@@ -414,3 +415,25 @@ def test_error_messages_are_scrubbed() -> None:
     exc = openai.AuthenticationError(body["message"], response=response(401, {"error": body}), body=body)
     error = openai_adapter.map_error(exc)
     assert error.kind is K.AUTH_FAILED and key not in error.message and "[REDACTED]" in error.message
+
+
+@pytest.mark.parametrize(
+    "text,leaked",
+    [
+        ("Incorrect API key provided: sk-proj-AbC123xyz789. See docs.", "sk-proj-AbC123xyz789"),
+        ("invalid x-api-key sk-ant-api03-abcdef123456", "sk-ant-api03-abcdef123456"),
+        ("POST https://host/v1beta/models/x?key=AIzaSyA-1234567890abcdefghijklm", "AIzaSy"),
+        ("Authorization: Bearer gsk_live_abc123def456", "gsk_live_abc123def456"),
+        ('{"api_key": "zz-custom-secret-99"}', "zz-custom-secret-99"),
+        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dGVzdHNpZ25hdHVyZQ", "eyJhbGci"),
+    ],
+)
+def test_scrub_removes_key_like_strings(text: str, leaked: str) -> None:
+    cleaned = scrub(text)
+    assert leaked not in cleaned and REDACTED in cleaned
+
+
+def test_scrub_removes_the_configured_secret_and_keeps_ordinary_text() -> None:
+    assert scrub("the key was hunter2hunter2 ok", ["hunter2hunter2"]) == f"the key was {REDACTED} ok"
+    ordinary = "Rate limit reached for gpt-4o-mini (req_abc123) on requests per min: Limit 3, retry in 2s."
+    assert scrub(ordinary) == ordinary

@@ -195,6 +195,8 @@ async def test_in_stream_faults_at_each_point(sim: SimulatorHandle, kind_name: s
     assert error.kind is expected.get(kind_name, expected.get("*")), error
     # Exactly the words before the fault, never a finish or usage: no silent truncation.
     assert events == words(ANSWER)[:at]
+    if at:
+        assert error.upstream_request_id.startswith("req_sim")
     observed = sim.simulator.observations[-1]
     await asyncio.wait_for(observed.done.wait(), 2)
     assert observed.chunks_sent == at
