@@ -94,5 +94,5 @@ def gateway_config(*providers: ProviderSpec, route: Sequence[str] = (), **failov
     )
 
 
-def chat_request(text: str = "hi", **kw: object) -> ChatRequest:
-    return ChatRequest(model="default", messages=(Message(Role.USER, text),), request_id="req-1", **kw)  # type: ignore[arg-type]
+def chat_request(text: str = "hi", model: str = "default", **kw: object) -> ChatRequest:
+    return ChatRequest(model=model, messages=(Message(Role.USER, text),), request_id="req-1", **kw)  # type: ignore[arg-type]

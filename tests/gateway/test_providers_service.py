@@ -64,7 +64,10 @@ async def test_watch_sends_state_then_changes_and_ends_at_once_on_shutdown(sim: 
         watch = h.providers.WatchProviders(ppb.WatchProvidersRequest(), timeout=10)
         initial = [(await watch.read()).provider for _ in range(3)]
         assert [(p.name, p.health) for p in initial] == [
-            ("p", ppb.HEALTH_STATE_HEALTHY), ("f", ppb.HEALTH_STATE_HEALTHY), ("g", ppb.HEALTH_STATE_UNCONFIGURED)]  # fmt: skip
+            ("p", ppb.HEALTH_STATE_HEALTHY),
+            ("f", ppb.HEALTH_STATE_HEALTHY),
+            ("g", ppb.HEALTH_STATE_UNCONFIGURED),
+        ]
         await stream(h, pb.StreamChatRequest(model="default", messages=user("hi [[fault:500 model=primary]]")))
         change = (await watch.read()).provider
         assert (change.name, change.health) == ("p", ppb.HEALTH_STATE_DEGRADED)
