@@ -78,7 +78,6 @@ class Health:
         self._breakers: dict[tuple[str, str], _Breaker] = {}
         self._windows: dict[str, _Window] = {}
         self._last_error: dict[str, str] = {}
-        self._states: dict[str, HealthState] = {}
         self._watchers: set[asyncio.Queue[str]] = set()
 
     def blocked(self, provider: str, model: str, key_id: str) -> Block | None:

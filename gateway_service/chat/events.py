@@ -18,7 +18,6 @@ class SkipReason(enum.Enum):
 
     NOT_CONFIGURED = "not_configured"
     UNHEALTHY = "unhealthy"  # breaker open
-    COOLING_DOWN = "cooling_down"  # rate limited, quota or auth failure remembered from earlier calls
     CONTEXT_TOO_SMALL = "context_too_small"
     NO_PREFILL = "no_prefill"  # cannot continue a partial answer (mid-stream policy CONTINUE)
     DEADLINE = "deadline"  # less than the minimum attempt budget left

@@ -99,7 +99,7 @@ class ChatRun:
         pending: _Pending | None = None
         request = self.request
         for index, candidate in enumerate(self.candidates):
-            if self._skip(candidate, remaining=len(self.candidates) - index):
+            if self._skip(candidate):
                 continue
             number = len(self.attempts) + 1
             failed_over = self._failed_over(pending, candidate) if pending is not None else None
@@ -122,7 +122,7 @@ class ChatRun:
             raise mid_stream_failure(pending.record, self.sequence, self.records, why)
         raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)
 
-    def _skip(self, candidate: Candidate, remaining: int) -> bool:
+    def _skip(self, candidate: Candidate) -> bool:
         reason, message, retry = self._skip_reason(candidate)
         if reason is None:
             return False
