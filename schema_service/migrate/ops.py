@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from schema_service.config import MigrationSettings
+from schema_service.errors import SchemaServiceError
 from schema_service.migrate import history
 from schema_service.migrate.connections import connect
 from schema_service.migrate.errors import BaselineRefused
@@ -44,9 +45,9 @@ async def status(dsn: str, settings: MigrationSettings) -> Status:
     for file in plan.pending:
         try:
             statements[file.version] = parse_checked(file)
-        except Exception as exc:  # noqa: BLE001 - a bad pending file is a problem to show, not a crash
+        except SchemaServiceError as exc:  # a bad pending file is a problem to show, not a failed status
             statements[file.version] = []
-            problems.append(str(exc))
+            problems.append(exc.message)
     return Status(plan.current_version, rows, plan_items(plan, statements), holder, problems)
 
 

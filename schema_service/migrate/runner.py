@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from schema_service.config import MigrationSettings
 from schema_service.errors import MigrationError
@@ -131,16 +134,18 @@ async def _apply(
             async for done in run_no_transaction(dsn, file, statements, limits):
                 yield StatementFinished(file.version, done.index, done.count, done.duration_s, done.resumed)
     except MigrationError as exc:
-        await history.record(
-            lock.conn,
-            version=file.version,
-            name=file.name,
-            checksum=file.checksum,
-            transactional=file.transactional,
-            execution_ms=int((time.monotonic() - started) * 1000),
-            success=False,
-            error=exc.message,
-        )
+        # Recording the failure must never hide it (the lock connection may be gone with the server).
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await history.record(
+                lock.conn,
+                version=file.version,
+                name=file.name,
+                checksum=file.checksum,
+                transactional=file.transactional,
+                execution_ms=int((time.monotonic() - started) * 1000),
+                success=False,
+                error=exc.message,
+            )
         raise
     yield MigrationFinished(file.version, file.name, time.monotonic() - started, file.checksum)
 
