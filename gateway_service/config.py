@@ -2,7 +2,8 @@
 
 Everything is validated at start-up: an unknown key, a route naming an unknown provider or
 model, a bad value or a missing file raises ConfigError naming the file and the key path
-(`providers[1].models[0].context_window`). Keys come from `api_key_env` or `api_key_file`;
+(`providers[1].models[0].context_window`). String values may use `${NAME}` or `${NAME:-default}`
+from the environment. Keys come from `api_key_env` or `api_key_file`;
 a missing key leaves the provider unconfigured (it still starts) and secrets print as `**********`.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from gateway_service.config_schema import Reader
+from gateway_service.config_schema import Reader, interpolate
 from gateway_service.errors import ConfigError
 
 PROVIDER_TYPES = ("openai", "gemini", "anthropic", "openai_compatible")
@@ -161,7 +162,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
 
 def parse(data: Any, *, source: str, env: Mapping[str, str]) -> GatewayConfig:
     """Validate a loaded YAML document; every error names `source` and the key path."""
-    root = Reader(data if data is not None else {}, source, "")
+    root = Reader(interpolate(data if data is not None else {}, env, source), source, "")
     root.only("schema_service", "providers", "routes", "failover", "telemetry")
     providers = tuple(_provider(item, env) for item in root.items("providers", required=True))
     _unique([(p.name, r) for p, r in zip(providers, root.items("providers", required=True), strict=True)])

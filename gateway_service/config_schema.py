@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from gateway_service.errors import ConfigError
 
 T = TypeVar("T")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(data: Any, env: Mapping[str, str], source: str, path: str = "") -> Any:
+    """`${NAME}` and `${NAME:-default}` in string values, from the environment; a missing one names its path."""
+    if isinstance(data, dict):
+        return {k: interpolate(v, env, source, f"{path}.{k}" if path else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [interpolate(v, env, source, f"{path}[{i}]") for i, v in enumerate(data)]
+    if not isinstance(data, str):
+        return data
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is None:
+            raise ConfigError(f"{source}: {path}: environment variable {name} is not set (write ${{{name}:-default}})")
+        return default
+
+    return _VARIABLE.sub(value, data)
 
 
 class Reader:

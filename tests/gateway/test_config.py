@@ -128,3 +128,15 @@ def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
     path.write_text("providers: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         config.load(path, env={})
+
+
+def test_environment_variables_in_values(tmp_path: Path) -> None:
+    text = GOOD.replace("http://127.0.0.1:1/v1", "${SIMULATOR_URL:-http://127.0.0.1:8090}/v1")
+    text = text.replace("schema_service: 127.0.0.1:50052", "schema_service: ${SCHEMA_HOST}:50052")
+    path = write(tmp_path, text)
+    cfg = config.load(path, env={"SCHEMA_HOST": "10.1.1.1"})
+    assert cfg.providers[0].base_url == "http://127.0.0.1:8090/v1" and cfg.schema_service == "10.1.1.1:50052"
+    cfg = config.load(path, env={"SCHEMA_HOST": "h", "SIMULATOR_URL": "http://sim:1"})
+    assert cfg.providers[0].base_url == "http://sim:1/v1"
+    with pytest.raises(ConfigError, match=f"{path}: schema_service: environment variable SCHEMA_HOST is not set"):
+        config.load(path, env={})
