@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import DecodeError
 
 from schema_service.config import MetricsSettings
 from schema_service.errors import BatchTooLarge, InvalidRequest
 from schema_service.metrics.series import Series, make_series
+from schema_service.metrics.wire import Received, WireBatch, WireMetric, label_items
 from schemaservice.v1 import metrics_service_pb2 as pb
 from servicekit.errors import FieldViolation
 
@@ -37,8 +39,7 @@ MAX_CACHED_SERIES = 100_000
 Record = tuple[datetime, int, float, str | None]
 
 
-# Both request messages carry request_id, metrics and columns.
-WriteRequest = pb.WriteMetricsRequest | pb.StreamMetricsRequest
+SeriesKey = tuple[str, str, tuple[object, ...]]
 
 
 @dataclass
@@ -74,11 +75,13 @@ class BatchParser:
 
     def __init__(self, settings: MetricsSettings) -> None:
         self.settings = settings
-        self._series: dict[tuple[str, str, tuple[tuple[str, str], ...]], Series] = {}
+        # Keyed by name, unit and labels as received (raw map entries, or pairs in the columnar form).
+        self._series: dict[SeriesKey, Series] = {}
 
-    def parse(self, request: WriteRequest, *, now: datetime | None = None) -> Batch:
+    def parse(self, received: Received, *, now: datetime | None = None) -> Batch:
         """The batch as records, or InvalidRequest / BatchTooLarge naming every bad field."""
-        self._check_envelope(request)
+        request = received.batch
+        self._check_envelope(request, received.size)
         now = now or datetime.now(UTC)
         low = int((now - timedelta(days=self.settings.retention_days)).timestamp())
         high = int(now.timestamp() + self.settings.max_time_ahead_s)
@@ -93,7 +96,7 @@ class BatchParser:
             raise InvalidRequest(f"{bad.total} invalid field(s) in the batch{shown}", field_violations=bad.listed)
         return Batch(request.request_id, records, used)
 
-    def _check_envelope(self, request: WriteRequest) -> None:
+    def _check_envelope(self, request: WireBatch, size: int) -> None:
         if not REQUEST_ID_RE.fullmatch(request.request_id):
             raise InvalidRequest(
                 "request_id is required",
@@ -109,7 +112,7 @@ class BatchParser:
                 metadata={"limit": "max_batch_metrics", "max": str(limit), "actual": str(count)},
                 field_violations=[FieldViolation("metrics", f"at most max_batch_metrics={limit} per batch")],
             )
-        size, max_bytes = request.ByteSize(), self.settings.max_batch_bytes
+        max_bytes = self.settings.max_batch_bytes
         if size > max_bytes:
             raise BatchTooLarge(
                 f"batch of {size} bytes exceeds the limit max_batch_bytes={max_bytes}",
@@ -119,7 +122,7 @@ class BatchParser:
 
     def _rows(
         self,
-        metrics: Sequence[pb.Metric],
+        metrics: Sequence[WireMetric],
         window: tuple[int, int],
         bad: _Violations,
         records: list[Record],
@@ -128,8 +131,8 @@ class BatchParser:
         low, high = window
         append, cached, isfinite, from_ts = records.append, self._series.get, math.isfinite, datetime.fromtimestamp
         for i, m in enumerate(metrics):
-            key = (m.name, m.unit, tuple(m.labels.items()))
-            series = cached(key) or self._new_series(key, f"metrics[{i}]", bad)
+            key = (m.name, m.unit, tuple(m.labels))
+            series = cached(key) or self._new_series(key, _decoded_labels(m.labels), f"metrics[{i}]", bad)
             value = m.value
             if not isfinite(value):
                 bad.add(f"metrics[{i}].value", "must be a finite number (not NaN or infinity)")
@@ -137,7 +140,8 @@ class BatchParser:
             seconds = stamp.seconds
             if not low <= seconds <= high:
                 bad.add(f"metrics[{i}].time", self._time_rule() if m.HasField("time") else "is required")
-            metadata = _metadata(m.metadata, f"metrics[{i}].metadata", bad) if m.HasField("metadata") else None
+            raw_metadata = m.metadata
+            metadata = _metadata(raw_metadata, f"metrics[{i}].metadata", bad) if raw_metadata else None
             if series is not None:
                 used[series.series_id] = series
                 append((from_ts(seconds + stamp.nanos // 1000 / 1e6, UTC), series.series_id, value, metadata))
@@ -153,7 +157,7 @@ class BatchParser:
         values, indexes, times = list(columns.values), list(columns.series_indexes), list(columns.times_unix_nanos)
         from_ts = datetime.fromtimestamp
         series = [
-            self._series.get(k) or self._new_series(k, f"columns.series[{j}]", bad)
+            self._series.get(k) or self._new_series(k, list(s.labels.items()), f"columns.series[{j}]", bad)
             for j, s in enumerate(columns.series)
             for k in [(s.name, s.unit, tuple(s.labels.items()))]
         ]
@@ -185,17 +189,20 @@ class BatchParser:
         return f"must be within the last {days} days (retention_days) and at most {ahead:g} s ahead"
 
     def _new_series(
-        self, key: tuple[str, str, tuple[tuple[str, str], ...]], path: str, bad: _Violations
+        self, key: SeriesKey, labels: list[tuple[str, str]] | None, path: str, bad: _Violations
     ) -> Series | None:
-        """Check a series seen for the first time; remember it when valid."""
-        name, unit, labels = key
+        """Check a series seen for the first time (labels None: undecodable); remember it when valid."""
+        name, unit = key[0], key[1]
         before = bad.total
         if not NAME_RE.fullmatch(name):
             bad.add(f"{path}.name", "1-200 characters of [A-Za-z0-9_.:/-], starting with a letter")
         if len(unit) > MAX_UNIT_CHARS:
             bad.add(f"{path}.unit", f"at most {MAX_UNIT_CHARS} characters")
-        _check_labels(labels, f"{path}.labels", bad)
-        if bad.total > before:
+        if labels is None:
+            bad.add(f"{path}.labels", "not a valid map<string, string> (strings must be UTF-8)")
+        else:
+            _check_labels(labels, f"{path}.labels", bad)
+        if bad.total > before or labels is None:
             return None
         if len(self._series) >= MAX_CACHED_SERIES:
             self._series.clear()
@@ -203,8 +210,14 @@ class BatchParser:
         return series
 
 
-def _check_labels(labels: Iterable[tuple[str, str]], path: str, bad: _Violations) -> None:
-    items = list(labels)
+def _decoded_labels(entries: Sequence[bytes]) -> list[tuple[str, str]] | None:
+    try:
+        return label_items(entries)
+    except DecodeError:
+        return None
+
+
+def _check_labels(items: list[tuple[str, str]], path: str, bad: _Violations) -> None:
     if len(items) > MAX_LABELS:
         bad.add(path, f"at most {MAX_LABELS} labels")
     for key, value in items:
@@ -214,15 +227,16 @@ def _check_labels(labels: Iterable[tuple[str, str]], path: str, bad: _Violations
             bad.add(f"{path}[{key[:64]!r}]", f"label values are at most {MAX_LABEL_VALUE_CHARS} characters")
 
 
-def _metadata(metadata: struct_pb2.Struct, path: str, bad: _Violations) -> str | None:
-    """The metadata as JSON text (None when empty), or a violation."""
-    if not metadata.fields:
-        return None
-    if metadata.ByteSize() > MAX_METADATA_BYTES:
+def _metadata(raw: bytes, path: str, bad: _Violations) -> str | None:
+    """Serialized Struct metadata as JSON text (None when empty), or a violation."""
+    if len(raw) > MAX_METADATA_BYTES:
         bad.add(path, f"at most {MAX_METADATA_BYTES} bytes")
         return None
     try:
-        return json.dumps(json_format.MessageToDict(metadata), allow_nan=False, separators=(",", ":"))
+        metadata = struct_pb2.Struct.FromString(raw)
+        return json.dumps(json_format.MessageToDict(metadata), allow_nan=False, separators=(",", ":")) or None
+    except DecodeError:
+        bad.add(path, "not a valid google.protobuf.Struct")
     except ValueError:
         bad.add(path, "numbers must be finite")
-        return None
+    return None

@@ -8,12 +8,12 @@ from __future__ import annotations
 import grpc
 
 from schema_service.app import App
-from schema_service.servicers.metrics import MetricsServicer
+from schema_service.servicers.metrics import add_metrics_service
 from schema_service.servicers.migrations import MigrationServicer
-from schemaservice.v1 import metrics_service_pb2_grpc, migration_service_pb2_grpc
+from schemaservice.v1 import migration_service_pb2_grpc
 from servicekit.server import Lifecycle
 
 
 def add_to_server(server: grpc.aio.Server, app: App, lifecycle: Lifecycle) -> None:
     migration_service_pb2_grpc.add_MigrationServiceServicer_to_server(MigrationServicer(app, lifecycle), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsServicer(app, lifecycle), server)
+    add_metrics_service(server, app, lifecycle)

@@ -13,7 +13,8 @@ from google.protobuf import timestamp_pb2
 from schema_service.app import App
 from schema_service.errors import SchemaServiceError, ShuttingDown
 from schema_service.metrics import queries
-from schema_service.metrics.validation import BatchParser, WriteRequest
+from schema_service.metrics.validation import BatchParser
+from schema_service.metrics.wire import Received, parse_batch
 from schema_service.metrics.writer import MetricsWriter, WriteResult
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
@@ -30,7 +31,38 @@ AGGREGATE_NAMES = {
     pb.AGGREGATE_P99: "p99",
 }
 DEFAULT_QUERY_RANGE = timedelta(hours=1)
+SERVICE = pb.DESCRIPTOR.services_by_name["MetricsService"].full_name
 Ack = tuple[str, WriteResult]
+
+
+def add_metrics_service(server: grpc.aio.Server, app: App, lifecycle: Lifecycle) -> None:
+    """Register MetricsService like the generated `add_MetricsServiceServicer_to_server`, except that write
+    batches are read by `wire.parse_batch` (same bytes, a shape cheaper to validate; see metrics/wire.py)."""
+    servicer = MetricsServicer(app, lifecycle)
+    handlers = {
+        "WriteMetrics": grpc.unary_unary_rpc_method_handler(
+            servicer.WriteMetrics,
+            request_deserializer=parse_batch,
+            response_serializer=pb.WriteMetricsResponse.SerializeToString,
+        ),
+        "StreamMetrics": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamMetrics,
+            request_deserializer=parse_batch,
+            response_serializer=pb.StreamMetricsResponse.SerializeToString,
+        ),
+    }
+    for name, request, response in (
+        ("QueryMetrics", pb.QueryMetricsRequest, pb.QueryMetricsResponse),
+        ("ListBaselines", pb.ListBaselinesRequest, pb.ListBaselinesResponse),
+        ("ListAnomalies", pb.ListAnomaliesRequest, pb.ListAnomaliesResponse),
+    ):
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
@@ -43,9 +75,9 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         self.writer = MetricsWriter(app.require_pool, app.settings.metrics)
 
     async def WriteMetrics(  # noqa: N802 - gRPC method name
-        self, request: pb.WriteMetricsRequest, context: grpc.aio.ServicerContext
+        self, request: Received, context: grpc.aio.ServicerContext
     ) -> pb.WriteMetricsResponse:
-        bind_request_id(context, request.request_id)
+        bind_request_id(context, request.batch.request_id)
         try:
             _, result = await self._store(request)
         except SchemaServiceError as exc:
@@ -53,7 +85,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         return pb.WriteMetricsResponse(written_count=result.written_count, duplicate=result.duplicate)
 
     async def StreamMetrics(  # noqa: N802 - gRPC method name
-        self, request_iterator: AsyncIterator[pb.StreamMetricsRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[Received], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamMetricsResponse]:
         """Up to stream_window batches are written at once; acknowledgements go out in arrival order."""
         bind_request_id(context)
@@ -84,7 +116,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
 
     async def _read(
         self,
-        requests: AsyncIterator[pb.StreamMetricsRequest],
+        requests: AsyncIterator[Received],
         acks: asyncio.Queue[asyncio.Task[Ack] | None],
         window: asyncio.Semaphore,
     ) -> None:
@@ -97,10 +129,10 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         finally:
             acks.put_nowait(None)
 
-    async def _store(self, request: WriteRequest) -> Ack:
+    async def _store(self, request: Received) -> Ack:
         async with self.writer.admitted():
             batch = self.parser.parse(request)
-            return request.request_id, await self.writer.write(batch)
+            return batch.request_id, await self.writer.write(batch)
 
     async def QueryMetrics(  # noqa: N802 - gRPC method name
         self, request: pb.QueryMetricsRequest, context: grpc.aio.ServicerContext

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ import pytest
 from schema_service.config import ConfigError, MetricsSettings
 from schema_service.errors import BatchTooLarge, InvalidRequest
 from schema_service.metrics.validation import MAX_LISTED_VIOLATIONS, BatchParser
+from schema_service.metrics.wire import parse_batch, received
 from schemaservice.v1 import metrics_service_pb2 as pb
 from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server, violations
 
@@ -20,7 +22,7 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 def refused(request: pb.WriteMetricsRequest, **limits: int) -> dict[str, str]:
     with pytest.raises(InvalidRequest) as caught:
-        BatchParser(MetricsSettings(**limits)).parse(request, now=NOW)
+        BatchParser(MetricsSettings(**limits)).parse(received(request), now=NOW)
     return {v.field: v.description for v in caught.value.field_violations}
 
 
@@ -57,7 +59,7 @@ def test_each_bad_field_is_named_with_its_index(bad: pb.Metric, field: str) -> N
 
 def test_a_valid_batch_becomes_records_with_series_stored_once() -> None:
     request = batch(*(metric(i, at=NOW, labels={"provider": p}) for i in range(6) for p in ("a", "b")))
-    parsed = BatchParser(MetricsSettings()).parse(request, now=NOW)
+    parsed = BatchParser(MetricsSettings()).parse(received(request), now=NOW)
     assert len(parsed.records) == 12 and len(parsed.series) == 2
     assert [r[2] for r in parsed.records] == [float(i) for i in range(6) for _ in "ab"]
     assert parsed.records[0][0] == NOW and all(r[3] is None for r in parsed.records)
@@ -73,7 +75,7 @@ def test_times_keep_every_microsecond() -> None:
         values=[1.0, 2.0],
     )
     parsed = BatchParser(MetricsSettings()).parse(
-        pb.WriteMetricsRequest(request_id="t", metrics=[m], columns=columns), now=NOW
+        received(pb.WriteMetricsRequest(request_id="t", metrics=[m], columns=columns)), now=NOW
     )
     base = NOW.replace(microsecond=0)
     assert [r[0] for r in parsed.records] == [base + timedelta(microseconds=us) for us in (123_456, 999_999, 1)]
@@ -85,16 +87,42 @@ def test_times_keep_every_microsecond() -> None:
         times_unix_nanos=nanos,
         values=[0.0] * len(nanos),
     )
-    parsed = BatchParser(MetricsSettings()).parse(pb.WriteMetricsRequest(request_id="r", columns=columns), now=NOW)
+    parsed = BatchParser(MetricsSettings()).parse(
+        received(pb.WriteMetricsRequest(request_id="r", columns=columns)), now=NOW
+    )
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     assert [r[0] for r in parsed.records] == [epoch + timedelta(microseconds=n // 1000) for n in nanos]
 
 
 def test_label_order_does_not_change_the_series() -> None:
     parser = BatchParser(MetricsSettings())
-    one = parser.parse(batch(metric(at=NOW, labels={"a": "1", "b": "2"})), now=NOW)
-    other = parser.parse(batch(metric(at=NOW, labels={"b": "2", "a": "1"})), now=NOW)
+    one = parser.parse(received(batch(metric(at=NOW, labels={"a": "1", "b": "2"}))), now=NOW)
+    other = parser.parse(received(batch(metric(at=NOW, labels={"b": "2", "a": "1"}))), now=NOW)
     assert one.series.keys() == other.series.keys()
+
+
+def raw_batch_with_label_entries(*entries: bytes) -> bytes:
+    """A WriteMetricsRequest on the wire whose one metric carries these raw map entries as labels."""
+    m = pb.Metric(name="n", value=1.0)
+    m.time.FromDatetime(NOW)
+    wire_metric = m.SerializeToString() + b"".join(b"\x2a" + bytes([len(e)]) + e for e in entries)
+    return b"\x0a\x01r\x12" + bytes([len(wire_metric)]) + wire_metric
+
+
+def test_label_entries_and_metadata_are_decoded_from_the_wire() -> None:
+    m = metric(at=NOW, labels={"z": "1", "a": "2"}, metadata={"attempt": 2, "tags": ["x"]})
+    parsed = BatchParser(MetricsSettings()).parse(received(batch(m)), now=NOW)
+    (series,) = parsed.series.values()
+    assert series.labels_json == '{"a":"2","z":"1"}'
+    assert json.loads(parsed.records[0][3] or "") == {"attempt": 2, "tags": ["x"]}
+    # A key repeated on the wire keeps its last value, as protobuf's own map parsing does.
+    raw = raw_batch_with_label_entries(b"\n\x01k\x12\x011", b"\n\x01k\x12\x012")
+    assert pb.WriteMetricsRequest.FromString(raw).metrics[0].labels == {"k": "2"}
+    (series,) = BatchParser(MetricsSettings()).parse(parse_batch(raw), now=NOW).series.values()
+    assert series.labels_json == '{"k":"2"}'
+    with pytest.raises(InvalidRequest) as caught:  # a label value that is not UTF-8
+        BatchParser(MetricsSettings()).parse(parse_batch(raw_batch_with_label_entries(b"\n\x01k\x12\x02\xff\xfe")))
+    assert [v.field for v in caught.value.field_violations] == ["metrics[0].labels"]
 
 
 def test_request_id_is_required() -> None:
@@ -124,7 +152,7 @@ def test_columnar_fields_are_checked() -> None:
 def test_violations_listed_are_capped_so_the_error_fits_in_trailers() -> None:
     request = batch(*(metric(math.nan, at=NOW) for _ in range(500)))
     with pytest.raises(InvalidRequest) as caught:
-        BatchParser(MetricsSettings()).parse(request, now=NOW)
+        BatchParser(MetricsSettings()).parse(received(request), now=NOW)
     assert len(caught.value.field_violations) == MAX_LISTED_VIOLATIONS
     assert caught.value.message.startswith("500 invalid field(s)")
 
@@ -132,9 +160,9 @@ def test_violations_listed_are_capped_so_the_error_fits_in_trailers() -> None:
 def test_count_and_byte_limits_name_the_limit() -> None:
     parser = BatchParser(MetricsSettings(max_batch_metrics=3, max_batch_bytes=400))
     with pytest.raises(BatchTooLarge, match="max_batch_metrics=3"):
-        parser.parse(batch(*(metric(at=NOW) for _ in range(4))), now=NOW)
+        parser.parse(received(batch(*(metric(at=NOW) for _ in range(4)))), now=NOW)
     with pytest.raises(BatchTooLarge, match="max_batch_bytes=400"):
-        parser.parse(batch(*(metric(at=NOW, name="n" * 150) for _ in range(3))), now=NOW)
+        parser.parse(received(batch(*(metric(at=NOW, name="n" * 150) for _ in range(3)))), now=NOW)
 
 
 def test_settings_keep_the_byte_limit_below_the_transport_limit(monkeypatch: pytest.MonkeyPatch) -> None:
