@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -9,6 +10,7 @@ from dataclasses import replace
 import asyncpg
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.rpc import code_pb2
 
 from schema_service.app import App
 from schema_service.errors import DatabaseUnavailable, InvalidRequest, SchemaServiceError
@@ -26,6 +28,13 @@ from servicekit.server import Lifecycle, abort, bind_request_id
 
 # Margin kept from the caller's deadline so we answer DEADLINE_EXCEEDED with details ourselves.
 _DEADLINE_MARGIN_S = 0.05
+
+
+class ServerStopping(SchemaServiceError):
+    """The call was cut short by shutdown; another replica can answer it."""
+
+    code = code_pb2.UNAVAILABLE
+    reason = "SERVER_STOPPING"
 
 
 class _Failed(Exception):
@@ -218,10 +227,26 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
         timeout = None if remaining is None else max(0.0, remaining - _DEADLINE_MARGIN_S)
         try:
             with _domain_errors():
-                current = await wait_for_version(self.app.dsn, request.version, timeout_s=timeout)
+                current = await self._wait_unless_stopping(request.version, timeout)
         except _Failed as failed:
             await abort(context, failed.error)
         return pb.WaitForVersionResponse(current_version=current)
+
+    async def _wait_unless_stopping(self, version: int, timeout: float | None) -> int:
+        """A waiter is a long-lived call: at shutdown it ends at once (UNAVAILABLE) instead of holding the drain."""
+        waiting = asyncio.ensure_future(wait_for_version(self.app.dsn, version, timeout_s=timeout))
+        stopping = asyncio.ensure_future(self.lifecycle.stopping.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+        if waiting.cancelled():
+            raise ServerStopping("the server is shutting down; ask another replica", retry_after_s=1.0)
+        return waiting.result()
 
 
 def _invalid(field: str, description: str) -> InvalidRequest:

@@ -27,6 +27,7 @@ from tests.schema.migration_fixtures.helpers import FIXTURES, fetchval, wait_for
 @dataclass
 class Running:
     app: App
+    lifecycle: Lifecycle
     stub: migration_service_pb2_grpc.MigrationServiceStub
 
 
@@ -40,7 +41,7 @@ async def migration_server(dsn: str, folder: Path, **migration: object) -> Async
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Running(app, migration_service_pb2_grpc.MigrationServiceStub(channel))
+        yield Running(app, lifecycle, migration_service_pb2_grpc.MigrationServiceStub(channel))
     finally:
         await channel.close()
         await server.stop(None)
@@ -171,6 +172,31 @@ async def test_wait_for_version_deadline(empty_db: str, tmp_path: Path) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await running.stub.WaitForVersion(pb.WaitForVersionRequest(version=9), timeout=0.5)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_wait_for_version_ends_at_shutdown(empty_db: str, tmp_path: Path) -> None:
+    async with migration_server(empty_db, write_migrations(tmp_path, THREE)) as running:
+        waiter = asyncio.ensure_future(running.stub.WaitForVersion(pb.WaitForVersionRequest(version=9), timeout=20))
+        await wait_for_listener(empty_db)
+        await running.lifecycle.begin_shutdown()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await waiter
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert _details(caught.value)[0].reason == "SERVER_STOPPING"
+
+
+async def wait_for_listener(dsn: str) -> None:
+    """The waiter is parked once its LISTEN connection is idle in the server."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'schema-service-wait %' AND state = 'idle'"
+        )
+        if await fetchval(dsn, query):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("WaitForVersion never started listening")
 
 
 @pytest.mark.parametrize(
