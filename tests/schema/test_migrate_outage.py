@@ -91,3 +91,39 @@ async def test_repair_migration_is_a_no_op_on_a_database_the_migrations_built(em
 async def test_baseline_refuses_a_database_with_history(migrated_db: str) -> None:
     with pytest.raises(BaselineRefused):
         await baseline(migrated_db, MigrationSettings(), 7)
+
+
+@pytest.mark.timeout(60)
+async def test_index_a_killed_build_left_invalid_is_rebuilt_not_skipped(empty_db: str, folder: Path) -> None:
+    """The outage's "index already exists": a CONCURRENTLY build that died left an INVALID index of the
+    name a later migration creates with IF NOT EXISTS. The runner drops and rebuilds it."""
+    await apply_migrations(empty_db, folder, target=5)
+    await fetchval(empty_db, "DROP SCHEMA schema_service CASCADE")
+    writer, builder = await asyncpg.connect(empty_db), await asyncpg.connect(empty_db)
+    try:
+        # An open writer makes the build wait in its second phase, after the catalog entry exists;
+        # the lock timeout then kills it there, as a killed runner would.
+        await writer.execute("BEGIN; INSERT INTO capability_gaps (fingerprint, capability) VALUES ('f', 'c')")
+        await builder.execute("SET lock_timeout = '100ms'")
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await builder.execute(
+                "CREATE INDEX CONCURRENTLY capability_gaps_open_last_seen_idx "
+                "ON capability_gaps (last_seen_at DESC) WHERE status = 'open'"
+            )
+        await writer.execute("ROLLBACK")
+    finally:
+        await writer.close()
+        await builder.close()
+    valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('capability_gaps_open_last_seen_idx')"
+    assert await fetchval(empty_db, valid) is False
+
+    await baseline(empty_db, MigrationSettings(migrations_dir=folder), 5)
+    drift = await verify(empty_db, MigrationSettings(migrations_dir=folder))
+    assert [(d.object_name, d.kind, d.actual.endswith("INVALID")) for d in drift] == [
+        ("public.capability_gaps_open_last_seen_idx", "unexpected", True)
+    ]
+
+    await apply_migrations(empty_db, folder)
+
+    assert await fetchval(empty_db, valid) is True
+    assert await verify(empty_db, MigrationSettings(migrations_dir=folder)) == []
