@@ -29,9 +29,9 @@ from gateway_service.chat.request import (
     ToolCallDelta,
     ToolChoiceMode,
 )
-from gateway_service.providers import ProviderAdapter, create_adapter
+from gateway_service.providers import ProviderAdapter
 from gateway_service.simulator import SimulatorHandle, start_simulator
-from tests.gateway.test_provider_streams import KEY, config_for
+from tests.gateway.test_provider_streams import KEY, Adapters
 
 WEATHER = Tool("get_weather", "Weather for a city", {"type": "object", "properties": {"city": {"type": "string"}}})
 
@@ -43,12 +43,18 @@ async def sim() -> AsyncIterator[SimulatorHandle]:
     await handle.close()
 
 
-async def run(sim: SimulatorHandle, kind: str, request: ChatRequest) -> tuple[list[ProviderEvent], dict[str, Any]]:
-    adapter: ProviderAdapter = create_adapter(config_for(kind, sim.base_url))
-    try:
-        events = [e async for e in adapter.stream(request, "sim-model", deadline_s=5)]
-    finally:
-        await adapter.aclose()
+@pytest.fixture(scope="module")
+async def adapters(sim: SimulatorHandle) -> AsyncIterator[Adapters]:
+    made = Adapters(sim.base_url)
+    yield made
+    await made.close()
+
+
+async def run(
+    adapters: Adapters, sim: SimulatorHandle, kind: str, request: ChatRequest
+) -> tuple[list[ProviderEvent], dict[str, Any]]:
+    adapter: ProviderAdapter = adapters.get(kind)
+    events = [e async for e in adapter.stream(request, "sim-model", deadline_s=5)]
     observed = sim.simulator.observations[-1]
     return events, observed.body
 
@@ -66,8 +72,8 @@ FULL = ChatRequest(
 )
 
 
-async def test_openai_request(sim: SimulatorHandle) -> None:
-    _, body = await run(sim, "openai", FULL)
+async def test_openai_request(sim: SimulatorHandle, adapters: Adapters) -> None:
+    _, body = await run(adapters, sim, "openai", FULL)
     assert body["messages"] == [{"role": "system", "content": "Be brief."},
                                 {"role": "user", "content": "Weather in Paris?"}]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
@@ -81,28 +87,28 @@ async def test_openai_request(sim: SimulatorHandle) -> None:
     assert headers["authorization"] == f"Bearer {KEY}" and headers["x-stainless-retry-count"] == "0"
 
 
-async def test_openai_compatible_request(sim: SimulatorHandle) -> None:
-    _, body = await run(sim, "openai_compatible", FULL)
+async def test_openai_compatible_request(sim: SimulatorHandle, adapters: Adapters) -> None:
+    _, body = await run(adapters, sim, "openai_compatible", FULL)
     assert body["max_tokens"] == 50 and "max_completion_tokens" not in body
     assert body["top_k"] == 40 and body["stream_options"] == {"include_usage": True}
 
 
 @pytest.mark.parametrize("kind", ["openai", "openai_compatible"])
-async def test_openai_json_and_forced_tool(sim: SimulatorHandle, kind: str) -> None:
+async def test_openai_json_and_forced_tool(sim: SimulatorHandle, adapters: Adapters, kind: str) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
     request = replace(FULL, response_format=ResponseFormat.JSON_SCHEMA, json_schema=schema, schema_name="ans",
                       tool_choice=ToolChoiceMode.TOOL, tool_choice_name="get_weather")
-    events, body = await run(sim, kind, request)
+    events, body = await run(adapters, sim, kind, request)
     assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "ans", "schema": schema}}
     assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == '{"answer": "Hello from the simulator. You ' \
         'said: Weather in Paris?"}'
-    _, body = await run(sim, kind, replace(FULL, response_format=ResponseFormat.JSON_OBJECT))
+    _, body = await run(adapters, sim, kind, replace(FULL, response_format=ResponseFormat.JSON_OBJECT))
     assert body["response_format"] == {"type": "json_object"}
 
 
-async def test_anthropic_request(sim: SimulatorHandle) -> None:
-    events, body = await run(sim, "anthropic", FULL)
+async def test_anthropic_request(sim: SimulatorHandle, adapters: Adapters) -> None:
+    events, body = await run(adapters, sim, "anthropic", FULL)
     assert body["system"] == "Be brief."
     assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]}]
     assert (body["temperature"], body["top_p"], body["top_k"]) == (0.5, 0.9, 40)  # sent through extra_body
@@ -115,15 +121,15 @@ async def test_anthropic_request(sim: SimulatorHandle) -> None:
     assert headers["authorization"] == f"Bearer {KEY}" and headers["x-stainless-retry-count"] == "0"
 
 
-async def test_anthropic_default_max_tokens_and_json(sim: SimulatorHandle) -> None:
+async def test_anthropic_default_max_tokens_and_json(sim: SimulatorHandle, adapters: Adapters) -> None:
     request = replace(FULL, max_output_tokens=None, response_format=ResponseFormat.JSON_OBJECT)
-    _, body = await run(sim, "anthropic", request)
+    _, body = await run(adapters, sim, "anthropic", request)
     assert body["max_tokens"] == 4096
     assert body["output_config"] == {"format": {"type": "json_schema", "schema": {"type": "object"}}}
 
 
-async def test_gemini_request(sim: SimulatorHandle) -> None:
-    _, body = await run(sim, "gemini", FULL)
+async def test_gemini_request(sim: SimulatorHandle, adapters: Adapters) -> None:
+    _, body = await run(adapters, sim, "gemini", FULL)
     observed = sim.simulator.observations[-1]
     assert observed.path == "/v1beta/models/sim-model:streamGenerateContent"
     assert observed.headers["x-goog-api-key"] == KEY
@@ -139,9 +145,9 @@ async def test_gemini_request(sim: SimulatorHandle) -> None:
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
 
 
-async def test_gemini_json_schema(sim: SimulatorHandle) -> None:
+async def test_gemini_json_schema(sim: SimulatorHandle, adapters: Adapters) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    _, body = await run(sim, "gemini", replace(FULL, response_format=ResponseFormat.JSON_SCHEMA, json_schema=schema))
+    _, body = await run(adapters, sim, "gemini", replace(FULL, response_format=ResponseFormat.JSON_SCHEMA, json_schema=schema))
     assert body["generationConfig"]["responseMimeType"] == "application/json"
     assert body["generationConfig"]["responseJsonSchema"] == schema
 
@@ -161,14 +167,14 @@ def assistant_turn(events: list[ProviderEvent]) -> Message:
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
-async def test_tool_loop_round_trip(sim: SimulatorHandle, kind: str) -> None:
+async def test_tool_loop_round_trip(sim: SimulatorHandle, adapters: Adapters, kind: str) -> None:
     first = ChatRequest(model="m", request_id="r", tools=(WEATHER,),
                         messages=(Message(Role.USER, '[[think:need weather]] [[call:get_weather {"city": "Paris"}]]'),))
-    events, _ = await run(sim, kind, first)
+    events, _ = await run(adapters, sim, kind, first)
     turn = assistant_turn(events)
     assert turn.tool_calls[0].name == "get_weather" and turn.tool_calls[0].arguments_json == '{"city": "Paris"}'
     result = Message(Role.TOOL, '{"temp_c": 21}', tool_call_id=turn.tool_calls[0].id, name="get_weather")
-    events, body = await run(sim, kind, replace(first, messages=(*first.messages, turn, result)))
+    events, body = await run(adapters, sim, kind, replace(first, messages=(*first.messages, turn, result)))
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == 'The tool answered: {"temp_c": 21}'
     assert isinstance(events[-1], Finished)
     sent_back = SENT_BACK[kind](body)
@@ -208,11 +214,11 @@ def test_gemini_signature_is_base64_of_what_the_upstream_sent() -> None:
     assert base64.b64decode("c2lnXzE=") == b"sig_1"
 
 
-async def test_anthropic_prefill_is_continued(sim: SimulatorHandle) -> None:
+async def test_anthropic_prefill_is_continued(sim: SimulatorHandle, adapters: Adapters) -> None:
     prefix = "Hello from the"
     request = ChatRequest(model="m", request_id="r", messages=(Message(Role.USER, "one two"),
                                                                Message(Role.ASSISTANT, prefix)))
-    events, body = await run(sim, "anthropic", request)
+    events, body = await run(adapters, sim, "anthropic", request)
     assert body["messages"][-1] == {"role": "assistant", "content": [{"type": "text", "text": prefix}]}
     assert prefix + "".join(e.text for e in events if isinstance(e, TextDelta)) == (
         "Hello from the simulator. You said: one two")

@@ -47,11 +47,34 @@ async def sim() -> AsyncIterator[SimulatorHandle]:
     await handle.close()
 
 
+class Adapters:
+    """Adapters by (type, timeouts), made once per module: SDK clients take tens of ms to build."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._made: dict[tuple[str, tuple[tuple[str, float], ...]], ProviderAdapter] = {}
+
+    def get(self, kind: str, **overrides: float) -> ProviderAdapter:
+        key = (kind, tuple(sorted(overrides.items())))
+        if key not in self._made:
+            self._made[key] = create_adapter(config_for(kind, self.base_url, **overrides))
+        return self._made[key]
+
+    async def close(self) -> None:
+        for made in self._made.values():
+            await made.aclose()
+
+
+@pytest.fixture(scope="module")
+async def adapters(sim: SimulatorHandle) -> AsyncIterator[Adapters]:
+    made = Adapters(sim.base_url)
+    yield made
+    await made.close()
+
+
 @pytest.fixture(params=TYPES)
-async def adapter(request: pytest.FixtureRequest, sim: SimulatorHandle) -> AsyncIterator[ProviderAdapter]:
-    created = create_adapter(config_for(request.param, sim.base_url))
-    yield created
-    await created.aclose()
+def adapter(request: pytest.FixtureRequest, adapters: Adapters) -> ProviderAdapter:
+    return adapters.get(request.param)
 
 
 def chat(text: str, *extra: Message) -> ChatRequest:
@@ -185,14 +208,13 @@ N_WORDS = len(words(ANSWER))
 
 @pytest.mark.parametrize("at", [0, 3, N_WORDS])
 @pytest.mark.parametrize("fault", list(IN_STREAM_KINDS))
-async def test_in_stream_faults_at_each_point(sim: SimulatorHandle, kind_name: str, fault: str, at: int) -> None:
+async def test_in_stream_faults_at_each_point(
+    sim: SimulatorHandle, adapters: Adapters, kind_name: str, fault: str, at: int
+) -> None:
     # Short timeouts only where the expected outcome is the timeout, so a busy machine cannot flake the rest.
     short = {"idle_timeout_s": 0.05, "first_token_timeout_s": 0.1} if fault == "stall" else {}
-    adapter = create_adapter(config_for(kind_name, sim.base_url, **short))
-    try:
-        events, error = await collect_failure(adapter, chat(f"one two three [[fault:{fault} at={at}]]"))
-    finally:
-        await adapter.aclose()
+    adapter = adapters.get(kind_name, **short)
+    events, error = await collect_failure(adapter, chat(f"one two three [[fault:{fault} at={at}]]"))
     expected = IN_STREAM_KINDS[fault]
     assert error.kind is expected.get(kind_name, expected.get("*")), error
     # Exactly the words before the fault, never a finish or usage: no silent truncation.
@@ -209,24 +231,18 @@ def kind_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def test_anthropic_error_event_type_is_mapped(sim: SimulatorHandle) -> None:
-    adapter = create_adapter(config_for("anthropic", sim.base_url))
-    try:
-        events, error = await collect_failure(adapter, chat("a b [[fault:error at=2 type=rate_limit_error]]"))
-        assert events == words("Hello from")
-        assert error.kind is FailureKind.RATE_LIMITED
-        _, error = await collect_failure(adapter, chat("a b [[fault:error at=1 type=api_error]]"))
-        assert error.kind is FailureKind.SERVER_ERROR
-    finally:
-        await adapter.aclose()
+async def test_anthropic_error_event_type_is_mapped(adapters: Adapters) -> None:
+    adapter = adapters.get("anthropic")
+    events, error = await collect_failure(adapter, chat("a b [[fault:error at=2 type=rate_limit_error]]"))
+    assert events == words("Hello from")
+    assert error.kind is FailureKind.RATE_LIMITED
+    _, error = await collect_failure(adapter, chat("a b [[fault:error at=1 type=api_error]]"))
+    assert error.kind is FailureKind.SERVER_ERROR
 
 
-async def test_slow_first_token_times_out(sim: SimulatorHandle, kind_name: str) -> None:
-    adapter = create_adapter(config_for(kind_name, sim.base_url, first_token_timeout_s=0.05))
-    try:
-        events, error = await collect_failure(adapter, chat("x [[fault:slow ms=2000]]"))
-    finally:
-        await adapter.aclose()
+async def test_slow_first_token_times_out(sim: SimulatorHandle, adapters: Adapters, kind_name: str) -> None:
+    adapter = adapters.get(kind_name, first_token_timeout_s=0.05)
+    events, error = await collect_failure(adapter, chat("x [[fault:slow ms=2000]]"))
     assert events == [] and error.kind is FailureKind.TIMEOUT
     assert "first token" in error.message
     observed = sim.simulator.observations[-1]
@@ -234,21 +250,14 @@ async def test_slow_first_token_times_out(sim: SimulatorHandle, kind_name: str) 
     assert observed.client_disconnected
 
 
-async def test_slow_first_token_within_budget_succeeds(sim: SimulatorHandle, kind_name: str) -> None:
-    adapter = create_adapter(config_for(kind_name, sim.base_url, first_token_timeout_s=1.0))
-    try:
-        events = await collect(adapter, chat("one two three [[fault:slow ms=100]]"))
-    finally:
-        await adapter.aclose()
+async def test_slow_first_token_within_budget_succeeds(adapters: Adapters, kind_name: str) -> None:
+    adapter = adapters.get(kind_name, first_token_timeout_s=1.0)
+    events = await collect(adapter, chat("one two three [[fault:slow ms=100]]"))
     assert events[:-2] == words(ANSWER)
 
 
-async def test_attempt_deadline_bounds_the_stream(sim: SimulatorHandle, kind_name: str) -> None:
-    adapter = create_adapter(config_for(kind_name, sim.base_url))
-    try:
-        events, error = await collect_failure(adapter, chat("one two [[fault:stall at=2]]"), deadline_s=0.5)
-    finally:
-        await adapter.aclose()
+async def test_attempt_deadline_bounds_the_stream(adapters: Adapters, kind_name: str) -> None:
+    events, error = await collect_failure(adapters.get(kind_name), chat("one two [[fault:stall at=2]]"), deadline_s=0.3)
     assert events == words(ANSWER)[:2]
     assert error.kind is FailureKind.TIMEOUT and "deadline" in error.message
 
