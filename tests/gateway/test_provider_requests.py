@@ -147,7 +147,8 @@ async def test_gemini_request(sim: SimulatorHandle, adapters: Adapters) -> None:
 
 async def test_gemini_json_schema(sim: SimulatorHandle, adapters: Adapters) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    _, body = await run(adapters, sim, "gemini", replace(FULL, response_format=ResponseFormat.JSON_SCHEMA, json_schema=schema))
+    request = replace(FULL, response_format=ResponseFormat.JSON_SCHEMA, json_schema=schema)
+    _, body = await run(adapters, sim, "gemini", request)
     assert body["generationConfig"]["responseMimeType"] == "application/json"
     assert body["generationConfig"]["responseJsonSchema"] == schema
 
