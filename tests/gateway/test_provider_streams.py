@@ -306,3 +306,18 @@ async def test_cancelling_the_consumer_closes_upstream(sim: SimulatorHandle, ada
     await asyncio.wait_for(observed.done.wait(), 1)
     assert observed.client_disconnected
     assert got == words(ANSWER)[:2]
+
+
+async def test_cancel_before_the_first_token_closes_upstream(sim: SimulatorHandle, adapter: ProviderAdapter) -> None:
+    before = len(sim.simulator.observations)
+
+    async def consume() -> list[ProviderEvent]:
+        return await collect(adapter, chat("x [[fault:slow ms=5000]]"))
+
+    task = asyncio.create_task(consume())
+    observed = (await asyncio.wait_for(sim.simulator.wait_for_requests(before + 1), 2))[-1]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(observed.done.wait(), 1)
+    assert observed.client_disconnected and observed.chunks_sent == 0
