@@ -105,11 +105,13 @@ def _assistant_blocks(m: Message) -> list[dict[str, Any]]:
     return blocks
 
 
+_CHOICE_TYPES = {ToolChoiceMode.AUTO: "auto", ToolChoiceMode.NONE: "none", ToolChoiceMode.REQUIRED: "any"}
+
+
 def _tool_choice(request: ChatRequest) -> dict[str, Any]:
-    mode = request.tool_choice
-    if mode is ToolChoiceMode.TOOL:
+    if request.tool_choice is ToolChoiceMode.TOOL:
         return {"type": "tool", "name": request.tool_choice_name}
-    return {"type": {ToolChoiceMode.REQUIRED: "any", ToolChoiceMode.NONE: "none"}.get(mode, "auto")}  # type: ignore[arg-type]
+    return {"type": _CHOICE_TYPES.get(request.tool_choice or ToolChoiceMode.AUTO, "auto")}
 
 
 class EventTranslator:

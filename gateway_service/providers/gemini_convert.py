@@ -104,10 +104,13 @@ def build_config(request: ChatRequest) -> dict[str, Any]:
     return config
 
 
+_CALLING_MODES = {ToolChoiceMode.AUTO: "AUTO", ToolChoiceMode.NONE: "NONE", ToolChoiceMode.REQUIRED: "ANY"}
+
+
 def _calling_config(request: ChatRequest) -> dict[str, Any]:
     if request.tool_choice is ToolChoiceMode.TOOL:
         return {"mode": "ANY", "allowed_function_names": [request.tool_choice_name]}
-    return {"mode": {ToolChoiceMode.NONE: "NONE", ToolChoiceMode.REQUIRED: "ANY"}.get(request.tool_choice, "AUTO")}  # type: ignore[arg-type]
+    return {"mode": _CALLING_MODES.get(request.tool_choice or ToolChoiceMode.AUTO, "AUTO")}
 
 
 class ResponseTranslator:

@@ -223,3 +223,30 @@ async def test_anthropic_prefill_is_continued(sim: SimulatorHandle, adapters: Ad
     assert body["messages"][-1] == {"role": "assistant", "content": [{"type": "text", "text": prefix}]}
     assert prefix + "".join(e.text for e in events if isinstance(e, TextDelta)) == (
         "Hello from the simulator. You said: one two")
+
+
+TOOL_CHOICES = {
+    "openai": lambda body: body.get("tool_choice"),
+    "anthropic": lambda body: body.get("tool_choice"),
+    "gemini": lambda body: body.get("toolConfig", {}).get("functionCallingConfig"),
+}
+EXPECTED_CHOICES: dict[str, dict[ToolChoiceMode, Any]] = {
+    "openai": {ToolChoiceMode.AUTO: "auto", ToolChoiceMode.NONE: "none", ToolChoiceMode.REQUIRED: "required"},
+    "anthropic": {ToolChoiceMode.AUTO: {"type": "auto"}, ToolChoiceMode.NONE: {"type": "none"},
+                  ToolChoiceMode.REQUIRED: {"type": "any"},
+                  ToolChoiceMode.TOOL: {"type": "tool", "name": "get_weather"}},
+    "gemini": {ToolChoiceMode.AUTO: {"mode": "AUTO"}, ToolChoiceMode.NONE: {"mode": "NONE"},
+               ToolChoiceMode.REQUIRED: {"mode": "ANY"},
+               ToolChoiceMode.TOOL: {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+}
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("mode", list(ToolChoiceMode))
+async def test_tool_choice_modes(sim: SimulatorHandle, adapters: Adapters, kind: str, mode: ToolChoiceMode) -> None:
+    request = replace(FULL, tool_choice=mode, tool_choice_name="get_weather")
+    _, body = await run(adapters, sim, kind, request)
+    expected = EXPECTED_CHOICES[kind].get(mode, {"type": "function", "function": {"name": "get_weather"}})
+    assert TOOL_CHOICES[kind](body) == expected
+    _, body = await run(adapters, sim, kind, replace(FULL, tool_choice=None))
+    assert TOOL_CHOICES[kind](body) in (None, {})
