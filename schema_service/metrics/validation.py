@@ -31,6 +31,7 @@ MAX_UNIT_CHARS = 32
 MAX_LABELS = 16
 MAX_LABEL_VALUE_CHARS = 256
 MAX_METADATA_BYTES = 4096
+MAX_METADATA_FIELDS = 32
 MAX_LISTED_VIOLATIONS = 100
 MAX_CACHED_SERIES = 100_000
 # Times become datetimes through a float of seconds: below 2**53 microseconds (year 2255) its error is
@@ -234,6 +235,9 @@ def _metadata(raw: bytes, path: str, bad: _Violations) -> str | None:
         return None
     try:
         metadata = struct_pb2.Struct.FromString(raw)
+        if len(metadata.fields) > MAX_METADATA_FIELDS:
+            bad.add(path, f"at most {MAX_METADATA_FIELDS} top-level fields")
+            return None
         return json.dumps(json_format.MessageToDict(metadata), allow_nan=False, separators=(",", ":")) or None
     except DecodeError:
         bad.add(path, "not a valid google.protobuf.Struct")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -17,6 +18,7 @@ from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1.metrics_service_pb2_grpc import MetricsServiceStub
 from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server
 from tests.schema.test_metrics_write import wait_for_lock_waiters
+from tests.tcpproxy import TcpProxy
 
 WRITERS, BATCHES, BATCH_SIZE, KILL_EVERY = 3, 30, 20, 8
 KILL = (
@@ -129,3 +131,28 @@ async def test_stored_rows_equal_acknowledged_rows_after_connections_are_killed_
     assert conn_stats["rows"] == acknowledged
     assert conn_stats["distinct_values"] == acknowledged
     assert request_ids == WRITERS * BATCHES
+
+
+async def test_database_unreachable_then_back_writes_are_refused_then_resume(migrated_db: str) -> None:
+    target = urlsplit(migrated_db)
+    if not target.hostname or target.hostname.startswith("/"):
+        pytest.skip("needs a TCP database (DATABASE_URL); the embedded server listens on a Unix socket")
+    proxy = TcpProxy(target.hostname, target.port or 5432)
+    await proxy.start()
+    through_proxy = urlunsplit(target._replace(netloc=f"{target.username or 'postgres'}@127.0.0.1:{proxy.port}"))
+    progress = Progress()
+    try:
+        async with metrics_server(through_proxy) as running:
+            await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="before", metrics=[metric(1.0)]))
+            await proxy.cut()
+            during = pb.WriteMetricsRequest(request_id="during", metrics=[metric(2.0), metric(3.0)])
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await running.stub.WriteMetrics(during, timeout=10)
+            await proxy.restore()
+            # The pool reconnects by itself; the client only retries the same batch.
+            assert await write_until_acknowledged(running.stub, during, progress) == 2
+    finally:
+        await proxy.cut()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert details(caught.value)["RetryInfo"].retry_delay.ToTimedelta() > timedelta(0)  # type: ignore[attr-defined]
+    assert await count_rows(migrated_db) == 3

@@ -45,6 +45,8 @@ def batch(*metrics: pb.Metric) -> pb.WriteMetricsRequest:
         (metric(labels={"bad key": "v"}), "metrics[1].labels['bad key']"),
         (metric(labels={"k": "v" * 257}), "metrics[1].labels['k']"),
         (metric(metadata={"blob": "x" * 5000}), "metrics[1].metadata"),
+        (metric(metadata={f"k{i}": i for i in range(33)}), "metrics[1].metadata"),
+        (metric(metadata={"x": math.nan}), "metrics[1].metadata"),
         (metric(at=NOW + timedelta(days=400)), "metrics[1].time"),
         (metric(at=NOW - timedelta(days=31)), "metrics[1].time"),
         (pb.Metric(name="no.time", value=1.0), "metrics[1].time"),
