@@ -59,7 +59,7 @@ async def drop_partitions_before(conn: Conn, cutoff: date, *, lock_timeout_s: fl
     for day in sorted(d for d in await existing_days(conn) if d < cutoff):
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_s * 1000)}")
-            await conn.execute(f"DROP TABLE {partition_name(day)}")
+            await conn.execute(f"DROP TABLE IF EXISTS {partition_name(day)}")  # another replica may be first
         dropped.append(day)
     return dropped
 
