@@ -131,12 +131,13 @@ def progress_line(event: Event) -> str:
         who = f"{holder.application_name} (pid {holder.backend_pid}, {holder.client_addr})" if holder else "unknown"
         return f"waiting for the migration lock held by {who}"
     if isinstance(event, MigrationStarted):
-        return f"applying {event.version} {event.name}"
+        mode = "transaction" if event.transactional else f"{event.statement_count} statements, no transaction"
+        return f"applying {event.filename} ({mode})"
     if isinstance(event, StatementFinished):
         state = "skipped (finished by an earlier run)" if event.resumed else f"done in {event.duration_s:.3f} s"
-        return f"  {event.version} statement {event.index} of {event.count} {state}"
+        return f"  statement {event.index} of {event.count} {state}"
     if isinstance(event, MigrationFinished):
-        return f"applied {event.version} {event.name} in {event.duration_s:.3f} s"
+        return f"applied {event.filename} in {event.duration_s:.3f} s"
     return f"done: at version {event.current_version}, {event.applied_count} applied"
 
 

@@ -32,6 +32,8 @@ class MigrationStarted:
     version: int
     name: str
     statement_count: int
+    filename: str = ""
+    transactional: bool = True
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class MigrationFinished:
     name: str
     duration_s: float
     checksum: str
+    filename: str = ""
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,9 @@ async def _locked_run(
 async def _apply(
     dsn: str, lock: MigrationLock, file: MigrationFile, statements: list[Statement], limits: Limits
 ) -> AsyncIterator[Event]:
-    yield MigrationStarted(file.version, file.name, statement_count(file, statements))
+    yield MigrationStarted(
+        file.version, file.name, statement_count(file, statements), file.filename, file.transactional
+    )
     started = time.monotonic()
     try:
         if file.transactional:
@@ -147,7 +149,7 @@ async def _apply(
                 error=exc.message,
             )
         raise
-    yield MigrationFinished(file.version, file.name, time.monotonic() - started, file.checksum)
+    yield MigrationFinished(file.version, file.name, time.monotonic() - started, file.checksum, file.filename)
 
 
 async def wait_for_lock(lock: MigrationLock, settings: MigrationSettings) -> AsyncIterator[Event]:

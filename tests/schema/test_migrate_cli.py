@@ -40,7 +40,8 @@ async def test_migrate_prints_progress_and_status_json(empty_db: str, tmp_path: 
     env = dict(os.environ, DATABASE_URL=empty_db)
     code, out, err = await cli("migrate", "--migrations-dir", str(folder), env=env)
     assert code == 0, err
-    assert "applying 1 a" in out and "2 statement 2 of 2 done in" in out
+    assert "applying 001_a.sql (transaction)\napplied 001_a.sql in " in out
+    assert "applying 002_idx.sql (2 statements, no transaction)\n  statement 1 of 2 done in " in out
     assert out.strip().endswith("done: at version 2, 2 applied")
 
     code, out, _ = await cli("status", "--json", "--migrations-dir", str(folder), env=env)
