@@ -14,7 +14,7 @@ Anthropic's message_start, content_block_start, ping, content_block_delta,
 content_block_stop, message_delta, message_stop; Gemini's `alt=sse` chunks with
 usageMetadata and a final finishReason.
 
-Run it:  gateway-service simulate --port 8089 [--chunk-delay-ms 50]
+Run it:  gateway-service simulate --port 8089 [--chunk-delay-ms 30]   (30 ms between words by default)
 Point a provider at it:  base_url: http://127.0.0.1:8089/v1   (openai, openai_compatible)
                          base_url: http://127.0.0.1:8089      (anthropic; gemini with api_version v1beta)
 
@@ -43,7 +43,7 @@ format / model (so the same conversation fails on one provider and succeeds on t
     429 retry_after=S retry_after_ms=MS   rate limited; headers Retry-After / retry-after-ms
                                  (Gemini: google.rpc.RetryInfo.retryDelay in the body instead)
     quota                        OpenAI 429 insufficient_quota; Anthropic 400 "credit balance is too
-                                 low"; Gemini 429 RESOURCE_EXHAUSTED without RetryInfo
+                                 low"; Gemini 429 "prepayment credits are depleted", no RetryInfo
     401 | 403                    auth failure (401 echoes the key sent, as some upstreams do;
                                  Gemini answers 400 API_KEY_INVALID like the real API)
     400                          invalid request
@@ -69,11 +69,23 @@ and whether the client hung up mid-stream). In tests use `handle.simulator.obser
 `await handle.simulator.wait_for_requests(n)`, then `await obs.done.wait()`; from a shell:
     curl localhost:8089/_sim/requests          curl -XPOST localhost:8089/_sim/reset
 
-Try it with grpcurl through the gateway (its config points a provider at this simulator):
+Try it with grpcurl through the gateway, no keys needed. A config pointing two providers here:
+    providers:
+      - {name: sim-gemini, type: gemini, base_url: "http://127.0.0.1:8090", api_version: v1beta,
+         api_key_env: SIM_KEY, models: [{name: gemini-2.0-flash, context_window: 1000000}]}
+      - {name: sim-openai, type: openai, base_url: "http://127.0.0.1:8090/v1",
+         api_key_env: SIM_KEY, models: [{name: gpt-4o-mini, context_window: 128000}]}
+    routes: {default: [sim-gemini/gemini-2.0-flash, sim-openai/gpt-4o-mini]}
+then
+    gateway-service simulate --port 8090 &
+    SIM_KEY=sim gateway-service serve --config sim.yaml &
     grpcurl -plaintext -d '{"model": "default", "messages": [{"role": "ROLE_USER",
       "content": "hi [[fault:429 retry_after=5 api=gemini]]"}]}' \\
       localhost:50051 llmgateway.v1.ChatService/StreamChat
-shows Started(gemini), Failover(RATE_LIMITED), Started(openai), the words, Usage and Done.
+shows started (sim-gemini), failover (RATE_LIMITED), started (sim-openai), one delta per word,
+usage and done. With [[fault:disconnect at=2 api=gemini]] instead, two words arrive and the
+stream ends with UNAVAILABLE (the default mid-stream policy); curl localhost:8090/_sim/requests
+shows what each upstream call saw.
 """
 
 from __future__ import annotations
