@@ -83,9 +83,10 @@ then
       "content": "hi [[fault:429 retry_after=5 api=gemini]]"}]}' \\
       localhost:50051 llmgateway.v1.ChatService/StreamChat
 shows started (sim-gemini), failover (RATE_LIMITED), started (sim-openai), one delta per word,
-usage and done. With [[fault:disconnect at=2 api=gemini]] instead, two words arrive and the
-stream ends with UNAVAILABLE (the default mid-stream policy); curl localhost:8090/_sim/requests
-shows what each upstream call saw.
+usage and done; for the next 5 s the gateway skips sim-gemini (its cooldown). After that, with
+[[fault:disconnect at=2 api=gemini]] instead, two words arrive and the stream ends with
+UNAVAILABLE (the default mid-stream policy); curl localhost:8090/_sim/requests shows what each
+upstream call saw.
 """
 
 from __future__ import annotations
