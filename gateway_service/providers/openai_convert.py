@@ -114,17 +114,21 @@ class ChunkTranslator:
     def __init__(self, request_id: str) -> None:
         self._request_id = request_id
         self._finish: FinishReason | None = None
+        self._usage: UsageReport | None = None
 
     def feed(self, chunk: ChatCompletionChunk) -> list[ProviderEvent]:
         if not self._request_id:
             self._request_id = chunk.id or ""
         events: list[ProviderEvent] = []
-        for choice in chunk.choices[:1]:
-            events.extend(_delta_events(choice.delta))
+        for choice in (chunk.choices or [])[:1]:
+            if choice.delta is not None:
+                events.extend(_delta_events(choice.delta))
             if choice.finish_reason:
                 self._finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
         if chunk.usage is not None:
-            events.append(_usage(chunk))
+            # OpenAI sends usage once, in a chunk of its own; some compatible servers repeat it
+            # (cumulatively) on many chunks. Either way the last one counts, reported at the end.
+            self._usage = _usage(chunk)
         return events
 
     def finish(self) -> list[ProviderEvent]:
@@ -132,7 +136,8 @@ class ChunkTranslator:
             raise ProviderError(
                 FailureKind.TRUNCATED, "stream ended without a finish reason", upstream_request_id=self._request_id
             )
-        return [Finished(self._finish, self._request_id)]
+        usage: list[ProviderEvent] = [self._usage] if self._usage is not None else []
+        return [*usage, Finished(self._finish, self._request_id)]
 
 
 def _delta_events(delta: Any) -> list[ProviderEvent]:

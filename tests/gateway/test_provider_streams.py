@@ -321,3 +321,21 @@ async def test_cancel_before_the_first_token_closes_upstream(sim: SimulatorHandl
         await task
     await asyncio.wait_for(observed.done.wait(), 1)
     assert observed.client_disconnected and observed.chunks_sent == 0
+
+
+def test_openai_compatible_servers_repeating_usage_report_it_once() -> None:
+    """vLLM-style streams carry cumulative usage on every chunk; the attempt reports the last, once."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from gateway_service.providers.openai_convert import ChunkTranslator
+
+    def chunk(content: str | None, finish: str | None, completion_tokens: int) -> ChatCompletionChunk:
+        return ChatCompletionChunk.model_validate({
+            "id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": completion_tokens, "total_tokens": 5 + completion_tokens},
+        })
+
+    translator = ChunkTranslator("")
+    events = [*translator.feed(chunk("a", None, 1)), *translator.feed(chunk(" b", "stop", 2)), *translator.finish()]
+    assert events == [TextDelta("a"), TextDelta(" b"), UsageReport(5, 2), Finished(FinishReason.STOP, "c1")]
