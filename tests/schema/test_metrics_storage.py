@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
 import statistics
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +17,8 @@ from schema_service.config import MetricsSettings, MigrationSettings
 from schema_service.metrics.jobs import Housekeeping
 from schema_service.verify import verify
 from schemaservice.v1 import metrics_service_pb2 as pb
+from schemaservice.v1 import metrics_service_pb2_grpc
+from tests.procs import ServiceProcess
 from tests.schema.metrics_helpers import count_rows, metric, metrics_server, violations
 
 
@@ -146,3 +150,24 @@ async def test_baselines_and_anomalies_are_computed_and_listed(migrated_db: str)
     assert (baselines[0].mean, baselines[0].stddev) == (pytest.approx(mean), pytest.approx(stddev))
     assert [(a.value, dict(a.labels)) for a in anomalies] == [(1000.0, {"provider": "openai"})]
     assert anomalies[0].z_score == pytest.approx((1000.0 - mean) / stddev)
+
+
+@pytest.mark.timeout(60)
+async def test_the_server_process_runs_housekeeping_with_settings_from_the_environment(empty_db: str) -> None:
+    env = {
+        **os.environ,
+        "SCHEMA_SERVICE_METRICS_PARTITIONS_AHEAD_DAYS": "4",
+        "SCHEMA_SERVICE_METRICS_MAX_BATCH_METRICS": "2",
+    }
+    today = datetime.now(UTC)
+    expected = [name_of(today + timedelta(days=n)) for n in range(5)]
+    with ServiceProcess("schema-service", "--database-url", empty_db, env=env) as service:
+        await service.wait_serving("readiness")  # the schema was migrated at start
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.WriteMetrics(pb.WriteMetricsRequest(request_id="three", metrics=[metric()] * 3))
+        while await partitions(empty_db) != expected:  # polled: the first run starts once the service is ready
+            await asyncio.sleep(0.05)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_batch_metrics=2" in (caught.value.details() or "")
