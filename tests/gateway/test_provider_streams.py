@@ -35,8 +35,17 @@ KEY = "sk-test-0123456789abcdefSECRET"
 
 def config_for(kind: str, base_url: str, **overrides: float) -> ProviderConfig:
     root = base_url + ("/v1" if kind.startswith("openai") else "")
-    config = ProviderConfig(kind, kind, root, KEY, api_version="v1beta" if kind == "gemini" else None,
-                            connect_timeout_s=1.0, first_token_timeout_s=2.0, idle_timeout_s=2.0, timeout_s=5.0)
+    config = ProviderConfig(
+        kind,
+        kind,
+        root,
+        KEY,
+        api_version="v1beta" if kind == "gemini" else None,
+        connect_timeout_s=1.0,
+        first_token_timeout_s=2.0,
+        idle_timeout_s=2.0,
+        timeout_s=5.0,
+    )
     return replace(config, **overrides)
 
 
@@ -199,8 +208,12 @@ IN_STREAM_KINDS = {
     "disconnect": {"*": FailureKind.CONNECTION_ERROR},
     "truncate": {"*": FailureKind.TRUNCATED},
     "malformed": {"*": FailureKind.MALFORMED_RESPONSE},
-    "error": {"openai": FailureKind.SERVER_ERROR, "openai_compatible": FailureKind.SERVER_ERROR,
-              "anthropic": FailureKind.OVERLOADED, "gemini": FailureKind.OVERLOADED},
+    "error": {
+        "openai": FailureKind.SERVER_ERROR,
+        "openai_compatible": FailureKind.SERVER_ERROR,
+        "anthropic": FailureKind.OVERLOADED,
+        "gemini": FailureKind.OVERLOADED,
+    },
     "stall": {"*": FailureKind.TIMEOUT},
 }
 N_WORDS = len(words(ANSWER))
@@ -330,12 +343,34 @@ def test_openai_compatible_servers_repeating_usage_report_it_once() -> None:
     from gateway_service.providers.openai_convert import ChunkTranslator
 
     def chunk(content: str | None, finish: str | None, completion_tokens: int) -> ChatCompletionChunk:
-        return ChatCompletionChunk.model_validate({
-            "id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": completion_tokens, "total_tokens": 0},
-        })
+        return ChatCompletionChunk.model_validate(
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": completion_tokens, "total_tokens": 0},
+            }
+        )
 
     translator = ChunkTranslator("")
     events = [*translator.feed(chunk("a", None, 1)), *translator.feed(chunk(" b", "stop", 2)), *translator.finish()]
     assert events == [TextDelta("a"), TextDelta(" b"), UsageReport(5, 2), Finished(FinishReason.STOP, "c1")]
+
+
+@pytest.mark.parametrize(
+    "fault,kind",
+    [("disconnect", FailureKind.CONNECTION_ERROR), ("truncate", FailureKind.TRUNCATED),
+     ("malformed", FailureKind.MALFORMED_RESPONSE)],
+)
+async def test_fault_in_the_middle_of_a_tool_call(adapter: ProviderAdapter, fault: str, kind: FailureKind) -> None:
+    call = '[[call:get_weather {"city": "Paris", "unit": "celsius"}]]'
+    happy = [e for e in await collect(adapter, chat(call)) if isinstance(e, ToolCallDelta)]
+    events, error = await collect_failure(adapter, chat(f"{call} [[fault:{fault} at=1]]"))
+    assert error.kind is kind
+    # A prefix of the call's pieces and nothing else: the caller can never take it for a whole call.
+    assert events == happy[: len(events)]
+    assert all(isinstance(e, ToolCallDelta) for e in events)
+    if adapter.config.type != "gemini":  # Gemini sends a call whole, in one chunk; the others in pieces
+        assert "".join(e.arguments_json for e in events) != '{"city": "Paris", "unit": "celsius"}'
