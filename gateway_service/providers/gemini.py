@@ -10,6 +10,10 @@ google-genai nests several async generators around the HTTP response and does
 not close them explicitly, so the adapter gives the SDK its own httpx2 client
 whose response hook hands each streaming response back to the attempt that
 opened it; closing the attempt closes that response at once.
+
+google-genai applies one per-request timeout to every phase (HttpOptions.timeout, also sent as
+X-Server-Timeout), so connect_timeout_s is not separate here: a slow connect is bounded by the
+first-token timeout, which covers connecting, and by timeout_s.
 """
 
 from __future__ import annotations
