@@ -18,7 +18,10 @@ from gateway_service.simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc, provider_service_pb2_grpc
 
-FAST_TIMEOUTS = {"connect_timeout_s": 1.0, "first_token_timeout_s": 0.3, "idle_timeout_s": 0.2, "timeout_s": 10.0}
+# The faulty provider gives up fast (slow and stalled streams are the faults under test); providers that
+# must answer get time to spare, so a busy CI machine does not turn a slow first token into a failure.
+FAST_TIMEOUTS = {"connect_timeout_s": 1.0, "first_token_timeout_s": 0.5, "idle_timeout_s": 0.3, "timeout_s": 10.0}
+PATIENT_TIMEOUTS = {"connect_timeout_s": 2.0, "first_token_timeout_s": 3.0, "idle_timeout_s": 2.0, "timeout_s": 10.0}
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,13 @@ class Upstream:
     model: str
     context_window: int = 100_000
     key_env: str = "SIM_KEY"
+    patient: bool = False
 
     def entry(self, base_url: str) -> dict[str, Any]:
         url = f"{base_url}/v1" if self.type in ("openai", "openai_compatible") else base_url
         entry: dict[str, Any] = {
-            "name": self.name, "type": self.type, "base_url": url, "api_key_env": self.key_env, **FAST_TIMEOUTS,
+            "name": self.name, "type": self.type, "base_url": url, "api_key_env": self.key_env,
+            **(PATIENT_TIMEOUTS if self.patient else FAST_TIMEOUTS),
             "models": [{"name": self.model, "context_window": self.context_window,
                         "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}],
         }  # fmt: skip

@@ -93,7 +93,7 @@ async def sim() -> AsyncIterator[SimulatorHandle]:
 
 def upstreams(provider_type: str) -> list[Upstream]:
     # The fallback's larger window lets a context-too-long failure move on to it.
-    return [Upstream("p", provider_type, "primary", 1000), Upstream("f", "openai", "fallback", 2000)]
+    return [Upstream("p", provider_type, "primary", 1000), Upstream("f", "openai", "fallback", 2000, patient=True)]
 
 
 def prompt(fault: str) -> list[pb.Message]:

@@ -24,7 +24,7 @@ from tests.gateway.e2e_helpers import (
 )
 
 FULL = "Hello from the simulator. You said: hi"
-TWO = [Upstream("p", "openai", "primary", 1000), Upstream("f", "openai", "fallback", 1000)]
+TWO = [Upstream("p", "openai", "primary", 1000), Upstream("f", "openai", "fallback", 1000, patient=True)]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ async def test_restart_tells_the_caller_to_discard_and_the_fallback_starts_over(
 
 async def test_continue_resumes_on_anthropic_from_an_assistant_prefill(sim: SimulatorHandle) -> None:
     upstreams = [Upstream("p", "openai", "primary"), Upstream("o", "openai_compatible", "other"),
-                 Upstream("c", "anthropic", "claude")]  # fmt: skip
+                 Upstream("c", "anthropic", "claude", patient=True)]  # fmt: skip
     async with gateway(sim, upstreams) as h:
         policy = pb.MID_STREAM_POLICY_CONTINUE
         events = await stream(h, ask("hi [[fault:disconnect at=3 model=primary]]", mid_stream_policy=policy))
@@ -109,7 +109,7 @@ async def test_continue_resumes_on_anthropic_from_an_assistant_prefill(sim: Simu
 
 
 async def test_continue_is_refused_after_tool_call_deltas(sim: SimulatorHandle) -> None:
-    upstreams = [Upstream("p", "openai", "primary"), Upstream("c", "anthropic", "claude")]
+    upstreams = [Upstream("p", "openai", "primary"), Upstream("c", "anthropic", "claude", patient=True)]
     async with gateway(sim, upstreams) as h:
         text = 'hi [[call:get_weather {"city": "Paris"}]] [[fault:disconnect at=1 model=primary]]'
         failed = await stream_failure(h, ask(text, mid_stream_policy=pb.MID_STREAM_POLICY_CONTINUE))
@@ -140,10 +140,12 @@ async def test_cancelling_closes_the_upstream_at_once_and_counts_usage(sim: Simu
 
 
 async def test_deadline_is_split_so_the_fallback_answers_inside_it(sim: SimulatorHandle) -> None:
-    async with gateway(sim, TWO) as h:
+    patient = [Upstream("p", "openai", "primary", patient=True), Upstream("f", "openai", "fallback", patient=True)]
+    async with gateway(sim, patient) as h:
+        # Each would wait 3 s for a first token; a 1 s deadline gives the stalled primary half of it.
         started = time.monotonic()
-        events = await stream(h, ask("hi [[fault:stall at=0 model=primary]]"), timeout=0.5)
-        assert time.monotonic() - started < 0.5
+        events = await stream(h, ask("hi [[fault:stall at=0 model=primary]]"), timeout=1.0)
+        assert 0.45 < time.monotonic() - started < 1.0
         assert events[1].failover.reason == pb.FAILURE_REASON_TIMEOUT and text_of(events) == FULL
 
 

@@ -13,7 +13,7 @@ from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import provider_service_pb2 as ppb
 from tests.gateway.e2e_helpers import Upstream, gateway, stream, user
 
-UPSTREAMS = [Upstream("p", "openai", "primary"), Upstream("f", "anthropic", "fallback"),
+UPSTREAMS = [Upstream("p", "openai", "primary"), Upstream("f", "anthropic", "fallback", patient=True),
              Upstream("g", "openai_compatible", "nokey", key_env="NO_SUCH_KEY")]  # fmt: skip
 
 

@@ -33,7 +33,7 @@ async def sim() -> AsyncIterator[SimulatorHandle]:
 
 @pytest.fixture
 async def h(sim: SimulatorHandle) -> AsyncIterator[Harness]:
-    async with gateway(sim, [Upstream("p", "openai", "primary")]) as harness:
+    async with gateway(sim, [Upstream("p", "openai", "primary", patient=True)]) as harness:
         yield harness
 
 

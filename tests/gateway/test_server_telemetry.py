@@ -56,7 +56,7 @@ async def schema_service(dsn: str) -> AsyncIterator[tuple[str, metrics_service_p
 
 async def test_attempt_metrics_reach_the_schema_service(sim: SimulatorHandle, migrated_db: str) -> None:
     async with schema_service(migrated_db) as (address, metrics):
-        upstreams = [Upstream("p", "openai", "primary"), Upstream("f", "openai", "fallback")]
+        upstreams = [Upstream("p", "openai", "primary"), Upstream("f", "openai", "fallback", patient=True)]
         async with gateway(sim, upstreams, env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address}) as h:
             telemetry = h.running.gateway.telemetry
             assert telemetry.enabled
