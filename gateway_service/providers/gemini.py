@@ -155,6 +155,7 @@ class GeminiAdapter:
     async def aclose(self) -> None:
         await self._client.aio.aclose()
         await self._http.aclose()
+        self._client.close()  # the sync HTTP client the SDK builds alongside, unused but open
 
 
 def _translator(upstream: Upstream[Any]) -> ResponseTranslator:
