@@ -155,3 +155,21 @@ async def test_provider_order_reorders_the_route(sim: SimulatorHandle) -> None:
         assert events[0].started.provider == "f" and kinds(events).count("failover") == 0
         direct = await stream(h, pb.StreamChatRequest(model="p/primary", messages=user("hi")))
         assert direct[-1].done.provider == "p"
+
+
+async def test_anthropic_tool_loop_carries_reasoning_signatures_back(sim: SimulatorHandle) -> None:
+    async with gateway(sim, [Upstream("c", "anthropic", "claude", patient=True)]) as h:
+        first = pb.ChatRequest(
+            model="default", messages=user('Weather? [[think:Use the tool]] [[call:get_weather {"city": "Paris"}]]')
+        )
+        answer = await h.chat.Chat(first, timeout=5)
+        assert answer.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+        (reasoning,) = answer.message.reasoning
+        assert reasoning.text == "Use the tool" and reasoning.signature.startswith("sig_")
+        call = answer.message.tool_calls[0]
+        result = pb.Message(role=pb.ROLE_TOOL, tool_call_id=call.id, name=call.name, content='{"temp": 21}')
+        second = pb.ChatRequest(model="default", messages=[*first.messages, answer.message, result])
+        final = await h.chat.Chat(second, timeout=5)
+        assert final.message.content == 'The tool answered: {"temp": 21}'
+        sent = sim.simulator.observations[1].body["messages"][1]["content"]
+        assert {"type": "thinking", "thinking": "Use the tool", "signature": reasoning.signature} in sent
