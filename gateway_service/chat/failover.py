@@ -18,14 +18,12 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import TypeGuard
 
-from gateway_service.accounting import Ledger, cost_usd, estimate_tokens
+from gateway_service.accounting import Ledger
 from gateway_service.chat.attempt import Attempt, Limits, Piece
 from gateway_service.chat.events import (
     AttemptRecord,
     AttemptStarted,
-    AttemptUsage,
     Completed,
     FailedOver,
     GatewayEvent,
@@ -33,6 +31,7 @@ from gateway_service.chat.events import (
     SkipReason,
 )
 from gateway_service.chat.outcome import final_error, mid_stream_failure
+from gateway_service.chat.records import attempt_record, reported
 from gateway_service.chat.request import (
     ChatRequest,
     FinishReason,
@@ -111,7 +110,7 @@ class ChatRun:
                 return
             except _AttemptFailed as failed:
                 pending = self._after_failure(candidate, failed)
-                if _reported(pending.record.usage):
+                if reported(pending.record.usage):
                     yield pending.record.usage
                 if failed.error.kind is FailureKind.CONTENT_FILTERED:
                     yield self._completed(candidate, FinishReason.CONTENT_FILTER, failed.error.upstream_request_id)
@@ -171,7 +170,7 @@ class ChatRun:
         finally:
             await attempt.close()
         record = self._record(candidate, attempt, number, None)
-        if _reported(record.usage):
+        if reported(record.usage):
             yield record.usage
         finished = attempt.state.finished
         assert finished is not None
@@ -237,39 +236,10 @@ class ChatRun:
     def _record(
         self, candidate: Candidate, attempt: Attempt, number: int, error: ProviderError | None, cancelled: bool = False
     ) -> AttemptRecord:
-        state = attempt.state
-        record = AttemptRecord(
-            attempt=number,
-            provider=candidate.provider.name,
-            model=candidate.model.name,
-            outcome=error.kind if error else None,
-            message=error.message if error else ("cancelled" if cancelled else ""),
-            duration_s=time.monotonic() - state.started,
-            retry_after_s=error.retry_after_s if error else None,
-        )
-        record.usage = self._usage(candidate, attempt, number)
+        record = attempt_record(candidate, attempt, number, error, cancelled)
         self.records.append(record)
-        self.failover.note(self.request, candidate, record, error, state.first_token_s, cancelled)
+        self.failover.note(self.request, candidate, record, error, attempt.state.first_token_s, cancelled)
         return record
-
-    def _usage(self, candidate: Candidate, attempt: Attempt, number: int) -> AttemptUsage | None:
-        usage, state = attempt.state.usage, attempt.state
-        if usage is None and not state.pieces_received:
-            return None
-        estimated = usage is None
-        input_tokens = usage.input_tokens if usage else estimate_tokens(_request_chars(attempt.request))
-        output_tokens = usage.output_tokens if usage else estimate_tokens(state.chars_received)
-        return AttemptUsage(
-            provider=candidate.provider.name,
-            model=candidate.model.name,
-            attempt=number,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=cost_usd(candidate.model, input_tokens, output_tokens),
-            reasoning_tokens=usage.reasoning_tokens if usage else 0,
-            cached_input_tokens=usage.cached_input_tokens if usage else 0,
-            estimated=estimated,
-        )
 
     def _failed_over(self, pending: _Pending, to: Candidate) -> FailedOver:
         record = pending.record
@@ -288,15 +258,6 @@ class ChatRun:
             reason, candidate.provider.name, candidate.model.name, len(self.attempts),
             upstream_request_id, self.request.request_id,
         )  # fmt: skip
-
-
-def _reported(usage: AttemptUsage | None) -> TypeGuard[AttemptUsage]:
-    """Only usage the provider reported goes to the caller; estimates go to logs, metrics and the ledger."""
-    return usage is not None and not usage.estimated
-
-
-def _request_chars(request: ChatRequest) -> int:
-    return sum(len(m.content) for m in request.messages)
 
 
 class Failover:

@@ -1,0 +1,57 @@
+"""What one attempt is reported as: its record and its usage (provider-reported, or estimated when cut short)."""
+
+from __future__ import annotations
+
+import time
+from typing import TypeGuard
+
+from gateway_service.accounting import cost_usd, estimate_tokens
+from gateway_service.chat.attempt import Attempt
+from gateway_service.chat.events import AttemptRecord, AttemptUsage
+from gateway_service.chat.request import ChatRequest
+from gateway_service.chat.router import Candidate
+from gateway_service.providers.base import ProviderError
+
+
+def attempt_record(
+    candidate: Candidate, attempt: Attempt, number: int, error: ProviderError | None, cancelled: bool
+) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=number,
+        provider=candidate.provider.name,
+        model=candidate.model.name,
+        outcome=error.kind if error else None,
+        message=error.message if error else ("cancelled" if cancelled else ""),
+        duration_s=time.monotonic() - attempt.state.started,
+        usage=attempt_usage(candidate, attempt, number),
+        retry_after_s=error.retry_after_s if error else None,
+    )
+
+
+def attempt_usage(candidate: Candidate, attempt: Attempt, number: int) -> AttemptUsage | None:
+    """Usage the provider reported, else an estimate from what was received (None when nothing was)."""
+    usage, state = attempt.state.usage, attempt.state
+    if usage is None and not state.pieces_received:
+        return None
+    input_tokens = usage.input_tokens if usage else estimate_tokens(_request_chars(attempt.request))
+    output_tokens = usage.output_tokens if usage else estimate_tokens(state.chars_received)
+    return AttemptUsage(
+        provider=candidate.provider.name,
+        model=candidate.model.name,
+        attempt=number,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost_usd(candidate.model, input_tokens, output_tokens),
+        reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        cached_input_tokens=usage.cached_input_tokens if usage else 0,
+        estimated=usage is None,
+    )
+
+
+def reported(usage: AttemptUsage | None) -> TypeGuard[AttemptUsage]:
+    """Only usage the provider reported goes to the caller; estimates go to logs, metrics and the ledger."""
+    return usage is not None and not usage.estimated
+
+
+def _request_chars(request: ChatRequest) -> int:
+    return sum(len(m.content) for m in request.messages)
