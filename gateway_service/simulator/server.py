@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,7 @@ import gateway_service.simulator.wire_openai as wire_openai
 from gateway_service.simulator.faults import Fault, FaultSpecError, parse_fault
 from gateway_service.simulator.httpserver import Request, Responder
 from gateway_service.simulator.plan import Plan, Prompt, make_plan, marker_fault
-from gateway_service.simulator.wire import Frame
+from gateway_service.simulator.wire import Frame, Wire
 
 
 @dataclass
@@ -85,7 +84,7 @@ class Simulator:
         await self._answer(wire, model, stream, request, body, out)
 
     async def _answer(
-        self, wire: types.ModuleType, model: str, stream: bool | None, request: Request, body: dict[str, Any],
+        self, wire: Wire, model: str, stream: bool | None, request: Request, body: dict[str, Any],
         out: Responder,
     ) -> None:
         prompt: Prompt = wire.parse(body, model, stream)
@@ -108,7 +107,7 @@ class Simulator:
             obs.done.set()
 
     async def _respond(
-        self, wire: types.ModuleType, prompt: Prompt, plan: Plan, request: Request, out: Responder, obs: Observation
+        self, wire: Wire, prompt: Prompt, plan: Plan, request: Request, out: Responder, obs: Observation
     ) -> None:
         request_id = f"req_sim{next(self._ids):06d}"
         fault = plan.fault
@@ -125,14 +124,14 @@ class Simulator:
         await self._stream(wire, wire.frames(plan, prompt, request_id), fault, out, obs)
 
     async def _error(
-        self, wire: types.ModuleType, fault: Fault, prompt: Prompt, request: Request, request_id: str, out: Responder
+        self, wire: Wire, fault: Fault, prompt: Prompt, request: Request, request_id: str, out: Responder
     ) -> tuple[int, str]:
         status, body, headers = wire.error(fault, prompt, _api_key(request))
         await out.send_json(status, body, {**headers, wire.REQUEST_ID_HEADER: request_id})
         return status, "error"
 
     async def _stream(
-        self, wire: types.ModuleType, frames: list[Frame], fault: Fault | None, out: Responder, obs: Observation
+        self, wire: Wire, frames: list[Frame], fault: Fault | None, out: Responder, obs: Observation
     ) -> None:
         first_content = True
         for frame in frames:
@@ -156,7 +155,7 @@ class Simulator:
         await out.end_stream()
         obs.outcome = "completed"
 
-    async def _stream_fault(self, wire: types.ModuleType, fault: Fault, out: Responder, obs: Observation) -> None:
+    async def _stream_fault(self, wire: Wire, fault: Fault, out: Responder, obs: Observation) -> None:
         if fault.kind == "disconnect":
             out.abort()
             obs.outcome = "aborted"
@@ -206,7 +205,7 @@ class Simulator:
             await out.send_json(404, {"error": {"message": f"no such control endpoint {request.path}"}})
 
 
-def _route(request: Request) -> tuple[types.ModuleType, str, bool | None] | None:
+def _route(request: Request) -> tuple[Wire, str, bool | None] | None:
     """(wire module, model from the path or "", stream flag from the path or None)."""
     if request.method != "POST":
         return None

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from gateway_service.simulator.faults import Fault
+    from gateway_service.simulator.plan import Plan, Prompt
 
 
 @dataclass(frozen=True)
@@ -24,3 +28,21 @@ def sse(payload: object, event: str | None = None) -> bytes:
 def signature(text: str) -> str:
     """A stable stand-in for the opaque reasoning signatures providers hand out."""
     return "sig_" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class Wire(Protocol):
+    """One provider's wire format; each wire_*.py module implements it."""
+
+    REQUEST_ID_HEADER: str
+
+    def parse(self, body: dict[str, Any], path_model: str = "", path_stream: bool | None = None) -> Prompt: ...
+
+    def error(self, fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, dict[str, Any], dict[str, str]]: ...
+
+    def stream_error(self, fault: Fault) -> bytes: ...
+
+    def malformed(self) -> bytes: ...
+
+    def frames(self, plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]: ...
+
+    def complete(self, plan: Plan, prompt: Prompt, request_id: str) -> dict[str, Any]: ...
