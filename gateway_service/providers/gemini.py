@@ -18,6 +18,7 @@ first-token timeout, which covers connecting, and by timeout_s.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -97,6 +98,11 @@ def retry_delay(error: Any) -> float | None:
     return None
 
 
+async def _close_all(responses: list[httpx2.Response]) -> None:
+    for response in responses:
+        await response.aclose()
+
+
 async def _capture(response: httpx2.Response) -> None:
     opened = _opened.get()
     if opened is not None:
@@ -133,6 +139,10 @@ class GeminiAdapter:
                 model=model, contents=contents, config=config  # type: ignore[arg-type]
             )
             first = await anext(chunks, None)
+        except BaseException:
+            # No Upstream yet for drive() to close: close here whatever was opened (timeout, cancellation).
+            await asyncio.shield(_close_all(opened))
+            raise
         finally:
             _opened.reset(token)
 
@@ -142,12 +152,8 @@ class GeminiAdapter:
                 async for chunk in chunks:
                     yield chunk
 
-        async def close() -> None:
-            for response in opened:
-                await response.aclose()
-
         headers = opened[-1].headers if opened else httpx2.Headers()
-        return Upstream(replay(), close, headers.get("x-goog-request-id", ""))
+        return Upstream(replay(), lambda: _close_all(opened), headers.get("x-goog-request-id", ""))
 
     def _map_error(self, exc: Exception) -> ProviderError:
         return map_error(exc, (self.config.api_key,))
