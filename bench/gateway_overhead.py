@@ -82,6 +82,20 @@ async def sequential(once: Callable[[], Awaitable[Timed]], n: int) -> list[Timed
     return [await once() for _ in range(n)]
 
 
+async def paired(
+    first: Callable[[], Awaitable[Timed]], second: Callable[[], Awaitable[Timed]], n: int
+) -> tuple[list[Timed], list[Timed]]:
+    """Both, one request at a time, alternating: a busy machine slows both sides alike."""
+    await sequential(first, n // 10)
+    await sequential(second, n // 10)
+    a: list[Timed] = []
+    b: list[Timed] = []
+    for _ in range(n):
+        a.append(await first())
+        b.append(await second())
+    return a, b
+
+
 async def concurrent(once: Callable[[], Awaitable[Timed]], concurrency: int, seconds: float) -> int:
     done = 0
     end = time.perf_counter() + seconds
@@ -116,8 +130,7 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway: ServiceProce
     stub = chat_service_pb2_grpc.ChatServiceStub(channel)
     me, gw = psutil.Process(), psutil.Process(gateway.proc.pid)
 
-    direct = await sequential(lambda: direct_once(client), args.requests)
-    through = await sequential(lambda: gateway_once(stub), args.requests)
+    direct, through = await paired(lambda: direct_once(client), lambda: gateway_once(stub), args.requests)
     print(f"\n1. one stream at a time ({args.requests} requests, {PROMPT!r} -> 7 chunks)")
     print(f"  {'':<34} {'direct':>10} {'gateway':>10} {'added':>10}")
     for q, name in ((0.5, "p50"), (0.99, "p99")):
@@ -137,8 +150,11 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway: ServiceProce
           f"   ratio {gateway_cpu / direct_cpu:.2f}  (target <= 1.3)")  # fmt: skip
 
     failing = f"{PROMPT} [[fault:429 retry_after=0 model=primary-model]]"
-    own = await sequential(lambda: gateway_once(stub, "fallback/fallback-model", failing), args.requests)
-    after = await sequential(lambda: gateway_once(stub, "default", failing), args.requests)
+    own, after = await paired(
+        lambda: gateway_once(stub, "fallback/fallback-model", failing),
+        lambda: gateway_once(stub, "default", failing),
+        args.requests,
+    )
     own50, after50 = pct([o[0] for o in own], 0.5), pct([a[0] for a in after], 0.5)
     own99, after99 = pct([o[0] for o in own], 0.99), pct([a[0] for a in after], 0.99)
     print("\n3. failover: first token from the fallback after a 429 from the primary")
