@@ -124,7 +124,6 @@ class EventTranslator:
         self._cached_tokens = 0
         self._output_tokens = 0
         self._stop: FinishReason | None = None
-        self._stopped = False
 
     def feed(self, event: Any) -> list[ProviderEvent]:
         handler = getattr(self, f"_on_{event.type}", None)
@@ -168,13 +167,16 @@ class EventTranslator:
         self._output_tokens = event.usage.output_tokens or self._output_tokens
         return []
 
-    def _on_message_stop(self, event: Any) -> list[ProviderEvent]:
-        self._stopped = True
-        return [UsageReport(self._input_tokens, self._output_tokens, cached_input_tokens=self._cached_tokens)]
+    @property
+    def complete(self) -> bool:
+        return self._stop is not None
 
     def finish(self) -> list[ProviderEvent]:
-        if self._stop is None or not self._stopped:
+        # The stop reason (in message_delta) is what says the answer is whole; a stream cut after it
+        # but before message_stop lost nothing.
+        if self._stop is None:
             raise ProviderError(
-                FailureKind.TRUNCATED, "stream ended without message_stop", upstream_request_id=self._request_id
+                FailureKind.TRUNCATED, "stream ended without a stop_reason", upstream_request_id=self._request_id
             )
-        return [Finished(self._stop, self._request_id)]
+        usage = UsageReport(self._input_tokens, self._output_tokens, cached_input_tokens=self._cached_tokens)
+        return [usage, Finished(self._stop, self._request_id)]

@@ -163,6 +163,10 @@ class ResponseTranslator:
                                 upstream_request_id=self._request_id)
         return FinishReason.TOOL_CALLS if self._calls else FinishReason.STOP
 
+    @property
+    def complete(self) -> bool:
+        return self._finish is not None
+
     def finish(self) -> list[ProviderEvent]:
         if self._finish is None:
             raise ProviderError(

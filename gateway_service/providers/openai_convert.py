@@ -131,6 +131,10 @@ class ChunkTranslator:
             self._usage = _usage(chunk)
         return events
 
+    @property
+    def complete(self) -> bool:
+        return self._finish is not None
+
     def finish(self) -> list[ProviderEvent]:
         if self._finish is None:
             raise ProviderError(

@@ -60,6 +60,11 @@ class Pacer:
 class Translator(Protocol[C_contra]):
     """Turns one provider's chunks into events; `finish` raises TRUNCATED without a finish reason."""
 
+    @property
+    def complete(self) -> bool:
+        """True once the finish reason arrived: the answer is whole."""
+        ...
+
     def feed(self, chunk: C_contra) -> list[ProviderEvent]: ...
 
     def finish(self) -> list[ProviderEvent]: ...
@@ -90,6 +95,10 @@ async def drive(
                 chunk = await pacer.wait(anext(upstream.chunks))
             except StopAsyncIteration:
                 break
+            except Exception:
+                if not state.complete:
+                    raise
+                break  # the answer is whole; only trailing events (usage, [DONE], message_stop) were lost
             for event in state.feed(chunk):
                 pacer.output_started()
                 yield event

@@ -55,6 +55,8 @@ format / model (so the same conversation fails on one provider and succeeds on t
     stall at=N [ms=M]            stop sending (until the client leaves, or M ms then drop it)
     disconnect at=N              drop the TCP connection mid-body
     truncate at=N                end the body cleanly with no finish reason (and no [DONE])
+    ... at=99 final=K            any stream fault after all content and the first K closing events
+                                 (OpenAI finish chunk, usage, [DONE]; Anthropic message_delta, message_stop)
     malformed at=N               send an unparseable chunk, then end
     error at=N [type=T]          an in-stream error: Anthropic `event: error` (type, default
                                  overloaded_error), OpenAI `data: {"error":...}`, Gemini error chunk

@@ -28,6 +28,7 @@ class Fault:
     kind: str  # a STATUS/STREAM/OTHER kind, or "status" with an explicit code
     status: int = 0
     at: int = 0
+    final: int = 0  # with a large `at`: how many closing events (finish chunk, message_delta...) go first
     ms: float | None = None
     retry_after: float | None = None
     retry_after_ms: float | None = None
@@ -56,6 +57,7 @@ def parse_fault(spec: str) -> Fault:
             kind=kind,
             status=status,
             at=int(opts.pop("at", "0")),
+            final=int(opts.pop("final", "0")),
             ms=_float(opts.pop("ms", None)),
             retry_after=_float(opts.pop("retry_after", None)),
             retry_after_ms=_float(opts.pop("retry_after_ms", None)),

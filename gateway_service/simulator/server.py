@@ -133,27 +133,28 @@ class Simulator:
     async def _stream(
         self, wire: Wire, frames: list[Frame], fault: Fault | None, out: Responder, obs: Observation
     ) -> None:
-        first_content = True
+        finals = 0
         for frame in frames:
-            if out.gone.is_set():
-                obs.outcome = "client_disconnected"
-                return
-            if frame.kind != "pre" and fault is not None and fault.in_stream and obs.chunks_sent >= fault.at:
+            if fault is not None and _fault_due(fault, frame, obs.chunks_sent, finals):
                 await self._stream_fault(wire, fault, out, obs)
                 return
-            if frame.kind != "pre" and first_content and fault is not None and fault.kind == "slow":
-                await _sleep_unless_gone(out, (fault.ms or 0) / 1000)
-            elif frame.kind == "content" and self.chunk_delay_s:
-                await _sleep_unless_gone(out, self.chunk_delay_s)
-            if frame.kind != "pre":
-                first_content = False
+            await self._pace(frame, fault, out, first=obs.chunks_sent == 0 and finals == 0)
             if out.gone.is_set():
                 obs.outcome = "client_disconnected"
                 return
             await out.send_chunk(frame.data)
             obs.chunks_sent += frame.kind == "content"
+            finals += frame.kind == "final"
         await out.end_stream()
         obs.outcome = "completed"
+
+    async def _pace(self, frame: Frame, fault: Fault | None, out: Responder, *, first: bool) -> None:
+        if frame.kind == "pre":
+            return
+        if first and fault is not None and fault.kind == "slow":
+            await _sleep_unless_gone(out, (fault.ms or 0) / 1000)
+        elif frame.kind == "content" and self.chunk_delay_s:
+            await _sleep_unless_gone(out, self.chunk_delay_s)
 
     async def _stream_fault(self, wire: Wire, fault: Fault, out: Responder, obs: Observation) -> None:
         if fault.kind == "disconnect":
@@ -225,6 +226,14 @@ def _api_key(request: Request) -> str:
     return auth.removeprefix("Bearer ") or request.headers.get("x-api-key", "") or request.headers.get(
         "x-goog-api-key", request.query.get("key", "")
     )
+
+
+def _fault_due(fault: Fault, frame: Frame, content_sent: int, finals_sent: int) -> bool:
+    """A stream fault fires before content chunk number `at`, or before the closing events when the answer
+    is shorter (after the first `final` of them)."""
+    if not fault.in_stream or frame.kind == "pre":
+        return False
+    return (frame.kind == "final" or content_sent >= fault.at) and finals_sent >= fault.final
 
 
 async def _sleep_unless_gone(out: Responder, seconds: float | None) -> None:

@@ -374,3 +374,18 @@ async def test_fault_in_the_middle_of_a_tool_call(adapter: ProviderAdapter, faul
     assert all(isinstance(e, ToolCallDelta) for e in events)
     if adapter.config.type != "gemini":  # Gemini sends a call whole, in one chunk; the others in pieces
         assert "".join(e.arguments_json for e in events) != '{"city": "Paris", "unit": "celsius"}'
+
+
+@pytest.mark.parametrize("kind_name", ["openai", "openai_compatible", "anthropic"])
+@pytest.mark.parametrize("fault", ["disconnect", "truncate", "malformed", "stall"])
+async def test_losing_only_what_follows_the_finish_reason_is_success(
+    adapters: Adapters, kind_name: str, fault: str
+) -> None:
+    """Cut after OpenAI's finish_reason chunk / Anthropic's message_delta: the answer is whole."""
+    adapter = adapters.get(kind_name, idle_timeout_s=0.05)
+    events = await collect(adapter, chat(f"one two three [[fault:{fault} at=99 final=1]]"))
+    assert [e for e in events if isinstance(e, TextDelta)] == words(ANSWER)
+    assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.STOP
+    # OpenAI's usage chunk comes after the finish chunk and is lost; Anthropic's usage rides on message_delta.
+    has_usage = any(isinstance(e, UsageReport) for e in events)
+    assert has_usage is (kind_name == "anthropic")
