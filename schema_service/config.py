@@ -76,7 +76,7 @@ class MetricsSettings:
     max_batch_bytes: int = 16 * 1024 * 1024
     max_in_flight_batches: int = 16
     admission_wait_s: float = 0.2
-    stream_window: int = 4
+    stream_window: int = 8
     retention_days: int = 30
     max_time_ahead_s: float = 86_400.0
     partitions_ahead_days: int = 2
