@@ -3,7 +3,8 @@
 Everything is validated at start-up: an unknown key, a route naming an unknown provider or
 model, a bad value or a missing file raises ConfigError naming the file and the key path
 (`providers[1].models[0].context_window`). String values may use `${NAME}` or `${NAME:-default}`
-from the environment. Keys come from `api_key_env` or `api_key_file`;
+from the environment. Keys come from `api_key_env` or `api_key_file` (or `no_api_key: true` for local
+endpoints that take none, such as Ollama or the simulator);
 a missing key leaves the provider unconfigured (it still starts) and secrets print as `**********`.
 """
 
@@ -79,7 +80,9 @@ class ProviderSpec:
     @property
     def credential_source(self) -> str:
         """Where the key comes from: the environment variable's name, or the file's path."""
-        return self.api_key_env or str(self.api_key_file)
+        if self.api_key_env or self.api_key_file:
+            return self.api_key_env or str(self.api_key_file)
+        return "none (no_api_key)"
 
     def model(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.name == name), None)
@@ -180,14 +183,15 @@ def parse(data: Any, *, source: str, env: Mapping[str, str]) -> GatewayConfig:
 
 def _provider(item: Reader, env: Mapping[str, str]) -> ProviderSpec:
     item.only(
-        "name", "type", "base_url", "api_version", "api_key_env", "api_key_file", "models",
+        "name", "type", "base_url", "api_version", "api_key_env", "api_key_file", "no_api_key", "models",
         "timeout_s", "connect_timeout_s", "first_token_timeout_s", "idle_timeout_s",
     )  # fmt: skip
     name = item.required_text("name")
     kind = item.choice("type", PROVIDER_TYPES)
     key_env, key_file = item.text("api_key_env"), item.text("api_key_file")
-    if bool(key_env) == bool(key_file):
-        raise item.error("", "exactly one of api_key_env or api_key_file is required")
+    keyless = item.flag("no_api_key", False)
+    if int(bool(key_env)) + int(bool(key_file)) + int(keyless) != 1:
+        raise item.error("", "exactly one of api_key_env, api_key_file or no_api_key: true is required")
     if kind == "openai_compatible" and not item.text("base_url"):
         raise item.error("base_url", "is required for type openai_compatible")
     models = tuple(_model(m, kind) for m in item.items("models", required=True))
@@ -200,7 +204,8 @@ def _provider(item: Reader, env: Mapping[str, str]) -> ProviderSpec:
         api_version=item.text("api_version"),
         api_key_env=key_env,
         api_key_file=key_file,
-        api_key=_read_key(key_env, key_file, env),
+        # The SDKs insist on some key; an endpoint that takes none ignores this placeholder.
+        api_key=Secret("no-key") if keyless else _read_key(key_env, key_file, env),
         timeout_s=item.number("timeout_s", 60.0),
         connect_timeout_s=item.number("connect_timeout_s", 5.0),
         first_token_timeout_s=item.number("first_token_timeout_s", 30.0),

@@ -83,7 +83,8 @@ def test_secrets_print_as_stars(tmp_path: Path) -> None:
         ("timeout_s: 60", "timeout_s: soon", "providers[0].timeout_s: must be a non-negative number"),
         ("breaker_failures: 4", "breaker_fails: 4", "failover.breaker_fails: unknown key"),
         ("schema_service:", "schema_svc:", "schema_svc: unknown key"),
-        ("    api_key_env: ANTHROPIC_API_KEY\n", "", "providers[2]: exactly one of api_key_env or api_key_file"),
+        ("    api_key_env: ANTHROPIC_API_KEY\n", "", "providers[2]: exactly one of api_key_env, api_key_file or"),
+        ("    api_key_env: ANTHROPIC_API_KEY\n", "    api_key_env: A\n    no_api_key: true\n", "providers[2]: exactly"),
         ("  - name: claude", "  - name: openai", "providers[2].name: duplicate name 'openai'"),
     ],
 )  # fmt: skip
@@ -140,3 +141,9 @@ def test_environment_variables_in_values(tmp_path: Path) -> None:
     assert cfg.providers[0].base_url == "http://sim:1/v1"
     with pytest.raises(ConfigError, match=f"{path}: schema_service: environment variable SCHEMA_HOST is not set"):
         config.load(path, env={})
+
+
+def test_local_endpoints_may_take_no_key(tmp_path: Path) -> None:
+    text = GOOD.replace("    api_key_env: ANTHROPIC_API_KEY\n", "    no_api_key: true\n")
+    claude = config.load(write(tmp_path, text), env={}).providers[2]
+    assert claude.configured and claude.credential_source == "none (no_api_key)"
