@@ -25,6 +25,7 @@ Markers in the LAST USER MESSAGE steer it (they are stripped from the echo):
     [[reply:Some exact text]]    that text instead
     [[think:Some reasoning]]     reasoning first (OpenAI-compatible `reasoning_content`, Anthropic
                                  thinking block with a signature, Gemini `thought` parts)
+    [[redacted:OPAQUE]]          Anthropic only: a redacted_thinking block carrying OPAQUE
     [[call:get_weather {"city": "Paris"}]]   a tool call (several markers: parallel calls);
                                  ignored when the last message is a tool result, which is answered
                                  with "The tool answered: <result>"

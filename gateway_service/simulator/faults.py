@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-MARKER = re.compile(r"\[\[(fault|reply|call|think):(.*?)\]\]", re.DOTALL)
+MARKER = re.compile(r"\[\[(fault|reply|call|think|redacted):(.*?)\]\]", re.DOTALL)
 
 # Faults answered with an HTTP error status instead of a stream.
 STATUS_KINDS = {"429", "quota", "context", "overloaded", "auth", "invalid"}

@@ -56,6 +56,7 @@ class Plan:
     input_tokens: int
     output_tokens: int
     fault: Fault | None = None
+    redacted: list[str] = field(default_factory=list)  # Anthropic redacted_thinking blocks
 
 
 def markers(text: str, name: str) -> list[str]:
@@ -84,7 +85,7 @@ def make_plan(prompt: Prompt, fault: Fault | None) -> Plan:
     reasoning = [w for spec in markers(user, "think") for w in _WORDS.findall(spec)]
     input_tokens = sum(len(_WORDS.findall(t)) for _, t in prompt.messages)
     output = len(words) + len(reasoning) + sum(len(c.arguments_json) // 4 + 1 for c in calls)
-    return Plan(reasoning, words, calls, finish, input_tokens, output, fault)
+    return Plan(reasoning, words, calls, finish, input_tokens, output, fault, markers(user, "redacted"))
 
 
 def _reply_text(prompt: Prompt, calls: list[PlannedCall]) -> str:

@@ -93,6 +93,9 @@ def frames(plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]:
     }
     out = [Frame(sse({"type": "message_start", "message": message}, "message_start"), "pre")]
     index = 0
+    for data in plan.redacted:
+        out += _block(index, {"type": "redacted_thinking", "data": data}, [])
+        index += 1
     if plan.reasoning:
         out += _block(index, {"type": "thinking", "thinking": "", "signature": ""},
                       [{"type": "thinking_delta", "thinking": w} for w in plan.reasoning]

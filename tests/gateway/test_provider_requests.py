@@ -250,3 +250,20 @@ async def test_tool_choice_modes(sim: SimulatorHandle, adapters: Adapters, kind:
     assert TOOL_CHOICES[kind](body) == expected
     _, body = await run(adapters, sim, kind, replace(FULL, tool_choice=None))
     assert TOOL_CHOICES[kind](body) in (None, {})
+
+
+async def test_anthropic_redacted_thinking_goes_back_unchanged(sim: SimulatorHandle, adapters: Adapters) -> None:
+    first = ChatRequest(model="m", request_id="r", tools=(WEATHER,), messages=(
+        Message(Role.USER, '[[redacted:EqOpaque==]] [[think:hm]] [[call:get_weather {"city": "Oslo"}]]'),))
+    events, _ = await run(adapters, sim, "anthropic", first)
+    reasoning = [e for e in events if isinstance(e, ReasoningDelta)]
+    assert reasoning[0] == ReasoningDelta(redacted_data="EqOpaque==")
+    call = next(e for e in events if isinstance(e, ToolCallDelta) and e.id)
+    turn = Message(Role.ASSISTANT, tool_calls=(ToolCall(call.id, call.name, '{"city": "Oslo"}'),), reasoning=(
+        Reasoning(redacted_data="EqOpaque=="), Reasoning(text="hm", signature=reasoning[-1].signature)))
+    result = Message(Role.TOOL, "cold", tool_call_id=call.id)
+    _, body = await run(adapters, sim, "anthropic", replace(first, messages=(*first.messages, turn, result)))
+    assert body["messages"][1]["content"][:2] == [
+        {"type": "redacted_thinking", "data": "EqOpaque=="},
+        {"type": "thinking", "thinking": "hm", "signature": reasoning[-1].signature},
+    ]
