@@ -54,15 +54,18 @@ _opened: contextvars.ContextVar[list[httpx2.Response] | None] = contextvars.Cont
 
 
 def class_kind(exc: BaseException) -> FailureKind | None:
-    """Kind from the exact class in CLASS_KINDS; None when the code and body decide."""
-    return CLASS_KINDS[type(exc)]
+    """Kind from the nearest class in CLASS_KINDS; None when the code and body decide."""
+    for cls in type(exc).__mro__:
+        if cls in CLASS_KINDS:
+            return CLASS_KINDS[cls]
+    raise KeyError(type(exc))
 
 
 def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderError:
     """The single place where anything google-genai or its transport raises becomes a ProviderError."""
     if isinstance(exc, ProviderError):
         return exc
-    if not isinstance(exc, genai_errors.APIError) and type(exc) not in CLASS_KINDS:
+    if not isinstance(exc, tuple(CLASS_KINDS)):
         kind = classify_transport(exc) or K.MALFORMED_RESPONSE
         return make_error(kind, f"{type(exc).__name__}: {exc}", secrets=secrets)
     by_class = class_kind(exc)
