@@ -29,7 +29,7 @@ from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.anthropic_convert import EventTranslator, build_params
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
 from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, retry_after_s
-from gateway_service.providers.streaming import Pacer, Upstream, drive
+from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 
 K = FailureKind
 # None: decided by the body's error.type, else by the HTTP status.
@@ -148,11 +148,11 @@ class AnthropicAdapter:
         )
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
-        params = build_params(request, model)
         pacer = Pacer(self.config, deadline_s)
-        return drive(lambda: self._open(params), _translator, pacer, self._map_error)
+        return drive(lambda: self._open(request, model), _translator, pacer, self._map_error)
 
-    async def _open(self, params: dict[str, Any]) -> Upstream[Any]:
+    async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
+        params = convert(lambda: build_params(request, model))
         stream = await self._client.messages.create(**params)
         return Upstream(stream.__aiter__(), stream.close, stream.response.headers.get("request-id", ""))
 

@@ -33,7 +33,7 @@ from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
 from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error
 from gateway_service.providers.gemini_convert import ResponseTranslator, build_config, build_contents
-from gateway_service.providers.streaming import Pacer, Upstream, drive
+from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 
 K = FailureKind
 # None: decided by the HTTP code and the error body.
@@ -128,11 +128,11 @@ class GeminiAdapter:
         self._client = genai.Client(api_key=config.api_key or "unset", http_options=options)
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
-        contents, config = build_contents(request.messages), build_config(request)
         pacer = Pacer(self.config, deadline_s)
-        return drive(lambda: self._open(model, contents, config), _translator, pacer, self._map_error)
+        return drive(lambda: self._open(request, model), _translator, pacer, self._map_error)
 
-    async def _open(self, model: str, contents: list[dict[str, Any]], config: dict[str, Any]) -> Upstream[Any]:
+    async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
+        contents, config = convert(lambda: (build_contents(request.messages), build_config(request)))
         # The SDK sends the request on the first __anext__, so that read happens here, where the
         # response hook can hand the HTTP response to this attempt.
         opened: list[httpx2.Response] = []

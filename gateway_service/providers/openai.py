@@ -8,7 +8,6 @@ refined by what the error body says (insufficient_quota, context_length_exceeded
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import httpx2
 import openai
@@ -23,7 +22,7 @@ from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
 from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, retry_after_s
 from gateway_service.providers.openai_convert import ChunkTranslator, build_params
-from gateway_service.providers.streaming import Pacer, Upstream, drive
+from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 
 # Every class the SDK defines (the table test enforces it). Lookup walks the MRO only so that a class
 # a newer SDK adds is treated like its base until the test flags it. None: decided by the HTTP status.
@@ -124,11 +123,11 @@ class OpenAIAdapter:
         )
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
-        params = build_params(request, model, compatible=self._compatible)
         pacer = Pacer(self.config, deadline_s)
-        return drive(lambda: self._open(params), _translator, pacer, self._map_error)
+        return drive(lambda: self._open(request, model), _translator, pacer, self._map_error)
 
-    async def _open(self, params: dict[str, Any]) -> Upstream[ChatCompletionChunk]:
+    async def _open(self, request: ChatRequest, model: str) -> Upstream[ChatCompletionChunk]:
+        params = convert(lambda: build_params(request, model, compatible=self._compatible))
         stream = await self._client.chat.completions.create(**params)
         return Upstream(stream.__aiter__(), stream.close, stream.response.headers.get("x-request-id", ""))
 

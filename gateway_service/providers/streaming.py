@@ -57,6 +57,17 @@ class Pacer:
             raise
 
 
+def convert(build: Callable[[], T]) -> T:
+    """Run a request conversion: what the provider's format cannot express is the caller's error.
+
+    Called from the opener, so the failure surfaces while iterating, like every other one.
+    """
+    try:
+        return build()
+    except ValueError as exc:  # bad tool-call arguments JSON, bad reasoning signature...
+        raise ProviderError(FailureKind.INVALID_REQUEST, f"request cannot be sent to this provider: {exc}") from exc
+
+
 class Translator(Protocol[C_contra]):
     """Turns one provider's chunks into events; `finish` raises TRUNCATED without a finish reason."""
 

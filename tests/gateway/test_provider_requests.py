@@ -29,7 +29,7 @@ from gateway_service.chat.request import (
     ToolCallDelta,
     ToolChoiceMode,
 )
-from gateway_service.providers import ProviderAdapter
+from gateway_service.providers import FailureKind, ProviderAdapter, ProviderError
 from gateway_service.simulator import SimulatorHandle, start_simulator
 from tests.gateway.test_provider_streams import KEY, Adapters
 
@@ -267,3 +267,18 @@ async def test_anthropic_redacted_thinking_goes_back_unchanged(sim: SimulatorHan
         {"type": "redacted_thinking", "data": "EqOpaque=="},
         {"type": "thinking", "thinking": "hm", "signature": reasoning[-1].signature},
     ]
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+async def test_unconvertible_request_is_invalid_and_never_sent(
+    sim: SimulatorHandle, adapters: Adapters, kind: str
+) -> None:
+    """Tool-call arguments that are not JSON cannot become Anthropic `input` / Gemini `args`."""
+    turn = Message(Role.ASSISTANT, tool_calls=(ToolCall("call_1", "get_weather", "{not json"),))
+    request = ChatRequest(model="m", request_id="r", tools=(WEATHER,), messages=(
+        Message(Role.USER, "hi"), turn, Message(Role.TOOL, "sunny", tool_call_id="call_1")))
+    before = len(sim.simulator.observations)
+    with pytest.raises(ProviderError) as info:
+        await run(adapters, sim, kind, request)
+    assert info.value.kind is FailureKind.INVALID_REQUEST
+    assert len(sim.simulator.observations) == before
