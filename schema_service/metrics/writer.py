@@ -16,7 +16,7 @@ import asyncpg
 from asyncpg import exceptions as pg
 
 from schema_service.config import MetricsSettings
-from schema_service.errors import Overloaded, RequestIdReused
+from schema_service.errors import DeadlineExceeded, Overloaded, RequestIdReused
 from schema_service.metrics.dberrors import TRANSIENT, Conn, database_errors
 from schema_service.metrics.partitions import PARENT, PartitionCache
 from schema_service.metrics.series import Series
@@ -25,6 +25,8 @@ from servicekit.errors import FieldViolation
 
 COLUMNS = ("time", "series_id", "value", "metadata")
 MAX_KNOWN_SERIES = 1_000_000
+# Less time than this left before the caller's deadline: refuse at once rather than start a write that cannot finish.
+MIN_WRITE_TIME_S = 0.01
 
 _CLAIM = """
 INSERT INTO metric_write_requests (request_id, written_count) VALUES ($1, $2)
@@ -74,8 +76,23 @@ class MetricsWriter:
         finally:
             self._slots.release()
 
-    async def write(self, batch: Batch) -> WriteResult:
-        """Store the batch exactly once; DatabaseUnavailable when that cannot be known to have happened."""
+    async def write(self, batch: Batch, *, timeout_s: float | None = None) -> WriteResult:
+        """Store the batch exactly once, within `timeout_s` (the call's remaining deadline).
+
+        DatabaseUnavailable or DeadlineExceeded when it cannot be known to have happened: the retry with
+        the same request_id then stores it, or finds it stored.
+        """
+        if timeout_s is not None and timeout_s < MIN_WRITE_TIME_S:
+            raise DeadlineExceeded(f"{timeout_s * 1000:.0f} ms left before the deadline: too little to start a write")
+        try:
+            async with asyncio.timeout(timeout_s) as scope:
+                return await self._write(batch)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise DeadlineExceeded(f"the write did not finish within the call's deadline ({timeout_s:.3f} s)") from None
+
+    async def _write(self, batch: Batch) -> WriteResult:
         with database_errors("write"):
             pool = self._pool()
             for attempt in (1, 2):

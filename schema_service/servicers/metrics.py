@@ -79,7 +79,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     ) -> pb.WriteMetricsResponse:
         bind_request_id(context, request.batch.request_id)
         try:
-            _, result = await self._store(request)
+            _, result = await self._store(request, context)
         except SchemaServiceError as exc:
             await abort(context, exc)
         return pb.WriteMetricsResponse(written_count=result.written_count, duplicate=result.duplicate)
@@ -91,7 +91,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         bind_request_id(context)
         acks: asyncio.Queue[asyncio.Task[Ack] | None] = asyncio.Queue()
         window = asyncio.Semaphore(self.app.settings.metrics.stream_window)
-        reader = asyncio.create_task(self._read(request_iterator, acks, window))
+        reader = asyncio.create_task(self._read(request_iterator, acks, window, context))
         # On shutdown stop taking batches, acknowledge those already taken, then say UNAVAILABLE.
         stopper = asyncio.create_task(_cancel_when(self.lifecycle.stopping, reader))
         try:
@@ -119,20 +119,21 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         requests: AsyncIterator[Received],
         acks: asyncio.Queue[asyncio.Task[Ack] | None],
         window: asyncio.Semaphore,
+        context: grpc.aio.ServicerContext,
     ) -> None:
         try:
             async for request in requests:
                 await window.acquire()
-                acks.put_nowait(asyncio.create_task(self._store(request)))
+                acks.put_nowait(asyncio.create_task(self._store(request, context)))
         except asyncio.CancelledError:
             pass  # shutdown: stop reading; batches already taken are still acknowledged
         finally:
             acks.put_nowait(None)
 
-    async def _store(self, request: Received) -> Ack:
+    async def _store(self, request: Received, context: grpc.aio.ServicerContext) -> Ack:
         async with self.writer.admitted():
             batch = self.parser.parse(request)
-            return batch.request_id, await self.writer.write(batch)
+            return batch.request_id, await self.writer.write(batch, timeout_s=context.time_remaining())
 
     async def QueryMetrics(  # noqa: N802 - gRPC method name
         self, request: pb.QueryMetricsRequest, context: grpc.aio.ServicerContext
