@@ -116,7 +116,8 @@ class ChatRun:
                     yield self._completed(candidate, FinishReason.CONTENT_FILTER, failed.error.upstream_request_id)
                     return
                 request = self._next_request(pending)
-        if pending is not None and self.answer_pieces:
+        # Output was delivered and never retracted (no candidate left to take over): it must not pass for whole.
+        if pending is not None and (self.answer_pieces or pending.discard):
             why = f"no candidate left to {self.request.mid_stream_policy.value} the answer"
             raise mid_stream_failure(pending.record, self.sequence, self.records, why)
         raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)

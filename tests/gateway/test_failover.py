@@ -325,3 +325,11 @@ async def test_breaker_opens_after_consecutive_failures() -> None:
     assert len(p.adapters["a"].calls) == 2
     key = p.router.candidates(chat_request())[0].key_id
     assert p.health.state("a", ["m"], key)[0] is HealthState.UNHEALTHY
+
+
+async def test_restart_without_a_candidate_left_fails_mid_stream() -> None:
+    reset = ProviderError(FailureKind.CONNECTION_ERROR, "connection reset")
+    p = pipeline({"a": [[TextDelta("x"), reset]]})
+    error, events = await p.fail(chat_request(mid_stream_policy=MidStreamPolicy.RESTART))
+    assert isinstance(error, MidStreamFailure) and "no candidate left to restart" in error.message
+    assert not any(isinstance(e, FailedOver) for e in events)
