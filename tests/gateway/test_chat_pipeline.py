@@ -119,9 +119,12 @@ async def test_continue_is_refused_after_tool_call_deltas(sim: SimulatorHandle) 
         assert len(sim.simulator.observations) == 1
 
 
-async def test_failure_inside_the_commit_window_fails_over_invisibly(sim: SimulatorHandle) -> None:
+@pytest.mark.parametrize("window", [{"commit_window_tokens": 5}, {"commit_window_ms": 2000}])
+async def test_failure_inside_the_commit_window_fails_over_invisibly(
+    sim: SimulatorHandle, window: dict[str, int]
+) -> None:
     async with gateway(sim, TWO) as h:
-        events = await stream(h, ask("hi [[fault:disconnect at=3 model=primary]]", commit_window_tokens=5))
+        events = await stream(h, ask("hi [[fault:disconnect at=3 model=primary]]", **window))
         assert kinds(events)[:3] == ["started", "failover", "started"]
         assert not events[1].failover.discard_output
         assert text_of(events) == FULL and events[3].delta.sequence == 1
