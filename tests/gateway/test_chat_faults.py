@@ -52,6 +52,9 @@ CATALOGUE: dict[str, Expect] = {
     "disconnect at=2": Expect("mid_stream", R.FAILURE_REASON_CONNECTION_ERROR, 2),
     "truncate at=0": Expect("failover", R.FAILURE_REASON_TRUNCATED),
     "truncate at=3": Expect("mid_stream", R.FAILURE_REASON_TRUNCATED, 3),
+    # After every word but before the finish reason: still a failure, never a complete-looking answer.
+    "truncate at=7": Expect("mid_stream", R.FAILURE_REASON_TRUNCATED, 7),
+    "disconnect at=7": Expect("mid_stream", R.FAILURE_REASON_CONNECTION_ERROR, 7),
     "malformed at=0": Expect("failover", R.FAILURE_REASON_MALFORMED_RESPONSE),
     "malformed at=2": Expect("mid_stream", R.FAILURE_REASON_MALFORMED_RESPONSE, 2),
     "error at=0": Expect("failover", R.FAILURE_REASON_SERVER_ERROR),
