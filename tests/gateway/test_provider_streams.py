@@ -264,8 +264,9 @@ async def test_slow_first_token_times_out(sim: SimulatorHandle, adapters: Adapte
 
 
 async def test_slow_first_token_within_budget_succeeds(adapters: Adapters, kind_name: str) -> None:
-    adapter = adapters.get(kind_name, first_token_timeout_s=1.0)
-    events = await collect(adapter, chat("one two three [[fault:slow ms=100]]"))
+    # The idle timeout is shorter than the wait for the first token: it only starts counting after it.
+    adapter = adapters.get(kind_name, first_token_timeout_s=2.0, idle_timeout_s=0.15)
+    events = await collect(adapter, chat("one two three [[fault:slow ms=300]]"))
     assert events[:-2] == words(ANSWER)
 
 
