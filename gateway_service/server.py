@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -33,7 +34,10 @@ class ServeSettings:
 
 def metrics_sender(address: str) -> tuple[Send, grpc.aio.Channel]:
     """WriteMetrics to the schema service through the generated stub (never its code)."""
-    channel = grpc.aio.insecure_channel(address)
+    # round_robin spreads batches over every schema-service pod behind a headless Service
+    # (dns:///schema-service-headless:50052); with one address it is the same as pick_first.
+    service_config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+    channel = grpc.aio.insecure_channel(address, options=[("grpc.service_config", service_config)])
     stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
 
     async def send(batch: metrics_service_pb2.WriteMetricsRequest) -> None:

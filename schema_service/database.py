@@ -9,6 +9,7 @@ folder's parent directories, so keep the data folder somewhere that is harmless
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,13 +23,17 @@ _embedded: dict[Path, Any] = {}
 
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under `data_dir`; returns a DSN to database `postgres`."""
-    import pgserver
-
     data_dir = data_dir.resolve()
     if data_dir not in _embedded:
         data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded postgresql", extra={"data_dir": str(data_dir)})
-        _embedded[data_dir] = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+        with warnings.catch_warnings():
+            # pgserver keeps its lock file in the user runtime dir; without XDG_RUNTIME_DIR (containers,
+            # CI) platformdirs warns and falls back to /tmp, which is fine for a lock file.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            import pgserver
+
+            _embedded[data_dir] = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     uri: str = _embedded[data_dir].get_uri("postgres")
     return uri
 

@@ -117,3 +117,17 @@ def test_container_commands_use_flags_the_services_accept(docs: list[dict[str, A
             assert usage.returncode == 0, usage.stderr
             for flag in (a for a in args if a.startswith("--")):
                 assert re.search(rf"{re.escape(flag)}\b", usage.stdout), f"{command} {subcommand} has no {flag}"
+
+
+@pytest.mark.parametrize(
+    "config", ["deploy/k8s/base/gateway/gateway.yaml", "deploy/local/gateway.yaml"], ids=["k8s", "local"]
+)
+def test_shipped_gateway_configs_pass_the_gateways_own_check(config: str) -> None:
+    checked = subprocess.run(
+        [str(BIN / "gateway-service"), "serve", "--config", str(ROOT / config), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "routes=" in checked.stdout + checked.stderr
