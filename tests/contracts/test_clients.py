@@ -117,13 +117,14 @@ CLIENT = textwrap.dedent(
 
 @pytest.mark.timeout(300)
 async def test_contracts_wheel_in_clean_venv_calls_both_servers(servers: Servers, tmp_path: Path) -> None:
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"), "contracts"],
         cwd=ROOT,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=120,
     )
+    assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("llm_platform_contracts-*.whl")
     venv.create(tmp_path / "venv", with_pip=True)
     python = tmp_path / "venv" / "bin" / "python"
