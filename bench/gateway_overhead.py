@@ -31,9 +31,7 @@ import psutil
 
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.procs import ServiceProcess, free_port  # noqa: E402
+from servicekit.procs import ServiceProcess, free_port
 
 BIN = Path(sys.executable).parent
 PROMPT = "hi"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import BIN, ServiceProcess
+from servicekit.procs import BIN, ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_VARS = ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY")

@@ -18,8 +18,8 @@ from gateway_service import config, server
 from gateway_service.simulator import SimulatorHandle, start_simulator
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
+from servicekit.procs import ServiceProcess
 from tests.gateway.e2e_helpers import Harness, Upstream, chat_failure, gateway, stream_failure, user
-from tests.procs import ServiceProcess
 
 KEY_VARS = ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.procs import ServiceProcess
+from servicekit.procs import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 

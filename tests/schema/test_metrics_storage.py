@@ -18,7 +18,7 @@ from schema_service.metrics.jobs import Housekeeping
 from schema_service.verify import verify
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
-from tests.procs import ServiceProcess
+from servicekit.procs import ServiceProcess
 from tests.schema.metrics_helpers import count_rows, metric, metrics_server, violations
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ServiceProcess
+from servicekit.procs import ServiceProcess
 from tests.schema.migration_fixtures.helpers import fetchval, history, write_migrations
 
 

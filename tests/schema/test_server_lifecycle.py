@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.procs import ServiceProcess
+from servicekit.procs import ServiceProcess
 from tests.tcpproxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

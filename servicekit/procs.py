@@ -1,4 +1,7 @@
-"""Run the services as real processes, the way operators do, and wait on their health."""
+"""Run the services as real processes, the way operators do, and wait on their health.
+
+Used by the tests, the benchmarks and `make run`; nothing here is needed to serve.
+"""
 
 from __future__ import annotations
 
