@@ -44,6 +44,10 @@ def wait_ready(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 1
     raise SystemExit(f"{address} not ready after {timeout_s}s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schema-port", type=int, default=50052)
@@ -77,7 +81,9 @@ def main() -> int:
             "\n(see README.md for the walkthrough; Ctrl-C stops everything)\n",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # Explicit for both: a shell that starts us in the background leaves SIGINT ignored.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _interrupt)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         return 1
