@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from gateway_service.chat.request import (
@@ -24,6 +23,7 @@ from gateway_service.chat.request import (
 )
 from gateway_service.chat.router import Candidate
 from gateway_service.providers.base import FailureKind, ProviderError
+from gateway_service.watchdog import Expired, Watchdog
 
 Piece = TextDelta | ReasoningDelta | ToolCallDelta
 
@@ -71,6 +71,7 @@ class Attempt:
         # is told the attempt started), or one still in flight when the commit window closed (cancelling
         # it would end the upstream stream). `_next` awaits it before reading on.
         self._read: asyncio.Future[ProviderEvent] | None = None
+        self._watchdog = Watchdog(asyncio.get_running_loop())
 
     def open(self) -> None:
         """Send the upstream request now, in the background; `pieces()` picks up its first event."""
@@ -82,6 +83,7 @@ class Attempt:
 
     async def close(self) -> None:
         """Close the upstream HTTP request at once (failure, cancellation, the caller going away, or done)."""
+        self._watchdog.close()
         read, self._read = self._read, None
         if read is not None:
             read.cancel()
@@ -90,12 +92,10 @@ class Attempt:
         if closer is not None:
             await closer()
 
-    async def pieces(self) -> AsyncGenerator[Piece, None]:
+    def pieces(self) -> AsyncGenerator[Piece, None]:
         """Output pieces; returns after the finish event (in `state.finished`), raises ProviderError."""
         assert self._stream is not None, "open() first"
-        async with aclosing(self._run(self._stream, asyncio.get_running_loop())) as pieces:
-            async for piece in pieces:
-                yield piece
+        return self._run(self._stream, asyncio.get_running_loop())
 
     async def _run(
         self, stream: AsyncIterator[ProviderEvent], loop: asyncio.AbstractEventLoop
@@ -120,22 +120,15 @@ class Attempt:
         self, stream: AsyncIterator[ProviderEvent], loop: asyncio.AbstractEventLoop
     ) -> ProviderEvent | None:
         now = loop.time()
-        limit, what = self._budget(now)
-        window_wait = self._window_end is not None and self._window_end < limit
-        if window_wait:
-            assert self._window_end is not None
-            limit = self._window_end
+        limit = self._limit(now)
         try:
-            if window_wait:
-                return await self._read_until(stream, limit - now)
-            async with asyncio.timeout(max(0.0, limit - now)) as scope:
-                return await (self._take_read() or anext(stream))
+            if self._window_end is not None and self._window_end < limit:
+                return await self._read_until(stream, self._window_end - now)
+            return await self._watchdog.wait(self._take_read() or anext(stream), limit)
         except StopAsyncIteration:
             raise ProviderError(FailureKind.TRUNCATED, "stream ended without a finish reason") from None
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            raise ProviderError(FailureKind.TIMEOUT, what) from None
+        except Expired:
+            raise ProviderError(FailureKind.TIMEOUT, self._what(limit)) from None
 
     async def _read_until(self, stream: AsyncIterator[ProviderEvent], wait_s: float) -> ProviderEvent | None:
         """The next event, or None when `wait_s` passes first (the read goes on in the background)."""
@@ -148,14 +141,17 @@ class Attempt:
         read, self._read = self._read, None
         return read
 
-    def _budget(self, now: float) -> tuple[float, str]:
+    def _limit(self, now: float) -> float:
+        limit = now + self.limits.idle_s if self.state.pieces_received else self.limits.first_token_by
+        return min(limit, self.limits.end)
+
+    def _what(self, limit: float) -> str:
+        # Only formatted when a wait timed out: the limit is computed for every event.
+        if limit >= self.limits.end:
+            return "attempt deadline reached"
         if self.state.pieces_received:
-            limit, what = now + self.limits.idle_s, f"no chunk for {self.limits.idle_s:g}s (idle timeout)"
-        else:
-            limit, what = self.limits.first_token_by, "no first token within this attempt's share of the deadline"
-        if self.limits.end <= limit:
-            return self.limits.end, "attempt deadline reached"
-        return limit, what
+            return f"no chunk for {self.limits.idle_s:g}s (idle timeout)"
+        return "no first token within this attempt's share of the deadline"
 
     def _take(self, piece: Piece, now: float) -> list[Piece]:
         state = self.state

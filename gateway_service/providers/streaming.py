@@ -15,6 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from gateway_service.chat.request import ProviderEvent
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
+from gateway_service.watchdog import Expired, Watchdog
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -25,36 +26,40 @@ class Pacer:
     """Deadlines of one attempt: first output, idle gap between chunks, and the whole attempt."""
 
     def __init__(self, config: ProviderConfig, deadline_s: float) -> None:
-        now = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
         self._end = now + max(0.0, min(deadline_s, config.timeout_s))
         self._first_by = now + config.first_token_timeout_s
         self._idle_s = config.idle_timeout_s
         self._first_token_s = config.first_token_timeout_s
         self._output_started = False
+        self._watchdog = Watchdog(self._loop)
 
     def output_started(self) -> None:
         self._output_started = True
 
-    def _budget(self) -> tuple[float, str]:
-        now = asyncio.get_running_loop().time()
+    def _limit(self) -> float:
+        limit = self._loop.time() + self._idle_s if self._output_started else self._first_by
+        return min(limit, self._end)
+
+    def _what(self, limit: float) -> str:
+        # Only formatted when a wait timed out: the limit is computed for every chunk.
+        if limit >= self._end:
+            return "attempt deadline reached"
         if self._output_started:
-            limit, what = now + self._idle_s, f"no chunk for {self._idle_s:g}s (idle timeout)"
-        else:
-            limit, what = self._first_by, f"no first token within {self._first_token_s:g}s"
-        if self._end <= limit:
-            limit, what = self._end, "attempt deadline reached"
-        return max(0.0, limit - now), what
+            return f"no chunk for {self._idle_s:g}s (idle timeout)"
+        return f"no first token within {self._first_token_s:g}s"
 
     async def wait(self, awaitable: Awaitable[T]) -> T:
         """Await `awaitable` within the current budget, raising ProviderError(TIMEOUT) past it."""
-        delay, what = self._budget()
+        limit = self._limit()
         try:
-            async with asyncio.timeout(delay) as scope:
-                return await awaitable
-        except TimeoutError as exc:
-            if scope.expired():
-                raise ProviderError(FailureKind.TIMEOUT, what) from exc
-            raise
+            return await self._watchdog.wait(awaitable, limit)
+        except Expired as exc:
+            raise ProviderError(FailureKind.TIMEOUT, self._what(limit)) from exc
+
+    def close(self) -> None:
+        self._watchdog.close()
 
 
 def convert(build: Callable[[], T]) -> T:
@@ -122,6 +127,7 @@ async def drive(
         raise _tag(map_error(exc), upstream) from exc
     finally:
         # Runs on aclose() and cancellation too: the upstream sees the connection close at once.
+        pacer.close()
         if upstream is not None:
             await asyncio.shield(upstream.close())
 

@@ -1,0 +1,74 @@
+"""A deadline for a stream's successive awaits, cheaper per chunk than `asyncio.timeout()`.
+
+`asyncio.timeout()` costs a Timeout object, a timer handle pushed on the loop's heap and its
+cancellation for every await; a stream waits once per chunk, and the pipeline and the adapter
+each bound that wait. Here one timer serves every wait: moving the deadline later (the idle
+timeout after each chunk) only stores a float, and the timer, when it fires before the current
+deadline, re-arms itself for it. The cancellation protocol is `asyncio.timeout()`'s: the task is
+cancelled, and the cancellation becomes Expired (a TimeoutError) unless someone else cancelled it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class Expired(TimeoutError):
+    """The watchdog's deadline passed (told apart from a TimeoutError the awaited code raised itself)."""
+
+
+class Watchdog:
+    """Bounds one await at a time (in whichever task runs it) by an absolute loop time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_for = math.inf  # when the timer fires
+        self._when = math.inf  # deadline of the await in progress; inf when none is
+        self._task: asyncio.Task[object] | None = None
+        self._fired = False
+
+    async def wait(self, awaitable: Awaitable[T], when: float) -> T:
+        """`await awaitable`, raising Expired if loop time `when` passes first."""
+        task = asyncio.current_task()
+        assert task is not None, "Watchdog.wait runs inside a task"
+        if when < self._armed_for:
+            self._arm(when)
+        self._when, self._task, cancelling = when, task, task.cancelling()
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            fired, self._fired = self._fired, False
+            if fired and task.uncancel() <= cancelling:
+                raise Expired from None
+            raise
+        finally:
+            if self._fired:  # fired, but the await ended another way: withdraw the cancel, as asyncio.timeout does
+                task.uncancel()
+            self._when, self._task, self._fired = math.inf, None, False
+
+    def close(self) -> None:
+        """Drop the timer (the stream is over)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle, self._armed_for = None, math.inf
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle, self._armed_for = self._loop.call_at(when, self._fire), when
+
+    def _fire(self) -> None:
+        self._handle, armed_for, self._armed_for = None, self._armed_for, math.inf
+        if self._task is None or self._when == math.inf:
+            return  # no await in progress: the next one arms the timer again
+        if self._when > armed_for:
+            self._arm(self._when)  # the deadline moved later since the timer was set
+            return
+        self._fired = True
+        self._task.cancel()
