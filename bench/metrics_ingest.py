@@ -35,6 +35,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from schema_service.database import with_database
 from schema_service.metrics.partitions import create_partitions
 from schema_service.metrics.series import make_series
 from schema_service.migrate import apply_migrations
@@ -176,7 +177,7 @@ async def main(total: int, rounds: int) -> None:
     admin = await asyncpg.connect(admin_url)
     name = f"bench_metrics_{uuid.uuid4().hex[:8]}"
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = admin_url.rsplit("/", 1)[0] + "/" + name
+    dsn = with_database(admin_url, name)
     try:
         await apply_migrations(dsn)
         await run(dsn, total, rounds)

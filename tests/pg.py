@@ -22,3 +22,8 @@ def start_embedded(data_dir: Path) -> str:
     from schema_service.database import start_embedded_postgres
 
     return start_embedded_postgres(data_dir)
+
+
+def database_of(dsn: str) -> str:
+    """The database a DSN names (also for socket DSNs such as `postgresql://u@/db?host=/run/pg`)."""
+    return urlsplit(dsn).path.lstrip("/")

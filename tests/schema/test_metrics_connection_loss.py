@@ -16,6 +16,7 @@ import pytest
 
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1.metrics_service_pb2_grpc import MetricsServiceStub
+from tests.pg import database_of
 from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server
 from tests.schema.test_metrics_write import wait_for_lock_waiters
 from tests.tcpproxy import TcpProxy
@@ -28,7 +29,7 @@ KILL = (
 
 
 async def test_connection_killed_mid_write_gives_unavailable_and_the_retry_stores_once(migrated_db: str) -> None:
-    database = migrated_db.rsplit("/", 1)[1]
+    database = database_of(migrated_db)
     request = pb.WriteMetricsRequest(request_id="killed", metrics=[metric(float(i)) for i in range(5)])
     admin = await asyncpg.connect(migrated_db)
     try:
@@ -99,7 +100,7 @@ async def writer(stub: MetricsServiceStub, number: int, progress: Progress) -> i
 
 @pytest.mark.timeout(120)
 async def test_stored_rows_equal_acknowledged_rows_after_connections_are_killed_mid_loop(migrated_db: str) -> None:
-    database = migrated_db.rsplit("/", 1)[1]
+    database = database_of(migrated_db)
     progress = Progress()
     admin = await asyncpg.connect(migrated_db)
     try:

@@ -18,6 +18,7 @@ from schema_service.metrics.validation import BatchParser
 from schema_service.metrics.wire import received
 from schema_service.metrics.writer import MetricsWriter, WriteResult
 from schemaservice.v1 import metrics_service_pb2 as pb
+from tests.pg import database_of
 from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server
 
 
@@ -142,7 +143,12 @@ async def wait_for_lock_waiters(admin: asyncpg.Connection, database: str, count:
         "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'schema-service' "
         "AND wait_event_type = 'Lock'"
     )
-    while await admin.fetchval(query, database) < count:
+    while True:
+        # `admin` may be inside the transaction holding the lock, where pg_stat_activity would keep
+        # showing the snapshot it took first: clear it on every poll.
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        if await admin.fetchval(query, database) >= count:
+            return
         await asyncio.sleep(0.01)
 
 
@@ -156,7 +162,7 @@ async def test_too_many_writes_in_flight_gives_resource_exhausted_with_retry_inf
             first = asyncio.ensure_future(
                 running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="first", metrics=[metric()]))
             )
-            await wait_for_lock_waiters(admin, migrated_db.rsplit("/", 1)[1], 1)
+            await wait_for_lock_waiters(admin, database_of(migrated_db), 1)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="second", metrics=[metric()]))
             await blocker.rollback()
