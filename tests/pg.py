@@ -27,3 +27,10 @@ def start_embedded(data_dir: Path) -> str:
 def database_of(dsn: str) -> str:
     """The database a DSN names (also for socket DSNs such as `postgresql://u@/db?host=/run/pg`)."""
     return urlsplit(dsn).path.lstrip("/")
+
+
+def dsn_with_user(dsn: str, user: str) -> str:
+    """The same server and database, another role (no password: the test servers trust local roles)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))

@@ -10,7 +10,7 @@ import pytest
 from schema_service.config import MigrationSettings
 from schema_service.migrate.errors import ScratchDatabaseUnavailable
 from schema_service.verify import Difference, verify
-from tests.pg import dsn_with_database
+from tests.pg import dsn_with_database, dsn_with_user
 from tests.schema.migration_fixtures.helpers import fetchval
 
 SETTINGS = MigrationSettings()
@@ -103,7 +103,7 @@ async def test_scratch_url_when_the_live_role_may_not_create_databases(migrated_
         await admin.execute(f"CREATE ROLE {role} LOGIN NOCREATEDB")
         await admin.execute(f"GRANT USAGE ON SCHEMA schema_service TO {role}")
         await admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA schema_service TO {role}")
-        live = migrated_db.replace("postgres@", f"{role}@", 1)
+        live = dsn_with_user(migrated_db, role)
         with pytest.raises(ScratchDatabaseUnavailable, match="--scratch-url"):
             await verify(live, SETTINGS)
         assert await verify(live, SETTINGS, scratch_url=dsn_with_database(pg_admin_dsn, "postgres")) == []
