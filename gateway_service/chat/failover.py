@@ -152,9 +152,11 @@ class ChatRun:
         failed_over: FailedOver | None,
     ) -> AsyncGenerator[GatewayEvent, None]:  # fmt: skip
         attempt = Attempt(candidate, request, self._limits(candidate, candidates_left))
-        # The upstream request leaves before the caller is told, so telling it costs no time to first token.
+        # The upstream request leaves before the caller is told, so telling it costs no time to first token:
+        # one loop turn lets the read task open() started get the request onto the wire before our writes.
         attempt.open()
         try:
+            await asyncio.sleep(0)
             if failed_over is not None:
                 yield failed_over
             yield AttemptStarted(candidate.provider.name, candidate.model.name, number)
