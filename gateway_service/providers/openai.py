@@ -17,7 +17,7 @@ from openai._response import StreamAlreadyConsumed
 from openai._types import RequestOptions
 from openai.lib._old_api import APIRemovedInV1
 from openai.lib.azure import MutuallyExclusiveAuthError
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
@@ -127,7 +127,7 @@ class OpenAIAdapter:
         pacer = Pacer(self.config, deadline_s)
         return drive(lambda: self._open(request, model), _translator, pacer, self._map_error)
 
-    async def _open(self, request: ChatRequest, model: str) -> Upstream[ChatCompletionChunk]:
+    async def _open(self, request: ChatRequest, model: str) -> Upstream[object]:
         params = convert(lambda: build_params(request, model, compatible=self._compatible))
         options: RequestOptions = {"security": {"bearer_auth": True}}
         extra = params.pop("extra_body", None)
@@ -143,9 +143,11 @@ class OpenAIAdapter:
             cast_to=ChatCompletion,
             options=options,
             stream=True,
-            stream_cls=openai.AsyncStream[ChatCompletionChunk],
+            # Chunks as decoded JSON: the SDK still reads the SSE, parses it and raises its errors
+            # (an `error` object in the stream included); only the per-chunk model is left out.
+            stream_cls=openai.AsyncStream[object],
         )
-        return Upstream(stream.__aiter__(), stream.close, stream.response.headers.get("x-request-id", ""))
+        return Upstream(stream, stream.close, stream.response.headers.get("x-request-id", ""))
 
     def _map_error(self, exc: Exception) -> ProviderError:
         return map_error(exc, (self.config.api_key,))
@@ -154,5 +156,5 @@ class OpenAIAdapter:
         await self._client.close()
 
 
-def _translator(upstream: Upstream[ChatCompletionChunk]) -> ChunkTranslator:
+def _translator(upstream: Upstream[object]) -> ChunkTranslator:
     return ChunkTranslator(upstream.request_id)
