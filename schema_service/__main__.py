@@ -41,8 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server")
     add_database_args(serve)
-    serve.add_argument("--host", default=os.environ.get("SCHEMA_SERVICE_HOST", "[::]"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("SCHEMA_SERVICE_PORT", DEFAULT_PORT)))
+    host = os.environ.get("SCHEMA_SERVICE_HOST", "[::]")
+    serve.add_argument("--host", default=host, help="listen address (env SCHEMA_SERVICE_HOST)")
+    # A string default goes through `type`, so a malformed SCHEMA_SERVICE_PORT is a usage error (exit 2).
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get("SCHEMA_SERVICE_PORT", str(DEFAULT_PORT)),
+        help="listen port, 0 picks one (env SCHEMA_SERVICE_PORT)",
+    )
     serve.add_argument("--shutdown-grace", type=float, default=20.0, help="seconds in-flight calls get at SIGTERM")
     serve.add_argument(
         "--readiness-interval", type=float, default=2.0, help="seconds between database checks for readiness"
@@ -52,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=64 * 1024 * 1024,
         help="largest gRPC message accepted or sent (default 64 MiB; a full 10,000-metric batch fits)",
+    )
+    serve.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=128,
+        help="calls served at once; more are refused with RESOURCE_EXHAUSTED",
+    )
+    serve.add_argument(
+        "--scratch-url",
+        default=env_str("SCHEMA_SERVICE_SCRATCH_URL"),
+        help="server where VerifySchema builds its scratch database (env SCHEMA_SERVICE_SCRATCH_URL)",
+    )
+    serve.add_argument(
+        "--allow-out-of-order", action="store_true", help="apply files older than the applied version at start"
     )
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start (a Job does)")
     serve.set_defaults(handler=_serve)
@@ -70,10 +91,15 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_grace_s=args.shutdown_grace,
         readiness_interval_s=args.readiness_interval,
         max_message_bytes=args.max_message_bytes,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
         log_level=args.log_level,
     )
     migration = replace(
-        settings.migration, migrations_dir=args.migrations_dir, migrate_on_start=not args.no_migrate
+        settings.migration,
+        migrations_dir=args.migrations_dir,
+        migrate_on_start=not args.no_migrate,
+        scratch_url=args.scratch_url,
+        allow_out_of_order=args.allow_out_of_order or settings.migration.allow_out_of_order,
     )
     settings = replace(settings, migration=migration).validate()
     asyncio.run(server.run(settings))

@@ -23,11 +23,17 @@ class App:
     dsn: str
     pool: asyncpg.Pool | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set by the server: until the schema reaches the packaged migrations' version, writes and
+    # queries would fail on missing tables, so they are refused as UNAVAILABLE with RetryInfo.
+    schema_gate: bool = False
 
     def require_pool(self) -> asyncpg.Pool:
-        """The pool, or DatabaseUnavailable (UNAVAILABLE + RetryInfo) while the database is unreachable."""
+        """The pool, or DatabaseUnavailable (UNAVAILABLE + RetryInfo) while the database is unreachable
+        or, behind the schema gate, not yet migrated."""
         if self.pool is None:
             raise DatabaseUnavailable("database not reachable yet", retry_after_s=1.0)
+        if self.schema_gate and not self.ready.is_set():
+            raise DatabaseUnavailable("database schema not migrated yet", retry_after_s=1.0)
         return self.pool
 
     async def connect(self) -> asyncpg.Pool:

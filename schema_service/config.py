@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 DEFAULT_PORT = 50052
 PACKAGE_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -19,13 +19,15 @@ class ConfigError(ValueError):
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by `**********`."""
+    """The URL with its password (in the authority or a `password=` parameter) replaced by `**********`."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:**********@{netloc[1]}"))
+    if parts.password is not None:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:**********@{host}")
+    if parts.query:
+        query = [(k, "**********" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, True)]
+        parts = parts._replace(query=urlencode(query, safe="*/"))
+    return urlunsplit(parts)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class MigrationSettings:
 
     migrations_dir: Path = PACKAGE_MIGRATIONS
     migrate_on_start: bool = True
+    # Where VerifySchema builds its scratch database when the service's own role may not create one.
+    scratch_url: str | None = field(default=None, repr=False)
     lock_timeout_s: float = field(default_factory=lambda: _migration_env("lock_timeout_s", 5.0))
     statement_timeout_s: float = field(default_factory=lambda: _migration_env("statement_timeout_s", 600.0))
     lock_wait_s: float = field(default_factory=lambda: _migration_env("lock_wait_s", 300.0))
@@ -126,6 +130,8 @@ class Settings:
     readiness_interval_s: float = 2.0
     log_level: str = "INFO"
     max_message_bytes: int = 64 * 1024 * 1024
+    # Bounds what concurrent large requests can hold in memory (each up to max_message_bytes).
+    max_concurrent_rpcs: int = 128
     migration: MigrationSettings = field(default_factory=MigrationSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings.from_env)
 
@@ -142,6 +148,13 @@ class Settings:
             raise ConfigError(f"Config 'migrations_dir' is not a directory: {self.migration.migrations_dir}")
         if self.shutdown_grace_s < 0:
             raise ConfigError("Config 'shutdown_grace_s' must be >= 0")
+        if self.readiness_interval_s <= 0:
+            raise ConfigError(f"Config 'readiness_interval_s' must be > 0, got {self.readiness_interval_s}")
+        if self.max_concurrent_rpcs <= 0:
+            raise ConfigError(f"Config 'max_concurrent_rpcs' must be > 0, got {self.max_concurrent_rpcs}")
+        scratch = self.migration.scratch_url
+        if scratch is not None and not scratch.startswith(("postgres://", "postgresql://")):
+            raise ConfigError("Config 'scratch_url' must start with postgresql:// or postgres://")
         self.metrics.validate(self.max_message_bytes)
         return self
 

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+from pathlib import Path
+
+import asyncpg
 
 from schema_service import database
 from schema_service.app import App
 from schema_service.config import Settings
+from schema_service.errors import SchemaServiceError
 from schema_service.metrics.jobs import run_housekeeping
+from schema_service.migrate import history
+from schema_service.migrate.files import load_dir
 from schema_service.migrate.startup import migrate_at_start
 from schema_service.servicers import add_to_server
 from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
@@ -35,9 +42,11 @@ async def resolve_dsn(settings: Settings) -> str:
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM; readiness follows the database."""
     dsn = await resolve_dsn(settings)
-    app = App(settings=settings, dsn=dsn)
+    app = App(settings=settings, dsn=dsn, schema_gate=True)
     lifecycle = Lifecycle(SERVICE_NAMES)
-    options = ServerOptions(max_message_bytes=settings.max_message_bytes)
+    options = ServerOptions(
+        max_message_bytes=settings.max_message_bytes, max_concurrent_rpcs=settings.max_concurrent_rpcs
+    )
     server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await lifecycle.start(ready=False)
@@ -58,13 +67,40 @@ async def run(settings: Settings) -> None:
 
 
 async def _watch_readiness(app: App, lifecycle: Lifecycle) -> None:
-    """Connect, run start-up work, then keep readiness in step with the database."""
+    """Connect, run start-up work, then keep readiness in step with the database and its schema.
+
+    Ready means the database answers and its schema has reached the newest packaged migration:
+    with --no-migrate the pods wait for the migration Job instead of serving on missing tables.
+    """
     pool = await app.connect()
     await startup_work(app)
-    app.ready.set()
+    expected = expected_version(app.settings.migration.migrations_dir)
     while True:
-        await lifecycle.set_ready(await database.ping(pool))
+        reachable = await database.ping(pool)
+        if reachable and not app.ready.is_set() and await schema_version(pool) >= expected:
+            log.info("schema ready", extra={"version": expected})
+            app.ready.set()
+        await lifecycle.set_ready(reachable and app.ready.is_set())
         await asyncio.sleep(app.settings.readiness_interval_s)
+
+
+def expected_version(migrations_dir: Path) -> int:
+    """The newest version among the migration files (0 when there are none)."""
+    try:
+        return max((f.version for f in load_dir(migrations_dir)), default=0)
+    except SchemaServiceError as exc:
+        # Unreadable files: stay NOT_SERVING (status and lint say why) rather than serve on a guess.
+        log.error("cannot read the migrations; staying not ready", extra={"error": exc.message})
+        return sys.maxsize
+
+
+async def schema_version(pool: asyncpg.Pool) -> int:
+    """The applied version, or -1 when it cannot be read right now."""
+    try:
+        async with pool.acquire(timeout=2.0) as conn:
+            return history.current_version(await history.read(conn))  # type: ignore[arg-type]
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return -1
 
 
 async def startup_work(app: App) -> None:

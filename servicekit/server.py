@@ -45,6 +45,9 @@ class ServerOptions:
     keepalive_timeout_ms: int = 10_000
     max_connection_age_ms: int = 300_000
     max_connection_age_grace_ms: int = 60_000
+    # Calls beyond this are refused with RESOURCE_EXHAUSTED before their messages are read, which
+    # bounds the memory that large requests can hold; None leaves it unbounded.
+    max_concurrent_rpcs: int | None = None
 
     def channel_args(self) -> list[tuple[str, int]]:
         return [
@@ -121,7 +124,7 @@ def build_server(
     full_service_names: Sequence[str],
 ) -> grpc.aio.Server:
     """A grpc.aio server with the servicers, health and reflection registered."""
-    server = grpc.aio.server(options=options.channel_args())
+    server = grpc.aio.server(options=options.channel_args(), maximum_concurrent_rpcs=options.max_concurrent_rpcs)
     for add in add_servicers:
         add(server)
     health_pb2_grpc.add_HealthServicer_to_server(lifecycle.health, server)

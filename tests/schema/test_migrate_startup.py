@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
-from servicekit.procs import ServiceProcess
+from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from servicekit.procs import BIN, ServiceProcess
 from tests.schema.migration_fixtures.helpers import fetchval, history, write_migrations
 
 
@@ -28,10 +32,24 @@ async def test_two_replicas_starting_together_apply_each_migration_once(empty_db
 
 
 @pytest.mark.timeout(60)
-async def test_no_migrate_leaves_the_schema_alone(empty_db: str, tmp_path: Path) -> None:
+async def test_no_migrate_leaves_the_schema_alone_and_waits_for_it(empty_db: str, tmp_path: Path) -> None:
+    """With --no-migrate (a Job migrates) the service is alive but not ready until the schema is."""
     folder = write_migrations(tmp_path, {"001_a.sql": "CREATE TABLE a (x int);\n"})
-    with ServiceProcess(
-        "schema-service", "--database-url", empty_db, "--migrations-dir", str(folder), "--no-migrate"
-    ) as s:
+    args = ("--database-url", empty_db, "--migrations-dir", str(folder), "--no-migrate", "--readiness-interval", "0.1")
+    with ServiceProcess("schema-service", *args) as s:
+        await s.wait_serving("liveness")
+        assert await s.health("readiness") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await fetchval(empty_db, "SELECT to_regclass('a')") is None
+        async with grpc.aio.insecure_channel(s.address) as channel:
+            stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ListAnomalies(metrics_service_pb2.ListAnomaliesRequest())
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        migrated = subprocess.run(
+            [str(BIN / "schema-service"), "migrate", "--database-url", empty_db, "--migrations-dir", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert migrated.returncode == 0, migrated.stderr
         await s.wait_serving("readiness")
-    assert await fetchval(empty_db, "SELECT to_regclass('a')") is None

@@ -24,13 +24,13 @@ def _through(dsn: str, port: int) -> str:
 
 
 @pytest.mark.timeout(90)
-async def test_readiness_follows_database_while_liveness_stays_serving(empty_db: str) -> None:
-    target = urlsplit(empty_db)
+async def test_readiness_follows_database_while_liveness_stays_serving(migrated_db: str) -> None:
+    target = urlsplit(migrated_db)
     if not target.hostname or target.hostname.startswith("/"):
         pytest.skip("needs a TCP database (DATABASE_URL); the embedded server listens on a Unix socket")
     proxy = TcpProxy(target.hostname, target.port or 5432)
     await proxy.start()
-    args = ("--database-url", _through(empty_db, proxy.port), "--no-migrate", "--readiness-interval", "0.1")
+    args = ("--database-url", _through(migrated_db, proxy.port), "--no-migrate", "--readiness-interval", "0.1")
     with ServiceProcess("schema-service", *args) as service:
         await service.wait_serving("readiness")
         for name in ("", "liveness", "schemaservice.v1.MigrationService", "schemaservice.v1.MetricsService"):
@@ -48,9 +48,9 @@ async def test_readiness_follows_database_while_liveness_stays_serving(empty_db:
 
 
 @pytest.mark.timeout(90)
-async def test_sigterm_flips_health_refuses_new_calls_and_exits_zero(empty_db: str) -> None:
+async def test_sigterm_flips_health_refuses_new_calls_and_exits_zero(migrated_db: str) -> None:
     # Trust auth ignores the password, so the URL can carry one that must never be logged.
-    with_password = re.sub(r"//([^:@/]+)(:[^@]*)?@", r"//\1:s3cret-pw@", empty_db, count=1)
+    with_password = re.sub(r"//([^:@/]+)(:[^@]*)?@", r"//\1:s3cret-pw@", migrated_db, count=1)
     assert "s3cret-pw" in with_password
     args = ("--database-url", with_password, "--no-migrate", "--shutdown-grace", "60")
     with ServiceProcess("schema-service", *args) as service:
@@ -78,10 +78,10 @@ async def test_sigterm_flips_health_refuses_new_calls_and_exits_zero(empty_db: s
 
 
 @pytest.mark.timeout(60)
-async def test_message_over_the_transport_limit_gets_a_clear_error(empty_db: str) -> None:
+async def test_message_over_the_transport_limit_gets_a_clear_error(migrated_db: str) -> None:
     from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
-    args = ("--database-url", empty_db, "--no-migrate", "--max-message-bytes", str(17 * 1024 * 1024))
+    args = ("--database-url", migrated_db, "--no-migrate", "--max-message-bytes", str(17 * 1024 * 1024))
     with ServiceProcess("schema-service", *args) as service:
         await service.wait_serving("readiness")
         metric = metrics_service_pb2.Metric(name="x", value=1.0, unit="ms", labels={"pad": "p" * (18 * 1024 * 1024)})
