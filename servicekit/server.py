@@ -4,9 +4,9 @@ Health names: `""` (overall, follows readiness), `liveness` (the process is up),
 `readiness` (the service can do its work), and each service's full name.
 
 Shutdown (SIGTERM or SIGINT): readiness, overall and service names flip to
-NOT_SERVING, watch streams are told to end at once (`Lifecycle.stopping`), new
-calls are refused, and in-flight calls get `grace_s` to finish before they are
-cancelled; then `serve()` returns and the process exits 0.
+NOT_SERVING, watch streams are told to end at once (`Lifecycle.stopping`), new calls are
+refused with UNAVAILABLE (servicekit.drain), and calls in flight get `grace_s` to finish
+before the rest are cancelled; then `serve()` returns and the process exits 0.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from servicekit.drain import Drain, DrainInterceptor
 from servicekit.errors import ServiceError
 from servicekit.logs import request_id_var
 from servicekit.reflection import CommentedReflectionServicer
@@ -96,7 +97,9 @@ class Lifecycle:
     def __init__(self, service_names: Sequence[str]) -> None:
         self.health = DrainingHealthServicer()
         self.service_names = tuple(service_names)
-        self.stopping = asyncio.Event()
+        self.drain = Drain()
+        # Set at shutdown: long-lived streams (watches, waits) end when they see it.
+        self.stopping = self.drain.stopping
         self._ready: bool | None = None
 
     async def start(self, *, ready: bool) -> None:
@@ -124,7 +127,11 @@ def build_server(
     full_service_names: Sequence[str],
 ) -> grpc.aio.Server:
     """A grpc.aio server with the servicers, health and reflection registered."""
-    server = grpc.aio.server(options=options.channel_args(), maximum_concurrent_rpcs=options.max_concurrent_rpcs)
+    server = grpc.aio.server(
+        options=options.channel_args(),
+        maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+        interceptors=[DrainInterceptor(lifecycle.drain)],
+    )
     for add in add_servicers:
         add(server)
     health_pb2_grpc.add_HealthServicer_to_server(lifecycle.health, server)
@@ -147,9 +154,14 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await server.start()
     await stop.wait()
-    log.info("shutting down", extra={"grace_s": grace_s})
+    log.info("shutting down", extra={"grace_s": grace_s, "in_flight": lifecycle.drain.in_flight})
     await lifecycle.begin_shutdown()
-    await server.stop(grace_s)
+    # New calls are refused with UNAVAILABLE from here on; those already running get the grace.
+    try:
+        await asyncio.wait_for(lifecycle.drain.idle.wait(), grace_s)
+    except TimeoutError:
+        log.warning("grace over; cancelling calls still running", extra={"in_flight": lifecycle.drain.in_flight})
+    await server.stop(0)
     if on_stop is not None:
         await on_stop()
     log.info("stopped")

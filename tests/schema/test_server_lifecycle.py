@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from servicekit.procs import ServiceProcess
+from tests.pg import database_of
 from tests.tcpproxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def _through(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    user = parts.username or "postgres"
-    return urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}"))
-
-
 @pytest.mark.timeout(90)
 async def test_readiness_follows_database_while_liveness_stays_serving(migrated_db: str) -> None:
-    target = urlsplit(migrated_db)
-    if not target.hostname or target.hostname.startswith("/"):
-        pytest.skip("needs a TCP database (DATABASE_URL); the embedded server listens on a Unix socket")
-    proxy = TcpProxy(target.hostname, target.port or 5432)
-    await proxy.start()
-    args = ("--database-url", _through(migrated_db, proxy.port), "--no-migrate", "--readiness-interval", "0.1")
+    proxy, through_proxy = await TcpProxy.for_database(migrated_db)
+    args = ("--database-url", through_proxy, "--no-migrate", "--readiness-interval", "0.1")
     with ServiceProcess("schema-service", *args) as service:
         await service.wait_serving("readiness")
         for name in ("", "liveness", "schemaservice.v1.MigrationService", "schemaservice.v1.MetricsService"):
@@ -91,3 +83,45 @@ async def test_message_over_the_transport_limit_gets_a_clear_error(migrated_db: 
                 await stub.WriteMetrics(metrics_service_pb2.WriteMetricsRequest(request_id="r", metrics=[metric]))
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "larger than max" in (refused.value.details() or "")
+
+
+@pytest.mark.timeout(90)
+async def test_sigterm_drains_an_inflight_write_while_refusing_new_calls(migrated_db: str) -> None:
+    from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+    from tests.schema.metrics_helpers import metric
+    from tests.schema.test_metrics_write import wait_for_lock_waiters
+
+    args = ("--database-url", migrated_db, "--no-migrate", "--shutdown-grace", "60")
+    admin = await asyncpg.connect(migrated_db)
+    try:
+        with ServiceProcess("schema-service", *args) as service:
+            await service.wait_serving("readiness")
+            # The test holds a lock the write needs, so the write is in flight when SIGTERM arrives.
+            holding = admin.transaction()
+            await holding.start()
+            await admin.execute("LOCK TABLE metric_write_requests IN EXCLUSIVE MODE")
+            async with grpc.aio.insecure_channel(service.address) as channel:
+                stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
+                request = metrics_service_pb2.WriteMetricsRequest(request_id="in-flight", metrics=[metric(1.0)])
+                pending = asyncio.ensure_future(stub.WriteMetrics(request, timeout=60))
+                await wait_for_lock_waiters(admin, database_of(migrated_db), 1)
+                service.terminate()
+                await _until_new_calls_are_refused(health_pb2_grpc.HealthStub(channel))
+                assert service.proc.poll() is None, "still draining the in-flight write"
+                await holding.rollback()
+                assert (await pending).written_count == 1
+            assert await service.wait_exit(timeout_s=30) == 0
+    finally:
+        await admin.close()
+
+
+async def _until_new_calls_are_refused(stub: health_pb2_grpc.HealthStub) -> None:
+    """New calls from a connected client fail with UNAVAILABLE (retryable elsewhere) once the drain starts."""
+    while True:
+        try:
+            await stub.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=0.5)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in (exc.details() or "")
+            return
+        await asyncio.sleep(0.02)
