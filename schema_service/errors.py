@@ -3,11 +3,15 @@
     ServiceError (servicekit.errors)
      +-- SchemaServiceError             domain "schemaservice"
           +-- DatabaseUnavailable       UNAVAILABLE + RetryInfo: the database cannot be reached
+          +-- DatabaseFault             INTERNAL: the database failed a statement for no fault of the input
+          |                             (ErrorInfo metadata: sqlstate)
+          +-- SchemaMismatch            FAILED_PRECONDITION: tables/columns not as expected (sqlstate class 42)
           +-- ShuttingDown              UNAVAILABLE + RetryInfo: the server is draining; reconnect elsewhere
           +-- MigrationError            FAILED_PRECONDITION: a migration failed or cannot run
           +-- InvalidRequest            INVALID_ARGUMENT + BadRequest: bad input, fields named
           |    +-- BatchTooLarge         a metrics batch over the count or byte limit (the limit named)
           |    +-- RequestIdReused       a request_id already used for a different batch
+          |    +-- ValueRejected         the database refused a value validation let through (sqlstate class 22)
           +-- Overloaded                RESOURCE_EXHAUSTED + RetryInfo: too many writes in flight
           +-- DeadlineExceeded          DEADLINE_EXCEEDED: waited too long
 """
@@ -26,6 +30,16 @@ class SchemaServiceError(ServiceError):
 class DatabaseUnavailable(SchemaServiceError):
     code = code_pb2.UNAVAILABLE
     reason = "DATABASE_UNAVAILABLE"
+
+
+class DatabaseFault(SchemaServiceError):
+    code = code_pb2.INTERNAL
+    reason = "DATABASE_ERROR"
+
+
+class SchemaMismatch(SchemaServiceError):
+    code = code_pb2.FAILED_PRECONDITION
+    reason = "DATABASE_SCHEMA_MISMATCH"
 
 
 class ShuttingDown(SchemaServiceError):
@@ -49,6 +63,10 @@ class BatchTooLarge(InvalidRequest):
 
 class RequestIdReused(InvalidRequest):
     reason = "REQUEST_ID_REUSED"
+
+
+class ValueRejected(InvalidRequest):
+    reason = "VALUE_REJECTED_BY_DATABASE"
 
 
 class Overloaded(SchemaServiceError):

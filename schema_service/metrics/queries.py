@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from schema_service.errors import InvalidRequest
 from schema_service.metrics.dberrors import database_errors
-from schema_service.metrics.validation import NAME_RE
+from schema_service.metrics.validation import NAME_RE, NO_NUL, NUL
 from servicekit.errors import FieldViolation
 
 MAX_BUCKETS = 10_000
+# Query times lie strictly inside the range of google.protobuf.Timestamp (years 0001-9999), which PostgreSQL's
+# timestamptz holds; the very first and last microsecond are left out because asyncpg sends datetime.min and
+# datetime.max as -infinity and infinity, which date_bin() refuses ("origin out of range").
+MIN_QUERY_SECONDS = -62_135_596_800 + 1
+MAX_QUERY_SECONDS = 253_402_300_799 - 1
+EARLIEST = datetime(1, 1, 1, 0, 0, 1, tzinfo=UTC)
+TIME_RULE = "must lie between 0001-01-01T00:00:01Z and 9999-12-31T23:59:58Z"
+# Longest bucket_width taken: google.protobuf.Duration's own limit (about 10,000 years).
+MAX_BUCKET_SECONDS = 315_576_000_000
+NAME_RULE = "1-200 characters of [A-Za-z0-9_.:/-], starting with a letter"
 MAX_PAGE_SIZE = 1_000
 DEFAULT_PAGE_SIZE = 100
 # Fixed SQL per aggregate: the query text is built only from these, never from input.
@@ -70,17 +81,44 @@ class AnomalyRow:
     time: datetime
 
 
+def range_violation(value: timestamp_pb2.Timestamp | duration_pb2.Duration, path: str) -> FieldViolation | None:
+    """The violation of a request's Timestamp or Duration field outside what the store can take, if any."""
+    if not 0 <= value.nanos < 1_000_000_000:
+        return FieldViolation(path, "nanos must be 0-999,999,999")
+    if isinstance(value, timestamp_pb2.Timestamp):
+        return None if MIN_QUERY_SECONDS <= value.seconds <= MAX_QUERY_SECONDS else FieldViolation(path, TIME_RULE)
+    if 0 <= value.seconds <= MAX_BUCKET_SECONDS:
+        return None
+    return FieldViolation(path, f"must be positive and at most {MAX_BUCKET_SECONDS} s")
+
+
+def check_ranges(fields: dict[str, timestamp_pb2.Timestamp | duration_pb2.Duration]) -> None:
+    """InvalidRequest naming every field of `fields` (path -> value) out of range."""
+    bad = [v for path, value in fields.items() if (v := range_violation(value, path)) is not None]
+    if bad:
+        raise InvalidRequest("time or duration out of range", field_violations=bad)
+
+
+def check_name(name: str, *, optional: bool = False) -> None:
+    """InvalidRequest unless `name` is a valid metric name (or empty, when `optional`)."""
+    if not (optional and name == "") and not NAME_RE.fullmatch(name):
+        raise InvalidRequest("invalid metric name", field_violations=[FieldViolation("name", NAME_RULE)])
+
+
 def check_query(query: MetricQuery) -> None:
     """InvalidRequest naming every bad field of the query."""
     bad: list[FieldViolation] = []
     if not NAME_RE.fullmatch(query.name):
-        bad.append(FieldViolation("name", "1-200 characters of [A-Za-z0-9_.:/-], starting with a letter"))
+        bad.append(FieldViolation("name", NAME_RULE))
+    for key, value in query.labels.items():
+        if NUL in key or NUL in value:
+            bad.append(FieldViolation(f"labels[{key[:64]!r}]", f"label keys and values {NO_NUL}"))
     if query.end <= query.start:
         bad.append(FieldViolation("end_time", "must be after start_time"))
     elif query.bucket is not None:
         if query.bucket <= timedelta(0):
             bad.append(FieldViolation("bucket_width", "must be positive"))
-        elif (query.end - query.start) / query.bucket > MAX_BUCKETS:
+        elif (query.end - query.start) / query.bucket > MAX_BUCKETS:  # ranges are checked: no overflow here
             bad.append(FieldViolation("bucket_width", f"too small: at most {MAX_BUCKETS} buckets per query"))
     unknown = query.aggregates - AGGREGATES.keys() - {"count"}
     if unknown:
@@ -108,6 +146,7 @@ async def query_metrics(pool: asyncpg.Pool, query: MetricQuery) -> list[Bucket]:
 
 async def list_baselines(pool: asyncpg.Pool, name: str) -> list[BaselineRow]:
     """Baselines of metric `name` (all metrics when empty), by name and labels."""
+    check_name(name, optional=True)
     with database_errors("list baselines"):
         rows = await pool.fetch(
             "SELECT s.name, s.labels, b.mean, b.stddev, b.sample_count, b.window_start, b.window_end, "
@@ -121,6 +160,7 @@ async def list_baselines(pool: asyncpg.Pool, name: str) -> list[BaselineRow]:
 
 async def list_anomalies(pool: asyncpg.Pool, name: str, since: datetime, page_size: int) -> list[AnomalyRow]:
     """Anomalies at or after `since`, newest first."""
+    check_name(name, optional=True)
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidRequest(
             "invalid page_size", field_violations=[FieldViolation("page_size", f"must be 0-{MAX_PAGE_SIZE}")]

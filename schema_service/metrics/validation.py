@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from schema_service.config import MetricsSettings
 from schema_service.errors import BatchTooLarge, InvalidRequest
+from schema_service.metrics.digest import Record, batch_digest
 from schema_service.metrics.series import Series, make_series
 from schema_service.metrics.wire import Received, WireBatch, WireMetric, label_items
 from schemaservice.v1 import metrics_service_pb2 as pb
@@ -36,20 +37,22 @@ MAX_LISTED_VIOLATIONS = 100
 MAX_CACHED_SERIES = 100_000
 # Times become datetimes through a float of seconds: below 2**53 microseconds (year 2255) its error is
 # under 0.2 us, so rounding to the microsecond gives exactly the microsecond sent; 1.5x faster than timedelta.
-
-Record = tuple[datetime, int, float, str | None]
-
+# PostgreSQL text and jsonb cannot hold U+0000: refused here, or the database would refuse the whole batch.
+NUL = "\x00"
+NO_NUL = "must not contain NUL (U+0000) characters"
 
 SeriesKey = tuple[str, str, tuple[object, ...]]
 
 
 @dataclass
 class Batch:
-    """A valid batch: COPY records (time, series_id, value, metadata) and the series they use."""
+    """A valid batch: COPY records (time, series_id, value, metadata), the series they use, and the
+    digest of its content (see metrics/digest.py)."""
 
     request_id: str
     records: list[Record]
     series: dict[int, Series]
+    digest: bytes
 
     def days(self) -> set[date]:
         """UTC days the batch has values on (records hold UTC times; the batch is never empty)."""
@@ -88,16 +91,18 @@ class BatchParser:
         high = int(now.timestamp() + self.settings.max_time_ahead_s)
         bad = _Violations()
         records: list[Record] = []
+        micros: list[int] = []
         used: dict[int, Series] = {}
-        self._rows(request.metrics, (low, high), bad, records, used)
+        self._rows(request.metrics, (low, high), bad, (records, micros), used)
         if request.HasField("columns"):
-            self._columns(request.columns, (low, high), bad, records, used)
+            self._columns(request.columns, (low, high), bad, (records, micros), used)
         if bad.total:
             shown = f" (first {len(bad.listed)} listed)" if bad.total > len(bad.listed) else ""
             raise InvalidRequest(f"{bad.total} invalid field(s) in the batch{shown}", field_violations=bad.listed)
-        return Batch(request.request_id, records, used)
+        return Batch(request.request_id, records, used, batch_digest(micros, records))
 
     def _check_envelope(self, request: WireBatch, size: int) -> None:
+        check_size(size, self.settings.max_batch_bytes)
         if not REQUEST_ID_RE.fullmatch(request.request_id):
             raise InvalidRequest(
                 "request_id is required",
@@ -113,24 +118,18 @@ class BatchParser:
                 metadata={"limit": "max_batch_metrics", "max": str(limit), "actual": str(count)},
                 field_violations=[FieldViolation("metrics", f"at most max_batch_metrics={limit} per batch")],
             )
-        max_bytes = self.settings.max_batch_bytes
-        if size > max_bytes:
-            raise BatchTooLarge(
-                f"batch of {size} bytes exceeds the limit max_batch_bytes={max_bytes}",
-                metadata={"limit": "max_batch_bytes", "max": str(max_bytes), "actual": str(size)},
-                field_violations=[FieldViolation("metrics", f"at most max_batch_bytes={max_bytes} per batch")],
-            )
 
     def _rows(
         self,
         metrics: Sequence[WireMetric],
         window: tuple[int, int],
         bad: _Violations,
-        records: list[Record],
+        out: tuple[list[Record], list[int]],
         used: dict[int, Series],
     ) -> None:
         low, high = window
-        append, cached, isfinite, from_ts = records.append, self._series.get, math.isfinite, datetime.fromtimestamp
+        append, append_us = out[0].append, out[1].append
+        cached, isfinite, from_ts = self._series.get, math.isfinite, datetime.fromtimestamp
         for i, m in enumerate(metrics):
             key = (m.name, m.unit, tuple(m.labels))
             series = cached(key) or self._new_series(key, _decoded_labels(m.labels), f"metrics[{i}]", bad)
@@ -145,14 +144,16 @@ class BatchParser:
             metadata = _metadata(raw_metadata, f"metrics[{i}].metadata", bad) if raw_metadata else None
             if series is not None:
                 used[series.series_id] = series
-                append((from_ts(seconds + stamp.nanos // 1000 / 1e6, UTC), series.series_id, value, metadata))
+                micros = seconds * 1_000_000 + stamp.nanos // 1000
+                append_us(micros)
+                append((from_ts(micros / 1e6, UTC), series.series_id, value, metadata))
 
     def _columns(
         self,
         columns: pb.MetricColumns,
         window: tuple[int, int],
         bad: _Violations,
-        records: list[Record],
+        out: tuple[list[Record], list[int]],
         used: dict[int, Series],
     ) -> None:
         values, indexes, times = list(columns.values), list(columns.series_indexes), list(columns.times_unix_nanos)
@@ -182,8 +183,10 @@ class BatchParser:
             return
         ids = [s.series_id if s is not None else 0 for s in series]
         used.update((s.series_id, s) for s in series if s is not None)
-        stamps = [from_ts(t // 1000 / 1e6, UTC) for t in times]
-        records.extend(zip(stamps, [ids[j] for j in indexes], values, [None] * len(values), strict=True))
+        micros = [t // 1000 for t in times]
+        stamps = [from_ts(us / 1e6, UTC) for us in micros]
+        out[0].extend(zip(stamps, [ids[j] for j in indexes], values, [None] * len(values), strict=True))
+        out[1].extend(micros)
 
     def _time_rule(self) -> str:
         ahead, days = self.settings.max_time_ahead_s, self.settings.retention_days
@@ -199,6 +202,8 @@ class BatchParser:
             bad.add(f"{path}.name", "1-200 characters of [A-Za-z0-9_.:/-], starting with a letter")
         if len(unit) > MAX_UNIT_CHARS:
             bad.add(f"{path}.unit", f"at most {MAX_UNIT_CHARS} characters")
+        elif NUL in unit:
+            bad.add(f"{path}.unit", NO_NUL)
         if labels is None:
             bad.add(f"{path}.labels", "not a valid map<string, string> (strings must be UTF-8)")
         else:
@@ -226,6 +231,8 @@ def _check_labels(items: list[tuple[str, str]], path: str, bad: _Violations) -> 
             bad.add(f"{path}[{key[:64]!r}]", "label keys are 1-64 characters of [A-Za-z0-9_.-], not starting a digit")
         if len(value) > MAX_LABEL_VALUE_CHARS:
             bad.add(f"{path}[{key[:64]!r}]", f"label values are at most {MAX_LABEL_VALUE_CHARS} characters")
+        elif NUL in value:
+            bad.add(f"{path}[{key[:64]!r}]", f"label values {NO_NUL}")
 
 
 def _metadata(raw: bytes, path: str, bad: _Violations) -> str | None:
@@ -238,9 +245,35 @@ def _metadata(raw: bytes, path: str, bad: _Violations) -> str | None:
         if len(metadata.fields) > MAX_METADATA_FIELDS:
             bad.add(path, f"at most {MAX_METADATA_FIELDS} top-level fields")
             return None
-        return json.dumps(json_format.MessageToDict(metadata), allow_nan=False, separators=(",", ":")) or None
+        # Sorted keys: the digest of a re-encoded retry must not depend on the order of map entries.
+        text = json.dumps(json_format.MessageToDict(metadata), allow_nan=False, separators=(",", ":"), sort_keys=True)
+        # json.dumps escapes U+0000 as \u0000; look closer only then (a literal backslash-u0000 is not NUL).
+        if "\\u0000" in text and _has_nul(json.loads(text)):
+            bad.add(path, f"keys and strings {NO_NUL}")
+            return None
+        return text
     except DecodeError:
         bad.add(path, "not a valid google.protobuf.Struct")
     except ValueError:
         bad.add(path, "numbers must be finite")
     return None
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """BatchTooLarge naming max_batch_bytes: checked before the batch waits for a slot or is looked at."""
+    if size > max_bytes:
+        raise BatchTooLarge(
+            f"batch of {size} bytes exceeds the limit max_batch_bytes={max_bytes}",
+            metadata={"limit": "max_batch_bytes", "max": str(max_bytes), "actual": str(size)},
+            field_violations=[FieldViolation("metrics", f"at most max_batch_bytes={max_bytes} per batch")],
+        )
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, dict):
+        return any(NUL in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False

@@ -10,7 +10,7 @@ The wire format is the contract's: any client, grpcurl included, sends the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -103,6 +103,18 @@ class Received:
 def parse_batch(raw: bytes) -> Received:
     """The request deserializer of WriteMetrics and StreamMetrics."""
     return Received(cast(WireBatch, _Batch.FromString(raw)), len(raw))
+
+
+def size_limited_parser(max_bytes: int) -> Callable[[bytes], Received]:
+    """parse_batch, except that a message over `max_bytes` is not parsed at all: it is refused by its size
+    (validation.check_size, before it waits for a write slot), so it never costs the memory of its parsed form."""
+
+    def parse(raw: bytes) -> Received:
+        if len(raw) > max_bytes:
+            return Received(cast(WireBatch, _Batch()), len(raw))
+        return parse_batch(raw)
+
+    return parse
 
 
 def received(request: pb.WriteMetricsRequest | pb.StreamMetricsRequest) -> Received:

@@ -2,7 +2,10 @@
 
 A batch is acknowledged only after its transaction committed; the batch's request_id is inserted
 in that same transaction, so a retried batch (after a timeout, a lost connection or a restart of
-the service) is found and acknowledged without writing its rows again.
+the service) is found and acknowledged without writing its rows again. The digest of the batch's
+content is stored beside the id: a repeat with other content is refused (REQUEST_ID_REUSED,
+INVALID_ARGUMENT: the request is wrong as sent and never succeeds unchanged; ALREADY_EXISTS would
+say the caller's data is there, which is just what is not true), never acknowledged as a duplicate.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import asyncpg
 from asyncpg import exceptions as pg
 
 from schema_service.config import MetricsSettings
-from schema_service.errors import DeadlineExceeded, Overloaded, RequestIdReused
-from schema_service.metrics.dberrors import TRANSIENT, Conn, database_errors
+from schema_service.errors import DatabaseUnavailable, DeadlineExceeded, Overloaded, RequestIdReused
+from schema_service.metrics.dberrors import RETRY_AFTER_S, TRANSIENT, Conn, database_errors
 from schema_service.metrics.partitions import PARENT, PartitionCache
 from schema_service.metrics.series import Series
 from schema_service.metrics.validation import Batch
@@ -29,7 +32,7 @@ MAX_KNOWN_SERIES = 1_000_000
 MIN_WRITE_TIME_S = 0.01
 
 _CLAIM = """
-INSERT INTO metric_write_requests (request_id, written_count) VALUES ($1, $2)
+INSERT INTO metric_write_requests (request_id, written_count, batch_digest) VALUES ($1, $2, $3)
 ON CONFLICT (request_id) DO NOTHING RETURNING written_count
 """
 _INSERT_SERIES = """
@@ -114,8 +117,8 @@ class MetricsWriter:
         async with pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    if await conn.fetchval(_CLAIM, batch.request_id, count) is None:
-                        return await _duplicate(conn, batch.request_id, count)
+                    if await conn.fetchval(_CLAIM, batch.request_id, count, batch.digest) is None:
+                        return await _duplicate(conn, batch)
                     new = [s for sid, s in batch.series.items() if sid not in self._known_series]
                     if new:
                         await conn.execute(_INSERT_SERIES, *_series_columns(new))
@@ -132,17 +135,23 @@ class MetricsWriter:
         self._known_series.update(series)
 
 
-async def _duplicate(conn: Conn, request_id: str, count: int) -> WriteResult:
-    """The batch was committed before (the claim found its row); check it is the same batch."""
-    stored: int = await conn.fetchval(
-        "SELECT written_count FROM metric_write_requests WHERE request_id = $1", request_id
+async def _duplicate(conn: Conn, batch: Batch) -> WriteResult:
+    """The request_id was committed before (the claim found its row); check it is the same content."""
+    stored = await conn.fetchrow(
+        "SELECT written_count, batch_digest FROM metric_write_requests WHERE request_id = $1", batch.request_id
     )
-    if stored != count:
-        raise RequestIdReused(
-            f"request_id {request_id!r} was already used for a batch of {stored} metrics, this one has {count}",
-            field_violations=[FieldViolation("request_id", "already used for a different batch")],
+    if stored is None:  # purged since the claim found it (older than idempotency_window_s): try again afresh
+        raise DatabaseUnavailable(
+            f"request_id {batch.request_id!r} expired while being checked; retry", retry_after_s=RETRY_AFTER_S
         )
-    return WriteResult(stored, duplicate=True)
+    count, stored_count = len(batch.records), stored["written_count"]
+    if stored_count != count or bytes(stored["batch_digest"]) != batch.digest:
+        raise RequestIdReused(
+            f"request_id {batch.request_id!r} was already used for a different batch ({stored_count} "
+            f"metrics, this one has {count}); a retry must carry the same metrics, a new batch a new request_id",
+            field_violations=[FieldViolation("request_id", "already used for a batch with other content")],
+        )
+    return WriteResult(count, duplicate=True)
 
 
 def _series_columns(series: list[Series]) -> tuple[list[int], list[str], list[str], list[str]]:

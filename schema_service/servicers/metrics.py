@@ -13,8 +13,8 @@ from google.protobuf import timestamp_pb2
 from schema_service.app import App
 from schema_service.errors import SchemaServiceError, ShuttingDown
 from schema_service.metrics import queries
-from schema_service.metrics.validation import BatchParser
-from schema_service.metrics.wire import Received, parse_batch
+from schema_service.metrics.validation import BatchParser, check_size
+from schema_service.metrics.wire import Received, size_limited_parser
 from schema_service.metrics.writer import MetricsWriter, WriteResult
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
@@ -39,6 +39,7 @@ def add_metrics_service(server: grpc.aio.Server, app: App, lifecycle: Lifecycle)
     """Register MetricsService like the generated `add_MetricsServiceServicer_to_server`, except that write
     batches are read by `wire.parse_batch` (same bytes, a shape cheaper to validate; see metrics/wire.py)."""
     servicer = MetricsServicer(app, lifecycle)
+    parse_batch = size_limited_parser(app.settings.metrics.max_batch_bytes)
     handlers = {
         "WriteMetrics": grpc.unary_unary_rpc_method_handler(
             servicer.WriteMetrics,
@@ -131,6 +132,8 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
             acks.put_nowait(None)
 
     async def _store(self, request: Received, context: grpc.aio.ServicerContext) -> Ack:
+        # Refuse an oversized batch at once: waiting for a slot would hold its bytes for nothing.
+        check_size(request.size, self.app.settings.metrics.max_batch_bytes)
         async with self.writer.admitted():
             batch = self.parser.parse(request)
             return batch.request_id, await self.writer.write(batch, timeout_s=context.time_remaining())
@@ -175,10 +178,13 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         self, request: pb.ListAnomaliesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAnomaliesResponse:
         bind_request_id(context)
-        since = (
-            request.start_time.ToDatetime(UTC) if request.HasField("start_time") else datetime.min.replace(tzinfo=UTC)
-        )
         try:
+            queries.check_ranges({"start_time": request.start_time})
+            since = (
+                request.start_time.ToDatetime(UTC)
+                if request.HasField("start_time")
+                else datetime.min.replace(tzinfo=UTC)  # -infinity to PostgreSQL
+            )
             rows = await queries.list_anomalies(self.app.require_pool(), request.name, since, request.page_size)
         except SchemaServiceError as exc:
             await abort(context, exc)
@@ -200,8 +206,15 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
 
 def _metric_query(request: pb.QueryMetricsRequest) -> queries.MetricQuery:
     """Unset end_time means now; unset start_time means an hour before the end."""
+    queries.check_ranges(
+        {"start_time": request.start_time, "end_time": request.end_time, "bucket_width": request.bucket_width}
+    )
     end = request.end_time.ToDatetime(UTC) if request.HasField("end_time") else datetime.now(UTC)
-    start = request.start_time.ToDatetime(UTC) if request.HasField("start_time") else end - DEFAULT_QUERY_RANGE
+    start = (
+        request.start_time.ToDatetime(UTC)
+        if request.HasField("start_time")
+        else max(end, queries.EARLIEST + DEFAULT_QUERY_RANGE) - DEFAULT_QUERY_RANGE
+    )
     return queries.MetricQuery(
         name=request.name,
         labels=dict(request.labels),

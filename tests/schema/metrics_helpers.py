@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -94,3 +95,18 @@ async def count_rows(dsn: str, table: str = "system_performance_metrics") -> int
         return count
     finally:
         await conn.close()
+
+
+async def wait_for_lock_waiters(admin: asyncpg.Connection, database: str, count: int) -> None:
+    """Until `count` service backends wait on a lock (polled: PostgreSQL offers nothing to await)."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'schema-service' "
+        "AND wait_event_type = 'Lock'"
+    )
+    while True:
+        # `admin` may be inside the transaction holding the lock, where pg_stat_activity would keep
+        # showing the snapshot it took first: clear it on every poll.
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        if await admin.fetchval(query, database) >= count:
+            return
+        await asyncio.sleep(0.01)

@@ -19,7 +19,7 @@ from schema_service.metrics.wire import received
 from schema_service.metrics.writer import MetricsWriter, WriteResult
 from schemaservice.v1 import metrics_service_pb2 as pb
 from tests.pg import database_of
-from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server
+from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server, wait_for_lock_waiters
 
 
 async def test_a_batch_is_stored_with_labels_once_per_series(migrated_db: str) -> None:
@@ -96,10 +96,11 @@ async def test_columnar_and_per_metric_forms_are_stored_together(migrated_db: st
 
 async def test_stream_acknowledges_each_committed_batch_in_order(migrated_db: str) -> None:
     ids = [f"s-{i}" for i in range(8)] + ["s-3"]
+    at = datetime.now(UTC)  # the retried s-3 must carry the same metrics, times included
 
     async def batches() -> AsyncIterator[pb.StreamMetricsRequest]:
         for request_id in ids:
-            yield pb.StreamMetricsRequest(request_id=request_id, metrics=[metric(float(i)) for i in range(25)])
+            yield pb.StreamMetricsRequest(request_id=request_id, metrics=[metric(float(i), at=at) for i in range(25)])
 
     async with metrics_server(migrated_db) as running:
         acks = [ack async for ack in running.stub.StreamMetrics(batches())]
@@ -135,21 +136,6 @@ async def test_database_not_reachable_gives_unavailable_with_retry_info(migrated
     found = details(caught.value)
     assert found["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"  # type: ignore[attr-defined]
     assert found["RetryInfo"].retry_delay.ToTimedelta() > timedelta(0)  # type: ignore[attr-defined]
-
-
-async def wait_for_lock_waiters(admin: asyncpg.Connection, database: str, count: int) -> None:
-    """Until `count` service backends wait on a lock (polled: PostgreSQL offers nothing to await)."""
-    query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'schema-service' "
-        "AND wait_event_type = 'Lock'"
-    )
-    while True:
-        # `admin` may be inside the transaction holding the lock, where pg_stat_activity would keep
-        # showing the snapshot it took first: clear it on every poll.
-        await admin.execute("SELECT pg_stat_clear_snapshot()")
-        if await admin.fetchval(query, database) >= count:
-            return
-        await asyncio.sleep(0.01)
 
 
 async def test_too_many_writes_in_flight_gives_resource_exhausted_with_retry_info(migrated_db: str) -> None:

@@ -1,0 +1,268 @@
+"""Findings of the review: reused request ids, NUL characters, query ranges, unmapped database errors, oversized
+batches while every write slot is taken. Each case is refused with a named field or a mapped status, never UNKNOWN."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+import pytest
+from asyncpg import exceptions as pg
+from google.rpc import code_pb2
+
+from schema_service.config import MetricsSettings
+from schema_service.errors import DatabaseUnavailable, InvalidRequest, SchemaServiceError
+from schema_service.metrics.dberrors import database_errors
+from schema_service.metrics.validation import BatchParser
+from schema_service.metrics.wire import parse_batch, received, size_limited_parser
+from schemaservice.v1 import metrics_service_pb2 as pb
+from tests.pg import database_of
+from tests.schema.metrics_helpers import (
+    count_rows,
+    details,
+    metric,
+    metrics_server,
+    violations,
+    wait_for_lock_waiters,
+)
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (payload shorter than 128 bytes)."""
+    assert len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def _refused(request: pb.WriteMetricsRequest) -> dict[str, str]:
+    with pytest.raises(InvalidRequest) as caught:
+        BatchParser(MetricsSettings()).parse(received(request), now=NOW)
+    return {v.field: v.description for v in caught.value.field_violations}
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        [metric(1.0, at=NOW), metric(2.5, at=NOW)],  # another value
+        [metric(1.0, at=NOW), metric(2.0, at=NOW, name="llm.tokens")],  # another name
+        [metric(1.0, at=NOW), metric(2.0, at=NOW, labels={"provider": "gemini"})],  # other labels
+        [metric(1.0, at=NOW), metric(2.0, at=NOW + timedelta(microseconds=1))],  # another time
+        [metric(1.0, at=NOW), metric(2.0, at=NOW, metadata={"attempt": 2})],  # metadata
+    ],
+)
+async def test_a_request_id_reused_for_other_metrics_of_the_same_count_is_refused(
+    migrated_db: str, other: list[pb.Metric]
+) -> None:
+    first = pb.WriteMetricsRequest(request_id="same", metrics=[metric(1.0, at=NOW), metric(2.0, at=NOW)])
+    async with metrics_server(migrated_db, retention_days=3650) as running:
+        await running.stub.WriteMetrics(first)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="same", metrics=other))
+        retry = await running.stub.WriteMetrics(first)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(caught.value)["ErrorInfo"].reason == "REQUEST_ID_REUSED"  # type: ignore[attr-defined]
+    assert "request_id" in violations(caught.value)
+    assert (retry.written_count, retry.duplicate) == (2, True)
+    conn = await asyncpg.connect(migrated_db)
+    try:
+        stored = await conn.fetch("SELECT value, metadata FROM system_performance_metrics ORDER BY value")
+    finally:
+        await conn.close()
+    assert [(r["value"], r["metadata"]) for r in stored] == [(1.0, None), (2.0, None)]
+
+
+def test_the_same_metrics_re_encoded_have_the_same_digest() -> None:
+    """Label entries in another order (as Go and grpcurl may send them) and the columnar form are the same batch."""
+    parser = BatchParser(MetricsSettings())
+    base = metric(3.0, at=NOW, labels={}).SerializeToString()
+    a, b = (pb.Metric(labels={k: v}).SerializeToString() for k, v in (("model", "m"), ("provider", "p")))
+    one, other = (_field(1, b"id") + _field(2, base + x + y) for x, y in ((a, b), (b, a)))
+    assert one != other
+    columns = pb.MetricColumns(
+        series=[pb.MetricSeries(name="llm.latency_ms", unit="ms", labels={"model": "m", "provider": "p"})],
+        series_indexes=[0],
+        times_unix_nanos=[int(NOW.timestamp()) * 1_000_000_000],
+        values=[3.0],
+    )
+    columnar = received(pb.WriteMetricsRequest(request_id="id", columns=columns))
+    digests = {parser.parse(r, now=NOW).digest for r in (parse_batch(one), parse_batch(other), columnar)}
+    assert len(digests) == 1
+    assert parser.parse(received(pb.WriteMetricsRequest(request_id="id", metrics=[metric(3.5, at=NOW)])), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        (metric(at=NOW, labels={"k": "a\x00b"}), "metrics[1].labels['k']"),
+        (metric(at=NOW, unit="m\x00s"), "metrics[1].unit"),
+        (metric(at=NOW, metadata={"note": "x\x00"}), "metrics[1].metadata"),
+        (metric(at=NOW, metadata={"k\x00": "x"}), "metrics[1].metadata"),
+        (metric(at=NOW, metadata={"nested": {"list": ["ok", "\x00"]}}), "metrics[1].metadata"),
+        (metric(at=NOW, labels={"k\x00": "v"}), "metrics[1].labels['k\\x00']"),
+    ],
+)
+def test_nul_characters_are_refused_in_every_text_field(bad: pb.Metric, field: str) -> None:
+    assert list(_refused(pb.WriteMetricsRequest(request_id="r", metrics=[metric(at=NOW), bad]))) == [field]
+
+
+def test_nul_characters_are_refused_in_columnar_series_and_a_literal_backslash_u0000_is_kept() -> None:
+    series = pb.MetricSeries(name="n", unit="\x00", labels={"k": "\x00"})
+    columns = pb.MetricColumns(series=[series], series_indexes=[0], times_unix_nanos=[0], values=[1.0])
+    assert {"columns.series[0].unit", "columns.series[0].labels['k']"} <= set(
+        _refused(pb.WriteMetricsRequest(request_id="c", columns=columns))
+    )
+    literal = metric(at=NOW, metadata={"path": "C:\\u0000"})
+    parsed = BatchParser(MetricsSettings()).parse(received(pb.WriteMetricsRequest(request_id="r", metrics=[literal])))
+    assert parsed.records[0][3] == '{"path":"C:\\\\u0000"}'
+
+
+async def test_nul_characters_over_grpc_are_invalid_argument_and_nothing_is_written(migrated_db: str) -> None:
+    metrics = [metric(float(i)) for i in range(5)]
+    metrics[3].labels["k"] = "v\x00"
+    metrics[4].metadata.update({"note": "\x00"})
+    async with metrics_server(migrated_db) as running:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="nul", metrics=metrics))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(violations(caught.value)) == {"metrics[3].labels['k']", "metrics[4].metadata"}
+    assert await count_rows(migrated_db) == 0
+
+
+def _query(start: datetime | None = None, end: datetime | None = None, **fields: object) -> pb.QueryMetricsRequest:
+    request = pb.QueryMetricsRequest(name="llm.latency_ms", **fields)  # type: ignore[arg-type]
+    if start is not None:
+        request.start_time.FromDatetime(start)
+    if end is not None:
+        request.end_time.FromDatetime(end)
+    return request
+
+
+FIRST, LAST = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+async def test_query_ranges_are_checked_and_the_widest_allowed_range_works(migrated_db: str) -> None:
+    huge = pb.QueryMetricsRequest(name="llm.latency_ms")
+    huge.start_time.seconds = 2**62
+    negative_nanos = _query(NOW, NOW + timedelta(hours=1))
+    negative_nanos.end_time.nanos = -1
+    cases = [
+        (_query(FIRST, LAST), "start_time"),
+        (_query(NOW, LAST), "end_time"),
+        (huge, "start_time"),
+        (negative_nanos, "end_time"),
+        (_query(NOW, NOW - timedelta(seconds=1)), "end_time"),
+        (_query(NOW, NOW + timedelta(days=1), bucket_width={"nanos": 1000}), "bucket_width"),
+        (_query(NOW, NOW + timedelta(days=1), bucket_width={"seconds": -5}), "bucket_width"),
+        (_query(NOW, NOW + timedelta(days=1), bucket_width={"seconds": 2**62}), "bucket_width"),
+        (_query(NOW, NOW + timedelta(days=1), labels={"k": "\x00"}), "labels['k']"),
+    ]
+    async with metrics_server(migrated_db) as running:
+        await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="q", metrics=[metric(4.0)]))
+        for request, field in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await running.stub.QueryMetrics(request)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+            assert field in violations(caught.value)
+        widest = await running.stub.QueryMetrics(
+            _query(FIRST + timedelta(seconds=1), LAST - timedelta(seconds=1), aggregates=[pb.AGGREGATE_SUM])
+        )
+    assert [(b.count, b.sum) for b in widest.buckets] == [(1, 4.0)]
+
+
+async def test_list_rpcs_check_name_and_start_time(migrated_db: str) -> None:
+    early = pb.ListAnomaliesRequest()
+    early.start_time.FromDatetime(FIRST)
+    async with metrics_server(migrated_db) as running:
+        for call, field in [
+            (running.stub.ListAnomalies(early), "start_time"),
+            (running.stub.ListAnomalies(pb.ListAnomaliesRequest(name="a\x00")), "name"),
+            (running.stub.ListBaselines(pb.ListBaselinesRequest(name="a\x00")), "name"),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field in violations(caught.value)
+        later = pb.ListAnomaliesRequest()
+        later.start_time.FromDatetime(FIRST + timedelta(seconds=1))
+        assert list((await running.stub.ListAnomalies(later)).anomalies) == []
+
+
+def _postgres_errors() -> list[type[pg.PostgresError]]:
+    found, todo = [], [pg.PostgresError]
+    while todo:
+        kind = todo.pop()
+        found.append(kind)
+        todo.extend(kind.__subclasses__())
+    return found
+
+
+def test_every_postgres_error_becomes_a_service_error_carrying_its_sqlstate() -> None:
+    for kind in _postgres_errors():
+        with pytest.raises(SchemaServiceError) as caught, database_errors("test"):
+            raise kind("boom")
+        status = caught.value.to_status_proto()
+        if isinstance(caught.value, DatabaseUnavailable):
+            continue
+        assert caught.value.metadata["sqlstate"] == (kind.sqlstate or ""), kind
+        expected = {"22": code_pb2.INVALID_ARGUMENT, "42": code_pb2.FAILED_PRECONDITION}.get(
+            str(kind.sqlstate)[:2], code_pb2.INTERNAL
+        )
+        assert caught.value.code == expected, kind
+        assert "boom" not in status.message
+
+
+async def test_a_database_not_migrated_as_expected_gives_failed_precondition_with_the_sqlstate(
+    migrated_db: str,
+) -> None:
+    conn = await asyncpg.connect(migrated_db)
+    try:
+        await conn.execute("ALTER TABLE metric_series RENAME COLUMN labels TO labels_old")
+    finally:
+        await conn.close()
+    async with metrics_server(migrated_db) as running:
+        for call in (
+            running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="x", metrics=[metric()])),
+            running.stub.QueryMetrics(_query()),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            info = details(caught.value)["ErrorInfo"]
+            assert info.reason == "DATABASE_SCHEMA_MISMATCH"  # type: ignore[attr-defined]
+            assert info.metadata["sqlstate"] == "42703"  # type: ignore[attr-defined]
+
+
+def test_an_oversized_message_is_not_parsed() -> None:
+    raw = pb.WriteMetricsRequest(request_id="big", metrics=[metric()] * 10).SerializeToString()
+    skipped = size_limited_parser(len(raw) - 1)(raw)
+    assert (skipped.size, skipped.batch.request_id, len(skipped.batch.metrics)) == (len(raw), "", 0)
+    assert size_limited_parser(len(raw))(raw).batch.request_id == "big"
+
+
+async def test_an_oversized_batch_is_refused_by_its_size_while_every_write_slot_is_taken(migrated_db: str) -> None:
+    admin = await asyncpg.connect(migrated_db)
+    oversized = pb.WriteMetricsRequest(request_id="big", metrics=[metric(name="n" * 190)] * 10)
+    try:
+        # A long admission wait: without the size check first, the oversized call would wait, then be refused
+        # as RESOURCE_EXHAUSTED rather than INVALID_ARGUMENT.
+        async with metrics_server(
+            migrated_db, max_in_flight_batches=1, admission_wait_s=30, max_batch_bytes=1_000
+        ) as running:
+            blocker = admin.transaction()
+            await blocker.start()
+            await admin.execute("LOCK TABLE metric_write_requests IN EXCLUSIVE MODE")
+            first = asyncio.ensure_future(
+                running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="first", metrics=[metric()]))
+            )
+            await wait_for_lock_waiters(admin, database_of(migrated_db), 1)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await running.stub.WriteMetrics(oversized, timeout=5)
+            await blocker.rollback()
+            assert (await first).written_count == 1
+    finally:
+        await admin.close()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(caught.value)["ErrorInfo"].metadata["limit"] == "max_batch_bytes"  # type: ignore[attr-defined]
