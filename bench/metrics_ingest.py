@@ -5,19 +5,25 @@
 The service runs in a process of its own (`python -m schema_service serve`), as deployed; this process
 sends pre-serialized requests, so the figures are the service's, not the client's. Measured in one run
 on a fresh database, the tables truncated between measurements:
-  raw COPY        copy_records_to_table of prepared records, 10,000 per transaction (the ceiling)
+  raw COPY        copy_records_to_table of prepared records, 10,000 per transaction (the ceiling), on one
+                  connection and on as many connections in parallel as the service uses (like-for-like)
   labels per row  the same COPY into a table repeating name/unit/labels in every row (the design not taken)
   executemany     one INSERT statement for all rows, in one transaction
   single INSERT   one INSERT and commit per metric (how the old flusher wrote)
   WriteMetrics    1,000- and 10,000-row batches of per-metric messages, 1 and 4 calls in flight
   StreamMetrics   the same batches on one stream; and both RPCs with the columnar form
 Target: StreamMetrics >= 60 % of raw COPY. p50/p99 acknowledgement time of 1,000-row WriteMetrics calls.
+The "conns" column says on how many database connections each path writes at once: 1 for the direct
+ones; for the service, one per batch in flight up to its pool's size (WriteMetrics: the calls in flight;
+StreamMetrics: stream_window). Each rate is divided by raw COPY on one connection and by raw COPY on that
+many connections in parallel (like-for-like). The service's backends open at the end are printed as a check.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import socket
@@ -27,6 +33,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -35,7 +42,8 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from schema_service.database import with_database
+from schema_service.config import MetricsSettings
+from schema_service.database import create_pool, with_database
 from schema_service.metrics.partitions import create_partitions
 from schema_service.metrics.series import make_series
 from schema_service.migrate import apply_migrations
@@ -44,6 +52,10 @@ from schemaservice.v1 import metrics_service_pb2 as pb
 SERIES = [("llm.latency_ms", "ms"), ("llm.tokens", "tok"), ("llm.cost", "usd")]
 LABELS = [{"provider": p, "model": m} for p in ("openai", "gemini", "anthropic") for m in ("small", "large")]
 Record = tuple[datetime, int, float, None]
+# The service's pool size and per-stream window, as `serve` uses them.
+POOL_MAX: int = inspect.signature(create_pool).parameters["max_size"].default
+STREAM_WINDOW = MetricsSettings().stream_window
+PARALLEL = sorted({min(4, POOL_MAX), min(STREAM_WINDOW, POOL_MAX)})  # WriteMetrics 4 in flight; one stream
 Build = Callable[[list, int, str], list[bytes]]
 
 
@@ -98,6 +110,19 @@ async def raw_copy(conn: asyncpg.Connection, recs: list[Record], table: str = "s
     for start in range(0, len(recs), 10_000):
         async with conn.transaction():
             await conn.copy_records_to_table(table, records=recs[start : start + 10_000])
+
+
+async def parallel_copy(conns: list[asyncpg.Connection], recs: list[Record]) -> None:
+    """The same 10,000-row transactions, taken from one queue by every connection at once."""
+    chunks = [recs[start : start + 10_000] for start in range(0, len(recs), 10_000)][::-1]
+
+    async def worker(conn: asyncpg.Connection) -> None:
+        while chunks:
+            chunk = chunks.pop()
+            async with conn.transaction():
+                await conn.copy_records_to_table("system_performance_metrics", records=chunk)
+
+    await asyncio.gather(*(worker(c) for c in conns))
 
 
 async def executemany(conn: asyncpg.Connection, recs: list[Record]) -> None:
@@ -186,16 +211,26 @@ async def main(total: int, rounds: int) -> None:
         await admin.close()
 
 
+@dataclass(frozen=True)
+class Result:
+    rate: float
+    cpu_us: float | None
+    conns: int
+
+
 class Bench:
     """Best of `rounds` for each measurement (a shared machine only ever slows a round down)."""
 
     def __init__(self, conn: asyncpg.Connection, rounds: int) -> None:
         self.conn, self.rounds = conn, rounds
-        self.results: dict[str, tuple[float, float | None]] = {}
+        self.results: dict[str, Result] = {}
         self.service: psutil.Process | None = None
 
-    async def measure(self, label: str, prepare: Callable[[], Callable[[], Awaitable[object]]], count: int) -> None:
-        """`prepare()` builds the inputs of one round (untimed) and returns the work to time."""
+    async def measure(
+        self, label: str, prepare: Callable[[], Callable[[], Awaitable[object]]], count: int, conns: int = 1
+    ) -> None:
+        """`prepare()` builds the inputs of one round (untimed) and returns the work to time on `conns`
+        database connections at once."""
         best: tuple[float, float | None] = (0.0, None)
         for _ in range(self.rounds):
             work = prepare()
@@ -204,7 +239,7 @@ class Bench:
             cpu = (sum(self.service.cpu_times()[:2]) - before) / count * 1e6 if self.service else None
             best = max(best, (rate, cpu), key=lambda r: r[0])
             await self.conn.execute("TRUNCATE system_performance_metrics, metric_write_requests")
-        self.results[label] = best
+        self.results[label] = Result(best[0], best[1], conns)
 
 
 async def run(dsn: str, total: int, rounds: int) -> None:
@@ -220,7 +255,12 @@ async def run(dsn: str, total: int, rounds: int) -> None:
     bench = Bench(conn, rounds)
     wide = await wide_table(conn, data)
     tenth = recs[: total // 10]
-    await bench.measure("raw COPY (copy_records_to_table)", lambda: lambda: raw_copy(conn, recs), total)
+    await bench.measure(COPY_1, lambda: lambda: raw_copy(conn, recs), total)
+    for n in PARALLEL:
+        extra = [await asyncpg.connect(dsn) for _ in range(n)]
+        await bench.measure(copy_label(n), lambda extra=extra: lambda: parallel_copy(extra, recs), total, n)
+        for c in extra:
+            await c.close()
     await bench.measure("raw COPY, labels repeated per row", lambda: lambda: wide_copy(conn, wide), total)
     await bench.measure("executemany, one transaction", lambda: lambda: executemany(conn, tenth), len(tenth))
     await bench.measure("one INSERT per metric", lambda: lambda: single_inserts(conn, recs[:2000]), 2000)
@@ -228,6 +268,13 @@ async def run(dsn: str, total: int, rounds: int) -> None:
     bench.service = psutil.Process(process.pid)
     try:
         latencies = await through_grpc(channel, bench, data)
+        open_conns = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'schema-service'"
+        )
+        print(
+            f"service: pool of up to {POOL_MAX} connections, {open_conns} open at the end; stream_window {STREAM_WINDOW}"
+        )
     finally:
         await channel.close()
         process.terminate()
@@ -259,10 +306,12 @@ async def through_grpc(channel: grpc.aio.Channel, bench: Bench, data: list) -> l
             for in_flight in (1, 4):
                 got: list[float] = []
                 label = f"WriteMetrics {size:>6,}-row {shape}, {in_flight} in flight"
-                await bench.measure(label, partial(calls, build, size, in_flight, got), len(data))
+                work = partial(calls, build, size, in_flight, got)
+                await bench.measure(label, work, len(data), min(in_flight, POOL_MAX))
                 if (size, shape, in_flight) == (1_000, "per-metric", 1):
                     latencies = got
-            await bench.measure(f"StreamMetrics {size:>6,}-row {shape}", partial(streamed, build, size), len(data))
+            label = f"StreamMetrics {size:>6,}-row {shape}"
+            await bench.measure(label, partial(streamed, build, size), len(data), min(STREAM_WINDOW, POOL_MAX))
     return latencies
 
 
@@ -270,21 +319,41 @@ async def _extend(out: list[float], latencies: Awaitable[list[float]]) -> None:
     out.extend(await latencies)
 
 
-def report(results: dict[str, tuple[float, float | None]], latencies: list[float], total: int, rounds: int) -> None:
-    ceiling = results["raw COPY (copy_records_to_table)"][0]
+COPY_1 = "raw COPY (copy_records_to_table)"
+
+
+def copy_label(conns: int) -> str:
+    return f"raw COPY, {conns} connections in parallel"
+
+
+def like_for_like(results: dict[str, Result], conns: int) -> float:
+    """Raw COPY on `conns` connections, or on the nearest number measured below it."""
+    measured = [n for n in (1, *PARALLEL) if n <= conns]
+    return results[COPY_1 if max(measured) == 1 else copy_label(max(measured))].rate
+
+
+def report(results: dict[str, Result], latencies: list[float], total: int, rounds: int) -> None:
+    ceiling = results[COPY_1].rate
     print(f"\n{total:,} rows, {os.cpu_count()} CPUs, best of {rounds} rounds; ratios against raw COPY in this run")
-    print(f"  {'':<48} {'rows/s':>11}  {'vs COPY':>8}  service CPU/row")
-    for label, (rate, cpu) in results.items():
-        cpu_text = f"{cpu:6.2f} us" if cpu is not None else ""
-        print(f"  {label:<48} {rate:>11,.0f}  {rate / ceiling:8.1%}  {cpu_text}")
+    print(f"  {'':<48} {'rows/s':>11} {'conns':>5}  {'vs COPY×1':>9}  {'vs COPY×conns':>13}  service CPU/row")
+    for label, r in results.items():
+        cpu_text = f"{r.cpu_us:6.2f} us" if r.cpu_us is not None else ""
+        same = r.rate / like_for_like(results, r.conns)
+        print(f"  {label:<48} {r.rate:>11,.0f} {r.conns:>5}  {r.rate / ceiling:9.1%}  {same:13.1%}  {cpu_text}")
     cuts = statistics.quantiles(latencies, n=100)
     print(
         "  WriteMetrics 1,000-row per-metric ack time (1 in flight): "
         f"p50 {cuts[49] * 1e3:.1f} ms, p99 {cuts[98] * 1e3:.1f} ms"
     )
     for shape in ("per-metric", "columnar"):
-        best = max(r for k, (r, _) in results.items() if k.startswith("StreamMetrics") and shape in k)
-        print(f"  StreamMetrics {shape} (best batch size) / raw COPY: {best / ceiling:.1%} (target >= 60 %)")
+        best = max(
+            (r for k, r in results.items() if k.startswith("StreamMetrics") and shape in k), key=lambda r: r.rate
+        )
+        same = best.rate / like_for_like(results, best.conns)
+        print(
+            f"  StreamMetrics {shape} (best batch size) / raw COPY on 1 connection: {best.rate / ceiling:.1%} "
+            f"(target >= 60 %); / raw COPY on {best.conns} connections: {same:.1%}"
+        )
 
 
 if __name__ == "__main__":
