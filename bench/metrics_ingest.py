@@ -272,9 +272,7 @@ async def run(dsn: str, total: int, rounds: int) -> None:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND application_name = 'schema-service'"
         )
-        print(
-            f"service: pool of up to {POOL_MAX} connections, {open_conns} open at the end; stream_window {STREAM_WINDOW}"
-        )
+        print(f"service: pool of up to {POOL_MAX} connections ({open_conns} open at the end), window {STREAM_WINDOW}")
     finally:
         await channel.close()
         process.terminate()
