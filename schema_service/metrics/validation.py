@@ -137,14 +137,16 @@ class BatchParser:
             if not isfinite(value):
                 bad.add(f"metrics[{i}].value", "must be a finite number (not NaN or infinity)")
             stamp = m.time
-            seconds = stamp.seconds
+            seconds, nanos = stamp.seconds, stamp.nanos
             if not low <= seconds <= high:
                 bad.add(f"metrics[{i}].time", self._time_rule() if m.HasField("time") else "is required")
+            elif not 0 <= nanos < 1_000_000_000:
+                bad.add(f"metrics[{i}].time.nanos", "must be 0-999,999,999")
             raw_metadata = m.metadata
             metadata = _metadata(raw_metadata, f"metrics[{i}].metadata", bad) if raw_metadata else None
             if series is not None:
                 used[series.series_id] = series
-                micros = seconds * 1_000_000 + stamp.nanos // 1000
+                micros = seconds * 1_000_000 + nanos // 1000
                 append_us(micros)
                 append((from_ts(micros / 1e6, UTC), series.series_id, value, metadata))
 

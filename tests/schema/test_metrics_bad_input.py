@@ -108,6 +108,15 @@ def test_nul_characters_are_refused_in_every_text_field(bad: pb.Metric, field: s
     assert list(_refused(pb.WriteMetricsRequest(request_id="r", metrics=[metric(at=NOW), bad]))) == [field]
 
 
+def test_a_metric_time_with_nanos_out_of_range_is_refused() -> None:
+    bad = metric(at=NOW)
+    bad.time.nanos = 1_000_000_000
+    negative = metric(at=NOW)
+    negative.time.nanos = -1
+    request = pb.WriteMetricsRequest(request_id="r", metrics=[metric(at=NOW), bad, negative])
+    assert list(_refused(request)) == ["metrics[1].time.nanos", "metrics[2].time.nanos"]
+
+
 def test_nul_characters_are_refused_in_columnar_series_and_a_literal_backslash_u0000_is_kept() -> None:
     series = pb.MetricSeries(name="n", unit="\x00", labels={"k": "\x00"})
     columns = pb.MetricColumns(series=[series], series_indexes=[0], times_unix_nanos=[0], values=[1.0])
