@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -115,6 +116,7 @@ async def test_rate_limit_fails_over_at_once_and_remembers_the_cooldown() -> Non
 
 async def test_all_rate_limited_is_resource_exhausted_with_each_attempt_and_soonest_retry() -> None:
     p = pipeline({"a": [[rate_limited(3.0)]], "b": [[rate_limited(1.5)]]})
+    gc.collect()  # not during the timed run: a full collection in this test process pauses ~200 ms
     error, events = await p.fail()
     assert isinstance(error, AllProvidersRateLimited)
     assert error.metadata["attempt_1"] == "a/m rate_limited: Rate limit exceeded"
@@ -127,6 +129,7 @@ async def test_all_failed_mixed_reasons_is_unavailable() -> None:
     server = ProviderError(FailureKind.SERVER_ERROR, "502 bad gateway", status_code=502)
     p = pipeline({"a": [[rate_limited()]], "b": [[TextDelta("x"), Pause(0)], [server]], "c": [[server]]})
     p.adapters["b"].scripts = [[server]]
+    gc.collect()  # not during the timed run: a full collection in this test process pauses ~200 ms
     error, _ = await p.fail()
     assert type(error) is AllProvidersFailed
     assert error.metadata["attempts"] == "3"
