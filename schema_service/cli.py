@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from schema_service import database
-from schema_service.config import MigrationSettings, Settings
+from schema_service.config import MigrationSettings, Settings, env_str
 from schema_service.errors import SchemaServiceError
 from schema_service.migrate.events import (
     Event,
@@ -45,7 +45,11 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     verify = commands.add_parser("verify", help="diff the live schema against the migrations")
     add_database_args(verify)
     verify.add_argument("--json", action="store_true")
-    verify.add_argument("--scratch-url", help="server to build the scratch database on (role may create databases)")
+    verify.add_argument(
+        "--scratch-url",
+        help="server to build the scratch database on, where the role may create databases "
+        "(env SCHEMA_SERVICE_SCRATCH_URL)",
+    )
     verify.set_defaults(handler=_sync(_verify))
     lint = commands.add_parser("lint", help="squawk and our rules over the migration files")
     add_database_args(lint)
@@ -122,7 +126,7 @@ def progress_line(event: Event) -> str:
         lines = [f"at version {event.current_version}; {len(event.items)} pending"]
         lines += [
             f"  {i.version} {i.name} sha256:{i.checksum[:12]} "
-            f"{'transactional' if i.transactional else f'no-transaction, {i.statement_count} statements'}"
+            f"{'transactional' if i.transactional else 'no-transaction'}, {i.statement_count} statements"
             for i in event.items
         ]
         return "\n".join(lines)
@@ -131,8 +135,8 @@ def progress_line(event: Event) -> str:
         who = f"{holder.application_name} (pid {holder.backend_pid}, {holder.client_addr})" if holder else "unknown"
         return f"waiting for the migration lock held by {who}"
     if isinstance(event, MigrationStarted):
-        mode = "transaction" if event.transactional else f"{event.statement_count} statements, no transaction"
-        return f"applying {event.filename} ({mode})"
+        mode = "in one transaction" if event.transactional else "no transaction"
+        return f"applying {event.filename} ({event.statement_count} statements, {mode})"
     if isinstance(event, StatementFinished):
         state = "skipped (finished by an earlier run)" if event.resumed else f"done in {event.duration_s:.3f} s"
         return f"  statement {event.index} of {event.count} {state}"
@@ -167,7 +171,8 @@ async def _status(args: argparse.Namespace, dsn: str) -> int:
 async def _verify(args: argparse.Namespace, dsn: str) -> int:
     from schema_service.verify import verify
 
-    differences = await verify(dsn, _settings(args), scratch_url=args.scratch_url)
+    scratch_url = args.scratch_url or env_str("SCHEMA_SERVICE_SCRATCH_URL")
+    differences = await verify(dsn, _settings(args), scratch_url=scratch_url)
     if args.json:
         print(json.dumps({"matches": not differences, "differences": [asdict(d) for d in differences]}, indent=2))
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from pglast import ast, enums
 from pglast.visitors import referenced_relations
 
+from schema_service.errors import MigrationError
 from schema_service.migrate.errors import MigrationFileError
 from schema_service.migrate.files import MigrationFile, read_file
 from schema_service.migrate.statements import (
@@ -59,11 +61,28 @@ class Finding:
         return f"{self.file}:{self.line}:{self.column}: {self.severity}: [{self.rule}] {self.message}"
 
 
-class SquawkMissing(RuntimeError):
-    """The squawk binary is not installed next to this Python or on PATH."""
+class SquawkMissing(MigrationError):
+    """The squawk binary is not installed (FAILED_PRECONDITION: the deployment lacks it)."""
+
+    reason = "SQUAWK_MISSING"
+
+
+class SquawkFailed(MigrationError):
+    """Squawk ran but gave no readable report; linting without it would pass files unchecked."""
+
+    reason = "SQUAWK_FAILED"
+
+
+SQUAWK_ENV = "SCHEMA_SERVICE_SQUAWK"
 
 
 def squawk_binary() -> str:
+    """`SCHEMA_SERVICE_SQUAWK` if set, else squawk next to this Python, else on PATH."""
+    configured = os.environ.get(SQUAWK_ENV)
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise SquawkMissing(f"squawk not found at {SQUAWK_ENV}={configured}")
+        return configured
     beside = Path(sys.executable).parent / "squawk"
     found = str(beside) if beside.exists() else shutil.which("squawk")
     if found is None:
@@ -144,6 +163,8 @@ def rerunnable(node: Any) -> tuple[str, Severity] | None:
         return None if node.replace else ("use CREATE OR REPLACE", "error")
     if isinstance(node, ast.AlterTableStmt):
         return _alter_table_rerunnable(node)
+    if isinstance(node, ast.AlterEnumStmt):
+        return _alter_enum_rerunnable(node)
     if isinstance(node, ast.InsertStmt):
         conflict = node.onConflictClause
         nothing = conflict is not None and conflict.action == enums.OnConflictAction.ONCONFLICT_NOTHING
@@ -177,6 +198,12 @@ _IDEMPOTENT_ALTERS = {
 }
 
 
+def _alter_enum_rerunnable(node: Any) -> tuple[str, Severity] | None:
+    if node.oldVal is not None:
+        return "ALTER TYPE ... RENAME VALUE fails once renamed; move it to a transactional file", "error"
+    return None if node.skipIfNewValExists else ("use ALTER TYPE ... ADD VALUE IF NOT EXISTS", "error")
+
+
 def _alter_table_rerunnable(node: Any) -> tuple[str, Severity] | None:
     for cmd in node.cmds or ():
         guarded = cmd.missing_ok and cmd.subtype in (
@@ -201,7 +228,7 @@ def _assumed_columns(file: MigrationFile, statements: list[Statement]) -> list[F
             continue
         if _only_adds_guarded_columns(node):
             continue
-        for name in sorted(_relnames(statement.text) & guarded.keys()):
+        for name in sorted(_relnames(statement) & guarded.keys()):
             line, column = line_column(file.sql, statement.start)
             message = (
                 f"relies on the columns of {name}, created with IF NOT EXISTS at line "
@@ -217,8 +244,18 @@ def _only_adds_guarded_columns(node: Any) -> bool:
     return bool(cmds) and all(c.subtype == enums.AlterTableType.AT_AddColumn and c.missing_ok for c in cmds)
 
 
-def _relnames(sql: str) -> set[str]:
-    return {name.rsplit(".", 1)[-1] for name in referenced_relations(sql)}
+# COMMENT ON COLUMN t.x / CONSTRAINT c ON t name the table in a list of strings, not a RangeVar,
+# so pglast's referenced_relations() does not see them; the table is the next-to-last name.
+_COMMENT_ON_TABLE_PARTS = {enums.ObjectType.OBJECT_COLUMN, enums.ObjectType.OBJECT_TABCONSTRAINT}
+
+
+def _relnames(statement: Statement) -> set[str]:
+    """Unqualified names of the tables a statement relies on."""
+    node = statement.node
+    if isinstance(node, ast.CommentStmt) and node.objtype in _COMMENT_ON_TABLE_PARTS:
+        names = [getattr(part, "sval", "") for part in node.object or ()]
+        return {names[-2]} if len(names) >= 2 else set()
+    return {name.rsplit(".", 1)[-1] for name in referenced_relations(statement.text)}
 
 
 async def run_squawk(files: list[MigrationFile], *, in_transaction: bool) -> list[Finding]:
@@ -228,15 +265,20 @@ async def run_squawk(files: list[MigrationFile], *, in_transaction: bool) -> lis
     args = [squawk_binary(), "--reporter", "json", "--exclude", ",".join(SQUAWK_EXCLUDED)]
     if in_transaction:
         args.append("--assume-in-transaction")
-    proc = await asyncio.create_subprocess_exec(
-        *args, *(str(f.path) for f in files), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args, *(str(f.path) for f in files), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+    except OSError as exc:
+        raise SquawkFailed(f"squawk could not be started ({args[0]}): {exc}") from exc
     out, err = await proc.communicate()
     try:
-        items = json.loads(out or b"[]")
-    except json.JSONDecodeError as exc:
-        raise RuntimeError(f"squawk failed (exit {proc.returncode}): {err.decode(errors='replace')}") from exc
-    return [_squawk_finding(item) for item in items]
+        # Squawk exits 1 when it finds something, so only its report tells success from failure.
+        items = json.loads(out)
+        return [_squawk_finding(item) for item in items]
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
+        detail = err.decode(errors="replace").strip()[:500] or out.decode(errors="replace").strip()[:500]
+        raise SquawkFailed(f"squawk gave no readable report (exit {proc.returncode}): {detail}") from exc
 
 
 def _squawk_finding(item: dict[str, Any]) -> Finding:

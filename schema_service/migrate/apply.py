@@ -5,6 +5,7 @@ no-transaction (statement by statement, journaled, resumable).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import time
@@ -83,42 +84,96 @@ def _do_block_line(file: MigrationFile, statement: Statement, context: str) -> t
 
 
 async def with_lock_retries(
-    limits: Limits, file: MigrationFile, statement: Statement | None, attempt: Callable[[], Awaitable[T]]
+    limits: Limits, file: MigrationFile, blocked: Callable[[], Statement], attempt: Callable[[], Awaitable[T]]
 ) -> T:
-    """Retry on lock_timeout (55P03) with exponential backoff, then report it; never hang behind a query."""
+    """Retry on lock_timeout (55P03) with exponential backoff, then report it; never hang behind a query.
+
+    `blocked()` names the statement that was waiting when the lock timeout struck.
+    """
     delay = limits.lock_retry_backoff_s
     for tries in range(limits.lock_retries + 1):
         try:
             return await attempt()
         except asyncpg.LockNotAvailableError as exc:
             if tries == limits.lock_retries:
-                where = statement or Statement(1, "", 0, None)
-                line, column = line_column(file.sql, where.start)
-                raise LockRetriesExhausted(
-                    f"{file.filename}:{line}:{column}: lock not available after {tries + 1} attempts "
-                    f"(lock_timeout {limits.for_file(file)[1]} ms): {exc}",
-                    filename=file.filename,
-                    line=line,
-                    column=column,
-                    retry_after_s=delay,
-                ) from exc
+                raise _lock_exhausted(limits, file, blocked(), tries + 1, delay, exc) from exc
             await asyncio.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
 
 
-async def run_transactional(dsn: str, file: MigrationFile, statements: list[Statement], limits: Limits) -> int:
-    """Run the whole file and record it in one transaction on a fresh connection; returns its ms."""
+def _lock_exhausted(
+    limits: Limits, file: MigrationFile, statement: Statement, tries: int, delay: float, exc: Exception
+) -> LockRetriesExhausted:
+    line, column = line_column(file.sql, statement.start)
+    first_line = statement.text.splitlines()[0] if statement.text else ""
+    return LockRetriesExhausted(
+        f"{file.filename}:{line}:{column}: statement {statement.index} ({first_line[:80]}) could not take its "
+        f"lock: lock not available after {tries} attempts (lock_timeout {limits.for_file(file)[1]} ms): {exc}",
+        filename=file.filename,
+        line=line,
+        column=column,
+        extra={"statement": str(statement.index)},
+        retry_after_s=delay,
+    )
+
+
+async def run_transactional(
+    dsn: str, file: MigrationFile, statements: list[Statement], limits: Limits
+) -> AsyncIterator[StatementDone]:
+    """Run the whole file and record it in one transaction on a fresh connection, reporting each
+    statement as it finishes (again from the first one when a lock timeout restarts the transaction).
+
+    The transaction runs in a task of its own and reports through a queue, so a slow reader of the
+    progress (a gRPC client) never holds the file's locks open longer.
+    """
+    queue: asyncio.Queue[StatementDone | None] = asyncio.Queue()
+    task = asyncio.ensure_future(_transaction(dsn, file, statements, limits, queue))
+    try:
+        while (done := await queue.get()) is not None:
+            yield done
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _transaction(
+    dsn: str,
+    file: MigrationFile,
+    statements: list[Statement],
+    limits: Limits,
+    queue: asyncio.Queue[StatementDone | None],
+) -> None:
+    try:
+        await _run_transaction(dsn, file, statements, limits, queue.put_nowait)
+    finally:
+        queue.put_nowait(None)
+
+
+async def _run_transaction(
+    dsn: str,
+    file: MigrationFile,
+    statements: list[Statement],
+    limits: Limits,
+    report: Callable[[StatementDone], None],
+) -> None:
     conn = await connect(dsn)
     try:
         statement_ms, lock_ms = limits.for_file(file)
         await set_timeouts(conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
         started = time.monotonic()
+        current = statements[0] if statements else Statement(1, "", 0, None)
 
         async def attempt() -> None:
+            nonlocal current
             async with conn.transaction():
                 for statement in statements:
+                    current, t0 = statement, time.monotonic()
                     await _execute(conn, file, statement)
+                    report(StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False))
                 await history.record(
                     conn,
                     version=file.version,
@@ -129,8 +184,7 @@ async def run_transactional(dsn: str, file: MigrationFile, statements: list[Stat
                     success=True,
                 )
 
-        await with_lock_retries(limits, file, None, attempt)
-        return _elapsed_ms(started)
+        await with_lock_retries(limits, file, lambda: current, attempt)
     finally:
         await conn.close()
 
@@ -161,7 +215,8 @@ async def run_no_transaction(
                 yield StatementDone(statement.index, len(statements), 0.0, resumed=True)
                 continue
             t0 = time.monotonic()
-            await with_lock_retries(limits, file, statement, functools.partial(_run_one, conn, file, statement))
+            run_one = functools.partial(_run_one, conn, file, statement)
+            await with_lock_retries(limits, file, _fixed(statement), run_one)
             await history.journal_statement(conn, file.version, statement.index, statement.checksum, _elapsed_ms(t0))
             yield StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False)
         async with conn.transaction():
@@ -177,6 +232,10 @@ async def run_no_transaction(
             await history.clear_journal(conn, file.version)
     finally:
         await conn.close()
+
+
+def _fixed(statement: Statement) -> Callable[[], Statement]:
+    return lambda: statement
 
 
 async def _run_one(conn: asyncpg.Connection, file: MigrationFile, statement: Statement) -> None:

@@ -10,13 +10,19 @@ MigrationError (schema_service.errors)      MIGRATION_FAILED: a file failed in P
  +-- BaselineRefused                        BASELINE_REFUSED: the database already has history
  +-- LockWaitTimeout                        ABORTED, MIGRATION_LOCK_TIMEOUT: another runner held the lock too long
  +-- LockRetriesExhausted                   ABORTED, LOCK_TIMEOUT: a table lock stayed unavailable
+ +-- DatabaseRefused                        DATABASE_REFUSED: PostgreSQL refused the engine's own work
+                                            (history tables, catalog reads: a missing privilege, a
+                                            cancelled query); ErrorInfo metadata `sqlstate`
+database_error() maps any asyncpg.PostgresError outside a migration file to DatabaseRefused, or to
+DatabaseUnavailable (UNAVAILABLE + RetryInfo) when the server is unreachable, restarting or full.
 """
 
 from __future__ import annotations
 
+import asyncpg
 from google.rpc import code_pb2
 
-from schema_service.errors import MigrationError
+from schema_service.errors import DatabaseUnavailable, MigrationError, SchemaServiceError
 
 
 class _Located(MigrationError):
@@ -85,3 +91,22 @@ class LockWaitTimeout(MigrationError):
 class LockRetriesExhausted(_Located):
     code = code_pb2.ABORTED
     reason = "LOCK_TIMEOUT"
+
+
+class DatabaseRefused(MigrationError):
+    reason = "DATABASE_REFUSED"
+
+
+# Connection exceptions, admin/crash shutdown and "cannot connect now", too many connections / out of
+# resources: the server is (for now) unable to work, so another try later may succeed.
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53")
+
+
+def database_error(exc: asyncpg.PostgresError) -> SchemaServiceError:
+    """A PostgreSQL error raised outside a migration file, with its SQLSTATE in the metadata."""
+    sqlstate = str(getattr(exc, "sqlstate", "") or "")
+    message = str(getattr(exc, "message", "") or exc)
+    metadata = {"sqlstate": sqlstate} if sqlstate else {}
+    if isinstance(exc, asyncpg.PostgresConnectionError) or sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+        return DatabaseUnavailable(f"database unavailable: {sqlstate}: {message}", metadata=metadata, retry_after_s=1.0)
+    return DatabaseRefused(f"database refused the migration engine: {sqlstate}: {message}", metadata=metadata)

@@ -75,8 +75,8 @@ def parse_checked(file: MigrationFile) -> list[Statement]:
 
 
 def statement_count(file: MigrationFile, statements: list[Statement]) -> int:
-    """Statements reported for a file: its statements when run one by one, else 1 (the whole file)."""
-    return 1 if file.transactional else len(statements)
+    """Top-level statements of a file; each reports its completion (StatementFinished)."""
+    return len(statements)
 
 
 def plan_items(plan: Plan, statements: dict[int, list[Statement]]) -> list[PlannedItem]:
@@ -130,11 +130,9 @@ async def _apply(
     )
     started = time.monotonic()
     try:
-        if file.transactional:
-            await run_transactional(dsn, file, statements, limits)
-        else:
-            async for done in run_no_transaction(dsn, file, statements, limits):
-                yield StatementFinished(file.version, done.index, done.count, done.duration_s, done.resumed)
+        run = run_transactional if file.transactional else run_no_transaction
+        async for done in run(dsn, file, statements, limits):
+            yield StatementFinished(file.version, done.index, done.count, done.duration_s, done.resumed)
     except MigrationError as exc:
         # Recording the failure must never hide it (the lock connection may be gone with the server).
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -13,10 +14,11 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.rpc import code_pb2
 
 from schema_service.app import App
-from schema_service.errors import DatabaseUnavailable, InvalidRequest, SchemaServiceError
+from schema_service.errors import DatabaseUnavailable, InvalidRequest, SchemaServiceError, ShuttingDown
 from schema_service.lint import lint_dir
 from schema_service.migrate import RunOptions, migrate
 from schema_service.migrate import events as ev
+from schema_service.migrate.errors import database_error
 from schema_service.migrate.lock import LockHolder
 from schema_service.migrate.ops import status
 from schema_service.migrate.wait import wait_for_version
@@ -30,11 +32,14 @@ from servicekit.server import Lifecycle, abort, bind_request_id
 _DEADLINE_MARGIN_S = 0.05
 
 
-class ServerStopping(SchemaServiceError):
-    """The call was cut short by shutdown; another replica can answer it."""
+log = logging.getLogger(__name__)
 
-    code = code_pb2.UNAVAILABLE
-    reason = "SERVER_STOPPING"
+
+class _Internal(SchemaServiceError):
+    """A bug: reported as INTERNAL (never UNKNOWN), details in the log only."""
+
+    code = code_pb2.INTERNAL
+    reason = "INTERNAL"
 
 
 class _Failed(Exception):
@@ -46,13 +51,19 @@ class _Failed(Exception):
 
 @contextlib.contextmanager
 def _domain_errors() -> Iterator[None]:
-    """Database connection trouble becomes UNAVAILABLE + RetryInfo; domain errors pass through."""
+    """Every failure leaves as a typed status, never UNKNOWN: domain errors pass through, connection
+    trouble is UNAVAILABLE + RetryInfo, any other PostgreSQL error carries its SQLSTATE."""
     try:
         yield
     except SchemaServiceError as exc:
         raise _Failed(exc) from exc
-    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+    except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
         raise _Failed(DatabaseUnavailable(f"database not reachable: {type(exc).__name__}", retry_after_s=1.0)) from exc
+    except asyncpg.PostgresError as exc:
+        raise _Failed(database_error(exc)) from exc
+    except Exception as exc:
+        log.exception("MigrationService call failed")
+        raise _Failed(_Internal(f"internal error ({type(exc).__name__}); see the service log")) from exc
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -175,7 +186,8 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
         bind_request_id(context)
         try:
             with _domain_errors():
-                differences = await verify(self.app.dsn, self.app.settings.migration)
+                settings = self.app.settings.migration
+                differences = await verify(self.app.dsn, settings, scratch_url=settings.scratch_url)
         except _Failed as failed:
             await abort(context, failed.error)
         kinds = {
@@ -201,7 +213,11 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
         self, request: pb.LintMigrationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.LintMigrationsResponse:
         bind_request_id(context)
-        findings = await lint_dir(self.app.settings.migration.migrations_dir)
+        try:
+            with _domain_errors():
+                findings = await lint_dir(self.app.settings.migration.migrations_dir)
+        except _Failed as failed:
+            await abort(context, failed.error)
         severity = {"warning": pb.LINT_SEVERITY_WARNING, "error": pb.LINT_SEVERITY_ERROR}
         return pb.LintMigrationsResponse(
             findings=[
@@ -245,7 +261,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiting
         if waiting.cancelled():
-            raise ServerStopping("the server is shutting down; ask another replica", retry_after_s=1.0)
+            raise ShuttingDown("the server is shutting down; ask another replica", retry_after_s=1.0)
         return waiting.result()
 
 

@@ -27,7 +27,7 @@ async def test_migrate_prints_progress_and_status_json(empty_db: str, tmp_path: 
     folder = write_migrations(
         tmp_path,
         {
-            "001_a.sql": "CREATE TABLE a (x int);\n",
+            "001_a.sql": "CREATE TABLE a (x int);\nCOMMENT ON TABLE a IS 'a';\n",
             "002_idx.sql": "-- migrate: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS a_x ON a (x);\n"
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS a_x2 ON a (x);\n",
         },
@@ -35,12 +35,14 @@ async def test_migrate_prints_progress_and_status_json(empty_db: str, tmp_path: 
     code, out, err = await cli("migrate", "--migrations-dir", str(folder), "--dry-run", "--database-url", empty_db)
     assert code == 0, err
     assert "at version 0; 2 pending" in out and "no-transaction, 2 statements" in out
+    assert "transactional, 2 statements" in out
     assert await fetchval(empty_db, "SELECT to_regnamespace('schema_service')") is None
 
     env = dict(os.environ, DATABASE_URL=empty_db)
     code, out, err = await cli("migrate", "--migrations-dir", str(folder), env=env)
     assert code == 0, err
-    assert "applying 001_a.sql (transaction)\napplied 001_a.sql in " in out
+    assert "applying 001_a.sql (2 statements, in one transaction)\n  statement 1 of 2 done in " in out
+    assert "  statement 2 of 2 done in " in out.split("applied 001_a.sql in ")[0]
     assert "applying 002_idx.sql (2 statements, no transaction)\n  statement 1 of 2 done in " in out
     assert out.strip().endswith("done: at version 2, 2 applied")
 

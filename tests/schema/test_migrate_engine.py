@@ -15,7 +15,7 @@ from schema_service.migrate.errors import (
     OutOfOrder,
     StatementRefused,
 )
-from schema_service.migrate.events import MigrationStarted, PlanReady, RunDone
+from schema_service.migrate.events import MigrationFinished, MigrationStarted, PlanReady, RunDone, StatementFinished
 from schema_service.migrate.ops import repair, status
 from tests.schema.migration_fixtures.helpers import FIXTURES, fetch, fetchval, history, run, write_migrations
 
@@ -219,3 +219,18 @@ async def test_statement_timeout_from_header_overrides_default(empty_db: str, tm
         await apply_migrations(empty_db, folder, statement_timeout_s=0.1)
     assert caught.value.filename == "002_default.sql" and caught.value.sqlstate == "57014"
     assert await history(empty_db) == [(1, True), (2, False)]
+
+
+async def test_transactional_file_reports_each_statement(empty_db: str, tmp_path: Path) -> None:
+    body = "CREATE TABLE p (x int);\nDO $$ BEGIN PERFORM 1; END $$;\nINSERT INTO p VALUES (1);\n"
+    folder = write_migrations(tmp_path, {"001_p.sql": body})
+
+    events = await run(empty_db, folder)
+
+    assert isinstance(events[0], PlanReady) and events[0].items[0].statement_count == 3
+    file_events = [e for e in events if isinstance(e, (MigrationStarted, StatementFinished, MigrationFinished))]
+    assert isinstance(file_events[0], MigrationStarted) and file_events[0].statement_count == 3
+    finished = [(e.version, e.index, e.count, e.resumed) for e in file_events[1:-1] if isinstance(e, StatementFinished)]
+    assert finished == [(1, 1, 3, False), (1, 2, 3, False), (1, 3, 3, False)]
+    assert isinstance(file_events[-1], MigrationFinished) and len(file_events) == 5
+    assert await fetchval(empty_db, "SELECT count(*) FROM p") == 1

@@ -89,7 +89,9 @@ async def test_changed_statement_after_partial_run_is_refused_until_repair(empty
 
 async def test_lock_timeout_is_retried_then_reported(empty_db: str, tmp_path: Path) -> None:
     await fetchval(empty_db, "CREATE TABLE busy (x int)")
-    folder = write_migrations(tmp_path, {"001_alter.sql": "\nALTER TABLE busy ADD COLUMN y int;\n"})
+    folder = write_migrations(
+        tmp_path, {"001_alter.sql": "CREATE TABLE free (x int);\n\n  ALTER TABLE busy ADD COLUMN y int;\n"}
+    )
     holder = await asyncpg.connect(empty_db)
     try:
         tx = holder.transaction()
@@ -98,7 +100,10 @@ async def test_lock_timeout_is_retried_then_reported(empty_db: str, tmp_path: Pa
         with pytest.raises(LockRetriesExhausted) as caught:
             await apply_migrations(empty_db, folder, lock_timeout_s=0.02, lock_retries=2, lock_retry_backoff_s=0.01)
         assert "lock not available after 3 attempts" in caught.value.message
-        assert caught.value.filename == "001_alter.sql"
+        # The blocked statement, not the start of the file: line 3, column 3, statement 2.
+        assert (caught.value.filename, caught.value.line, caught.value.column) == ("001_alter.sql", 3, 3)
+        assert caught.value.metadata["statement"] == "2"
+        assert caught.value.message.startswith("001_alter.sql:3:3: statement 2 (ALTER TABLE busy ADD COLUMN y int)")
         assert caught.value.retry_after_s is not None
         await tx.rollback()
     finally:
@@ -121,16 +126,33 @@ async def test_lock_timeout_in_no_transaction_file_retries_the_statement(empty_d
     assert await apply_migrations(empty_db, folder) == 1
 
 
-async def test_reindex_concurrently_is_checked_for_validity(empty_db: str, tmp_path: Path) -> None:
-    folder = write_migrations(
-        tmp_path,
-        {
-            "001_r.sql": NO_TX
-            + "CREATE TABLE IF NOT EXISTS r (x int);\n"
-            + "CREATE INDEX CONCURRENTLY IF NOT EXISTS r_x ON r (x);\n"
-            + "REINDEX INDEX CONCURRENTLY r_x;\n",
-        },
-    )
+# The index key fails while the session sets `test.fail_key`: a REINDEX CONCURRENTLY then dies after
+# creating its INVALID `r_x_ccnew` copy, as a killed one would, and the runner's connection is unaffected.
+FAILING_KEY = """
+CREATE TABLE r (x int);
+INSERT INTO r VALUES (1), (2);
+CREATE FUNCTION r_key(v int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF current_setting('test.fail_key', true) = 'on' THEN RAISE EXCEPTION 'key failed'; END IF;
+    RETURN v;
+END $$;
+CREATE INDEX r_x ON r (r_key(x));
+"""
+
+
+async def test_reindex_concurrently_drops_an_invalid_ccnew_leftover(empty_db: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await conn.execute(FAILING_KEY)
+        await conn.execute("SET test.fail_key = 'on'")
+        with pytest.raises(asyncpg.RaiseError, match="key failed"):
+            await conn.execute("REINDEX INDEX CONCURRENTLY r_x")
+    finally:
+        await conn.close()
+    leftovers = "SELECT relname, indisvalid FROM pg_index JOIN pg_class ON oid = indexrelid WHERE relname LIKE 'r\\_x%'"
+    assert sorted(map(tuple, await fetch(empty_db, leftovers))) == [("r_x", True), ("r_x_ccnew", False)]
+
+    folder = write_migrations(tmp_path, {"001_r.sql": NO_TX + "REINDEX INDEX CONCURRENTLY r_x;\n"})
     assert await apply_migrations(empty_db, folder) == 1
-    assert await fetchval(empty_db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'r_x'::regclass") is True
-    assert await fetchval(empty_db, "SELECT count(*) FROM pg_class WHERE relname LIKE 'r_x_cc%'") == 0
+
+    assert [tuple(row) for row in await fetch(empty_db, leftovers)] == [("r_x", True)]

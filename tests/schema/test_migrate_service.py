@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from schema_service.servicers import add_to_server
 from schemaservice.v1 import migration_service_pb2 as pb
 from schemaservice.v1 import migration_service_pb2_grpc
 from servicekit.server import Lifecycle, ServerOptions, build_server
+from tests.pg import dsn_with_database, dsn_with_user
 from tests.schema.migration_fixtures.helpers import FIXTURES, fetchval, wait_for_lock_wait, write_migrations
 
 
@@ -87,6 +89,7 @@ async def test_migrate_streams_plan_progress_and_done(empty_db: str, tmp_path: P
     assert kinds == [
         "plan",
         "migration_started",
+        "statement_finished",
         "migration_finished",
         "migration_started",
         "statement_finished",
@@ -95,8 +98,9 @@ async def test_migrate_streams_plan_progress_and_done(empty_db: str, tmp_path: P
         "done",
     ]
     assert events[-1].done.current_version == 2 and events[-1].done.applied_count == 2
-    assert [e.statement_finished.statement_index for e in events if e.HasField("statement_finished")] == [1, 2]
-    assert len(events[2].migration_finished.checksum) == 64
+    finished = [e.statement_finished for e in events if e.HasField("statement_finished")]
+    assert [(f.version, f.statement_index, f.statement_count) for f in finished] == [(1, 1, 1), (2, 1, 2), (2, 2, 2)]
+    assert len(events[3].migration_finished.checksum) == 64
 
 
 async def test_failed_migration_is_failed_precondition_with_position(empty_db: str, tmp_path: Path) -> None:
@@ -106,7 +110,7 @@ async def test_failed_migration_is_failed_precondition_with_position(empty_db: s
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for response in running.stub.Migrate(pb.MigrateRequest(), timeout=20):
                 seen.append(response.WhichOneof("event"))
-    assert seen == ["plan", "migration_started"]
+    assert seen == ["plan", "migration_started", "statement_finished"]
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     info, _ = _details(caught.value)
     assert info.reason == "MIGRATION_FAILED" and info.domain == "schemaservice"
@@ -182,7 +186,7 @@ async def test_wait_for_version_ends_at_shutdown(empty_db: str, tmp_path: Path) 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await waiter
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert _details(caught.value)[0].reason == "SERVER_STOPPING"
+    assert _details(caught.value)[0].reason == "SHUTTING_DOWN"
 
 
 async def wait_for_listener(dsn: str) -> None:
@@ -244,3 +248,74 @@ async def test_unreachable_database_is_unavailable_with_retry_info(tmp_path: Pat
             await running.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert _details(caught.value)[0].reason == "DATABASE_UNAVAILABLE"
+
+
+@asynccontextmanager
+async def restricted_role(dsn: str, *grants: str) -> AsyncIterator[str]:
+    """A login role that may not create databases (nor anything else unless granted); its DSN."""
+    role = f"r_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN NOCREATEDB")
+        for grant in grants:
+            await admin.execute(grant.format(role=role))
+        yield dsn_with_user(dsn, role)
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+
+
+async def test_database_refusals_carry_their_sqlstate_never_unknown(migrated_db: str, tmp_path: Path) -> None:
+    async with restricted_role(migrated_db) as live:
+        async with migration_server(live, write_migrations(tmp_path, THREE)) as running:
+            with pytest.raises(grpc.aio.AioRpcError) as status_error:
+                await running.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as migrate_error:
+                await _drain(running.stub.Migrate(pb.MigrateRequest(), timeout=10))
+    for caught in (status_error, migrate_error):
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value.details()
+        info, _ = _details(caught.value)
+        assert (info.reason, dict(info.metadata)) == ("DATABASE_REFUSED", {"sqlstate": "42501"})
+        assert "permission denied" in (caught.value.details() or "")
+
+
+async def test_verify_uses_the_configured_scratch_server(migrated_db: str, pg_admin_dsn: str) -> None:
+    from schema_service.config import PACKAGE_MIGRATIONS
+
+    grants = (
+        "GRANT USAGE ON SCHEMA schema_service TO {role}",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA schema_service TO {role}",
+    )
+    async with restricted_role(migrated_db, *grants) as live:
+        async with migration_server(live, PACKAGE_MIGRATIONS) as running:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await running.stub.VerifySchema(pb.VerifySchemaRequest(), timeout=30)
+        scratch = dsn_with_database(pg_admin_dsn, "postgres")
+        async with migration_server(live, PACKAGE_MIGRATIONS, scratch_url=scratch) as running:
+            await fetchval(migrated_db, "ALTER TABLE users DROP COLUMN last_login_at")
+            drift = await running.stub.VerifySchema(pb.VerifySchemaRequest(), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _details(caught.value)[0].reason == "SCRATCH_DATABASE_UNAVAILABLE"
+    assert [(d.object_name, d.kind) for d in drift.differences] == [
+        ("public.users.last_login_at", pb.DIFFERENCE_KIND_MISSING)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("squawk", "reason"),
+    [("missing", "SQUAWK_MISSING"), ("#!/bin/sh\necho 'squawk: panic' >&2\nexit 2\n", "SQUAWK_FAILED")],
+)
+async def test_lint_without_a_working_squawk_is_failed_precondition(
+    empty_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, squawk: str, reason: str
+) -> None:
+    binary = tmp_path / "squawk"
+    if squawk != "missing":
+        binary.write_text(squawk)
+        binary.chmod(0o755)
+    monkeypatch.setenv("SCHEMA_SERVICE_SQUAWK", str(binary))
+    async with migration_server(empty_db, write_migrations(tmp_path / "m", THREE)) as running:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await running.stub.LintMigrations(pb.LintMigrationsRequest(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _details(caught.value)[0].reason == reason
