@@ -7,7 +7,8 @@ Our rules (all errors):
   if-not-exists-assumes-columns    CREATE TABLE IF NOT EXISTS, then statements that rely on the table's columns
   invalid-file                     bad file name, unknown header directive or syntax error
 
-Squawk runs with `--assume-in-transaction` on transactional files. Left out on purpose:
+Squawk runs with `--assume-in-transaction` on transactional files (see schema_service.migrate.squawk;
+a missing or failing squawk raises SquawkMissing / SquawkFailed, FAILED_PRECONDITION). Left out on purpose:
 require-lock-timeout / require-statement-timeout (the runner sets both for every file) and
 prefer-bigint-over-int / -smallint (they flag every small counter; our keys are bigint or uuid).
 Transactional files need no IF NOT EXISTS guards: they run once and are recorded, and drift is
@@ -16,11 +17,6 @@ caught by `verify`, not hidden by guards.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,9 +24,9 @@ from typing import Any, Literal
 from pglast import ast, enums
 from pglast.visitors import referenced_relations
 
-from schema_service.errors import MigrationError
 from schema_service.migrate.errors import MigrationFileError
 from schema_service.migrate.files import MigrationFile, read_file
+from schema_service.migrate.squawk import squawk_report, unreadable
 from schema_service.migrate.statements import (
     Statement,
     is_transaction_control,
@@ -40,12 +36,6 @@ from schema_service.migrate.statements import (
 )
 
 Severity = Literal["warning", "error"]
-SQUAWK_EXCLUDED = (
-    "require-lock-timeout",
-    "require-statement-timeout",
-    "prefer-bigint-over-int",
-    "prefer-bigint-over-smallint",
-)
 
 
 @dataclass(frozen=True)
@@ -59,35 +49,6 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}: {self.severity}: [{self.rule}] {self.message}"
-
-
-class SquawkMissing(MigrationError):
-    """The squawk binary is not installed (FAILED_PRECONDITION: the deployment lacks it)."""
-
-    reason = "SQUAWK_MISSING"
-
-
-class SquawkFailed(MigrationError):
-    """Squawk ran but gave no readable report; linting without it would pass files unchecked."""
-
-    reason = "SQUAWK_FAILED"
-
-
-SQUAWK_ENV = "SCHEMA_SERVICE_SQUAWK"
-
-
-def squawk_binary() -> str:
-    """`SCHEMA_SERVICE_SQUAWK` if set, else squawk next to this Python, else on PATH."""
-    configured = os.environ.get(SQUAWK_ENV)
-    if configured:
-        if not os.access(configured, os.X_OK):
-            raise SquawkMissing(f"squawk not found at {SQUAWK_ENV}={configured}")
-        return configured
-    beside = Path(sys.executable).parent / "squawk"
-    found = str(beside) if beside.exists() else shutil.which("squawk")
-    if found is None:
-        raise SquawkMissing("squawk not found: pip install squawk-cli")
-    return found
 
 
 async def lint_dir(directory: Path) -> list[Finding]:
@@ -259,26 +220,14 @@ def _relnames(statement: Statement) -> set[str]:
 
 
 async def run_squawk(files: list[MigrationFile], *, in_transaction: bool) -> list[Finding]:
-    """Squawk's findings (its JSON reporter) for the files, as warnings or errors by its level."""
+    """Squawk's findings for the files, as warnings or errors by its level."""
     if not files:
         return []
-    args = [squawk_binary(), "--reporter", "json", "--exclude", ",".join(SQUAWK_EXCLUDED)]
-    if in_transaction:
-        args.append("--assume-in-transaction")
+    items = await squawk_report([f.path for f in files], in_transaction=in_transaction)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *args, *(str(f.path) for f in files), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-    except OSError as exc:
-        raise SquawkFailed(f"squawk could not be started ({args[0]}): {exc}") from exc
-    out, err = await proc.communicate()
-    try:
-        # Squawk exits 1 when it finds something, so only its report tells success from failure.
-        items = json.loads(out)
         return [_squawk_finding(item) for item in items]
-    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
-        detail = err.decode(errors="replace").strip()[:500] or out.decode(errors="replace").strip()[:500]
-        raise SquawkFailed(f"squawk gave no readable report (exit {proc.returncode}): {detail}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise unreadable(None, str(items)[:500].encode()) from exc
 
 
 def _squawk_finding(item: dict[str, Any]) -> Finding:
