@@ -29,7 +29,9 @@ async def migrate_at_start(dsn: str, settings: MigrationSettings, *, max_backoff
             extra = {"error": exc.message, "reason": exc.reason, "retry_s": delay}
             log.error("migrations failed at start", extra=extra)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.error("migrations failed at start", extra={"error": type(exc).__name__, "retry_s": delay})
+            sqlstate = getattr(exc, "sqlstate", None)
+            extra = {"error": type(exc).__name__, "sqlstate": sqlstate, "retry_s": delay}
+            log.error("migrations failed at start", extra=extra)
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_backoff_s)
 
@@ -37,8 +39,11 @@ async def migrate_at_start(dsn: str, settings: MigrationSettings, *, max_backoff
 async def _run(dsn: str, settings: MigrationSettings) -> int:
     version = 0
     async for event in migrate(dsn, RunOptions(settings=settings)):
-        if isinstance(event, (MigrationFinished, StatementFinished)):
-            log.info("migration progress", extra={"event": type(event).__name__, "version": event.version})
+        if isinstance(event, StatementFinished):
+            extra = {"version": event.version, "statement": event.index, "of": event.count, "resumed": event.resumed}
+            log.info("migration statement finished", extra=extra)
+        elif isinstance(event, MigrationFinished):
+            log.info("migration applied", extra={"version": event.version, "duration_s": round(event.duration_s, 3)})
         elif isinstance(event, RunDone):
             version = event.current_version
             log.info("schema up to date", extra={"version": version, "applied": event.applied_count})
