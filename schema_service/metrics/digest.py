@@ -4,7 +4,7 @@ It is taken over the canonical records (time in microseconds, series id, value, 
 sorted keys), not over the bytes received: a client that re-encodes the same batch for its retry
 (Go, grpcurl and others write map entries in random order; the columnar and per-metric forms of the
 same values) is still recognised, while any other value, time, name, unit, label or metadata is not.
-About 0.1 us per metric.
+About 0.1 us per metric. Stored in metric_write_requests.batch_digest (migration 011).
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ async def _duplicate(conn: Conn, batch: Batch) -> WriteResult:
             f"request_id {batch.request_id!r} expired while being checked; retry", retry_after_s=RETRY_AFTER_S
         )
     count, stored_count = len(batch.records), stored["written_count"]
-    if stored_count != count or bytes(stored["batch_digest"]) != batch.digest:
+    digest = stored["batch_digest"]  # NULL for ids recorded before migration 011: compared by count only
+    if stored_count != count or (digest is not None and bytes(digest) != batch.digest):
         raise RequestIdReused(
             f"request_id {batch.request_id!r} was already used for a different batch ({stored_count} "
             f"metrics, this one has {count}); a retry must carry the same metrics, a new batch a new request_id",

@@ -26,12 +26,10 @@ CREATE INDEX system_performance_metrics_time_brin ON system_performance_metrics 
 CREATE INDEX system_performance_metrics_series_time_idx ON system_performance_metrics (series_id, time);
 
 -- One row per committed write batch, inserted in the batch's own transaction: a retry with the
--- same request_id finds it and is acknowledged without writing again. batch_digest (blake2b of the
--- batch's canonical records) tells a true retry from a reused id carrying other data.
+-- same request_id finds it and is acknowledged without writing again.
 CREATE TABLE metric_write_requests (
     request_id text PRIMARY KEY,
     written_count bigint NOT NULL,
-    batch_digest bytea NOT NULL,
     committed_at timestamptz NOT NULL DEFAULT now()
 );
 

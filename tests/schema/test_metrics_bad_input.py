@@ -275,3 +275,18 @@ async def test_an_oversized_batch_is_refused_by_its_size_while_every_write_slot_
         await admin.close()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details(caught.value)["ErrorInfo"].metadata["limit"] == "max_batch_bytes"  # type: ignore[attr-defined]
+
+
+async def test_a_request_id_recorded_before_digests_existed_is_compared_by_count(migrated_db: str) -> None:
+    conn = await asyncpg.connect(migrated_db)
+    try:
+        await conn.execute("INSERT INTO metric_write_requests (request_id, written_count) VALUES ('old', 2)")
+    finally:
+        await conn.close()
+    async with metrics_server(migrated_db) as running:
+        again = await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="old", metrics=[metric()] * 2))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="old", metrics=[metric()]))
+    assert (again.written_count, again.duplicate) == (2, True)
+    assert details(caught.value)["ErrorInfo"].reason == "REQUEST_ID_REUSED"  # type: ignore[attr-defined]
+    assert await count_rows(migrated_db) == 0
