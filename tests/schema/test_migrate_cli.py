@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from schema_service.config import PACKAGE_MIGRATIONS
-from tests.schema.migration_fixtures.helpers import FIXTURES, fetchval, write_migrations
+from tests.pg import dsn_with_database
+from tests.schema.migration_fixtures.helpers import FIXTURES, READ_HISTORY, fetchval, restricted_role, write_migrations
 
 CLI = str(Path(sys.executable).parent / "schema-service")
 
@@ -69,6 +70,22 @@ async def test_verify_json_exits_non_zero_on_drift(migrated_db: str) -> None:
     assert [(d["object_kind"], d["object_name"], d["kind"]) for d in report["differences"]] == [
         ("index", "public.capability_gaps_agent_id_idx", "missing")
     ]
+
+
+async def test_verify_takes_the_scratch_server_from_the_environment(migrated_db: str, pg_admin_dsn: str) -> None:
+    async with restricted_role(migrated_db, *READ_HISTORY) as live:
+        code, _, err = await cli("verify", "--database-url", live)
+        assert code == 1 and "cannot create a scratch database" in err
+        env = dict(os.environ, SCHEMA_SERVICE_SCRATCH_URL=dsn_with_database(pg_admin_dsn, "postgres"))
+        code, out, err = await cli("verify", "--database-url", live, env=env)
+    assert (code, out) == (0, "schema matches the migrations\n"), err
+
+
+async def test_lint_without_squawk_exits_1_saying_so(tmp_path: Path) -> None:
+    env = dict(os.environ, SCHEMA_SERVICE_SQUAWK=str(tmp_path / "squawk"))
+    code, out, err = await cli("lint", "--migrations-dir", str(PACKAGE_MIGRATIONS), env=env)
+    assert (code, out) == (1, "")
+    assert err == f"schema-service lint: squawk not found at SCHEMA_SERVICE_SQUAWK={tmp_path / 'squawk'}\n"
 
 
 async def test_lint_exit_codes() -> None:

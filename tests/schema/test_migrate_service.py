@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,8 +21,15 @@ from schema_service.servicers import add_to_server
 from schemaservice.v1 import migration_service_pb2 as pb
 from schemaservice.v1 import migration_service_pb2_grpc
 from servicekit.server import Lifecycle, ServerOptions, build_server
-from tests.pg import dsn_with_database, dsn_with_user
-from tests.schema.migration_fixtures.helpers import FIXTURES, fetchval, wait_for_lock_wait, write_migrations
+from tests.pg import dsn_with_database
+from tests.schema.migration_fixtures.helpers import (
+    FIXTURES,
+    READ_HISTORY,
+    fetchval,
+    restricted_role,
+    wait_for_lock_wait,
+    write_migrations,
+)
 
 
 @dataclass
@@ -250,22 +256,6 @@ async def test_unreachable_database_is_unavailable_with_retry_info(tmp_path: Pat
     assert _details(caught.value)[0].reason == "DATABASE_UNAVAILABLE"
 
 
-@asynccontextmanager
-async def restricted_role(dsn: str, *grants: str) -> AsyncIterator[str]:
-    """A login role that may not create databases (nor anything else unless granted); its DSN."""
-    role = f"r_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f"CREATE ROLE {role} LOGIN NOCREATEDB")
-        for grant in grants:
-            await admin.execute(grant.format(role=role))
-        yield dsn_with_user(dsn, role)
-    finally:
-        await admin.execute(f"DROP OWNED BY {role}")
-        await admin.execute(f"DROP ROLE {role}")
-        await admin.close()
-
-
 async def test_database_refusals_carry_their_sqlstate_never_unknown(migrated_db: str, tmp_path: Path) -> None:
     async with restricted_role(migrated_db) as live:
         async with migration_server(live, write_migrations(tmp_path, THREE)) as running:
@@ -283,11 +273,7 @@ async def test_database_refusals_carry_their_sqlstate_never_unknown(migrated_db:
 async def test_verify_uses_the_configured_scratch_server(migrated_db: str, pg_admin_dsn: str) -> None:
     from schema_service.config import PACKAGE_MIGRATIONS
 
-    grants = (
-        "GRANT USAGE ON SCHEMA schema_service TO {role}",
-        "GRANT SELECT ON ALL TABLES IN SCHEMA schema_service TO {role}",
-    )
-    async with restricted_role(migrated_db, *grants) as live:
+    async with restricted_role(migrated_db, *READ_HISTORY) as live:
         async with migration_server(live, PACKAGE_MIGRATIONS) as running:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await running.stub.VerifySchema(pb.VerifySchemaRequest(), timeout=30)

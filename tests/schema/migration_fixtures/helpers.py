@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import asyncpg
 
 from schema_service.migrate import RunOptions, migrate
 from schema_service.migrate.events import Event
+from tests.pg import dsn_with_user
 
 FIXTURES = Path(__file__).resolve().parent
 
@@ -78,3 +82,26 @@ async def wait_until_gone(dsn: str, pid: int, *, timeout_s: float = 20.0) -> Non
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"backend {pid} still alive")
+
+
+# Verify's scratch-server tests need a live role that may read the history but not create databases.
+READ_HISTORY = (
+    "GRANT USAGE ON SCHEMA schema_service TO {role}",
+    "GRANT SELECT ON ALL TABLES IN SCHEMA schema_service TO {role}",
+)
+
+
+@asynccontextmanager
+async def restricted_role(dsn: str, *grants: str) -> AsyncIterator[str]:
+    """A login role that may not create databases (nor anything else unless granted); its DSN."""
+    role = f"r_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN NOCREATEDB")
+        for grant in grants:
+            await admin.execute(grant.format(role=role))
+        yield dsn_with_user(dsn, role)
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
