@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -17,8 +16,7 @@ import pytest
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1.metrics_service_pb2_grpc import MetricsServiceStub
 from tests.pg import database_of
-from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server
-from tests.schema.test_metrics_write import wait_for_lock_waiters
+from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server, wait_for_lock_waiters
 from tests.tcpproxy import TcpProxy
 
 WRITERS, BATCHES, BATCH_SIZE, KILL_EVERY = 3, 30, 20, 8
@@ -135,12 +133,7 @@ async def test_stored_rows_equal_acknowledged_rows_after_connections_are_killed_
 
 
 async def test_database_unreachable_then_back_writes_are_refused_then_resume(migrated_db: str) -> None:
-    target = urlsplit(migrated_db)
-    if not target.hostname or target.hostname.startswith("/"):
-        pytest.skip("needs a TCP database (DATABASE_URL); the embedded server listens on a Unix socket")
-    proxy = TcpProxy(target.hostname, target.port or 5432)
-    await proxy.start()
-    through_proxy = urlunsplit(target._replace(netloc=f"{target.username or 'postgres'}@127.0.0.1:{proxy.port}"))
+    proxy, through_proxy = await TcpProxy.for_database(migrated_db)
     progress = Progress()
     try:
         async with metrics_server(through_proxy) as running:

@@ -88,8 +88,7 @@ async def test_message_over_the_transport_limit_gets_a_clear_error(migrated_db: 
 @pytest.mark.timeout(90)
 async def test_sigterm_drains_an_inflight_write_while_refusing_new_calls(migrated_db: str) -> None:
     from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-    from tests.schema.metrics_helpers import metric
-    from tests.schema.test_metrics_write import wait_for_lock_waiters
+    from tests.schema.metrics_helpers import metric, wait_for_lock_waiters
 
     args = ("--database-url", migrated_db, "--no-migrate", "--shutdown-grace", "60")
     admin = await asyncpg.connect(migrated_db)
