@@ -12,7 +12,7 @@ import grpc
 from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_factory
 from gateway_service.config import GatewayConfig
 from gateway_service.servicers import add_to_server
-from gateway_service.telemetry import Send
+from gateway_service.telemetry import Send, Undeliverable
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from servicekit.server import Lifecycle, ServerOptions, build_server, serve
@@ -33,6 +33,11 @@ class ServeSettings:
     shutdown_grace_s: float = 20.0
 
 
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+
+
 def metrics_sender(address: str) -> tuple[Send, grpc.aio.Channel]:
     """WriteMetrics to the schema service through the generated stub (never its code)."""
     # round_robin spreads batches over every schema-service pod behind a headless Service
@@ -42,7 +47,13 @@ def metrics_sender(address: str) -> tuple[Send, grpc.aio.Channel]:
     stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
 
     async def send(batch: metrics_service_pb2.WriteMetricsRequest) -> None:
-        await stub.WriteMetrics(batch, timeout=5.0)
+        try:
+            await stub.WriteMetrics(batch, timeout=5.0)
+        except grpc.aio.AioRpcError as exc:
+            # Only these can succeed on a retry of the same request_id; the rest are dropped at once.
+            if exc.code() in RETRYABLE:
+                raise
+            raise Undeliverable(f"{exc.code().name}: {exc.details()}") from exc
 
     return send, channel
 

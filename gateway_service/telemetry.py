@@ -22,6 +22,10 @@ from gateway_service.config import TelemetrySettings
 from schemaservice.v1 import metrics_service_pb2 as mpb
 
 Send = Callable[[mpb.WriteMetricsRequest], Awaitable[None]]
+
+
+class Undeliverable(Exception):
+    """The schema service refused the batch for good (e.g. INVALID_ARGUMENT): retrying cannot help."""
 SEND_ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
@@ -111,6 +115,9 @@ class Telemetry:
                 await self.send(batch)
                 self.sent += len(batch.metrics)
                 return
+            except Undeliverable as exc:
+                log.warning("metrics batch refused", extra={"error": str(exc), "metrics": len(batch.metrics)})
+                break
             except Exception as exc:  # any transport failure: retry the same request_id, then drop
                 log.warning(
                     "metrics batch not delivered",

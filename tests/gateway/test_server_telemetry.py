@@ -95,3 +95,29 @@ async def test_a_full_buffer_drops_and_counts_without_blocking(caplog: pytest.Lo
     release.set()
     await flushing
     assert sent == [2, 2] and telemetry.sent == 4
+
+
+async def test_a_batch_the_schema_service_refuses_is_dropped_at_once_not_retried(migrated_db: str) -> None:
+    from gateway_service.server import metrics_sender
+    from gateway_service.telemetry import Undeliverable
+
+    async with schema_service(migrated_db) as (address, _):
+        send, channel = metrics_sender(address)
+        try:
+            bad = mpb.WriteMetricsRequest(request_id="bad", metrics=[mpb.Metric(name="", value=1.0, unit="ms")])
+            with pytest.raises(Undeliverable, match="INVALID_ARGUMENT"):
+                await send(bad)
+        finally:
+            await channel.close()
+
+    calls: list[str] = []
+
+    async def refusing(batch: mpb.WriteMetricsRequest) -> None:
+        calls.append(batch.request_id)
+        raise Undeliverable("INVALID_ARGUMENT: bad batch")
+
+    telemetry = Telemetry(TelemetrySettings(buffer_size=10, batch_size=5, flush_interval_s=60), refusing)
+    telemetry.observe(chat_request(), AttemptRecord(1, "p", "m", None, "", 0.1), None)
+    await telemetry.flush()
+    assert len(calls) == 1
+    assert telemetry.sent == 0 and telemetry.dropped > 0
