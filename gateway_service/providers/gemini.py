@@ -12,8 +12,9 @@ whose response hook hands each streaming response back to the attempt that
 opened it; closing the attempt closes that response at once.
 
 google-genai applies one per-request timeout to every phase (HttpOptions.timeout, also sent as
-X-Server-Timeout), so connect_timeout_s is not separate here: a slow connect is bounded by the
-first-token timeout, which covers connecting, and by timeout_s.
+X-Server-Timeout); a request hook on the adapter's own httpx2 client narrows the connect and pool
+phases of each request to connect_timeout_s, so an unreachable upstream fails over after that
+rather than after the first-token budget.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx2
@@ -112,12 +113,29 @@ async def _capture(response: httpx2.Response) -> None:
         opened.append(response)
 
 
+def _connect_within(seconds: float) -> Callable[[httpx2.Request], Awaitable[None]]:
+    """A request hook bounding the connect and pool phases, which the SDK's one timeout covers."""
+
+    async def hook(request: httpx2.Request) -> None:
+        timeout = dict(request.extensions.get("timeout") or {})
+        for phase in ("connect", "pool"):
+            current = timeout.get(phase)
+            timeout[phase] = seconds if current is None else min(current, seconds)
+        request.extensions["timeout"] = timeout
+
+    return hook
+
+
 class GeminiAdapter:
     """Streams generateContent through `google-genai` with SDK retries off."""
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-        self._http = httpx2.AsyncClient(event_hooks={"response": [_capture]})
+        hooks: dict[str, list[Callable[..., Any]]] = {
+            "request": [_connect_within(config.connect_timeout_s)],
+            "response": [_capture],
+        }
+        self._http = httpx2.AsyncClient(event_hooks=hooks)
         options = genai_types.HttpOptions(
             base_url=config.base_url,
             api_version=config.api_version,
