@@ -28,7 +28,14 @@ from anthropic.types.thread_not_found_error import ThreadNotFoundError
 from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.anthropic_convert import EventTranslator, build_params
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
-from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, retry_after_s
+from gateway_service.providers.errors import (
+    body_error,
+    classify_transport,
+    kind_for_status,
+    make_error,
+    nearest_kind,
+    retry_after_s,
+)
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 
 K = FailureKind
@@ -100,10 +107,7 @@ ERROR_TYPES = {
 
 def class_kind(exc: BaseException) -> FailureKind | None:
     """Kind from the nearest class in CLASS_KINDS; None when the body or status decides."""
-    for cls in type(exc).__mro__:
-        if cls in CLASS_KINDS:
-            return CLASS_KINDS[cls]
-    raise KeyError(type(exc))
+    return nearest_kind(exc, CLASS_KINDS)
 
 
 def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderError:

@@ -58,6 +58,15 @@ def classify_transport(exc: BaseException) -> FailureKind | None:
     return None
 
 
+def nearest_kind(exc: BaseException, table: Mapping[type[BaseException], FailureKind | None]) -> FailureKind | None:
+    """The kind of the nearest class of `exc` in an adapter's table; KeyError for an unlisted class,
+    so that a new SDK exception class fails the table test instead of slipping through."""
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]
+    raise KeyError(type(exc))
+
+
 def kind_for_status(status: int) -> FailureKind:
     """The kind an HTTP status means when the body says nothing more specific."""
     if status in (401, 403):

@@ -32,7 +32,7 @@ from google.genai import types as genai_types
 
 from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
-from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error
+from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, nearest_kind
 from gateway_service.providers.gemini_convert import ResponseTranslator, build_config, build_contents
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 
@@ -56,10 +56,7 @@ _opened: contextvars.ContextVar[list[httpx2.Response] | None] = contextvars.Cont
 
 def class_kind(exc: BaseException) -> FailureKind | None:
     """Kind from the nearest class in CLASS_KINDS; None when the code and body decide."""
-    for cls in type(exc).__mro__:
-        if cls in CLASS_KINDS:
-            return CLASS_KINDS[cls]
-    raise KeyError(type(exc))
+    return nearest_kind(exc, CLASS_KINDS)
 
 
 def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderError:

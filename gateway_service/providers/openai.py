@@ -21,7 +21,14 @@ from openai.types.chat import ChatCompletion
 
 from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
-from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, retry_after_s
+from gateway_service.providers.errors import (
+    body_error,
+    classify_transport,
+    kind_for_status,
+    make_error,
+    nearest_kind,
+    retry_after_s,
+)
 from gateway_service.providers.openai_convert import ChunkTranslator, build_params
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 
@@ -71,13 +78,10 @@ _BODY_KINDS = {
 
 def class_kind(exc: BaseException) -> FailureKind | None:
     """The kind the exception's class maps to; raises KeyError for a class missing from the table."""
-    for cls in type(exc).__mro__:
-        if cls in CLASS_KINDS:
-            kind = CLASS_KINDS[cls]
-            if kind is None and isinstance(exc, openai.APIStatusError):
-                return kind_for_status(exc.status_code)
-            return kind
-    raise KeyError(type(exc))
+    kind = nearest_kind(exc, CLASS_KINDS)
+    if kind is None and isinstance(exc, openai.APIStatusError):
+        return kind_for_status(exc.status_code)
+    return kind
 
 
 def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderError:
