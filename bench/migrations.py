@@ -20,18 +20,14 @@ import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from schema_service.config import PACKAGE_MIGRATIONS
+from schema_service.database import with_database
 from schema_service.migrate import apply_migrations
 from schema_service.migrate.files import load_dir
 from schema_service.migrate.statements import parse
-
-
-def with_db(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
 
 async def fresh_db(admin: str) -> str:
@@ -55,7 +51,7 @@ async def drop_db(admin: str, name: str) -> None:
 async def timed(admin: str, work: Callable[[str], Awaitable[object]], *, prepare: bool = False) -> float:
     """Seconds `work(dsn)` takes on a fresh database (migrated first when `prepare`)."""
     name = await fresh_db(admin)
-    dsn = with_db(admin, name)
+    dsn = with_database(admin, name)
     try:
         if prepare:
             await apply_migrations(dsn)
@@ -104,7 +100,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    admin = with_db(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"), "postgres")
+    admin = with_database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"), "postgres")
     await timed(admin, apply_migrations)  # warm caches and imports
 
     ours_full = await median(args.rounds, admin, apply_migrations)

@@ -16,7 +16,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.pg import admin_dsn_for, dsn_with_database, start_embedded
+from schema_service.database import start_embedded_postgres, with_database
+from tests.pg import admin_dsn_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +29,7 @@ def pg_admin_dsn() -> Iterator[str]:
     if url:
         yield admin_dsn_for(url)
         return
-    server = start_embedded(ROOT / ".data" / "test-postgres")
+    server = start_embedded_postgres(ROOT / ".data" / "test-postgres")
     yield server
 
 
@@ -38,7 +39,7 @@ async def _create_database(admin_dsn: str, name: str, template: str = "template0
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     finally:
         await conn.close()
-    return dsn_with_database(admin_dsn, name)
+    return with_database(admin_dsn, name)
 
 
 async def _drop_database(admin_dsn: str, name: str) -> None:

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-
-def dsn_with_database(dsn: str, database: str) -> str:
-    """The same server and role, another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
+from schema_service.database import with_database
 
 
 def admin_dsn_for(url: str) -> str:
     """DATABASE_URL points at some database; administration happens from `postgres`."""
-    return dsn_with_database(url, "postgres")
-
-
-def start_embedded(data_dir: Path) -> str:
-    """Start (or reuse) the embedded server under data_dir and return its admin DSN."""
-    from schema_service.database import start_embedded_postgres
-
-    return start_embedded_postgres(data_dir)
+    return with_database(url, "postgres")
 
 
 def database_of(dsn: str) -> str:

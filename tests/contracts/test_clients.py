@@ -32,14 +32,14 @@ async def servers(pg_admin_dsn: str) -> AsyncIterator[Servers]:
 
     import asyncpg
 
-    from tests.pg import dsn_with_database
+    from schema_service.database import with_database
 
     name = f"t_{uuid.uuid4().hex[:16]}"
     conn = await asyncpg.connect(pg_admin_dsn)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     env = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
-    schema = ServiceProcess("schema-service", "--database-url", dsn_with_database(pg_admin_dsn, name), env=env)
+    schema = ServiceProcess("schema-service", "--database-url", with_database(pg_admin_dsn, name), env=env)
     gateway = ServiceProcess("gateway-service", env={**env, "SCHEMA_SERVICE_ADDR": schema.address})
     with schema, gateway:
         await schema.wait_serving("readiness", timeout_s=60)

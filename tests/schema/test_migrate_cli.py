@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from schema_service.config import PACKAGE_MIGRATIONS
-from tests.pg import dsn_with_database
+from schema_service.database import with_database
 from tests.schema.migration_fixtures.helpers import FIXTURES, READ_HISTORY, fetchval, restricted_role, write_migrations
 
 CLI = str(Path(sys.executable).parent / "schema-service")
@@ -76,7 +76,7 @@ async def test_verify_takes_the_scratch_server_from_the_environment(migrated_db:
     async with restricted_role(migrated_db, *READ_HISTORY) as live:
         code, _, err = await cli("verify", "--database-url", live)
         assert code == 1 and "cannot create a scratch database" in err
-        env = dict(os.environ, SCHEMA_SERVICE_SCRATCH_URL=dsn_with_database(pg_admin_dsn, "postgres"))
+        env = dict(os.environ, SCHEMA_SERVICE_SCRATCH_URL=with_database(pg_admin_dsn, "postgres"))
         code, out, err = await cli("verify", "--database-url", live, env=env)
     assert (code, out) == (0, "schema matches the migrations\n"), err
 

@@ -16,12 +16,12 @@ from grpc_status import rpc_status
 
 from schema_service.app import App
 from schema_service.config import MigrationSettings, Settings
+from schema_service.database import with_database
 from schema_service.server import SERVICE_NAMES
 from schema_service.servicers import add_to_server
 from schemaservice.v1 import migration_service_pb2 as pb
 from schemaservice.v1 import migration_service_pb2_grpc
 from servicekit.server import Lifecycle, ServerOptions, build_server
-from tests.pg import dsn_with_database
 from tests.schema.migration_fixtures.helpers import (
     FIXTURES,
     READ_HISTORY,
@@ -277,7 +277,7 @@ async def test_verify_uses_the_configured_scratch_server(migrated_db: str, pg_ad
         async with migration_server(live, PACKAGE_MIGRATIONS) as running:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await running.stub.VerifySchema(pb.VerifySchemaRequest(), timeout=30)
-        scratch = dsn_with_database(pg_admin_dsn, "postgres")
+        scratch = with_database(pg_admin_dsn, "postgres")
         async with migration_server(live, PACKAGE_MIGRATIONS, scratch_url=scratch) as running:
             await fetchval(migrated_db, "ALTER TABLE users DROP COLUMN last_login_at")
             drift = await running.stub.VerifySchema(pb.VerifySchemaRequest(), timeout=30)

@@ -8,9 +8,10 @@ import asyncpg
 import pytest
 
 from schema_service.config import MigrationSettings
+from schema_service.database import with_database
 from schema_service.migrate.errors import ScratchDatabaseUnavailable
 from schema_service.verify import Difference, verify
-from tests.pg import dsn_with_database, dsn_with_user
+from tests.pg import dsn_with_user
 from tests.schema.migration_fixtures.helpers import fetchval
 
 SETTINGS = MigrationSettings()
@@ -106,7 +107,7 @@ async def test_scratch_url_when_the_live_role_may_not_create_databases(migrated_
         live = dsn_with_user(migrated_db, role)
         with pytest.raises(ScratchDatabaseUnavailable, match="--scratch-url"):
             await verify(live, SETTINGS)
-        assert await verify(live, SETTINGS, scratch_url=dsn_with_database(pg_admin_dsn, "postgres")) == []
+        assert await verify(live, SETTINGS, scratch_url=with_database(pg_admin_dsn, "postgres")) == []
     finally:
         await admin.execute(f"DROP OWNED BY {role}")
         await admin.execute(f"DROP ROLE {role}")
