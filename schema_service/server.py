@@ -98,7 +98,7 @@ async def schema_version(pool: asyncpg.Pool) -> int:
     """The applied version, or -1 when it cannot be read right now."""
     try:
         async with pool.acquire(timeout=2.0) as conn:
-            return history.current_version(await history.read(conn))  # type: ignore[arg-type]
+            return await history.applied_version(conn)  # type: ignore[arg-type]
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return -1
 

@@ -131,7 +131,7 @@ async def verify(dsn: str, settings: MigrationSettings, *, scratch_url: str | No
     """Differences between the live database and a scratch database migrated to the live version."""
     live = await connect(dsn, "schema-service-verify")
     try:
-        version = history.current_version(await history.read(live))
+        version = await history.applied_version(live)
         actual = await snapshot(live)
     finally:
         await live.close()

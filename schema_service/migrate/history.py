@@ -85,6 +85,11 @@ def current_version(rows: list[HistoryRow]) -> int:
     return max((row.version for row in rows if row.success), default=0)
 
 
+async def applied_version(conn: asyncpg.Connection) -> int:
+    """The highest successfully applied version; 0 for a database without history."""
+    return current_version(await read(conn))
+
+
 async def record(
     conn: asyncpg.Connection,
     *,

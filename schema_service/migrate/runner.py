@@ -118,7 +118,7 @@ async def _locked_run(
     for file in plan.pending:
         async for event in _apply(dsn, lock, file, statements[file.version], options.limits):
             yield event
-    final = history.current_version(await history.read(lock.conn))
+    final = await history.applied_version(lock.conn)
     yield RunDone(final, len(plan.pending))
 
 

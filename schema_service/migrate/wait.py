@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
-
 from schema_service.errors import DeadlineExceeded
 from schema_service.migrate import history
 from schema_service.migrate.connections import connect
@@ -23,20 +21,18 @@ async def wait_for_version(dsn: str, version: int, *, timeout_s: float | None) -
     try:
         # Listen before reading, so a migration committed in between is not missed.
         await conn.add_listener(history.NOTIFY_CHANNEL, on_notify)
-        current = await _current(conn)
+        current = await history.applied_version(conn)
         if current >= version:
             return current
         try:
             await asyncio.wait_for(reached.wait(), timeout_s)
         except TimeoutError:
+            current = await history.applied_version(conn)
             raise DeadlineExceeded(
-                f"schema version {version} not reached within {timeout_s:.1f} s (at {await _current(conn)})",
+                f"schema version {version} not reached within {timeout_s:.1f} s (at {current})",
                 metadata={"version": str(version)},
             ) from None
-        return await _current(conn)
+        return await history.applied_version(conn)
     finally:
         await conn.close()
 
-
-async def _current(conn: asyncpg.Connection) -> int:
-    return history.current_version(await history.read(conn))
