@@ -51,13 +51,22 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, drain: Drain) -> None:
         self.drain = drain
+        # Wrapped once per method, not per call: this runs in front of every RPC.
+        self._wrapped: dict[str, Any] = {}
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
     ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # unknown method: not cached, so callers cannot grow the cache
+                return None
+            wrapped = self._wrapped[method] = self._wrap_handler(handler)
+        return wrapped
+
+    def _wrap_handler(self, handler: Any) -> Any:
         for kind in ("unary_unary", "stream_unary", "unary_stream", "stream_stream"):
             behavior = getattr(handler, kind)
             if behavior is not None:
