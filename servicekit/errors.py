@@ -98,16 +98,3 @@ def _quota_failure(violations: Sequence[QuotaViolation]) -> error_details_pb2.Qu
         ]
     )
 
-
-class InvalidArgument(ServiceError):
-    """The request is malformed; `field_violations` name the offending fields."""
-
-    code = code_pb2.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
-
-
-class Unimplemented(ServiceError):
-    """The RPC exists in the contract but is not built yet."""
-
-    code = code_pb2.UNIMPLEMENTED
-    reason = "NOT_IMPLEMENTED"

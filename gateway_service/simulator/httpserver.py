@@ -43,7 +43,6 @@ class Responder:
     writer: asyncio.StreamWriter
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     keep_alive: bool = True
-    _chunked: bool = False
     _watch: asyncio.Task[None] | None = None
 
     async def send_json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
@@ -55,7 +54,6 @@ class Responder:
     async def start_stream(self, headers: dict[str, str]) -> None:
         head = {"content-type": "text/event-stream", "cache-control": "no-cache", "transfer-encoding": "chunked"}
         self.writer.write(self._head(200, {**head, **headers}))
-        self._chunked = True
         # While streaming, the client sends nothing; EOF on the read side means it hung up.
         self._watch = asyncio.create_task(self._watch_eof())
         await self.writer.drain()
