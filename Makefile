@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench protos clean
 
-$(STAMP): pyproject.toml contracts/pyproject.toml
+$(STAMP): pyproject.toml contracts/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ./contracts -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e ./contracts -e '.[dev]'
 	touch $(STAMP)
 
 ## Start the schema service (embedded PostgreSQL unless DATABASE_URL is set) and the gateway.
