@@ -21,7 +21,16 @@ from anthropic.lib._extras._common import MissingDependencyError
 from anthropic.lib.credentials._workload import WorkloadIdentityError
 from anthropic.lib.foundry import MutuallyExclusiveAuthError
 from anthropic.lib.tools._toolsets._errors import ToolsetUsageError
+from anthropic.types.beta_cmek_not_approved_error import BetaCMEKNotApprovedError
+from anthropic.types.beta_external_key_not_found_error import BetaExternalKeyNotFoundError
+from anthropic.types.beta_external_key_provider_mismatch_error import BetaExternalKeyProviderMismatchError
+from anthropic.types.beta_gcp_project_controlled_by_another_organization_error import (
+    BetaGCPProjectControlledByAnotherOrganizationError,
+)
+from anthropic.types.beta_gcp_project_not_verified_error import BetaGCPProjectNotVerifiedError
+from anthropic.types.beta_region_not_supported_error import BetaRegionNotSupportedError
 from anthropic.types.beta_request_body_timeout_error import BetaRequestBodyTimeoutError
+from anthropic.types.beta_storage_not_approved_error import BetaStorageNotApprovedError
 from anthropic.types.file_expired_error import FileExpiredError
 from anthropic.types.thread_not_found_error import ThreadNotFoundError
 
@@ -70,6 +79,13 @@ CLASS_KINDS: dict[type[BaseException], FailureKind | None] = {
     anthropic.ClaudeCodeKeyCreatorNotMemberError: K.AUTH_FAILED,
     anthropic.ParentOrganizationRequiredError: K.AUTH_FAILED,
     anthropic.OrganizationTypeNotSupportedError: K.AUTH_FAILED,
+    BetaCMEKNotApprovedError: K.AUTH_FAILED,
+    BetaExternalKeyNotFoundError: K.AUTH_FAILED,
+    BetaExternalKeyProviderMismatchError: K.AUTH_FAILED,
+    BetaGCPProjectControlledByAnotherOrganizationError: K.AUTH_FAILED,
+    BetaGCPProjectNotVerifiedError: K.AUTH_FAILED,
+    BetaRegionNotSupportedError: K.AUTH_FAILED,
+    BetaStorageNotApprovedError: K.AUTH_FAILED,
     # A 400 for a body that arrived too slowly, and 404s for things the request named that are gone.
     BetaRequestBodyTimeoutError: K.TIMEOUT,
     FileExpiredError: K.INVALID_REQUEST,

@@ -155,7 +155,10 @@ ANTHROPIC_EXPECTED: dict[str, list[str]] = {
         "WorkspaceMemberLimitExceededError", "WorkspacePolicyViolationError",
     ],
     "AUTH_FAILED": [
-        "AnthropicError", "AuthenticationError", "BetaAPIKeyScopeMissingError",
+        "AnthropicError", "AuthenticationError", "BetaAPIKeyScopeMissingError", "BetaCMEKNotApprovedError",
+        "BetaExternalKeyNotFoundError", "BetaExternalKeyProviderMismatchError",
+        "BetaGCPProjectControlledByAnotherOrganizationError", "BetaGCPProjectNotVerifiedError",
+        "BetaRegionNotSupportedError", "BetaStorageNotApprovedError",
         "BetaCannotSignOutManagedMemberError", "BetaCannotSignOutMembershipAdminError",
         "BetaCannotSignOutOwnerError", "BetaCannotSignOutPrivilegedMemberError",
         "BetaClaudeTagWritesNotEnabledError", "BetaComplianceConfigurationRestrictedError",
@@ -177,7 +180,7 @@ ANTHROPIC_EXPECTED: dict[str, list[str]] = {
     "SERVER_ERROR": [
         "BetaPluginNameTakenError", "BetaScanPendingError", "BetaSkillNameTakenError",
         "BetaSlackChannelSetUpSettingsConflictError", "BetaStorageAlreadyRegisteredError",
-        "BetaStorageChangedConcurrentlyError", "BetaWorkspaceChangedConcurrentlyError",
+        "BetaStorageChangedConcurrentlyError", "BetaStorageInUseError", "BetaWorkspaceChangedConcurrentlyError",
         "ConcurrentMembershipChangeError", "ConflictError", "ExternalKeyChangedError", "HTTPNotImplementedError",
         "InternalServerError", "MissingDependencyError", "RetryableError", "SkillReadBlockedUndecryptableError",
         "StorageAttachedDuringArchiveError", "ToolsetClosedError", "ToolsetConfigError", "ToolsetContractError",
