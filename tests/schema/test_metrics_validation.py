@@ -17,7 +17,8 @@ from schema_service.metrics.wire import parse_batch, received
 from schemaservice.v1 import metrics_service_pb2 as pb
 from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server, violations
 
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+# The real clock: `metric()` stamps its rows with it unless told otherwise, and the parser checks against NOW.
+NOW = datetime.now(UTC)
 
 
 def refused(request: pb.WriteMetricsRequest, **limits: int) -> dict[str, str]:
