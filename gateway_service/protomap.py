@@ -51,6 +51,16 @@ FORMATS = {
     pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: domain.ResponseFormat.JSON_OBJECT,
     pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: domain.ResponseFormat.JSON_SCHEMA,
 }
+EFFORTS = {
+    pb.REASONING_EFFORT_UNSPECIFIED: None,
+    pb.REASONING_EFFORT_NONE: domain.ReasoningEffort.NONE,
+    pb.REASONING_EFFORT_MINIMAL: domain.ReasoningEffort.MINIMAL,
+    pb.REASONING_EFFORT_LOW: domain.ReasoningEffort.LOW,
+    pb.REASONING_EFFORT_MEDIUM: domain.ReasoningEffort.MEDIUM,
+    pb.REASONING_EFFORT_HIGH: domain.ReasoningEffort.HIGH,
+    pb.REASONING_EFFORT_XHIGH: domain.ReasoningEffort.XHIGH,
+    pb.REASONING_EFFORT_MAX: domain.ReasoningEffort.MAX,
+}
 FINISH = {
     domain.FinishReason.STOP: pb.FINISH_REASON_STOP,
     domain.FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
@@ -90,6 +100,7 @@ def chat_request(message: AnyChatRequest, request_id: str) -> domain.ChatRequest
     messages = tuple(_message(m, f"messages[{i}]", violations) for i, m in enumerate(message.messages))
     tools = tuple(_tool(t, f"tools[{i}]", violations) for i, t in enumerate(message.tools))
     _check_options(message, {t.name for t in tools}, violations)
+    reasoning = _reasoning(message, violations) if message.HasField("reasoning") else None
     if violations:
         raise InvalidRequest(
             f"invalid request: {violations[0].field}: {violations[0].description}", field_violations=violations
@@ -114,6 +125,7 @@ def chat_request(message: AnyChatRequest, request_id: str) -> domain.ChatRequest
         mid_stream_policy=POLICIES.get(message.mid_stream_policy, domain.MidStreamPolicy.FAIL),
         commit_window_ms=message.commit_window_ms if is_stream else 0,  # type: ignore[union-attr]
         commit_window_tokens=message.commit_window_tokens if is_stream else 0,  # type: ignore[union-attr]
+        reasoning=reasoning,
     )
 
 
@@ -166,6 +178,41 @@ def _check_options(message: AnyChatRequest, tool_names: set[str], violations: li
         violations.append(
             FieldViolation("response_format.json_schema", "required for RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
         )
+
+
+def _reasoning(message: AnyChatRequest, violations: list[FieldViolation]) -> domain.ReasoningOptions:
+    given = message.reasoning
+    if given.effort not in EFFORTS:
+        violations.append(FieldViolation("reasoning.effort", "unknown effort"))
+    options = domain.ReasoningOptions(
+        effort=EFFORTS.get(given.effort),
+        budget_tokens=given.budget_tokens or None,
+        include_text=given.include_reasoning if given.HasField("include_reasoning") else True,
+    )
+    for path, problem in _reasoning_problems(options, given.budget_tokens, message):
+        violations.append(FieldViolation(path, problem))
+    return options
+
+
+def _reasoning_problems(
+    options: domain.ReasoningOptions, budget: int, message: AnyChatRequest
+) -> list[tuple[str, str]]:
+    # max_output_tokens bounds reasoning and answer together, as every provider counts it.
+    least = domain.MIN_REASONING_BUDGET
+    limit = message.max_output_tokens
+    problems = []
+    if budget < 0 or 0 < budget < least:
+        problems.append(("reasoning.budget_tokens", f"must be 0 (derive from effort) or at least {least}"))
+    if budget and options.disabled:
+        problems.append(("reasoning.budget_tokens", "must be 0 when effort is REASONING_EFFORT_NONE"))
+    if budget and 0 < limit <= budget:
+        problems.append(("reasoning.budget_tokens", "must be below max_output_tokens, which includes reasoning"))
+    if options.enabled and not budget and 0 < limit <= least:
+        problems.append(("max_output_tokens", f"must exceed {least} when reasoning is requested"))
+    if options.enabled and message.mid_stream_policy == pb.MID_STREAM_POLICY_CONTINUE:
+        # The continuation is an assistant prefill, which Anthropic refuses while thinking.
+        problems.append(("mid_stream_policy", "CONTINUE cannot be combined with reasoning; use RESTART or FAIL"))
+    return problems
 
 
 def _sampling(sampling: pb.SamplingOptions) -> domain.Sampling:

@@ -40,6 +40,38 @@ class ToolChoiceMode(enum.Enum):
     TOOL = "tool"
 
 
+class ReasoningEffort(enum.Enum):
+    NONE = "none"
+    MINIMAL = "minimal"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    XHIGH = "xhigh"
+    MAX = "max"
+
+
+# Anthropic's smallest thinking budget. A route may fail over to Anthropic, so every request is held to it.
+MIN_REASONING_BUDGET = 1024
+
+
+@dataclass(frozen=True)
+class ReasoningOptions:
+    """What the caller asked of the model's reasoning; None fields leave the provider's default."""
+
+    effort: ReasoningEffort | None = None
+    budget_tokens: int | None = None  # explicit budget; None derives one from effort
+    include_text: bool = True  # False: reasoning tokens are spent and counted, the text is not returned
+
+    @property
+    def enabled(self) -> bool:
+        """True when the caller asked the model to reason (not only for the provider's default)."""
+        return self.budget_tokens is not None or self.effort not in (None, ReasoningEffort.NONE)
+
+    @property
+    def disabled(self) -> bool:
+        return self.effort is ReasoningEffort.NONE
+
+
 @dataclass(frozen=True)
 class ToolCall:
     id: str
@@ -102,6 +134,7 @@ class ChatRequest:
     mid_stream_policy: MidStreamPolicy = MidStreamPolicy.FAIL
     commit_window_ms: int = 0
     commit_window_tokens: int = 0
+    reasoning: ReasoningOptions | None = None  # None: the caller said nothing about reasoning
 
 
 # Events one provider attempt yields, in order: any number of TextDelta / ReasoningDelta /

@@ -45,6 +45,7 @@ from gateway_service.providers.errors import (
     nearest_kind,
     retry_after_s,
 )
+from gateway_service.providers.reasoning import shown
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 
 K = FailureKind
@@ -169,7 +170,7 @@ class AnthropicAdapter:
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
         pacer = Pacer(self.config, deadline_s)
-        return drive(lambda: self._open(request, model), _translator, pacer, self._map_error)
+        return shown(request, drive(lambda: self._open(request, model), _translator, pacer, self._map_error))
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
         params = convert(lambda: build_params(request, model))

@@ -20,6 +20,7 @@ from gateway_service.chat.request import (
     UsageReport,
 )
 from gateway_service.providers.base import FailureKind, ProviderError
+from gateway_service.providers.reasoning import budget_tokens
 
 # Anthropic requires max_tokens; this is what a request without one gets.
 DEFAULT_MAX_TOKENS = 4096
@@ -38,23 +39,24 @@ _FINISH = {
 def build_params(request: ChatRequest, model: str) -> dict[str, Any]:
     """Keyword arguments for `messages.create(stream=True)`."""
     system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM)
+    thinking = _thinking(request)
     params: dict[str, Any] = {
         "model": model,
         "messages": _messages(request.messages),
-        "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
+        "max_tokens": _max_tokens(request, thinking),
         "stream": True,
     }
     if system:
         params["system"] = system
-    s = request.sampling
-    # This SDK version no longer lists the sampling parameters (newer models reject some of them), so
-    # they go through extra_body and the API decides per model.
-    sampling = {k: v for k, v in (("temperature", s.temperature), ("top_p", s.top_p), ("top_k", s.top_k))
-                if v is not None}
+    if thinking is not None:
+        params["thinking"] = thinking
+    sampling = _sampling(request, thinking_on=bool(thinking and thinking["type"] == "enabled"))
     if sampling:
+        # This SDK version no longer lists the sampling parameters (newer models reject some of them), so
+        # they go through extra_body and the API decides per model.
         params["extra_body"] = sampling
-    if s.stop_sequences:
-        params["stop_sequences"] = list(s.stop_sequences)
+    if request.sampling.stop_sequences:
+        params["stop_sequences"] = list(request.sampling.stop_sequences)
     if request.tools:
         params["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
                            for t in request.tools]
@@ -66,6 +68,42 @@ def build_params(request: ChatRequest, model: str) -> dict[str, Any]:
     if request.user_id:
         params["metadata"] = {"user_id": request.user_id}
     return params
+
+
+def _thinking(request: ChatRequest) -> dict[str, Any] | None:
+    """Anthropic's `thinking`; raises ValueError for what Anthropic refuses while thinking (sent as INVALID_ARGUMENT
+    before any request leaves)."""
+    options = request.reasoning
+    if options is None or not (options.enabled or options.disabled):
+        return None
+    if options.disabled:
+        return {"type": "disabled"}
+    if request.tool_choice in (ToolChoiceMode.REQUIRED, ToolChoiceMode.TOOL):
+        raise ValueError("tool_choice: Anthropic cannot think when the tool choice forces tool use; use AUTO or NONE")
+    if request.messages and request.messages[-1].role is Role.ASSISTANT:
+        raise ValueError("messages: Anthropic cannot continue an assistant prefill while thinking")
+    budget = budget_tokens(options, request.max_output_tokens)
+    # "omitted" still returns each block's signature, so a tool loop can send the blocks back.
+    display = "summarized" if options.include_text else "omitted"
+    return {"type": "enabled", "budget_tokens": budget, "display": display}
+
+
+def _max_tokens(request: ChatRequest, thinking: dict[str, Any] | None) -> int:
+    if request.max_output_tokens:
+        return request.max_output_tokens
+    # max_tokens includes the thinking budget and must exceed it: the default answer room comes on top.
+    extra = thinking["budget_tokens"] if thinking and thinking["type"] == "enabled" else 0
+    return DEFAULT_MAX_TOKENS + extra
+
+
+def _sampling(request: ChatRequest, *, thinking_on: bool) -> dict[str, Any]:
+    s = request.sampling
+    if not thinking_on:
+        return {k: v for k, v in (("temperature", s.temperature), ("top_p", s.top_p), ("top_k", s.top_k))
+                if v is not None}
+    # While thinking Anthropic fixes sampling (temperature 1, no top_k, top_p 0.95..1) and refuses other values:
+    # the caller asked for reasoning, which on Anthropic means its sampling, so the rest is left out.
+    return {"top_p": max(s.top_p, 0.95)} if s.top_p is not None else {}
 
 
 def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
@@ -123,6 +161,7 @@ class EventTranslator:
         self._input_tokens = 0
         self._cached_tokens = 0
         self._output_tokens = 0
+        self._thinking_tokens = 0
         self._stop: FinishReason | None = None
 
     def feed(self, event: Any) -> list[ProviderEvent]:
@@ -165,6 +204,9 @@ class EventTranslator:
         if event.delta.stop_reason:
             self._stop = _FINISH.get(event.delta.stop_reason, FinishReason.STOP)
         self._output_tokens = event.usage.output_tokens or self._output_tokens
+        details = event.usage.output_tokens_details
+        if details is not None:
+            self._thinking_tokens = details.thinking_tokens or self._thinking_tokens
         return []
 
     @property
@@ -178,5 +220,6 @@ class EventTranslator:
             raise ProviderError(
                 FailureKind.TRUNCATED, "stream ended without a stop_reason", upstream_request_id=self._request_id
             )
-        usage = UsageReport(self._input_tokens, self._output_tokens, cached_input_tokens=self._cached_tokens)
+        usage = UsageReport(self._input_tokens, self._output_tokens, reasoning_tokens=self._thinking_tokens,
+                            cached_input_tokens=self._cached_tokens)
         return [usage, Finished(self._stop, self._request_id)]

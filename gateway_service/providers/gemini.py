@@ -34,6 +34,7 @@ from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
 from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, nearest_kind
 from gateway_service.providers.gemini_convert import ResponseTranslator, build_config, build_contents
+from gateway_service.providers.reasoning import shown
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 
 K = FailureKind
@@ -144,7 +145,7 @@ class GeminiAdapter:
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
         pacer = Pacer(self.config, deadline_s)
-        return drive(lambda: self._open(request, model), _translator, pacer, self._map_error)
+        return shown(request, drive(lambda: self._open(request, model), _translator, pacer, self._map_error))
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
         contents, config = convert(lambda: (build_contents(request.messages), build_config(request)))

@@ -15,6 +15,7 @@ from gateway_service.chat.request import (
     Message,
     ProviderEvent,
     ReasoningDelta,
+    ReasoningOptions,
     ResponseFormat,
     Role,
     TextDelta,
@@ -23,6 +24,7 @@ from gateway_service.chat.request import (
     UsageReport,
 )
 from gateway_service.providers.base import FailureKind, ProviderError
+from gateway_service.providers.reasoning import budget_tokens
 
 _FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 
@@ -101,7 +103,17 @@ def build_config(request: ChatRequest) -> dict[str, Any]:
         config["response_mime_type"] = "application/json"
         if request.response_format is ResponseFormat.JSON_SCHEMA and request.json_schema:
             config["response_json_schema"] = request.json_schema
+    if request.reasoning is not None:
+        config["thinking_config"] = _thinking_config(request.reasoning, request.max_output_tokens)
     return config
+
+
+def _thinking_config(options: ReasoningOptions, max_output_tokens: int | None) -> genai_types.ThinkingConfig:
+    if options.disabled:
+        return genai_types.ThinkingConfig(thinking_budget=0)
+    # Thought text comes only with include_thoughts; thoughtsTokenCount is reported either way.
+    budget = budget_tokens(options, max_output_tokens) if options.enabled else None
+    return genai_types.ThinkingConfig(thinking_budget=budget, include_thoughts=options.include_text)
 
 
 _CALLING_MODES = {ToolChoiceMode.AUTO: "AUTO", ToolChoiceMode.NONE: "NONE", ToolChoiceMode.REQUIRED: "ANY"}

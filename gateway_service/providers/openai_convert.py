@@ -21,6 +21,7 @@ from gateway_service.chat.request import (
     UsageReport,
 )
 from gateway_service.providers.base import FailureKind, ProviderError
+from gateway_service.providers.reasoning import effort_level
 
 _FINISH = {
     "stop": FinishReason.STOP,
@@ -54,6 +55,11 @@ def build_params(request: ChatRequest, model: str, *, compatible: bool) -> dict[
         params["response_format"] = _response_format(request)
     if request.user_id:
         params["user"] = request.user_id
+    effort = effort_level(request.reasoning) if request.reasoning is not None else None
+    if effort is not None:
+        # Compatible servers that reason (vLLM, Groq, OpenRouter) take the same field; reasoning text, which
+        # OpenAI itself never streams, is kept from a caller who asked not to see it by `reasoning.shown`.
+        params["reasoning_effort"] = effort
     return params
 
 

@@ -2,8 +2,10 @@
 
 The answer is deterministic so tests can assert exact events: the text of a
 `[[reply:...]]` marker, else "Hello from the simulator. You said: <prompt>"; a
-`[[think:...]]` marker adds reasoning before it; `[[call:NAME {json}]]` markers
-make the model call tools instead. Text is split into words, one chunk each.
+`[[think:...]]` marker adds reasoning before it, as does a request that asks for
+reasoning ("Thinking about: <prompt>" without a marker) unless it turned reasoning
+off; `[[call:NAME {json}]]` markers make the model call tools instead. Text is
+split into words, one chunk each.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class Prompt:
     stop: list[str] = field(default_factory=list)
     json_mode: bool = False
     include_usage: bool = False
+    thinking: bool | None = None  # the request asked for reasoning, turned it off, or said nothing (None)
+    show_reasoning: bool = True  # False: reasoning is spent and counted in usage, its text not sent
+    rejection: str = ""  # what the real API says when it refuses the request's reasoning parameters (HTTP 400)
 
     @property
     def last_user(self) -> str:
@@ -64,7 +69,10 @@ def markers(text: str, name: str) -> list[str]:
 
 
 def marker_fault(prompt: Prompt) -> Fault | None:
-    """The first fault marker in the last user message that targets this api and model."""
+    """The request's own rejection, else the first fault marker in the last user message that targets this api
+    and model."""
+    if prompt.rejection:
+        return Fault("invalid", 400)
     for spec in markers(prompt.last_user, "fault"):
         fault = parse_fault(spec)
         if fault.applies_to(prompt.api, prompt.model):
@@ -82,10 +90,19 @@ def make_plan(prompt: Prompt, fault: Fault | None) -> Plan:
         words, finish = words[: prompt.max_tokens], "length"
     if fault is not None and fault.kind == "filter":
         words, calls, finish = words[: len(words) // 2], [], "content_filter"
-    reasoning = [w for spec in markers(user, "think") for w in _WORDS.findall(spec)]
+    reasoning = _reasoning(prompt)
     input_tokens = sum(len(_WORDS.findall(t)) for _, t in prompt.messages)
     output = len(words) + len(reasoning) + sum(len(c.arguments_json) // 4 + 1 for c in calls)
     return Plan(reasoning, words, calls, finish, input_tokens, output, fault, markers(user, "redacted"))
+
+
+def _reasoning(prompt: Prompt) -> list[str]:
+    if prompt.thinking is False:
+        return []
+    specs = markers(prompt.last_user, "think")
+    if not specs and prompt.thinking:
+        specs = [f"Thinking about: {strip_markers(prompt.last_user)}"]
+    return [w for spec in specs for w in _WORDS.findall(spec)]
 
 
 def _reply_text(prompt: Prompt, calls: list[PlannedCall]) -> str:

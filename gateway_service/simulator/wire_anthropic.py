@@ -5,6 +5,12 @@ content_block_delta (thinking_delta + signature_delta, text_delta,
 input_json_delta) / content_block_stop, a ping, message_delta with stop_reason
 and output usage, message_stop. Errors mid-stream arrive as `event: error` after
 the HTTP 200.
+
+`thinking` is checked as Anthropic documents it: budget_tokens at least 1024 and below
+max_tokens; no temperature other than 1, no top_k, top_p not below 0.95, no forced tool
+choice, no assistant prefill, and a tool loop's last assistant turn starting with its
+thinking block. `display: omitted` sends thinking blocks with only their signature; the
+thinking tokens are in message_delta's `usage.output_tokens_details`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
         else:
             messages.append((str(m.get("role")), _text(blocks)))
     stop = body.get("stop_sequences") or []
+    thinking = body.get("thinking") or {}
     return Prompt(
         api="anthropic",
         model=str(body.get("model", "")),
@@ -39,7 +46,51 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
         max_tokens=body.get("max_tokens"),
         stop=list(stop),
         include_usage=True,
+        thinking={"enabled": True, "adaptive": True, "disabled": False}.get(thinking.get("type", "")),
+        show_reasoning=thinking.get("display") != "omitted",
+        rejection=_thinking_rejection(body, thinking) if thinking.get("type") == "enabled" else "",
     )
+
+
+def _thinking_rejection(body: dict[str, Any], thinking: dict[str, Any]) -> str:
+    """The 400 message Anthropic answers a thinking request with, or "" when it is acceptable."""
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or budget < 1024:
+        return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+    if budget >= body.get("max_tokens", 0):
+        return "`max_tokens` must be greater than `thinking.budget_tokens`"
+    problems = (
+        (body.get("temperature", 1) != 1, "`temperature` may only be set to 1 when thinking is enabled."),
+        ("top_k" in body, "`top_k` may not be set when thinking is enabled."),
+        (body.get("top_p", 1) < 0.95, "`top_p` must be greater than or equal to 0.95 or unset when thinking is "
+                                      "enabled."),
+        ((body.get("tool_choice") or {}).get("type") in ("any", "tool"),
+         "Thinking may not be enabled when tool_choice forces tool use."),
+    )
+    messages = body.get("messages") or []
+    bad = next((message for wrong, message in problems if wrong), "")
+    if bad:
+        return bad
+    if messages and messages[-1].get("role") == "assistant":
+        return "Prefilling the assistant message is not supported when thinking is enabled."
+    return _tool_loop_rejection(messages)
+
+
+def _tool_loop_rejection(messages: list[dict[str, Any]]) -> str:
+    """A tool result answers the assistant turn before it, which must start with its thinking block."""
+    if len(messages) < 2 or not _blocks_of(messages[-1], "tool_result"):
+        return ""
+    blocks = messages[-2].get("content")
+    first = blocks[0].get("type") if isinstance(blocks, list) and blocks else "text"
+    if first in ("thinking", "redacted_thinking"):
+        return ""
+    return (f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+            f"`{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block.")
+
+
+def _blocks_of(message: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    blocks = message.get("content")
+    return [b for b in blocks if b.get("type") == kind] if isinstance(blocks, list) else []
 
 
 def _text(content: Any) -> str:
@@ -68,6 +119,7 @@ def error(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, dict[str, An
     if fault.kind in _ERRORS:
         status, etype, message = _ERRORS[fault.kind]
         status = fault.status if fault.kind == "overloaded" and fault.status else status
+        message = prompt.rejection if fault.kind == "invalid" and prompt.rejection else message
     elif fault.kind == "auth":
         status = fault.status
         etype, message = _STATUS_TYPES[status], f"invalid x-api-key {api_key}"
@@ -97,8 +149,9 @@ def frames(plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]:
         out += _block(index, {"type": "redacted_thinking", "data": data}, [])
         index += 1
     if plan.reasoning:
+        shown = plan.reasoning if prompt.show_reasoning else []
         out += _block(index, {"type": "thinking", "thinking": "", "signature": ""},
-                      [{"type": "thinking_delta", "thinking": w} for w in plan.reasoning]
+                      [{"type": "thinking_delta", "thinking": w} for w in shown]
                       + [{"type": "signature_delta", "signature": signature("".join(plan.reasoning))}])
         index += 1
     if plan.text:
@@ -110,7 +163,7 @@ def frames(plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]:
                                      for p in split_json(call.arguments_json)])
         index += 1
     delta = {"type": "message_delta", "delta": {"stop_reason": _STOP[plan.finish], "stop_sequence": None},
-             "usage": {"output_tokens": plan.output_tokens}}
+             "usage": {"output_tokens": plan.output_tokens, **_thinking_usage(plan)}}
     out.append(Frame(sse(delta, "message_delta"), "final"))
     out.append(Frame(sse({"type": "message_stop"}, "message_stop"), "final"))
     return out
@@ -127,6 +180,10 @@ def _block(index: int, start: dict[str, Any], deltas: list[dict[str, Any]]) -> l
     return frames
 
 
+def _thinking_usage(plan: Plan) -> dict[str, Any]:
+    return {"output_tokens_details": {"thinking_tokens": len(plan.reasoning)}} if plan.reasoning else {}
+
+
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
     return {"input_tokens": input_tokens, "output_tokens": output_tokens,
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
@@ -136,11 +193,12 @@ def complete(plan: Plan, prompt: Prompt, request_id: str) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if plan.reasoning:
         text = "".join(plan.reasoning)
-        content.append({"type": "thinking", "thinking": text, "signature": signature(text)})
+        content.append({"type": "thinking", "thinking": text if prompt.show_reasoning else "",
+                        "signature": signature(text)})
     if plan.text:
         content.append({"type": "text", "text": "".join(plan.text)})
     content += [{"type": "tool_use", "id": f"toolu_{c.id}", "name": c.name, "input": json.loads(c.arguments_json)}
                 for c in plan.calls]
     return {"id": f"msg_{request_id}", "type": "message", "role": "assistant", "content": content,
             "model": prompt.model, "stop_reason": _STOP[plan.finish], "stop_sequence": None,
-            "usage": _usage(plan.input_tokens, plan.output_tokens)}
+            "usage": {**_usage(plan.input_tokens, plan.output_tokens), **_thinking_usage(plan)}}

@@ -4,6 +4,11 @@ Stream (alt=sse): `data: {GenerateContentResponse}` chunks, each with candidates
 and usageMetadata; the last carries `finishReason`. There is no [DONE]: the body
 just ends. Errors are `{"error": {"code", "message", "status", "details"}}`; the
 retry delay of a 429 is in details (`google.rpc.RetryInfo.retryDelay`), not a header.
+
+`generationConfig.thinkingConfig`: thinkingBudget 0 turns thinking off, -1 or 1..32768 turn it
+on (anything else is a 400); thought parts (`thought: true`) are sent only with includeThoughts,
+and usageMetadata.thoughtsTokenCount counts the thinking either way. Without a thinkingConfig
+a `[[think:...]]` marker's thoughts are sent.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from gateway_service.simulator.wire import Frame, signature, sse
 
 REQUEST_ID_HEADER = "x-goog-request-id"
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}
+_MAX_BUDGET = 32768
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
@@ -34,6 +40,7 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
         else:
             messages.append(("assistant" if content.get("role") == "model" else "user", _text(parts)))
     config = body.get("generationConfig") or {}
+    thinking = config.get("thinkingConfig")
     declarations = [d["name"] for t in body.get("tools") or [] for d in t.get("functionDeclarations") or []]
     return Prompt(
         api="gemini",
@@ -45,7 +52,19 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
         stop=list(config.get("stopSequences") or []),
         json_mode=config.get("responseMimeType") == "application/json",
         include_usage=True,
+        **(_thinking(thinking) if thinking is not None else {}),
     )
+
+
+def _thinking(config: dict[str, Any]) -> dict[str, Any]:
+    budget = config.get("thinkingBudget")
+    fields: dict[str, Any] = {"show_reasoning": bool(config.get("includeThoughts"))}
+    if budget is not None:
+        fields["thinking"] = budget != 0
+        if not isinstance(budget, int) or not -1 <= budget <= _MAX_BUDGET:
+            fields["rejection"] = (f"Invalid value at 'generation_config.thinking_config.thinking_budget': the budget "
+                                   f"must be -1 (dynamic) or between 0 and {_MAX_BUDGET}.")
+    return fields
 
 
 def _result(function_response: dict[str, Any]) -> str:
@@ -87,7 +106,7 @@ def _fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str, list[
     if fault.kind == "auth":
         return 403, "Method doesn't allow unregistered callers.", []
     if fault.kind == "invalid":
-        return 400, "Invalid value at 'generation_config.temperature' (TYPE_FLOAT), \"x\"", []
+        return 400, prompt.rejection or "Invalid value at 'generation_config.temperature' (TYPE_FLOAT), \"x\"", []
     if fault.kind == "overloaded":
         return 503, "The model is overloaded. Please try again later.", []
     return fault.status, "An internal error has occurred.", []
@@ -104,7 +123,7 @@ def malformed() -> bytes:
 
 def frames(plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]:
     out: list[Frame] = []
-    for word in plan.reasoning:
+    for word in plan.reasoning if prompt.show_reasoning else []:
         out.append(Frame(sse(_chunk(prompt, plan, request_id, [{"text": word, "thought": True}])), "content"))
     for word in plan.text:
         out.append(Frame(sse(_chunk(prompt, plan, request_id, [{"text": word}])), "content"))
@@ -141,7 +160,8 @@ def _chunk(prompt: Prompt, plan: Plan, request_id: str, parts: list[dict[str, An
 
 
 def complete(plan: Plan, prompt: Prompt, request_id: str) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = [{"text": "".join(plan.reasoning), "thought": True}] if plan.reasoning else []
+    shown = plan.reasoning and prompt.show_reasoning
+    parts: list[dict[str, Any]] = [{"text": "".join(plan.reasoning), "thought": True}] if shown else []
     parts += [{"text": "".join(plan.text)}] if plan.text else []
     parts += _call_parts(plan)
     return _chunk(prompt, plan, request_id, parts, finish=_FINISH[plan.finish])

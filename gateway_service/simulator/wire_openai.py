@@ -3,10 +3,16 @@
 Stream: a role chunk, one chunk per word (or reasoning_content / tool_calls
 fragment), a chunk with `finish_reason`, then, when `stream_options.include_usage`
 is set, a usage chunk with empty `choices`, then `data: [DONE]`.
+
+Reasoning: models named like OpenAI's reasoning models (o1, o3, o4-mini, gpt-5...) behave
+like OpenAI, which never streams reasoning text in Chat Completions and reports only
+`completion_tokens_details.reasoning_tokens`; any other model streams it as `reasoning_content`,
+as DeepSeek and vLLM do. `reasoning_effort` is checked against the values OpenAI documents.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -15,6 +21,8 @@ from gateway_service.simulator.plan import Plan, Prompt, split_json
 from gateway_service.simulator.wire import Frame, sse
 
 REQUEST_ID_HEADER = "x-request-id"
+_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+_OPENAI_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 
 
 def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None = None) -> Prompt:
@@ -22,9 +30,11 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
     messages = [("system" if role == "developer" else role, text) for role, text in messages]
     fmt = (body.get("response_format") or {}).get("type", "text")
     stop = body.get("stop") or []
+    effort = body.get("reasoning_effort")
+    model = str(body.get("model", ""))
     return Prompt(
         api="openai",
-        model=str(body.get("model", "")),
+        model=model,
         stream=bool(body.get("stream")),
         messages=messages,
         tool_names=[t["function"]["name"] for t in body.get("tools") or []],
@@ -32,6 +42,10 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
         stop=[stop] if isinstance(stop, str) else list(stop),
         json_mode=fmt in ("json_object", "json_schema"),
         include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+        thinking=None if effort is None else effort != "none",
+        show_reasoning=not _OPENAI_REASONING_MODEL.match(model),
+        rejection="" if effort is None or effort in _EFFORTS else (
+            f"Invalid value: '{effort}'. Supported values are: {', '.join(repr(e) for e in _EFFORTS)}."),
     )
 
 
@@ -68,6 +82,8 @@ def _error_fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str,
         return 401, f"Incorrect API key provided: {api_key}.", "invalid_request_error", "invalid_api_key"
     if fault.kind == "auth":
         return 403, "Project does not have access to this model.", "invalid_request_error", "model_not_found"
+    if fault.kind == "invalid" and prompt.rejection:
+        return 400, prompt.rejection, "invalid_request_error", "invalid_value"
     if fault.kind == "invalid":
         return 400, "Invalid value for 'temperature': must be between 0 and 2.", "invalid_request_error", None
     if fault.kind == "overloaded":
@@ -95,7 +111,8 @@ def frames(plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]:
         return sse({**base, "choices": [choice], "usage": None})
 
     out = [Frame(chunk({"role": "assistant", "content": ""}), "pre")]
-    out += [Frame(chunk({"reasoning_content": word}), "content") for word in plan.reasoning]
+    if prompt.show_reasoning:
+        out += [Frame(chunk({"reasoning_content": word}), "content") for word in plan.reasoning]
     out += [Frame(chunk({"content": word}), "content") for word in plan.text]
     for index, call in enumerate(plan.calls):
         first = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}

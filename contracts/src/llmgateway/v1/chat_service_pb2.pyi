@@ -34,6 +34,17 @@ class ResponseFormatType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESPONSE_FORMAT_TYPE_JSON_OBJECT: _ClassVar[ResponseFormatType]
     RESPONSE_FORMAT_TYPE_JSON_SCHEMA: _ClassVar[ResponseFormatType]
 
+class ReasoningEffort(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REASONING_EFFORT_UNSPECIFIED: _ClassVar[ReasoningEffort]
+    REASONING_EFFORT_NONE: _ClassVar[ReasoningEffort]
+    REASONING_EFFORT_MINIMAL: _ClassVar[ReasoningEffort]
+    REASONING_EFFORT_LOW: _ClassVar[ReasoningEffort]
+    REASONING_EFFORT_MEDIUM: _ClassVar[ReasoningEffort]
+    REASONING_EFFORT_HIGH: _ClassVar[ReasoningEffort]
+    REASONING_EFFORT_XHIGH: _ClassVar[ReasoningEffort]
+    REASONING_EFFORT_MAX: _ClassVar[ReasoningEffort]
+
 class MidStreamPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MID_STREAM_POLICY_UNSPECIFIED: _ClassVar[MidStreamPolicy]
@@ -79,6 +90,14 @@ RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType
 RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType
 RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType
 RESPONSE_FORMAT_TYPE_JSON_SCHEMA: ResponseFormatType
+REASONING_EFFORT_UNSPECIFIED: ReasoningEffort
+REASONING_EFFORT_NONE: ReasoningEffort
+REASONING_EFFORT_MINIMAL: ReasoningEffort
+REASONING_EFFORT_LOW: ReasoningEffort
+REASONING_EFFORT_MEDIUM: ReasoningEffort
+REASONING_EFFORT_HIGH: ReasoningEffort
+REASONING_EFFORT_XHIGH: ReasoningEffort
+REASONING_EFFORT_MAX: ReasoningEffort
 MID_STREAM_POLICY_UNSPECIFIED: MidStreamPolicy
 MID_STREAM_POLICY_FAIL: MidStreamPolicy
 MID_STREAM_POLICY_RESTART: MidStreamPolicy
@@ -104,7 +123,7 @@ FINISH_REASON_TOOL_CALLS: FinishReason
 FINISH_REASON_CONTENT_FILTER: FinishReason
 
 class StreamChatRequest(_message.Message):
-    __slots__ = ("model", "messages", "provider_order", "sampling", "max_output_tokens", "tools", "tool_choice", "response_format", "request_id", "user_id", "mid_stream_policy", "commit_window_ms", "commit_window_tokens")
+    __slots__ = ("model", "messages", "provider_order", "sampling", "max_output_tokens", "tools", "tool_choice", "response_format", "request_id", "user_id", "mid_stream_policy", "commit_window_ms", "commit_window_tokens", "reasoning")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ORDER_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +137,7 @@ class StreamChatRequest(_message.Message):
     MID_STREAM_POLICY_FIELD_NUMBER: _ClassVar[int]
     COMMIT_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
     COMMIT_WINDOW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     provider_order: _containers.RepeatedScalarFieldContainer[str]
@@ -131,7 +151,8 @@ class StreamChatRequest(_message.Message):
     mid_stream_policy: MidStreamPolicy
     commit_window_ms: int
     commit_window_tokens: int
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., provider_order: _Optional[_Iterable[str]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., mid_stream_policy: _Optional[_Union[MidStreamPolicy, str]] = ..., commit_window_ms: _Optional[int] = ..., commit_window_tokens: _Optional[int] = ...) -> None: ...
+    reasoning: ReasoningOptions
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., provider_order: _Optional[_Iterable[str]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., mid_stream_policy: _Optional[_Union[MidStreamPolicy, str]] = ..., commit_window_ms: _Optional[int] = ..., commit_window_tokens: _Optional[int] = ..., reasoning: _Optional[_Union[ReasoningOptions, _Mapping]] = ...) -> None: ...
 
 class StreamChatResponse(_message.Message):
     __slots__ = ("started", "delta", "failover", "usage", "done")
@@ -148,7 +169,7 @@ class StreamChatResponse(_message.Message):
     def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., delta: _Optional[_Union[Delta, _Mapping]] = ..., failover: _Optional[_Union[Failover, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("model", "messages", "provider_order", "sampling", "max_output_tokens", "tools", "tool_choice", "response_format", "request_id", "user_id", "mid_stream_policy")
+    __slots__ = ("model", "messages", "provider_order", "sampling", "max_output_tokens", "tools", "tool_choice", "response_format", "request_id", "user_id", "mid_stream_policy", "reasoning")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ORDER_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +181,7 @@ class ChatRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     MID_STREAM_POLICY_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     provider_order: _containers.RepeatedScalarFieldContainer[str]
@@ -171,7 +193,8 @@ class ChatRequest(_message.Message):
     request_id: str
     user_id: str
     mid_stream_policy: MidStreamPolicy
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., provider_order: _Optional[_Iterable[str]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., mid_stream_policy: _Optional[_Union[MidStreamPolicy, str]] = ...) -> None: ...
+    reasoning: ReasoningOptions
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., provider_order: _Optional[_Iterable[str]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., mid_stream_policy: _Optional[_Union[MidStreamPolicy, str]] = ..., reasoning: _Optional[_Union[ReasoningOptions, _Mapping]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("message", "finish_reason", "provider", "model", "usage", "attempts", "request_id", "upstream_request_id")
@@ -274,6 +297,16 @@ class ResponseFormat(_message.Message):
     json_schema: _struct_pb2.Struct
     schema_name: str
     def __init__(self, type: _Optional[_Union[ResponseFormatType, str]] = ..., json_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schema_name: _Optional[str] = ...) -> None: ...
+
+class ReasoningOptions(_message.Message):
+    __slots__ = ("effort", "budget_tokens", "include_reasoning")
+    EFFORT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_REASONING_FIELD_NUMBER: _ClassVar[int]
+    effort: ReasoningEffort
+    budget_tokens: int
+    include_reasoning: bool
+    def __init__(self, effort: _Optional[_Union[ReasoningEffort, str]] = ..., budget_tokens: _Optional[int] = ..., include_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Started(_message.Message):
     __slots__ = ("provider", "model", "attempt")
