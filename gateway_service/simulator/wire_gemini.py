@@ -57,8 +57,9 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
 
 
 def _thinking(config: dict[str, Any]) -> dict[str, Any]:
-    budget = config.get("thinkingBudget")
-    fields: dict[str, Any] = {"show_reasoning": bool(config.get("includeThoughts"))}
+    # The API's JSON mapping takes proto field names as well as lowerCamelCase; google-genai sends the former here.
+    budget = config.get("thinkingBudget", config.get("thinking_budget"))
+    fields: dict[str, Any] = {"show_reasoning": bool(config.get("includeThoughts", config.get("include_thoughts")))}
     if budget is not None:
         fields["thinking"] = budget != 0
         if not isinstance(budget, int) or not -1 <= budget <= _MAX_BUDGET:
