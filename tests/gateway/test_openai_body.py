@@ -15,6 +15,8 @@ from gateway_service.chat.request import (
     ChatRequest,
     Finished,
     Message,
+    ReasoningEffort,
+    ReasoningOptions,
     ResponseFormat,
     Role,
     Sampling,
@@ -54,6 +56,8 @@ SCHEMA = replace(
     schema_name="answer",
 )
 
+REASONING = replace(RICH, reasoning=ReasoningOptions(effort=ReasoningEffort.HIGH, include_text=False))
+
 
 @pytest.fixture(scope="module")
 async def sim() -> AsyncIterator[SimulatorHandle]:
@@ -63,7 +67,9 @@ async def sim() -> AsyncIterator[SimulatorHandle]:
 
 
 @pytest.mark.parametrize("kind", ["openai", "openai_compatible"])
-@pytest.mark.parametrize("request_", [PLAIN, RICH, SCHEMA], ids=["plain", "rich", "json_schema"])
+@pytest.mark.parametrize(
+    "request_", [PLAIN, RICH, SCHEMA, REASONING], ids=["plain", "rich", "json_schema", "reasoning"]
+)
 async def test_adapter_sends_what_create_would(sim: SimulatorHandle, kind: str, request_: ChatRequest) -> None:
     config = config_for(kind, sim.base_url)
     adapter = OpenAIAdapter(config)

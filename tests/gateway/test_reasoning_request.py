@@ -77,19 +77,20 @@ def usage_of(events: list[pb.StreamChatResponse]) -> pb.Usage:
     return usage
 
 
-HIGH_SENT = {
-    "openai": "high",
-    "openai_compatible": "high",
-    "anthropic": {"type": "enabled", "budget_tokens": 16384, "display": "summarized"},
-    "gemini": {"thinking_budget": 16384, "include_thoughts": True},
-}
+def expected_sent(kind: str, effort: str, budget: int, *, shown: bool) -> Any:
+    """What each provider type documents for that effort (OpenAI) or budget and text visibility."""
+    if kind == "anthropic":
+        return {"type": "enabled", "budget_tokens": budget, "display": "summarized" if shown else "omitted"}
+    if kind == "gemini":
+        return {"thinking_budget": budget, "include_thoughts": shown}
+    return effort
 
 
 @pytest.mark.parametrize("kind", TYPES)
 async def test_stream_chat_asks_for_reasoning_and_streams_it(h: Harness, kind: str) -> None:
     events = await stream(h, ask(kind, pb.ReasoningOptions(effort=pb.REASONING_EFFORT_HIGH)))
     body = last_body(h)
-    assert reasoning_sent(kind, body) == HIGH_SENT[kind]
+    assert reasoning_sent(kind, body) == expected_sent(kind, "high", 16384, shown=True)
     if kind == "anthropic":
         assert body["max_tokens"] == 16384 + 4096  # the budget plus the default answer room
     assert reasoning_text(events) == (THOUGHT if SHOWS_TEXT[kind] else "")
@@ -115,19 +116,11 @@ async def test_chat_answer_carries_reasoning_and_its_tokens(h: Harness, kind: st
         assert answer.message.reasoning[0].signature.startswith("sig_")
 
 
-HIDDEN_SENT = {
-    "openai": "medium",
-    "openai_compatible": "medium",
-    "anthropic": {"type": "enabled", "budget_tokens": 8192, "display": "omitted"},
-    "gemini": {"thinking_budget": 8192, "include_thoughts": False},
-}
-
-
 @pytest.mark.parametrize("kind", TYPES)
 async def test_include_reasoning_false_hides_the_text_but_counts_the_tokens(h: Harness, kind: str) -> None:
     options = pb.ReasoningOptions(effort=pb.REASONING_EFFORT_MEDIUM, include_reasoning=False)
     events = await stream(h, ask(kind, options))
-    assert reasoning_sent(kind, last_body(h)) == HIDDEN_SENT[kind]
+    assert reasoning_sent(kind, last_body(h)) == expected_sent(kind, "medium", 8192, shown=False)
     assert reasoning_text(events) == "" and answer_text(events) == ANSWER
     assert usage_of(events).reasoning_tokens == THOUGHT_TOKENS
     if kind == "openai_compatible":
