@@ -13,6 +13,7 @@ from gateway_service.chat.request import ChatRequest
 from gateway_service.chat.router import Router
 from gateway_service.config import GatewayConfig, ProviderSpec
 from gateway_service.health import Health
+from gateway_service.limits import Budgets, Clock, build_limiter, has_budgets
 from gateway_service.providers.base import ProviderAdapter, ProviderConfig
 from gateway_service.telemetry import Send, Telemetry
 
@@ -49,6 +50,7 @@ class Gateway:
     health: Health
     ledger: Ledger
     telemetry: Telemetry
+    budgets: Budgets | None = None  # None when no rate-limit budget is configured: nothing to take
     _telemetry_task: asyncio.Task[None] | None = None
 
     def start_chat(self, request: ChatRequest, deadline_s: float | None) -> ChatRun:
@@ -68,14 +70,21 @@ class Gateway:
                 await asyncio.wait_for(self.telemetry.flush(), 2.0)
         for adapter in self.adapters.values():
             await adapter.aclose()
+        if self.budgets is not None:
+            await self.budgets.aclose()
 
 
 def build_gateway(
-    config: GatewayConfig, factory: AdapterFactory = default_factory, send: Send | None = None
-) -> Gateway:
+    config: GatewayConfig, factory: AdapterFactory = default_factory, send: Send | None = None,
+    limits_clock: Clock | None = None,
+) -> Gateway:  # fmt: skip
     """Adapters for every provider that has a key; the others stay unconfigured but listed."""
     adapters = {p.name: factory(provider_config(p)) for p in config.providers if p.configured}
     health, ledger = Health(config.failover), Ledger()
     telemetry = Telemetry(config.telemetry, send)
-    failover = Failover(config.failover, health, ledger, telemetry.observe)
-    return Gateway(config, adapters, Router(config, adapters), failover, health, ledger, telemetry)
+    budgets = None
+    if has_budgets(config):
+        budgets = Budgets(config, build_limiter(config.limits, limits_clock), on_exhausted=health.notify)
+    failover = Failover(config.failover, health, ledger, telemetry.observe, budgets)
+    router = Router(config, adapters, budgets)
+    return Gateway(config, adapters, router, failover, health, ledger, telemetry, budgets)

@@ -18,35 +18,14 @@ from typing import Any
 
 import yaml
 
+from gateway_service.config_limits import Budget, LimitSettings, budget, limit_settings
 from gateway_service.config_schema import Reader, interpolate
+from gateway_service.config_schema import Secret as Secret  # re-exported: callers build ProviderSpec keys
 from gateway_service.errors import ConfigError
 
 PROVIDER_TYPES = ("openai", "gemini", "anthropic", "openai_compatible")
 # Anthropic takes a final assistant turn as a prefill the answer continues from; the others do not.
 PREFILL_BY_DEFAULT = ("anthropic",)
-
-
-class Secret:
-    """A credential that never shows itself in repr, str or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "**********"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -56,6 +35,7 @@ class ModelSpec:
     input_usd_per_mtok: float = 0.0
     output_usd_per_mtok: float = 0.0
     assistant_prefill: bool = False
+    limits: Budget = ()  # this model's upstream rate limits, on top of the provider's
 
 
 @dataclass(frozen=True)
@@ -72,6 +52,7 @@ class ProviderSpec:
     connect_timeout_s: float = 5.0
     first_token_timeout_s: float = 30.0
     idle_timeout_s: float = 30.0
+    limits: Budget = ()  # the provider's upstream rate limits, shared by its models
 
     @property
     def configured(self) -> bool:
@@ -118,6 +99,7 @@ class GatewayConfig:
     schema_service: str | None = None
     failover: FailoverSettings = field(default_factory=FailoverSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     source: str = "<built-in default>"
 
     def provider(self, name: str) -> ProviderSpec | None:
@@ -166,7 +148,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
 def parse(data: Any, *, source: str, env: Mapping[str, str]) -> GatewayConfig:
     """Validate a loaded YAML document; every error names `source` and the key path."""
     root = Reader(interpolate(data if data is not None else {}, env, source), source, "")
-    root.only("schema_service", "providers", "routes", "failover", "telemetry")
+    root.only("schema_service", "providers", "routes", "failover", "telemetry", "limits")
     providers = tuple(_provider(item, env) for item in root.items("providers", required=True))
     _unique([(p.name, r) for p, r in zip(providers, root.items("providers", required=True), strict=True)])
     routes = _routes(root.mapping("routes"), providers)
@@ -177,6 +159,7 @@ def parse(data: Any, *, source: str, env: Mapping[str, str]) -> GatewayConfig:
         schema_service=schema_service or None,
         failover=root.section("failover", FailoverSettings),
         telemetry=root.section("telemetry", TelemetrySettings),
+        limits=limit_settings(root),
         source=source,
     )
 
@@ -184,7 +167,7 @@ def parse(data: Any, *, source: str, env: Mapping[str, str]) -> GatewayConfig:
 def _provider(item: Reader, env: Mapping[str, str]) -> ProviderSpec:
     item.only(
         "name", "type", "base_url", "api_version", "api_key_env", "api_key_file", "no_api_key", "models",
-        "timeout_s", "connect_timeout_s", "first_token_timeout_s", "idle_timeout_s",
+        "timeout_s", "connect_timeout_s", "first_token_timeout_s", "idle_timeout_s", "limits",
     )  # fmt: skip
     name = item.required_text("name")
     kind = item.choice("type", PROVIDER_TYPES)
@@ -210,17 +193,19 @@ def _provider(item: Reader, env: Mapping[str, str]) -> ProviderSpec:
         connect_timeout_s=item.number("connect_timeout_s", 5.0),
         first_token_timeout_s=item.number("first_token_timeout_s", 30.0),
         idle_timeout_s=item.number("idle_timeout_s", 30.0),
+        limits=budget(item),
     )
 
 
 def _model(item: Reader, provider_type: str) -> ModelSpec:
-    item.only("name", "context_window", "input_usd_per_mtok", "output_usd_per_mtok", "assistant_prefill")
+    item.only("name", "context_window", "input_usd_per_mtok", "output_usd_per_mtok", "assistant_prefill", "limits")
     return ModelSpec(
         name=item.required_text("name"),
         context_window=int(item.number("context_window", 0)),
         input_usd_per_mtok=item.number("input_usd_per_mtok", 0.0),
         output_usd_per_mtok=item.number("output_usd_per_mtok", 0.0),
         assistant_prefill=item.flag("assistant_prefill", provider_type in PREFILL_BY_DEFAULT),
+        limits=budget(item),
     )
 
 

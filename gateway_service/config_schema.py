@@ -33,6 +33,29 @@ def interpolate(data: Any, env: Mapping[str, str], source: str, path: str = "") 
     return _VARIABLE.sub(value, data)
 
 
+class Secret:
+    """A credential that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "**********"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
 class Reader:
     """One YAML mapping at `path` inside `source`."""
 

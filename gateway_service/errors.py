@@ -8,7 +8,9 @@
           +-- NotConfigured                 FAILED_PRECONDITION: no candidate has credentials; names the env var
           +-- ContextTooLong                OUT_OF_RANGE: no candidate has a context window large enough
           +-- AllProvidersFailed            UNAVAILABLE + RetryInfo: every candidate failed (attempts listed)
-          |    +-- AllProvidersRateLimited  RESOURCE_EXHAUSTED + RetryInfo: every candidate was rate limited
+          |    +-- AllProvidersRateLimited  RESOURCE_EXHAUSTED + RetryInfo: every candidate was rate limited or
+          |                                 over its configured budget (QuotaFailure names those)
+          +-- UserBudgetExhausted           RESOURCE_EXHAUSTED + QuotaFailure + RetryInfo: the user_id is over budget
           +-- MidStreamFailure              UNAVAILABLE: a provider failed after output was sent (policy FAIL)
           +-- DeadlineExhausted             DEADLINE_EXCEEDED: too little of the deadline left for an attempt
 
@@ -66,6 +68,11 @@ class AllProvidersFailed(GatewayError):
 class AllProvidersRateLimited(AllProvidersFailed):
     code = code_pb2.RESOURCE_EXHAUSTED
     reason = "ALL_PROVIDERS_RATE_LIMITED"
+
+
+class UserBudgetExhausted(GatewayError):
+    code = code_pb2.RESOURCE_EXHAUSTED
+    reason = "USER_BUDGET_EXHAUSTED"
 
 
 class MidStreamFailure(GatewayError):

@@ -180,6 +180,10 @@ class Health:
     def unwatch(self, queue: asyncio.Queue[str]) -> None:
         self._watchers.discard(queue)
 
+    def notify(self, provider: str) -> None:
+        """Tell watchers of a change health does not track itself (a rate-limit budget ran out)."""
+        self._changed(provider)
+
     def _changed(self, provider: str) -> None:
         for queue in self._watchers:
             if not queue.full():  # a watcher that does not read loses changes, never blocks a chat

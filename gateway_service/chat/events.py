@@ -21,6 +21,7 @@ class SkipReason(enum.Enum):
     CONTEXT_TOO_SMALL = "context_too_small"
     NO_PREFILL = "no_prefill"  # cannot continue a partial answer (mid-stream policy CONTINUE)
     DEADLINE = "deadline"  # less than the minimum attempt budget left
+    BUDGET_EXHAUSTED = "budget_exhausted"  # its configured rate-limit budget (limits:) has no room now
 
 
 Outcome = FailureKind | SkipReason

@@ -19,8 +19,9 @@ from gateway_service.errors import (
 )
 from gateway_service.health import Health
 from gateway_service.providers.base import FailureKind
+from servicekit.errors import QuotaViolation
 
-_RATE_LIMITS = (FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED)
+_RATE_LIMITS = (FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED, SkipReason.BUDGET_EXHAUSTED)
 
 
 def attempts_metadata(records: Sequence[AttemptRecord]) -> dict[str, str]:
@@ -60,12 +61,14 @@ def final_error(
     if outcomes[-1] is SkipReason.DEADLINE:
         return DeadlineExhausted(f"deadline too short for another attempt after: {summary}", metadata=metadata)
     keys = [(c.provider.name, c.model.name, c.key_id) for c in candidates if c.adapter is not None]
-    retry = health.soonest_unblock(keys)
-    retry_after = retry if retry is not None else settings.rate_limit_cooldown_s
+    budgets = [r for r in records if r.outcome is SkipReason.BUDGET_EXHAUSTED]
+    waits = [w for w in (health.soonest_unblock(keys), *(r.retry_after_s for r in budgets)) if w is not None]
+    retry_after = min(waits) if waits else settings.rate_limit_cooldown_s
     if all(o in _RATE_LIMITS for o in outcomes):
         return AllProvidersRateLimited(
-            f"every candidate is rate limited: {summary}", metadata=metadata, retry_after_s=retry_after
-        )
+            f"every candidate is rate limited: {summary}", metadata=metadata, retry_after_s=retry_after,
+            quota_violations=[QuotaViolation(f"{r.provider}/{r.model}", r.message) for r in budgets],
+        )  # fmt: skip
     return AllProvidersFailed(f"every candidate failed: {summary}", metadata=metadata, retry_after_s=retry_after)
 
 

@@ -1,4 +1,5 @@
-"""Candidates for a request: the route's targets (or one `provider/model`), reordered by provider_order."""
+"""Candidates for a request: the route's targets (or one `provider/model`), reordered by provider_order,
+each with the rate-limit budget slots failover takes from before trying it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from gateway_service.chat.request import ChatRequest
 from gateway_service.config import GatewayConfig, ModelSpec, ProviderSpec
 from gateway_service.errors import InvalidRequest, UnknownModel
+from gateway_service.limits import Budgets, Slot
 from gateway_service.providers.base import ProviderAdapter
 from servicekit.errors import FieldViolation
 
@@ -20,6 +22,7 @@ class Candidate:
     provider: ProviderSpec
     model: ModelSpec
     adapter: ProviderAdapter | None
+    budget: tuple[Slot, ...] = ()  # the provider's and the model's rate-limit budgets, taken before an attempt
 
     @property
     def key_id(self) -> str:
@@ -34,9 +37,12 @@ class Candidate:
 
 
 class Router:
-    def __init__(self, config: GatewayConfig, adapters: Mapping[str, ProviderAdapter]) -> None:
+    def __init__(
+        self, config: GatewayConfig, adapters: Mapping[str, ProviderAdapter], budgets: Budgets | None = None
+    ) -> None:
         self.config = config
         self.adapters = adapters
+        self.budgets = budgets
 
     def candidates(self, request: ChatRequest) -> list[Candidate]:
         """The ordered candidates; UnknownModel / InvalidRequest name the offending field."""
@@ -77,4 +83,5 @@ class Router:
         assert provider is not None  # routes were validated at start-up
         model = provider.model(model_name)
         assert model is not None
-        return Candidate(provider, model, self.adapters.get(provider_name))
+        budget = self.budgets.candidate_slots(provider_name, model_name) if self.budgets is not None else ()
+        return Candidate(provider, model, self.adapters.get(provider_name), budget)

@@ -75,7 +75,13 @@ async def gateway(
     env: dict[str, str] | None = None, **failover: float,
 ) -> AsyncIterator[Harness]:  # fmt: skip
     sim.simulator.clear()
-    cfg = gateway_config(sim.base_url, upstreams, route, env, **failover)
+    async with serving(sim, gateway_config(sim.base_url, upstreams, route, env, **failover)) as harness:
+        yield harness
+
+
+@contextlib.asynccontextmanager
+async def serving(sim: SimulatorHandle, cfg: config.GatewayConfig) -> AsyncIterator[Harness]:
+    """A gateway server for `cfg` on 127.0.0.1 and a channel to it; both closed afterwards."""
     running = await server.start(cfg, server.ServeSettings(host="127.0.0.1", port=0))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
