@@ -8,13 +8,15 @@ the field before any upstream request is made.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anthropic
 import grpc
 import pytest
 
+from gateway_service.chat.request import ChatRequest, ProviderEvent, ReasoningDelta, ReasoningOptions, TextDelta
+from gateway_service.providers.reasoning import shown
 from gateway_service.simulator import start_simulator
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Harness, Upstream, chat_failure, gateway, kinds, stream, stream_failure, user
@@ -347,3 +349,22 @@ async def test_simulator_refuses_thinking_requests_anthropic_refuses(
 
 def user_messages(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
+
+
+async def test_hiding_reasoning_keeps_signatures_and_closes_the_adapter_stream_at_once() -> None:
+    closed: list[bool] = []
+
+    async def adapter_events() -> AsyncGenerator[ProviderEvent, None]:
+        try:
+            yield ReasoningDelta(text="secret")
+            yield ReasoningDelta(text="more", signature="sig_1")
+            yield TextDelta("a")
+            yield TextDelta("b")
+        finally:
+            closed.append(True)
+
+    request = ChatRequest(model="m", messages=(), request_id="r", reasoning=ReasoningOptions(include_text=False))
+    events = shown(request, adapter_events())
+    assert [await anext(events), await anext(events)] == [ReasoningDelta(signature="sig_1"), TextDelta("a")]
+    await events.aclose()
+    assert closed == [True]  # closed by aclose itself, not later by the garbage collector
