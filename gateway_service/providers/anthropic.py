@@ -47,6 +47,7 @@ from gateway_service.providers.errors import (
 )
 from gateway_service.providers.reasoning import shown
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
+from gateway_service.providers.transport import http_client
 
 K = FailureKind
 # None: decided by the body's error.type, else by the HTTP status.
@@ -165,8 +166,9 @@ class AnthropicAdapter:
         self.config = config
         timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._client = anthropic.AsyncAnthropic(
-            api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout
-        )
+            api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
+            http_client=http_client(follow_redirects=True),  # as the SDK's own default client
+        )  # fmt: skip
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
         pacer = Pacer(self.config, deadline_s)

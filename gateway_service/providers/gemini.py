@@ -36,6 +36,7 @@ from gateway_service.providers.errors import body_error, classify_transport, kin
 from gateway_service.providers.gemini_convert import ResponseTranslator, build_config, build_contents
 from gateway_service.providers.reasoning import shown
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
+from gateway_service.providers.transport import http_client
 
 K = FailureKind
 # None: decided by the HTTP code and the error body.
@@ -133,7 +134,7 @@ class GeminiAdapter:
             "request": [_connect_within(config.connect_timeout_s)],
             "response": [_capture],
         }
-        self._http = httpx2.AsyncClient(event_hooks=hooks)
+        self._http = http_client(event_hooks=hooks)
         options = genai_types.HttpOptions(
             base_url=config.base_url,
             api_version=config.api_version,

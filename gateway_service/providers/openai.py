@@ -32,6 +32,7 @@ from gateway_service.providers.errors import (
 from gateway_service.providers.openai_convert import ChunkTranslator, build_params
 from gateway_service.providers.reasoning import shown
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
+from gateway_service.providers.transport import http_client
 
 # Every class the SDK defines (the table test enforces it). Lookup walks the MRO only so that a class
 # a newer SDK adds is treated like its base until the test flags it. None: decided by the HTTP status.
@@ -125,8 +126,9 @@ class OpenAIAdapter:
         timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         # An empty key still sends a request, so a missing key shows up as the upstream's 401.
         self._client = openai.AsyncOpenAI(
-            api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout
-        )
+            api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
+            http_client=http_client(follow_redirects=True),  # as the SDK's own default client
+        )  # fmt: skip
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
         pacer = Pacer(self.config, deadline_s)
