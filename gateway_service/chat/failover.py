@@ -9,10 +9,8 @@ The caller's deadline is split: each attempt's first token must come within its 
 (remaining / candidates left, at least `min_attempt_budget_s`), and no attempt starts with less
 than that minimum left. Output, once flowing, may use the whole remaining deadline.
 
-Budgets (limits.py), when configured: the caller's user_id pays one request and the estimated input
-tokens before anything else (UserBudgetExhausted when it cannot); each candidate's provider and model
-budgets are taken just before its attempt, and a candidate without room is skipped like one cooling
-down (BUDGET_EXHAUSTED). Each attempt's token estimate is squared with its usage when it ends.
+Rate-limit budgets, when configured, are taken through a RunBudget (chat/budgeting.py): the user's
+before anything else, each candidate's just before its attempt (skipped like a cooldown without room).
 """
 
 from __future__ import annotations
@@ -24,8 +22,9 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
-from gateway_service.accounting import Ledger, estimate_tokens
+from gateway_service.accounting import Ledger
 from gateway_service.chat.attempt import Attempt, Limits, Piece
+from gateway_service.chat.budgeting import RunBudget
 from gateway_service.chat.events import (
     AttemptRecord,
     AttemptStarted,
@@ -50,7 +49,7 @@ from gateway_service.chat.router import Candidate
 from gateway_service.config import FailoverSettings
 from gateway_service.errors import ProviderRejectedRequest
 from gateway_service.health import Health
-from gateway_service.limits import Budgets, Hold, describe, user_budget_exhausted
+from gateway_service.limits import Budgets
 from gateway_service.providers.base import FailureKind, ProviderError
 
 log = logging.getLogger(__name__)
@@ -95,30 +94,26 @@ class ChatRun:
         self.answer_pieces = 0  # pieces the caller holds of the current answer (reset by RESTART)
         self._min_context = 0
         self._need_prefill = False
-        self._hold: Hold | None = None  # the current attempt's budget, settled when its usage is known
-        self._estimated: int | None = None
+        budgets = failover.budgets
+        self.budget = RunBudget(budgets, request) if budgets is not None else None
 
     @property
     def attempts(self) -> list[AttemptRecord]:
         return [r for r in self.records if r.attempt]
 
     def events(self) -> AsyncGenerator[GatewayEvent, None]:
-        budgets = self.failover.budgets
-        if budgets is not None and budgets.limits_users:
-            return self._user_budgeted(budgets)
+        if self.budget is not None and self.budget.budgets.limits_users:
+            return self._user_budgeted(self.budget)
         return self._candidate_events()  # no layer in between when no user budget is configured
 
-    async def _user_budgeted(self, budgets: Budgets) -> AsyncGenerator[GatewayEvent, None]:
-        """The caller's user_id pays one request and the estimated tokens first, the real tokens at the end."""
-        taken = await budgets.take(budgets.user_slots(self.request.user_id), self._estimate())
-        if not isinstance(taken, Hold):
-            raise user_budget_exhausted(self.request.user_id, taken)
+    async def _user_budgeted(self, budget: RunBudget) -> AsyncGenerator[GatewayEvent, None]:
+        await budget.take_user()
         try:
             async with aclosing(self._candidate_events()) as events:
                 async for event in events:
                     yield event
         finally:
-            budgets.settle(taken, sum(_tokens(r) for r in self.records))
+            budget.call_ended(self.records)
 
     async def _candidate_events(self) -> AsyncGenerator[GatewayEvent, None]:
         pending: _Pending | None = None
@@ -174,26 +169,11 @@ class ChatRun:
         return None, "", None
 
     async def _take_budget(self, candidate: Candidate) -> bool:
-        """Take the candidate's budget for one attempt; when it has no room, skip it like a cooldown."""
-        budgets = self.failover.budgets
-        assert budgets is not None  # the router gives candidates budget slots only when budgets exist
-        taken = await budgets.take(candidate.budget, self._estimate())
-        if isinstance(taken, Hold):
-            self._hold = taken
-            return True
-        budgets.note_exhausted(candidate.provider.name, candidate.model.name, taken)
-        retry = max(e.retry_after_s for e in taken)
-        self.records.append(
-            AttemptRecord(0, candidate.provider.name, candidate.model.name, SkipReason.BUDGET_EXHAUSTED,
-                          describe(taken), retry_after_s=retry)
-        )  # fmt: skip
-        return False
-
-    def _estimate(self) -> int:
-        """Input tokens of the request, estimated (budgets are taken before the provider counts them)."""
-        if self._estimated is None:
-            self._estimated = estimate_tokens(sum(len(m.content) for m in self.request.messages))
-        return self._estimated
+        assert self.budget is not None  # the router gives candidates budget slots only when budgets exist
+        skipped = await self.budget.take(candidate)
+        if skipped is not None:
+            self.records.append(skipped)
+        return skipped is None
 
     async def _attempt(
         self, candidate: Candidate, request: ChatRequest, number: int, candidates_left: int,
@@ -289,9 +269,8 @@ class ChatRun:
     ) -> AttemptRecord:
         record = attempt_record(candidate, attempt, number, error, cancelled)
         self.records.append(record)
-        if self._hold is not None and self.failover.budgets is not None:
-            self.failover.budgets.settle(self._hold, _tokens(record))
-            self._hold = None
+        if self.budget is not None:
+            self.budget.attempt_ended(record)
         self.failover.note(self.request, candidate, record, error, attempt.state.first_token_s, cancelled)
         return record
 
@@ -352,9 +331,3 @@ class Failover:
             )  # fmt: skip
         if self.observer is not None:
             self.observer(request, record, first_token_s)
-
-
-def _tokens(record: AttemptRecord) -> int:
-    """Tokens an attempt used (reported, else estimated; none when nothing came back)."""
-    usage = record.usage
-    return usage.input_tokens + usage.output_tokens if usage is not None else 0
