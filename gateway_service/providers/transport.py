@@ -9,7 +9,7 @@ SDKs (and the adapters' error tables) see the same classes either way.
 
 Kept deliberately small: HTTP/1.1 over TCP or TLS, keep-alive per origin, no HTTP/2. httpx2
 still handles redirects, auth, cookies and decoding above it, and proxies from the
-environment go through httpx2's own proxy transports.
+environment go through httpx2's own proxy transports (see `http_client`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
+from httpx2._utils import get_environment_proxies  # what httpx2 itself reads; not re-exported
 
 _HEAD_LIMIT = 1 << 20  # a response head (or chunk-size line) longer than this is a protocol error
 _READ_SIZE = 1 << 16
@@ -95,10 +96,10 @@ class GatewayTransport(httpx2.AsyncBaseTransport):
         tls = self._ssl_context() if scheme == "https" else None
         with _mapped(httpx2.ConnectTimeout, httpx2.ConnectError):
             async with asyncio.timeout(timeout):
+                # No happy_eyeballs_delay: uvloop, which `serve` runs on, does not take it.
                 reader, writer = await asyncio.open_connection(
-                    host, port, ssl=tls, server_hostname=host if tls else None, limit=_HEAD_LIMIT,
-                    happy_eyeballs_delay=0.25,  # RFC 8305: try the next address family after 250 ms
-                )  # fmt: skip
+                    host, port, ssl=tls, server_hostname=host if tls else None, limit=_HEAD_LIMIT
+                )
         return _Connection(reader, writer)
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -280,5 +281,12 @@ def _mapped(on_timeout: type[httpx2.TransportError], on_error: type[httpx2.Trans
 
 
 def http_client(**kwargs: Any) -> httpx2.AsyncClient:
-    """The httpx2 client an adapter gives its SDK, with this transport underneath."""
-    return httpx2.AsyncClient(transport=GatewayTransport(), **kwargs)
+    """The httpx2 client an adapter gives its SDK, with this transport underneath.
+
+    httpx2 ignores HTTP(S)_PROXY / ALL_PROXY once a transport is given, so the proxies from the
+    environment are mounted here, through httpx2's own proxy transport; NO_PROXY hosts (mounted as
+    None) and everything else use this transport.
+    """
+    proxies = get_environment_proxies()
+    mounts = {pattern: httpx2.AsyncHTTPTransport(proxy=url) if url else None for pattern, url in proxies.items()}
+    return httpx2.AsyncClient(transport=GatewayTransport(), mounts=mounts, **kwargs)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway_service.providers.transport import GatewayTransport
+from gateway_service.providers.transport import GatewayTransport, http_client
 from tests.gateway.test_connect_timeout import blackhole  # noqa: F401  (fixture)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -237,3 +237,15 @@ async def test_tls_verifies_the_server(tmp_path: Path) -> None:
         async with httpx2.AsyncClient(transport=GatewayTransport()) as default:  # system CAs: not trusted
             with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await get(default, port, "https")
+
+
+async def test_proxies_from_the_environment_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with serving(lambda n: ok(b"via proxy")) as (proxy, proxy_port), serving(lambda n: ok(b"direct")) as direct:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with http_client() as client:
+            proxied = await client.post("http://upstream.invalid/v1/x", content=b"{}", timeout=5)
+            direct_answer = await get(client, direct[1])  # 127.0.0.1 is in NO_PROXY
+    assert (proxied.text, direct_answer.text) == ("via proxy", "direct")
+    assert proxy.requests[0][0].startswith(b"POST http://upstream.invalid/v1/x HTTP/1.1")
+    assert direct[0].requests[0][0].startswith(b"POST /v1/x?q=1 HTTP/1.1")
