@@ -249,3 +249,24 @@ async def test_proxies_from_the_environment_are_honoured(monkeypatch: pytest.Mon
     assert (proxied.text, direct_answer.text) == ("via proxy", "direct")
     assert proxy.requests[0][0].startswith(b"POST http://upstream.invalid/v1/x HTTP/1.1")
     assert direct[0].requests[0][0].startswith(b"POST /v1/x?q=1 HTTP/1.1")
+
+
+def test_the_same_on_uvloop(tmp_path: Path) -> None:
+    """`serve` runs on uvloop, whose streams and create_connection differ from asyncio's in details."""
+    import uvloop
+
+    server_ctx, trusting = _self_signed(tmp_path)
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+
+    async def scenario() -> list[str]:
+        texts = []
+        async with serving(lambda n: ok() if n else chunked) as (server, port):
+            async with httpx2.AsyncClient(transport=GatewayTransport()) as plain:
+                texts += [(await get(plain, port)).text, (await get(plain, port)).text]
+            assert server.connections == 1
+        async with serving(lambda n: ok(b"tls"), tls=server_ctx) as (_, port):
+            async with httpx2.AsyncClient(transport=GatewayTransport(ssl_context=trusting)) as secure:
+                texts.append((await get(secure, port, "https")).text)
+        return texts
+
+    assert uvloop.run(scenario()) == ["abc", "hello", "tls"]
