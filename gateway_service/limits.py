@@ -59,9 +59,22 @@ class Hold:
     tokens: int
 
 
+@dataclass(frozen=True)
+class Taken:
+    """What one take got: nothing when `first` was refused; `then` only when both had room."""
+
+    first: Hold | None
+    then: Hold | None
+    exceeded: list[Exceeded]
+
+
 class Limiter(Protocol):
-    async def acquire(self, charges: Sequence[Charge]) -> list[Exceeded]:
-        """Take every charge, or none of them and say which are exceeded."""
+    async def acquire(self, charges: Sequence[Charge], then: Sequence[Charge] = ()) -> list[Exceeded]:
+        """Take every charge or none; once they are taken, every one of `then` or none of those.
+
+        The exceeded slots say what was refused: any of `charges` means nothing was taken. Two groups
+        in one call let a request's user and first candidate cost one Redis round trip, not two.
+        """
         ...
 
     def settle(self, charges: Sequence[Charge]) -> None:
@@ -95,19 +108,21 @@ class MemoryLimiter:
         self._tat: dict[str, float] = {}
         self._sweep_at = 1024
 
-    async def acquire(self, charges: Sequence[Charge]) -> list[Exceeded]:
-        return self.acquire_now(charges)
+    async def acquire(self, charges: Sequence[Charge], then: Sequence[Charge] = ()) -> list[Exceeded]:
+        return self.acquire_now(charges, then)
 
-    def acquire_now(self, charges: Sequence[Charge]) -> list[Exceeded]:
-        now, tats = self.clock(), self._tat
-        results = [admit(tats.get(slot.key, 0.0), now, cost, slot.rate) for slot, cost in charges]
-        exceeded = [Exceeded(slot, wait) for (slot, _), (_, wait) in zip(charges, results, strict=True) if wait]
-        if not exceeded:
-            for (slot, _), (new, _) in zip(charges, results, strict=True):
-                tats[slot.key] = new
-            if len(tats) >= self._sweep_at:
-                self._sweep(now)
-        return exceeded
+    def acquire_now(self, charges: Sequence[Charge], then: Sequence[Charge] = ()) -> list[Exceeded]:
+        now = self.clock()
+        for group in (charges, then):
+            results = [admit(self._tat.get(slot.key, 0.0), now, cost, slot.rate) for slot, cost in group]
+            exceeded = [Exceeded(slot, wait) for (slot, _), (_, wait) in zip(group, results, strict=True) if wait]
+            if exceeded:
+                return exceeded
+            for (slot, _), (new, _) in zip(group, results, strict=True):
+                self._tat[slot.key] = new
+        if len(self._tat) >= self._sweep_at:
+            self._sweep(now)
+        return []
 
     def settle(self, charges: Sequence[Charge]) -> None:
         now = self.clock()
@@ -171,15 +186,13 @@ class Budgets:
         budget = self.settings.user_budget(user_id)
         return _slots(f"user:{user_id}", f"{self.settings.key_prefix}:user:{{{user_id}}}", budget)
 
-    async def take(self, slots: tuple[Slot, ...], tokens: int) -> Hold | list[Exceeded]:
-        """Take one request and `tokens` (an estimate) from every slot, or nothing."""
-        if not slots:
-            return Hold((), tokens)
-        charges = [(s, float(tokens) if s.rate.counts_tokens else 1.0) for s in slots]
-        exceeded = await self.limiter.acquire(charges)
-        if exceeded:
-            return exceeded
-        return Hold(tuple(s for s in slots if s.rate.counts_tokens), tokens)
+    async def take(self, slots: tuple[Slot, ...], tokens: int, then: tuple[Slot, ...] = ()) -> Taken:
+        """One request and `tokens` (an estimate) from every slot or none; then the same from `then`."""
+        exceeded = await self.limiter.acquire(_charges(slots, tokens), _charges(then, tokens))
+        if any(e.slot in slots for e in exceeded):
+            return Taken(None, None, exceeded)
+        then_hold = None if exceeded else Hold(tuple(s for s in then if s.rate.counts_tokens), tokens)
+        return Taken(Hold(tuple(s for s in slots if s.rate.counts_tokens), tokens), then_hold, exceeded)
 
     def settle(self, hold: Hold, used_tokens: int) -> None:
         """Square the estimate with what was really used (given back when less)."""
@@ -202,6 +215,10 @@ class Budgets:
 
     async def aclose(self) -> None:
         await self.limiter.aclose()
+
+
+def _charges(slots: tuple[Slot, ...], tokens: int) -> list[Charge]:
+    return [(s, float(tokens) if s.rate.counts_tokens else 1.0) for s in slots]
 
 
 def _slots(subject: str, key: str, budget: Budget) -> tuple[Slot, ...]:

@@ -25,28 +25,32 @@ from gateway_service.limits import Charge, Clock, Exceeded
 
 log = logging.getLogger(__name__)
 
-# KEYS: one per rate. ARGV: now, then per rate: seconds per unit, window seconds, units to take.
-# Returns {} when taken, else {index, seconds to wait, ...} for each rate that cannot give its units.
+# KEYS: one per rate, the first group's `first` keys, then the second group's.
+# ARGV: now, first, then per rate: seconds per unit, window seconds, units to take.
+# Takes the first group or nothing, then (once the first is taken) the second group or nothing of it.
+# Returns {index, seconds to wait, ...} of the refused group's rates: the first's when it was refused.
 ACQUIRE = """
-local now = tonumber(ARGV[1])
-local news, denied = {}, {}
+local now, first = tonumber(ARGV[1]), tonumber(ARGV[2])
+local news, denied = {}, {{}, {}}
 for i, key in ipairs(KEYS) do
-  local per, window, cost = tonumber(ARGV[i * 3 - 1]), tonumber(ARGV[i * 3]), tonumber(ARGV[i * 3 + 1])
+  local per, window, cost = tonumber(ARGV[i * 3]), tonumber(ARGV[i * 3 + 1]), tonumber(ARGV[i * 3 + 2])
   local base = math.max(tonumber(redis.call('GET', key) or '0'), now)
   local new = base + cost * per
   local wait = new - window - now
   if wait > 0 and base > now then
-    denied[#denied + 1] = i
-    denied[#denied + 1] = string.format('%.17g', wait)
+    local group = denied[i <= first and 1 or 2]
+    group[#group + 1] = i
+    group[#group + 1] = string.format('%.17g', wait)
   end
   news[i] = new
 end
-if #denied == 0 then
-  for i, key in ipairs(KEYS) do
-    redis.call('SET', key, string.format('%.17g', news[i]), 'PX', math.ceil((news[i] - now) * 1000) + 1)
-  end
+if #denied[1] > 0 then
+  return denied[1]
 end
-return denied
+for i = 1, #denied[2] > 0 and first or #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.17g', news[i]), 'PX', math.ceil((news[i] - now) * 1000) + 1)
+end
+return denied[2]
 """
 
 # KEYS: one per rate. ARGV: now, then per rate: seconds per unit, units used beyond (or, negative, below) the take.
@@ -81,22 +85,25 @@ class RedisLimiter:
         self._logged_at = float("-inf")
         self._settling: set[asyncio.Task[None]] = set()
 
-    async def acquire(self, charges: Sequence[Charge]) -> list[Exceeded]:
+    async def acquire(self, charges: Sequence[Charge], then: Sequence[Charge] = ()) -> list[Exceeded]:
+        if not charges and not then:
+            return []
         now = self.clock()
         if now < self._down_until:
             self._fail_open(now, None)
             return []
-        args: list[float] = [now]
-        for slot, cost in charges:
+        both = [*charges, *then]
+        args: list[float] = [now, len(charges)]
+        for slot, cost in both:
             args += [slot.rate.window_s / slot.rate.limit, slot.rate.window_s, cost]
         try:
             async with asyncio.timeout(self.timeout_s):
-                denied = await self._acquire(keys=[slot.key for slot, _ in charges], args=args)
+                denied = await self._acquire(keys=[slot.key for slot, _ in both], args=args)
         except _UNREACHABLE as exc:
             self._down_until = now + self.retry_s
             self._fail_open(now, exc)
             return []
-        return [Exceeded(charges[int(denied[i]) - 1][0], float(denied[i + 1])) for i in range(0, len(denied), 2)]
+        return [Exceeded(both[int(denied[i]) - 1][0], float(denied[i + 1])) for i in range(0, len(denied), 2)]
 
     def settle(self, charges: Sequence[Charge]) -> None:
         now = self.clock()

@@ -1,9 +1,10 @@
 """One run's dealings with the rate-limit budgets (limits.py): what it took, and squaring it with usage.
 
-The caller's user_id pays one request and the estimated input tokens before anything else; each
-candidate's provider and model budgets are taken just before its attempt, and one without room is
-skipped like one cooling down. When an attempt (or the whole call) ends, the token estimate is
-replaced by the tokens it really used: given back when fewer, owed when more.
+The caller's user_id pays one request and the estimated input tokens before the first attempt (with
+that candidate's budgets, in one round trip); each candidate's provider and model budgets are taken
+just before its attempt, and one without room is skipped like one cooling down. When an attempt (or
+the whole call) ends, its token estimate is replaced by the tokens really used: given back when fewer,
+owed when more.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from gateway_service.accounting import estimate_tokens
 from gateway_service.chat.events import AttemptRecord, SkipReason
 from gateway_service.chat.request import ChatRequest
 from gateway_service.chat.router import Candidate
-from gateway_service.limits import Budgets, Hold, describe, user_budget_exhausted
+from gateway_service.limits import Budgets, Hold, Slot, Taken, describe, user_budget_exhausted
 
 
 class RunBudget:
@@ -22,26 +23,42 @@ class RunBudget:
         self.budgets = budgets
         self.request = request
         self.estimate = estimate_tokens(sum(len(m.content) for m in request.messages))
+        self._user_slots = budgets.user_slots(request.user_id) if budgets.limits_users else ()
+        # Only token rates are squared with usage at the end of the call; requests are paid up front.
+        self.settles_user = any(s.rate.counts_tokens for s in self._user_slots)
         self._user: Hold | None = None
         self._attempt: Hold | None = None
 
-    async def take_user(self) -> None:
-        """Raises UserBudgetExhausted (RESOURCE_EXHAUSTED + QuotaFailure + RetryInfo) when the user has no room."""
-        taken = await self.budgets.take(self.budgets.user_slots(self.request.user_id), self.estimate)
-        if not isinstance(taken, Hold):
-            raise user_budget_exhausted(self.request.user_id, taken)
-        self._user = taken
-
     async def take(self, candidate: Candidate) -> AttemptRecord | None:
-        """None when the candidate's budgets gave one attempt, else the record of skipping it."""
-        taken = await self.budgets.take(candidate.budget, self.estimate)
-        if isinstance(taken, Hold):
-            self._attempt = taken
+        """Before an attempt: the user's budget (the first time) and the candidate's, in one round trip.
+
+        Raises UserBudgetExhausted (RESOURCE_EXHAUSTED + QuotaFailure + RetryInfo) when the user has no
+        room; returns the record of skipping the candidate when it has none, else None.
+        """
+        user = self._user_slots if self._user is None else ()
+        if not user and not candidate.budget:
+            return None
+        taken = await self.budgets.take(user, self.estimate, then=candidate.budget)
+        self._took_user(user, taken)
+        if taken.then is not None:
+            self._attempt = taken.then
             return None
         provider, model = candidate.provider.name, candidate.model.name
-        self.budgets.note_exhausted(provider, model, taken)
-        retry = max(e.retry_after_s for e in taken)
-        return AttemptRecord(0, provider, model, SkipReason.BUDGET_EXHAUSTED, describe(taken), retry_after_s=retry)
+        self.budgets.note_exhausted(provider, model, taken.exceeded)
+        retry = max(e.retry_after_s for e in taken.exceeded)
+        message = describe(taken.exceeded)
+        return AttemptRecord(0, provider, model, SkipReason.BUDGET_EXHAUSTED, message, retry_after_s=retry)
+
+    async def take_user(self) -> None:
+        """The user's budget when no candidate got as far as taking it (every one was skipped)."""
+        if self._user is None and self._user_slots:
+            self._took_user(self._user_slots, await self.budgets.take(self._user_slots, self.estimate))
+
+    def _took_user(self, user: tuple[Slot, ...], taken: Taken) -> None:
+        if taken.first is None:
+            raise user_budget_exhausted(self.request.user_id, taken.exceeded)
+        if user:
+            self._user = taken.first
 
     def attempt_ended(self, record: AttemptRecord) -> None:
         if self._attempt is not None:

@@ -102,12 +102,11 @@ class ChatRun:
         return [r for r in self.records if r.attempt]
 
     def events(self) -> AsyncGenerator[GatewayEvent, None]:
-        if self.budget is not None and self.budget.budgets.limits_users:
+        if self.budget is not None and self.budget.settles_user:
             return self._user_budgeted(self.budget)
-        return self._candidate_events()  # no layer in between when no user budget is configured
+        return self._candidate_events()  # no layer in between unless a user's tokens are to be squared
 
     async def _user_budgeted(self, budget: RunBudget) -> AsyncGenerator[GatewayEvent, None]:
-        await budget.take_user()
         try:
             async with aclosing(self._candidate_events()) as events:
                 async for event in events:
@@ -119,7 +118,7 @@ class ChatRun:
         pending: _Pending | None = None
         request = self.request
         for index, candidate in enumerate(self.candidates):
-            if self._skip(candidate) or (candidate.budget and not await self._take_budget(candidate)):
+            if self._skip(candidate) or (self.budget is not None and not await self._take_budget(candidate)):
                 continue
             number = len(self.attempts) + 1
             failed_over = self._failed_over(pending, candidate) if pending is not None else None
@@ -141,6 +140,8 @@ class ChatRun:
         if pending is not None and (self.answer_pieces or pending.discard):
             why = f"no candidate left to {self.request.mid_stream_policy.value} the answer"
             raise mid_stream_failure(pending.record, self.sequence, self.records, why)
+        if self.budget is not None:
+            await self.budget.take_user()  # over budget is the answer even when no candidate could be tried
         raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)
 
     def _skip(self, candidate: Candidate) -> bool:
@@ -169,7 +170,7 @@ class ChatRun:
         return None, "", None
 
     async def _take_budget(self, candidate: Candidate) -> bool:
-        assert self.budget is not None  # the router gives candidates budget slots only when budgets exist
+        assert self.budget is not None
         skipped = await self.budget.take(candidate)
         if skipped is not None:
             self.records.append(skipped)

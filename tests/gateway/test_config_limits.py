@@ -62,6 +62,14 @@ def test_budgets_of_providers_models_and_users() -> None:
     )  # fmt: skip
 
 
+def test_calls_without_a_user_id_can_have_their_own_override() -> None:
+    cfg = parse(limits__user_overrides={"": {"requests_per_minute": 1000}})
+    assert cfg.limits.user_budget("") == (
+        Rate("tokens_per_day", 1000000, 86400.0), Rate("requests_per_minute", 1000, 60.0),
+    )  # fmt: skip
+    assert cfg.limits.user_budget("someone")[0] == Rate("requests_per_minute", 60, 60.0)
+
+
 def test_no_limits_section_means_memory_and_no_budgets() -> None:
     cfg = config.parse(
         {"providers": [{"name": "p", "type": "openai", "no_api_key": True, "models": [{"name": "m"}]}]},

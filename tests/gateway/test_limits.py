@@ -94,6 +94,17 @@ async def test_a_take_is_all_or_nothing(limiter: Limiter, prefix: str) -> None:
     assert [e.slot for e in await limiter.acquire([(rpm, 1)])] == [rpm]
 
 
+async def test_a_second_group_is_taken_only_once_the_first_is(limiter: Limiter, prefix: str) -> None:
+    user = slot(prefix, Rate("requests_per_minute", 2, 60.0), "user:u")
+    rpm_1 = Rate("requests_per_minute", 1, 60.0)
+    one, two = slot(prefix, rpm_1, "provider:p"), slot(prefix, rpm_1, "provider:q")
+    assert await limiter.acquire([(user, 1)], [(one, 1)]) == []
+    assert [e.slot for e in await limiter.acquire([(user, 1)], [(one, 1)])] == [one]  # the user's second is taken
+    assert [e.slot for e in await limiter.acquire([(user, 1)], [(two, 1)])] == [user]  # and nothing of `two`
+    assert await limiter.acquire([], [(two, 1)]) == []
+    assert [e.slot for e in await limiter.acquire([], [(two, 1)])] == [two]
+
+
 async def test_settle_gives_back_an_overestimate_and_charges_what_was_used_beyond(
     limiter: Limiter, clock: Clock, prefix: str
 ) -> None:

@@ -1,0 +1,117 @@
+"""Budgets inside the pipeline (domain level, no gRPC): what is taken when, with a clock the test moves."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import pytest
+
+from gateway_service.app import Gateway, build_gateway
+from gateway_service.chat.events import GatewayEvent, SkipReason
+from gateway_service.chat.request import ChatRequest, UsageReport
+from gateway_service.config import GatewayConfig, ModelSpec
+from gateway_service.config_limits import LimitSettings, Rate
+from gateway_service.errors import AllProvidersRateLimited, NotConfigured, UserBudgetExhausted
+from gateway_service.limits import Charge, Exceeded, MemoryLimiter
+from gateway_service.providers.base import ProviderConfig
+from tests.gateway.pipeline_helpers import ScriptedAdapter, Step, chat_request, gateway_config, spec, words
+
+RPM_1 = (Rate("requests_per_minute", 1, 60.0),)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingLimiter(MemoryLimiter):
+    """The in-process limiter, counting its calls (each would be one Redis round trip)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.calls = 0
+
+    async def acquire(self, charges: Sequence[Charge], then: Sequence[Charge] = ()) -> list[Exceeded]:
+        self.calls += 1
+        return await super().acquire(charges, then)
+
+
+def answers(n: int, usage: UsageReport | None = None) -> list[list[Step]]:
+    return [[*([usage] if usage else []), *words("ok")] for _ in range(n)]
+
+
+def pipeline(config: GatewayConfig, scripts: dict[str, list[list[Step]]], clock: Clock) -> Gateway:
+    def factory(provider: ProviderConfig) -> ScriptedAdapter:
+        return ScriptedAdapter(provider.name, scripts.get(provider.name, []))
+
+    return build_gateway(config, factory, limits_clock=clock)  # type: ignore[arg-type]
+
+
+async def run(gateway: Gateway, request: ChatRequest) -> list[GatewayEvent]:
+    return [event async for event in gateway.start_chat(request, 5.0).events()]
+
+
+def with_limits(config: GatewayConfig, **limits: object) -> GatewayConfig:
+    return dataclasses.replace(config, limits=LimitSettings(**limits))  # type: ignore[arg-type]
+
+
+async def test_the_user_and_the_first_candidate_cost_one_take_and_the_window_refills_on_the_clock() -> None:
+    clock = Clock()
+    config = with_limits(gateway_config(spec("a", ModelSpec("m", limits=RPM_1))), users=RPM_1)
+    gateway = pipeline(config, {"a": answers(2)}, clock)
+    assert gateway.budgets is not None
+    limiter = CountingLimiter(clock)
+    gateway.budgets.limiter = limiter
+
+    await run(gateway, chat_request(user_id="u"))
+    assert limiter.calls == 1
+    with pytest.raises(UserBudgetExhausted) as refused:
+        await run(gateway, chat_request(user_id="u"))
+    assert refused.value.retry_after_s == pytest.approx(60.0)
+    assert [v.subject for v in refused.value.quota_violations] == ["user:u"]
+    clock.now += 60.0
+    await run(gateway, chat_request(user_id="u"))
+    assert limiter.calls == 3
+
+
+async def test_a_refused_user_takes_nothing_from_the_candidate() -> None:
+    rpm_2 = (Rate("requests_per_minute", 2, 60.0),)
+    config = with_limits(gateway_config(spec("a", ModelSpec("m"), limits=rpm_2)), user_overrides={"poor": RPM_1})
+    gateway = pipeline(config, {"a": answers(3)}, Clock())
+    await run(gateway, chat_request(user_id="poor"))
+    with pytest.raises(UserBudgetExhausted):
+        await run(gateway, chat_request(user_id="poor"))
+    # Had the refused call taken the candidate's second request, this one would find no room.
+    assert (await run(gateway, chat_request(user_id="rich")))[-1].provider == "a"  # type: ignore[union-attr]
+    with pytest.raises(AllProvidersRateLimited):
+        await run(gateway, chat_request(user_id="rich"))
+
+
+async def test_over_budget_is_the_answer_even_when_no_candidate_could_be_tried() -> None:
+    config = with_limits(gateway_config(spec("a", ModelSpec("m"), key=None)), users=RPM_1)
+    gateway = pipeline(config, {}, Clock())
+    with pytest.raises(NotConfigured):
+        await run(gateway, chat_request(user_id="u"))
+    with pytest.raises(UserBudgetExhausted):
+        await run(gateway, chat_request(user_id="u"))
+
+
+async def test_an_answer_longer_than_estimated_owes_its_tokens() -> None:
+    clock = Clock()
+    tpm = (Rate("tokens_per_minute", 100, 60.0),)
+    config = with_limits(gateway_config(spec("a", ModelSpec("m"), limits=tpm), spec("b", ModelSpec("m"))))
+    gateway = pipeline(config, {"a": answers(2, UsageReport(30, 90)), "b": answers(3)}, clock)
+    first = gateway.start_chat(chat_request("x" * 200), 5.0)  # estimated 50 tokens, reported 120
+    assert [e async for e in first.events()][-1].provider == "a"  # type: ignore[union-attr]
+    second = gateway.start_chat(chat_request("x" * 4), 5.0)
+    events = [e async for e in second.events()]
+    assert events[-1].provider == "b"  # type: ignore[union-attr]
+    [skipped] = [r for r in second.records if r.attempt == 0]
+    assert skipped.outcome is SkipReason.BUDGET_EXHAUSTED and skipped.retry_after_s == pytest.approx(12.6)
+    clock.now += 12.61
+    third = gateway.start_chat(chat_request("x" * 4), 5.0)
+    assert [e async for e in third.events()][-1].provider == "a"  # type: ignore[union-attr]
