@@ -66,7 +66,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def _simulate(args: argparse.Namespace) -> int:
     from gateway_service import simulator
 
-    code: int = simulator.main(list(args.extra))
+    # The same loop as `serve`: the benchmark's upstream should not be the slowest process in it.
+    code: int = simulator.main(list(args.extra), loop_factory=_loop_factory())
     return code
 
 

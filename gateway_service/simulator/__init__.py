@@ -98,7 +98,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway_service.simulator.httpserver import serve_connection
@@ -154,15 +154,17 @@ async def start_simulator(host: str = "127.0.0.1", port: int = 0, *, chunk_delay
     return SimulatorHandle(simulator, server, host, bound, connections)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`gateway-service simulate --port N`: serve until interrupted."""
+def main(
+    argv: Sequence[str] | None = None, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+) -> int:
+    """`gateway-service simulate --port N`: serve until interrupted (on uvloop when the CLI passes it)."""
     parser = argparse.ArgumentParser(prog="gateway-service simulate", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8089)
     parser.add_argument("--chunk-delay-ms", type=float, default=30.0, help="pause between words (default 30)")
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port, args.chunk_delay_ms / 1000))
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(args.host, args.port, args.chunk_delay_ms / 1000))
     return 0
 
 
