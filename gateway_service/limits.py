@@ -164,7 +164,9 @@ def has_budgets(config: GatewayConfig) -> bool:
 class Budgets:
     """The configured budgets over one limiter; built only when some budget is configured."""
 
-    def __init__(self, config: GatewayConfig, limiter: Limiter, on_exhausted: Callable[[str], None] | None = None):
+    def __init__(
+        self, config: GatewayConfig, limiter: Limiter, on_exhausted: Callable[[str], None] | None = None
+    ) -> None:
         self.settings = config.limits
         self.limiter = limiter
         self.on_exhausted = on_exhausted
