@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from gateway_service.config_schema import Reader, Secret
 
@@ -70,8 +71,8 @@ def limit_settings(root: Reader) -> LimitSettings:
     redis_url = section.text("redis_url")
     if backend == "redis" and not redis_url:
         raise section.error("redis_url", "is required with backend: redis")
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise section.error("redis_url", "must start with redis://, rediss:// or unix://")
+    if redis_url:
+        _check_redis_url(section, redis_url)
     users = budget(section, "users")
     overrides = section.mapping("user_overrides")
     return LimitSettings(
@@ -83,6 +84,18 @@ def limit_settings(root: Reader) -> LimitSettings:
         users=users,
         user_overrides={user: _override(users, budget(overrides, user)) for user in overrides.keys()},
     )
+
+
+def _check_redis_url(section: Reader, url: str) -> None:
+    """What the Redis client would refuse at start-up anyway, as a config error naming the key."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise section.error("redis_url", "must start with redis://, rediss:// or unix://")
+    try:
+        port = urlsplit(url).port  # the Redis client reads the port the same way, and would fail later
+    except ValueError as exc:  # the message names the bad part, never the password
+        raise section.error("redis_url", f"not a valid Redis URL: {exc}") from None
+    if port == 0:
+        raise section.error("redis_url", "port 0 is not a Redis port")
 
 
 def _override(default: Budget, override: Budget) -> Budget:

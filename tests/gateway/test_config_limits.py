@@ -96,6 +96,8 @@ def test_no_limits_section_means_memory_and_no_budgets() -> None:
         ({"limits__backend": "memcached"}, "gw.yaml: limits.backend: must be one of memory, redis, got 'memcached'"),
         ({"limits__redis_url": None}, "gw.yaml: limits.redis_url: is required with backend: redis"),
         ({"limits__redis_url": "http://127.0.0.1:6379"}, "gw.yaml: limits.redis_url: must start with redis://"),
+        ({"limits__redis_url": "redis://:pw@127.0.0.1:port/0"},
+         "gw.yaml: limits.redis_url: not a valid Redis URL: Port could not be cast to integer value as 'port'"),
         ({"limits__redis_timeout_ms": 0}, "gw.yaml: limits.redis_timeout_ms: must be greater than 0"),
         ({"limits__redis_retry_s": -1}, "gw.yaml: limits.redis_retry_s: must be a non-negative number"),
         ({"limits__users": {"requests_per_minute": -5}}, "gw.yaml: limits.users.requests_per_minute: must be a posit"),
