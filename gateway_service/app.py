@@ -32,6 +32,7 @@ def provider_config(spec: ProviderSpec) -> ProviderConfig:
         first_token_timeout_s=spec.first_token_timeout_s,
         idle_timeout_s=spec.idle_timeout_s,
         timeout_s=spec.timeout_s,
+        http_client=spec.http_client,
     )
 
 

@@ -24,6 +24,7 @@ from gateway_service.config_schema import Secret as Secret  # re-exported: calle
 from gateway_service.errors import ConfigError
 
 PROVIDER_TYPES = ("openai", "gemini", "anthropic", "openai_compatible")
+HTTP_CLIENTS = ("gateway", "httpx")  # the transport under the SDK: ours, or the SDK's own httpx2 stack
 # Anthropic takes a final assistant turn as a prefill the answer continues from; the others do not.
 PREFILL_BY_DEFAULT = ("anthropic",)
 
@@ -53,6 +54,7 @@ class ProviderSpec:
     first_token_timeout_s: float = 30.0
     idle_timeout_s: float = 30.0
     limits: Budget = ()  # the provider's upstream rate limits, shared by its models
+    http_client: str = "gateway"  # gateway: the gateway's HTTP/1.1 transport | httpx: the SDK's default stack
 
     @property
     def configured(self) -> bool:
@@ -167,7 +169,7 @@ def parse(data: Any, *, source: str, env: Mapping[str, str]) -> GatewayConfig:
 def _provider(item: Reader, env: Mapping[str, str]) -> ProviderSpec:
     item.only(
         "name", "type", "base_url", "api_version", "api_key_env", "api_key_file", "no_api_key", "models",
-        "timeout_s", "connect_timeout_s", "first_token_timeout_s", "idle_timeout_s", "limits",
+        "timeout_s", "connect_timeout_s", "first_token_timeout_s", "idle_timeout_s", "limits", "http_client",
     )  # fmt: skip
     name = item.required_text("name")
     kind = item.choice("type", PROVIDER_TYPES)
@@ -194,6 +196,7 @@ def _provider(item: Reader, env: Mapping[str, str]) -> ProviderSpec:
         first_token_timeout_s=item.number("first_token_timeout_s", 30.0),
         idle_timeout_s=item.number("idle_timeout_s", 30.0),
         limits=budget(item),
+        http_client=item.choice("http_client", HTTP_CLIENTS, "gateway"),
     )
 
 

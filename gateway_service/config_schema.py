@@ -104,8 +104,8 @@ class Reader:
         assert value is not None  # text() raised otherwise
         return value
 
-    def choice(self, key: str, options: tuple[str, ...]) -> str:
-        value = self.required_text(key)
+    def choice(self, key: str, options: tuple[str, ...], default: str | None = None) -> str:
+        value = self.required_text(key) if default is None else (self.text(key) or default)
         if value not in options:
             raise self.error(key, f"must be one of {', '.join(options)}, got {value!r}")
         return value

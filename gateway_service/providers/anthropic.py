@@ -167,7 +167,7 @@ class AnthropicAdapter:
         timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._client = anthropic.AsyncAnthropic(
             api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
-            http_client=http_client(follow_redirects=True),  # as the SDK's own default client
+            http_client=http_client(config, follow_redirects=True),  # as the SDK's own default client
         )  # fmt: skip
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:

@@ -45,6 +45,7 @@ class ProviderConfig:
     first_token_timeout_s: float = 30.0
     idle_timeout_s: float = 30.0
     timeout_s: float = 60.0
+    http_client: str = "gateway"  # gateway | httpx (see providers/transport.py)
 
 
 class ProviderError(Exception):

@@ -134,7 +134,7 @@ class GeminiAdapter:
             "request": [_connect_within(config.connect_timeout_s)],
             "response": [_capture],
         }
-        self._http = http_client(event_hooks=hooks)
+        self._http = http_client(config, event_hooks=hooks)
         options = genai_types.HttpOptions(
             base_url=config.base_url,
             api_version=config.api_version,

@@ -127,7 +127,7 @@ class OpenAIAdapter:
         # An empty key still sends a request, so a missing key shows up as the upstream's 401.
         self._client = openai.AsyncOpenAI(
             api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
-            http_client=http_client(follow_redirects=True),  # as the SDK's own default client
+            http_client=http_client(config, follow_redirects=True),  # as the SDK's own default client
         )  # fmt: skip
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:

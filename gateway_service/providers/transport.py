@@ -23,6 +23,8 @@ from typing import Any
 import httpx2
 from httpx2._utils import get_environment_proxies  # what httpx2 itself reads; not re-exported
 
+from gateway_service.providers.base import ProviderConfig
+
 _HEAD_LIMIT = 1 << 20  # a response head (or chunk-size line) longer than this is a protocol error
 _READ_SIZE = 1 << 16
 Origin = tuple[str, str, int]
@@ -280,13 +282,18 @@ def _mapped(on_timeout: type[httpx2.TransportError], on_error: type[httpx2.Trans
         raise on_error(f"{type(exc).__name__}: {exc}") from exc
 
 
-def http_client(**kwargs: Any) -> httpx2.AsyncClient:
+def http_client(config: ProviderConfig, **kwargs: Any) -> httpx2.AsyncClient:
     """The httpx2 client an adapter gives its SDK, with this transport underneath.
+
+    `http_client: httpx` in the provider's config keeps httpx2's own stack (httpcore2), the way back
+    if an upstream ever disagrees with this transport.
 
     httpx2 ignores HTTP(S)_PROXY / ALL_PROXY once a transport is given, so the proxies from the
     environment are mounted here, through httpx2's own proxy transport; NO_PROXY hosts (mounted as
     None) and everything else use this transport.
     """
+    if config.http_client == "httpx":
+        return httpx2.AsyncClient(**kwargs)
     proxies = get_environment_proxies()
     mounts = {pattern: httpx2.AsyncHTTPTransport(proxy=url) if url else None for pattern, url in proxies.items()}
     return httpx2.AsyncClient(transport=GatewayTransport(), mounts=mounts, **kwargs)

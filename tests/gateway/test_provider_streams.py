@@ -33,7 +33,7 @@ TYPES = ["openai", "openai_compatible", "anthropic", "gemini"]
 KEY = "sk-test-0123456789abcdefSECRET"
 
 
-def config_for(kind: str, base_url: str, **overrides: float) -> ProviderConfig:
+def config_for(kind: str, base_url: str, http_client: str = "gateway", **overrides: float) -> ProviderConfig:
     root = base_url + ("/v1" if kind.startswith("openai") else "")
     config = ProviderConfig(
         kind,
@@ -45,6 +45,7 @@ def config_for(kind: str, base_url: str, **overrides: float) -> ProviderConfig:
         first_token_timeout_s=2.0,
         idle_timeout_s=2.0,
         timeout_s=5.0,
+        http_client=http_client,
     )
     return replace(config, **overrides)
 
@@ -61,12 +62,12 @@ class Adapters:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        self._made: dict[tuple[str, tuple[tuple[str, float], ...]], ProviderAdapter] = {}
+        self._made: dict[tuple[str, str, tuple[tuple[str, float], ...]], ProviderAdapter] = {}
 
-    def get(self, kind: str, **overrides: float) -> ProviderAdapter:
-        key = (kind, tuple(sorted(overrides.items())))
+    def get(self, kind: str, http_client: str = "gateway", **overrides: float) -> ProviderAdapter:
+        key = (kind, http_client, tuple(sorted(overrides.items())))
         if key not in self._made:
-            self._made[key] = create_adapter(config_for(kind, self.base_url, **overrides))
+            self._made[key] = create_adapter(config_for(kind, self.base_url, http_client, **overrides))
         return self._made[key]
 
     async def close(self) -> None:
@@ -81,9 +82,12 @@ async def adapters(sim: SimulatorHandle) -> AsyncIterator[Adapters]:
     await made.close()
 
 
-@pytest.fixture(params=TYPES)
+# Every adapter on both HTTP stacks under the SDK: the gateway's transport and httpx2's own
+# (`http_client: httpx`), which must behave alike down to the error classes.
+@pytest.fixture(params=[(t, h) for t in TYPES for h in ("gateway", "httpx")], ids=lambda p: f"{p[0]}-{p[1]}")
 def adapter(request: pytest.FixtureRequest, adapters: Adapters) -> ProviderAdapter:
-    return adapters.get(request.param)
+    kind, http_client = request.param
+    return adapters.get(kind, http_client)
 
 
 def chat(text: str, *extra: Message) -> ChatRequest:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.transport import GatewayTransport, http_client
 from tests.gateway.test_connect_timeout import blackhole  # noqa: F401  (fixture)
 
@@ -243,7 +244,7 @@ async def test_proxies_from_the_environment_are_honoured(monkeypatch: pytest.Mon
     async with serving(lambda n: ok(b"via proxy")) as (proxy, proxy_port), serving(lambda n: ok(b"direct")) as direct:
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        async with http_client() as client:
+        async with http_client(_config("gateway")) as client:
             proxied = await client.post("http://upstream.invalid/v1/x", content=b"{}", timeout=5)
             direct_answer = await get(client, direct[1])  # 127.0.0.1 is in NO_PROXY
     assert (proxied.text, direct_answer.text) == ("via proxy", "direct")
@@ -270,3 +271,15 @@ def test_the_same_on_uvloop(tmp_path: Path) -> None:
         return texts
 
     assert uvloop.run(scenario()) == ["abc", "hello", "tls"]
+
+
+def _config(http: str) -> ProviderConfig:
+    return ProviderConfig(name="p", type="openai", base_url=None, api_key=None, http_client=http)
+
+
+async def test_http_client_httpx_keeps_the_sdks_own_stack() -> None:
+    async with serving(lambda n: ok()) as (server, port), http_client(_config("httpx")) as client:
+        assert (await get(client, port)).text == "hello"
+        assert not isinstance(client._transport, GatewayTransport)
+    async with http_client(_config("gateway")) as ours:
+        assert isinstance(ours._transport, GatewayTransport)
