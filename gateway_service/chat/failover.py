@@ -51,6 +51,7 @@ from gateway_service.errors import ProviderRejectedRequest
 from gateway_service.health import Health
 from gateway_service.limits import Budgets
 from gateway_service.providers.base import FailureKind, ProviderError
+from servicekit.errors import FieldViolation
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ class ChatRun:
             raise ProviderRejectedRequest(
                 f"{candidate.provider.name} rejected the request: {error.message}",
                 metadata={"provider": candidate.provider.name, "model": candidate.model.name},
+                field_violations=[FieldViolation(error.field, error.message)] if error.field else (),
             )
         if error.kind is FailureKind.CONTEXT_TOO_LONG:
             self._min_context = max(self._min_context, candidate.model.context_window or 1)

@@ -19,7 +19,7 @@ from gateway_service.chat.request import (
     ToolChoiceMode,
     UsageReport,
 )
-from gateway_service.providers.base import FailureKind, ProviderError
+from gateway_service.providers.base import FailureKind, ProviderError, Unsupported
 from gateway_service.providers.reasoning import budget_tokens
 
 # Anthropic requires max_tokens; this is what a request without one gets.
@@ -79,9 +79,10 @@ def _thinking(request: ChatRequest) -> dict[str, Any] | None:
     if options.disabled:
         return {"type": "disabled"}
     if request.tool_choice in (ToolChoiceMode.REQUIRED, ToolChoiceMode.TOOL):
-        raise ValueError("tool_choice: Anthropic cannot think when the tool choice forces tool use; use AUTO or NONE")
+        raise Unsupported("tool_choice", "Anthropic cannot think when the tool choice forces tool use; use AUTO/NONE")
     if request.messages and request.messages[-1].role is Role.ASSISTANT:
-        raise ValueError("messages: Anthropic cannot continue an assistant prefill while thinking")
+        index = len(request.messages) - 1
+        raise Unsupported(f"messages[{index}]", "Anthropic cannot continue an assistant prefill while thinking")
     budget = budget_tokens(options, request.max_output_tokens)
     # "omitted" still returns each block's signature, so a tool loop can send the blocks back.
     display = "summarized" if options.include_text else "omitted"

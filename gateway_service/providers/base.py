@@ -59,6 +59,7 @@ class ProviderError(Exception):
         status_code: int | None = None,
         retry_after_s: float | None = None,
         upstream_request_id: str = "",
+        field: str = "",
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -66,9 +67,18 @@ class ProviderError(Exception):
         self.status_code = status_code
         self.retry_after_s = retry_after_s
         self.upstream_request_id = upstream_request_id
+        self.field = field  # the request field at fault, when the gateway refused the request itself
 
     def __repr__(self) -> str:
         return f"ProviderError({self.kind.value}, {self.message!r}, status={self.status_code})"
+
+
+class Unsupported(ValueError):
+    """A request a provider's format cannot express, refused before sending; names the request field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 class ProviderAdapter(Protocol):

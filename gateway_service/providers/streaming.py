@@ -69,8 +69,9 @@ def convert(build: Callable[[], T]) -> T:
     """
     try:
         return build()
-    except ValueError as exc:  # bad tool-call arguments JSON, bad reasoning signature...
-        raise ProviderError(FailureKind.INVALID_REQUEST, f"request cannot be sent to this provider: {exc}") from exc
+    except ValueError as exc:  # bad tool-call arguments JSON, bad reasoning signature, Unsupported...
+        message = f"request cannot be sent to this provider: {exc}"
+        raise ProviderError(FailureKind.INVALID_REQUEST, message, field=getattr(exc, "field", "")) from exc
 
 
 class Translator(Protocol[C_contra]):

@@ -253,6 +253,9 @@ async def test_anthropic_refuses_what_it_cannot_do_while_thinking(h: Harness, me
     failed = await stream_failure(h, request)
     assert failed.code is grpc.StatusCode.INVALID_ARGUMENT and failed.info.reason == "PROVIDER_REJECTED_REQUEST"
     assert ("prefill" if choice is None else "tool_choice") in failed.message
+    assert failed.bad_request is not None
+    field = "messages[1]" if choice is None else "tool_choice"
+    assert [v.field for v in failed.bad_request.field_violations] == [field]
     assert len(h.sim.simulator.observations) == before  # refused before anything was sent
 
 
