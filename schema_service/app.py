@@ -42,7 +42,7 @@ class App:
         while self.pool is None:
             try:
                 self.pool = await database.create_pool(self.dsn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except database.DATABASE_FAILURES as exc:
                 log.warning("database not reachable", extra={"error": type(exc).__name__, "retry_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

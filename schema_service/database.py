@@ -11,12 +11,30 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
+
+# A connection, whether taken from a pool or opened directly.
+Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+# What the OS and asyncpg's client side raise when the connection is lost or never made: refused or reset
+# sockets, timeouts, and the protocol errors asyncpg raises on a connection broken mid-operation
+# (MagicStack/asyncpg#784). No SQLSTATE: the server never answered.
+CONNECTION_LOST: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+# Everything a call to the database can raise because of the database or the way to it: a lost
+# connection or any PostgreSQL error. Callers that only need "not now" (readiness, start-up retries,
+# housekeeping) catch this; schema_service.dberrors maps each to a status.
+DATABASE_FAILURES: tuple[type[Exception], ...] = (*CONNECTION_LOST, asyncpg.PostgresError)
 
 _embedded: dict[Path, Any] = {}
 
@@ -72,5 +90,5 @@ async def ping(pool: asyncpg.Pool, *, timeout_s: float = 2.0) -> bool:
         async with pool.acquire(timeout=timeout_s) as conn:
             await conn.fetchval("SELECT 1", timeout=timeout_s)
         return True
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except DATABASE_FAILURES:
         return False

@@ -1,19 +1,25 @@
 """Errors of the schema service.
 
     ServiceError (servicekit.errors)
+     +-- ServerShuttingDown (servicekit.drain)  UNAVAILABLE + RetryInfo, SERVER_SHUTTING_DOWN: the replica is
+     |                                          draining (new calls refused, long streams ended); go elsewhere
      +-- SchemaServiceError             domain "schemaservice"
-          +-- DatabaseUnavailable       UNAVAILABLE + RetryInfo: the database cannot be reached
-          +-- DatabaseFault             INTERNAL: the database failed a statement for no fault of the input
-          |                             (ErrorInfo metadata: sqlstate)
-          +-- SchemaMismatch            FAILED_PRECONDITION: tables/columns not as expected (sqlstate class 42)
-          +-- ShuttingDown              UNAVAILABLE + RetryInfo: the server is draining; reconnect elsewhere
+          +-- DatabaseUnavailable       UNAVAILABLE + RetryInfo: the database cannot be reached, is restarting or full
+          +-- DatabaseConflict          UNAVAILABLE + RetryInfo: a query was aborted (deadlock, serialization
+          |                             failure, lock not available, cancelled); the same call may pass again
+          +-- DatabaseRefused           FAILED_PRECONDITION: the database refused the work as it stands
+          |                             (a missing privilege, a constraint, an unknown SQLSTATE class)
+          +-- SchemaMismatch            FAILED_PRECONDITION: tables/columns not as expected (SQLSTATE class 42)
           +-- MigrationError            FAILED_PRECONDITION: a migration failed or cannot run
           +-- InvalidRequest            INVALID_ARGUMENT + BadRequest: bad input, fields named
           |    +-- BatchTooLarge         a metrics batch over the count or byte limit (the limit named)
           |    +-- RequestIdReused       a request_id already used for a different batch
-          |    +-- ValueRejected         the database refused a value validation let through (sqlstate class 22)
+          |    +-- ValueRejected         the database refused a value validation let through (SQLSTATE class 22)
           +-- Overloaded                RESOURCE_EXHAUSTED + RetryInfo: too many writes in flight
           +-- DeadlineExceeded          DEADLINE_EXCEEDED: waited too long
+
+schema_service.dberrors turns every database failure into one of the Database*/SchemaMismatch/ValueRejected
+errors, with the SQLSTATE in the ErrorInfo metadata; its docstring has the table.
 """
 
 from __future__ import annotations
@@ -32,19 +38,21 @@ class DatabaseUnavailable(SchemaServiceError):
     reason = "DATABASE_UNAVAILABLE"
 
 
-class DatabaseFault(SchemaServiceError):
-    code = code_pb2.INTERNAL
-    reason = "DATABASE_ERROR"
+class DatabaseConflict(SchemaServiceError):
+    # UNAVAILABLE, not ABORTED: the caller retries just this call (writes carry a request_id), which is
+    # gRPC's litmus test for UNAVAILABLE; ABORTED asks for a retry of a whole read-modify-write sequence.
+    code = code_pb2.UNAVAILABLE
+    reason = "DATABASE_CONFLICT"
+
+
+class DatabaseRefused(SchemaServiceError):
+    code = code_pb2.FAILED_PRECONDITION
+    reason = "DATABASE_REFUSED"
 
 
 class SchemaMismatch(SchemaServiceError):
     code = code_pb2.FAILED_PRECONDITION
     reason = "DATABASE_SCHEMA_MISMATCH"
-
-
-class ShuttingDown(SchemaServiceError):
-    code = code_pb2.UNAVAILABLE
-    reason = "SHUTTING_DOWN"
 
 
 class MigrationError(SchemaServiceError):
@@ -66,7 +74,7 @@ class RequestIdReused(InvalidRequest):
 
 
 class ValueRejected(InvalidRequest):
-    reason = "VALUE_REJECTED_BY_DATABASE"
+    reason = "DATABASE_VALUE_REJECTED"
 
 
 class Overloaded(SchemaServiceError):

@@ -99,7 +99,7 @@ async def schema_version(pool: asyncpg.Pool) -> int:
     try:
         async with pool.acquire(timeout=2.0) as conn:
             return await history.applied_version(conn)  # type: ignore[arg-type]
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except database.DATABASE_FAILURES:
         return -1
 
 

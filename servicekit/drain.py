@@ -21,7 +21,11 @@ Behavior = Callable[..., Any]
 
 
 class ServerShuttingDown(ServiceError):
-    """The replica is draining; the call can be retried elsewhere at once."""
+    """The replica is draining; the call can be retried elsewhere at once.
+
+    The one status for shutdown: new calls refused here, and long-lived calls (streams, waiters) that a
+    service ends itself once `Lifecycle.stopping` is set.
+    """
 
     code = code_pb2.UNAVAILABLE
     reason = "SERVER_SHUTTING_DOWN"

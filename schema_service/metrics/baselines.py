@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from schema_service.metrics.dberrors import Conn
+from schema_service.database import Conn
 
 _BASELINES = """
 INSERT INTO performance_baselines AS b

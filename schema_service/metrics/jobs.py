@@ -16,14 +16,13 @@ import asyncpg
 
 from schema_service.app import App
 from schema_service.config import MetricsSettings
+from schema_service.database import DATABASE_FAILURES
 from schema_service.metrics.baselines import BaselineRun, compute_baselines
-from schema_service.metrics.dberrors import TRANSIENT
 from schema_service.metrics.partitions import create_partitions, drop_partitions_before
 
 log = logging.getLogger(__name__)
 
 DROP_LOCK_TIMEOUT_S = 2.0
-_FAILURES: tuple[type[BaseException], ...] = (*TRANSIENT, asyncpg.PostgresError)
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class Housekeeping:
             try:
                 report = await self.run_once(pool)
                 log.info("metrics housekeeping", extra={"report": repr(report)})
-            except _FAILURES as exc:
+            except DATABASE_FAILURES as exc:
                 log.warning("metrics housekeeping failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             await asyncio.sleep(self.settings.housekeeping_interval_s)
 

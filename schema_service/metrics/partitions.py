@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from schema_service.metrics.dberrors import Conn
+from schema_service.database import Conn
 
 PARENT = "system_performance_metrics"
 NAME_RE = re.compile(rf"{PARENT}_p(\d{{8}})")

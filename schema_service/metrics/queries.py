@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from schema_service.dberrors import database_errors
 from schema_service.errors import InvalidRequest
-from schema_service.metrics.dberrors import database_errors
 from schema_service.metrics.validation import NAME_RE, NO_NUL, NUL
 from servicekit.errors import FieldViolation
 

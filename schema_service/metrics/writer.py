@@ -19,8 +19,9 @@ import asyncpg
 from asyncpg import exceptions as pg
 
 from schema_service.config import MetricsSettings
+from schema_service.database import DATABASE_FAILURES, Conn
+from schema_service.dberrors import RETRY_AFTER_S, database_errors
 from schema_service.errors import DatabaseUnavailable, DeadlineExceeded, Overloaded, RequestIdReused
-from schema_service.metrics.dberrors import RETRY_AFTER_S, TRANSIENT, Conn, database_errors
 from schema_service.metrics.partitions import PARENT, PartitionCache
 from schema_service.metrics.series import Series
 from schema_service.metrics.validation import Batch
@@ -123,8 +124,9 @@ class MetricsWriter:
                     if new:
                         await conn.execute(_INSERT_SERIES, *_series_columns(new))
                     await conn.copy_records_to_table(PARENT, records=batch.records, columns=COLUMNS)
-            except TRANSIENT:
-                # A connection broken mid-operation must not go back to the pool for the next batch.
+            except DATABASE_FAILURES:
+                # A connection broken mid-operation must not go back to the pool for the next batch; telling
+                # broken from merely refused is not worth it on this rare path, so neither goes back.
                 conn.terminate()
                 raise
         return WriteResult(count, duplicate=False)

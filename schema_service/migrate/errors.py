@@ -8,23 +8,19 @@ MigrationError (schema_service.errors)      MIGRATION_FAILED: a file failed in P
  +-- OutOfOrder                             MIGRATION_OUT_OF_ORDER: a new file older than the applied version
  +-- JournalMismatch                        JOURNAL_MISMATCH: a half-run no-transaction file was changed
  +-- BaselineRefused                        BASELINE_REFUSED: the database already has history
+ +-- ScratchDatabaseUnavailable             SCRATCH_DATABASE_UNAVAILABLE: verify cannot create its scratch database
  +-- LockWaitTimeout                        ABORTED, MIGRATION_LOCK_TIMEOUT: another runner held the lock too long
  +-- LockRetriesExhausted                   ABORTED, LOCK_TIMEOUT: a table lock stayed unavailable
- +-- DatabaseRefused                        DATABASE_REFUSED: PostgreSQL refused the engine's own work
- |                                          (history tables, catalog reads: e.g. a missing privilege)
- +-- DatabaseConflict                       ABORTED + RetryInfo, DATABASE_CONFLICT: the engine's own query
-                                            was cancelled, timed out on a lock or hit a deadlock / serialization failure
-database_error() maps any asyncpg.PostgresError outside a migration file to one of these, or to
-DatabaseUnavailable (UNAVAILABLE + RetryInfo) when the server is unreachable, restarting or full;
-all carry the SQLSTATE as ErrorInfo metadata `sqlstate`.
+
+PostgreSQL errors outside a migration file (the engine's own queries) are mapped by schema_service.dberrors,
+like the metrics service's.
 """
 
 from __future__ import annotations
 
-import asyncpg
 from google.rpc import code_pb2
 
-from schema_service.errors import DatabaseUnavailable, MigrationError, SchemaServiceError
+from schema_service.errors import MigrationError
 
 
 class _Located(MigrationError):
@@ -93,32 +89,3 @@ class LockWaitTimeout(MigrationError):
 class LockRetriesExhausted(_Located):
     code = code_pb2.ABORTED
     reason = "LOCK_TIMEOUT"
-
-
-class DatabaseRefused(MigrationError):
-    reason = "DATABASE_REFUSED"
-
-
-class DatabaseConflict(MigrationError):
-    code = code_pb2.ABORTED
-    reason = "DATABASE_CONFLICT"
-
-
-# Connection exceptions, admin/crash shutdown and "cannot connect now", too many connections / out of
-# resources: the server is (for now) unable to work, so another try later may succeed.
-_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53")
-# Serialization failure / deadlock, lock_timeout, query cancelled (statement_timeout, pg_cancel_backend):
-# nothing is wrong with the request, another try may pass.
-_CONFLICT_SQLSTATES = ("40", "55P03", "57014")
-
-
-def database_error(exc: asyncpg.PostgresError) -> SchemaServiceError:
-    """A PostgreSQL error raised outside a migration file, with its SQLSTATE in the metadata."""
-    sqlstate = str(getattr(exc, "sqlstate", "") or "")
-    message = str(getattr(exc, "message", "") or exc)
-    metadata = {"sqlstate": sqlstate} if sqlstate else {}
-    if isinstance(exc, asyncpg.PostgresConnectionError) or sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
-        return DatabaseUnavailable(f"database unavailable: {sqlstate}: {message}", metadata=metadata, retry_after_s=1.0)
-    if sqlstate.startswith(_CONFLICT_SQLSTATES):
-        return DatabaseConflict(f"database query aborted: {sqlstate}: {message}", metadata=metadata, retry_after_s=1.0)
-    return DatabaseRefused(f"database refused the migration engine: {sqlstate}: {message}", metadata=metadata)

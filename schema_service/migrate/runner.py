@@ -11,9 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from schema_service.config import MigrationSettings
+from schema_service.database import DATABASE_FAILURES
 from schema_service.errors import MigrationError
 from schema_service.migrate import history
 from schema_service.migrate.apply import Limits, run_no_transaction, run_transactional
@@ -135,7 +134,7 @@ async def _apply(
             yield StatementFinished(file.version, done.index, done.count, done.duration_s, done.resumed)
     except MigrationError as exc:
         # Recording the failure must never hide it (the lock connection may be gone with the server).
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        with contextlib.suppress(*DATABASE_FAILURES):
             await history.record(
                 lock.conn,
                 version=file.version,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
-
 from schema_service.config import MigrationSettings
+from schema_service.database import DATABASE_FAILURES
 from schema_service.errors import SchemaServiceError
 from schema_service.migrate.events import MigrationFinished, RunDone, StatementFinished
 from schema_service.migrate.runner import RunOptions, migrate
@@ -28,7 +27,7 @@ async def migrate_at_start(dsn: str, settings: MigrationSettings, *, max_backoff
         except SchemaServiceError as exc:
             extra = {"error": exc.message, "reason": exc.reason, "retry_s": delay}
             log.error("migrations failed at start", extra=extra)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_FAILURES as exc:
             sqlstate = getattr(exc, "sqlstate", None)
             extra = {"error": type(exc).__name__, "sqlstate": sqlstate, "retry_s": delay}
             log.error("migrations failed at start", extra=extra)

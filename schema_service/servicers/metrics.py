@@ -11,13 +11,14 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from schema_service.app import App
-from schema_service.errors import SchemaServiceError, ShuttingDown
+from schema_service.errors import SchemaServiceError
 from schema_service.metrics import queries
 from schema_service.metrics.validation import BatchParser, check_size
 from schema_service.metrics.wire import Received, size_limited_parser
 from schema_service.metrics.writer import MetricsWriter, WriteResult
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
+from servicekit.drain import ServerShuttingDown
 from servicekit.server import Lifecycle, abort, bind_request_id
 
 AGGREGATE_NAMES = {
@@ -106,8 +107,11 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
                 )
             await reader
             if self.lifecycle.stopping.is_set():
-                raise ShuttingDown(
-                    "server shutting down; reconnect and resend unacknowledged batches", retry_after_s=0.1
+                await abort(
+                    context,
+                    ServerShuttingDown(
+                        "server shutting down; reconnect and resend unacknowledged batches", retry_after_s=0.1
+                    ),
                 )
         except SchemaServiceError as exc:
             await abort(context, exc)

@@ -8,24 +8,24 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
-import asyncpg
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.rpc import code_pb2
 
 from schema_service.app import App
-from schema_service.errors import DatabaseUnavailable, InvalidRequest, SchemaServiceError, ShuttingDown
+from schema_service.dberrors import database_errors
+from schema_service.errors import InvalidRequest, SchemaServiceError
 from schema_service.lint import lint_dir
 from schema_service.migrate import RunOptions, migrate
 from schema_service.migrate import events as ev
-from schema_service.migrate.errors import database_error
 from schema_service.migrate.lock import LockHolder
 from schema_service.migrate.ops import status
 from schema_service.migrate.wait import wait_for_version
 from schema_service.verify import verify
 from schemaservice.v1 import migration_service_pb2 as pb
 from schemaservice.v1 import migration_service_pb2_grpc
-from servicekit.errors import FieldViolation
+from servicekit.drain import ServerShuttingDown
+from servicekit.errors import FieldViolation, ServiceError
 from servicekit.server import Lifecycle, abort, bind_request_id
 
 # Margin kept from the caller's deadline so we answer DEADLINE_EXCEEDED with details ourselves.
@@ -45,22 +45,19 @@ class _Internal(SchemaServiceError):
 class _Failed(Exception):
     """Carries a domain error out of the translating context manager to the abort."""
 
-    def __init__(self, error: SchemaServiceError) -> None:
+    def __init__(self, error: ServiceError) -> None:
         self.error = error
 
 
 @contextlib.contextmanager
-def _domain_errors() -> Iterator[None]:
-    """Every failure leaves as a typed status, never UNKNOWN: domain errors pass through, connection
-    trouble is UNAVAILABLE + RetryInfo, any other PostgreSQL error carries its SQLSTATE."""
+def _domain_errors(operation: str) -> Iterator[None]:
+    """Every failure leaves as a typed status, never UNKNOWN: domain errors pass through, database
+    failures are mapped by schema_service.dberrors (SQLSTATE in the metadata, RetryInfo when retryable)."""
     try:
-        yield
-    except SchemaServiceError as exc:
+        with database_errors(operation):
+            yield
+    except ServiceError as exc:
         raise _Failed(exc) from exc
-    except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
-        raise _Failed(DatabaseUnavailable(f"database not reachable: {type(exc).__name__}", retry_after_s=1.0)) from exc
-    except asyncpg.PostgresError as exc:
-        raise _Failed(database_error(exc)) from exc
     except Exception as exc:
         log.exception("MigrationService call failed")
         raise _Failed(_Internal(f"internal error ({type(exc).__name__}); see the service log")) from exc
@@ -142,7 +139,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
             settings = replace(settings, allow_out_of_order=True)
         options = RunOptions(settings=settings, target=request.target_version or None, dry_run=request.dry_run)
         try:
-            with _domain_errors():
+            with _domain_errors("Migrate"):
                 async for event in migrate(self.app.dsn, options):
                     yield event_to_proto(event)
         except _Failed as failed:
@@ -153,7 +150,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
     ) -> pb.GetStatusResponse:
         bind_request_id(context)
         try:
-            with _domain_errors():
+            with _domain_errors("GetStatus"):
                 report = await status(self.app.dsn, self.app.settings.migration)
         except _Failed as failed:
             await abort(context, failed.error)
@@ -185,7 +182,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
     ) -> pb.VerifySchemaResponse:
         bind_request_id(context)
         try:
-            with _domain_errors():
+            with _domain_errors("VerifySchema"):
                 settings = self.app.settings.migration
                 differences = await verify(self.app.dsn, settings, scratch_url=settings.scratch_url)
         except _Failed as failed:
@@ -214,7 +211,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
     ) -> pb.LintMigrationsResponse:
         bind_request_id(context)
         try:
-            with _domain_errors():
+            with _domain_errors("LintMigrations"):
                 findings = await lint_dir(self.app.settings.migration.migrations_dir)
         except _Failed as failed:
             await abort(context, failed.error)
@@ -242,7 +239,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
         remaining = context.time_remaining()
         timeout = None if remaining is None else max(0.0, remaining - _DEADLINE_MARGIN_S)
         try:
-            with _domain_errors():
+            with _domain_errors("WaitForVersion"):
                 current = await self._wait_unless_stopping(request.version, timeout)
         except _Failed as failed:
             await abort(context, failed.error)
@@ -261,7 +258,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiting
         if waiting.cancelled():
-            raise ShuttingDown("the server is shutting down; ask another replica", retry_after_s=1.0)
+            raise ServerShuttingDown("the server is shutting down; ask another replica", retry_after_s=1.0)
         return waiting.result()
 
 

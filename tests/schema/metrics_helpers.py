@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import grpc
 from google.protobuf import message as pb_message
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from schema_service.app import App
@@ -73,6 +73,11 @@ def details(error: grpc.aio.AioRpcError) -> dict[str, pb_message.Message]:
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None, "no google.rpc.Status in the trailers"
     assert status.code == error.code().value[0]
+    return status_details(status)
+
+
+def status_details(status: status_pb2.Status) -> dict[str, pb_message.Message]:
+    """The google.rpc details packed in a status, by type name."""
     found: dict[str, pb_message.Message] = {}
     for packed in status.details:
         for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.RetryInfo):

@@ -178,7 +178,7 @@ async def test_shutdown_ends_a_stream_with_unavailable_after_acknowledging_what_
             await call.read()
         await sent.put(None)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert details(caught.value)["ErrorInfo"].reason == "SHUTTING_DOWN"  # type: ignore[attr-defined]
+    assert details(caught.value)["ErrorInfo"].reason == "SERVER_SHUTTING_DOWN"  # type: ignore[attr-defined]
     assert await count_rows(migrated_db) == 1
 
 

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import asyncpg
 import pytest
-from google.rpc import code_pb2
 
 from schema_service.config import PACKAGE_MIGRATIONS, MigrationSettings
 from schema_service.migrate import apply_migrations
 from schema_service.migrate.errors import (
     ChecksumMismatch,
-    DatabaseConflict,
-    DatabaseRefused,
     MigrationFailed,
     MigrationFileError,
     OutOfOrder,
     StatementRefused,
-    database_error,
 )
 from schema_service.migrate.events import MigrationFinished, MigrationStarted, PlanReady, RunDone, StatementFinished
 from schema_service.migrate.ops import repair, status
@@ -239,24 +234,3 @@ async def test_transactional_file_reports_each_statement(empty_db: str, tmp_path
     assert finished == [(1, 1, 3, False), (1, 2, 3, False), (1, 3, 3, False)]
     assert isinstance(file_events[-1], MigrationFinished) and len(file_events) == 5
     assert await fetchval(empty_db, "SELECT count(*) FROM p") == 1
-
-
-@pytest.mark.parametrize(
-    ("query", "sqlstate", "error", "code"),
-    [
-        ("SET statement_timeout = '1ms'; SELECT pg_sleep(1)", "57014", DatabaseConflict, code_pb2.ABORTED),
-        ("SET ROLE pg_monitor; CREATE SCHEMA nope", "42501", DatabaseRefused, code_pb2.FAILED_PRECONDITION),
-    ],
-)
-async def test_database_errors_outside_files_keep_their_sqlstate(
-    empty_db: str, query: str, sqlstate: str, error: type, code: int
-) -> None:
-    conn = await asyncpg.connect(empty_db)
-    try:
-        with pytest.raises(asyncpg.PostgresError) as caught:
-            await conn.execute(query)
-    finally:
-        await conn.close()
-    mapped = database_error(caught.value)
-    assert isinstance(mapped, error) and mapped.code == code
-    assert mapped.metadata == {"sqlstate": sqlstate} and sqlstate in mapped.message

@@ -192,7 +192,7 @@ async def test_wait_for_version_ends_at_shutdown(empty_db: str, tmp_path: Path) 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await waiter
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert _details(caught.value)[0].reason == "SHUTTING_DOWN"
+    assert _details(caught.value)[0].reason == "SERVER_SHUTTING_DOWN"
 
 
 async def wait_for_listener(dsn: str) -> None:
@@ -263,11 +263,15 @@ async def test_database_refusals_carry_their_sqlstate_never_unknown(migrated_db:
                 await running.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
             with pytest.raises(grpc.aio.AioRpcError) as migrate_error:
                 await _drain(running.stub.Migrate(pb.MigrateRequest(), timeout=10))
-    for caught in (status_error, migrate_error):
+    for caught, operation in ((status_error, "GetStatus"), (migrate_error, "Migrate")):
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value.details()
         info, _ = _details(caught.value)
-        assert (info.reason, dict(info.metadata)) == ("DATABASE_REFUSED", {"sqlstate": "42501"})
-        assert "permission denied" in (caught.value.details() or "")
+        assert info.reason == "DATABASE_REFUSED"
+        cause = "InsufficientPrivilegeError"
+        assert dict(info.metadata) == {"sqlstate": "42501", "cause": cause, "operation": operation}
+        # The SQLSTATE and class name the failure; the server's own text stays in the log.
+        message = caught.value.details() or ""
+        assert "42501" in message and cause in message and "permission denied" not in message
 
 
 async def test_verify_uses_the_configured_scratch_server(migrated_db: str, pg_admin_dsn: str) -> None:

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from servicekit.procs import ServiceProcess
 from tests.pg import database_of
+from tests.schema.metrics_helpers import details
 from tests.tcpproxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -122,5 +123,7 @@ async def _until_new_calls_are_refused(stub: health_pb2_grpc.HealthStub) -> None
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.UNAVAILABLE
             assert "shutting down" in (exc.details() or "")
+            # The same reason as the streams and waiters the service itself ends at shutdown.
+            assert details(exc)["ErrorInfo"].reason == "SERVER_SHUTTING_DOWN"  # type: ignore[attr-defined]
             return
         await asyncio.sleep(0.02)
