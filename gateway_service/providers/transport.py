@@ -135,7 +135,10 @@ def _head(request: httpx2.Request, length: int) -> bytes:
 
 async def _send(conn: _Connection, data: bytes, timeout: float | None) -> None:
     with _mapped(httpx2.WriteTimeout, httpx2.WriteError):
-        conn.writer.write(data)
+        try:
+            conn.writer.write(data)
+        except RuntimeError as exc:  # uvloop refuses a write on a handle already closed
+            raise httpx2.WriteError(str(exc)) from exc
         async with asyncio.timeout(timeout):
             await conn.writer.drain()
 
