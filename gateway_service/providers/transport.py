@@ -170,6 +170,14 @@ def _parse_head(raw: bytes) -> Head:
     return int(code), reason, headers
 
 
+def _chunk_size(line: bytes) -> int:
+    size_text = line.split(b";", 1)[0].strip()
+    try:
+        return int(size_text, 16)
+    except ValueError:
+        raise httpx2.RemoteProtocolError(f"malformed chunk size {size_text[:40]!r}") from None
+
+
 class _Framing:
     """How the body ends: chunked, a Content-Length, the connection closing, or no body."""
 
@@ -235,19 +243,12 @@ class _ResponseBody(httpx2.AsyncByteStream):
 
     async def _chunks(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         while True:
-            async with asyncio.timeout(self._timeout):
-                line = await reader.readuntil(b"\r\n")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise httpx2.RemoteProtocolError(f"malformed chunk size {size_text[:40]!r}") from None
-            if size == 0:
-                async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout):  # one timer a chunk: its size line and data arrive together
+                size = _chunk_size(await reader.readuntil(b"\r\n"))
+                if size == 0:
                     while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
                         pass
-                return
-            async with asyncio.timeout(self._timeout):
+                    return
                 data = await reader.readexactly(size + 2)
             yield data[:-2]
 
