@@ -85,7 +85,8 @@ def build_gateway(
     telemetry = Telemetry(config.telemetry, send)
     budgets = None
     if has_budgets(config):
-        budgets = Budgets(config, build_limiter(config.limits, limits_clock), on_exhausted=health.notify)
+        limiter = build_limiter(config.limits, limits_clock, telemetry.count)
+        budgets = Budgets(config, limiter, on_exhausted=health.notify, count=telemetry.count)
     failover = Failover(config.failover, health, ledger, telemetry.observe, budgets)
     router = Router(config, adapters, budgets)
     return Gateway(config, adapters, router, failover, health, ledger, telemetry, budgets)

@@ -11,12 +11,17 @@ expires by itself when its bucket is full.
     Budgets          config -> slots (one per subject and rate), take / settle, exhaustion for ListProviders
     MemoryLimiter    the TATs in a dict: one process, no I/O
     RedisLimiter     (limits_redis) the TATs in Redis: shared by every replica, fails open
+
+What happens to the budgets is counted through `Count` (Telemetry.count, metrics to the schema service):
+`llm.limits.fail_open` (a call let through unbudgeted, Redis unreachable), `llm.limits.settle_failed`
+(usage not recorded in Redis), `llm.limits.candidate_skipped` {provider, model} and
+`llm.limits.user_refused` {limits}. Never a user_id (callers choose them freely) and never the Redis URL.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +31,11 @@ from gateway_service.errors import UserBudgetExhausted
 from servicekit.errors import QuotaViolation
 
 Clock = Callable[[], float]
+Count = Callable[[str, Mapping[str, str]], None]  # one more of a named, labelled event (Telemetry.count)
+
+
+def no_count(name: str, labels: Mapping[str, str]) -> None:
+    """The Count of a limiter nobody reads the counts of (tests, no telemetry)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +148,7 @@ class MemoryLimiter:
         return None
 
 
-def build_limiter(settings: LimitSettings, clock: Clock | None = None) -> Limiter:
+def build_limiter(settings: LimitSettings, clock: Clock | None = None, count: Count = no_count) -> Limiter:
     if settings.backend == "redis":
         from gateway_service.limits_redis import RedisLimiter
 
@@ -148,6 +158,7 @@ def build_limiter(settings: LimitSettings, clock: Clock | None = None) -> Limite
             timeout_s=settings.redis_timeout_ms / 1000,
             retry_s=settings.redis_retry_s,
             clock=clock or time.time,
+            count=count,
         )
     return MemoryLimiter(clock or time.monotonic)
 
@@ -165,11 +176,13 @@ class Budgets:
     """The configured budgets over one limiter; built only when some budget is configured."""
 
     def __init__(
-        self, config: GatewayConfig, limiter: Limiter, on_exhausted: Callable[[str], None] | None = None
-    ) -> None:
+        self, config: GatewayConfig, limiter: Limiter, on_exhausted: Callable[[str], None] | None = None,
+        count: Count = no_count,
+    ) -> None:  # fmt: skip
         self.settings = config.limits
         self.limiter = limiter
         self.on_exhausted = on_exhausted
+        self.count = count
         prefix = config.limits.key_prefix
         self._candidates: dict[tuple[str, str], tuple[Slot, ...]] = {}
         for p in config.providers:
@@ -192,6 +205,8 @@ class Budgets:
         """One request and `tokens` (an estimate) from every slot or none; then the same from `then`."""
         exceeded = await self.limiter.acquire(_charges(slots, tokens), _charges(then, tokens))
         if any(e.slot in slots for e in exceeded):
+            if any(s.subject.startswith("user:") for s in slots):
+                self.count("llm.limits.user_refused", {"limits": ",".join(e.slot.rate.name for e in exceeded)})
             return Taken(None, None, exceeded)
         then_hold = None if exceeded else Hold(tuple(s for s in then if s.rate.counts_tokens), tokens)
         return Taken(Hold(tuple(s for s in slots if s.rate.counts_tokens), tokens), then_hold, exceeded)
@@ -204,6 +219,7 @@ class Budgets:
 
     def note_exhausted(self, provider: str, model: str, exceeded: list[Exceeded]) -> None:
         """Remember a refused candidate for ListProviders; watchers hear of it when it is new."""
+        self.count("llm.limits.candidate_skipped", {"provider": provider, "model": model})
         now = time.time()
         fresh = self._exhausted.get((provider, model), 0.0) <= now
         self._exhausted[(provider, model)] = now + max(e.retry_after_s for e in exceeded)

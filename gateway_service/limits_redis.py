@@ -5,10 +5,11 @@ users and providers leave nothing behind. Time is the replica's wall clock (pass
 tests can move it); replicas kept in step by NTP agree to within milliseconds.
 
 When Redis cannot be reached or answers too slowly the gateway fails OPEN: the call goes ahead
-unbudgeted, a warning is logged (at most once per `retry_s`), `fail_open_total` counts it, and Redis
-is left alone for `retry_s` so an outage costs no latency. Provider budgets only steer traffic away
-from a 429 the provider would send anyway (and failover handles that 429), and user budgets are a
-fairness control: neither is worth failing every call of every user for while the cache is down.
+unbudgeted, a warning is logged (at most once per `retry_s`), `fail_open_total` counts it (and so does
+the `llm.limits.fail_open` metric), and Redis is left alone for `retry_s` so an outage costs no
+latency. Provider budgets only steer traffic away from a 429 the provider would send anyway (and
+failover handles that 429), and user budgets are a fairness control: neither is worth failing every
+call of every user for while the cache is down.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway_service.limits import Charge, Clock, Exceeded
+from gateway_service.limits import Charge, Clock, Count, Exceeded, no_count
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,17 @@ return 0
 """
 
 _UNREACHABLE = (RedisError, OSError, TimeoutError)
+_LABELS = {"backend": "redis"}  # the metrics say which backend failed, never where it is (the URL may hold a password)
 
 
 class RedisLimiter:
-    def __init__(self, url: str, *, timeout_s: float, retry_s: float, clock: Clock) -> None:
+    def __init__(self, url: str, *, timeout_s: float, retry_s: float, clock: Clock, count: Count = no_count) -> None:
         self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.where = _without_password(url)
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self.clock = clock
+        self.count = count
         self.fail_open_total = 0
         self._acquire = self.client.register_script(ACQUIRE)
         self._settle = self.client.register_script(SETTLE)
@@ -122,10 +125,12 @@ class RedisLimiter:
                 await self._settle(keys=keys, args=args)
         except _UNREACHABLE as exc:
             self._down_until = self.clock() + self.retry_s
+            self.count("llm.limits.settle_failed", _LABELS)
             log.warning("rate-limit budgets: usage not recorded in Redis", extra=self._extra(exc))
 
     def _fail_open(self, now: float, exc: BaseException | None) -> None:
         self.fail_open_total += 1
+        self.count("llm.limits.fail_open", _LABELS)
         if exc is not None and now - self._logged_at >= self.retry_s:
             self._logged_at = now
             log.warning("rate-limit budgets unavailable (Redis unreachable); calls go ahead unbudgeted",

@@ -2,9 +2,13 @@
 
 `observe` (called by failover for each finished attempt) only appends to a bounded buffer and
 never blocks or awaits; when the buffer is full the metrics are dropped and counted, with at
-most one log line a second saying how many. A background task sends batches with WriteMetrics
-(through `send`, which server.py builds on the generated `schemaservice.v1` stub); a batch that
-fails is retried with the same request_id, so the schema service stores it once.
+most one log line a second saying how many. `count` (the rate-limit budgets' fail-opens, skips
+and refusals) only adds one to a number per series: each flush turns the numbers into one metric
+per series, the count since the last flush (unit `count`; sum them over time for totals), so an
+event that happens on every call (fail-open while Redis is down) costs a dict update, not a metric.
+A background task sends batches with WriteMetrics (through `send`, which server.py builds on the
+generated `schemaservice.v1` stub); a batch that fails is retried with the same request_id, so the
+schema service stores it once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from gateway_service.chat.events import AttemptRecord
 from gateway_service.chat.request import ChatRequest
@@ -22,10 +26,13 @@ from gateway_service.config import TelemetrySettings
 from schemaservice.v1 import metrics_service_pb2 as mpb
 
 Send = Callable[[mpb.WriteMetricsRequest], Awaitable[None]]
+Series = tuple[str, tuple[tuple[str, str], ...]]  # metric name and sorted labels
 
 
 class Undeliverable(Exception):
     """The schema service refused the batch for good (e.g. INVALID_ARGUMENT): retrying cannot help."""
+
+
 SEND_ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,13 @@ def attempt_metrics(record: AttemptRecord, first_token_s: float | None, now_ns: 
     return metrics
 
 
+def count_metric(series: Series, value: int, now_ns: int) -> mpb.Metric:
+    name, labels = series
+    metric = mpb.Metric(name=name, value=float(value), unit="count", labels=dict(labels))
+    metric.time.FromNanoseconds(now_ns)
+    return metric
+
+
 class Telemetry:
     def __init__(self, settings: TelemetrySettings, send: Send | None) -> None:
         self.settings = settings
@@ -65,6 +79,7 @@ class Telemetry:
         self._dropped_logged = 0
         self._last_drop_log = 0.0
         self._wake = asyncio.Event()
+        self._counts: dict[Series, int] = {}
 
     @property
     def enabled(self) -> bool:
@@ -82,6 +97,20 @@ class Telemetry:
         self.buffer.extend(metrics)
         if len(self.buffer) >= self.settings.batch_size:
             self._wake.set()
+
+    def count(self, name: str, labels: Mapping[str, str]) -> None:
+        """One more of a named, labelled event; sent with the next flush. Never blocks or awaits."""
+        if self.send is None:
+            return
+        series = (name, tuple(sorted(labels.items())))
+        self._counts[series] = self._counts.get(series, 0) + 1
+
+    def _drain_counts(self) -> None:
+        """The counts so far become metrics, as many as the buffer has room for; the others wait, still counting."""
+        room = self.settings.buffer_size - len(self.buffer)
+        now_ns = time.time_ns()
+        for series in list(self._counts)[: max(room, 0)]:
+            self.buffer.append(count_metric(series, self._counts.pop(series), now_ns))
 
     def _drop(self, count: int) -> None:
         self.dropped += count
@@ -104,6 +133,7 @@ class Telemetry:
             await self.flush()
 
     async def flush(self) -> None:
+        self._drain_counts()
         while self.buffer and self.send is not None:
             batch = [self.buffer.popleft() for _ in range(min(len(self.buffer), self.settings.batch_size))]
             await self._send(mpb.WriteMetricsRequest(request_id=uuid.uuid4().hex, metrics=batch))

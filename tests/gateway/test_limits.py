@@ -14,9 +14,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from gateway_service.config import TelemetrySettings
 from gateway_service.config_limits import Rate
 from gateway_service.limits import Exceeded, Limiter, MemoryLimiter, Slot
 from gateway_service.limits_redis import RedisLimiter
+from gateway_service.telemetry import Telemetry
+from schemaservice.v1 import metrics_service_pb2 as mpb
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RPM = Rate("requests_per_minute", 3, 60.0)
@@ -188,6 +191,34 @@ async def test_redis_down_fails_open_with_a_warning_and_a_counter(
     assert len(warnings) == 2
     assert warnings[0].__dict__["redis"] == f"127.0.0.1:{closed_port}/0"
     assert "ConnectionError" in warnings[0].__dict__["error"]
+    assert all("s3cret" not in str(r.__dict__) for r in caplog.records)
+    await limiter.aclose()
+
+
+async def test_fail_opens_and_lost_settles_reach_telemetry_without_the_redis_url(
+    clock: Clock, closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    batches: list[mpb.WriteMetricsRequest] = []
+
+    async def send(batch: mpb.WriteMetricsRequest) -> None:
+        batches.append(batch)
+
+    telemetry = Telemetry(TelemetrySettings(flush_interval_s=60), send)
+    url = f"redis://:s3cret-pass@127.0.0.1:{closed_port}/0"
+    limiter = RedisLimiter(url, timeout_s=0.5, retry_s=5.0, clock=clock, count=telemetry.count)
+    one = slot("unused", Rate("requests_per_minute", 1, 60.0))
+    limiter.settle([(one, 5)])  # Redis not yet known to be down: the settle is tried, and lost
+    await settled(limiter)
+    for _ in range(3):
+        assert await limiter.acquire([(one, 1)]) == []
+    await telemetry.flush()
+    [batch] = batches
+    sent = {m.name: (m.value, m.unit, dict(m.labels)) for m in batch.metrics}
+    assert sent == {
+        "llm.limits.settle_failed": (1.0, "count", {"backend": "redis"}),
+        "llm.limits.fail_open": (3.0, "count", {"backend": "redis"}),  # one metric for the three calls
+    }
+    assert b"s3cret" not in batch.SerializeToString() and b"127.0.0.1" not in batch.SerializeToString()
     assert all("s3cret" not in str(r.__dict__) for r in caplog.records)
     await limiter.aclose()
 

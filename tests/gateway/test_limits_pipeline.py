@@ -15,6 +15,8 @@ from gateway_service.config_limits import LimitSettings, Rate
 from gateway_service.errors import AllProvidersRateLimited, NotConfigured, UserBudgetExhausted
 from gateway_service.limits import Charge, Exceeded, MemoryLimiter
 from gateway_service.providers.base import ProviderConfig
+from gateway_service.telemetry import Send
+from schemaservice.v1 import metrics_service_pb2 as mpb
 from tests.gateway.pipeline_helpers import ScriptedAdapter, Step, chat_request, gateway_config, spec, words
 
 RPM_1 = (Rate("requests_per_minute", 1, 60.0),)
@@ -44,11 +46,13 @@ def answers(n: int, usage: UsageReport | None = None) -> list[list[Step]]:
     return [[*([usage] if usage else []), *words("ok")] for _ in range(n)]
 
 
-def pipeline(config: GatewayConfig, scripts: dict[str, list[list[Step]]], clock: Clock) -> Gateway:
+def pipeline(
+    config: GatewayConfig, scripts: dict[str, list[list[Step]]], clock: Clock, send: Send | None = None
+) -> Gateway:
     def factory(provider: ProviderConfig) -> ScriptedAdapter:
         return ScriptedAdapter(provider.name, scripts.get(provider.name, []))
 
-    return build_gateway(config, factory, limits_clock=clock)  # type: ignore[arg-type]
+    return build_gateway(config, factory, send=send, limits_clock=clock)  # type: ignore[arg-type]
 
 
 async def run(gateway: Gateway, request: ChatRequest) -> list[GatewayEvent]:
@@ -115,3 +119,33 @@ async def test_an_answer_longer_than_estimated_owes_its_tokens() -> None:
     clock.now += 12.61
     third = gateway.start_chat(chat_request("x" * 4), 5.0)
     assert [e async for e in third.events()][-1].provider == "a"  # type: ignore[union-attr]
+
+
+async def test_skips_and_user_refusals_reach_telemetry_as_counts_since_the_last_flush() -> None:
+    batches: list[mpb.WriteMetricsRequest] = []
+
+    async def send(batch: mpb.WriteMetricsRequest) -> None:
+        batches.append(batch)
+
+    async def counts() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        batches.clear()
+        await gateway.telemetry.flush()
+        metrics = [m for b in batches for m in b.metrics if m.unit == "count"]
+        return {(m.name, tuple(sorted(m.labels.items()))): m.value for m in metrics}
+
+    clock = Clock()
+    rpm_2 = (Rate("requests_per_minute", 2, 60.0),)
+    providers = spec("a", ModelSpec("m"), limits=RPM_1), spec("b", ModelSpec("n"))
+    config = with_limits(gateway_config(*providers), users=rpm_2)
+    gateway = pipeline(config, {"a": answers(1), "b": answers(2)}, clock, send)
+    for _ in range(2):  # the second finds no room at `a` and goes to `b`
+        await run(gateway, chat_request(user_id="alice"))
+    with pytest.raises(UserBudgetExhausted):
+        await run(gateway, chat_request(user_id="alice"))
+    skipped = ("llm.limits.candidate_skipped", (("model", "m"), ("provider", "a")))
+    refused = ("llm.limits.user_refused", (("limits", "requests_per_minute"),))
+    assert await counts() == {skipped: 1.0, refused: 1.0}  # no user_id in any label: callers choose them freely
+    clock.now += 30.0  # alice has room again; `a` not until 60 s
+    await run(gateway, chat_request(user_id="alice"))
+    assert await counts() == {skipped: 1.0}
+    assert await counts() == {}

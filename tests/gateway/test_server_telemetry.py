@@ -1,10 +1,12 @@
 """Telemetry: each attempt's metrics reach the real schema service (WriteMetrics through the generated
-stubs, PostgreSQL behind it); a full buffer drops and counts instead of blocking a chat."""
+stubs, PostgreSQL behind it), and so do the rate-limit budgets' counts; a full buffer drops and counts
+instead of blocking a chat."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +14,7 @@ from contextlib import asynccontextmanager
 import grpc
 import pytest
 
+from gateway_service import config
 from gateway_service.chat.events import AttemptRecord
 from gateway_service.config import TelemetrySettings
 from gateway_service.providers.base import FailureKind
@@ -25,7 +28,7 @@ from schema_service.servicers import add_to_server
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from schemaservice.v1 import metrics_service_pb2_grpc
 from servicekit.server import Lifecycle, ServerOptions, build_server
-from tests.gateway.e2e_helpers import Upstream, gateway, stream, user
+from tests.gateway.e2e_helpers import Upstream, gateway, serving, stream, user
 from tests.gateway.pipeline_helpers import chat_request
 
 
@@ -73,6 +76,58 @@ async def test_attempt_metrics_reach_the_schema_service(sim: SimulatorHandle, mi
             selected.labels.update({"outcome": outcome, "provider": provider})
             answer = await metrics.QueryMetrics(selected, timeout=5)
             assert sum(b.count for b in answer.buckets) == 1, outcome
+
+
+async def test_limiter_fail_opens_reach_the_schema_service(sim: SimulatorHandle, migrated_db: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    async with schema_service(migrated_db) as (address, metrics):
+        data = {
+            "providers": [Upstream("p", "openai", "primary").entry(sim.base_url)],
+            "routes": {"default": ["p/primary"]},
+            "telemetry": {"flush_interval_s": 60},  # only the flush below sends: nothing is in flight at the query
+            "limits": {"backend": "redis", "redis_url": f"redis://:s3cret@127.0.0.1:{closed_port}/0",
+                       "users": {"requests_per_minute": 1}},
+        }  # fmt: skip
+        cfg = config.parse(data, source="test", env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address})
+        sim.simulator.clear()
+        async with serving(sim, cfg) as h:
+            for _ in range(3):  # a budget of one a minute, yet all three go ahead
+                await h.chat.Chat(pb.ChatRequest(model="default", messages=user("hi"), user_id="alice"), timeout=5)
+            gateway_ = h.running.gateway
+            assert gateway_.budgets is not None
+            fail_open_total = gateway_.budgets.limiter.fail_open_total  # type: ignore[attr-defined]
+            await gateway_.telemetry.flush()
+        query = mpb.QueryMetricsRequest(name="llm.limits.fail_open", aggregates=[mpb.AGGREGATE_SUM])
+        query.labels.update({"backend": "redis"})
+        query.start_time.FromSeconds(0)
+        query.end_time.FromSeconds(int(time.time()) + 60)
+        answer = await metrics.QueryMetrics(query, timeout=5)
+        assert fail_open_total == 3 and sum(b.sum for b in answer.buckets) == 3.0
+
+
+async def test_counts_wait_for_room_in_a_full_buffer_and_none_is_lost() -> None:
+    sent: list[mpb.Metric] = []
+
+    async def send(batch: mpb.WriteMetricsRequest) -> None:
+        sent.extend(batch.metrics)
+
+    telemetry = Telemetry(TelemetrySettings(buffer_size=2, batch_size=2, flush_interval_s=60), send)
+    for _ in range(2):
+        telemetry.observe(chat_request(), AttemptRecord(1, "p", "m", FailureKind.TIMEOUT, "slow", 0.5), None)
+    for labels in ({"provider": "a"}, {"provider": "a"}, {"provider": "b"}, {"provider": "c"}):
+        telemetry.count("llm.limits.candidate_skipped", labels)
+    await telemetry.flush()
+    assert [m.name for m in sent] == ["llm.attempt.duration"] * 2  # the buffer had no room for the counts yet
+    for _ in range(2):
+        await telemetry.flush()
+    counts = {m.labels["provider"]: m.value for m in sent if m.unit == "count"}
+    assert counts == {"a": 2.0, "b": 1.0, "c": 1.0} and telemetry.dropped == 0
+
+    disabled = Telemetry(TelemetrySettings(), None)
+    disabled.count("llm.limits.fail_open", {})  # without a schema service counting is a no-op
+    assert not disabled.buffer and not disabled._counts
 
 
 async def test_a_full_buffer_drops_and_counts_without_blocking(caplog: pytest.LogCaptureFixture) -> None:
