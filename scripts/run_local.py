@@ -13,39 +13,85 @@ Ctrl-C (or SIGTERM) stops all three gracefully.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from servicekit.procs import BIN, SERVING, NotReady, wait_for_health
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+READY_TIMEOUT_S = 120.0
 
 
-def wait_ready(address: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    request = health_pb2.HealthCheckRequest(service="readiness")
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
+class Processes:
+    """The child processes, started with the terminal as their output and stopped together."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *command: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([str(BIN / command[0]), *command[1:]], env=self.env, cwd=ROOT)
+        self.procs.append(proc)
+        return proc
+
+    def any_exited(self) -> bool:
+        return any(p.poll() is not None for p in self.procs)
+
+    def stop(self) -> None:
+        """SIGTERM in reverse order of start (the gateway drains before the schema service goes)."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
             try:
-                if stub.Check(request, timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise SystemExit(f"{address} not ready after {timeout_s}s")
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+async def serve(args: argparse.Namespace, procs: Processes) -> int:
+    """Start all three, each once the one it needs is ready; run until one of them exits (then 1)."""
+    schema_address, gateway_address = f"127.0.0.1:{args.schema_port}", f"127.0.0.1:{args.gateway_port}"
+    schema = procs.start("schema-service", "serve", "--host", "127.0.0.1", "--port", str(args.schema_port))
+    procs.start("gateway-service", "simulate", "--host", "127.0.0.1", "--port", str(args.simulator_port))
+    await wait_for_health(schema_address, "readiness", SERVING, proc=schema, timeout_s=READY_TIMEOUT_S)
+    gateway = procs.start(
+        "gateway-service", "serve", "--config", args.config, "--host", "127.0.0.1", "--port", str(args.gateway_port)
+    )
+    await wait_for_health(gateway_address, "readiness", SERVING, proc=gateway, timeout_s=READY_TIMEOUT_S)
+    print(
+        f"\nready: gateway {gateway_address}, schema service {schema_address}, "
+        f"simulator http://127.0.0.1:{args.simulator_port}\n"
+        f"try: grpcurl -plaintext {gateway_address} list"
+        "\n(see README.md for the walkthrough; Ctrl-C stops everything)\n",
+        flush=True,
+    )
+    while not procs.any_exited():
+        await asyncio.sleep(0.5)
+    return 1
+
+
+async def run(args: argparse.Namespace, procs: Processes) -> int:
+    """`serve` until SIGINT or SIGTERM (0), or until it ends by itself."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Explicit for both: a shell that starts us in the background leaves SIGINT ignored.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.ensure_future(serve(args, procs))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():
+        stopping.cancel()
+        return serving.result()
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    return 0
 
 
 def main() -> int:
@@ -59,45 +105,14 @@ def main() -> int:
     env = dict(os.environ)
     env["SCHEMA_SERVICE_ADDR"] = f"127.0.0.1:{args.schema_port}"
     env.setdefault("SIMULATOR_URL", f"http://127.0.0.1:{args.simulator_port}")
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*command: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([str(BIN / command[0]), *command[1:]], env=env, cwd=ROOT)
-        procs.append(proc)
-        return proc
-
+    procs = Processes(env)
     try:
-        schema = start("schema-service", "serve", "--host", "127.0.0.1", "--port", str(args.schema_port))
-        start("gateway-service", "simulate", "--host", "127.0.0.1", "--port", str(args.simulator_port))
-        wait_ready(f"127.0.0.1:{args.schema_port}", schema)
-        gateway = start(
-            "gateway-service", "serve", "--config", args.config, "--host", "127.0.0.1", "--port", str(args.gateway_port)
-        )
-        wait_ready(f"127.0.0.1:{args.gateway_port}", gateway)
-        print(
-            f"\nready: gateway 127.0.0.1:{args.gateway_port}, schema service 127.0.0.1:{args.schema_port}, "
-            f"simulator http://127.0.0.1:{args.simulator_port}\n"
-            f"try: grpcurl -plaintext 127.0.0.1:{args.gateway_port} list"
-            "\n(see README.md for the walkthrough; Ctrl-C stops everything)\n",
-            flush=True,
-        )
-        # Explicit for both: a shell that starts us in the background leaves SIGINT ignored.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _interrupt)
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
+        return asyncio.run(run(args, procs))
+    except NotReady as exc:
+        print(f"not started: {exc}", file=sys.stderr, flush=True)
         return 1
-    except KeyboardInterrupt:
-        return 0
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        procs.stop()
 
 
 if __name__ == "__main__":

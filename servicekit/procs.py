@@ -20,6 +20,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 BIN = Path(sys.executable).parent
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+class NotReady(Exception):
+    """A process exited, or its health never reported the status waited for."""
 
 
 def free_port() -> int:
@@ -27,6 +32,34 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def check_health(address: str, service: str, *, timeout_s: float = 1.0) -> int:
+    """One health Check of `service` at `address`; a fresh channel, so no reconnect backoff carries over."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        status: int = response.status
+        return status
+
+
+async def wait_for_health(
+    address: str, service: str, status: int, *, proc: subprocess.Popen[bytes], timeout_s: float = 30.0
+) -> None:
+    """Poll the health service at `address` until `service` reports `status`; NotReady if `proc` exits first."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise NotReady(f"the process serving {address} exited with {proc.returncode}")
+        try:
+            last = await check_health(address, service)
+            if last == status:
+                return
+        except grpc.aio.AioRpcError as exc:
+            last = exc.code()
+        await asyncio.sleep(0.1)
+    raise NotReady(f"{service} at {address} never became {status} in {timeout_s} s (last {last})")
 
 
 class ServiceProcess:
@@ -48,30 +81,17 @@ class ServiceProcess:
         return Path(self.log.name).read_text()
 
     async def health(self, service: str, *, timeout_s: float = 1.0) -> int:
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
-            status: int = response.status
-            return status
+        return await check_health(self.address, service, timeout_s=timeout_s)
 
     async def wait_for(self, service: str, status: int, *, timeout_s: float = 30.0) -> None:
         """Poll the health service until `service` reports `status` (the process must stay up)."""
-        deadline = time.monotonic() + timeout_s
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"process exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                last = await self.health(service)
-                if last == status:
-                    return
-            except grpc.aio.AioRpcError as exc:
-                last = exc.code()
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{service} never became {status} (last {last}):\n{self.output()}")
+        try:
+            await wait_for_health(self.address, service, status, proc=self.proc, timeout_s=timeout_s)
+        except NotReady as exc:
+            raise AssertionError(f"{exc}:\n{self.output()}") from None
 
     async def wait_serving(self, service: str = "readiness", *, timeout_s: float = 30.0) -> None:
-        await self.wait_for(service, health_pb2.HealthCheckResponse.SERVING, timeout_s=timeout_s)
+        await self.wait_for(service, SERVING, timeout_s=timeout_s)
 
     def terminate(self) -> None:
         if self.proc.poll() is None:
