@@ -2,48 +2,42 @@
 
 from __future__ import annotations
 
+import base64
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("dev", "prod")
+from tests.deploy.kustomize import ROOT, compose, is_platform, of_kind, render
+
 K8S_VERSION = "1.30.0"
 BIN = Path(sys.executable).parent
+# The shipped overlays, and prod with the opt-in shared budgets the way an operator's overlay would add them.
+RENDERS = {"dev": (), "prod": (), "prod+gateway-limits-redis": ("gateway-limits-redis",)}
 
 
-def render(overlay: str) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (with its built-in kustomize) is not installed")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(ROOT / "deploy" / "k8s" / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-@pytest.fixture(scope="module", params=OVERLAYS)
-def docs(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
-    return render(request.param)
-
-
-def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+@pytest.fixture(scope="module", params=list(RENDERS))
+def docs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    components = RENDERS[request.param]
+    if not components:
+        return render(request.param)
+    return compose(tmp_path_factory.mktemp("kustomize"), request.param.split("+")[0], components)
 
 
 def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return of_kind(docs, "Deployment") + of_kind(docs, "Job")
+
+
+def platform_deployments(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The services of this repository (gRPC, drained on shutdown), not third-party ones such as a dev Redis."""
+    return [
+        d for d in of_kind(docs, "Deployment") if all(map(is_platform, d["spec"]["template"]["spec"]["containers"]))
+    ]
 
 
 def test_every_resource_validates_against_the_api_schema(docs: list[dict[str, Any]]) -> None:
@@ -67,7 +61,7 @@ def test_pods_are_locked_down_and_sized(docs: list[dict[str, Any]]) -> None:
 
 
 def test_deployments_probe_with_native_grpc_and_drain_in_time(docs: list[dict[str, Any]]) -> None:
-    for deployment in of_kind(docs, "Deployment"):
+    for deployment in platform_deployments(docs):
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         port = container["ports"][0]["containerPort"]
@@ -86,6 +80,8 @@ def test_each_deployment_has_a_pdb_and_a_headless_service(docs: list[dict[str, A
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         matching = [p for p in pdbs if p["spec"]["selector"]["matchLabels"].items() <= labels.items()]
         assert [p["spec"]["maxUnavailable"] for p in matching] == [1]
+        if deployment not in platform_deployments(docs):
+            continue  # a headless Service is for gRPC's client-side round_robin
         headless = [s for s in services if s["spec"].get("clusterIP") == "None" and s["spec"]["selector"] == labels]
         assert len(headless) == 1, deployment["metadata"]["name"]
 
@@ -109,7 +105,7 @@ def test_migrations_run_as_a_bounded_job(docs: list[dict[str, Any]]) -> None:
 
 def test_container_commands_use_flags_the_services_accept(docs: list[dict[str, Any]]) -> None:
     for workload in workloads(docs):
-        for container in workload["spec"]["template"]["spec"]["containers"]:
+        for container in filter(is_platform, workload["spec"]["template"]["spec"]["containers"]):
             command, (subcommand, *args) = container["command"][0], container["args"]
             usage = subprocess.run(
                 [str(BIN / command), subcommand, "--help"], capture_output=True, text=True, timeout=60
@@ -117,6 +113,19 @@ def test_container_commands_use_flags_the_services_accept(docs: list[dict[str, A
             assert usage.returncode == 0, usage.stderr
             for flag in (a for a in args if a.startswith("--")):
                 assert re.search(rf"{re.escape(flag)}\b", usage.stdout), f"{command} {subcommand} has no {flag}"
+
+
+def test_no_password_is_written_in_a_manifest(docs: list[dict[str, Any]]) -> None:
+    """Generated Secrets and literal env values may hold addresses, never a URL with a password in it."""
+    literals = [
+        base64.b64decode(v).decode() for secret in of_kind(docs, "Secret") for v in secret.get("data", {}).values()
+    ]
+    for workload in workloads(docs):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            literals += [e["value"] for e in container.get("env", []) if "value" in e]
+    assert literals  # the overlays do write some: the check looks at them
+    for literal in literals:
+        assert urlsplit(literal).password is None, "a URL with a password is written in a manifest"
 
 
 @pytest.mark.parametrize(
