@@ -68,6 +68,9 @@ class FailureReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_REASON_TRUNCATED: _ClassVar[FailureReason]
     FAILURE_REASON_NOT_CONFIGURED: _ClassVar[FailureReason]
     FAILURE_REASON_UNHEALTHY: _ClassVar[FailureReason]
+    FAILURE_REASON_BUDGET_EXHAUSTED: _ClassVar[FailureReason]
+    FAILURE_REASON_PREFILL_UNSUPPORTED: _ClassVar[FailureReason]
+    FAILURE_REASON_DEADLINE_TOO_SHORT: _ClassVar[FailureReason]
 
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -116,6 +119,9 @@ FAILURE_REASON_MALFORMED_RESPONSE: FailureReason
 FAILURE_REASON_TRUNCATED: FailureReason
 FAILURE_REASON_NOT_CONFIGURED: FailureReason
 FAILURE_REASON_UNHEALTHY: FailureReason
+FAILURE_REASON_BUDGET_EXHAUSTED: FailureReason
+FAILURE_REASON_PREFILL_UNSUPPORTED: FailureReason
+FAILURE_REASON_DEADLINE_TOO_SHORT: FailureReason
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -197,7 +203,7 @@ class ChatRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., provider_order: _Optional[_Iterable[str]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., mid_stream_policy: _Optional[_Union[MidStreamPolicy, str]] = ..., reasoning: _Optional[_Union[ReasoningOptions, _Mapping]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
-    __slots__ = ("message", "finish_reason", "provider", "model", "usage", "attempts", "request_id", "upstream_request_id")
+    __slots__ = ("message", "finish_reason", "provider", "model", "usage", "attempts", "request_id", "upstream_request_id", "skipped")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +212,7 @@ class ChatResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     message: Message
     finish_reason: FinishReason
     provider: str
@@ -214,7 +221,8 @@ class ChatResponse(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     request_id: str
     upstream_request_id: str
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., request_id: _Optional[str] = ..., upstream_request_id: _Optional[str] = ...) -> None: ...
+    skipped: _containers.RepeatedCompositeFieldContainer[Skipped]
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., request_id: _Optional[str] = ..., upstream_request_id: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "tool_calls", "tool_call_id", "name", "reasoning")
@@ -309,14 +317,30 @@ class ReasoningOptions(_message.Message):
     def __init__(self, effort: _Optional[_Union[ReasoningEffort, str]] = ..., budget_tokens: _Optional[int] = ..., include_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Started(_message.Message):
-    __slots__ = ("provider", "model", "attempt")
+    __slots__ = ("provider", "model", "attempt", "skipped")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     attempt: int
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+    skipped: _containers.RepeatedCompositeFieldContainer[Skipped]
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., attempt: _Optional[int] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ...) -> None: ...
+
+class Skipped(_message.Message):
+    __slots__ = ("provider", "model", "reason", "message", "retry_after")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    reason: FailureReason
+    message: str
+    retry_after: _duration_pb2.Duration
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., reason: _Optional[_Union[FailureReason, str]] = ..., message: _Optional[str] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Delta(_message.Message):
     __slots__ = ("sequence", "text", "reasoning_text", "reasoning_signature", "tool_call")
