@@ -83,8 +83,9 @@ REASONS: dict[FailureKind | SkipReason, pb.FailureReason] = {
     SkipReason.NOT_CONFIGURED: pb.FAILURE_REASON_NOT_CONFIGURED,
     SkipReason.UNHEALTHY: pb.FAILURE_REASON_UNHEALTHY,
     SkipReason.CONTEXT_TOO_SMALL: pb.FAILURE_REASON_CONTEXT_TOO_LONG,
-    SkipReason.NO_PREFILL: pb.FAILURE_REASON_UNSPECIFIED,
-    SkipReason.DEADLINE: pb.FAILURE_REASON_TIMEOUT,
+    SkipReason.NO_PREFILL: pb.FAILURE_REASON_PREFILL_UNSUPPORTED,
+    SkipReason.DEADLINE: pb.FAILURE_REASON_DEADLINE_TOO_SHORT,
+    SkipReason.BUDGET_EXHAUSTED: pb.FAILURE_REASON_BUDGET_EXHAUSTED,
 }
 
 AnyChatRequest = pb.StreamChatRequest | pb.ChatRequest
@@ -244,9 +245,12 @@ def stream_event(event: GatewayEvent) -> pb.StreamChatResponse:
     if isinstance(event, OutputDelta):
         return pb.StreamChatResponse(delta=delta(event))
     if isinstance(event, AttemptStarted):
-        return pb.StreamChatResponse(
+        response = pb.StreamChatResponse(
             started=pb.Started(provider=event.provider, model=event.model, attempt=event.attempt)
         )
+        if event.skipped:
+            response.started.skipped.extend(skipped(r) for r in event.skipped)
+        return response
     if isinstance(event, FailedOver):
         return pb.StreamChatResponse(
             failover=pb.Failover(
@@ -308,4 +312,15 @@ def attempt(record: AttemptRecord) -> pb.Attempt:
     message.duration.FromNanoseconds(int(record.duration_s * 1e9))
     if record.usage is not None:
         message.usage.CopyFrom(usage(record.usage))
+    return message
+
+
+def skipped(record: AttemptRecord) -> pb.Skipped:
+    """A candidate passed over without a request; its message is the gateway's own text, never upstream's."""
+    outcome = record.outcome
+    # A cooldown's outcome is the failure that started it; no request failed in this call, so it is UNHEALTHY.
+    reason = REASONS[outcome] if isinstance(outcome, SkipReason) else pb.FAILURE_REASON_UNHEALTHY
+    message = pb.Skipped(provider=record.provider, model=record.model, reason=reason, message=record.message)
+    if record.retry_after_s is not None:
+        message.retry_after.FromNanoseconds(int(record.retry_after_s * 1e9))
     return message

@@ -56,6 +56,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
             attempts=[protomap.attempt(r) for r in run.attempts],
             request_id=request_id,
             upstream_request_id=done.upstream_request_id,
+            skipped=[protomap.skipped(r) for r in run.skipped],
         )
 
 

@@ -2,6 +2,8 @@
 
 A run yields AttemptStarted, then OutputDelta / AttemptUsage, and on a failed attempt FailedOver
 followed by the next AttemptStarted; it ends with exactly one Completed or raises a GatewayError.
+Candidates skipped without a request (SkipReason, or a cooldown's FailureKind) ride on the next
+AttemptStarted, so a successful call can say why they were not tried.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class AttemptStarted:
     provider: str
     model: str
     attempt: int
+    skipped: tuple[AttemptRecord, ...] = ()  # candidates skipped since the previous attempt (or the start)
 
 
 @dataclass(frozen=True)

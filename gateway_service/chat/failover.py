@@ -11,6 +11,7 @@ than that minimum left. Output, once flowing, may use the whole remaining deadli
 
 Rate-limit budgets, when configured, are taken through a RunBudget (chat/budgeting.py): the user's
 before anything else, each candidate's just before its attempt (skipped like a cooldown without room).
+Skipped candidates are kept as records with attempt number 0 and ride on the next AttemptStarted.
 """
 
 from __future__ import annotations
@@ -95,12 +96,17 @@ class ChatRun:
         self.answer_pieces = 0  # pieces the caller holds of the current answer (reset by RESTART)
         self._min_context = 0
         self._need_prefill = False
+        self._new_skips = 0  # records at the end of `records` skipped since the last attempt started
         budgets = failover.budgets
         self.budget = RunBudget(budgets, request) if budgets is not None else None
 
     @property
     def attempts(self) -> list[AttemptRecord]:
         return [r for r in self.records if r.attempt]
+
+    @property
+    def skipped(self) -> list[AttemptRecord]:
+        return [r for r in self.records if not r.attempt]
 
     def events(self) -> AsyncGenerator[GatewayEvent, None]:
         if self.budget is not None and self.budget.settles_user:
@@ -149,8 +155,9 @@ class ChatRun:
         reason, message, retry = self._skip_reason(candidate)
         if reason is None:
             return False
-        self.records.append(AttemptRecord(0, candidate.provider.name, candidate.model.name, reason, message))
-        self.records[-1].retry_after_s = retry
+        name, model = candidate.provider.name, candidate.model.name
+        self.records.append(AttemptRecord(0, name, model, reason, message, retry_after_s=retry))
+        self._new_skips += 1
         return True
 
     def _skip_reason(self, candidate: Candidate) -> tuple[FailureKind | SkipReason | None, str, float | None]:
@@ -175,13 +182,20 @@ class ChatRun:
         skipped = await self.budget.take(candidate)
         if skipped is not None:
             self.records.append(skipped)
+            self._new_skips += 1
         return skipped is None
+
+    def _skipped_since_last_attempt(self) -> tuple[AttemptRecord, ...]:
+        # A counter rather than a scan or a list: the usual request skips nothing and pays for nothing.
+        count, self._new_skips = self._new_skips, 0
+        return tuple(self.records[-count:]) if count else ()
 
     async def _attempt(
         self, candidate: Candidate, request: ChatRequest, number: int, candidates_left: int,
         failed_over: FailedOver | None,
     ) -> AsyncGenerator[GatewayEvent, None]:  # fmt: skip
         attempt = Attempt(candidate, request, self._limits(candidate, candidates_left))
+        skipped = self._skipped_since_last_attempt()
         # The upstream request leaves before the caller is told, so telling it costs no time to first token:
         # one loop turn lets the read task open() started get the request onto the wire before our writes.
         attempt.open()
@@ -189,7 +203,7 @@ class ChatRun:
             await asyncio.sleep(0)
             if failed_over is not None:
                 yield failed_over
-            yield AttemptStarted(candidate.provider.name, candidate.model.name, number)
+            yield AttemptStarted(candidate.provider.name, candidate.model.name, number, skipped)
             async with aclosing(attempt.pieces()) as pieces:
                 async for piece in pieces:
                     yield self._delivered(piece)

@@ -107,9 +107,13 @@ async def test_rate_limit_fails_over_at_once_and_remembers_the_cooldown() -> Non
         OutputDelta(2, TextDelta("lo")),
         Completed(FinishReason.STOP, "b", "m", 2, "up-1", "req-1"),
     ]
-    # The next request skips the cooling provider without calling it.
+    # The next request skips the cooling provider without calling it, and says so on the attempt it starts.
     events = await p.run()
-    assert events[0] == AttemptStarted("b", "m", 1)
+    started = events[0]
+    assert isinstance(started, AttemptStarted) and (started.provider, started.attempt) == ("b", 1)
+    [skip] = started.skipped
+    assert (skip.provider, skip.attempt, skip.outcome) == ("a", 0, FailureKind.RATE_LIMITED)
+    assert skip.retry_after_s is not None and 1.0 < skip.retry_after_s <= 2.0
     assert len(p.adapters["a"].calls) == 1
     assert p.health.state("a", ["m"], p.router.candidates(chat_request())[0].key_id)[0] is HealthState.COOLING_DOWN
 
@@ -309,7 +313,8 @@ async def test_no_keys_is_failed_precondition_naming_the_variable() -> None:
 async def test_unconfigured_candidates_are_skipped() -> None:
     providers = [spec("a", M, key=None), spec("b", M)]
     p = Pipeline(gateway_config(*providers), {"b": ScriptedAdapter("b", [words("ok")])})
-    assert (await p.run())[0] == AttemptStarted("b", "m", 1)
+    skip = AttemptRecord(0, "a", "m", SkipReason.NOT_CONFIGURED, "set A_API_KEY")
+    assert (await p.run())[0] == AttemptStarted("b", "m", 1, (skip,))
 
 
 async def test_no_attempt_starts_with_less_than_the_minimum_budget() -> None:
