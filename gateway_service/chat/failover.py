@@ -202,6 +202,7 @@ class ChatRun:
         try:
             await asyncio.sleep(0)
             if failed_over is not None:
+                _log_failover(failed_over)  # here, not before open(): off the way to the next request
                 yield failed_over
             yield AttemptStarted(candidate.provider.name, candidate.model.name, number, skipped)
             async with aclosing(attempt.pieces()) as pieces:
@@ -293,11 +294,6 @@ class ChatRun:
 
     def _failed_over(self, pending: _Pending, to: Candidate) -> FailedOver:
         record = pending.record
-        log.warning(
-            "attempt failed, failing over",
-            extra={"from": f"{record.provider}/{record.model}", "to": to.label, "reason": pending.error.kind.value,
-                   "error": pending.error.message, "attempt": record.attempt},
-        )  # fmt: skip
         return FailedOver(
             record.provider, record.model, to.provider.name, to.model.name,
             pending.error.kind, pending.error.message, pending.discard, record.attempt,
@@ -309,6 +305,14 @@ class ChatRun:
             upstream_request_id, self.request.request_id,
         )  # fmt: skip
 
+
+
+def _log_failover(event: FailedOver) -> None:
+    log.warning(
+        "attempt failed, failing over",
+        extra={"from": f"{event.from_provider}/{event.from_model}", "to": f"{event.to_provider}/{event.to_model}",
+               "reason": event.reason.value, "error": event.message, "attempt": event.attempt},
+    )  # fmt: skip
 
 class Failover:
     """Shared across requests: settings, health, the ledger and an observer told about each attempt."""

@@ -118,6 +118,16 @@ async def test_rate_limit_fails_over_at_once_and_remembers_the_cooldown() -> Non
     assert p.health.state("a", ["m"], p.router.candidates(chat_request())[0].key_id)[0] is HealthState.COOLING_DOWN
 
 
+async def test_a_failover_is_logged_with_where_from_where_to_and_why(caplog: pytest.LogCaptureFixture) -> None:
+    p = pipeline({"a": [[rate_limited()]], "b": [words("ok")]})
+    with caplog.at_level("WARNING", logger="gateway_service.chat.failover"):
+        await p.run()
+    [record] = [r for r in caplog.records if r.getMessage() == "attempt failed, failing over"]
+    fields = {k: getattr(record, k) for k in ("from", "to", "reason", "error", "attempt")}
+    expected = {"from": "a/m", "to": "b/m", "reason": "rate_limited", "error": "Rate limit exceeded", "attempt": 1}
+    assert fields == expected
+
+
 async def test_all_rate_limited_is_resource_exhausted_with_each_attempt_and_soonest_retry() -> None:
     p = pipeline({"a": [[rate_limited(3.0)]], "b": [[rate_limited(1.5)]]})
     gc.collect()  # not during the timed run: a full collection in this test process pauses ~200 ms
