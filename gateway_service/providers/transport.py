@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -32,11 +33,12 @@ Head = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, reason phrase, he
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("reader", "writer", "idle_since")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = 0.0
 
     @property
     def reusable(self) -> bool:
@@ -49,11 +51,18 @@ class _Connection:
 
 
 class GatewayTransport(httpx2.AsyncBaseTransport):
-    """HTTP/1.1 with keep-alive; `max_idle` idle connections are kept per origin."""
+    """HTTP/1.1 with keep-alive: up to `max_idle` idle connections per origin, each for `keepalive_expiry` s.
 
-    def __init__(self, *, max_idle: int = 64, ssl_context: ssl.SSLContext | None = None) -> None:
+    The expiry (httpx's default, 5 s) is for what cannot be seen from here: a NAT or load balancer that
+    forgets an idle connection without a FIN, so the next request on it would wait for a timeout.
+    """
+
+    def __init__(
+        self, *, max_idle: int = 64, keepalive_expiry: float = 5.0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._max_idle = max_idle
+        self._expiry = keepalive_expiry
         self._ssl = ssl_context
         self._closed = False
 
@@ -77,11 +86,17 @@ class GatewayTransport(httpx2.AsyncBaseTransport):
 
     def _checkout(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
+        oldest_usable = time.monotonic() - self._expiry
         while idle:
-            conn = idle.pop()
-            if conn.reusable:
+            conn = idle.pop()  # the most recently used first: the rest are older still
+            if conn.idle_since < oldest_usable:
+                for stale in (conn, *idle):
+                    stale.close()
+                idle.clear()
+            elif conn.reusable:
                 return conn
-            conn.close()
+            else:
+                conn.close()
         return None
 
     def _checkin(self, origin: Origin, conn: _Connection) -> None:
@@ -89,6 +104,7 @@ class GatewayTransport(httpx2.AsyncBaseTransport):
         if self._closed or len(idle) >= self._max_idle or not conn.reusable:
             conn.close()
         else:
+            conn.idle_since = time.monotonic()
             idle.append(conn)
 
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
@@ -130,7 +146,12 @@ def _head(request: httpx2.Request, length: int) -> bytes:
             lines.append(b"%s: %s" % (name, value))
     if length or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
         lines.append(b"Content-Length: %d" % length)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    # A CR, LF or NUL inside a name or value would smuggle a header (h11 refuses them too): one line
+    # ending per line, no more.
+    if head.count(b"\n") != len(lines) + 1 or head.count(b"\r") != len(lines) + 1 or b"\0" in head:
+        raise httpx2.LocalProtocolError("a request header contains CR, LF or NUL")
+    return head
 
 
 async def _send(conn: _Connection, data: bytes, timeout: float | None) -> None:

@@ -283,3 +283,19 @@ async def test_http_client_httpx_keeps_the_sdks_own_stack() -> None:
         assert not isinstance(client._transport, GatewayTransport)
     async with http_client(_config("gateway")) as ours:
         assert isinstance(ours._transport, GatewayTransport)
+
+
+async def test_idle_connections_expire() -> None:
+    async with serving(lambda n: ok()) as (server, port):
+        async with httpx2.AsyncClient(transport=GatewayTransport(keepalive_expiry=0.0)) as client:
+            assert [(await get(client, port)).text for _ in range(2)] == ["hello", "hello"]
+    assert server.connections == 2  # the first connection was older than the expiry when the second request came
+
+
+async def test_a_header_cannot_smuggle_another(client: httpx2.AsyncClient) -> None:
+    async with serving(lambda n: ok()) as (server, port):
+        for value in ("v\r\nx-injected: 1", "v\nx-injected: 1", "v\x00"):
+            with pytest.raises(httpx2.LocalProtocolError, match="CR, LF or NUL"):
+                await client.post(f"http://127.0.0.1:{port}/", content=b"", headers={"x-a": value}, timeout=5)
+        assert (await get(client, port)).text == "hello"  # nothing was sent; the next request goes through
+    assert len(server.requests) == 1
