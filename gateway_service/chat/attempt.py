@@ -22,6 +22,7 @@ from gateway_service.chat.request import (
     UsageReport,
 )
 from gateway_service.chat.router import Candidate
+from gateway_service.config import FailoverSettings
 from gateway_service.providers.base import FailureKind, ProviderError
 from gateway_service.watchdog import Expired, Watchdog
 
@@ -37,6 +38,22 @@ class Limits:
     end: float
     window_ms: int = 0
     window_pieces: int = 0
+
+    @classmethod
+    def share(
+        cls, candidate: Candidate, request: ChatRequest, settings: FailoverSettings, deadline: float,
+        candidates_left: int,
+    ) -> Limits:  # fmt: skip
+        """The first token within this attempt's share of what is left of `deadline` (time.monotonic())."""
+        now, remaining = asyncio.get_running_loop().time(), max(0.0, deadline - time.monotonic())
+        share = max(settings.min_attempt_budget_s, remaining / max(1, candidates_left))
+        return cls(
+            first_token_by=now + min(candidate.provider.first_token_timeout_s, share),
+            idle_s=candidate.provider.idle_timeout_s,
+            end=now + min(remaining, candidate.provider.timeout_s),
+            window_ms=request.commit_window_ms or settings.commit_window_ms,
+            window_pieces=request.commit_window_tokens or settings.commit_window_tokens,
+        )
 
 
 @dataclass

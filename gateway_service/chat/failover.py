@@ -33,7 +33,6 @@ from gateway_service.chat.events import (
     FailedOver,
     GatewayEvent,
     OutputDelta,
-    SkipReason,
 )
 from gateway_service.chat.outcome import final_error, mid_stream_failure
 from gateway_service.chat.records import attempt_record, reported
@@ -47,6 +46,7 @@ from gateway_service.chat.request import (
     ToolCallDelta,
 )
 from gateway_service.chat.router import Candidate
+from gateway_service.chat.skips import skip_reason
 from gateway_service.config import FailoverSettings
 from gateway_service.errors import ProviderRejectedRequest
 from gateway_service.health import Health
@@ -152,30 +152,16 @@ class ChatRun:
         raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)
 
     def _skip(self, candidate: Candidate) -> bool:
-        reason, message, retry = self._skip_reason(candidate)
-        if reason is None:
+        skip = skip_reason(
+            candidate, self.failover.health, need_prefill=self._need_prefill, min_context=self._min_context,
+            time_left_s=self.deadline - time.monotonic(), min_attempt_budget_s=self.settings.min_attempt_budget_s,
+        )  # fmt: skip
+        if skip is None:
             return False
         name, model = candidate.provider.name, candidate.model.name
-        self.records.append(AttemptRecord(0, name, model, reason, message, retry_after_s=retry))
+        self.records.append(AttemptRecord(0, name, model, skip.reason, skip.message, retry_after_s=skip.retry_after_s))
         self._new_skips += 1
         return True
-
-    def _skip_reason(self, candidate: Candidate) -> tuple[FailureKind | SkipReason | None, str, float | None]:
-        if candidate.adapter is None:
-            return SkipReason.NOT_CONFIGURED, f"set {candidate.provider.credential_source}", None
-        if self._need_prefill and not candidate.model.assistant_prefill:
-            return SkipReason.NO_PREFILL, "cannot continue a partial assistant answer", None
-        if candidate.model.context_window and candidate.model.context_window <= self._min_context:
-            return SkipReason.CONTEXT_TOO_SMALL, f"context window {candidate.model.context_window} too small", None
-        block = self.failover.health.blocked(candidate.provider.name, candidate.model.name, candidate.key_id)
-        if block is not None:
-            left = max(0.0, block.until - time.monotonic())
-            if block.kind is None:
-                return SkipReason.UNHEALTHY, f"circuit breaker open for {left:.3f}s", left
-            return block.kind, f"cooling down for {left:.3f}s after {block.kind.value}", left
-        if self.deadline - time.monotonic() < self.settings.min_attempt_budget_s:
-            return SkipReason.DEADLINE, "less than the minimum attempt budget of the deadline left", None
-        return None, "", None
 
     async def _take_budget(self, candidate: Candidate) -> bool:
         assert self.budget is not None
@@ -194,7 +180,8 @@ class ChatRun:
         self, candidate: Candidate, request: ChatRequest, number: int, candidates_left: int,
         failed_over: FailedOver | None,
     ) -> AsyncGenerator[GatewayEvent, None]:  # fmt: skip
-        attempt = Attempt(candidate, request, self._limits(candidate, candidates_left))
+        limits = Limits.share(candidate, self.request, self.settings, self.deadline, candidates_left)
+        attempt = Attempt(candidate, request, limits)
         skipped = self._skipped_since_last_attempt()
         # The upstream request leaves before the caller is told, so telling it costs no time to first token:
         # one loop turn lets the read task open() started get the request onto the wire before our writes.
@@ -232,21 +219,6 @@ class ChatRun:
         elif isinstance(piece, ToolCallDelta):
             self.tool_calls_sent = True
         return OutputDelta(self.sequence, piece)
-
-    def _limits(self, candidate: Candidate, candidates_left: int) -> Limits:
-        loop = asyncio.get_running_loop()
-        now, remaining = loop.time(), max(0.0, self.deadline - time.monotonic())
-        share = max(self.settings.min_attempt_budget_s, remaining / max(1, candidates_left))
-        first_token = min(candidate.provider.first_token_timeout_s, share)
-        window_ms = self.request.commit_window_ms or self.settings.commit_window_ms
-        window_pieces = self.request.commit_window_tokens or self.settings.commit_window_tokens
-        return Limits(
-            first_token_by=now + first_token,
-            idle_s=candidate.provider.idle_timeout_s,
-            end=now + min(remaining, candidate.provider.timeout_s),
-            window_ms=window_ms,
-            window_pieces=window_pieces,
-        )
 
     def _after_failure(self, candidate: Candidate, failed: _AttemptFailed) -> _Pending:
         error = failed.error
