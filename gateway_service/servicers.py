@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from gateway_service import protomap, providers_view
+from gateway_service import protoevents, protomap, providers_view
 from gateway_service.app import Gateway
 from gateway_service.chat.aggregate import Answer
 from gateway_service.chat.events import AttemptRecord
@@ -31,7 +31,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
             run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
             async with aclosing(run.events()) as events:
                 async for event in events:
-                    await context.write(protomap.stream_event(event))
+                    await context.write(protoevents.stream_event(event))
         except GatewayError as exc:
             await abort(context, exc)
 
@@ -49,14 +49,14 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         assert done is not None  # a run ends with Completed or raises
         return pb.ChatResponse(
             message=_message(answer),
-            finish_reason=protomap.FINISH[done.finish_reason],
+            finish_reason=protoevents.FINISH[done.finish_reason],
             provider=done.provider,
             model=done.model,
             usage=_total_usage(run.attempts),
-            attempts=[protomap.attempt(r) for r in run.attempts],
+            attempts=[protoevents.attempt(r) for r in run.attempts],
             request_id=request_id,
             upstream_request_id=done.upstream_request_id,
-            skipped=[protomap.skipped(r) for r in run.skipped],
+            skipped=[protoevents.skipped(r) for r in run.skipped],
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from gateway_service import config, protomap
+from gateway_service import config, protoevents
 from gateway_service.chat.events import AttemptRecord, SkipReason
 from gateway_service.simulator import SimulatorHandle, start_simulator
 from llmgateway.v1 import chat_service_pb2 as pb
@@ -175,6 +175,6 @@ async def test_a_model_without_prefill_is_listed_when_continue_needs_one(sim: Si
 
 
 def test_every_skip_reason_has_its_own_failure_reason() -> None:
-    mapped = {reason: protomap.skipped(AttemptRecord(0, "a", "m", reason, "x")).reason for reason in SkipReason}
+    mapped = {reason: protoevents.skipped(AttemptRecord(0, "a", "m", reason, "x")).reason for reason in SkipReason}
     assert pb.FAILURE_REASON_UNSPECIFIED not in mapped.values()
     assert mapped[SkipReason.DEADLINE] == pb.FAILURE_REASON_DEADLINE_TOO_SHORT
