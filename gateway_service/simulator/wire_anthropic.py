@@ -6,11 +6,13 @@ input_json_delta) / content_block_stop, a ping, message_delta with stop_reason
 and output usage, message_stop. Errors mid-stream arrive as `event: error` after
 the HTTP 200.
 
-`thinking` is checked as Anthropic documents it: budget_tokens at least 1024 and below
-max_tokens; no temperature other than 1, no top_k, top_p not below 0.95, no forced tool
-choice, no assistant prefill, and a tool loop's last assistant turn starting with its
-thinking block. `display: omitted` sends thinking blocks with only their signature; the
-thinking tokens are in message_delta's `usage.output_tokens_details`.
+`thinking` is checked as Anthropic documents it: `enabled` with budget_tokens at least 1024
+and below max_tokens, or `adaptive` with no budget_tokens (the model decides, guided by
+`output_config.effort`: low, medium, high, xhigh or max); either way no temperature other
+than 1, no top_k, top_p not below 0.95, no forced tool choice, no assistant prefill, and a
+tool loop's last assistant turn starting with its thinking block. `display` is summarized or
+omitted; omitted sends thinking blocks with only their signature; the thinking tokens are in
+message_delta's `usage.output_tokens_details`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from gateway_service.simulator.plan import Plan, Prompt, split_json
 from gateway_service.simulator.wire import Frame, signature, sse
 
 REQUEST_ID_HEADER = "request-id"
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 
 
@@ -48,17 +51,44 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
         include_usage=True,
         thinking={"enabled": True, "adaptive": True, "disabled": False}.get(thinking.get("type", "")),
         show_reasoning=thinking.get("display") != "omitted",
-        rejection=_thinking_rejection(body, thinking) if thinking.get("type") == "enabled" else "",
+        rejection=_effort_rejection(body) or _thinking_rejection(body, thinking),
     )
+
+
+def _effort_rejection(body: dict[str, Any]) -> str:
+    effort = (body.get("output_config") or {}).get("effort")
+    if effort is None or effort in _EFFORTS:
+        return ""
+    return "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
 
 
 def _thinking_rejection(body: dict[str, Any], thinking: dict[str, Any]) -> str:
     """The 400 message Anthropic answers a thinking request with, or "" when it is acceptable."""
+    kind = thinking.get("type")
+    if kind not in ("enabled", "adaptive"):
+        return ""
+    if thinking.get("display") not in (None, "summarized", "omitted"):
+        return f"thinking.{kind}.display: Input should be 'summarized' or 'omitted'"
+    bad = _budget_rejection(body, thinking) if kind == "enabled" else _adaptive_rejection(thinking)
+    return bad or _while_thinking_rejection(body)
+
+
+def _budget_rejection(body: dict[str, Any], thinking: dict[str, Any]) -> str:
     budget = thinking.get("budget_tokens")
     if not isinstance(budget, int) or budget < 1024:
         return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
     if budget >= body.get("max_tokens", 0):
         return "`max_tokens` must be greater than `thinking.budget_tokens`"
+    return ""
+
+
+def _adaptive_rejection(thinking: dict[str, Any]) -> str:
+    extra = sorted(set(thinking) - {"type", "display"})
+    return f"thinking.adaptive.{extra[0]}: Extra inputs are not permitted" if extra else ""
+
+
+def _while_thinking_rejection(body: dict[str, Any]) -> str:
+    """What Anthropic refuses while thinking, with a budget or adaptive."""
     problems = (
         (body.get("temperature", 1) != 1, "`temperature` may only be set to 1 when thinking is enabled."),
         ("top_k" in body, "`top_k` may not be set when thinking is enabled."),

@@ -6,9 +6,11 @@ just ends. Errors are `{"error": {"code", "message", "status", "details"}}`; the
 retry delay of a 429 is in details (`google.rpc.RetryInfo.retryDelay`), not a header.
 
 `generationConfig.thinkingConfig`: thinkingBudget 0 turns thinking off, -1 or 1..32768 turn it
-on (anything else is a 400); thought parts (`thought: true`) are sent only with includeThoughts,
-and usageMetadata.thoughtsTokenCount counts the thinking either way. Without a thinkingConfig
-a `[[think:...]]` marker's thoughts are sent.
+on (anything else is a 400); thinkingLevel (MINIMAL, LOW, MEDIUM, HIGH, XHIGH, any case) turns it
+on instead of a budget, never together with one (a 400), MINIMAL being "no thinking for most
+queries": the simulated model then reasons only for a `[[think:...]]` marker. Thought parts
+(`thought: true`) are sent only with includeThoughts, and usageMetadata.thoughtsTokenCount counts
+the thinking either way. Without a thinkingConfig a `[[think:...]]` marker's thoughts are sent.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway_service.simulator.wire import Frame, signature, sse
 REQUEST_ID_HEADER = "x-goog-request-id"
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}
 _MAX_BUDGET = 32768
+_LEVELS = ("THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH")
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
@@ -59,13 +62,26 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
 def _thinking(config: dict[str, Any]) -> dict[str, Any]:
     # The API's JSON mapping takes proto field names as well as lowerCamelCase; google-genai sends the former here.
     budget = config.get("thinkingBudget", config.get("thinking_budget"))
+    level = config.get("thinkingLevel", config.get("thinking_level"))
     fields: dict[str, Any] = {"show_reasoning": bool(config.get("includeThoughts", config.get("include_thoughts")))}
-    if budget is not None:
+    if level is not None:
+        fields.update(_level(level, budget))
+    elif budget is not None:
         fields["thinking"] = budget != 0
         if not isinstance(budget, int) or not -1 <= budget <= _MAX_BUDGET:
             fields["rejection"] = (f"Invalid value at 'generation_config.thinking_config.thinking_budget': the budget "
                                    f"must be -1 (dynamic) or between 0 and {_MAX_BUDGET}.")
     return fields
+
+
+def _level(level: Any, budget: Any) -> dict[str, Any]:
+    if budget is not None:
+        return {"rejection": "thinking_budget and thinking_level are not supported together; set only one."}
+    name = level.upper() if isinstance(level, str) else ""
+    if name not in _LEVELS:
+        return {"rejection": f"Invalid value at 'generation_config.thinking_config.thinking_level' "
+                             f"(type.googleapis.com/google.ai.generativelanguage.v1beta.ThinkingLevel), {level!r}"}
+    return {"thinking": True if name not in ("MINIMAL", "THINKING_LEVEL_UNSPECIFIED") else None}
 
 
 def _result(function_response: dict[str, Any]) -> str:

@@ -326,6 +326,19 @@ ANTHROPIC_REFUSALS = [
         },
         "Prefilling",
     ),
+    # Adaptive thinking (models configured `reasoning: effort`): no budget, a known effort, the same limits.
+    ({"thinking": {"type": "adaptive", "budget_tokens": 2048}}, "thinking.adaptive.budget_tokens: Extra inputs"),
+    ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "extreme"}}, "output_config.effort: Input"),
+    ({"thinking": {"type": "adaptive", "display": "full"}}, "display: Input should be 'summarized' or 'omitted'"),
+    ({"thinking": {"type": "adaptive"}, "extra_body": {"temperature": 0.2}}, "`temperature`"),
+    ({"thinking": {"type": "adaptive"}, "tool_choice": {"type": "any"}}, "forces tool use"),
+    (
+        {
+            "thinking": {"type": "adaptive"},
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hel"}],
+        },
+        "Prefilling",
+    ),
 ]
 
 
