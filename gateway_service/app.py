@@ -33,6 +33,7 @@ def provider_config(spec: ProviderSpec) -> ProviderConfig:
         idle_timeout_s=spec.idle_timeout_s,
         timeout_s=spec.timeout_s,
         http_client=spec.http_client,
+        effort_models=frozenset(m.name for m in spec.models if m.reasoning == "effort"),
     )
 
 

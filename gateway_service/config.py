@@ -27,6 +27,10 @@ PROVIDER_TYPES = ("openai", "gemini", "anthropic", "openai_compatible")
 HTTP_CLIENTS = ("gateway", "httpx")  # the transport under the SDK: ours, or the SDK's own httpx2 stack
 # Anthropic takes a final assistant turn as a prefill the answer continues from; the others do not.
 PREFILL_BY_DEFAULT = ("anthropic",)
+# How a model is asked to reason: a token budget, or an effort level (README "Reasoning"). OpenAI-family models
+# always take reasoning_effort, so only these provider types have the choice.
+REASONING_FORMS = ("budget", "effort")
+REASONING_FORM_TYPES = ("anthropic", "gemini")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class ModelSpec:
     output_usd_per_mtok: float = 0.0
     assistant_prefill: bool = False
     limits: Budget = ()  # this model's upstream rate limits, on top of the provider's
+    reasoning: str = "budget"  # budget: a thinking token budget | effort: a thinking level (anthropic, gemini)
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,10 @@ def _provider(item: Reader, env: Mapping[str, str]) -> ProviderSpec:
 
 
 def _model(item: Reader, provider_type: str) -> ModelSpec:
-    item.only("name", "context_window", "input_usd_per_mtok", "output_usd_per_mtok", "assistant_prefill", "limits")
+    item.only(
+        "name", "context_window", "input_usd_per_mtok", "output_usd_per_mtok", "assistant_prefill", "limits",
+        "reasoning",
+    )  # fmt: skip
     return ModelSpec(
         name=item.required_text("name"),
         context_window=int(item.number("context_window", 0)),
@@ -209,7 +217,16 @@ def _model(item: Reader, provider_type: str) -> ModelSpec:
         output_usd_per_mtok=item.number("output_usd_per_mtok", 0.0),
         assistant_prefill=item.flag("assistant_prefill", provider_type in PREFILL_BY_DEFAULT),
         limits=budget(item),
+        reasoning=_reasoning_form(item, provider_type),
     )
+
+
+def _reasoning_form(item: Reader, provider_type: str) -> str:
+    if provider_type not in REASONING_FORM_TYPES and item.text("reasoning") is not None:
+        # Refused rather than ignored: a key that changes nothing would let a reader believe it does.
+        raise item.error("reasoning", f"only {' and '.join(REASONING_FORM_TYPES)} models take it; {provider_type} "
+                                      "models are always asked with reasoning_effort")
+    return item.choice("reasoning", REASONING_FORMS, "budget")
 
 
 def _read_key(key_env: str | None, key_file: str | None, env: Mapping[str, str]) -> Secret | None:

@@ -175,7 +175,7 @@ class AnthropicAdapter:
         return shown(request, drive(lambda: self._open(request, model), _translator, pacer, self._map_error))
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
-        params = convert(lambda: build_params(request, model))
+        params = convert(lambda: build_params(request, model, effort_based=model in self.config.effort_models))
         stream = await self._client.messages.create(**params)
         return Upstream(stream.__aiter__(), stream.close, stream.response.headers.get("request-id", ""))
 

@@ -12,6 +12,7 @@ from gateway_service.chat.request import (
     Message,
     ProviderEvent,
     ReasoningDelta,
+    ReasoningEffort,
     ResponseFormat,
     Role,
     TextDelta,
@@ -20,10 +21,19 @@ from gateway_service.chat.request import (
     UsageReport,
 )
 from gateway_service.providers.base import FailureKind, ProviderError, Unsupported
-from gateway_service.providers.reasoning import budget_tokens
+from gateway_service.providers.reasoning import BUDGETS, budget_tokens, effort
 
 # Anthropic requires max_tokens; this is what a request without one gets.
 DEFAULT_MAX_TOKENS = 4096
+# Our effort -> output_config.effort. Anthropic has no minimal: its lowest level, low, is the nearest.
+EFFORTS = {
+    ReasoningEffort.MINIMAL: "low",
+    ReasoningEffort.LOW: "low",
+    ReasoningEffort.MEDIUM: "medium",
+    ReasoningEffort.HIGH: "high",
+    ReasoningEffort.XHIGH: "xhigh",
+    ReasoningEffort.MAX: "max",
+}
 
 _FINISH = {
     "end_turn": FinishReason.STOP,
@@ -36,10 +46,11 @@ _FINISH = {
 }
 
 
-def build_params(request: ChatRequest, model: str) -> dict[str, Any]:
-    """Keyword arguments for `messages.create(stream=True)`."""
+def build_params(request: ChatRequest, model: str, *, effort_based: bool = False) -> dict[str, Any]:
+    """Keyword arguments for `messages.create(stream=True)`; `effort_based` for a model configured
+    `reasoning: effort` (adaptive thinking and `output_config.effort` instead of a budget)."""
     system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM)
-    thinking = _thinking(request)
+    thinking = _thinking(request, effort_based)
     params: dict[str, Any] = {
         "model": model,
         "messages": _messages(request.messages),
@@ -50,7 +61,7 @@ def build_params(request: ChatRequest, model: str) -> dict[str, Any]:
         params["system"] = system
     if thinking is not None:
         params["thinking"] = thinking
-    sampling = _sampling(request, thinking_on=bool(thinking and thinking["type"] == "enabled"))
+    sampling = _sampling(request, thinking_on=bool(thinking and thinking["type"] != "disabled"))
     if sampling:
         # This SDK version no longer lists the sampling parameters (newer models reject some of them), so
         # they go through extra_body and the API decides per model.
@@ -62,17 +73,17 @@ def build_params(request: ChatRequest, model: str) -> dict[str, Any]:
                            for t in request.tools]
     if request.tool_choice is not None:
         params["tool_choice"] = _tool_choice(request)
-    if request.response_format is not ResponseFormat.TEXT:
-        schema = request.json_schema if request.response_format is ResponseFormat.JSON_SCHEMA else None
-        params["output_config"] = {"format": {"type": "json_schema", "schema": schema or {"type": "object"}}}
+    output_config = _output_config(request, thinking)
+    if output_config:
+        params["output_config"] = output_config
     if request.user_id:
         params["metadata"] = {"user_id": request.user_id}
     return params
 
 
-def _thinking(request: ChatRequest) -> dict[str, Any] | None:
-    """Anthropic's `thinking`; raises ValueError for what Anthropic refuses while thinking (sent as INVALID_ARGUMENT
-    before any request leaves)."""
+def _thinking(request: ChatRequest, effort_based: bool) -> dict[str, Any] | None:
+    """Anthropic's `thinking`, with a budget or adaptive; raises ValueError for what Anthropic refuses while thinking
+    either way (sent as INVALID_ARGUMENT before any request leaves)."""
     options = request.reasoning
     if options is None or not (options.enabled or options.disabled):
         return None
@@ -83,18 +94,35 @@ def _thinking(request: ChatRequest) -> dict[str, Any] | None:
     if request.messages and request.messages[-1].role is Role.ASSISTANT:
         index = len(request.messages) - 1
         raise Unsupported(f"messages[{index}]", "Anthropic cannot continue an assistant prefill while thinking")
-    budget = budget_tokens(options, request.max_output_tokens)
     # "omitted" still returns each block's signature, so a tool loop can send the blocks back.
     display = "summarized" if options.include_text else "omitted"
+    if effort_based:
+        # Adaptive thinking takes no budget: the model decides how much, guided by output_config.effort.
+        return {"type": "adaptive", "display": display}
+    budget = budget_tokens(options, request.max_output_tokens)
     return {"type": "enabled", "budget_tokens": budget, "display": display}
+
+
+def _output_config(request: ChatRequest, thinking: dict[str, Any] | None) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if thinking is not None and thinking["type"] == "adaptive" and request.reasoning is not None:
+        config["effort"] = EFFORTS[effort(request.reasoning)]
+    if request.response_format is not ResponseFormat.TEXT:
+        schema = request.json_schema if request.response_format is ResponseFormat.JSON_SCHEMA else None
+        config["format"] = {"type": "json_schema", "schema": schema or {"type": "object"}}
+    return config
 
 
 def _max_tokens(request: ChatRequest, thinking: dict[str, Any] | None) -> int:
     if request.max_output_tokens:
         return request.max_output_tokens
-    # max_tokens includes the thinking budget and must exceed it: the default answer room comes on top.
-    extra = thinking["budget_tokens"] if thinking and thinking["type"] == "enabled" else 0
-    return DEFAULT_MAX_TOKENS + extra
+    if thinking is None or thinking["type"] == "disabled" or request.reasoning is None:
+        return DEFAULT_MAX_TOKENS
+    # max_tokens includes the thinking and must exceed a budget: the default answer room comes on top. Adaptive
+    # thinking has no budget but may spend as much, so it gets the room its level's budget would.
+    if thinking["type"] == "adaptive":
+        return DEFAULT_MAX_TOKENS + BUDGETS[effort(request.reasoning)]
+    return DEFAULT_MAX_TOKENS + int(thinking["budget_tokens"])
 
 
 def _sampling(request: ChatRequest, *, thinking_on: bool) -> dict[str, Any]:

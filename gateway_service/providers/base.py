@@ -46,6 +46,8 @@ class ProviderConfig:
     idle_timeout_s: float = 30.0
     timeout_s: float = 60.0
     http_client: str = "gateway"  # gateway | httpx (see providers/transport.py)
+    # Models configured `reasoning: effort`: asked for a thinking level instead of a token budget.
+    effort_models: frozenset[str] = frozenset()
 
 
 class ProviderError(Exception):

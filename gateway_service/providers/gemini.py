@@ -149,7 +149,8 @@ class GeminiAdapter:
         return shown(request, drive(lambda: self._open(request, model), _translator, pacer, self._map_error))
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
-        contents, config = convert(lambda: (build_contents(request.messages), build_config(request)))
+        effort_based = model in self.config.effort_models
+        contents, config = convert(lambda: (build_contents(request.messages), build_config(request, effort_based)))
         # The SDK sends the request on the first __anext__, so that read happens here, where the
         # response hook can hand the HTTP response to this attempt.
         opened: list[httpx2.Response] = []

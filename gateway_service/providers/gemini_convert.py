@@ -15,6 +15,7 @@ from gateway_service.chat.request import (
     Message,
     ProviderEvent,
     ReasoningDelta,
+    ReasoningEffort,
     ReasoningOptions,
     ResponseFormat,
     Role,
@@ -24,8 +25,17 @@ from gateway_service.chat.request import (
     UsageReport,
 )
 from gateway_service.providers.base import FailureKind, ProviderError
-from gateway_service.providers.reasoning import budget_tokens
+from gateway_service.providers.reasoning import budget_tokens, effort
 
+# Our effort -> ThinkingLevel. Gemini's levels stop at XHIGH, the nearest to MAX.
+LEVELS = {
+    ReasoningEffort.MINIMAL: genai_types.ThinkingLevel.MINIMAL,
+    ReasoningEffort.LOW: genai_types.ThinkingLevel.LOW,
+    ReasoningEffort.MEDIUM: genai_types.ThinkingLevel.MEDIUM,
+    ReasoningEffort.HIGH: genai_types.ThinkingLevel.HIGH,
+    ReasoningEffort.XHIGH: genai_types.ThinkingLevel.XHIGH,
+    ReasoningEffort.MAX: genai_types.ThinkingLevel.XHIGH,
+}
 _FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 
 
@@ -76,8 +86,9 @@ def _model_parts(m: Message) -> list[dict[str, Any]]:
     return parts or [{"text": ""}]
 
 
-def build_config(request: ChatRequest) -> dict[str, Any]:
-    """GenerateContentConfig as a dict; automatic function calling off, the caller runs the tools."""
+def build_config(request: ChatRequest, effort_based: bool = False) -> dict[str, Any]:
+    """GenerateContentConfig as a dict; automatic function calling off, the caller runs the tools. `effort_based`
+    for a model configured `reasoning: effort` (thinking_level instead of thinking_budget)."""
     s = request.sampling
     config: dict[str, Any] = {"automatic_function_calling": {"disable": True}}
     system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM)
@@ -103,9 +114,19 @@ def build_config(request: ChatRequest) -> dict[str, Any]:
         config["response_mime_type"] = "application/json"
         if request.response_format is ResponseFormat.JSON_SCHEMA and request.json_schema:
             config["response_json_schema"] = request.json_schema
-    if request.reasoning is not None:
+    if request.reasoning is not None and effort_based:
+        config["thinking_config"] = _level_config(request.reasoning)
+    elif request.reasoning is not None:
         config["thinking_config"] = _thinking_config(request.reasoning, request.max_output_tokens)
     return config
+
+
+def _level_config(options: ReasoningOptions) -> genai_types.ThinkingConfig:
+    if options.disabled:
+        # Models that take a level may not turn thinking off at all; MINIMAL is the least they offer.
+        return genai_types.ThinkingConfig(thinking_level=genai_types.ThinkingLevel.MINIMAL)
+    level = LEVELS[effort(options)] if options.enabled else None
+    return genai_types.ThinkingConfig(thinking_level=level, include_thoughts=options.include_text)
 
 
 def _thinking_config(options: ReasoningOptions, max_output_tokens: int | None) -> genai_types.ThinkingConfig:

@@ -1,5 +1,6 @@
-"""Reasoning options -> what budget-based providers (Anthropic, Gemini) and effort-based ones (OpenAI) take,
-and the filter that keeps reasoning text from a caller who asked not to see it.
+"""Reasoning options -> what budget-based models (Anthropic, Gemini by default) and effort-based ones (OpenAI, and
+Anthropic and Gemini models configured `reasoning: effort`) take, and the filter that keeps reasoning text from a
+caller who asked not to see it.
 
 max_output_tokens bounds reasoning and answer together (Anthropic's max_tokens, OpenAI's
 max_completion_tokens and Gemini's maxOutputTokens all count reasoning), so a budget derived from
@@ -28,9 +29,10 @@ BUDGETS = {
     ReasoningEffort.XHIGH: 24576,
     ReasoningEffort.MAX: 32768,
 }
-# A budget-only request becomes the effort level whose budget covers it; only levels every OpenAI
-# reasoning model accepts, since a caller who gave a number did not pick a model-specific level.
-_EFFORT_FOR_BUDGET = ((BUDGETS[ReasoningEffort.LOW], "low"), (BUDGETS[ReasoningEffort.MEDIUM], "medium"))
+# A budget-only request becomes the effort level whose budget covers it; only low, medium and high, the levels
+# every effort-based model accepts, since a caller who gave a number did not pick a model-specific level.
+_EFFORT_FOR_BUDGET = ((BUDGETS[ReasoningEffort.LOW], ReasoningEffort.LOW),
+                      (BUDGETS[ReasoningEffort.MEDIUM], ReasoningEffort.MEDIUM))
 
 
 def budget_tokens(options: ReasoningOptions, max_output_tokens: int | None) -> int:
@@ -49,7 +51,19 @@ def effort_level(options: ReasoningOptions) -> str | None:
         return options.effort.value
     if options.budget_tokens is None:
         return None
-    return next((level for most, level in _EFFORT_FOR_BUDGET if options.budget_tokens <= most), "high")
+    return _effort_for_budget(options.budget_tokens).value
+
+
+def effort(options: ReasoningOptions) -> ReasoningEffort:
+    """The level for an effort-based model, for a request that asks for reasoning (`options.enabled`): the
+    caller's effort when given (it wins over a budget: the model takes a level), else the one covering the budget."""
+    if options.effort is not None and options.effort is not ReasoningEffort.NONE:
+        return options.effort
+    return _effort_for_budget(options.budget_tokens or BUDGETS[ReasoningEffort.MEDIUM])
+
+
+def _effort_for_budget(budget: int) -> ReasoningEffort:
+    return next((level for most, level in _EFFORT_FOR_BUDGET if budget <= most), ReasoningEffort.HIGH)
 
 
 def shown(request: ChatRequest, events: AsyncGenerator[ProviderEvent, None]) -> AsyncGenerator[ProviderEvent, None]:

@@ -89,6 +89,12 @@ def test_secrets_print_as_stars(tmp_path: Path) -> None:
         ("    api_key_env: ANTHROPIC_API_KEY\n", "", "providers[2]: exactly one of api_key_env, api_key_file or"),
         ("    api_key_env: ANTHROPIC_API_KEY\n", "    api_key_env: A\n    no_api_key: true\n", "providers[2]: exactly"),
         ("  - name: claude", "  - name: openai", "providers[2].name: duplicate name 'openai'"),
+        ("{name: gemini-2.0-flash, context_window: 1000000}", "{name: gemini-2.0-flash, reasoning: level}",
+         "providers[1].models[0].reasoning: must be one of budget, effort, got 'level'"),
+        ("output_usd_per_mtok: 0.60}", "output_usd_per_mtok: 0.60, reasoning: effort}",
+         "providers[0].models[0].reasoning: only anthropic and gemini models take it; openai models are always asked"),
+        ("output_usd_per_mtok: 0.60}", "output_usd_per_mtok: 0.60, reasoning: budget}",
+         "providers[0].models[0].reasoning: only anthropic and gemini models take it"),
     ],
 )  # fmt: skip
 def test_mistakes_are_start_up_errors_naming_the_path(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -150,3 +156,10 @@ def test_local_endpoints_may_take_no_key(tmp_path: Path) -> None:
     text = GOOD.replace("    api_key_env: ANTHROPIC_API_KEY\n", "    no_api_key: true\n")
     claude = config.load(write(tmp_path, text), env={}).providers[2]
     assert claude.configured and claude.credential_source == "none (no_api_key)"
+
+
+def test_models_choose_how_they_are_asked_to_reason(tmp_path: Path) -> None:
+    text = GOOD.replace("models: [{name: claude-x}]", "models: [{name: claude-x, reasoning: effort}, {name: claude-y}]")
+    _, gemini, claude = config.load(write(tmp_path, text), env={}).providers
+    assert [m.reasoning for m in claude.models] == ["effort", "budget"]
+    assert gemini.models[0].reasoning == "budget"  # the default: a token budget
