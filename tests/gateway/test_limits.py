@@ -1,4 +1,4 @@
-"""The rate-limit budgets themselves, against both backends: in process and the real Redis on 127.0.0.1:6379.
+"""The rate-limit budgets themselves, against both backends: in process and a real Redis (tests/redisserver.py).
 
 Each Redis test works under its own key prefix and deletes its keys afterwards; time is a clock the
 test moves, never a sleep.
@@ -20,8 +20,9 @@ from gateway_service.limits import Exceeded, Limiter, MemoryLimiter, Slot
 from gateway_service.limits_redis import RedisLimiter
 from gateway_service.telemetry import Telemetry
 from schemaservice.v1 import metrics_service_pb2 as mpb
+from tests.redisserver import redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = redis_url()
 RPM = Rate("requests_per_minute", 3, 60.0)
 TPM = Rate("tokens_per_minute", 100, 60.0)
 

@@ -27,10 +27,11 @@ from gateway_service.simulator import SimulatorHandle, start_simulator
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import provider_service_pb2 as ppb
 from tests.gateway.e2e_helpers import Failed, Harness, Upstream, details, serving, user
+from tests.redisserver import redis_url
 
 PRIMARY = Upstream("p", "openai", "primary", patient=True)
 FALLBACK = Upstream("f", "anthropic", "fallback", patient=True)
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = redis_url()
 
 
 @pytest.fixture(scope="module")
