@@ -15,6 +15,7 @@ from gateway_service.accounting import estimate_tokens
 from gateway_service.chat.events import AttemptRecord, SkipReason
 from gateway_service.chat.request import ChatRequest
 from gateway_service.chat.router import Candidate
+from gateway_service.chat.skips import Skip
 from gateway_service.limits import Budgets, Hold, Slot, Taken, describe, user_budget_exhausted
 
 
@@ -29,11 +30,11 @@ class RunBudget:
         self._user: Hold | None = None
         self._attempt: Hold | None = None
 
-    async def take(self, candidate: Candidate) -> AttemptRecord | None:
+    async def take(self, candidate: Candidate) -> Skip | None:
         """Before an attempt: the user's budget (the first time) and the candidate's, in one round trip.
 
         Raises UserBudgetExhausted (RESOURCE_EXHAUSTED + QuotaFailure + RetryInfo) when the user has no
-        room; returns the record of skipping the candidate when it has none, else None.
+        room; returns why to skip the candidate when it has none, else None.
         """
         user = self._user_slots if self._user is None else ()
         if not user and not candidate.budget:
@@ -46,8 +47,7 @@ class RunBudget:
         provider, model = candidate.provider.name, candidate.model.name
         self.budgets.note_exhausted(provider, model, taken.exceeded)
         retry = max(e.retry_after_s for e in taken.exceeded)
-        message = describe(taken.exceeded)
-        return AttemptRecord(0, provider, model, SkipReason.BUDGET_EXHAUSTED, message, retry_after_s=retry)
+        return Skip(SkipReason.BUDGET_EXHAUSTED, describe(taken.exceeded), retry)
 
     async def take_user(self) -> None:
         """The user's budget when no candidate got as far as taking it (every one was skipped)."""

@@ -46,7 +46,7 @@ from gateway_service.chat.request import (
     ToolCallDelta,
 )
 from gateway_service.chat.router import Candidate
-from gateway_service.chat.skips import skip_reason
+from gateway_service.chat.skips import Skip, skip_reason
 from gateway_service.config import FailoverSettings
 from gateway_service.errors import ProviderRejectedRequest
 from gateway_service.health import Health
@@ -158,18 +158,23 @@ class ChatRun:
         )  # fmt: skip
         if skip is None:
             return False
-        name, model = candidate.provider.name, candidate.model.name
-        self.records.append(AttemptRecord(0, name, model, skip.reason, skip.message, retry_after_s=skip.retry_after_s))
-        self._new_skips += 1
+        self._record_skip(candidate, skip)
         return True
 
     async def _take_budget(self, candidate: Candidate) -> bool:
+        """Take the candidate's budget (and the user's, the first time); False when it had no room."""
         assert self.budget is not None
-        skipped = await self.budget.take(candidate)
-        if skipped is not None:
-            self.records.append(skipped)
-            self._new_skips += 1
-        return skipped is None
+        skip = await self.budget.take(candidate)
+        if skip is None:
+            return True
+        self._record_skip(candidate, skip)
+        return False
+
+    def _record_skip(self, candidate: Candidate, skip: Skip) -> None:
+        """A skipped candidate is a record with attempt number 0; it rides on the next AttemptStarted."""
+        name, model = candidate.provider.name, candidate.model.name
+        self.records.append(AttemptRecord(0, name, model, skip.reason, skip.message, retry_after_s=skip.retry_after_s))
+        self._new_skips += 1
 
     def _skipped_since_last_attempt(self) -> tuple[AttemptRecord, ...]:
         # A counter rather than a scan or a list: the usual request skips nothing and pays for nothing.
@@ -278,13 +283,13 @@ class ChatRun:
         )  # fmt: skip
 
 
-
 def _log_failover(event: FailedOver) -> None:
     log.warning(
         "attempt failed, failing over",
         extra={"from": f"{event.from_provider}/{event.from_model}", "to": f"{event.to_provider}/{event.to_model}",
                "reason": event.reason.value, "error": event.message, "attempt": event.attempt},
     )  # fmt: skip
+
 
 class Failover:
     """Shared across requests: settings, health, the ledger and an observer told about each attempt."""
