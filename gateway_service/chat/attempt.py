@@ -24,6 +24,7 @@ from gateway_service.chat.request import (
 from gateway_service.chat.router import Candidate
 from gateway_service.config import FailoverSettings
 from gateway_service.providers.base import FailureKind, ProviderError
+from gateway_service.providers.reasoning import shown
 from gateway_service.watchdog import Expired, Watchdog
 
 Piece = TextDelta | ReasoningDelta | ToolCallDelta
@@ -95,7 +96,9 @@ class Attempt:
         adapter = self.candidate.adapter
         assert adapter is not None  # failover skips unconfigured candidates
         deadline_s = self.limits.end - asyncio.get_running_loop().time()
-        self._stream = adapter.stream(self.request, self.candidate.model.name, deadline_s=deadline_s)
+        # Reasoning text the caller asked not to see is dropped here, for every adapter alike.
+        events = adapter.stream(self.request, self.candidate.model.name, deadline_s=deadline_s)
+        self._stream = shown(self.request, events)
         self._read = asyncio.ensure_future(anext(self._stream))
 
     async def close(self) -> None:

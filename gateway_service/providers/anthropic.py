@@ -45,7 +45,6 @@ from gateway_service.providers.errors import (
     nearest_kind,
     retry_after_s,
 )
-from gateway_service.providers.reasoning import shown
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 from gateway_service.providers.transport import http_client
 
@@ -172,7 +171,7 @@ class AnthropicAdapter:
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
         pacer = Pacer(self.config, deadline_s)
-        return shown(request, drive(lambda: self._open(request, model), _translator, pacer, self._map_error))
+        return drive(lambda: self._open(request, model), _translator, pacer, self._map_error)
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
         params = convert(lambda: build_params(request, model, effort_based=model in self.config.effort_models))

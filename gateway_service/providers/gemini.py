@@ -34,7 +34,6 @@ from gateway_service.chat.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
 from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, nearest_kind
 from gateway_service.providers.gemini_convert import ResponseTranslator, build_config, build_contents
-from gateway_service.providers.reasoning import shown
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
 from gateway_service.providers.transport import http_client
 
@@ -146,7 +145,7 @@ class GeminiAdapter:
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
         pacer = Pacer(self.config, deadline_s)
-        return shown(request, drive(lambda: self._open(request, model), _translator, pacer, self._map_error))
+        return drive(lambda: self._open(request, model), _translator, pacer, self._map_error)
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
         effort_based = model in self.config.effort_models
