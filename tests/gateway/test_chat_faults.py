@@ -7,7 +7,6 @@ Every successful stream must end with exactly one `done`; every other ends with 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -15,7 +14,7 @@ import pytest
 
 from gateway_service.providers import create_adapter
 from gateway_service.providers.base import ProviderConfig
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Upstream, chat_failure, gateway, kinds, stream_failure, text_of, user
 
@@ -85,13 +84,6 @@ def require_adapter(provider_type: str) -> None:
         create_adapter(ProviderConfig(name="probe", type=provider_type, base_url="http://127.0.0.1:9", api_key="k"))
     except NotImplementedError as exc:
         pytest.skip(f"the {provider_type} adapter has not landed: {exc}")
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
 
 
 def upstreams(provider_type: str) -> list[Upstream]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import (
     Upstream,
@@ -25,13 +24,6 @@ from tests.gateway.e2e_helpers import (
 
 FULL = "Hello from the simulator. You said: hi"
 TWO = [Upstream("p", "openai", "primary", 1000), Upstream("f", "openai", "fallback", 1000, patient=True)]
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
 
 
 def ask(text: str, **kw: object) -> pb.StreamChatRequest:

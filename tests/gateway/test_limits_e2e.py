@@ -23,7 +23,7 @@ from grpc_status import rpc_status
 from gateway_service import config
 from gateway_service.chat.request import ChatRequest, Message, Role
 from gateway_service.limits_redis import RedisLimiter
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import provider_service_pb2 as ppb
 from tests.gateway.e2e_helpers import Failed, Harness, Upstream, details, serving, user
@@ -32,13 +32,6 @@ from tests.redisserver import redis_url
 PRIMARY = Upstream("p", "openai", "primary", patient=True)
 FALLBACK = Upstream("f", "anthropic", "fallback", patient=True)
 REDIS_URL = redis_url()
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
 
 
 def limited_config(

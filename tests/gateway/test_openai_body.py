@@ -4,7 +4,6 @@ request must be the one `create` would have sent, for every shape of request we 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import httpx2
@@ -26,7 +25,7 @@ from gateway_service.chat.request import (
 )
 from gateway_service.providers.openai import OpenAIAdapter
 from gateway_service.providers.openai_convert import build_params
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.simulator import SimulatorHandle
 from tests.gateway.test_provider_streams import KEY, config_for
 
 WEATHER = Tool("get_weather", "Weather for a city", {"type": "object", "properties": {"city": {"type": "string"}}})
@@ -57,13 +56,6 @@ SCHEMA = replace(
 )
 
 REASONING = replace(RICH, reasoning=ReasoningOptions(effort=ReasoningEffort.HIGH, include_text=False))
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
 
 
 @pytest.mark.parametrize("kind", ["openai", "openai_compatible"])

@@ -30,17 +30,10 @@ from gateway_service.chat.request import (
     ToolChoiceMode,
 )
 from gateway_service.providers import FailureKind, ProviderAdapter, ProviderError
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.simulator import SimulatorHandle
 from tests.gateway.test_provider_streams import KEY, Adapters
 
 WEATHER = Tool("get_weather", "Weather for a city", {"type": "object", "properties": {"city": {"type": "string"}}})
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
 
 
 @pytest.fixture(scope="module")

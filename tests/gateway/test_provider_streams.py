@@ -27,7 +27,7 @@ from gateway_service.chat.request import (
     UsageReport,
 )
 from gateway_service.providers import FailureKind, ProviderAdapter, ProviderConfig, ProviderError, create_adapter
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.simulator import SimulatorHandle
 
 TYPES = ["openai", "openai_compatible", "anthropic", "gemini"]
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -48,13 +48,6 @@ def config_for(kind: str, base_url: str, http_client: str = "gateway", **overrid
         http_client=http_client,
     )
     return replace(config, **overrides)
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
 
 
 class Adapters:

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
-import pytest
 
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import provider_service_pb2 as ppb
 from tests.gateway.e2e_helpers import Upstream, gateway, stream, user
 
 UPSTREAMS = [Upstream("p", "openai", "primary"), Upstream("f", "anthropic", "fallback", patient=True),
              Upstream("g", "openai_compatible", "nokey", key_env="NO_SUCH_KEY")]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
 
 
 def by_name(response: ppb.ListProvidersResponse) -> dict[str, ppb.Provider]:

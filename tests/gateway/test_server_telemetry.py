@@ -18,7 +18,7 @@ from gateway_service import config
 from gateway_service.chat.events import AttemptRecord
 from gateway_service.config import TelemetrySettings
 from gateway_service.providers.base import FailureKind
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.simulator import SimulatorHandle
 from gateway_service.telemetry import Telemetry
 from llmgateway.v1 import chat_service_pb2 as pb
 from schema_service.app import App
@@ -30,13 +30,6 @@ from schemaservice.v1 import metrics_service_pb2_grpc
 from servicekit.server import Lifecycle, ServerOptions, build_server
 from tests.gateway.e2e_helpers import Upstream, gateway, serving, stream, user
 from tests.gateway.pipeline_helpers import chat_request
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
 
 
 @asynccontextmanager

@@ -14,14 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_service.simulator import SimulatorHandle, start_simulator
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
+from gateway_service.simulator import SimulatorHandle
 
 
 @pytest.fixture

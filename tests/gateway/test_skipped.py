@@ -8,15 +8,14 @@ StreamChat (those skipped since the previous attempt) and in ChatResponse.skippe
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import pytest
 from google.protobuf import json_format
 
 from gateway_service import config, protoevents
 from gateway_service.chat.events import AttemptRecord, SkipReason
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from gateway_service.simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Harness, Upstream, kinds, serving, stream, text_of, user
 
@@ -25,13 +24,6 @@ FALLBACK = Upstream("f", "anthropic", "fallback", patient=True)
 KEYLESS = Upstream("k", "gemini", "keyless", key_env="NO_SUCH_KEY")
 NOT_CONFIGURED = pb.Skipped(provider="k", model="keyless", reason=pb.FAILURE_REASON_NOT_CONFIGURED,
                             message="set NO_SUCH_KEY")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    handle = await start_simulator()
-    yield handle
-    await handle.close()
 
 
 def skip_config(
