@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gateway_overhead.py [--requests 300] [--concurrency 50] [--seconds 5]
 
-Three processes: the upstream (`gateway-service simulate`, OpenAI wire format, no pacing between
+Three processes: the upstream (`python -m llm_simulator`, OpenAI wire format, no pacing between
 chunks), the gateway (`gateway-service serve`, pointed at it) and this one, the load generator.
 Each figure is measured against a baseline taken in the same run:
 
@@ -191,7 +191,7 @@ def main() -> int:
     args = parser.parse_args()
     port = free_port()
     upstream = psutil.Popen(
-        [str(BIN / "gateway-service"), "simulate", "--port", str(port), "--chunk-delay-ms", "0"],
+        [sys.executable, "-m", "llm_simulator", "--port", str(port), "--chunk-delay-ms", "0"],
         stderr=open(os.devnull, "w"),  # noqa: SIM115
     )
     url = f"http://127.0.0.1:{port}"

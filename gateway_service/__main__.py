@@ -1,4 +1,4 @@
-"""`gateway-service` command line: `serve` (the gRPC gateway) and `simulate` (the local fake upstreams)."""
+"""`gateway-service` command line: `serve` runs the gRPC gateway (the fake upstreams: `python -m llm_simulator`)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--check-config", action="store_true", help="validate the configuration, print it and exit")
     serve.set_defaults(handler=_serve)
-    simulate = commands.add_parser("simulate", help="run the local fault-injecting upstream simulator", add_help=False)
-    simulate.set_defaults(handler=_simulate)
     return parser
 
 
@@ -63,21 +61,9 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from gateway_service import simulator
-
-    # The same loop as `serve`: the benchmark's upstream should not be the slowest process in it.
-    code: int = simulator.main(list(args.extra), loop_factory=_loop_factory())
-    return code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    # `simulate` hands its own flags (--port, --chunk-delay-ms, -h) to the simulator's parser.
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "simulate":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
+    args = parser.parse_args(argv)
     logs.configure(args.log_level)
     try:
         code: int = args.handler(args)

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 from gateway_service.accounting import Ledger
 from gateway_service.chat.failover import ChatRun, Failover
-from gateway_service.chat.request import ChatRequest
 from gateway_service.chat.router import Router
 from gateway_service.config import GatewayConfig, ProviderSpec
+from gateway_service.domain.request import ChatRequest
 from gateway_service.health import Health
-from gateway_service.limits import Budgets, Clock, build_limiter, has_budgets
+from gateway_service.limits.budgets import Budgets, build_limiter, has_budgets
+from gateway_service.limits.core import Clock
 from gateway_service.providers.base import ProviderAdapter, ProviderConfig
 from gateway_service.telemetry import Send, Telemetry
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway_service.config import FailoverSettings
-from gateway_service.providers.base import FailureKind, ProviderError
+from gateway_service.domain.failures import FailureKind, ProviderError
 
 # Failures that say nothing about the provider's health: the request was at fault.
 _REQUEST_FAULTS = (FailureKind.INVALID_REQUEST, FailureKind.CONTEXT_TOO_LONG, FailureKind.CONTENT_FILTERED)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway_service.api.servicers import add_to_server
 from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_factory
 from gateway_service.config import GatewayConfig
-from gateway_service.servicers import add_to_server
 from gateway_service.telemetry import Send, Undeliverable
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc

@@ -20,9 +20,9 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
-from gateway_service.chat.events import AttemptRecord
-from gateway_service.chat.request import ChatRequest
 from gateway_service.config import TelemetrySettings
+from gateway_service.domain.events import AttemptRecord
+from gateway_service.domain.request import ChatRequest
 from schemaservice.v1 import metrics_service_pb2 as mpb
 
 Send = Callable[[mpb.WriteMetricsRequest], Awaitable[None]]

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 
 from schema_service import database
+from schema_service.api import add_to_server
 from schema_service.app import App
 from schema_service.config import Settings
 from schema_service.errors import SchemaServiceError
@@ -18,7 +19,6 @@ from schema_service.metrics.jobs import run_housekeeping
 from schema_service.migrate import history
 from schema_service.migrate.files import load_dir
 from schema_service.migrate.startup import migrate_at_start
-from schema_service.servicers import add_to_server
 from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
 from servicekit.server import Lifecycle, ServerOptions, build_server, serve
 

@@ -58,7 +58,7 @@ async def serve(args: argparse.Namespace, procs: Processes) -> int:
     """Start all three, each once the one it needs is ready; run until one of them exits (then 1)."""
     schema_address, gateway_address = f"127.0.0.1:{args.schema_port}", f"127.0.0.1:{args.gateway_port}"
     schema = procs.start("schema-service", "serve", "--host", "127.0.0.1", "--port", str(args.schema_port))
-    procs.start("gateway-service", "simulate", "--host", "127.0.0.1", "--port", str(args.simulator_port))
+    procs.start("python", "-m", "llm_simulator", "--host", "127.0.0.1", "--port", str(args.simulator_port))
     await wait_for_health(schema_address, "readiness", SERVING, proc=schema, timeout_s=READY_TIMEOUT_S)
     gateway = procs.start(
         "gateway-service", "serve", "--config", args.config, "--host", "127.0.0.1", "--port", str(args.gateway_port)

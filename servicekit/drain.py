@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from google.rpc import code_pb2
 
+from servicekit.boundary import abort
 from servicekit.errors import ServiceError
 
 Behavior = Callable[..., Any]
@@ -105,6 +106,4 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
 
 async def _refuse_if_stopping(drain: Drain, context: grpc.aio.ServicerContext) -> None:
     if drain.stopping.is_set():
-        from servicekit.server import abort
-
         await abort(context, ServerShuttingDown("server is shutting down; retry the call", retry_after_s=0))

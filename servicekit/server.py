@@ -14,19 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from servicekit.drain import Drain, DrainInterceptor
-from servicekit.errors import ServiceError
-from servicekit.logs import request_id_var
 from servicekit.reflection import CommentedReflectionServicer
 
 log = logging.getLogger(__name__)
@@ -165,22 +160,3 @@ async def serve(
     if on_stop is not None:
         await on_stop()
     log.info("stopped")
-
-
-def bind_request_id(context: grpc.aio.ServicerContext, request_id: str = "") -> str:
-    """The call's request id (request field, then `x-request-id` metadata, else a new one), set for logs."""
-    if not request_id:
-        for key, value in context.invocation_metadata() or ():
-            if key == "x-request-id" and isinstance(value, str):
-                request_id = value
-                break
-    request_id = request_id or uuid.uuid4().hex
-    request_id_var.set(request_id)
-    return request_id
-
-
-async def abort(context: grpc.aio.ServicerContext, exc: ServiceError) -> NoReturn:
-    """End the call with the error's status, details packed in the trailers."""
-    status = rpc_status.to_status(exc.to_status_proto())
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    raise AssertionError("unreachable: context.abort raises")

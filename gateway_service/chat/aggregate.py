@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway_service.chat.events import AttemptUsage, Completed, FailedOver, GatewayEvent, OutputDelta
-from gateway_service.chat.request import Message, Reasoning, ReasoningDelta, Role, TextDelta, ToolCall
+from gateway_service.domain.events import AttemptUsage, Completed, FailedOver, GatewayEvent, OutputDelta
+from gateway_service.domain.request import Message, Reasoning, ReasoningDelta, Role, TextDelta, ToolCall
 
 
 @dataclass

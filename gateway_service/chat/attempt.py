@@ -12,7 +12,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
-from gateway_service.chat.request import (
+from gateway_service.chat.router import Candidate
+from gateway_service.config import FailoverSettings
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     ProviderEvent,
@@ -21,9 +24,6 @@ from gateway_service.chat.request import (
     ToolCallDelta,
     UsageReport,
 )
-from gateway_service.chat.router import Candidate
-from gateway_service.config import FailoverSettings
-from gateway_service.providers.base import FailureKind, ProviderError
 from gateway_service.providers.reasoning import shown
 from gateway_service.watchdog import Expired, Watchdog
 

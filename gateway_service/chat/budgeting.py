@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway_service.accounting import estimate_tokens
-from gateway_service.chat.events import AttemptRecord, SkipReason
-from gateway_service.chat.request import ChatRequest
 from gateway_service.chat.router import Candidate
 from gateway_service.chat.skips import Skip
-from gateway_service.limits import Budgets, Hold, Slot, Taken, describe, user_budget_exhausted
+from gateway_service.domain.events import AttemptRecord, SkipReason
+from gateway_service.domain.request import ChatRequest
+from gateway_service.limits.budgets import Budgets, describe, user_budget_exhausted
+from gateway_service.limits.core import Hold, Slot, Taken
 
 
 class RunBudget:

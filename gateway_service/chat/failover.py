@@ -26,7 +26,12 @@ from dataclasses import dataclass, replace
 from gateway_service.accounting import Ledger
 from gateway_service.chat.attempt import Attempt, Limits, Piece
 from gateway_service.chat.budgeting import RunBudget
-from gateway_service.chat.events import (
+from gateway_service.chat.outcome import final_error, mid_stream_failure
+from gateway_service.chat.records import attempt_record, reported
+from gateway_service.chat.router import Candidate
+from gateway_service.chat.skips import Skip, skip_reason
+from gateway_service.config import FailoverSettings
+from gateway_service.domain.events import (
     AttemptRecord,
     AttemptStarted,
     Completed,
@@ -34,9 +39,8 @@ from gateway_service.chat.events import (
     GatewayEvent,
     OutputDelta,
 )
-from gateway_service.chat.outcome import final_error, mid_stream_failure
-from gateway_service.chat.records import attempt_record, reported
-from gateway_service.chat.request import (
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import (
     ChatRequest,
     FinishReason,
     Message,
@@ -45,13 +49,9 @@ from gateway_service.chat.request import (
     TextDelta,
     ToolCallDelta,
 )
-from gateway_service.chat.router import Candidate
-from gateway_service.chat.skips import Skip, skip_reason
-from gateway_service.config import FailoverSettings
 from gateway_service.errors import ProviderRejectedRequest
 from gateway_service.health import Health
-from gateway_service.limits import Budgets
-from gateway_service.providers.base import FailureKind, ProviderError
+from gateway_service.limits.budgets import Budgets
 from servicekit.errors import FieldViolation
 
 log = logging.getLogger(__name__)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway_service.chat.events import AttemptRecord, SkipReason
-from gateway_service.chat.request import ChatRequest
 from gateway_service.chat.router import Candidate
 from gateway_service.config import FailoverSettings
+from gateway_service.domain.events import AttemptRecord, SkipReason
+from gateway_service.domain.failures import FailureKind
+from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import (
     AllProvidersFailed,
     AllProvidersRateLimited,
@@ -18,7 +19,6 @@ from gateway_service.errors import (
     NotConfigured,
 )
 from gateway_service.health import Health
-from gateway_service.providers.base import FailureKind
 from servicekit.errors import QuotaViolation
 
 _RATE_LIMITS = (FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED, SkipReason.BUDGET_EXHAUSTED)

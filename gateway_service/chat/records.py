@@ -7,10 +7,10 @@ from typing import TypeGuard
 
 from gateway_service.accounting import cost_usd, estimate_tokens
 from gateway_service.chat.attempt import Attempt
-from gateway_service.chat.events import AttemptRecord, AttemptUsage
-from gateway_service.chat.request import ChatRequest
 from gateway_service.chat.router import Candidate
-from gateway_service.providers.base import ProviderError
+from gateway_service.domain.events import AttemptRecord, AttemptUsage
+from gateway_service.domain.failures import ProviderError
+from gateway_service.domain.request import ChatRequest
 
 
 def attempt_record(

@@ -7,10 +7,11 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway_service.chat.request import ChatRequest
 from gateway_service.config import GatewayConfig, ModelSpec, ProviderSpec
+from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import InvalidRequest, UnknownModel
-from gateway_service.limits import Budgets, Slot
+from gateway_service.limits.budgets import Budgets
+from gateway_service.limits.core import Slot
 from gateway_service.providers.base import ProviderAdapter
 from servicekit.errors import FieldViolation
 

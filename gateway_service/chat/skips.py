@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from gateway_service.chat.events import SkipReason
 from gateway_service.chat.router import Candidate
+from gateway_service.domain.events import SkipReason
+from gateway_service.domain.failures import FailureKind
 from gateway_service.health import Health
-from gateway_service.providers.base import FailureKind
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from gateway_service.providers.base import (
-    FailureKind,
-    ProviderAdapter,
-    ProviderConfig,
-    ProviderError,
-)
+from gateway_service.providers.base import ProviderAdapter, ProviderConfig
 
 PROVIDER_TYPES = ("openai", "openai_compatible", "anthropic", "gemini")
 
@@ -29,4 +24,4 @@ def create_adapter(config: ProviderConfig) -> ProviderAdapter:
     raise ValueError(f"unknown provider type {config.type!r}; expected one of {', '.join(PROVIDER_TYPES)}")
 
 
-__all__ = ["FailureKind", "ProviderAdapter", "ProviderConfig", "ProviderError", "PROVIDER_TYPES", "create_adapter"]
+__all__ = ["ProviderAdapter", "ProviderConfig", "PROVIDER_TYPES", "create_adapter"]

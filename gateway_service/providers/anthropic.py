@@ -34,9 +34,10 @@ from anthropic.types.beta_storage_not_approved_error import BetaStorageNotApprov
 from anthropic.types.file_expired_error import FileExpiredError
 from anthropic.types.thread_not_found_error import ThreadNotFoundError
 
-from gateway_service.chat.request import ChatRequest, ProviderEvent
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import ChatRequest, ProviderEvent
 from gateway_service.providers.anthropic_convert import EventTranslator, build_params
-from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
+from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.errors import (
     body_error,
     classify_transport,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway_service.chat.request import (
+from gateway_service.domain.failures import FailureKind, ProviderError, Unsupported
+from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     FinishReason,
@@ -20,7 +21,6 @@ from gateway_service.chat.request import (
     ToolChoiceMode,
     UsageReport,
 )
-from gateway_service.providers.base import FailureKind, ProviderError, Unsupported
 from gateway_service.providers.reasoning import BUDGETS, budget_tokens, effort
 
 # Anthropic requires max_tokens; this is what a request without one gets.

@@ -20,7 +20,7 @@ import httpx
 import httpx2
 import pydantic
 
-from gateway_service.providers.base import FailureKind, ProviderError
+from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.scrub import scrub
 
 # Order matters: the first matching class wins, so subclasses come before their bases.

@@ -30,8 +30,9 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from gateway_service.chat.request import ChatRequest, ProviderEvent
-from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import ChatRequest, ProviderEvent
+from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, nearest_kind
 from gateway_service.providers.gemini_convert import ResponseTranslator, build_config, build_contents
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive

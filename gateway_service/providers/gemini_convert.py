@@ -8,7 +8,8 @@ from typing import Any
 
 from google.genai import types as genai_types
 
-from gateway_service.chat.request import (
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     FinishReason,
@@ -24,7 +25,6 @@ from gateway_service.chat.request import (
     ToolChoiceMode,
     UsageReport,
 )
-from gateway_service.providers.base import FailureKind, ProviderError
 from gateway_service.providers.reasoning import budget_tokens, effort
 
 # Our effort -> ThinkingLevel. Gemini's levels stop at XHIGH, the nearest to MAX.

@@ -19,8 +19,9 @@ from openai.lib._old_api import APIRemovedInV1
 from openai.lib.azure import MutuallyExclusiveAuthError
 from openai.types.chat import ChatCompletion
 
-from gateway_service.chat.request import ChatRequest, ProviderEvent
-from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import ChatRequest, ProviderEvent
+from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.errors import (
     body_error,
     classify_transport,

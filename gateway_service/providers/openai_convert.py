@@ -6,7 +6,8 @@ from typing import Any
 
 from openai.types.chat import ChatCompletionChunk
 
-from gateway_service.chat.request import (
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     FinishReason,
@@ -20,7 +21,6 @@ from gateway_service.chat.request import (
     ToolChoiceMode,
     UsageReport,
 )
-from gateway_service.providers.base import FailureKind, ProviderError
 from gateway_service.providers.reasoning import effort_level
 
 _FINISH = {

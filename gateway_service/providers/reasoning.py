@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from gateway_service.chat.request import (
+from gateway_service.domain.request import (
     MIN_REASONING_BUDGET,
     ChatRequest,
     ProviderEvent,

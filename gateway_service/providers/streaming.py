@@ -13,8 +13,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from gateway_service.chat.request import ProviderEvent
-from gateway_service.providers.base import FailureKind, ProviderConfig, ProviderError
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import ProviderEvent
+from gateway_service.providers.base import ProviderConfig
 from gateway_service.watchdog import Expired, Watchdog
 
 T = TypeVar("T")

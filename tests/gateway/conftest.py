@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from llm_simulator import SimulatorHandle, start_simulator
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway_service import config, server
-from gateway_service.simulator import SimulatorHandle
+from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc, provider_service_pb2_grpc
 

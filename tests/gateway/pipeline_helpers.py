@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from gateway_service.chat.request import ChatRequest, Finished, FinishReason, Message, ProviderEvent, Role, TextDelta
 from gateway_service.config import (
     FailoverSettings,
     GatewayConfig,
@@ -18,6 +17,7 @@ from gateway_service.config import (
     ProviderSpec,
     Secret,
 )
+from gateway_service.domain.request import ChatRequest, Finished, FinishReason, Message, ProviderEvent, Role, TextDelta
 from gateway_service.providers.base import ProviderConfig
 
 

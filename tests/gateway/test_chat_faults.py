@@ -14,7 +14,7 @@ import pytest
 
 from gateway_service.providers import create_adapter
 from gateway_service.providers.base import ProviderConfig
-from gateway_service.simulator import SimulatorHandle
+from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Upstream, chat_failure, gateway, kinds, stream_failure, text_of, user
 

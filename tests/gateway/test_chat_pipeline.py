@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from gateway_service.simulator import SimulatorHandle
+from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import (
     Upstream,

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway_service.domain.failures import FailureKind
 from gateway_service.providers import create_adapter
-from gateway_service.providers.base import FailureKind
 from tests.gateway.test_provider_streams import TYPES, chat, collect_failure, config_for
 
 

@@ -20,10 +20,10 @@ import pytest
 from google.genai import errors as genai_errors
 from openai.types.chat import ChatCompletion
 
+from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.providers import anthropic as anthropic_adapter
 from gateway_service.providers import gemini as gemini_adapter
 from gateway_service.providers import openai as openai_adapter
-from gateway_service.providers.base import FailureKind, ProviderError
 from gateway_service.providers.errors import classify_transport, retry_after_s
 from gateway_service.scrub import REDACTED, scrub
 

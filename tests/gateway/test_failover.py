@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway_service.accounting import Ledger
-from gateway_service.chat.events import (
+from gateway_service.chat.failover import Failover
+from gateway_service.chat.router import Router
+from gateway_service.config import GatewayConfig, ModelSpec
+from gateway_service.domain.events import (
     AttemptRecord,
     AttemptStarted,
     AttemptUsage,
@@ -19,8 +22,8 @@ from gateway_service.chat.events import (
     OutputDelta,
     SkipReason,
 )
-from gateway_service.chat.failover import Failover
-from gateway_service.chat.request import (
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     FinishReason,
@@ -30,8 +33,6 @@ from gateway_service.chat.request import (
     ToolCallDelta,
     UsageReport,
 )
-from gateway_service.chat.router import Router
-from gateway_service.config import GatewayConfig, ModelSpec
 from gateway_service.errors import (
     AllProvidersFailed,
     AllProvidersRateLimited,
@@ -43,7 +44,6 @@ from gateway_service.errors import (
     ProviderRejectedRequest,
 )
 from gateway_service.health import Health, HealthState
-from gateway_service.providers.base import FailureKind, ProviderError
 from tests.gateway.pipeline_helpers import Pause, ScriptedAdapter, Step, chat_request, gateway_config, spec, words
 
 M = ModelSpec("m", context_window=1000, input_usd_per_mtok=1.0, output_usd_per_mtok=2.0)

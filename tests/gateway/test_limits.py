@@ -16,8 +16,9 @@ import redis.asyncio as aioredis
 
 from gateway_service.config import TelemetrySettings
 from gateway_service.config_limits import Rate
-from gateway_service.limits import Exceeded, Limiter, MemoryLimiter, Slot
-from gateway_service.limits_redis import RedisLimiter
+from gateway_service.limits.core import Exceeded, Limiter, Slot
+from gateway_service.limits.memory import MemoryLimiter
+from gateway_service.limits.redis_limiter import RedisLimiter
 from gateway_service.telemetry import Telemetry
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from tests.redisserver import redis_url
@@ -180,7 +181,7 @@ async def test_redis_down_fails_open_with_a_warning_and_a_counter(
 ) -> None:
     limiter = RedisLimiter(f"redis://:s3cret-pass@127.0.0.1:{closed_port}/0", timeout_s=0.5, retry_s=5.0, clock=clock)
     one = slot("unused", Rate("requests_per_minute", 1, 60.0))
-    with caplog.at_level(logging.WARNING, logger="gateway_service.limits_redis"):
+    with caplog.at_level(logging.WARNING, logger="gateway_service.limits.redis_limiter"):
         for _ in range(3):  # a budget of 1 a minute, yet every call goes ahead
             assert await limiter.acquire([(one, 1)]) == []
         limiter.settle([(one, 5)])  # does nothing while Redis is away, and never raises

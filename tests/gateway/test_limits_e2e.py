@@ -21,9 +21,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway_service import config
-from gateway_service.chat.request import ChatRequest, Message, Role
-from gateway_service.limits_redis import RedisLimiter
-from gateway_service.simulator import SimulatorHandle
+from gateway_service.domain.request import ChatRequest, Message, Role
+from gateway_service.limits.redis_limiter import RedisLimiter
+from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import provider_service_pb2 as ppb
 from tests.gateway.e2e_helpers import Failed, Harness, Upstream, details, serving, user

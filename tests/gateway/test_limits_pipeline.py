@@ -8,12 +8,13 @@ from collections.abc import Sequence
 import pytest
 
 from gateway_service.app import Gateway, build_gateway
-from gateway_service.chat.events import GatewayEvent, SkipReason
-from gateway_service.chat.request import ChatRequest, UsageReport
 from gateway_service.config import GatewayConfig, ModelSpec
 from gateway_service.config_limits import LimitSettings, Rate
+from gateway_service.domain.events import GatewayEvent, SkipReason
+from gateway_service.domain.request import ChatRequest, UsageReport
 from gateway_service.errors import AllProvidersRateLimited, NotConfigured, UserBudgetExhausted
-from gateway_service.limits import Charge, Exceeded, MemoryLimiter
+from gateway_service.limits.core import Charge, Exceeded
+from gateway_service.limits.memory import MemoryLimiter
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.telemetry import Send
 from schemaservice.v1 import metrics_service_pb2 as mpb

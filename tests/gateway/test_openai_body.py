@@ -10,7 +10,7 @@ import httpx2
 import openai
 import pytest
 
-from gateway_service.chat.request import (
+from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     Message,
@@ -25,7 +25,7 @@ from gateway_service.chat.request import (
 )
 from gateway_service.providers.openai import OpenAIAdapter
 from gateway_service.providers.openai_convert import build_params
-from gateway_service.simulator import SimulatorHandle
+from llm_simulator import SimulatorHandle
 from tests.gateway.test_provider_streams import KEY, config_for
 
 WEATHER = Tool("get_weather", "Weather for a city", {"type": "object", "properties": {"city": {"type": "string"}}})

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from gateway_service.chat.request import (
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     Message,
@@ -29,8 +30,8 @@ from gateway_service.chat.request import (
     ToolCallDelta,
     ToolChoiceMode,
 )
-from gateway_service.providers import FailureKind, ProviderAdapter, ProviderError
-from gateway_service.simulator import SimulatorHandle
+from gateway_service.providers import ProviderAdapter
+from llm_simulator import SimulatorHandle
 from tests.gateway.test_provider_streams import KEY, Adapters
 
 WEATHER = Tool("get_weather", "Weather for a city", {"type": "object", "properties": {"city": {"type": "string"}}})

@@ -14,7 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from gateway_service.chat.request import (
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     FinishReason,
@@ -26,8 +27,8 @@ from gateway_service.chat.request import (
     ToolCallDelta,
     UsageReport,
 )
-from gateway_service.providers import FailureKind, ProviderAdapter, ProviderConfig, ProviderError, create_adapter
-from gateway_service.simulator import SimulatorHandle
+from gateway_service.providers import ProviderAdapter, ProviderConfig, create_adapter
+from llm_simulator import SimulatorHandle
 
 TYPES = ["openai", "openai_compatible", "anthropic", "gemini"]
 KEY = "sk-test-0123456789abcdefSECRET"

@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 
-from gateway_service.simulator import SimulatorHandle
+from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import provider_service_pb2 as ppb
 from tests.gateway.e2e_helpers import Upstream, gateway, stream, user

@@ -19,7 +19,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from gateway_service import app, config
-from gateway_service.simulator import start_simulator
+from llm_simulator import start_simulator
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Harness, Upstream, kinds, serving, stream, stream_failure, user
 from tests.gateway.test_reasoning_request import (

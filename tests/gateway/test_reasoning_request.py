@@ -15,9 +15,9 @@ import anthropic
 import grpc
 import pytest
 
-from gateway_service.chat.request import ChatRequest, ProviderEvent, ReasoningDelta, ReasoningOptions, TextDelta
+from gateway_service.domain.request import ChatRequest, ProviderEvent, ReasoningDelta, ReasoningOptions, TextDelta
 from gateway_service.providers.reasoning import shown
-from gateway_service.simulator import start_simulator
+from llm_simulator import start_simulator
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Harness, Upstream, chat_failure, gateway, kinds, stream, stream_failure, user
 

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway_service import config, server
-from gateway_service.simulator import SimulatorHandle, start_simulator
+from llm_simulator import SimulatorHandle, start_simulator
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
 from servicekit.procs import ServiceProcess

@@ -15,16 +15,16 @@ import grpc
 import pytest
 
 from gateway_service import config
-from gateway_service.chat.events import AttemptRecord
 from gateway_service.config import TelemetrySettings
-from gateway_service.providers.base import FailureKind
-from gateway_service.simulator import SimulatorHandle
+from gateway_service.domain.events import AttemptRecord
+from gateway_service.domain.failures import FailureKind
 from gateway_service.telemetry import Telemetry
+from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
+from schema_service.api import add_to_server
 from schema_service.app import App
 from schema_service.config import Settings
 from schema_service.server import SERVICE_NAMES
-from schema_service.servicers import add_to_server
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from schemaservice.v1 import metrics_service_pb2_grpc
 from servicekit.server import Lifecycle, ServerOptions, build_server

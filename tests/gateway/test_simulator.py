@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway_service.simulator import SimulatorHandle
+from llm_simulator import SimulatorHandle
 
 
 @pytest.fixture
@@ -194,7 +194,7 @@ async def test_keep_alive_serves_many_requests_on_one_connection(http: httpx.Asy
 
 async def test_main_serves_until_terminated() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from gateway_service.simulator import main; main(['--port', '0'])",
+        sys.executable, "-c", "from llm_simulator import main; main(['--port', '0'])",
         stderr=asyncio.subprocess.PIPE,
     )
     try:

@@ -13,9 +13,10 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from gateway_service import config, protoevents
-from gateway_service.chat.events import AttemptRecord, SkipReason
-from gateway_service.simulator import SimulatorHandle
+from gateway_service import config
+from gateway_service.api import protoevents
+from gateway_service.domain.events import AttemptRecord, SkipReason
+from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Harness, Upstream, kinds, serving, stream, text_of, user
 

@@ -15,10 +15,10 @@ from google.protobuf import message as pb_message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from schema_service.api import add_to_server
 from schema_service.app import App
 from schema_service.config import MetricsSettings, Settings
 from schema_service.server import SERVICE_NAMES
-from schema_service.servicers import add_to_server
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
 from servicekit.server import Lifecycle, ServerOptions, build_server

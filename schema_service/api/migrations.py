@@ -24,9 +24,10 @@ from schema_service.migrate.wait import wait_for_version
 from schema_service.verify import verify
 from schemaservice.v1 import migration_service_pb2 as pb
 from schemaservice.v1 import migration_service_pb2_grpc
+from servicekit.boundary import abort, bind_request_id
 from servicekit.drain import ServerShuttingDown
 from servicekit.errors import FieldViolation, ServiceError
-from servicekit.server import Lifecycle, abort, bind_request_id
+from servicekit.server import Lifecycle
 
 # Margin kept from the caller's deadline so we answer DEADLINE_EXCEEDED with details ourselves.
 _DEADLINE_MARGIN_S = 0.05

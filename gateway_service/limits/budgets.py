@@ -10,7 +10,7 @@ expires by itself when its bucket is full.
 
     Budgets          config -> slots (one per subject and rate), take / settle, exhaustion for ListProviders
     MemoryLimiter    the TATs in a dict: one process, no I/O
-    RedisLimiter     (limits_redis) the TATs in Redis: shared by every replica, fails open
+    RedisLimiter     (redis_limiter) the TATs in Redis: shared by every replica, fails open
 
 What happens to the budgets is counted through `Count` (Telemetry.count, metrics to the schema service):
 `llm.limits.fail_open` (a call let through unbudgeted, Redis unreachable), `llm.limits.settle_failed`
@@ -21,137 +21,29 @@ What happens to the budgets is counted through `Count` (Telemetry.count, metrics
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
 from gateway_service.config import GatewayConfig
-from gateway_service.config_limits import Budget, LimitSettings, Rate
+from gateway_service.config_limits import Budget, LimitSettings
 from gateway_service.errors import UserBudgetExhausted
+from gateway_service.limits.core import (
+    Charge,
+    Clock,
+    Count,
+    Exceeded,
+    Hold,
+    Limiter,
+    Slot,
+    Taken,
+    no_count,
+)
+from gateway_service.limits.memory import MemoryLimiter
+from gateway_service.limits.redis_limiter import RedisLimiter
 from servicekit.errors import QuotaViolation
-
-Clock = Callable[[], float]
-Count = Callable[[str, Mapping[str, str]], None]  # one more of a named, labelled event (Telemetry.count)
-
-
-def no_count(name: str, labels: Mapping[str, str]) -> None:
-    """The Count of a limiter nobody reads the counts of (tests, no telemetry)."""
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One rate of one subject (`provider:openai`, `model:openai/gpt-4o`, `user:alice`) and its storage key."""
-
-    subject: str
-    rate: Rate
-    key: str
-
-
-Charge = tuple[Slot, float]  # a slot and the units to take (or, when settling, to add back or take more)
-
-
-@dataclass(frozen=True)
-class Exceeded:
-    """A slot that cannot give what was asked, and how long until it can."""
-
-    slot: Slot
-    retry_after_s: float
-
-    def describe(self) -> str:
-        return f"{self.slot.rate.name} budget of {self.slot.rate.limit} used up; frees in {self.retry_after_s:.3f}s"
-
-
-@dataclass(frozen=True)
-class Hold:
-    """Budget taken for an attempt (or a call): `tokens` were estimated; settle() squares them with usage."""
-
-    token_slots: tuple[Slot, ...]
-    tokens: int
-
-
-@dataclass(frozen=True)
-class Taken:
-    """What one take got: nothing when `first` was refused; `then` only when both had room."""
-
-    first: Hold | None
-    then: Hold | None
-    exceeded: list[Exceeded]
-
-
-class Limiter(Protocol):
-    async def acquire(self, charges: Sequence[Charge], then: Sequence[Charge] = ()) -> list[Exceeded]:
-        """Take every charge or none; once they are taken, every one of `then` or none of those.
-
-        The exceeded slots say what was refused: any of `charges` means nothing was taken. Two groups
-        in one call let a request's user and first candidate cost one Redis round trip, not two.
-        """
-        ...
-
-    def settle(self, charges: Sequence[Charge]) -> None:
-        """Add (or give back, when negative) units; never blocks the caller."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-def admit(tat: float, now: float, cost: float, rate: Rate) -> tuple[float, float]:
-    """(the new TAT, 0.0) when the bucket holds `cost`, else (the unchanged TAT, seconds until it will)."""
-    base = max(tat, now)
-    new = base + cost * rate.window_s / rate.limit
-    wait = new - rate.window_s - now
-    # A full bucket lets even a request larger than the whole budget through; it then owes the excess.
-    if wait <= 0 or base <= now:
-        return new, 0.0
-    return tat, wait
-
-
-def adjust(tat: float, now: float, delta: float, rate: Rate) -> float:
-    """The TAT after `delta` more units were used (fewer when negative); never beyond a full bucket."""
-    return max(max(tat, now) + delta * rate.window_s / rate.limit, now)
-
-
-class MemoryLimiter:
-    """Budgets of this process only (each replica gets the whole budget)."""
-
-    def __init__(self, clock: Clock = time.monotonic) -> None:
-        self.clock = clock
-        self._tat: dict[str, float] = {}
-        self._sweep_at = 1024
-
-    async def acquire(self, charges: Sequence[Charge], then: Sequence[Charge] = ()) -> list[Exceeded]:
-        return self.acquire_now(charges, then)
-
-    def acquire_now(self, charges: Sequence[Charge], then: Sequence[Charge] = ()) -> list[Exceeded]:
-        now = self.clock()
-        for group in (charges, then):
-            results = [admit(self._tat.get(slot.key, 0.0), now, cost, slot.rate) for slot, cost in group]
-            exceeded = [Exceeded(slot, wait) for (slot, _), (_, wait) in zip(group, results, strict=True) if wait]
-            if exceeded:
-                return exceeded
-            for (slot, _), (new, _) in zip(group, results, strict=True):
-                self._tat[slot.key] = new
-        if len(self._tat) >= self._sweep_at:
-            self._sweep(now)
-        return []
-
-    def settle(self, charges: Sequence[Charge]) -> None:
-        now = self.clock()
-        for slot, delta in charges:
-            self._tat[slot.key] = adjust(self._tat.get(slot.key, 0.0), now, delta, slot.rate)
-
-    def _sweep(self, now: float) -> None:
-        # A full bucket is the same as no entry: forget them, so one-off user_ids do not pile up.
-        self._tat = {key: tat for key, tat in self._tat.items() if tat > now}
-        self._sweep_at = max(1024, 2 * len(self._tat))
-
-    async def aclose(self) -> None:
-        return None
 
 
 def build_limiter(settings: LimitSettings, clock: Clock | None = None, count: Count = no_count) -> Limiter:
     if settings.backend == "redis":
-        from gateway_service.limits_redis import RedisLimiter
-
         assert settings.redis_url is not None  # config requires it with backend: redis
         return RedisLimiter(
             settings.redis_url.reveal(),

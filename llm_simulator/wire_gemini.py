@@ -19,9 +19,9 @@ import base64
 import json
 from typing import Any
 
-from gateway_service.simulator.faults import Fault
-from gateway_service.simulator.plan import Plan, Prompt
-from gateway_service.simulator.wire import Frame, signature, sse
+from llm_simulator.faults import Fault
+from llm_simulator.plan import Plan, Prompt
+from llm_simulator.wire import Frame, signature, sse
 
 REQUEST_ID_HEADER = "x-goog-request-id"
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway_service.chat import request as domain
-from gateway_service.chat.events import (
+from gateway_service.domain import request as domain
+from gateway_service.domain.events import (
     AttemptRecord,
     AttemptStarted,
     AttemptUsage,
@@ -12,7 +12,7 @@ from gateway_service.chat.events import (
     OutputDelta,
     SkipReason,
 )
-from gateway_service.providers.base import FailureKind
+from gateway_service.domain.failures import FailureKind
 from llmgateway.v1 import chat_service_pb2 as pb
 
 FINISH = {

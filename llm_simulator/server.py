@@ -7,13 +7,13 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-import gateway_service.simulator.wire_anthropic as wire_anthropic
-import gateway_service.simulator.wire_gemini as wire_gemini
-import gateway_service.simulator.wire_openai as wire_openai
-from gateway_service.simulator.faults import Fault, FaultSpecError, parse_fault
-from gateway_service.simulator.httpserver import Request, Responder
-from gateway_service.simulator.plan import Plan, Prompt, make_plan, marker_fault
-from gateway_service.simulator.wire import Frame, Wire
+import llm_simulator.wire_anthropic as wire_anthropic
+import llm_simulator.wire_gemini as wire_gemini
+import llm_simulator.wire_openai as wire_openai
+from llm_simulator.faults import Fault, FaultSpecError, parse_fault
+from llm_simulator.httpserver import Request, Responder
+from llm_simulator.plan import Plan, Prompt, make_plan, marker_fault
+from llm_simulator.wire import Frame, Wire
 
 
 @dataclass

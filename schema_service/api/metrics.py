@@ -18,8 +18,9 @@ from schema_service.metrics.wire import Received, size_limited_parser
 from schema_service.metrics.writer import MetricsWriter, WriteResult
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
+from servicekit.boundary import abort, bind_request_id
 from servicekit.drain import ServerShuttingDown
-from servicekit.server import Lifecycle, abort, bind_request_id
+from servicekit.server import Lifecycle
 
 AGGREGATE_NAMES = {
     pb.AGGREGATE_COUNT: "count",

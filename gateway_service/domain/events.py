@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from gateway_service.chat.request import FinishReason, ReasoningDelta, TextDelta, ToolCallDelta
-from gateway_service.providers.base import FailureKind
+from gateway_service.domain.failures import FailureKind
+from gateway_service.domain.request import FinishReason, ReasoningDelta, TextDelta, ToolCallDelta
 
 
 class SkipReason(enum.Enum):

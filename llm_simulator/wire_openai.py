@@ -16,9 +16,9 @@ import re
 import time
 from typing import Any
 
-from gateway_service.simulator.faults import Fault
-from gateway_service.simulator.plan import Plan, Prompt, split_json
-from gateway_service.simulator.wire import Frame, sse
+from llm_simulator.faults import Fault
+from llm_simulator.plan import Plan, Prompt, split_json
+from llm_simulator.wire import Frame, sse
 
 REQUEST_ID_HEADER = "x-request-id"
 _EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import grpc
 
+from schema_service.api.metrics import add_metrics_service
+from schema_service.api.migrations import MigrationServicer
 from schema_service.app import App
-from schema_service.servicers.metrics import add_metrics_service
-from schema_service.servicers.migrations import MigrationServicer
 from schemaservice.v1 import migration_service_pb2_grpc
 from servicekit.server import Lifecycle
 

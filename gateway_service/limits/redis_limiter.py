@@ -1,6 +1,6 @@
 """Budgets in Redis, shared by every gateway replica: one Lua script takes all of a request's rates atomically.
 
-Each rate's TAT (see limits.py) is one string key that expires when its bucket is full again, so idle
+Each rate's TAT (see budgets.py) is one string key that expires when its bucket is full again, so idle
 users and providers leave nothing behind. Time is the replica's wall clock (passed to the script, so
 tests can move it); replicas kept in step by NTP agree to within milliseconds.
 
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway_service.limits import Charge, Clock, Count, Exceeded, no_count
+from gateway_service.limits.core import Charge, Clock, Count, Exceeded, no_count
 
 log = logging.getLogger(__name__)
 

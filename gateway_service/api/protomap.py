@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from gateway_service.chat import request as domain
+from gateway_service.domain import request as domain
 from gateway_service.errors import InvalidRequest
 from llmgateway.v1 import chat_service_pb2 as pb
 from servicekit.errors import FieldViolation

@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway_service.simulator.faults import Fault
-from gateway_service.simulator.plan import Plan, Prompt, split_json
-from gateway_service.simulator.wire import Frame, signature, sse
+from llm_simulator.faults import Fault
+from llm_simulator.plan import Plan, Prompt, split_json
+from llm_simulator.wire import Frame, signature, sse
 
 REQUEST_ID_HEADER = "request-id"
 _EFFORTS = ("low", "medium", "high", "xhigh", "max")

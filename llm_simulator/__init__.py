@@ -14,7 +14,7 @@ Anthropic's message_start, content_block_start, ping, content_block_delta,
 content_block_stop, message_delta, message_stop; Gemini's `alt=sse` chunks with
 usageMetadata and a final finishReason.
 
-Run it:  gateway-service simulate --port 8089 [--chunk-delay-ms 30]   (30 ms between words by default)
+Run it:  python -m llm_simulator --port 8089 [--chunk-delay-ms 30]   (30 ms between words by default)
 Point a provider at it:  base_url: http://127.0.0.1:8089/v1   (openai, openai_compatible)
                          base_url: http://127.0.0.1:8089      (anthropic; gemini with api_version v1beta)
 
@@ -101,8 +101,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway_service.simulator.httpserver import serve_connection
-from gateway_service.simulator.server import Observation, Simulator
+from llm_simulator.httpserver import serve_connection
+from llm_simulator.server import Observation, Simulator
 
 __all__ = ["Observation", "Simulator", "SimulatorHandle", "main", "start_simulator"]
 
@@ -157,10 +157,10 @@ async def start_simulator(host: str = "127.0.0.1", port: int = 0, *, chunk_delay
 def main(
     argv: Sequence[str] | None = None, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 ) -> int:
-    """`gateway-service simulate --port N`: serve until interrupted (on uvloop when the CLI passes it)."""
-    parser = argparse.ArgumentParser(prog="gateway-service simulate", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8089)
+    """`python -m llm_simulator --port N`: serve until interrupted (on uvloop when `__main__` passes it)."""
+    parser = argparse.ArgumentParser(prog="python -m llm_simulator", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8089, help="port to listen on, 0 picks a free one (default 8089)")
     parser.add_argument("--chunk-delay-ms", type=float, default=30.0, help="pause between words (default 30)")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:

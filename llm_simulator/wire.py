@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
-    from gateway_service.simulator.faults import Fault
-    from gateway_service.simulator.plan import Plan, Prompt
+    from llm_simulator.faults import Fault
+    from llm_simulator.plan import Plan, Prompt
 
 
 @dataclass(frozen=True)

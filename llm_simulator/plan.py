@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from gateway_service.simulator.faults import MARKER, Fault, parse_fault, strip_markers
+from llm_simulator.faults import MARKER, Fault, parse_fault, strip_markers
 
 _WORDS = re.compile(r"\s*\S+")
 

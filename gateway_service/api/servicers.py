@@ -9,14 +9,15 @@ from typing import Any
 
 import grpc
 
-from gateway_service import protoevents, protomap, providers_view
+from gateway_service.api import protoevents, protomap, providers_view
 from gateway_service.app import Gateway
 from gateway_service.chat.aggregate import Answer
-from gateway_service.chat.events import AttemptRecord
+from gateway_service.domain.events import AttemptRecord
 from gateway_service.errors import GatewayError
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc, provider_service_pb2, provider_service_pb2_grpc
-from servicekit.server import Lifecycle, abort, bind_request_id
+from servicekit.boundary import abort, bind_request_id
+from servicekit.server import Lifecycle
 
 
 class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):

@@ -1,0 +1,1 @@
+"""The gateway's gRPC face: servicers, proto <-> domain mapping, the providers view."""

@@ -1,0 +1,4 @@
+"""The vocabulary chat/ and providers/ both stand on: the request, the events, the failure taxonomy.
+
+Nothing here imports grpc, chat/ or providers/.
+"""

@@ -1,0 +1,1 @@
+"""Rate-limit budgets (memory or Redis): core (shared vocabulary), memory, redis_limiter, budgets."""
