@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, replace
@@ -86,8 +87,19 @@ def _sync(
         except SchemaServiceError as exc:
             print(f"schema-service {args.command}: {exc.message}", file=sys.stderr)
             return 1
+        except BrokenPipeError:
+            return _reader_went_away()
 
     return run
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed early (`| head`): stop quietly, as `cat` does. stdout is pointed at
+    /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what a shell reports for a command killed by the closed pipe
 
 
 async def _resolve_dsn(args: argparse.Namespace) -> str:

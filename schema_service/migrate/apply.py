@@ -17,7 +17,7 @@ import asyncpg
 from pglast import ast
 
 from schema_service.migrate import concurrent, history
-from schema_service.migrate.connections import connect, set_timeouts
+from schema_service.migrate.connections import BOOK_APP, connect, restore_session, set_timeouts
 from schema_service.migrate.errors import JournalMismatch, LockRetriesExhausted, MigrationFailed
 from schema_service.migrate.files import MigrationFile
 from schema_service.migrate.statements import Statement, line_column
@@ -174,15 +174,17 @@ async def _run_transaction(
                     current, t0 = statement, time.monotonic()
                     await _execute(conn, file, statement)
                     report(StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False))
-                await history.record(
-                    conn,
-                    version=file.version,
-                    name=file.name,
-                    checksum=file.checksum,
-                    transactional=True,
-                    execution_ms=_elapsed_ms(started),
-                    success=True,
-                )
+                async with _bookkeeping(file):
+                    await restore_session(conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
+                    await history.record(
+                        conn,
+                        version=file.version,
+                        name=file.name,
+                        checksum=file.checksum,
+                        transactional=True,
+                        execution_ms=_elapsed_ms(started),
+                        success=True,
+                    )
 
         await with_lock_retries(limits, file, lambda: current, attempt)
     finally:
@@ -202,26 +204,37 @@ async def _execute(conn: asyncpg.Connection, file: MigrationFile, statement: Sta
 async def run_no_transaction(
     dsn: str, file: MigrationFile, statements: list[Statement], limits: Limits
 ) -> AsyncIterator[StatementDone]:
-    """Statement by statement outside a transaction, skipping those an earlier run journaled."""
+    """Statement by statement outside a transaction, skipping those an earlier run journaled.
+
+    The journal is written on a connection of its own: the file's statements may change their
+    session (SET ROLE, SET search_path, ...) for the statements after them, and none of that may
+    reach the bookkeeping. A journaled SET is run again on resume, so what follows sees its session.
+    """
     conn = await connect(dsn)
+    book = await connect(dsn, BOOK_APP)
     try:
         statement_ms, lock_ms = limits.for_file(file)
         await set_timeouts(conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
-        done = await history.journal(conn, file.version)
+        done = await history.journal(book, file.version)
         check_journal(file, statements, done)
         started = time.monotonic()
         for statement in statements:
             if statement.index in done:
+                if isinstance(statement.node, ast.VariableSetStmt):
+                    await _run_one(conn, file, statement)
                 yield StatementDone(statement.index, len(statements), 0.0, resumed=True)
                 continue
             t0 = time.monotonic()
             run_one = functools.partial(_run_one, conn, file, statement)
             await with_lock_retries(limits, file, _fixed(statement), run_one)
-            await history.journal_statement(conn, file.version, statement.index, statement.checksum, _elapsed_ms(t0))
+            async with _bookkeeping(file):
+                await history.journal_statement(
+                    book, file.version, statement.index, statement.checksum, _elapsed_ms(t0)
+                )
             yield StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False)
-        async with conn.transaction():
+        async with _bookkeeping(file), book.transaction():
             await history.record(
-                conn,
+                book,
                 version=file.version,
                 name=file.name,
                 checksum=file.checksum,
@@ -229,9 +242,28 @@ async def run_no_transaction(
                 execution_ms=_elapsed_ms(started),
                 success=True,
             )
-            await history.clear_journal(conn, file.version)
+            await history.clear_journal(book, file.version)
     finally:
+        await book.close()
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _bookkeeping(file: MigrationFile) -> AsyncIterator[None]:
+    """A failure of the runner's own history or journal writes is a failure of the file, named as such
+    (so it is recorded and reported like one), never a bare driver traceback."""
+    try:
+        yield
+    except asyncpg.LockNotAvailableError:
+        raise
+    except asyncpg.PostgresError as exc:
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        raise MigrationFailed(
+            f"{file.filename}: its statements ran, but recording them in {history.SCHEMA} failed: "
+            f"{sqlstate}: {getattr(exc, 'message', str(exc))}",
+            sqlstate=sqlstate,
+            filename=file.filename,
+        ) from exc
 
 
 def _fixed(statement: Statement) -> Callable[[], Statement]:

@@ -16,6 +16,8 @@ from schema_service.migrate.history import runner_identity
 
 WORK_APP = "schema-service-migrate"
 LOCK_APP = "schema-service-migrate-lock"
+# The journal of no-transaction files; like the lock connection, never taken for a dead runner's.
+BOOK_APP = "schema-service-migrate-journal"
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -35,6 +37,19 @@ async def set_timeouts(conn: asyncpg.Connection, *, statement_timeout_ms: int, l
         f"{statement_timeout_ms}ms",
         f"{lock_timeout_ms}ms",
     )
+
+
+# What a migration may have changed in its session that must not reach the runner's own bookkeeping:
+# role and session user (RESET ALL leaves both alone), then every other setting (search_path,
+# statement_timeout, SET LOCAL ...), after which the runner's timeouts are set again.
+_RESET_SESSION = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL"
+
+
+async def restore_session(conn: asyncpg.Connection, *, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
+    """Undo a migration's SET ROLE / SET SESSION AUTHORIZATION / SET [LOCAL] before bookkeeping on its
+    connection (inside the file's transaction, so the history row still commits with the file)."""
+    await conn.execute(_RESET_SESSION)
+    await set_timeouts(conn, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms)
 
 
 async def terminate_orphans(conn: asyncpg.Connection, *, wait_s: float = 10.0) -> list[int]:

@@ -112,3 +112,23 @@ async def test_baseline_then_repair(empty_db: str, tmp_path: Path) -> None:
     assert code == 0 and "001_a.sql: accepted checksum" in out
     code, out, err = await cli("migrate", "--migrations-dir", str(folder), "--database-url", empty_db)
     assert code == 0 and "done: at version 2, 1 applied" in out, err
+
+
+async def _closed_reader(*args: str) -> tuple[int, str]:
+    """Run the CLI with stdout a pipe whose reader is already gone (`... | head` after head exits)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = await asyncio.create_subprocess_exec(CLI, *args, stdout=write_end, stderr=asyncio.subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    _, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_lint_and_status_into_a_closed_pipe_stop_quietly(empty_db: str) -> None:
+    code, err = await _closed_reader("lint", "--migrations-dir", str(FIXTURES / "lint_bad"))
+    assert (code, err) == (141, "")
+    code, err = await _closed_reader("status", "--migrations-dir", str(PACKAGE_MIGRATIONS), "--database-url", empty_db)
+    assert (code, err) == (141, "")
