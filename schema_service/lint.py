@@ -1,7 +1,8 @@
 """Lint migration files: Squawk (PyPI `squawk-cli`) plus our own rules, which Squawk cannot know.
 
 Our rules (all errors):
-  transaction-control              BEGIN/COMMIT/ROLLBACK in a transactional file (the runner owns the transaction)
+  transaction-control              BEGIN/COMMIT/ROLLBACK in a transactional file, also inside a PL/pgSQL
+                                   DO block (the runner owns the transaction)
   non-transactional-statement      CONCURRENTLY, VACUUM and the like in a transactional file
   no-transaction-not-rerunnable    a statement of a no-transaction file that cannot safely run twice
   if-not-exists-assumes-columns    CREATE TABLE IF NOT EXISTS, then statements that rely on the table's columns
@@ -17,10 +18,12 @@ caught by `verify`, not hidden by guards.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import pglast
 from pglast import ast, enums
 from pglast.visitors import referenced_relations
 
@@ -73,13 +76,15 @@ def lint_file(file: MigrationFile) -> list[Finding]:
         statements = parse(file)
     except MigrationFileError as exc:
         return [Finding(file.filename, exc.line or 1, exc.column or 1, "invalid-file", exc.message, "error")]
-    found: list[Finding] = []
+    found: list[Finding | None] = []
     for statement in statements:
         for rule, message, severity in _statement_rules(file, statement):
             line, column = line_column(file.sql, statement.start)
             found.append(Finding(file.filename, line, column, rule, message, severity))
     found.extend(_assumed_columns(file, statements))
-    return found
+    if file.transactional:
+        found.extend(_transaction_control_in_do(file, statement) for statement in statements)
+    return [finding for finding in found if finding is not None]
 
 
 def _statement_rules(file: MigrationFile, statement: Statement) -> list[tuple[str, str, Severity]]:
@@ -108,6 +113,44 @@ def _statement_rules(file: MigrationFile, statement: Statement) -> list[tuple[st
     if verdict is None:
         return []
     return [("no-transaction-not-rerunnable", verdict[0], verdict[1])]
+
+
+_PLPGSQL_TXN = ("PLpgSQL_stmt_commit", "PLpgSQL_stmt_rollback")
+
+
+def _transaction_control_in_do(file: MigrationFile, statement: Statement) -> Finding | None:
+    """A COMMIT/ROLLBACK in a PL/pgSQL DO block of a transactional file, at its own line."""
+    if not isinstance(statement.node, ast.DoStmt):
+        return None
+    try:
+        tree = pglast.parse_plpgsql(statement.text)
+    except pglast.Error:  # another language, or PL/pgSQL that PostgreSQL itself will report at migrate
+        return None
+    lines = sorted(_plpgsql_lines(tree, _PLPGSQL_TXN))
+    if not lines:
+        return None
+    bodies = [arg.arg.sval for arg in statement.node.args or () if getattr(arg, "defname", "") == "as"]
+    body_at = file.sql.find(bodies[0], statement.start) if bodies else -1
+    line, column = line_column(file.sql, statement.start)
+    if body_at >= 0:
+        line, column = line_column(file.sql, body_at)[0] + lines[0] - 1, 1
+    message = (
+        "COMMIT/ROLLBACK inside a DO block ends the runner's transaction (2D000 invalid transaction "
+        "termination at migrate): remove it, or move the block to a file with `-- migrate: no-transaction`"
+    )
+    return Finding(file.filename, line, column, "transaction-control", message, "error")
+
+
+def _plpgsql_lines(tree: Any, kinds: tuple[str, ...]) -> Iterator[int]:
+    """Line numbers of the PL/pgSQL statements of the given kinds anywhere in a parsed tree."""
+    if isinstance(tree, list):
+        for item in tree:
+            yield from _plpgsql_lines(item, kinds)
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            if key in kinds and isinstance(value, dict):
+                yield int(value.get("lineno", 1))
+            yield from _plpgsql_lines(value, kinds)
 
 
 def rerunnable(node: Any) -> tuple[str, Severity] | None:
@@ -187,7 +230,7 @@ def _assumed_columns(file: MigrationFile, statements: list[Statement]) -> list[F
         if isinstance(node, ast.CreateStmt) and node.if_not_exists and node.relation and node.relation.relname:
             guarded[node.relation.relname] = statement
             continue
-        if _only_adds_guarded_columns(node):
+        if _only_adds_guarded_columns(node) or _needs_no_columns(node):
             continue
         for name in sorted(_relnames(statement) & guarded.keys()):
             line, column = line_column(file.sql, statement.start)
@@ -203,6 +246,39 @@ def _assumed_columns(file: MigrationFile, statements: list[Statement]) -> list[F
 def _only_adds_guarded_columns(node: Any) -> bool:
     cmds = (node.cmds or ()) if isinstance(node, ast.AlterTableStmt) else ()
     return bool(cmds) and all(c.subtype == enums.AlterTableType.AT_AddColumn and c.missing_ok for c in cmds)
+
+
+# ALTER TABLE commands that work on any table whatever its columns.
+_COLUMN_FREE_ALTERS = {
+    enums.AlterTableType.AT_EnableRowSecurity,
+    enums.AlterTableType.AT_DisableRowSecurity,
+    enums.AlterTableType.AT_ForceRowSecurity,
+    enums.AlterTableType.AT_NoForceRowSecurity,
+    enums.AlterTableType.AT_ChangeOwner,
+    enums.AlterTableType.AT_SetRelOptions,
+    enums.AlterTableType.AT_ResetRelOptions,
+    enums.AlterTableType.AT_ReplaceRelOptions,
+    enums.AlterTableType.AT_SetLogged,
+    enums.AlterTableType.AT_SetUnLogged,
+    enums.AlterTableType.AT_EnableTrig,
+    enums.AlterTableType.AT_EnableAlwaysTrig,
+    enums.AlterTableType.AT_EnableReplicaTrig,
+    enums.AlterTableType.AT_EnableTrigAll,
+    enums.AlterTableType.AT_EnableTrigUser,
+    enums.AlterTableType.AT_DisableTrig,
+    enums.AlterTableType.AT_DisableTrigAll,
+    enums.AlterTableType.AT_DisableTrigUser,
+}
+
+
+def _needs_no_columns(node: Any) -> bool:
+    """RLS switches, owner and storage options, and triggers without `UPDATE OF` or WHEN (which name
+    columns) depend on no column of the table."""
+    if isinstance(node, ast.AlterTableStmt):
+        return bool(node.cmds) and all(c.subtype in _COLUMN_FREE_ALTERS for c in node.cmds)
+    if isinstance(node, ast.CreateTrigStmt):
+        return not node.columns and node.whenClause is None
+    return False
 
 
 # COMMENT ON COLUMN t.x / CONSTRAINT c ON t name the table in a list of strings, not a RangeVar,

@@ -131,15 +131,17 @@ async def verify(dsn: str, settings: MigrationSettings, *, scratch_url: str | No
     """Differences between the live database and a scratch database migrated to the live version."""
     live = await connect(dsn, "schema-service-verify")
     try:
-        version = await history.applied_version(live)
+        applied = [row.version for row in await history.read(live) if row.success]
         actual = await snapshot(live)
     finally:
         await live.close()
-    expected = await _expected(scratch_url or dsn, settings, version)
+    # Version 0 is a version like any other: "nothing applied" is an empty history, never version 0.
+    target = max(applied) if applied else -1
+    expected = await _expected(scratch_url or dsn, settings, target)
     return diff(expected, actual)
 
 
-async def _expected(server_dsn: str, settings: MigrationSettings, version: int) -> Snapshot:
+async def _expected(server_dsn: str, settings: MigrationSettings, target: int) -> Snapshot:
     """Build the expected schema in a throw-away database on `server_dsn`'s server."""
     name = f"schema_verify_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_dsn)
@@ -153,7 +155,7 @@ async def _expected(server_dsn: str, settings: MigrationSettings, version: int) 
             ) from exc
         try:
             scratch_dsn = with_database(server_dsn, name)
-            await apply_migrations(scratch_dsn, settings.migrations_dir, target=version or None)
+            await apply_migrations(scratch_dsn, settings.migrations_dir, target=target)
             scratch = await asyncpg.connect(scratch_dsn)
             try:
                 return await snapshot(scratch)

@@ -63,3 +63,32 @@ async def test_if_not_exists_alone_and_guarded_column_adds_are_fine(tmp_path: Pa
 def test_finding_reads_like_a_compiler_message() -> None:
     finding = Finding("001_a.sql", 3, 5, "transaction-control", "remove it", "error")
     assert str(finding) == "001_a.sql:3:5: error: [transaction-control] remove it"
+
+
+async def test_commit_inside_a_do_block_of_a_transactional_file_is_flagged_at_its_line(tmp_path: Path) -> None:
+    do_block = "DO $$\nBEGIN\n  CREATE TABLE t (id int);\n  IF true THEN\n    COMMIT;\n  END IF;\nEND $$;\n"
+    folder = write_migrations(
+        tmp_path,
+        {"001_a.sql": "CREATE TABLE s (id int);\n" + do_block, "002_b.sql": "-- migrate: no-transaction\n" + do_block},
+    )
+    findings = await lint_dir(folder)
+
+    assert (6, "transaction-control") in _at(findings, "001_a.sql")
+    assert "transaction-control" not in {rule for _, rule in _at(findings, "002_b.sql")}
+
+
+async def test_rls_switches_and_column_free_triggers_assume_no_columns(tmp_path: Path) -> None:
+    folder = write_migrations(
+        tmp_path,
+        {
+            "001_a.sql": "CREATE TABLE IF NOT EXISTS notes (id bigint PRIMARY KEY, body text);\n"
+            "ALTER TABLE notes ENABLE ROW LEVEL SECURITY;\n"
+            "ALTER TABLE notes FORCE ROW LEVEL SECURITY;\n"
+            "CREATE OR REPLACE TRIGGER notes_touch BEFORE UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION f();\n"
+            "CREATE OR REPLACE TRIGGER notes_body BEFORE UPDATE OF body ON notes FOR EACH ROW EXECUTE FUNCTION f();\n",
+        },
+    )
+    findings = await lint_dir(folder)
+
+    # Only the trigger that names a column (UPDATE OF body) relies on the table's columns.
+    assert {line for line, rule in _at(findings, "001_a.sql") if rule == "if-not-exists-assumes-columns"} == {5}

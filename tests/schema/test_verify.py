@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from schema_service.config import MigrationSettings
 from schema_service.database import with_database
+from schema_service.migrate import apply_migrations
 from schema_service.migrate.errors import ScratchDatabaseUnavailable
 from schema_service.verify import Difference, verify
 from tests.pg import dsn_with_user
-from tests.schema.migration_fixtures.helpers import fetchval
+from tests.schema.migration_fixtures.helpers import fetchval, write_migrations
 
 SETTINGS = MigrationSettings()
 
@@ -119,3 +121,13 @@ def test_difference_reads_well() -> None:
         str(Difference("column", "public.t.c", "missing", "integer", ""))
         == "missing column public.t.c: expected integer"
     )
+
+
+async def test_version_zero_is_a_version_like_any_other(empty_db: str, tmp_path: Path) -> None:
+    folder = write_migrations(
+        tmp_path,
+        {"000_prereq.sql": "CREATE TABLE prereq (id int);\n", "001_next.sql": "CREATE TABLE next (id int);\n"},
+    )
+    await apply_migrations(empty_db, folder, target=0)
+
+    assert await verify(empty_db, MigrationSettings(migrations_dir=folder)) == []
