@@ -275,7 +275,7 @@ def _needs_no_columns(node: Any) -> bool:
     """RLS switches, owner and storage options, and triggers without `UPDATE OF` or WHEN (which name
     columns) depend on no column of the table."""
     if isinstance(node, ast.AlterTableStmt):
-        return bool(node.cmds) and all(c.subtype in _COLUMN_FREE_ALTERS for c in node.cmds)
+        return bool(node.cmds) and all(c.subtype in _COLUMN_FREE_ALTERS for c in node.cmds or ())
     if isinstance(node, ast.CreateTrigStmt):
         return not node.columns and node.whenClause is None
     return False
