@@ -1,0 +1,167 @@
+"""Prometheus metrics both servers share: every RPC counted and timed, and the `/metrics` endpoint.
+
+Each server owns a `CollectorRegistry` (not the process-wide default), so two servers in one
+process (the tests) never see each other's numbers. The gRPC families follow the names
+go-grpc-prometheus made the convention, so existing dashboards and alerts apply:
+
+    grpc_server_started_total{grpc_service, grpc_method, grpc_type}
+    grpc_server_handled_total{grpc_service, grpc_method, grpc_type, grpc_code}
+    grpc_server_handling_seconds{grpc_service, grpc_method, grpc_type}   (histogram)
+
+Labels come from the server's own method table (unknown methods are never wrapped), so a caller
+cannot grow the label sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+Behavior = Callable[..., Any]
+
+# Seconds; from a health check (sub-millisecond) to a long streamed answer (minutes).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+_KINDS = {
+    "unary_unary": "unary",
+    "unary_stream": "server_stream",
+    "stream_unary": "client_stream",
+    "stream_stream": "bidi_stream",
+}
+
+
+@dataclass
+class Registry:
+    """One server's collectors; services add their own families to `registry`."""
+
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+
+    def __post_init__(self) -> None:
+        labels = ("grpc_service", "grpc_method", "grpc_type")
+        self.started = Counter(
+            "grpc_server_started", "RPCs started on the server.", labels, registry=self.registry
+        )
+        self.handled = Counter(
+            "grpc_server_handled", "RPCs completed on the server, by status code.", (*labels, "grpc_code"),
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "grpc_server_handling_seconds", "Time from the call's start to its status.", labels,
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every call of a known method; the status code is read from the context."""
+
+    def __init__(self, metrics: Registry) -> None:
+        self.metrics = metrics
+        self._wrapped: dict[str, Any] = {}  # per method, not per call: this runs in front of every RPC
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
+    ) -> Any:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # unknown method: not cached and not labelled
+                return None
+            wrapped = self._wrapped[method] = self._wrap_handler(method, handler)
+        return wrapped
+
+    def _wrap_handler(self, method: str, handler: Any) -> Any:
+        service, _, name = method.lstrip("/").rpartition("/")
+        for kind, grpc_type in _KINDS.items():
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                call = _Call(self.metrics, (service, name, grpc_type))
+                return handler._replace(**{kind: call.wrap(behavior)})
+        return handler
+
+
+@dataclass(frozen=True)
+class _Call:
+    metrics: Registry
+    labels: tuple[str, str, str]
+
+    def wrap(self, behavior: Behavior) -> Behavior:
+        started = self.metrics.started.labels(*self.labels)
+        latency = self.metrics.latency.labels(*self.labels)
+        if inspect.isasyncgenfunction(behavior):
+
+            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                started.inc()
+                begin, code = time.perf_counter(), None
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except BaseException as exc:
+                    code = _failed_code(context, exc)
+                    raise
+                finally:
+                    self._finish(context, code, latency, begin)
+
+            return streaming
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started.inc()
+            begin, code = time.perf_counter(), None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                code = _failed_code(context, exc)
+                raise
+            finally:
+                self._finish(context, code, latency, begin)
+
+        return unary
+
+    def _finish(
+        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode | None, latency: Any, begin: float
+    ) -> None:
+        latency.observe(time.perf_counter() - begin)
+        final = code or context.code() or grpc.StatusCode.OK
+        self.metrics.handled.labels(*self.labels, _code_name(final)).inc()
+
+
+def _failed_code(context: grpc.aio.ServicerContext, exc: BaseException) -> grpc.StatusCode:
+    """The status a raising handler ends with: what abort() set, CANCELLED, or UNKNOWN."""
+    code = context.code()
+    if code is not None:
+        return _as_status(code)
+    if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def _as_status(code: Any) -> grpc.StatusCode:
+    # grpc.aio reports the code set by abort() either as a StatusCode or as its integer value.
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+
+
+def _code_name(code: Any) -> str:
+    name: str = _as_status(code).name
+    return name
+
+
+class Endpoint:
+    """The `/metrics` HTTP endpoint of one registry (port 0 picks a free port; see `port`)."""
+
+    def __init__(self, metrics: Registry, host: str, port: int) -> None:
+        self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
+        self.port: int = self._server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

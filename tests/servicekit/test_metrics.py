@@ -1,0 +1,90 @@
+"""servicekit.metrics: every RPC counted by method and final code, timed, and scraped over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from servicekit.metrics import Endpoint, MetricsInterceptor, Registry
+
+HEALTH = "grpc.health.v1.Health"
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[grpc.aio.Channel, Endpoint]]:
+    metrics = Registry()
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics)])
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection((HEALTH, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    endpoint = Endpoint(metrics, "127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield channel, endpoint
+    await channel.close()
+    endpoint.close()
+    await server.stop(0)
+
+
+def scrape(endpoint: Endpoint) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def handled(method: str, grpc_type: str, code: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    labels = {"grpc_service": method.rsplit("/", 1)[0], "grpc_method": method.rsplit("/", 1)[1]}
+    labels |= {"grpc_type": grpc_type, "grpc_code": code}
+    return "grpc_server_handled_total", tuple(sorted(labels.items()))
+
+
+async def test_calls_are_counted_by_method_type_and_final_code(served: tuple[grpc.aio.Channel, Endpoint]) -> None:
+    channel, endpoint = served
+    stub = health_pb2_grpc.HealthStub(channel)
+    await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+    reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    assert [r async for r in call]
+    with pytest.raises(grpc.aio.AioRpcError):
+        await channel.unary_unary("/no.such.Service/Method")(b"", timeout=5)
+
+    samples = scrape(endpoint)
+    assert samples[handled(f"{HEALTH}/Check", "unary", "OK")] == 2
+    assert samples[handled(f"{HEALTH}/Check", "unary", "NOT_FOUND")] == 1
+    info = "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    assert samples[handled(info, "bidi_stream", "OK")] == 1
+    check = (("grpc_method", "Check"), ("grpc_service", HEALTH), ("grpc_type", "unary"))
+    latency = ("grpc_server_handling_seconds_count", check)
+    assert samples[latency] == 3
+    # An unknown method is answered UNIMPLEMENTED by gRPC itself and never becomes a label.
+    assert not any("no.such.Service" in str(labels) for _, labels in samples)
+
+
+async def test_a_cancelled_call_is_counted_as_cancelled(served: tuple[grpc.aio.Channel, Endpoint]) -> None:
+    channel, endpoint = served
+    stub = health_pb2_grpc.HealthStub(channel)
+    call = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await call.read()).status == health_pb2.HealthCheckResponse.SERVING
+    call.cancel()
+    key = handled(f"{HEALTH}/Watch", "server_stream", "CANCELLED")
+    for _ in range(100):  # the server learns of the cancellation asynchronously
+        if scrape(endpoint).get(key) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert scrape(endpoint)[key] == 1
