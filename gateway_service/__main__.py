@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--shutdown-grace", type=float, default=20.0, help="seconds in-flight streams get to finish at SIGTERM"
     )
+    serve.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "0")),
+        help="Prometheus /metrics port (env METRICS_PORT; the manifests use 9464); 0, the default, turns it off",
+    )  # fmt: skip
     serve.add_argument("--check-config", action="store_true", help="validate the configuration, print it and exit")
     serve.set_defaults(handler=_serve)
     return parser
@@ -40,12 +44,15 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway_service import config, server
 
     settings = config.load(args.config)
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port must be 0-65535, got {args.port}")
+    for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{flag} must be 0-65535, got {port}")
     if args.check_config:
         print(repr(settings))
         return 0
-    serve_settings = server.ServeSettings(host=args.host, port=args.port, shutdown_grace_s=args.shutdown_grace)
+    serve_settings = server.ServeSettings(
+        host=args.host, port=args.port, shutdown_grace_s=args.shutdown_grace, metrics_port=args.metrics_port
+    )
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(server.run(settings, serve_settings))
     return 0

@@ -6,17 +6,20 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway_service.accounting import Ledger
 from gateway_service.chat.failover import ChatRun, Failover
-from gateway_service.chat.router import Router
+from gateway_service.chat.router import Candidate, Router
 from gateway_service.config import GatewayConfig, ProviderSpec
 from gateway_service.domain.request import ChatRequest
-from gateway_service.health import Health
+from gateway_service.health import Health, HealthState
+from gateway_service.instruments import GatewayMetrics
 from gateway_service.limits.budgets import Budgets, build_limiter, has_budgets
 from gateway_service.limits.core import Clock
 from gateway_service.providers.base import ProviderAdapter, ProviderConfig
 from gateway_service.telemetry import Send, Telemetry
+from servicekit.tracing import Tracing
 
 AdapterFactory = Callable[[ProviderConfig], ProviderAdapter]
 
@@ -54,7 +57,35 @@ class Gateway:
     ledger: Ledger
     telemetry: Telemetry
     budgets: Budgets | None = None  # None when no rate-limit budget is configured: nothing to take
+    instruments: GatewayMetrics | None = None  # Prometheus families, when the server has a registry
     _telemetry_task: asyncio.Task[None] | None = None
+
+    def provider_state(self, spec: ProviderSpec) -> tuple[HealthState, float | None]:
+        """Health as callers and operators see it: breakers and cooldowns, then budgets this replica saw run out.
+
+        A healthy provider whose budget ran out shows as cooling down until it frees (degraded when only
+        some of its models are out). The second value is the wall-clock end of the block, if any.
+        """
+        key_id = Candidate(spec, spec.models[0], None).key_id if spec.configured else None
+        state, until = self.health.state(spec.name, [m.name for m in spec.models], key_id)
+        if self.budgets is None or state not in (HealthState.HEALTHY, HealthState.DEGRADED):
+            return state, until
+        ends = [end for m in spec.models if (end := self.budgets.exhausted_until(spec.name, m.name)) is not None]
+        if not ends:
+            return state, until
+        if len(ends) == len(spec.models):
+            return HealthState.COOLING_DOWN, min(ends)
+        return HealthState.DEGRADED, until
+
+    def provider_states(self) -> list[tuple[str, str]]:
+        """Each provider's name and health state, as `provider_state` tells it (for the metrics)."""
+        return [(spec.name, self.provider_state(spec)[0].name.lower()) for spec in self.config.providers]
+
+    def in_flight(self, method: str) -> contextlib.AbstractContextManager[object]:
+        """Counts a chat call in `llm_gateway_streams_in_flight` while it runs."""
+        if self.instruments is None:
+            return contextlib.nullcontext()
+        return self.instruments.in_flight.labels(method).track_inprogress()
 
     def start_chat(self, request: ChatRequest, deadline_s: float | None) -> ChatRun:
         """A run over the request's candidates; raises UnknownModel / InvalidRequest for a bad route."""
@@ -79,16 +110,34 @@ class Gateway:
 
 def build_gateway(
     config: GatewayConfig, factory: AdapterFactory = default_factory, send: Send | None = None,
-    limits_clock: Clock | None = None,
+    limits_clock: Clock | None = None, instruments: GatewayMetrics | None = None, tracing: Tracing | None = None,
 ) -> Gateway:  # fmt: skip
     """Adapters for every provider that has a key; the others stay unconfigured but listed."""
     adapters = {p.name: factory(provider_config(p)) for p in config.providers if p.configured}
     health, ledger = Health(config.failover), Ledger()
-    telemetry = Telemetry(config.telemetry, send)
+    tracing = tracing or Tracing()
+    telemetry = Telemetry(config.telemetry, send, tracing.tracer("gateway_service.telemetry"))
+    observe, count = telemetry.observe, telemetry.count
+    if instruments is not None:
+        observe, count = _both(observe, instruments.observe_attempt), _both(count, instruments.count)
     budgets = None
     if has_budgets(config):
-        limiter = build_limiter(config.limits, limits_clock, telemetry.count)
-        budgets = Budgets(config, limiter, on_exhausted=health.notify, count=telemetry.count)
-    failover = Failover(config.failover, health, ledger, telemetry.observe, budgets)
+        limiter = build_limiter(config.limits, limits_clock, count)
+        budgets = Budgets(config, limiter, on_exhausted=health.notify, count=count)
+    failover = Failover(
+        config.failover, health, ledger, observe, budgets, tracing.tracer("gateway_service.chat"),
+        instruments.observe_failover if instruments else None,
+    )  # fmt: skip
     router = Router(config, adapters, budgets)
-    return Gateway(config, adapters, router, failover, health, ledger, telemetry, budgets)
+    gateway = Gateway(config, adapters, router, failover, health, ledger, telemetry, budgets, instruments)
+    if instruments is not None:
+        instruments.watch(gateway.provider_states, telemetry)
+    return gateway
+
+
+def _both(first: Callable[..., None], second: Callable[..., None]) -> Callable[..., None]:
+    def call(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return call

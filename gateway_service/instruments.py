@@ -18,18 +18,19 @@ cannot add a label value (an unknown model is refused before any attempt).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway_service.telemetry import Telemetry
 from servicekit.metrics import Registry
 
 if TYPE_CHECKING:
-    from gateway_service.app import Gateway
-    from gateway_service.chat.events import AttemptRecord, FailedOver
+    from gateway_service.domain.events import AttemptRecord, FailedOver
+    from gateway_service.domain.request import ChatRequest
 
 # Seconds: first tokens arrive in tens of milliseconds to tens of seconds (reasoning models).
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 20, 30, 60)
@@ -65,7 +66,7 @@ class GatewayMetrics:
         )
         self._registry = registry
 
-    def observe_attempt(self, record: AttemptRecord, first_token_s: float | None) -> None:
+    def observe_attempt(self, request: ChatRequest, record: AttemptRecord, first_token_s: float | None) -> None:
         """One finished attempt (the failover's per-attempt hook; a skipped candidate never gets here)."""
         pm = (record.provider, record.model)
         outcome = record.outcome.value if record.outcome else ("cancelled" if record.message == "cancelled" else "ok")
@@ -85,26 +86,24 @@ class GatewayMetrics:
         """The limits' event hook (`llm.limits.fail_open` ...): counted by event only (its labels may hold ids)."""
         self.limit_events.labels(name.rsplit(".", 1)[-1]).inc()
 
-    def watch(self, gateway: Gateway) -> None:
-        """State read at scrape time: provider health and the telemetry backlog."""
-        self._registry.register(_GatewayState(lambda: gateway))
+    def watch(self, states: Callable[[], Iterable[tuple[str, str]]], telemetry: Telemetry) -> None:
+        """State read at scrape time: each provider's health state (name, state), the telemetry backlog."""
+        self._registry.register(_GatewayState(states, telemetry))
 
 
 class _GatewayState(Collector):
-    def __init__(self, gateway: Callable[[], Gateway]) -> None:
-        self._gateway = gateway
+    def __init__(self, states: Callable[[], Iterable[tuple[str, str]]], telemetry: Telemetry) -> None:
+        self._states = states
+        self._telemetry = telemetry
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        gateway = self._gateway()
         health = GaugeMetricFamily(
             "llm_gateway_provider_health", "1 for the provider's current health state.", labels=("provider", "state")
         )
-        for spec in gateway.config.providers:
-            models = [m.name for m in spec.models]
-            state, _ = gateway.health.state(spec.name, models, None)
-            health.add_metric((spec.name, state.name.lower()), 1)
+        for provider, state in self._states():
+            health.add_metric((provider, state), 1)
         yield health
-        telemetry = gateway.telemetry
+        telemetry = self._telemetry
         yield GaugeMetricFamily(
             "llm_gateway_telemetry_buffered_metrics", "Metrics waiting to be sent to the schema service.",
             value=len(telemetry.buffer),

@@ -12,10 +12,14 @@ import grpc
 from gateway_service.api.servicers import add_to_server
 from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_factory
 from gateway_service.config import GatewayConfig
+from gateway_service.instruments import GatewayMetrics
 from gateway_service.telemetry import Send, Undeliverable
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from servicekit.metrics import Endpoint, Registry
 from servicekit.server import Lifecycle, ServerOptions, build_server, serve
+from servicekit.tracing import Tracing
+from servicekit.tracing import configure as configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ class ServeSettings:
     host: str = "[::]"
     port: int = DEFAULT_PORT
     shutdown_grace_s: float = 20.0
+    metrics_port: int = 0  # Prometheus /metrics on this port (all interfaces); 0: not served
 
 
 RETRYABLE = frozenset(
@@ -38,12 +43,15 @@ RETRYABLE = frozenset(
 )
 
 
-def metrics_sender(address: str) -> tuple[Send, grpc.aio.Channel]:
+def metrics_sender(address: str, tracing: Tracing | None = None) -> tuple[Send, grpc.aio.Channel]:
     """WriteMetrics to the schema service through the generated stub (never its code)."""
     # round_robin spreads batches over every schema-service pod behind a headless Service
     # (dns:///schema-service-headless:50052); with one address it is the same as pick_first.
     service_config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-    channel = grpc.aio.insecure_channel(address, options=[("grpc.service_config", service_config)])
+    channel = grpc.aio.insecure_channel(
+        address, options=[("grpc.service_config", service_config)],
+        interceptors=tracing.client_interceptors() if tracing else None,  # trace context to the schema service
+    )  # fmt: skip
     stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
 
     async def send(batch: metrics_service_pb2.WriteMetricsRequest) -> None:
@@ -67,20 +75,38 @@ class Running:
     gateway: Gateway
     lifecycle: Lifecycle
     channel: grpc.aio.Channel | None
+    metrics: Registry
+    tracing: Tracing
+    endpoint: Endpoint | None = None
 
     async def close(self) -> None:
         await self.gateway.close()
         if self.channel is not None:
             await self.channel.close()
+        if self.endpoint is not None:
+            self.endpoint.close()
+        self.tracing.shutdown()
 
 
-async def prepare(config: GatewayConfig, settings: ServeSettings, factory: AdapterFactory = default_factory) -> Running:
-    """Build the gateway and its server bound to `settings.host:port` (port 0 picks a free one), not started."""
-    send, channel = metrics_sender(config.schema_service) if config.schema_service else (None, None)
-    gateway = build_gateway(config, factory, send)
+async def prepare(
+    config: GatewayConfig, settings: ServeSettings, factory: AdapterFactory = default_factory,
+    tracing: Tracing | None = None,
+) -> Running:  # fmt: skip
+    """Build the gateway and its server bound to `settings.host:port` (port 0 picks a free one), not started.
+
+    Tracing is configured from the OTEL_* environment unless given (tests pass an in-memory exporter).
+    """
+    tracing = tracing or configure_tracing("gateway")
+    send, channel = metrics_sender(config.schema_service, tracing) if config.schema_service else (None, None)
+    metrics = Registry()
+    gateway = build_gateway(config, factory, send, instruments=GatewayMetrics(metrics), tracing=tracing)
     lifecycle = Lifecycle(SERVICE_NAMES)
-    server = build_server(ServerOptions(), lifecycle, [lambda s: add_to_server(s, gateway, lifecycle)], SERVICE_NAMES)
+    server = build_server(
+        ServerOptions(), lifecycle, [lambda s: add_to_server(s, gateway, lifecycle)], SERVICE_NAMES,
+        metrics=metrics, tracing=tracing,
+    )  # fmt: skip
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    endpoint = Endpoint(metrics, settings.host, settings.metrics_port) if settings.metrics_port else None
     await lifecycle.start(ready=True)
     gateway.start_background()
     unconfigured = [f"{p.name} ({p.credential_source})" for p in config.providers if not p.configured]
@@ -89,12 +115,15 @@ async def prepare(config: GatewayConfig, settings: ServeSettings, factory: Adapt
         extra={"port": port, "config": config.source, "schema_service": config.schema_service,
                "unconfigured_providers": unconfigured},
     )  # fmt: skip
-    return Running(server, port, gateway, lifecycle, channel)
+    return Running(server, port, gateway, lifecycle, channel, metrics, tracing, endpoint)
 
 
-async def start(config: GatewayConfig, settings: ServeSettings, factory: AdapterFactory = default_factory) -> Running:
+async def start(
+    config: GatewayConfig, settings: ServeSettings, factory: AdapterFactory = default_factory,
+    tracing: Tracing | None = None,
+) -> Running:  # fmt: skip
     """Build and start serving (tests; `run` leaves the start to servicekit's `serve`)."""
-    running = await prepare(config, settings, factory)
+    running = await prepare(config, settings, factory, tracing)
     await running.server.start()
     return running
 

@@ -20,6 +20,8 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
+from opentelemetry import trace
+
 from gateway_service.config import TelemetrySettings
 from gateway_service.domain.events import AttemptRecord
 from gateway_service.domain.request import ChatRequest
@@ -34,6 +36,7 @@ class Undeliverable(Exception):
 
 
 SEND_ATTEMPTS = 3
+MAX_LINKS = 128  # chats a batch's span links to, at most (the newest)
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +73,14 @@ def count_metric(series: Series, value: int, now_ns: int) -> mpb.Metric:
 
 
 class Telemetry:
-    def __init__(self, settings: TelemetrySettings, send: Send | None) -> None:
+    def __init__(self, settings: TelemetrySettings, send: Send | None, tracer: trace.Tracer | None = None) -> None:
         self.settings = settings
         self.send = send
+        # With tracing on, each batch's send is a span linked to the chats whose metrics it carries
+        # (a batch serves many traces; a link, not a parent, is how OpenTelemetry says so).
+        self.tracer = tracer or trace.NoOpTracer()
+        self._tracing = not isinstance(self.tracer, trace.NoOpTracer)
+        self._links: deque[trace.SpanContext] = deque(maxlen=MAX_LINKS)
         self.buffer: deque[mpb.Metric] = deque()
         self.dropped = 0
         self.sent = 0
@@ -95,6 +103,8 @@ class Telemetry:
             self._drop(len(metrics))
             return
         self.buffer.extend(metrics)
+        if self._tracing and (chat := trace.get_current_span().get_span_context()).is_valid:
+            self._links.append(chat)
         if len(self.buffer) >= self.settings.batch_size:
             self._wake.set()
 
@@ -136,7 +146,10 @@ class Telemetry:
         self._drain_counts()
         while self.buffer and self.send is not None:
             batch = [self.buffer.popleft() for _ in range(min(len(self.buffer), self.settings.batch_size))]
-            await self._send(mpb.WriteMetricsRequest(request_id=uuid.uuid4().hex, metrics=batch))
+            links = [trace.Link(chat) for chat in self._links]
+            self._links.clear()
+            with self.tracer.start_as_current_span("send metrics", links=links, attributes={"metrics": len(batch)}):
+                await self._send(mpb.WriteMetricsRequest(request_id=uuid.uuid4().hex, metrics=batch))
 
     async def _send(self, batch: mpb.WriteMetricsRequest) -> None:
         assert self.send is not None

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-out-of-order", action="store_true", help="apply files older than the applied version at start"
     )
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start (a Job does)")
+    serve.add_argument(
+        "--metrics-port", type=int, default=os.environ.get("METRICS_PORT", "0"),
+        help="Prometheus /metrics port (env METRICS_PORT; the manifests use 9464); 0, the default, turns it off",
+    )  # fmt: skip
     serve.set_defaults(handler=_serve)
     cli.register(commands, add_database_args)
     return parser
@@ -93,6 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         log_level=args.log_level,
+        metrics_port=args.metrics_port,
     )
     migration = replace(
         settings.migration,

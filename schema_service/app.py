@@ -11,6 +11,7 @@ import asyncpg
 from schema_service import database
 from schema_service.config import Settings
 from schema_service.errors import DatabaseUnavailable
+from schema_service.instruments import SchemaMetrics
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class App:
     # Set by the server: until the schema reaches the packaged migrations' version, writes and
     # queries would fail on missing tables, so they are refused as UNAVAILABLE with RetryInfo.
     schema_gate: bool = False
+    instruments: SchemaMetrics | None = None  # Prometheus families, when the server has a registry
 
     def require_pool(self) -> asyncpg.Pool:
         """The pool, or DatabaseUnavailable (UNAVAILABLE + RetryInfo) while the database is unreachable

@@ -126,6 +126,7 @@ class Settings:
     embedded_database: str = "app"
     host: str = "[::]"
     port: int = DEFAULT_PORT
+    metrics_port: int = 0  # Prometheus /metrics; 0: not served
     shutdown_grace_s: float = 20.0
     readiness_interval_s: float = 2.0
     log_level: str = "INFO"
@@ -140,8 +141,9 @@ class Settings:
         return f"Settings(database_url={url!r}, data_dir={str(self.data_dir)!r}, port={self.port})"
 
     def validate(self) -> Settings:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"Config 'port' must be 0-65535, got {self.port}")
+        for name in ("port", "metrics_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"Config '{name}' must be 0-65535, got {getattr(self, name)}")
         if self.database_url is not None and not self.database_url.startswith(("postgres://", "postgresql://")):
             raise ConfigError("Config 'database_url' must start with postgresql:// or postgres://")
         if not self.migration.migrations_dir.is_dir():

@@ -74,11 +74,12 @@ class _DatabaseCollector(Collector):
             connections.add_metric(("busy",), pool.get_size() - idle)
             connections.add_metric(("idle",), idle)
         yield connections
+        # Declared even before the first reading (no sample then), so dashboards and alerts see the family.
+        version = GaugeMetricFamily("schema_service_migration_version", "Newest applied migration.")
         if self._state.migration_version is not None:
-            yield GaugeMetricFamily(
-                "schema_service_migration_version", "Newest applied migration.", value=self._state.migration_version
-            )
+            version.add_metric((), self._state.migration_version)
+        yield version
+        partitions = GaugeMetricFamily("schema_service_metric_partitions", "Daily partitions of metric_points.")
         if self._state.partitions is not None:
-            yield GaugeMetricFamily(
-                "schema_service_metric_partitions", "Daily partitions of metric_points.", value=self._state.partitions
-            )
+            partitions.add_metric((), self._state.partitions)
+        yield partitions

@@ -15,12 +15,15 @@ from schema_service.api import add_to_server
 from schema_service.app import App
 from schema_service.config import Settings
 from schema_service.errors import SchemaServiceError
+from schema_service.instruments import SchemaMetrics
 from schema_service.metrics.jobs import run_housekeeping
 from schema_service.migrate import history
 from schema_service.migrate.files import load_dir
 from schema_service.migrate.startup import migrate_at_start
 from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
+from servicekit.metrics import Endpoint, Registry
 from servicekit.server import Lifecycle, ServerOptions, build_server, serve
+from servicekit.tracing import configure as configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,20 @@ async def resolve_dsn(settings: Settings) -> str:
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM; readiness follows the database."""
     dsn = await resolve_dsn(settings)
-    app = App(settings=settings, dsn=dsn, schema_gate=True)
+    metrics, tracing = Registry(), configure_tracing("schema-service")
+    instruments = SchemaMetrics(metrics)
+    app = App(settings=settings, dsn=dsn, schema_gate=True, instruments=instruments)
+    instruments.watch_pool(lambda: app.pool)
     lifecycle = Lifecycle(SERVICE_NAMES)
     options = ServerOptions(
         max_message_bytes=settings.max_message_bytes, max_concurrent_rpcs=settings.max_concurrent_rpcs
     )
-    server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
+    server = build_server(
+        options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES,
+        metrics=metrics, tracing=tracing,
+    )  # fmt: skip
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    endpoint = Endpoint(metrics, settings.host, settings.metrics_port) if settings.metrics_port else None
     await lifecycle.start(ready=False)
     watcher = asyncio.create_task(_watch_readiness(app, lifecycle))
     # Metrics partitions ahead of time, retention, baselines and anomalies (starts once app.ready is set).
@@ -64,6 +74,9 @@ async def run(settings: Settings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await housekeeping
         await app.close()
+        if endpoint is not None:
+            endpoint.close()
+        tracing.shutdown()
 
 
 async def _watch_readiness(app: App, lifecycle: Lifecycle) -> None:
@@ -77,7 +90,10 @@ async def _watch_readiness(app: App, lifecycle: Lifecycle) -> None:
     expected = expected_version(app.settings.migration.migrations_dir)
     while True:
         reachable = await database.ping(pool)
-        if reachable and not app.ready.is_set() and await schema_version(pool) >= expected:
+        version = await schema_version(pool) if reachable else -1
+        if version >= 0 and app.instruments is not None:
+            app.instruments.database.migration_version = version
+        if reachable and not app.ready.is_set() and version >= expected:
             log.info("schema ready", extra={"version": expected})
             app.ready.set()
         await lifecycle.set_ready(reachable and app.ready.is_set())

@@ -15,16 +15,16 @@ cannot grow the label sets.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-Behavior = Callable[..., Any]
+from servicekit.handlers import WrappingInterceptor
 
 # Seconds; from a health check (sub-millisecond) to a long streamed answer (minutes).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -58,78 +58,28 @@ class Registry:
         )  # fmt: skip
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Counts and times every call of a known method; the status code is read from the context."""
 
     def __init__(self, metrics: Registry) -> None:
+        super().__init__(self._measure)
         self.metrics = metrics
-        self._wrapped: dict[str, Any] = {}  # per method, not per call: this runs in front of every RPC
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
-    ) -> Any:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:  # unknown method: not cached and not labelled
-                return None
-            wrapped = self._wrapped[method] = self._wrap_handler(method, handler)
-        return wrapped
-
-    def _wrap_handler(self, method: str, handler: Any) -> Any:
+    @contextmanager
+    def _measure(self, method: str, kind: str, context: grpc.aio.ServicerContext) -> Iterator[None]:
         service, _, name = method.lstrip("/").rpartition("/")
-        for kind, grpc_type in _KINDS.items():
-            behavior = getattr(handler, kind)
-            if behavior is not None:
-                call = _Call(self.metrics, (service, name, grpc_type))
-                return handler._replace(**{kind: call.wrap(behavior)})
-        return handler
-
-
-@dataclass(frozen=True)
-class _Call:
-    metrics: Registry
-    labels: tuple[str, str, str]
-
-    def wrap(self, behavior: Behavior) -> Behavior:
-        started = self.metrics.started.labels(*self.labels)
-        latency = self.metrics.latency.labels(*self.labels)
-        if inspect.isasyncgenfunction(behavior):
-
-            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                started.inc()
-                begin, code = time.perf_counter(), None
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                except BaseException as exc:
-                    code = _failed_code(context, exc)
-                    raise
-                finally:
-                    self._finish(context, code, latency, begin)
-
-            return streaming
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started.inc()
-            begin, code = time.perf_counter(), None
-            try:
-                return await behavior(request, context)
-            except BaseException as exc:
-                code = _failed_code(context, exc)
-                raise
-            finally:
-                self._finish(context, code, latency, begin)
-
-        return unary
-
-    def _finish(
-        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode | None, latency: Any, begin: float
-    ) -> None:
-        latency.observe(time.perf_counter() - begin)
-        final = code or context.code() or grpc.StatusCode.OK
-        self.metrics.handled.labels(*self.labels, _code_name(final)).inc()
+        labels = (service, name, _KINDS[kind])
+        self.metrics.started.labels(*labels).inc()
+        begin, code = time.perf_counter(), None
+        try:
+            yield
+        except BaseException as exc:
+            code = _failed_code(context, exc)
+            raise
+        finally:
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - begin)
+            final = code or context.code() or grpc.StatusCode.OK
+            self.metrics.handled.labels(*labels, _code_name(final)).inc()
 
 
 def _failed_code(context: grpc.aio.ServicerContext, exc: BaseException) -> grpc.StatusCode:
@@ -158,7 +108,8 @@ class Endpoint:
     """The `/metrics` HTTP endpoint of one registry (port 0 picks a free port; see `port`)."""
 
     def __init__(self, metrics: Registry, host: str, port: int) -> None:
-        self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
+        # gRPC spells "all IPv6 interfaces" [::]; the HTTP server wants the bare address.
+        self._server, self._thread = start_http_server(port, addr=host.strip("[]"), registry=metrics.registry)
         self.port: int = self._server.server_port
 
     def close(self) -> None:

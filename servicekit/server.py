@@ -22,7 +22,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from servicekit.drain import Drain, DrainInterceptor
+from servicekit.metrics import MetricsInterceptor, Registry
 from servicekit.reflection import CommentedReflectionServicer
+from servicekit.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +122,23 @@ def build_server(
     lifecycle: Lifecycle,
     add_servicers: Iterable[Callable[[grpc.aio.Server], None]],
     full_service_names: Sequence[str],
+    *,
+    metrics: Registry | None = None,
+    tracing: Tracing | None = None,
 ) -> grpc.aio.Server:
-    """A grpc.aio server with the servicers, health and reflection registered."""
+    """A grpc.aio server with the servicers, health and reflection registered.
+
+    Interceptors, outermost first: the trace span (so it covers everything), the Prometheus counts
+    (so calls refused while draining are counted too), then the drain.
+    """
+    interceptors: list[grpc.aio.ServerInterceptor] = [*(tracing.server_interceptors() if tracing else [])]
+    if metrics is not None:
+        interceptors.append(MetricsInterceptor(metrics))
+    interceptors.append(DrainInterceptor(lifecycle.drain))
     server = grpc.aio.server(
         options=options.channel_args(),
         maximum_concurrent_rpcs=options.max_concurrent_rpcs,
-        interceptors=[DrainInterceptor(lifecycle.drain)],
+        interceptors=interceptors,
     )
     for add in add_servicers:
         add(server)

@@ -15,15 +15,23 @@ interceptors are not installed at all (nothing on the hot path).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from opentelemetry import trace
+import grpc
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from servicekit.handlers import WrappingInterceptor
 
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+HEALTH = "grpc.health.v1.Health"
 
 
 @dataclass(frozen=True)
@@ -44,11 +52,7 @@ class Tracing:
     def server_interceptors(self) -> list[Any]:
         if self.provider is None:
             return []
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-
-        # Probes call Health every few seconds; a span each would drown the traces that matter.
-        not_health = filters.negate(filters.health_check())
-        return [aio_server_interceptor(tracer_provider=self.provider, filter_=not_health)]
+        return [WrappingInterceptor(partial(_server_span, self.tracer("servicekit.tracing")))]
 
     def client_interceptors(self) -> list[Any]:
         if self.provider is None:
@@ -61,6 +65,33 @@ class Tracing:
         """Export what is buffered (bounded by the processor's own timeout)."""
         if self.provider is not None:
             self.provider.shutdown()
+
+
+@contextmanager
+def _server_span(tracer: trace.Tracer, method: str, kind: str, context: Any) -> Iterator[None]:
+    """One SERVER span per call, joining the caller's trace from its `traceparent` metadata.
+
+    Our own rather than opentelemetry-instrumentation-grpc's aio server interceptor, which expects every
+    streaming handler to be an async generator and breaks ours (StreamChat writes with context.write).
+    """
+    service, _, name = method.lstrip("/").rpartition("/")
+    if service == HEALTH:  # probes call it every few seconds; a span each would drown the traces that matter
+        yield
+        return
+    carrier = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+    with tracer.start_as_current_span(
+        method.lstrip("/"), context=propagate.extract(carrier), kind=SpanKind.SERVER, attributes=attributes,
+        record_exception=False, set_status_on_exception=False,
+    ) as span:  # fmt: skip
+        try:
+            yield
+        finally:
+            code = context.code()
+            number = code.value[0] if isinstance(code, grpc.StatusCode) else (code or 0)
+            span.set_attribute("rpc.grpc.status_code", number)
+            if number not in (0, 1):  # OK and CANCELLED are not server errors
+                span.set_status(Status(StatusCode.ERROR))
 
 
 def configure(service_name: str, exporter: SpanExporter | None = None) -> Tracing:

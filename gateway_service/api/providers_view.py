@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gateway_service.app import Gateway
-from gateway_service.chat.router import Candidate
 from gateway_service.config import ProviderSpec
 from gateway_service.health import HealthState
 from llmgateway.v1 import provider_service_pb2 as ppb
@@ -45,23 +44,8 @@ def state_key(message: ppb.Provider) -> tuple[object, ...]:
     return (message.health, message.cooldown_until.seconds, message.configured, message.last_error)
 
 
-def _with_budgets(
-    gateway: Gateway, spec: ProviderSpec, state: HealthState, until: float | None
-) -> tuple[HealthState, float | None]:
-    """A healthy provider whose budget ran out (as this replica last saw) shows as cooling down until it frees."""
-    if gateway.budgets is None or state not in (HealthState.HEALTHY, HealthState.DEGRADED):
-        return state, until
-    ends = [end for m in spec.models if (end := gateway.budgets.exhausted_until(spec.name, m.name)) is not None]
-    if not ends:
-        return state, until
-    if len(ends) == len(spec.models):
-        return HealthState.COOLING_DOWN, min(ends)
-    return HealthState.DEGRADED, until
-
-
 def provider(gateway: Gateway, spec: ProviderSpec) -> ppb.Provider:
-    key_id = Candidate(spec, spec.models[0], None).key_id if spec.configured else None
-    state, until = _with_budgets(gateway, spec, *gateway.health.state(spec.name, [m.name for m in spec.models], key_id))
+    state, until = gateway.provider_state(spec)
     stats, totals = gateway.health.stats(spec.name), gateway.ledger.totals(spec.name)
     message = ppb.Provider(
         name=spec.name,

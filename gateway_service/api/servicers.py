@@ -29,10 +29,11 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         # (and the upstream HTTP request) here and now, not whenever the generator is collected.
         request_id = bind_request_id(context, request.request_id)
         try:
-            run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
-            async with aclosing(run.events()) as events:
-                async for event in events:
-                    await context.write(protoevents.stream_event(event))
+            with self.gateway.in_flight("StreamChat"):
+                run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
+                async with aclosing(run.events()) as events:
+                    async for event in events:
+                        await context.write(protoevents.stream_event(event))
         except GatewayError as exc:
             await abort(context, exc)
 
@@ -40,10 +41,11 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         request_id = bind_request_id(context, request.request_id)
         answer = Answer()
         try:
-            run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
-            async with aclosing(run.events()) as events:
-                async for event in events:
-                    answer.add(event)
+            with self.gateway.in_flight("Chat"):
+                run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
+                async with aclosing(run.events()) as events:
+                    async for event in events:
+                        answer.add(event)
         except GatewayError as exc:
             await abort(context, exc)
         done = answer.completed

@@ -23,7 +23,11 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
 from gateway_service.accounting import Ledger
+from gateway_service.chat import spans
 from gateway_service.chat.attempt import Attempt, Limits, Piece
 from gateway_service.chat.budgeting import RunBudget
 from gateway_service.chat.outcome import final_error, mid_stream_failure
@@ -97,6 +101,7 @@ class ChatRun:
         self._min_context = 0
         self._need_prefill = False
         self._new_skips = 0  # records at the end of `records` skipped since the last attempt started
+        self._spans: dict[int, Span] = {}  # attempt number -> its trace span, until the attempt's record
         budgets = failover.budgets
         self.budget = RunBudget(budgets, request) if budgets is not None else None
 
@@ -188,13 +193,18 @@ class ChatRun:
         limits = Limits.share(candidate, self.request, self.settings, self.deadline, candidates_left)
         attempt = Attempt(candidate, request, limits)
         skipped = self._skipped_since_last_attempt()
+        span = self._spans[number] = spans.start(
+            self.failover.tracer, candidate.provider.type, candidate.provider.name, candidate.model.name, request
+        )
         # The upstream request leaves before the caller is told, so telling it costs no time to first token:
         # one loop turn lets the read task open() started get the request onto the wire before our writes.
-        attempt.open()
+        # The span is current while the read task is created, so the HTTP request is traced under it.
+        with trace.use_span(span, end_on_exit=False):
+            attempt.open()
         try:
             await asyncio.sleep(0)
             if failed_over is not None:
-                _log_failover(failed_over)  # here, not before open(): off the way to the next request
+                self.failover.report_failover(failed_over)  # here, not before open(): off the way to the next request
                 yield failed_over
             yield AttemptStarted(candidate.provider.name, candidate.model.name, number, skipped)
             async with aclosing(attempt.pieces()) as pieces:
@@ -264,6 +274,10 @@ class ChatRun:
     ) -> AttemptRecord:
         record = attempt_record(candidate, attempt, number, error, cancelled)
         self.records.append(record)
+        finished = attempt.state.finished
+        span = self._spans.pop(number, None)
+        if span is not None:
+            spans.end(span, record, finished.reason.value if finished else None)
         if self.budget is not None:
             self.budget.attempt_ended(record)
         self.failover.note(self.request, candidate, record, error, attempt.state.first_token_s, cancelled)
@@ -283,26 +297,30 @@ class ChatRun:
         )  # fmt: skip
 
 
-def _log_failover(event: FailedOver) -> None:
-    log.warning(
-        "attempt failed, failing over",
-        extra={"from": f"{event.from_provider}/{event.from_model}", "to": f"{event.to_provider}/{event.to_model}",
-               "reason": event.reason.value, "error": event.message, "attempt": event.attempt},
-    )  # fmt: skip
-
-
 class Failover:
     """Shared across requests: settings, health, the ledger and an observer told about each attempt."""
 
     def __init__(
         self, settings: FailoverSettings, health: Health, ledger: Ledger, observer: AttemptObserver | None = None,
-        budgets: Budgets | None = None,
+        budgets: Budgets | None = None, tracer: trace.Tracer | None = None,
+        on_failover: Callable[[FailedOver], None] | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.health = health
         self.ledger = ledger
         self.observer = observer
         self.budgets = budgets
+        self.tracer = tracer or trace.NoOpTracer()
+        self.on_failover = on_failover
+
+    def report_failover(self, event: FailedOver) -> None:
+        log.warning(
+            "attempt failed, failing over",
+            extra={"from": f"{event.from_provider}/{event.from_model}", "to": f"{event.to_provider}/{event.to_model}",
+                   "reason": event.reason.value, "error": event.message, "attempt": event.attempt},
+        )  # fmt: skip
+        if self.on_failover is not None:
+            self.on_failover(event)
 
     def run(self, request: ChatRequest, candidates: list[Candidate], deadline_s: float | None) -> ChatRun:
         return ChatRun(self, request, candidates, deadline_s)

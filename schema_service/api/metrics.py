@@ -75,14 +75,17 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         self.app = app
         self.lifecycle = lifecycle
         self.parser = BatchParser(app.settings.metrics)
-        self.writer = MetricsWriter(app.require_pool, app.settings.metrics)
+        instruments = app.instruments
+        self.writer = MetricsWriter(
+            app.require_pool, app.settings.metrics, instruments.copy.observe if instruments else None
+        )
 
     async def WriteMetrics(  # noqa: N802 - gRPC method name
         self, request: Received, context: grpc.aio.ServicerContext
     ) -> pb.WriteMetricsResponse:
         bind_request_id(context, request.batch.request_id)
         try:
-            _, result = await self._store(request, context)
+            _, result = await self._store(request, context, "WriteMetrics")
         except SchemaServiceError as exc:
             await abort(context, exc)
         return pb.WriteMetricsResponse(written_count=result.written_count, duplicate=result.duplicate)
@@ -130,18 +133,27 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         try:
             async for request in requests:
                 await window.acquire()
-                acks.put_nowait(asyncio.create_task(self._store(request, context)))
+                acks.put_nowait(asyncio.create_task(self._store(request, context, "StreamMetrics")))
         except asyncio.CancelledError:
             pass  # shutdown: stop reading; batches already taken are still acknowledged
         finally:
             acks.put_nowait(None)
 
-    async def _store(self, request: Received, context: grpc.aio.ServicerContext) -> Ack:
-        # Refuse an oversized batch at once: waiting for a slot would hold its bytes for nothing.
-        check_size(request.size, self.app.settings.metrics.max_batch_bytes)
-        async with self.writer.admitted():
-            batch = self.parser.parse(request)
-            return batch.request_id, await self.writer.write(batch, timeout_s=context.time_remaining())
+    async def _store(self, request: Received, context: grpc.aio.ServicerContext, method: str) -> Ack:
+        instruments = self.app.instruments
+        try:
+            # Refuse an oversized batch at once: waiting for a slot would hold its bytes for nothing.
+            check_size(request.size, self.app.settings.metrics.max_batch_bytes)
+            async with self.writer.admitted():
+                batch = self.parser.parse(request)
+                result = await self.writer.write(batch, timeout_s=context.time_remaining())
+        except SchemaServiceError:
+            if instruments is not None:
+                instruments.refused(method)
+            raise
+        if instruments is not None:
+            instruments.stored(method, result.written_count, result.duplicate)
+        return batch.request_id, result
 
     async def QueryMetrics(  # noqa: N802 - gRPC method name
         self, request: pb.QueryMetricsRequest, context: grpc.aio.ServicerContext

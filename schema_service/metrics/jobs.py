@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,7 @@ from schema_service.app import App
 from schema_service.config import MetricsSettings
 from schema_service.database import DATABASE_FAILURES
 from schema_service.metrics.baselines import BaselineRun, compute_baselines
-from schema_service.metrics.partitions import create_partitions, drop_partitions_before
+from schema_service.metrics.partitions import create_partitions, drop_partitions_before, existing_days
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class HousekeepingReport:
     dropped: list[str]
     request_ids_purged: int
     baselines: BaselineRun
+    partitions: int  # daily partitions after this run
 
 
 class Housekeeping:
@@ -49,6 +51,7 @@ class Housekeeping:
             created = await create_partitions(conn, ahead)
             cutoff = today - timedelta(days=s.retention_days)
             dropped = await drop_partitions_before(conn, cutoff, lock_timeout_s=DROP_LOCK_TIMEOUT_S)
+            partitions = len(await existing_days(conn))
             purged = await conn.execute(
                 "DELETE FROM metric_write_requests WHERE committed_at < $1",
                 now - timedelta(seconds=s.idempotency_window_s),
@@ -66,14 +69,16 @@ class Housekeeping:
             )
         self._anomalies_since = now - timedelta(seconds=s.housekeeping_interval_s)
         return HousekeepingReport(
-            [d.isoformat() for d in created], [d.isoformat() for d in dropped], int(purged.split()[-1]), run
-        )
+            [d.isoformat() for d in created], [d.isoformat() for d in dropped], int(purged.split()[-1]), run,
+            partitions,
+        )  # fmt: skip
 
-    async def run_forever(self, pool: asyncpg.Pool) -> None:
+    async def run_forever(self, pool: asyncpg.Pool, on_report: Callable[[HousekeepingReport], None]) -> None:
         while True:
             try:
                 report = await self.run_once(pool)
                 log.info("metrics housekeeping", extra={"report": repr(report)})
+                on_report(report)
             except DATABASE_FAILURES as exc:
                 log.warning("metrics housekeeping failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             await asyncio.sleep(self.settings.housekeeping_interval_s)
@@ -82,4 +87,9 @@ class Housekeeping:
 async def run_housekeeping(app: App) -> None:
     """The server's background task: wait until start-up work is done (schema migrated), then run forever."""
     await app.ready.wait()
-    await Housekeeping(app.settings.metrics).run_forever(app.require_pool())
+
+    def seen(report: HousekeepingReport) -> None:
+        if app.instruments is not None:
+            app.instruments.database.partitions = report.partitions
+
+    await Housekeeping(app.settings.metrics).run_forever(app.require_pool(), seen)

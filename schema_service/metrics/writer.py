@@ -11,6 +11,7 @@ say the caller's data is there, which is just what is not true), never acknowled
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,9 +55,13 @@ class WriteResult:
 class MetricsWriter:
     """Writes batches; shared by all calls of one server."""
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool], settings: MetricsSettings) -> None:
+    def __init__(
+        self, pool: Callable[[], asyncpg.Pool], settings: MetricsSettings,
+        on_copy: Callable[[float], None] | None = None,
+    ) -> None:  # fmt: skip
         self._pool = pool
         self.settings = settings
+        self._on_copy = on_copy  # told each batch's COPY time (seconds), for the copy latency histogram
         self.partitions = PartitionCache()
         self._slots = asyncio.Semaphore(settings.max_in_flight_batches)
         # Series known to be committed; only these may skip the insert into metric_series.
@@ -123,7 +128,10 @@ class MetricsWriter:
                     new = [s for sid, s in batch.series.items() if sid not in self._known_series]
                     if new:
                         await conn.execute(_INSERT_SERIES, *_series_columns(new))
+                    began = time.perf_counter()
                     await conn.copy_records_to_table(PARENT, records=batch.records, columns=COLUMNS)
+                    if self._on_copy is not None:
+                        self._on_copy(time.perf_counter() - began)
             except DATABASE_FAILURES:
                 # A connection broken mid-operation must not go back to the pool for the next batch; telling
                 # broken from merely refused is not worth it on this rare path, so neither goes back.

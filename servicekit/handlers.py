@@ -1,0 +1,66 @@
+"""Wrapping every method handler of a grpc.aio server in a context manager, whatever its shape.
+
+A handler's behaviour is a coroutine function (unary responses, or streams written with
+`context.write`) or an async generator function (streams that `yield`); the wrapper keeps the
+shape, so gRPC drives it the same way. `Around` is entered before the behaviour runs and exited
+after it ended, seeing the exception (cancellation included) it ended with, which is all the
+Prometheus counts and the trace spans need. Wrapped handlers are cached per method, and only for
+methods the server knows, so unknown method names cannot grow the cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import grpc
+
+Behavior = Callable[..., Any]
+# (full method name "/pkg.Service/Method", handler kind, call context) -> context manager around the call
+Around = Callable[[str, str, grpc.aio.ServicerContext], AbstractContextManager[object]]
+
+KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, around: Around) -> None:
+        self.around = around
+        self._wrapped: dict[str, Any] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
+    ) -> Any:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED; nothing cached
+                return None
+            wrapped = self._wrapped[method] = self._wrap_handler(method, handler)
+        return wrapped
+
+    def _wrap_handler(self, method: str, handler: Any) -> Any:
+        for kind in KINDS:
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                return handler._replace(**{kind: _wrap(self.around, method, kind, behavior)})
+        return handler
+
+
+def _wrap(around: Around, method: str, kind: str, behavior: Behavior) -> Behavior:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            with around(method, kind, context):
+                async for response in behavior(request, context):
+                    yield response
+
+        return streaming
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        with around(method, kind, context):
+            return await behavior(request, context)
+
+    return call
