@@ -57,16 +57,22 @@ class Processes:
 async def serve(args: argparse.Namespace, procs: Processes) -> int:
     """Start all three, each once the one it needs is ready; run until one of them exits (then 1)."""
     schema_address, gateway_address = f"127.0.0.1:{args.schema_port}", f"127.0.0.1:{args.gateway_port}"
-    schema = procs.start("schema-service", "serve", "--host", "127.0.0.1", "--port", str(args.schema_port))
+    schema = procs.start(
+        "schema-service", "serve", "--host", "127.0.0.1", "--port", str(args.schema_port),
+        "--metrics-port", str(args.schema_metrics_port),
+    )  # fmt: skip
     procs.start("python", "-m", "llm_simulator", "--host", "127.0.0.1", "--port", str(args.simulator_port))
     await wait_for_health(schema_address, "readiness", SERVING, proc=schema, timeout_s=READY_TIMEOUT_S)
     gateway = procs.start(
-        "gateway-service", "serve", "--config", args.config, "--host", "127.0.0.1", "--port", str(args.gateway_port)
+        "gateway-service", "serve", "--config", args.config, "--host", "127.0.0.1", "--port", str(args.gateway_port),
+        "--metrics-port", str(args.gateway_metrics_port),
     )
     await wait_for_health(gateway_address, "readiness", SERVING, proc=gateway, timeout_s=READY_TIMEOUT_S)
     print(
         f"\nready: gateway {gateway_address}, schema service {schema_address}, "
         f"simulator http://127.0.0.1:{args.simulator_port}\n"
+        f"metrics: http://127.0.0.1:{args.gateway_metrics_port}/metrics (gateway), "
+        f"http://127.0.0.1:{args.schema_metrics_port}/metrics (schema service)\n"
         f"try: grpcurl -plaintext {gateway_address} list"
         "\n(see README.md for the walkthrough; Ctrl-C stops everything)\n",
         flush=True,
@@ -99,6 +105,8 @@ def main() -> int:
     parser.add_argument("--schema-port", type=int, default=50052)
     parser.add_argument("--gateway-port", type=int, default=50051)
     parser.add_argument("--simulator-port", type=int, default=8090)
+    parser.add_argument("--gateway-metrics-port", type=int, default=9464, help="Prometheus /metrics (0: off)")
+    parser.add_argument("--schema-metrics-port", type=int, default=9465, help="Prometheus /metrics (0: off)")
     parser.add_argument("--config", default=str(ROOT / "deploy" / "local" / "gateway.yaml"))
     args = parser.parse_args()
 

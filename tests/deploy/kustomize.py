@@ -46,6 +46,10 @@ def compose(scratch: Path, overlay: str, components: Sequence[str]) -> list[Doc]
         "resources": [relative(K8S / "overlays" / overlay)],
         "components": [relative(K8S / "components" / c) for c in components],
     }
+    # Objects a component adds get a namespace only from the kustomization listing it, as in an operator's overlay.
+    namespace = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text()).get("namespace")
+    if namespace:
+        kustomization["namespace"] = namespace
     (scratch / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     return kustomize(scratch)
 
