@@ -22,9 +22,10 @@ test: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
-## Benchmarks (each prints ratios against a baseline measured in the same run).
+## Benchmarks (each prints ratios against a baseline measured in the same run); figures and PNGs in bench/results/.
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+	$(PY) bench/plot.py
 
 ## Regenerate the committed stubs after a .proto change (then update the buf snapshot on purpose).
 protos: $(STAMP)

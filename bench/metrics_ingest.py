@@ -36,12 +36,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 import asyncpg
 import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.results import save
 from schema_service.config import MetricsSettings
 from schema_service.database import create_pool, with_database
 from schema_service.metrics.partitions import create_partitions
@@ -343,6 +345,12 @@ def report(results: dict[str, Result], latencies: list[float], total: int, round
         "  WriteMetrics 1,000-row per-metric ack time (1 in flight): "
         f"p50 {cuts[49] * 1e3:.1f} ms, p99 {cuts[98] * 1e3:.1f} ms"
     )
+    path = save(
+        "metrics_ingest",
+        {"rows": total, "rounds": rounds, "rates": {label: r.rate for label, r in results.items()},
+         "write_ack_ms": {"p50": cuts[49] * 1e3, "p99": cuts[98] * 1e3}},
+    )  # fmt: skip
+    print(f"  figures saved to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     for shape in ("per-metric", "columnar"):
         best = max(
             (r for k, r in results.items() if k.startswith("StreamMetrics") and shape in k), key=lambda r: r.rate

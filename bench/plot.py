@@ -17,8 +17,7 @@ matplotlib.use("Agg")  # files only, no screen
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import DIR, load  # noqa: E402
+from bench.results import DIR, load  # noqa: E402
 
 
 def _caption(data: dict[str, Any]) -> str:
