@@ -8,17 +8,15 @@ retry policy move them to another replica, while the calls already running finis
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 from google.rpc import code_pb2
 
 from servicekit.boundary import abort
 from servicekit.errors import ServiceError
-
-Behavior = Callable[..., Any]
+from servicekit.handlers import WrappingInterceptor
 
 
 class ServerShuttingDown(ServiceError):
@@ -51,59 +49,19 @@ class Drain:
             self.idle.set()
 
 
-class DrainInterceptor(grpc.aio.ServerInterceptor):
+class DrainInterceptor(WrappingInterceptor):
     """Wraps every method handler so that the drain sees each call start and end."""
 
     def __init__(self, drain: Drain) -> None:
+        super().__init__(self._counted)
         self.drain = drain
-        # Wrapped once per method, not per call: this runs in front of every RPC.
-        self._wrapped: dict[str, Any] = {}
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
-    ) -> Any:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:  # unknown method: not cached, so callers cannot grow the cache
-                return None
-            wrapped = self._wrapped[method] = self._wrap_handler(handler)
-        return wrapped
-
-    def _wrap_handler(self, handler: Any) -> Any:
-        for kind in ("unary_unary", "stream_unary", "unary_stream", "stream_stream"):
-            behavior = getattr(handler, kind)
-            if behavior is not None:
-                return handler._replace(**{kind: self._wrap(behavior)})
-        return handler
-
-    def _wrap(self, behavior: Behavior) -> Behavior:
-        drain = self.drain
-        if inspect.isasyncgenfunction(behavior):
-
-            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await _refuse_if_stopping(drain, context)
-                drain.enter()
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                finally:
-                    drain.leave()
-
-            return streaming
-
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await _refuse_if_stopping(drain, context)
-            drain.enter()
-            try:
-                return await behavior(request, context)
-            finally:
-                drain.leave()
-
-        return call
-
-
-async def _refuse_if_stopping(drain: Drain, context: grpc.aio.ServicerContext) -> None:
-    if drain.stopping.is_set():
-        await abort(context, ServerShuttingDown("server is shutting down; retry the call", retry_after_s=0))
+    @asynccontextmanager
+    async def _counted(self, method: str, kind: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        if self.drain.stopping.is_set():
+            await abort(context, ServerShuttingDown("server is shutting down; retry the call", retry_after_s=0))
+        self.drain.enter()
+        try:
+            yield
+        finally:
+            self.drain.leave()

@@ -1,25 +1,26 @@
-"""Wrapping every method handler of a grpc.aio server in a context manager, whatever its shape.
+"""Wrapping every method handler of a grpc.aio server in an async context manager, whatever its shape.
 
 A handler's behaviour is a coroutine function (unary responses, or streams written with
 `context.write`) or an async generator function (streams that `yield`); the wrapper keeps the
-shape, so gRPC drives it the same way. `Around` is entered before the behaviour runs and exited
-after it ended, seeing the exception (cancellation included) it ended with, which is all the
-Prometheus counts and the trace spans need. Wrapped handlers are cached per method, and only for
-methods the server knows, so unknown method names cannot grow the cache.
+shape, so gRPC drives it the same way. `Around` is entered before the behaviour runs (it may end
+the call there, as the drain does) and exited after it ended, seeing the exception (cancellation
+included) it ended with, which is all the drain, the Prometheus counts and the trace spans need.
+Wrapped handlers are cached per method, and only for methods the server knows, so unknown method
+names cannot grow the cache.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
 
 Behavior = Callable[..., Any]
 # (full method name "/pkg.Service/Method", handler kind, call context) -> context manager around the call
-Around = Callable[[str, str, grpc.aio.ServicerContext], AbstractContextManager[object]]
+Around = Callable[[str, str, grpc.aio.ServicerContext], AbstractAsyncContextManager[object]]
 
 KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
@@ -53,14 +54,14 @@ def _wrap(around: Around, method: str, kind: str, behavior: Behavior) -> Behavio
     if inspect.isasyncgenfunction(behavior):
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with around(method, kind, context):
+            async with around(method, kind, context):
                 async for response in behavior(request, context):
                     yield response
 
         return streaming
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with around(method, kind, context):
+        async with around(method, kind, context):
             return await behavior(request, context)
 
     return call

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,8 +65,8 @@ class MetricsInterceptor(WrappingInterceptor):
         super().__init__(self._measure)
         self.metrics = metrics
 
-    @contextmanager
-    def _measure(self, method: str, kind: str, context: grpc.aio.ServicerContext) -> Iterator[None]:
+    @asynccontextmanager
+    async def _measure(self, method: str, kind: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         service, _, name = method.lstrip("/").rpartition("/")
         labels = (service, name, _KINDS[kind])
         self.metrics.started.labels(*labels).inc()

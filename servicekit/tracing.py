@@ -15,8 +15,8 @@ interceptors are not installed at all (nothing on the hot path).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -67,8 +67,8 @@ class Tracing:
             self.provider.shutdown()
 
 
-@contextmanager
-def _server_span(tracer: trace.Tracer, method: str, kind: str, context: Any) -> Iterator[None]:
+@asynccontextmanager
+async def _server_span(tracer: trace.Tracer, method: str, kind: str, context: Any) -> AsyncIterator[None]:
     """One SERVER span per call, joining the caller's trace from its `traceparent` metadata.
 
     Our own rather than opentelemetry-instrumentation-grpc's aio server interceptor, which expects every
