@@ -30,7 +30,7 @@ def provider_config(spec: ProviderSpec) -> ProviderConfig:
         name=spec.name,
         type=spec.type,
         base_url=spec.base_url,
-        api_key=spec.api_key.reveal() if spec.api_key else None,
+        api_key=spec.api_key.get_secret_value() if spec.api_key else None,
         api_version=spec.api_version,
         connect_timeout_s=spec.connect_timeout_s,
         first_token_timeout_s=spec.first_token_timeout_s,

@@ -30,7 +30,7 @@ class Candidate:
         """A stable, non-secret name of the credential, so cooldowns follow the key."""
         if self.provider.api_key is None:
             return ""
-        return hashlib.sha256(self.provider.api_key.reveal().encode()).hexdigest()[:12]
+        return hashlib.sha256(self.provider.api_key.get_secret_value().encode()).hexdigest()[:12]
 
     @property
     def label(self) -> str:

@@ -23,8 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from gateway_service.config import GatewayConfig
-from gateway_service.config_limits import Budget, LimitSettings
+from gateway_service.config import Budget, GatewayConfig, LimitSettings
 from gateway_service.errors import UserBudgetExhausted
 from gateway_service.limits.core import (
     Charge,
@@ -46,7 +45,7 @@ def build_limiter(settings: LimitSettings, clock: Clock | None = None, count: Co
     if settings.backend == "redis":
         assert settings.redis_url is not None  # config requires it with backend: redis
         return RedisLimiter(
-            settings.redis_url.reveal(),
+            settings.redis_url.get_secret_value(),
             timeout_s=settings.redis_timeout_ms / 1000,
             retry_s=settings.redis_retry_s,
             clock=clock or time.time,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway_service.config_limits import Rate
+from gateway_service.config import Rate
 
 Clock = Callable[[], float]
 Count = Callable[[str, Mapping[str, str]], None]  # one more of a named, labelled event (Telemetry.count)

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway_service.config.providers import DEFAULT_TIMEOUTS
 from gateway_service.domain.request import ChatRequest, ProviderEvent
 
 
@@ -23,10 +24,11 @@ class ProviderConfig:
     base_url: str | None
     api_key: str | None
     api_version: str | None = None
-    connect_timeout_s: float = 5.0
-    first_token_timeout_s: float = 30.0
-    idle_timeout_s: float = 30.0
-    timeout_s: float = 60.0
+    # The defaults are the config's, written once (config/providers.py ProviderTimeouts).
+    connect_timeout_s: float = DEFAULT_TIMEOUTS.connect_timeout_s
+    first_token_timeout_s: float = DEFAULT_TIMEOUTS.first_token_timeout_s
+    idle_timeout_s: float = DEFAULT_TIMEOUTS.idle_timeout_s
+    timeout_s: float = DEFAULT_TIMEOUTS.timeout_s
     http_client: str = "gateway"  # gateway | httpx (see providers/transport.py)
     # Models configured `reasoning: effort`: asked for a thinking level instead of a token budget.
     effort_models: frozenset[str] = frozenset()

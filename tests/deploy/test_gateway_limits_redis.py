@@ -83,7 +83,7 @@ def test_the_gateway_keeps_budgets_in_the_redis_the_secret_names(
     assert ref["key"] == "url" and ref["name"].startswith("llm-gateway-redis")
     settings = gateway_config(docs).limits
     assert settings.backend == "redis"
-    assert settings.redis_url is not None and settings.redis_url.reveal() == container_env(docs)["REDIS_URL"]
+    assert settings.redis_url is not None and settings.redis_url.get_secret_value() == container_env(docs)["REDIS_URL"]
 
 
 def test_prod_alone_expects_the_operators_secret_and_dev_generates_its_own(

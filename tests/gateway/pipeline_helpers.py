@@ -10,12 +10,13 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from pydantic import SecretStr
+
 from gateway_service.config import (
     FailoverSettings,
     GatewayConfig,
     ModelSpec,
     ProviderSpec,
-    Secret,
 )
 from gateway_service.domain.request import ChatRequest, Finished, FinishReason, Message, ProviderEvent, Role, TextDelta
 from gateway_service.providers.base import ProviderConfig
@@ -80,7 +81,7 @@ def spec(name: str, *models: ModelSpec, key: str | None = "k", type_: str = "ope
         type=type_,
         models=models,
         api_key_env=f"{name.upper()}_API_KEY",
-        api_key=Secret(key + name) if key else None,
+        api_key=SecretStr(key + name) if key else None,
         **kw,  # type: ignore[arg-type]
     )
 

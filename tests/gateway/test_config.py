@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from gateway_service import config
@@ -49,8 +49,8 @@ def test_full_file_loads_into_frozen_settings(tmp_path: Path) -> None:
     (tmp_path / "gemini.key").write_text("AIza-secret-from-file\n")
     cfg = config.load(write(tmp_path, GOOD), env={"OPENAI_API_KEY": "sk-live-123"})
     openai, gemini, claude = cfg.providers
-    assert openai.configured and openai.api_key is not None and openai.api_key.reveal() == "sk-live-123"
-    assert gemini.api_key is not None and gemini.api_key.reveal() == "AIza-secret-from-file"
+    assert openai.configured and openai.api_key is not None and openai.api_key.get_secret_value() == "sk-live-123"
+    assert gemini.api_key is not None and gemini.api_key.get_secret_value() == "AIza-secret-from-file"
     assert not claude.configured and claude.credential_source == "ANTHROPIC_API_KEY"
     assert claude.models[0].assistant_prefill and not openai.models[0].assistant_prefill
     assert openai.first_token_timeout_s == 2.5 and openai.models[0].output_usd_per_mtok == 0.60
@@ -59,7 +59,7 @@ def test_full_file_loads_into_frozen_settings(tmp_path: Path) -> None:
     assert cfg.failover.min_attempt_budget_s == 0.2 and cfg.failover.commit_window_tokens == 3
     assert cfg.failover.breaker_failures == 4 and isinstance(cfg.failover.breaker_failures, int)
     assert cfg.telemetry.buffer_size == 100 and cfg.schema_service == "127.0.0.1:50052"
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         cfg.schema_service = "x"  # type: ignore[misc]
 
 
@@ -83,7 +83,8 @@ def test_secrets_print_as_stars(tmp_path: Path) -> None:
          "routes.default[1]: unknown model 'gpt-5' of provider 'openai'"),
         ("    type: gemini", "    type: bard", "providers[1].type: must be one of"),
         ("http_client: httpx", "http_client: aiohttp", "providers[0].http_client: must be one of gateway, httpx"),
-        ("timeout_s: 60", "timeout_s: soon", "providers[0].timeout_s: must be a non-negative number"),
+        ("timeout_s: 60", "timeout_s: soon", "providers[0].timeout_s: must be a number, got 'soon'"),
+        ("timeout_s: 60", "timeout_s: -1", "providers[0].timeout_s: must be a non-negative number, got -1"),
         ("breaker_failures: 4", "breaker_fails: 4", "failover.breaker_fails: unknown key"),
         ("schema_service:", "schema_svc:", "schema_svc: unknown key"),
         ("    api_key_env: ANTHROPIC_API_KEY\n", "", "providers[2]: exactly one of api_key_env, api_key_file or"),

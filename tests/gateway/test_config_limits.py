@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gateway_service import config
-from gateway_service.config_limits import Rate
+from gateway_service.config import Rate
 from gateway_service.errors import ConfigError
 
 BASE = """
@@ -52,7 +52,7 @@ def test_budgets_of_providers_models_and_users() -> None:
     assert openai.models[1].limits == ()
     limits = cfg.limits
     assert limits.backend == "redis" and limits.key_prefix == "gw" and limits.redis_timeout_ms == 20
-    assert limits.redis_url is not None and limits.redis_url.reveal() == "redis://:pw@127.0.0.1:6379/0"
+    assert limits.redis_url is not None and limits.redis_url.get_secret_value() == "redis://:pw@127.0.0.1:6379/0"
     assert "pw@" not in repr(cfg)  # --check-config prints the settings: the URL's password must not show
     default = (Rate("requests_per_minute", 60, 60.0), Rate("tokens_per_day", 1000000, 86400.0))
     assert limits.user_budget("alice") == default
@@ -98,7 +98,7 @@ def test_no_limits_section_means_memory_and_no_budgets() -> None:
         ({"limits__redis_url": "http://127.0.0.1:6379"}, "gw.yaml: limits.redis_url: must start with redis://"),
         ({"limits__redis_url": "redis://:pw@127.0.0.1:port/0"},
          "gw.yaml: limits.redis_url: not a valid Redis URL: Port could not be cast to integer value as 'port'"),
-        ({"limits__redis_timeout_ms": 0}, "gw.yaml: limits.redis_timeout_ms: must be greater than 0"),
+        ({"limits__redis_timeout_ms": 0}, "gw.yaml: limits.redis_timeout_ms: must be greater than 0, got 0"),
         ({"limits__redis_retry_s": -1}, "gw.yaml: limits.redis_retry_s: must be a non-negative number"),
         ({"limits__users": {"requests_per_minute": -5}}, "gw.yaml: limits.users.requests_per_minute: must be a posit"),
         ({"limits__user_overrides": {"bob": {"tokens": 5}}}, "gw.yaml: limits.user_overrides.bob.tokens: unknown key"),

@@ -46,7 +46,7 @@ from gateway_service.errors import (
 from gateway_service.health import Health, HealthState
 from tests.gateway.pipeline_helpers import Pause, ScriptedAdapter, Step, chat_request, gateway_config, spec, words
 
-M = ModelSpec("m", context_window=1000, input_usd_per_mtok=1.0, output_usd_per_mtok=2.0)
+M = ModelSpec(name="m", context_window=1000, input_usd_per_mtok=1.0, output_usd_per_mtok=2.0)
 
 
 @dataclass
@@ -161,9 +161,9 @@ async def test_invalid_request_does_not_fail_over() -> None:
 
 async def test_context_too_long_only_tries_larger_windows() -> None:
     small, same, big = (
-        ModelSpec("m", context_window=1000),
-        ModelSpec("m", context_window=1000),
-        ModelSpec("m", context_window=9000),
+        ModelSpec(name="m", context_window=1000),
+        ModelSpec(name="m", context_window=1000),
+        ModelSpec(name="m", context_window=9000),
     )
     too_long = ProviderError(FailureKind.CONTEXT_TOO_LONG, "maximum context length is 1000 tokens")
     p = pipeline({"a": [[too_long]], "b": [words("no")], "c": [words("fits")]}, {"a": small, "b": same, "c": big})
@@ -220,7 +220,7 @@ async def test_restart_tells_the_caller_to_discard_and_starts_over() -> None:
 
 
 async def test_continue_prefills_the_partial_answer_on_a_model_that_takes_it() -> None:
-    prefill = ModelSpec("m", context_window=1000, assistant_prefill=True)
+    prefill = ModelSpec(name="m", context_window=1000, assistant_prefill=True)
     reset = ProviderError(FailureKind.CONNECTION_ERROR, "connection reset")
     p = pipeline({"a": [[TextDelta("The answer "), reset]], "b": [words("no")], "c": [words("is 42.")]},
                  {"c": prefill})  # fmt: skip
@@ -234,7 +234,7 @@ async def test_continue_prefills_the_partial_answer_on_a_model_that_takes_it() -
 
 
 async def test_continue_is_refused_after_tool_call_deltas() -> None:
-    prefill = ModelSpec("m", context_window=1000, assistant_prefill=True)
+    prefill = ModelSpec(name="m", context_window=1000, assistant_prefill=True)
     reset = ProviderError(FailureKind.CONNECTION_ERROR, "connection reset")
     p = pipeline({"a": [[ToolCallDelta(0, "call_1", "lookup", '{"q'), reset]], "b": [words("no")]}, {"b": prefill})
     error, _ = await p.fail(chat_request(mid_stream_policy=MidStreamPolicy.CONTINUE))

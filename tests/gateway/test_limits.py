@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway_service.config import TelemetrySettings
-from gateway_service.config_limits import Rate
+from gateway_service.config import Rate, TelemetrySettings
 from gateway_service.limits.core import Exceeded, Limiter, Slot
 from gateway_service.limits.memory import MemoryLimiter
 from gateway_service.limits.redis_limiter import RedisLimiter

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import pytest
 
 from gateway_service.app import Gateway, build_gateway
-from gateway_service.config import GatewayConfig, ModelSpec
-from gateway_service.config_limits import LimitSettings, Rate
+from gateway_service.config import GatewayConfig, LimitSettings, ModelSpec, Rate
 from gateway_service.domain.events import GatewayEvent, SkipReason
 from gateway_service.domain.request import ChatRequest, UsageReport
 from gateway_service.errors import AllProvidersRateLimited, NotConfigured, UserBudgetExhausted
@@ -61,12 +59,12 @@ async def run(gateway: Gateway, request: ChatRequest) -> list[GatewayEvent]:
 
 
 def with_limits(config: GatewayConfig, **limits: object) -> GatewayConfig:
-    return dataclasses.replace(config, limits=LimitSettings(**limits))  # type: ignore[arg-type]
+    return config.model_copy(update={"limits": LimitSettings(**limits)})  # type: ignore[arg-type]
 
 
 async def test_the_user_and_the_first_candidate_cost_one_take_and_the_window_refills_on_the_clock() -> None:
     clock = Clock()
-    config = with_limits(gateway_config(spec("a", ModelSpec("m", limits=RPM_1))), users=RPM_1)
+    config = with_limits(gateway_config(spec("a", ModelSpec(name="m", limits=RPM_1))), users=RPM_1)
     gateway = pipeline(config, {"a": answers(2)}, clock)
     assert gateway.budgets is not None
     limiter = CountingLimiter(clock)
@@ -85,7 +83,7 @@ async def test_the_user_and_the_first_candidate_cost_one_take_and_the_window_ref
 
 async def test_a_refused_user_takes_nothing_from_the_candidate() -> None:
     rpm_2 = (Rate("requests_per_minute", 2, 60.0),)
-    config = with_limits(gateway_config(spec("a", ModelSpec("m"), limits=rpm_2)), user_overrides={"poor": RPM_1})
+    config = with_limits(gateway_config(spec("a", ModelSpec(name="m"), limits=rpm_2)), user_overrides={"poor": RPM_1})
     gateway = pipeline(config, {"a": answers(3)}, Clock())
     await run(gateway, chat_request(user_id="poor"))
     with pytest.raises(UserBudgetExhausted):
@@ -97,7 +95,7 @@ async def test_a_refused_user_takes_nothing_from_the_candidate() -> None:
 
 
 async def test_over_budget_is_the_answer_even_when_no_candidate_could_be_tried() -> None:
-    config = with_limits(gateway_config(spec("a", ModelSpec("m"), key=None)), users=RPM_1)
+    config = with_limits(gateway_config(spec("a", ModelSpec(name="m"), key=None)), users=RPM_1)
     gateway = pipeline(config, {}, Clock())
     with pytest.raises(NotConfigured):
         await run(gateway, chat_request(user_id="u"))
@@ -108,7 +106,7 @@ async def test_over_budget_is_the_answer_even_when_no_candidate_could_be_tried()
 async def test_an_answer_longer_than_estimated_owes_its_tokens() -> None:
     clock = Clock()
     tpm = (Rate("tokens_per_minute", 100, 60.0),)
-    config = with_limits(gateway_config(spec("a", ModelSpec("m"), limits=tpm), spec("b", ModelSpec("m"))))
+    config = with_limits(gateway_config(spec("a", ModelSpec(name="m"), limits=tpm), spec("b", ModelSpec(name="m"))))
     gateway = pipeline(config, {"a": answers(2, UsageReport(30, 90)), "b": answers(3)}, clock)
     first = gateway.start_chat(chat_request("x" * 200), 5.0)  # estimated 50 tokens, reported 120
     assert [e async for e in first.events()][-1].provider == "a"  # type: ignore[union-attr]
@@ -136,7 +134,7 @@ async def test_skips_and_user_refusals_reach_telemetry_as_counts_since_the_last_
 
     clock = Clock()
     rpm_2 = (Rate("requests_per_minute", 2, 60.0),)
-    providers = spec("a", ModelSpec("m"), limits=RPM_1), spec("b", ModelSpec("n"))
+    providers = spec("a", ModelSpec(name="m"), limits=RPM_1), spec("b", ModelSpec(name="n"))
     config = with_limits(gateway_config(*providers), users=rpm_2)
     gateway = pipeline(config, {"a": answers(1), "b": answers(2)}, clock, send)
     for _ in range(2):  # the second finds no room at `a` and goes to `b`

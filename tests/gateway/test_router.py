@@ -9,7 +9,7 @@ from gateway_service.config import ModelSpec
 from gateway_service.errors import InvalidRequest, UnknownModel
 from tests.gateway.pipeline_helpers import ScriptedAdapter, chat_request, gateway_config, spec
 
-M1, M2 = ModelSpec("m1"), ModelSpec("m2")
+M1, M2 = ModelSpec(name="m1"), ModelSpec(name="m2")
 
 
 def router() -> Router:

@@ -1,0 +1,39 @@
+"""Gateway settings: a YAML file (or the built-in default) plus the environment -> frozen pydantic models.
+
+Everything is validated at start-up: an unknown key, a route naming an unknown provider or
+model, a bad value or a missing file raises ConfigError naming the file and the key path
+(`providers[1].models[0].context_window`). String values may use `${NAME}` or `${NAME:-default}`
+from the environment. Secrets (provider keys, the Redis URL) are SecretStr: they print as `**********`.
+
+    base.py       what every section shares (frozen, extra="forbid", strict numbers)
+    providers.py  providers, their keys, timeouts and models
+    limits.py     rate-limit budgets and the limits backend
+    model.py      the file as a whole: routes, failover, telemetry
+    loading.py    YAML + `${VAR}` -> models, errors naming the key path
+    serve.py      the `serve` command's settings (flags and environment, pydantic-settings)
+"""
+
+from __future__ import annotations
+
+from gateway_service.config.limits import Budget, LimitSettings, Rate, RateLimits
+from gateway_service.config.loading import DEFAULT_CONFIG_YAML, interpolate, load, parse
+from gateway_service.config.model import FailoverSettings, GatewayConfig, TelemetrySettings
+from gateway_service.config.providers import DEFAULT_TIMEOUTS, ModelSpec, ProviderSpec, ProviderTimeouts
+
+__all__ = [
+    "DEFAULT_CONFIG_YAML",
+    "DEFAULT_TIMEOUTS",
+    "Budget",
+    "FailoverSettings",
+    "GatewayConfig",
+    "LimitSettings",
+    "ModelSpec",
+    "ProviderSpec",
+    "ProviderTimeouts",
+    "Rate",
+    "RateLimits",
+    "TelemetrySettings",
+    "interpolate",
+    "load",
+    "parse",
+]

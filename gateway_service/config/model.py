@@ -1,0 +1,110 @@
+"""The gateway config as a whole: providers, routes, failover, telemetry and limits sections."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
+
+from gateway_service.config.base import Frozen, NonNegativeFloat, NonNegativeInt, Text, invalid, refuse_derived
+from gateway_service.config.limits import LimitSettings
+from gateway_service.config.providers import ModelSpec, ProviderSpec
+
+
+def _target(value: Any) -> Any:
+    """`provider/model` -> (provider, model); both are checked against the providers once all are read."""
+    if isinstance(value, tuple):
+        return value  # already split (code building a config)
+    if not isinstance(value, str):
+        raise PydanticCustomError("config", "must be a `provider/model` string, got {value}", {"value": repr(value)})
+    provider, _, model = value.partition("/")
+    return (provider, model)
+
+
+Target = Annotated[tuple[str, str], BeforeValidator(_target)]
+
+
+class FailoverSettings(Frozen):
+    """How attempts are run (README "Failover")."""
+
+    min_attempt_budget_s: NonNegativeFloat = 0.05
+    """No attempt starts with less of the caller's deadline left."""
+    default_deadline_s: NonNegativeFloat = 300.0
+    """Used when the caller sets no gRPC deadline."""
+    commit_window_ms: NonNegativeInt = 0
+    """Default hold of output (the request's commit_window_ms overrides)."""
+    commit_window_tokens: NonNegativeInt = 0
+    """Default hold in deltas (the request's commit_window_tokens overrides)."""
+    rate_limit_cooldown_s: NonNegativeFloat = 1.0
+    """Cooldown after a 429 without Retry-After / retry-after-ms / RetryInfo."""
+    quota_cooldown_s: NonNegativeFloat = 3600.0
+    """Cooldown after a billing failure (OpenAI insufficient_quota)."""
+    auth_cooldown_s: NonNegativeFloat = 300.0
+    """Cooldown after 401/403 (the provider shows HEALTH_STATE_MISCONFIGURED)."""
+    breaker_failures: NonNegativeInt = 5
+    """Consecutive failures (5xx, timeouts, resets, malformed) that open the breaker."""
+    breaker_open_s: NonNegativeFloat = 30.0
+    """How long an open breaker skips the provider/model before one trial."""
+    stats_window: NonNegativeInt = 200
+    """Attempts kept per provider for ListProviders statistics."""
+
+
+class TelemetrySettings(Frozen):
+    """Metrics sent to the schema service; only used with `schema_service`."""
+
+    buffer_size: NonNegativeInt = 10_000
+    """Metrics held in memory; beyond it they are dropped and counted (logged)."""
+    batch_size: NonNegativeInt = 500
+    """Metrics per WriteMetrics call."""
+    flush_interval_s: NonNegativeFloat = 1.0
+    """Longest wait before a partial batch is sent."""
+
+
+class GatewayConfig(Frozen):
+    """The whole gateway config file."""
+
+    schema_service: Text | None = None
+    """host:port of the schema service; metrics go there (WriteMetrics batches). SCHEMA_SERVICE_ADDR wins."""
+    providers: tuple[ProviderSpec, ...] = Field(min_length=1)
+    """The upstreams, each with its models (non-empty, names unique)."""
+    routes: Mapping[str, Annotated[tuple[Target, ...], Field(min_length=1)]] = {}
+    """Alias -> ordered `provider/model` targets, each naming a provider and model above."""
+    failover: FailoverSettings = FailoverSettings()
+    """How attempts are run."""
+    telemetry: TelemetrySettings = TelemetrySettings()
+    """The metrics buffer."""
+    limits: LimitSettings = LimitSettings()
+    """Where rate-limit budgets are kept, and each caller's budget (see "Rate-limit budgets")."""
+    source: str = "<built-in default>"
+    """The file this was read from (set by the loader, never written in the file)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_source_in_file(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            refuse_derived(data, "source", info)
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        for index, provider in enumerate(self.providers):
+            if provider.name in (p.name for p in self.providers[:index]):
+                raise invalid(f"providers[{index}].name", f"duplicate name {provider.name!r}")
+        for alias, targets in self.routes.items():
+            for index, (provider_name, model_name) in enumerate(targets):
+                spec = self.provider(provider_name)
+                if spec is None:
+                    raise invalid(f"routes.{alias}[{index}]", f"unknown provider {provider_name!r} in "
+                                  f"'{provider_name}/{model_name}'")  # fmt: skip
+                if spec.model(model_name) is None:
+                    raise invalid(f"routes.{alias}[{index}]", f"unknown model {model_name!r} of provider "
+                                  f"{provider_name!r}")  # fmt: skip
+        return self
+
+    def provider(self, name: str) -> ProviderSpec | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+
+__all__ = ["FailoverSettings", "GatewayConfig", "ModelSpec", "ProviderSpec", "TelemetrySettings"]

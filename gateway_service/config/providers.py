@@ -1,0 +1,157 @@
+"""`providers:` of the gateway config: each upstream, its key, its timeouts, its models and their prices.
+
+The key comes from `api_key_env` or `api_key_file` (or `no_api_key: true` for local endpoints that
+take none, such as Ollama or the simulator); it is read while the file is loaded, from the
+environment the loader passes as validation context. A missing key leaves the provider unconfigured:
+it still starts, and ListProviders names where the key was looked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationInfo, model_validator
+
+from gateway_service.config.base import (
+    Flag,
+    Frozen,
+    NonNegativeFloat,
+    NonNegativeInt,
+    Text,
+    from_yaml,
+    invalid,
+    refuse_derived,
+)
+from gateway_service.config.limits import Budget
+
+ProviderType = Literal["openai", "gemini", "anthropic", "openai_compatible"]
+# Anthropic takes a final assistant turn as a prefill the answer continues from; the others do not.
+PREFILL_BY_DEFAULT = ("anthropic",)
+# OpenAI-family models always take reasoning_effort, so only these provider types have the choice (README "Reasoning").
+REASONING_FORM_TYPES = ("anthropic", "gemini")
+
+
+class ModelSpec(Frozen):
+    """One model of a provider."""
+
+    name: Text
+    """The provider's model name, as routes and `provider/model` name it; unique within the provider."""
+    context_window: NonNegativeInt = 0
+    """Tokens; after "context too long" only models with larger windows are tried (0 = unknown)."""
+    input_usd_per_mtok: NonNegativeFloat = 0.0
+    """Price of a million input tokens, for Usage.cost_usd and ProviderStats.cost_usd."""
+    output_usd_per_mtok: NonNegativeFloat = 0.0
+    """Price of a million output tokens."""
+    assistant_prefill: Flag = False
+    """Can continue a partial assistant turn (written: default true for anthropic models only)."""
+    limits: Budget = ()
+    """This model's upstream rate limits, on top of its provider's."""
+    reasoning: Literal["budget", "effort"] = "budget"
+    """Anthropic and Gemini models only: how the model is asked to reason: budget (a thinking token budget) or
+    effort (a thinking level). See "Reasoning"."""
+
+
+class ProviderTimeouts(Frozen):
+    """The timeouts of one provider's attempts; the adapters' defaults are these (providers/base.ProviderConfig)."""
+
+    timeout_s: NonNegativeFloat = 60.0
+    """Whole attempt, at most."""
+    connect_timeout_s: NonNegativeFloat = 5.0
+    """TCP/TLS connect."""
+    first_token_timeout_s: NonNegativeFloat = 30.0
+    """From the start of the attempt to the first output."""
+    idle_timeout_s: NonNegativeFloat = 30.0
+    """Longest gap between chunks once output flows."""
+
+
+DEFAULT_TIMEOUTS = ProviderTimeouts()
+
+
+class ProviderSpec(ProviderTimeouts):
+    """One upstream: exactly one of api_key_env, api_key_file or no_api_key: true."""
+
+    name: Text
+    """Unique; used in routes, provider_order and `provider/model`."""
+    type: ProviderType
+    """The wire format, each spoken through its official SDK."""
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+    """Non-empty, names unique."""
+    base_url: Text | None = None
+    """Proxies, local servers, tests (required for openai_compatible)."""
+    api_version: Text | None = None
+    """Gemini API version."""
+    api_key_env: Text | None = None
+    """Environment variable holding the key; unset or empty leaves the provider unconfigured (not an error)."""
+    api_key_file: Text | None = None
+    """File holding the key (e.g. under /var/run/secrets); missing or empty leaves the provider unconfigured."""
+    no_api_key: Flag = False
+    """A local endpoint that takes no key (Ollama, vLLM, the simulator)."""
+    api_key: SecretStr | None = None
+    """Read from api_key_env or api_key_file when the file is loaded; never written in the file."""
+    limits: Budget = ()
+    """The provider's upstream rate limits, shared by its models."""
+    http_client: Literal["gateway", "httpx"] = "gateway"
+    """HTTP stack under the SDK: gateway (the gateway's own HTTP/1.1 transport, see Performance notes) or httpx."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_and_model_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or not from_yaml(info):
+            return data
+        refuse_derived(data, "api_key", info)
+        sources = [bool(data.get("api_key_env")), bool(data.get("api_key_file")), data.get("no_api_key") is True]
+        if sum(sources) != 1:
+            raise invalid("", "exactly one of api_key_env, api_key_file or no_api_key: true is required")
+        env = info.context["env"] if isinstance(info.context, dict) else {}
+        data = {**data, "api_key": _read_key(data, env)}
+        if data.get("type") in PREFILL_BY_DEFAULT and isinstance(data.get("models"), list):
+            data["models"] = [_prefill_by_default(m) for m in data["models"]]
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProviderSpec:
+        if self.type == "openai_compatible" and not self.base_url:
+            raise invalid("base_url", "is required for type openai_compatible")
+        for index, model in enumerate(self.models):
+            if model.name in (m.name for m in self.models[:index]):
+                raise invalid(f"models[{index}].name", f"duplicate name {model.name!r}")
+            if self.type not in REASONING_FORM_TYPES and "reasoning" in model.model_fields_set:
+                # Refused rather than ignored: a key that changes nothing would let a reader believe it does.
+                raise invalid(
+                    f"models[{index}].reasoning",
+                    f"only {' and '.join(REASONING_FORM_TYPES)} models take it; {self.type} models are always "
+                    "asked with reasoning_effort",
+                )
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key is not None
+
+    @property
+    def credential_source(self) -> str:
+        """Where the key comes from: the environment variable's name, or the file's path."""
+        return self.api_key_env or self.api_key_file or "none (no_api_key)"
+
+    def model(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+def _read_key(data: dict[str, Any], env: Any) -> SecretStr | None:
+    if data.get("no_api_key") is True:
+        return SecretStr("no-key")  # the SDKs insist on some key; an endpoint that takes none ignores this one
+    if data.get("api_key_env"):
+        value = str(env.get(str(data["api_key_env"]), "")).strip()
+        return SecretStr(value) if value else None
+    try:
+        value = Path(str(data["api_key_file"])).read_text().strip()
+    except OSError:
+        return None  # like a missing env var: the provider shows as unconfigured, naming the file
+    return SecretStr(value) if value else None
+
+
+def _prefill_by_default(model: Any) -> Any:
+    if isinstance(model, dict) and model.get("assistant_prefill") is None:
+        return {**model, "assistant_prefill": True}
+    return model
