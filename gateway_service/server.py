@@ -11,7 +11,7 @@ import grpc
 
 from gateway_service.api.servicers import add_to_server
 from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_factory
-from gateway_service.config import GatewayConfig
+from gateway_service.config import GatewayConfig, ServeSettings
 from gateway_service.instruments import GatewayMetrics
 from gateway_service.telemetry import Send, Undeliverable
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
@@ -23,19 +23,10 @@ from servicekit.tracing import configure as configure_tracing
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 50051
 SERVICE_NAMES = (
     chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
     provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
 )
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    host: str = "[::]"
-    port: int = DEFAULT_PORT
-    shutdown_grace_s: float = 20.0
-    metrics_port: int = 0  # Prometheus /metrics on this port (all interfaces); 0: not served
 
 
 RETRYABLE = frozenset(

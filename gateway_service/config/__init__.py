@@ -19,6 +19,7 @@ from gateway_service.config.limits import Budget, LimitSettings, Rate, RateLimit
 from gateway_service.config.loading import DEFAULT_CONFIG_YAML, interpolate, load, parse
 from gateway_service.config.model import FailoverSettings, GatewayConfig, TelemetrySettings
 from gateway_service.config.providers import DEFAULT_TIMEOUTS, ModelSpec, ProviderSpec, ProviderTimeouts
+from gateway_service.config.serve import ServeSettings
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",
@@ -32,6 +33,7 @@ __all__ = [
     "ProviderTimeouts",
     "Rate",
     "RateLimits",
+    "ServeSettings",
     "TelemetrySettings",
     "interpolate",
     "load",

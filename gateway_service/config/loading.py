@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 
 from gateway_service.config.model import GatewayConfig
 from gateway_service.errors import ConfigError
+from servicekit.settings import problem
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -119,47 +120,11 @@ def key_path(loc: list[int | str]) -> str:
     return text
 
 
-_TYPES = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "tuple_type": "a list",
-    "list_type": "a list",
-}
-
-
 def _message(error: ErrorDetails, loc: list[int | str]) -> str:
-    kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
-    if kind == "config":
-        return str(ctx.get("message", error["msg"]))
-    if kind == "missing":
-        return "is required"
-    if kind == "extra_forbidden":
+    if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         return "unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
-    if kind == "literal_error":
-        options = re.findall(r"'([^']*)'", str(ctx["expected"]))  # "'memory' or 'redis'"
-        return f"must be one of {', '.join(options)}, got {got!r}"
-    if kind == "greater_than_equal" and ctx.get("ge") == 0:
-        return f"must be a non-negative number, got {got!r}"
-    if kind in ("greater_than_equal", "greater_than"):
-        bound = ctx.get("ge", ctx.get("gt"))
-        return f"must be {'at least' if kind == 'greater_than_equal' else 'greater than'} {bound:g}, got {got!r}"
-    if kind == "too_short":
-        return "must not be empty"
-    if kind == "string_too_short":
-        return "must be a non-empty string"
-    if kind in _TYPES:
-        if _TYPES[kind] == "a mapping" and not isinstance(got, dict):
-            return "must be a mapping"
-        return f"must be {_TYPES[kind]}, got {got!r}"
-    return str(error["msg"])
+    return problem(error)
 
 
 def _allowed_keys(loc: list[int | str]) -> list[str]:

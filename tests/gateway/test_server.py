@@ -179,5 +179,7 @@ def test_cli_reports_config_errors_and_checks_config_without_secrets(
         assert main(["serve", "--check-config"]) == 0
         printed = capsys.readouterr().out
         assert "**********" in printed and "sk-very-secret-value" not in printed
+        assert main(["serve", "--port", "fifty"]) == 2
+        assert "Config 'port' (--port, env GATEWAY_PORT) must be an integer, got 'fifty'" in capsys.readouterr().err
     finally:
         root.handlers[:], root.level = handlers, level

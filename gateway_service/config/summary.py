@@ -1,0 +1,85 @@
+"""What `gateway-service serve --check-config` prints: the settings a person checks, one short line each.
+
+Keys and the Redis URL show as `**********` with where they came from; defaults are left out of
+the per-provider lines so what was written stands out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pydantic import BaseModel
+
+from gateway_service.config.limits import LimitSettings, Rate
+from gateway_service.config.model import GatewayConfig
+from gateway_service.config.providers import ModelSpec, ProviderSpec
+from gateway_service.config.serve import ServeSettings
+
+SECRET = "**********"
+
+
+def summary(config: GatewayConfig, serve: ServeSettings) -> str:
+    return "\n".join(_lines(config, serve)) + "\n"
+
+
+def _lines(config: GatewayConfig, serve: ServeSettings) -> Iterator[str]:
+    yield f"config: {config.source}"
+    yield f"listen: {serve.host}:{serve.port}, shutdown grace {serve.shutdown_grace_s:g} s, " + (
+        f"metrics on :{serve.metrics_port}" if serve.metrics_port else "metrics off"
+    )
+    yield f"schema_service: {config.schema_service or 'none (no metrics sent)'}"
+    yield f"providers ({len(config.providers)}):"
+    for provider in config.providers:
+        yield from _provider(provider)
+    yield f"routes ({len(config.routes)}):"
+    for alias, targets in config.routes.items():
+        yield f"  {alias}: {', '.join(f'{p}/{m}' for p, m in targets)}"
+    yield f"failover: {_changed(config.failover)}"
+    yield f"telemetry: {_changed(config.telemetry)}"
+    yield from _limits(config.limits)
+
+
+def _provider(provider: ProviderSpec) -> Iterator[str]:
+    key = f"key {SECRET} from {provider.credential_source}" if provider.api_key_env or provider.api_key_file else (
+        "no key (no_api_key)"
+    )
+    if not provider.configured:
+        key = f"NOT CONFIGURED: no key in {provider.credential_source}"
+    where = f", {provider.base_url}" if provider.base_url else ""
+    yield f"  {provider.name} ({provider.type}{where}): {key}"
+    timeouts = (
+        f"timeouts: attempt {provider.timeout_s:g} s, connect {provider.connect_timeout_s:g} s, "
+        f"first token {provider.first_token_timeout_s:g} s, idle {provider.idle_timeout_s:g} s"
+    )
+    yield f"    {timeouts}; http_client {provider.http_client}" + _budget(", limits ", provider.limits)
+    for model in provider.models:
+        yield f"    - {model.name}: {_model(model)}"
+
+
+def _model(model: ModelSpec) -> str:
+    parts = [
+        f"context {model.context_window or 'unknown'}",
+        f"${model.input_usd_per_mtok:g}/${model.output_usd_per_mtok:g} per Mtok in/out",
+        f"reasoning {model.reasoning}",
+    ]
+    if model.assistant_prefill:
+        parts.append("assistant prefill")
+    return ", ".join(parts) + _budget(", limits ", model.limits)
+
+
+def _budget(prefix: str, rates: tuple[Rate, ...]) -> str:
+    return prefix + " ".join(f"{r.name}={r.limit}" for r in rates) if rates else ""
+
+
+def _limits(limits: LimitSettings) -> Iterator[str]:
+    where = f"redis {SECRET}, prefix {limits.key_prefix}" if limits.backend == "redis" else "memory"
+    yield f"limits: {where}" + _budget("; users ", limits.users)
+    for user, rates in limits.user_overrides.items():
+        yield f"  user {user or '(no user_id)'}: " + " ".join(f"{r.name}={r.limit}" for r in rates)
+
+
+def _changed(section: BaseModel) -> str:
+    """The keys set away from their defaults, or `defaults`."""
+    fields = type(section).model_fields
+    changed = [f"{k}={v}" for k, v in section if v != fields[k].default]
+    return ", ".join(changed) if changed else "defaults"

@@ -1,0 +1,92 @@
+"""`gateway-service serve --check-config`: a short summary a person reads, secrets as stars; and the serve settings."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway_service import config
+from gateway_service.config import ServeSettings
+from gateway_service.config.summary import summary
+from servicekit.settings import SettingsError, build
+
+CONFIG = """
+schema_service: 127.0.0.1:50052
+providers:
+  - name: openai
+    type: openai
+    api_key_env: OPENAI_API_KEY
+    first_token_timeout_s: 2.5
+    limits: {requests_per_minute: 500}
+    models:
+      - {name: gpt-4o-mini, context_window: 128000, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.60}
+  - name: claude
+    type: anthropic
+    api_key_env: ANTHROPIC_API_KEY
+    models: [{name: claude-x, reasoning: effort}]
+routes:
+  default: [openai/gpt-4o-mini, claude/claude-x]
+failover: {breaker_failures: 4}
+limits:
+  backend: redis
+  redis_url: redis://:hunter2@127.0.0.1:6379/0
+  users: {requests_per_minute: 60}
+  user_overrides: {batch: {requests_per_minute: 600}}
+"""
+
+
+def test_summary_names_providers_models_routes_and_limits_never_a_secret(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(textwrap.dedent(CONFIG))
+    cfg = config.load(path, env={"OPENAI_API_KEY": "sk-live-123"})
+    text = summary(cfg, ServeSettings(port=7000, metrics_port=9464))
+    lines = text.splitlines()
+    assert lines[0] == f"config: {path}"
+    assert "listen: [::]:7000, shutdown grace 20 s, metrics on :9464" in lines
+    assert "  openai (openai): key ********** from OPENAI_API_KEY" in lines
+    assert "  claude (anthropic): NOT CONFIGURED: no key in ANTHROPIC_API_KEY" in lines
+    assert "    timeouts: attempt 60 s, connect 5 s, first token 2.5 s, idle 30 s; http_client gateway, " \
+           "limits requests_per_minute=500" in lines  # fmt: skip
+    assert "    - gpt-4o-mini: context 128000, $0.15/$0.6 per Mtok in/out, reasoning budget" in lines
+    assert "    - claude-x: context unknown, $0/$0 per Mtok in/out, reasoning effort, assistant prefill" in lines
+    assert "  default: openai/gpt-4o-mini, claude/claude-x" in lines
+    assert "failover: breaker_failures=4" in lines and "telemetry: defaults" in lines
+    assert "limits: redis **********, prefix llmgateway:limits; users requests_per_minute=60" in lines
+    assert "  user batch: requests_per_minute=600" in lines
+    assert "sk-live-123" not in text and "hunter2" not in text
+    assert len(text) < 1500 and "Spec(" not in text  # a summary, not a repr
+
+
+def test_serve_settings_take_flags_over_the_environment_over_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build(ServeSettings) == ServeSettings(host="[::]", port=50051, shutdown_grace_s=20.0, metrics_port=0)
+    monkeypatch.setenv("GATEWAY_PORT", "6000")
+    monkeypatch.setenv("METRICS_PORT", "9464")
+    monkeypatch.setenv("GATEWAY_CONFIG", "/etc/gw.yaml")
+    settings = build(ServeSettings)
+    assert (settings.port, settings.metrics_port, str(settings.config)) == (6000, 9464, "/etc/gw.yaml")
+    assert build(ServeSettings, port="7000").port == 7000  # a flag wins
+    monkeypatch.setenv("GATEWAY_PORT", "")  # empty is unset, as before
+    assert build(ServeSettings).port == 50051
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"port": "70000"}, "Config 'port' (--port, env GATEWAY_PORT) must be at most 65535, got '70000'"),
+        ({"metrics_port": "-1"}, "Config 'metrics_port' (--metrics-port, env METRICS_PORT) must be a non-negative"),
+        ({"shutdown_grace_s": "soon"}, "Config 'shutdown_grace_s' (--shutdown-grace, env GATEWAY_SHUTDOWN_GRACE_S) "
+                                       "must be a number, got 'soon'"),
+    ],
+)  # fmt: skip
+def test_bad_serve_settings_name_the_flag_and_the_variable(values: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        build(ServeSettings, **values)
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_a_bad_environment_variable_is_named_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METRICS_PORT", "lots")
+    with pytest.raises(SettingsError, match=r"Config 'metrics_port' \(--metrics-port, env METRICS_PORT\) must be an"):
+        build(ServeSettings)
