@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway_service.api.bounds import DEFAULT_BOUNDS
 from gateway_service.api.servicers import add_to_server
 from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_factory
 from gateway_service.config import GatewayConfig, ServeSettings
@@ -92,8 +93,10 @@ async def prepare(
     metrics = Registry()
     gateway = build_gateway(config, factory, send, instruments=GatewayMetrics(metrics), tracing=tracing)
     lifecycle = Lifecycle(SERVICE_NAMES)
+    # A request larger than a chat needs is refused by gRPC before it is read (RESOURCE_EXHAUSTED).
+    options = ServerOptions(max_message_bytes=DEFAULT_BOUNDS.max_request_bytes)
     server = build_server(
-        ServerOptions(), lifecycle, [lambda s: add_to_server(s, gateway, lifecycle)], SERVICE_NAMES,
+        options, lifecycle, [lambda s: add_to_server(s, gateway, lifecycle)], SERVICE_NAMES,
         metrics=metrics, tracing=tracing,
     )  # fmt: skip
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")

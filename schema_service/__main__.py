@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-message-bytes",
         type=int,
-        default=64 * 1024 * 1024,
-        help="largest gRPC message accepted or sent (default 64 MiB; a full 10,000-metric batch fits)",
+        default=Settings.max_message_bytes,
+        help="largest gRPC message accepted or sent (default 17 MiB: a batch of max_batch_bytes fits)",
     )
     serve.add_argument(
         "--max-concurrent-rpcs",

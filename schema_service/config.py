@@ -130,7 +130,8 @@ class Settings:
     shutdown_grace_s: float = 20.0
     readiness_interval_s: float = 2.0
     log_level: str = "INFO"
-    max_message_bytes: int = 64 * 1024 * 1024
+    # Largest gRPC message: a full batch (max_batch_bytes, 16 MiB) and 1 MiB to spare; larger is refused unread.
+    max_message_bytes: int = 17 * 1024 * 1024
     # Bounds what concurrent large requests can hold in memory (each up to max_message_bytes).
     max_concurrent_rpcs: int = 128
     migration: MigrationSettings = field(default_factory=MigrationSettings)

@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from servicekit.decoding import DecodeGuard
 from servicekit.drain import Drain, DrainInterceptor
 from servicekit.metrics import MetricsInterceptor, Registry
 from servicekit.reflection import CommentedReflectionServicer
@@ -38,7 +39,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class ServerOptions:
     """Transport options set on purpose; see README "Server options"."""
 
-    max_message_bytes: int = 64 * 1024 * 1024
+    # Each service sets its own; a request over it is refused by gRPC before it is read (RESOURCE_EXHAUSTED).
+    max_message_bytes: int = 4 * 1024 * 1024
     keepalive_time_ms: int = 30_000
     keepalive_timeout_ms: int = 10_000
     max_connection_age_ms: int = 300_000
@@ -135,6 +137,8 @@ def build_server(
     if metrics is not None:
         interceptors.append(MetricsInterceptor(metrics))
     interceptors.append(DrainInterceptor(lifecycle.drain))
+    # Innermost, so that the drain, the counts and the spans see undecodable calls too.
+    interceptors.append(DecodeGuard())
     server = grpc.aio.server(
         options=options.channel_args(),
         maximum_concurrent_rpcs=options.max_concurrent_rpcs,

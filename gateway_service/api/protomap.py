@@ -3,20 +3,24 @@
 The other direction, pipeline events -> proto messages, is in protoevents.py.
 
 Validation collects every bad field at once and raises InvalidRequest with BadRequest field
-violations named by path (`messages[2].role`, `tools[0].name`).
+violations named by path (`messages[2].role`, `tools[0].name`). Sizes, counts and nesting are held
+to gateway_service.bounds; a request with too many messages or tools is refused before any of them
+is looked at, so a flood of empty messages costs nothing.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import json_format
 
+from gateway_service.api.bounds import DEFAULT_BOUNDS, RequestBounds, json_problem, struct_problem
 from gateway_service.domain import request as domain
 from gateway_service.errors import InvalidRequest
 from llmgateway.v1 import chat_service_pb2 as pb
 from servicekit.errors import FieldViolation
+from servicekit.ids import ID_RULE, valid_id
 
 ROLES = {
     pb.ROLE_SYSTEM: domain.Role.SYSTEM,
@@ -57,21 +61,23 @@ EFFORTS = {
 AnyChatRequest = pb.StreamChatRequest | pb.ChatRequest
 
 
-def chat_request(message: AnyChatRequest, request_id: str) -> domain.ChatRequest:
+def chat_request(
+    message: AnyChatRequest, request_id: str, bounds: RequestBounds = DEFAULT_BOUNDS
+) -> domain.ChatRequest:
     """The domain request, or InvalidRequest naming every bad field."""
+    _raise_if_any(_counts(message, bounds))
     violations: list[FieldViolation] = []
     if not message.model:
         violations.append(FieldViolation("model", "a route alias or provider/model is required"))
     if not message.messages:
         violations.append(FieldViolation("messages", "at least one message is required"))
-    messages = tuple(_message(m, f"messages[{i}]", violations) for i, m in enumerate(message.messages))
-    tools = tuple(_tool(t, f"tools[{i}]", violations) for i, t in enumerate(message.tools))
-    _check_options(message, {t.name for t in tools}, violations)
+    _check_ids(message, violations)
+    _check_lengths(_short_texts(message), bounds.max_name_chars, violations)
+    messages = tuple(_message(m, f"messages[{i}]", violations, bounds) for i, m in enumerate(message.messages))
+    tools = tuple(_tool(t, f"tools[{i}]", violations, bounds) for i, t in enumerate(message.tools))
+    _check_options(message, {t.name for t in tools}, violations, bounds)
     reasoning = _reasoning(message, violations) if message.HasField("reasoning") else None
-    if violations:
-        raise InvalidRequest(
-            f"invalid request: {violations[0].field}: {violations[0].description}", field_violations=violations
-        )
+    _raise_if_any(violations)
     is_stream = isinstance(message, pb.StreamChatRequest)
     return domain.ChatRequest(
         model=message.model,
@@ -96,7 +102,49 @@ def chat_request(message: AnyChatRequest, request_id: str) -> domain.ChatRequest
     )
 
 
-def _message(message: pb.Message, path: str, violations: list[FieldViolation]) -> domain.Message:
+def _raise_if_any(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidRequest(
+            f"invalid request: {violations[0].field}: {violations[0].description}", field_violations=violations
+        )
+
+
+def _counts(message: AnyChatRequest, bounds: RequestBounds) -> list[FieldViolation]:
+    """Violations of the count limits: checked first, so that no per-item work is done for a flood."""
+    counted = [
+        ("messages", len(message.messages), bounds.max_messages),
+        ("tools", len(message.tools), bounds.max_tools),
+        ("sampling.stop_sequences", len(message.sampling.stop_sequences), bounds.max_list_items),
+        ("provider_order", len(message.provider_order), bounds.max_list_items),
+    ]
+    return [FieldViolation(path, f"at most {limit:,} entries (got {count:,})")
+            for path, count, limit in counted if count > limit]  # fmt: skip
+
+
+def _check_ids(message: AnyChatRequest, violations: list[FieldViolation]) -> None:
+    for name in ("request_id", "user_id"):
+        value = getattr(message, name)
+        if value and not valid_id(value):
+            violations.append(FieldViolation(name, f"{ID_RULE}, or empty"))
+
+
+def _short_texts(message: AnyChatRequest) -> Iterable[tuple[str, str]]:
+    """Every name-like string of the request (not message text), by path."""
+    yield "model", message.model
+    yield "response_format.schema_name", message.response_format.schema_name
+    yield "tool_choice.tool_name", message.tool_choice.tool_name
+    yield from ((f"provider_order[{i}]", p) for i, p in enumerate(message.provider_order))
+    yield from ((f"sampling.stop_sequences[{i}]", s) for i, s in enumerate(message.sampling.stop_sequences))
+
+
+def _check_lengths(texts: Iterable[tuple[str, str]], limit: int, violations: list[FieldViolation]) -> None:
+    too_long = f"at most {limit:,} characters"
+    violations.extend(FieldViolation(path, too_long) for path, text in texts if len(text) > limit)
+
+
+def _message(
+    message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestBounds
+) -> domain.Message:
     role = ROLES.get(message.role)
     if role is None:
         violations.append(FieldViolation(f"{path}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"))
@@ -107,25 +155,57 @@ def _message(message: pb.Message, path: str, violations: list[FieldViolation]) -
         violations.append(FieldViolation(f"{path}.tool_calls", "only assistant messages carry tool calls"))
     if role in (domain.Role.SYSTEM, domain.Role.USER) and not message.content:
         violations.append(FieldViolation(f"{path}.content", "must not be empty"))
+    _check_message_sizes(message, path, violations, bounds)
     calls = []
-    for j, call in enumerate(message.tool_calls):
+    for j, call in enumerate(message.tool_calls[: bounds.max_list_items]):
         if not call.id or not call.name:
             violations.append(FieldViolation(f"{path}.tool_calls[{j}]", "id and name are required"))
-        if not _is_json_object(call.arguments_json or "{}"):
-            violations.append(FieldViolation(f"{path}.tool_calls[{j}].arguments_json", "must be a JSON object"))
-        calls.append(domain.ToolCall(call.id, call.name, call.arguments_json or "{}"))
+        arguments = call.arguments_json or "{}"
+        problem = json_problem(arguments, bounds.max_json_depth) if len(arguments) <= bounds.max_text_chars else None
+        if problem is not None:
+            violations.append(FieldViolation(f"{path}.tool_calls[{j}].arguments_json", problem))
+        calls.append(domain.ToolCall(call.id, call.name, arguments))
     reasoning = tuple(domain.Reasoning(r.text, r.signature, r.redacted_data) for r in message.reasoning)
     return domain.Message(role, message.content, tuple(calls), message.tool_call_id, message.name, reasoning)
 
 
-def _tool(tool: pb.Tool, path: str, violations: list[FieldViolation]) -> domain.Tool:
+def _check_message_sizes(
+    message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestBounds
+) -> None:
+    lists = (("tool_calls", len(message.tool_calls)), ("reasoning", len(message.reasoning)))
+    violations.extend(FieldViolation(f"{path}.{name}", f"at most {bounds.max_list_items} entries")
+                      for name, count in lists if count > bounds.max_list_items)  # fmt: skip
+    _check_lengths(
+        [(f"{path}.name", message.name), (f"{path}.tool_call_id", message.tool_call_id)]
+        + [(f"{path}.tool_calls[{j}].{f}", getattr(c, f)) for j, c in enumerate(message.tool_calls[:64])
+           for f in ("id", "name")],
+        bounds.max_name_chars, violations,
+    )  # fmt: skip
+    texts = [(f"{path}.content", message.content)]
+    texts += [(f"{path}.tool_calls[{j}].arguments_json", c.arguments_json) for j, c in enumerate(message.tool_calls)]
+    for j, r in enumerate(message.reasoning[: bounds.max_list_items]):
+        texts += [(f"{path}.reasoning[{j}].{f}", getattr(r, f)) for f in ("text", "signature", "redacted_data")]
+    _check_lengths(texts, bounds.max_text_chars, violations)
+
+
+def _tool(tool: pb.Tool, path: str, violations: list[FieldViolation], bounds: RequestBounds) -> domain.Tool:
     if not tool.name:
         violations.append(FieldViolation(f"{path}.name", "a tool needs a name"))
-    parameters = _struct(tool.parameters) if tool.HasField("parameters") else {"type": "object", "properties": {}}
+    _check_lengths([(f"{path}.name", tool.name)], bounds.max_name_chars, violations)
+    _check_lengths([(f"{path}.description", tool.description)], bounds.max_text_chars, violations)
+    parameters: dict[str, Any] = {"type": "object", "properties": {}}
+    if tool.HasField("parameters"):
+        problem = struct_problem(tool.parameters, bounds.max_json_depth)
+        if problem is None:
+            parameters = _struct(tool.parameters)
+        else:
+            violations.append(FieldViolation(f"{path}.parameters", problem))
     return domain.Tool(tool.name, tool.description, parameters)
 
 
-def _check_options(message: AnyChatRequest, tool_names: set[str], violations: list[FieldViolation]) -> None:
+def _check_options(
+    message: AnyChatRequest, tool_names: set[str], violations: list[FieldViolation], bounds: RequestBounds
+) -> None:
     sampling = message.sampling
     if sampling.HasField("temperature") and not 0.0 <= sampling.temperature <= 2.0:
         violations.append(FieldViolation("sampling.temperature", "must be between 0 and 2"))
@@ -145,6 +225,11 @@ def _check_options(message: AnyChatRequest, tool_names: set[str], violations: li
         violations.append(
             FieldViolation("response_format.json_schema", "required for RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
         )
+    if message.response_format.HasField("json_schema"):
+        # Checked whatever the format type: the schema is mapped (and may be sent) even with TEXT.
+        problem = struct_problem(message.response_format.json_schema, bounds.max_json_depth)
+        if problem is not None:
+            violations.append(FieldViolation("response_format.json_schema", problem))
 
 
 def _reasoning(message: AnyChatRequest, violations: list[FieldViolation]) -> domain.ReasoningOptions:
@@ -198,9 +283,3 @@ def _struct(struct: Any) -> dict[str, Any]:
     result: dict[str, Any] = json_format.MessageToDict(struct)
     return result
 
-
-def _is_json_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except ValueError:
-        return False

@@ -130,7 +130,7 @@ def test_label_entries_and_metadata_are_decoded_from_the_wire() -> None:
 
 def test_request_id_is_required() -> None:
     assert refused(pb.WriteMetricsRequest(metrics=[metric(at=NOW)])) == {
-        "request_id": "1-128 visible ASCII characters, unique per batch"
+        "request_id": "1-128 visible ASCII characters (! to ~, no spaces), unique per batch"
     }
 
 
