@@ -18,6 +18,7 @@ caught by `verify`, not hidden by guards.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from schema_service.migrate.statements import (
     line_column,
     non_transactional_reason,
     parse,
+    sql_only,
 )
 
 Severity = Literal["warning", "error"]
@@ -296,14 +298,32 @@ def _relnames(statement: Statement) -> set[str]:
 
 
 async def run_squawk(files: list[MigrationFile], *, in_transaction: bool) -> list[Finding]:
-    """Squawk's findings for the files, as warnings or errors by its level."""
+    """Squawk's findings for the files, as warnings or errors by its level.
+
+    Squawk reads SQL only: a file with psql parts (pg_dump's meta-commands and COPY rows) is given to
+    it as a copy with those parts blanked, under the same name and with the same line numbers.
+    """
     if not files:
         return []
-    items = await squawk_report([f.path for f in files], in_transaction=in_transaction)
+    with tempfile.TemporaryDirectory(prefix="schema-lint-") as scratch:
+        paths = [_squawk_path(file, Path(scratch)) for file in files]
+        items = await squawk_report(paths, in_transaction=in_transaction)
     try:
         return [_squawk_finding(item) for item in items]
     except (KeyError, TypeError, ValueError) as exc:
         raise unreadable(None, str(items)[:500].encode()) from exc
+
+
+def _squawk_path(file: MigrationFile, scratch: Path) -> Path:
+    try:
+        text = sql_only(file, parse(file))
+    except MigrationFileError:  # reported by our rules; squawk reports its own view of it
+        return file.path
+    if text == file.sql:
+        return file.path
+    copy = scratch / file.filename
+    copy.write_text(text)
+    return copy
 
 
 def _squawk_finding(item: dict[str, Any]) -> Finding:

@@ -18,12 +18,14 @@ from pglast import ast
 
 from schema_service.migrate import concurrent, history
 from schema_service.migrate.connections import BOOK_APP, connect, restore_session, set_timeouts
+from schema_service.migrate.copydata import copy_in
 from schema_service.migrate.errors import JournalMismatch, LockRetriesExhausted, MigrationFailed
 from schema_service.migrate.files import MigrationFile
 from schema_service.migrate.statements import Statement, line_column
 
 T = TypeVar("T")
 _PLPGSQL_LINE = re.compile(r"PL/pgSQL function inline_code_block line (\d+)")
+_COPY_LINE = re.compile(r"^COPY [^,]+, line (\d+)")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ def failure(file: MigrationFile, statement: Statement, exc: asyncpg.PostgresErro
     offset = statement.start + (int(position) - 1 if position else 0)
     line, column = line_column(file.sql, offset)
     if not position:
-        line, column = _do_block_line(file, statement, str(getattr(exc, "context", "") or "")) or (line, column)
+        context = str(getattr(exc, "context", "") or "")
+        located = _do_block_line(file, statement, context) or _copy_row_line(file, statement, context)
+        line, column = located or (line, column)
     sqlstate = str(getattr(exc, "sqlstate", "") or "")
     parts = [f"{file.filename}:{line}:{column}: {sqlstate}: {getattr(exc, 'message', str(exc))}"]
     for label in ("detail", "hint", "context"):
@@ -81,6 +85,14 @@ def _do_block_line(file: MigrationFile, statement: Statement, context: str) -> t
     line = line_column(file.sql, found)[0] + int(match[1]) - 1
     text = file.sql.splitlines()[line - 1] if line <= file.sql.count("\n") + 1 else ""
     return line, len(text) - len(text.lstrip()) + 1
+
+
+def _copy_row_line(file: MigrationFile, statement: Statement, context: str) -> tuple[int, int] | None:
+    """A bad row of COPY FROM stdin data: PostgreSQL names its line within the rows."""
+    match = _COPY_LINE.search(context)
+    if match is None or statement.copy_data is None:
+        return None
+    return line_column(file.sql, statement.copy_data_start)[0] + int(match[1]) - 1, 1
 
 
 async def with_lock_retries(
@@ -193,12 +205,19 @@ async def _run_transaction(
 
 async def _execute(conn: asyncpg.Connection, file: MigrationFile, statement: Statement) -> None:
     try:
-        # No arguments: the simple query protocol, so PostgreSQL parses the statement exactly as written.
-        await conn.execute(statement.text)
+        await _send(conn, statement)
     except asyncpg.LockNotAvailableError:
         raise
     except asyncpg.PostgresError as exc:
         raise failure(file, statement, exc) from exc
+
+
+async def _send(conn: asyncpg.Connection, statement: Statement) -> None:
+    if statement.copy_data is not None:
+        await copy_in(conn, statement.node, statement.copy_data)
+    else:
+        # No arguments: the simple query protocol, so PostgreSQL parses the statement exactly as written.
+        await conn.execute(statement.text)
 
 
 async def run_no_transaction(
@@ -274,7 +293,7 @@ async def _run_one(conn: asyncpg.Connection, file: MigrationFile, statement: Sta
     """One statement, with CONCURRENTLY index builds checked before (INVALID leftovers) and after."""
     try:
         await concurrent.drop_invalid_leftovers(conn, statement.node)
-        await conn.execute(statement.text)
+        await _send(conn, statement)
         await concurrent.check_valid(conn, statement.node)
     except asyncpg.LockNotAvailableError:
         raise

@@ -7,13 +7,15 @@ to split no-transaction files into statements, and to map error positions to lin
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pglast
 from pglast import ast, enums
 from pglast.parser import ParseError
 
+from schema_service.migrate.copydata import UnsupportedCopy, copy_arguments
 from schema_service.migrate.errors import MigrationFileError, StatementRefused
 from schema_service.migrate.files import MigrationFile
 
@@ -31,16 +33,23 @@ _TXN_CONTROL = {
 
 @dataclass(frozen=True)
 class Statement:
-    """One top-level statement: 1-based index, its text, and where it starts in the file."""
+    """One top-level statement: 1-based index, its text, and where it starts in the file.
+
+    A `COPY ... FROM stdin` from a pg_dump script carries the rows that followed it (up to `\\.`)
+    in `copy_data`, which start at offset `copy_data_start` of the file.
+    """
 
     index: int
     text: str
     start: int
     node: Any
+    copy_data: str | None = None
+    copy_data_start: int = 0
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        data = self.text if self.copy_data is None else f"{self.text}\n{self.copy_data}"
+        return hashlib.sha256(data.encode()).hexdigest()
 
 
 def line_column(sql: str, offset: int) -> tuple[int, int]:
@@ -51,12 +60,63 @@ def line_column(sql: str, offset: int) -> tuple[int, int]:
     return line, column
 
 
+# psql meta-commands in a pg_dump script. Candidates are lines starting with a backslash; one is
+# a meta-command only where pglast says the SQL before it ends between statements.
+_META_LINE = re.compile(r"^[ \t]*\\", re.MULTILINE)
+_COPY_END = re.compile(r"^\\\.\r?$", re.MULTILINE)
+# pg_dump 15.14+/16.10+/17.6+ wrap a dump in \restrict KEY ... \unrestrict KEY (psql refuses other
+# meta-commands in between); against a server they mean nothing, so they are skipped.
+IGNORED_META = ("\\restrict", "\\unrestrict")
+# How far back from a syntax error the end of a `COPY ... FROM stdin;` line is looked for.
+_COPY_LOOKBACK_LINES = 20
+
+
 def parse(file: MigrationFile) -> list[Statement]:
-    """The file's top-level statements; a syntax error is reported with its line and column."""
+    """The file's top-level statements; a syntax error is reported with its line and column.
+
+    pg_dump output is accepted: `\\restrict`/`\\unrestrict` lines are skipped, the rows after
+    `COPY ... FROM stdin;` up to `\\.` go with that statement, and any other psql meta-command is
+    refused, named, before anything runs. A line starting with a backslash is a meta-command only
+    where the SQL before it ends between statements (else it is inside a string or a body).
+    """
+    sql, pos, search_from = file.sql, 0, 0
+    found: list[Statement] = []
+    while True:
+        meta = _META_LINE.search(sql, search_from)
+        try:
+            statements, copy = _parse_segment(file, pos, meta.start() if meta else len(sql), final=meta is None)
+        except _InsideStatement:
+            assert meta is not None
+            search_from = meta.end()
+            continue
+        found.extend(statements)
+        if copy is not None:
+            found[-1], pos = _with_copy_data(file, copy)
+        elif meta is None:
+            break
+        else:
+            pos = _skip_meta_command(file, meta.start())
+        search_from = pos
+    return [replace(statement, index=index) for index, statement in enumerate(found, start=1)]
+
+
+class _InsideStatement(Exception):
+    """The SQL before a backslash line does not end between statements."""
+
+
+def _parse_segment(
+    file: MigrationFile, start: int, end: int, *, final: bool
+) -> tuple[list[Statement], Statement | None]:
+    """Statements of file.sql[start:end], and the last one if it is a COPY FROM stdin whose rows follow."""
     try:
-        raw = pglast.parse_sql(file.sql)
+        statements, terminated = _parse_range(file, start, end)
     except ParseError as exc:
-        offset = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
+        offset = start + (exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0)
+        before_copy = _statements_before_copy_data(file, start, offset)
+        if before_copy is not None:
+            return before_copy, before_copy[-1]
+        if not final:
+            raise _InsideStatement from exc
         line, column = line_column(file.sql, offset)
         raise MigrationFileError(
             f"{file.filename}:{line}:{column}: syntax error: {exc.args[0]}",
@@ -64,12 +124,110 @@ def parse(file: MigrationFile) -> list[Statement]:
             line=line,
             column=column,
         ) from exc
-    statements = []
-    for index, item in enumerate(raw, start=1):
-        start = item.stmt_location or 0
-        length = item.stmt_len or len(file.sql) - start
-        statements.append(Statement(index, file.sql[start : start + length].strip(), start, item.stmt))
-    return statements
+    last = statements[-1] if statements else None
+    if last is not None and _copy_from_stdin(last.node):
+        return statements, last
+    if not final and not terminated:
+        raise _InsideStatement
+    return statements, None
+
+
+def _parse_range(file: MigrationFile, start: int, end: int) -> tuple[list[Statement], bool]:
+    """Statements of file.sql[start:end], and whether the last one ends with its semicolon."""
+    statements, terminated = [], True
+    for item in pglast.parse_sql(file.sql[start:end]):
+        at = start + (item.stmt_location or 0)
+        # stmt_len 0: the statement runs to the end of the input, without a semicolon.
+        terminated = bool(item.stmt_len)
+        length = item.stmt_len or end - at
+        statements.append(Statement(0, file.sql[at : at + length].strip(), at, item.stmt))
+    return statements, terminated
+
+
+def _statements_before_copy_data(file: MigrationFile, start: int, error_at: int) -> list[Statement] | None:
+    """When a syntax error is in the rows of a `COPY ... FROM stdin;`, the statements up to that COPY."""
+    sql = file.sql
+    line_end = sql.rfind("\n", start, error_at)
+    for _ in range(_COPY_LOOKBACK_LINES):
+        if line_end <= start:
+            return None
+        if sql[start:line_end].rstrip().endswith(";"):
+            try:
+                statements = _parse_range(file, start, line_end)[0]
+            except ParseError:
+                statements = []
+            if statements:
+                return statements if _copy_from_stdin(statements[-1].node) else None
+        line_end = sql.rfind("\n", start, line_end)
+    return None
+
+
+def _copy_from_stdin(node: Any) -> bool:
+    return isinstance(node, ast.CopyStmt) and bool(node.is_from) and not node.filename and not node.is_program
+
+
+def _with_copy_data(file: MigrationFile, copy: Statement) -> tuple[Statement, int]:
+    """The COPY statement with its rows (the lines after it up to `\\.`), and where parsing resumes."""
+    sql = file.sql
+    newline = sql.find("\n", sql.find(copy.text, copy.start) + len(copy.text))
+    data_start = len(sql) if newline < 0 else newline + 1
+    terminator = _COPY_END.search(sql, data_start)
+    if terminator is None:
+        line, column = line_column(sql, copy.start)
+        raise MigrationFileError(
+            f"{file.filename}:{line}:{column}: COPY ... FROM stdin without the `\\.` line that ends its rows",
+            filename=file.filename,
+            line=line,
+            column=column,
+        )
+    try:
+        copy_arguments(copy.node)
+    except UnsupportedCopy as exc:
+        line, column = line_column(sql, copy.start)
+        raise MigrationFileError(
+            f"{file.filename}:{line}:{column}: {exc}", filename=file.filename, line=line, column=column
+        ) from exc
+    data = sql[data_start : terminator.start()]
+    return replace(copy, copy_data=data, copy_data_start=data_start), terminator.end()
+
+
+def _skip_meta_command(file: MigrationFile, at: int) -> int:
+    """Past an ignored meta-command line; any other meta-command is refused, named."""
+    line_end = file.sql.find("\n", at)
+    line_end = len(file.sql) if line_end < 0 else line_end + 1
+    command = file.sql[at:line_end].split()[0]
+    if command in IGNORED_META:
+        return line_end
+    line, column = line_column(file.sql, at)
+    raise MigrationFileError(
+        f"{file.filename}:{line}:{column}: psql meta-command {command} is not supported: migrations are sent "
+        "to the server, not run by psql; only pg_dump's \\restrict/\\unrestrict (ignored) and the rows of "
+        "COPY ... FROM stdin (sent with the COPY protocol) are understood",
+        filename=file.filename,
+        line=line,
+        column=column,
+    )
+
+
+def sql_only(file: MigrationFile, statements: list[Statement]) -> str:
+    """The file with its psql-only parts (meta-command lines, COPY rows and their `\\.` line) blanked,
+    line numbers kept: what a tool that reads SQL only (squawk) can take."""
+    sql = file.sql
+    inside = [(s.start, sql.find(s.text, s.start) + len(s.text)) for s in statements]
+    blank = []
+    for statement in statements:
+        if statement.copy_data is not None:
+            end = statement.copy_data_start + len(statement.copy_data)
+            terminator = _COPY_END.match(sql, end)
+            blank.append((statement.copy_data_start, terminator.end() if terminator else end))
+    for meta in _META_LINE.finditer(sql):
+        if not any(start <= meta.start() < end for start, end in inside + blank):
+            line_end = sql.find("\n", meta.start())
+            blank.append((meta.start(), len(sql) if line_end < 0 else line_end))
+    chars = list(sql)
+    for start, end in blank:
+        chars[start:end] = [c if c == "\n" else " " for c in chars[start:end]]
+    return "".join(chars)
 
 
 def is_transaction_control(node: Any) -> bool:
