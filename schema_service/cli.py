@@ -51,6 +51,11 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
         help="server to build the scratch database on, where the role may create databases "
         "(env SCHEMA_SERVICE_SCRATCH_URL)",
     )
+    verify.add_argument(
+        "--ignore-grants",
+        action="store_true",
+        help="leave privileges out of the comparison (when other tools grant on the side)",
+    )
     verify.set_defaults(handler=_sync(_verify))
     lint = commands.add_parser("lint", help="squawk and our rules over the migration files")
     add_database_args(lint)
@@ -181,16 +186,28 @@ async def _status(args: argparse.Namespace, dsn: str) -> int:
 
 
 async def _verify(args: argparse.Namespace, dsn: str) -> int:
-    from schema_service.verify import verify
+    from schema_service.verify import verification
 
     scratch_url = args.scratch_url or env_str("SCHEMA_SERVICE_SCRATCH_URL")
-    differences = await verify(dsn, _settings(args), scratch_url=scratch_url)
+    report = await verification(dsn, _settings(args), scratch_url=scratch_url, grants=not args.ignore_grants)
+    differences = report.differences
     if args.json:
-        print(json.dumps({"matches": not differences, "differences": [asdict(d) for d in differences]}, indent=2))
-    else:
-        for difference in differences:
-            print(difference)
-        print("schema matches the migrations" if not differences else f"{len(differences)} differences")
+        print(
+            json.dumps(
+                {
+                    "matches": not differences,
+                    "differences": [asdict(d) for d in differences],
+                    "scratch_settings": report.settings,
+                },
+                indent=2,
+            )
+        )
+        return 1 if differences else 0
+    if report.settings:
+        print(f"scratch database built with the live database's settings: {'; '.join(report.settings)}")
+    for difference in differences:
+        print(difference)
+    print("schema matches the migrations" if not differences else f"{len(differences)} differences")
     return 1 if differences else 0
 
 

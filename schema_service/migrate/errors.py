@@ -9,6 +9,7 @@ MigrationError (schema_service.errors)      MIGRATION_FAILED: a file failed in P
  +-- JournalMismatch                        JOURNAL_MISMATCH: a half-run no-transaction file was changed
  +-- BaselineRefused                        BASELINE_REFUSED: the database already has history
  +-- ScratchDatabaseUnavailable             SCRATCH_DATABASE_UNAVAILABLE: verify cannot create its scratch database
+ +-- ScratchBuildFailed                     SCRATCH_BUILD_FAILED: the migrations failed in verify's scratch database
  +-- LockWaitTimeout                        ABORTED, MIGRATION_LOCK_TIMEOUT: another runner held the lock too long
  +-- LockRetriesExhausted                   ABORTED, LOCK_TIMEOUT: a table lock stayed unavailable
 
@@ -79,6 +80,12 @@ class BaselineRefused(MigrationError):
 
 class ScratchDatabaseUnavailable(MigrationError):
     reason = "SCRATCH_DATABASE_UNAVAILABLE"
+
+
+class ScratchBuildFailed(MigrationError):
+    """Not a live migration failure: building the scratch database verify compares against failed."""
+
+    reason = "SCRATCH_BUILD_FAILED"
 
 
 class LockWaitTimeout(MigrationError):
