@@ -8,13 +8,18 @@ folder's parent directories, so keep the data folder somewhere that is harmless
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.connect_utils import SessionAttribute
 from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
@@ -72,23 +77,86 @@ async def ensure_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
+def session_attrs(dsn: str) -> SessionAttribute | None:
+    """`target_session_attrs=read-write` unless the URL or PGTARGETSESSIONATTRS says otherwise: the service
+    writes, so of a multi-host URL's servers only a primary will do (asyncpg skips standbys and reconnects
+    to whichever server is the primary after a failover). PostgreSQL 14+ reports the state at connect, so
+    the check costs no query."""
+    if "target_session_attrs" in parse_qs(urlsplit(dsn).query) or os.environ.get("PGTARGETSESSIONATTRS"):
+        return None  # asyncpg then takes the URL's or the environment's
+    return SessionAttribute.read_write
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool that reconnects by itself after the server comes back (asyncpg replaces dead connections)."""
-    pool = await asyncpg.create_pool(
+    pool: asyncpg.Pool | None = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         server_settings={"application_name": "schema-service"},
+        target_session_attrs=session_attrs(dsn),
     )
     assert pool is not None
+    # Pools cannot be weakly referenced: closed ones are forgotten whenever a pool is added.
+    _pools.difference_update([p for p in _pools if p.is_closing()])
+    _pools.add(pool)
     return pool
 
 
-async def ping(pool: asyncpg.Pool, *, timeout_s: float = 2.0) -> bool:
-    """True when the database answers `SELECT 1` within the timeout."""
+_pools: set[asyncpg.Pool] = set()
+_expiring: set[asyncio.Task[None]] = set()
+
+
+def drop_read_only_connections() -> None:
+    """A server answered 25006 (read-only transaction): a standby, or a primary demoted under us. Every
+    pooled connection may point at it, so all are replaced at their next acquire, which connects anew
+    (to the primary, with target_session_attrs=read-write)."""
+    for pool in [p for p in _pools if not p.is_closing()]:
+        task = asyncio.ensure_future(pool.expire_connections())
+        _expiring.add(task)
+        task.add_done_callback(_expiring.discard)
+
+
+_WRITABLE = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
+
+
+async def check(pool: asyncpg.Pool, *, timeout_s: float = 2.0) -> str | None:
+    """None when the database answers and accepts writes; else why not (for readiness and its log)."""
     try:
         async with pool.acquire(timeout=timeout_s) as conn:
-            await conn.fetchval("SELECT 1", timeout=timeout_s)
-        return True
-    except DATABASE_FAILURES:
-        return False
+            row = await conn.fetchrow(_WRITABLE, timeout=timeout_s)
+    except DATABASE_FAILURES as exc:
+        sqlstate = getattr(exc, "sqlstate", None)
+        return f"{type(exc).__name__}" + (f" (SQLSTATE {sqlstate})" if sqlstate else f": {exc}"[:200])
+    in_recovery, read_only = row if row is not None else (False, False)
+    if in_recovery or read_only:
+        await pool.expire_connections()
+        return "the server is read-only (a standby in recovery)" if in_recovery else "the server is read-only"
+    return None
+
+
+def hosts(dsn: str) -> str:
+    """The host:port list of a URL (never its user or password), or the socket folder."""
+    parts = urlsplit(dsn)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return netloc or ",".join(parse_qs(parts.query).get("host", [])) or "local socket"
+
+
+@dataclass
+class Availability:
+    """One log line when the database becomes unavailable and one when it is back (host, how long, the
+    reason), however many checks fail in between."""
+
+    dsn: str
+    down_since: float | None = None
+    reason: str | None = None
+
+    def observe(self, problem: str | None) -> None:
+        now = time.monotonic()
+        if problem is not None and self.down_since is None:
+            self.down_since, self.reason = now, problem
+            log.warning("database unavailable", extra={"hosts": hosts(self.dsn), "reason": problem})
+        elif problem is None and self.down_since is not None:
+            extra = {"hosts": hosts(self.dsn), "down_s": round(now - self.down_since, 3), "reason": self.reason}
+            log.warning("database available again", extra=extra)
+            self.down_since = self.reason = None

@@ -12,6 +12,10 @@ By SQLSTATE (asyncpg's exception classes carry `sqlstate`): a full code first, t
                   connections, disk full, out of memory
     57            operator intervention: admin or crash     UNAVAILABLE          DATABASE_UNAVAILABLE      1 s
                   shutdown, cannot connect now
+    25006         read_only_sql_transaction: the server is  UNAVAILABLE          DATABASE_UNAVAILABLE      1 s
+                  a standby (or was demoted); the pool drops
+                  its connections, the next ones go to the
+                  primary (target_session_attrs=read-write)
     57014         query_canceled (statement_timeout,        UNAVAILABLE          DATABASE_CONFLICT         1 s
                   pg_cancel_backend)
     40            transaction rollback: serialization       UNAVAILABLE          DATABASE_CONFLICT         1 s
@@ -39,7 +43,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from schema_service.database import DATABASE_FAILURES
+from schema_service.database import DATABASE_FAILURES, drop_read_only_connections
 from schema_service.errors import (
     DatabaseConflict,
     DatabaseRefused,
@@ -52,9 +56,11 @@ from schema_service.errors import (
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1.0
+READ_ONLY = "25006"
 
 # Checked in order: full SQLSTATEs before the class they belong to.
 _BY_SQLSTATE: tuple[tuple[str, type[SchemaServiceError]], ...] = (
+    (READ_ONLY, DatabaseUnavailable),
     ("57014", DatabaseConflict),
     ("55P03", DatabaseConflict),
     ("42501", DatabaseRefused),
@@ -103,6 +109,8 @@ def database_errors(operation: str) -> Iterator[None]:
         yield
     except DATABASE_FAILURES as exc:
         error = database_error(exc, operation)
+        if error.metadata.get("sqlstate") == READ_ONLY:
+            drop_read_only_connections()
         if error.retry_after_s is None:
             log.warning("database refused an operation", extra={**error.metadata, "error": str(exc)})
         raise error from exc

@@ -82,14 +82,18 @@ async def run(settings: Settings) -> None:
 async def _watch_readiness(app: App, lifecycle: Lifecycle) -> None:
     """Connect, run start-up work, then keep readiness in step with the database and its schema.
 
-    Ready means the database answers and its schema has reached the newest packaged migration:
+    Ready means the database answers, accepts writes (not a standby), and its schema has reached the
+    newest packaged migration:
     with --no-migrate the pods wait for the migration Job instead of serving on missing tables.
     """
     pool = await app.connect()
     await startup_work(app)
     expected = expected_version(app.settings.migration.migrations_dir)
+    availability = database.Availability(app.dsn)
     while True:
-        reachable = await database.ping(pool)
+        problem = await database.check(pool)
+        availability.observe(problem)
+        reachable = problem is None
         version = await schema_version(pool) if reachable else -1
         if version >= 0 and app.instruments is not None:
             app.instruments.database.migration_version = version

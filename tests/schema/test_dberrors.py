@@ -31,6 +31,7 @@ TABLE = [
     ("40001", UNAVAILABLE, "DATABASE_CONFLICT", True),  # serialization_failure
     ("40P01", UNAVAILABLE, "DATABASE_CONFLICT", True),  # deadlock_detected
     ("55P03", UNAVAILABLE, "DATABASE_CONFLICT", True),  # lock_not_available
+    ("25006", UNAVAILABLE, "DATABASE_UNAVAILABLE", True),  # read_only_sql_transaction: a standby
     ("55006", PRECONDITION, "DATABASE_REFUSED", False),  # object_in_use: class 55 is not retryable as a whole
     ("22012", INVALID, "DATABASE_VALUE_REJECTED", False),  # division_by_zero
     ("42703", PRECONDITION, "DATABASE_SCHEMA_MISMATCH", False),  # undefined_column

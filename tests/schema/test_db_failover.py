@@ -1,0 +1,98 @@
+"""The database fails over: a primary and a synchronous standby from the embedded PostgreSQL binaries, the
+service on a multi-host URL, the primary killed and the standby promoted while WriteMetrics goes on.
+
+Acknowledged rows are all there afterwards, none twice; a read-only server is a retryable UNAVAILABLE;
+readiness wants a server that accepts writes; the outage is logged once when it starts and once at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import grpc
+import pytest
+
+from schema_service import database
+from schema_service.migrate import apply_migrations
+from schemaservice.v1 import metrics_service_pb2 as pb
+from tests.pgcluster import Cluster, primary_and_standby
+from tests.schema.metrics_helpers import details, metric, metrics_server
+from tests.schema.test_metrics_connection_loss import BATCH_SIZE, BATCHES, WRITERS, Progress, writer
+
+
+@pytest.fixture(scope="module")
+async def cluster() -> AsyncIterator[Cluster]:
+    async with primary_and_standby() as running:
+        await apply_migrations(running.primary.dsn)
+        yield running
+
+
+async def _stored(dsn: str) -> asyncpg.Record:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM system_performance_metrics) AS rows, "
+            "(SELECT count(DISTINCT value) FROM system_performance_metrics) AS distinct_values, "
+            "(SELECT count(*) FROM metric_write_requests) AS requests"
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_standby_is_a_retryable_unavailable_and_not_ready(cluster: Cluster) -> None:
+    # target_session_attrs=any: the pool takes whatever server answers, as it did before the fix.
+    async with metrics_server(cluster.standby.dsn + "?target_session_attrs=any") as running:
+        request = pb.WriteMetricsRequest(request_id="on-standby", metrics=[metric(1.0)])
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await running.stub.WriteMetrics(request, timeout=10)
+        assert running.app.pool is not None
+        assert await database.check(running.app.pool) == "the server is read-only (a standby in recovery)"
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    found = details(caught.value)
+    assert found["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"  # type: ignore[attr-defined]
+    assert found["ErrorInfo"].metadata["sqlstate"] == "25006"  # type: ignore[attr-defined]
+    assert found["RetryInfo"].retry_delay.ToTimedelta() > timedelta(0)  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(180)
+async def test_promoting_the_standby_during_writes_loses_and_doubles_nothing(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    progress = Progress()
+    caplog.set_level(logging.INFO, logger="schema_service.database")
+    async with metrics_server(cluster.dsn) as running:
+        assert running.app.pool is not None
+        availability = database.Availability(cluster.dsn)
+        watching = asyncio.Event()
+
+        async def readiness() -> None:
+            while not watching.is_set():
+                availability.observe(await database.check(running.app.pool, timeout_s=1.0))  # type: ignore[arg-type]
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(readiness())
+        writers = asyncio.gather(*(writer(running.stub, n, progress) for n in range(WRITERS)))
+        await progress.reached(WRITERS * 3)
+        refused_before = progress.refused
+        await cluster.kill_primary()
+        await cluster.promote_standby()
+        acknowledged = sum(await writers)
+        watching.set()
+        await watcher
+
+    stored = await _stored(cluster.standby.dsn)
+    assert acknowledged == WRITERS * BATCHES * BATCH_SIZE
+    assert (stored["rows"], stored["distinct_values"]) == (acknowledged, acknowledged), "lost or doubled rows"
+    assert stored["requests"] == WRITERS * BATCHES
+    assert progress.refused > refused_before, "writes must have met the outage"
+    lines = [r.getMessage() for r in caplog.records if r.name == "schema_service.database"]
+    assert lines.count("database unavailable") == 1, lines
+    assert lines.count("database available again") == 1, lines
+    back = next(r for r in caplog.records if r.getMessage() == "database available again")
+    assert back.down_s > 0 and str(cluster.standby.port) in back.hosts  # type: ignore[attr-defined]
