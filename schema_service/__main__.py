@@ -12,6 +12,7 @@ from pathlib import Path
 
 from schema_service import cli
 from schema_service.config import DEFAULT_PORT, ConfigError, MigrationSettings, Settings, env_str
+from schema_service.migrate.layouts import FORMATS
 from servicekit import logs
 
 
@@ -32,6 +33,13 @@ def add_database_args(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path(env_str("SCHEMA_SERVICE_MIGRATIONS_DIR") or MigrationSettings.migrations_dir),
         help="folder of NNN_name.sql migrations (env SCHEMA_SERVICE_MIGRATIONS_DIR)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=env_str("SCHEMA_SERVICE_MIGRATIONS_FORMAT") or "native",
+        help="layout of the migration files: native, dbmate, golang-migrate or flyway "
+        "(env SCHEMA_SERVICE_MIGRATIONS_FORMAT)",
     )
 
 
@@ -102,6 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
     migration = replace(
         settings.migration,
         migrations_dir=args.migrations_dir,
+        file_format=args.format,
         migrate_on_start=not args.no_migrate,
         scratch_url=args.scratch_url,
         allow_out_of_order=args.allow_out_of_order or settings.migration.allow_out_of_order,

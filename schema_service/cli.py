@@ -68,6 +68,11 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     add_database_args(baseline)
     baseline.add_argument("--version", type=int, required=True, help="record files up to this version as applied")
     baseline.set_defaults(handler=_sync(_baseline))
+    imported = commands.add_parser(
+        "import-history", help="take over dbmate's, golang-migrate's or Flyway's history (runs nothing)"
+    )
+    add_database_args(imported)
+    imported.set_defaults(handler=_sync(_import_history))
 
 
 def _add_timeouts(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +123,7 @@ async def _resolve_dsn(args: argparse.Namespace) -> str:
 
 
 def _settings(args: argparse.Namespace) -> MigrationSettings:
-    settings = MigrationSettings(migrations_dir=args.migrations_dir)
+    settings = MigrationSettings(migrations_dir=args.migrations_dir, file_format=args.format)
     flags = {
         "lock_timeout_s": getattr(args, "lock_timeout", None),
         "statement_timeout_s": getattr(args, "statement_timeout", None),
@@ -214,7 +219,7 @@ async def _verify(args: argparse.Namespace, dsn: str) -> int:
 async def _lint(args: argparse.Namespace, dsn: str) -> int:
     from schema_service.lint import lint_dir
 
-    findings = await lint_dir(args.migrations_dir)
+    findings = await lint_dir(args.migrations_dir, args.format)
     if args.json:
         print(json.dumps([asdict(f) for f in findings], indent=2))
     else:
@@ -240,4 +245,14 @@ async def _baseline(args: argparse.Namespace, dsn: str) -> int:
     for file in files:
         print(f"recorded {file.filename} as applied")
     print(f"baselined at version {args.version}")
+    return 0
+
+
+async def _import_history(args: argparse.Namespace, dsn: str) -> int:
+    from schema_service.migrate.imported import import_history
+
+    imported = await import_history(dsn, _settings(args))
+    for file in imported.files:
+        print(f"recorded {file.filename} as applied")
+    print(f"imported {len(imported.files)} applied versions from {imported.source}")
     return 0

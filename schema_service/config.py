@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 DEFAULT_PORT = 50052
+# Layouts of migration folders (schema_service.migrate.layouts; `--format`).
+FileFormat = Literal["native", "dbmate", "golang-migrate", "flyway"]
 PACKAGE_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -51,6 +54,8 @@ class MigrationSettings:
     lock_retry_backoff_s: float = field(default_factory=lambda: _migration_env("lock_retry_backoff_s", 0.5))
     # How often a waiting replica polls pg_try_advisory_lock.
     lock_poll_s: float = field(default_factory=lambda: _migration_env("lock_poll_s", 0.1))
+    # The files' layout: native, dbmate, golang-migrate or flyway (`--format`; schema_service.migrate.layouts).
+    file_format: FileFormat = "native"
 
 
 def _migration_env(name: str, default: float, *, minimum: float = 1e-9) -> float:

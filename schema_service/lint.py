@@ -28,8 +28,9 @@ import pglast
 from pglast import ast, enums
 from pglast.visitors import referenced_relations
 
+from schema_service.config import FileFormat
 from schema_service.migrate.errors import MigrationFileError
-from schema_service.migrate.files import MigrationFile, read_file
+from schema_service.migrate.files import MigrationFile, migration_paths, read_file
 from schema_service.migrate.squawk import squawk_report, unreadable
 from schema_service.migrate.statements import (
     Statement,
@@ -56,13 +57,13 @@ class Finding:
         return f"{self.file}:{self.line}:{self.column}: {self.severity}: [{self.rule}] {self.message}"
 
 
-async def lint_dir(directory: Path) -> list[Finding]:
-    """All findings for the `*.sql` files of a directory, sorted by file and line."""
+async def lint_dir(directory: Path, file_format: FileFormat = "native") -> list[Finding]:
+    """All findings for the migration files of a directory, sorted by file and line."""
     findings: list[Finding] = []
     files: list[MigrationFile] = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in migration_paths(directory, file_format):
         try:
-            files.append(read_file(path))
+            files.append(read_file(path, file_format))
         except MigrationFileError as exc:
             findings.append(Finding(path.name, exc.line or 1, 1, "invalid-file", exc.message, "error"))
     for file in files:
@@ -319,7 +320,7 @@ def _squawk_path(file: MigrationFile, scratch: Path) -> Path:
         text = sql_only(file, parse(file))
     except MigrationFileError:  # reported by our rules; squawk reports its own view of it
         return file.path
-    if text == file.sql:
+    if text == file.path.read_text(encoding="utf-8"):
         return file.path
     copy = scratch / file.filename
     copy.write_text(text)

@@ -13,7 +13,7 @@ import asyncpg
 from schema_service import database
 from schema_service.api import add_to_server
 from schema_service.app import App
-from schema_service.config import Settings
+from schema_service.config import FileFormat, Settings
 from schema_service.errors import SchemaServiceError
 from schema_service.instruments import SchemaMetrics
 from schema_service.metrics.jobs import run_housekeeping
@@ -88,7 +88,7 @@ async def _watch_readiness(app: App, lifecycle: Lifecycle) -> None:
     """
     pool = await app.connect()
     await startup_work(app)
-    expected = expected_version(app.settings.migration.migrations_dir)
+    expected = expected_version(app.settings.migration.migrations_dir, app.settings.migration.file_format)
     availability = database.Availability(app.dsn)
     while True:
         problem = await database.check(pool)
@@ -104,10 +104,10 @@ async def _watch_readiness(app: App, lifecycle: Lifecycle) -> None:
         await asyncio.sleep(app.settings.readiness_interval_s)
 
 
-def expected_version(migrations_dir: Path) -> int:
+def expected_version(migrations_dir: Path, file_format: FileFormat = "native") -> int:
     """The newest version among the migration files (0 when there are none)."""
     try:
-        return max((f.version for f in load_dir(migrations_dir)), default=0)
+        return max((f.version for f in load_dir(migrations_dir, file_format)), default=0)
     except SchemaServiceError as exc:
         # Unreadable files: stay NOT_SERVING (status and lint say why) rather than serve on a guess.
         log.error("cannot read the migrations; staying not ready", extra={"error": exc.message})

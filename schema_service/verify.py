@@ -129,7 +129,9 @@ class _Scratch:
         try:
             await _copy_settings(admin, name, self.database_settings)
             scratch_dsn = with_database(self.server_dsn, name)
-            await apply_migrations(scratch_dsn, self.settings.migrations_dir, target=self.target)
+            await apply_migrations(
+                scratch_dsn, self.settings.migrations_dir, target=self.target, file_format=self.settings.file_format
+            )
         except SchemaServiceError as exc:
             raise self._failed(exc.message) from exc
         except DATABASE_FAILURES as exc:

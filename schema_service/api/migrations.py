@@ -213,7 +213,8 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
         bind_request_id(context)
         try:
             with _domain_errors("LintMigrations"):
-                findings = await lint_dir(self.app.settings.migration.migrations_dir)
+                migration = self.app.settings.migration
+                findings = await lint_dir(migration.migrations_dir, migration.file_format)
         except _Failed as failed:
             await abort(context, failed.error)
         severity = {"warning": pb.LINT_SEVERITY_WARNING, "error": pb.LINT_SEVERITY_ERROR}

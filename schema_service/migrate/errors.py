@@ -8,6 +8,7 @@ MigrationError (schema_service.errors)      MIGRATION_FAILED: a file failed in P
  +-- OutOfOrder                             MIGRATION_OUT_OF_ORDER: a new file older than the applied version
  +-- JournalMismatch                        JOURNAL_MISMATCH: a half-run no-transaction file was changed
  +-- BaselineRefused                        BASELINE_REFUSED: the database already has history
+ +-- HistoryImportRefused                   HISTORY_IMPORT_REFUSED: no usable history of another tool to take over
  +-- ScratchDatabaseUnavailable             SCRATCH_DATABASE_UNAVAILABLE: verify cannot create its scratch database
  +-- ScratchBuildFailed                     SCRATCH_BUILD_FAILED: the migrations failed in verify's scratch database
  +-- LockWaitTimeout                        ABORTED, MIGRATION_LOCK_TIMEOUT: another runner held the lock too long
@@ -96,3 +97,9 @@ class LockWaitTimeout(MigrationError):
 class LockRetriesExhausted(_Located):
     code = code_pb2.ABORTED
     reason = "LOCK_TIMEOUT"
+
+
+class HistoryImportRefused(MigrationError):
+    """import-history found no other tool's history, one it cannot take over, or a database with history."""
+
+    reason = "HISTORY_IMPORT_REFUSED"

@@ -1,4 +1,5 @@
-"""Migration files: `<version>_<description>.sql`, their header directives and checksums.
+"""Migration files: `<version>_<description>.sql` (or another tool's layout, see layouts.py), their
+header directives and checksums.
 
 A file's header is its leading run of comment and blank lines; directives there look like
 `-- migrate: no-transaction` or `-- migrate: statement-timeout 30min`.
@@ -8,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from schema_service.config import FileFormat
+from schema_service.migrate import layouts
 from schema_service.migrate.errors import MigrationFileError
 
-FILE_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
 DIRECTIVE = re.compile(r"^--\s*migrate:\s*(?P<key>[a-z\-]+)(?:\s+(?P<value>\S+))?\s*$", re.IGNORECASE)
 DURATION = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>ms|s|sec|min|m|h)?$")
 UNIT_MS = {None: 1000.0, "ms": 1.0, "s": 1000.0, "sec": 1000.0, "min": 60_000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -82,30 +84,41 @@ def _directive(key: str, value: str | None) -> dict[str, object]:
     raise ValueError(f"unknown migrate directive {key!r}{' ' + value if value else ''}")
 
 
-def read_file(path: Path) -> MigrationFile:
-    match = FILE_NAME.match(path.name)
-    if match is None:
-        raise MigrationFileError(f"{path.name}: not named <version>_<description>.sql", filename=path.name)
+def read_file(path: Path, file_format: FileFormat = "native") -> MigrationFile:
+    """One migration file; a file the layout ignores (golang-migrate's .down.sql) is not one."""
+    named = layouts.name(path, file_format)
+    if named is None:
+        raise MigrationFileError(f"{path.name}: not a migration in the {file_format} layout", filename=path.name)
     data = path.read_bytes()
     try:
         sql = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MigrationFileError(f"{path.name}: not UTF-8 ({exc})", filename=path.name) from exc
-    return MigrationFile(
-        version=int(match["version"]),
-        name=match["name"],
-        path=path,
-        sql=sql,
-        checksum=hashlib.sha256(data).hexdigest(),
-        options=parse_header(sql, path.name),
-    )
+    if file_format == "dbmate":
+        up = layouts.dbmate_up(sql, path.name)
+        options = replace(parse_header(up.sql, path.name), transactional=up.transactional)
+        # What runs is what is checksummed: the up section (editing the down section changes nothing).
+        return MigrationFile(named.version, named.name, path, up.sql, _sha256(up.sql.encode()), options)
+    return MigrationFile(named.version, named.name, path, sql, _sha256(data), parse_header(sql, path.name))
 
 
-def load_dir(directory: Path) -> list[MigrationFile]:
-    """Every `*.sql` file in version order; two files with one version are refused."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def migration_paths(directory: Path, file_format: FileFormat = "native") -> list[Path]:
+    """The migration files of a folder in the layout (golang-migrate's .down.sql left out)."""
     if not directory.is_dir():
         raise MigrationFileError(f"migrations directory not found: {directory}")
-    files = sorted((read_file(p) for p in directory.glob("*.sql")), key=lambda f: f.version)
+    paths = sorted(directory.glob("*.sql"))
+    layouts.refuse_foreign(paths, file_format)
+    return [p for p in paths if file_format != "golang-migrate" or not p.name.endswith(".down.sql")]
+
+
+def load_dir(directory: Path, file_format: FileFormat = "native") -> list[MigrationFile]:
+    """Every migration file in version order; two files with one version are refused."""
+    paths = migration_paths(directory, file_format)
+    files = sorted((read_file(p, file_format) for p in paths), key=lambda f: f.version)
     for before, after in zip(files, files[1:], strict=False):
         if before.version == after.version:
             raise MigrationFileError(

@@ -32,7 +32,7 @@ class Status:
 
 async def status(dsn: str, settings: MigrationSettings) -> Status:
     """Applied history, pending files, the lock holder and problems; reads only."""
-    files = load_dir(settings.migrations_dir)
+    files = load_dir(settings.migrations_dir, settings.file_format)
     conn = await connect(dsn, "schema-service-status")
     try:
         rows = await history.read(conn)
@@ -66,7 +66,7 @@ async def locked(dsn: str, settings: MigrationSettings) -> AsyncIterator[asyncpg
 
 async def repair(dsn: str, settings: MigrationSettings) -> list[str]:
     """Accept current checksums of changed applied files, forget failed attempts and stale journals."""
-    files = {f.version: f for f in load_dir(settings.migrations_dir)}
+    files = {f.version: f for f in load_dir(settings.migrations_dir, settings.file_format)}
     actions: list[str] = []
     async with locked(dsn, settings) as conn, conn.transaction():
         for row in await history.read(conn):
@@ -102,7 +102,7 @@ async def _repair_journals(conn: asyncpg.Connection, files: dict[int, MigrationF
 
 async def baseline(dsn: str, settings: MigrationSettings, version: int) -> list[MigrationFile]:
     """Adopt a database created by other means: record files up to `version` as applied, run nothing."""
-    files = [f for f in load_dir(settings.migrations_dir) if f.version <= version]
+    files = [f for f in load_dir(settings.migrations_dir, settings.file_format) if f.version <= version]
     async with locked(dsn, settings) as conn, conn.transaction():
         # Failed attempts (e.g. a migrate run before adoption) are replaced; applied ones are not.
         applied = [row.version for row in await history.read(conn) if row.success]

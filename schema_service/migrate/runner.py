@@ -87,7 +87,7 @@ def plan_items(plan: Plan, statements: dict[int, list[Statement]]) -> list[Plann
 
 async def migrate(dsn: str, options: RunOptions) -> AsyncIterator[Event]:
     """Apply pending migrations, yielding progress; raises MigrationError subclasses on failure."""
-    files = load_dir(options.settings.migrations_dir)
+    files = load_dir(options.settings.migrations_dir, options.settings.file_format)
     if options.dry_run:
         async for event in _dry_run(dsn, files, options):
             yield event
