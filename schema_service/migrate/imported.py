@@ -16,7 +16,7 @@ from schema_service.config import MigrationSettings
 from schema_service.migrate import history
 from schema_service.migrate.errors import HistoryImportRefused
 from schema_service.migrate.files import MigrationFile, load_dir
-from schema_service.migrate.ops import locked
+from schema_service.migrate.ops import locked, record_as_applied
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,8 @@ async def import_history(dsn: str, settings: MigrationSettings) -> Imported:
                 f"{source} records version(s) {', '.join(map(str, unknown[:10]))} as applied, but "
                 f"{settings.migrations_dir} has no such file: restore the files (or --format) first"
             )
-        await conn.execute(f"DELETE FROM {history.SCHEMA}.migration_history")
         taken = [files[v] for v in sorted(versions)]
-        for file in taken:
-            await history.record(
-                conn,
-                version=file.version,
-                name=file.name,
-                checksum=file.checksum,
-                transactional=file.transactional,
-                execution_ms=0,
-                success=True,
-                applied_by=f"import-history from {source}",
-            )
+        await record_as_applied(conn, taken, applied_by=f"import-history from {source}")
     return Imported(source, taken)
 
 

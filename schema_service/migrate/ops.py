@@ -111,16 +111,21 @@ async def baseline(dsn: str, settings: MigrationSettings, version: int) -> list[
                 f"the database already has applied migrations (up to {max(applied)}); baseline only adopts a "
                 "database without history"
             )
-        await conn.execute(f"DELETE FROM {history.SCHEMA}.migration_history")
-        for file in files:
-            await history.record(
-                conn,
-                version=file.version,
-                name=file.name,
-                checksum=file.checksum,
-                transactional=file.transactional,
-                execution_ms=0,
-                success=True,
-                applied_by=f"baseline {history.runner_identity()}",
-            )
+        await record_as_applied(conn, files, applied_by=f"baseline {history.runner_identity()}")
     return files
+
+
+async def record_as_applied(conn: asyncpg.Connection, files: list[MigrationFile], *, applied_by: str) -> None:
+    """Adopt: the history becomes exactly these files, applied by other means (failed attempts are dropped)."""
+    await conn.execute(f"DELETE FROM {history.SCHEMA}.migration_history")
+    for file in files:
+        await history.record(
+            conn,
+            version=file.version,
+            name=file.name,
+            checksum=file.checksum,
+            transactional=file.transactional,
+            execution_ms=0,
+            success=True,
+            applied_by=applied_by,
+        )
