@@ -62,7 +62,7 @@ async def test_failed_migration_exits_non_zero_naming_file_line_column(empty_db:
 
 async def test_verify_json_exits_non_zero_on_drift(migrated_db: str) -> None:
     code, out, _ = await cli("verify", "--json", "--database-url", migrated_db)
-    assert code == 0 and json.loads(out) == {"matches": True, "differences": []}
+    assert code == 0 and json.loads(out) == {"matches": True, "differences": [], "scratch_settings": []}
     await fetchval(migrated_db, "DROP INDEX capability_gaps_agent_id_idx")
     code, out, _ = await cli("verify", "--json", "--database-url", migrated_db)
     report = json.loads(out)
