@@ -35,6 +35,10 @@ MAX_LABEL_VALUE_CHARS = 256
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_FIELDS = 32
 MAX_CACHED_SERIES = 100_000
+# Largest magnitude of a value: sums, averages and the squares behind standard deviations of up to 1e100
+# such values stay far below float8's 1.8e308, so no aggregate or baseline can overflow (SQLSTATE 22003).
+MAX_ABS_VALUE = 1e100
+VALUE_RULE = f"must be a finite number with absolute value at most {MAX_ABS_VALUE:g} (not NaN or infinity)"
 # Times become datetimes through a float of seconds: below 2**53 microseconds (year 2255) its error is
 # under 0.2 us, so rounding to the microsecond gives exactly the microsecond sent; 1.5x faster than timedelta.
 # PostgreSQL text and jsonb cannot hold U+0000: refused here, or the database would refuse the whole batch.
@@ -132,13 +136,14 @@ class BatchParser:
     ) -> None:
         low, high = window
         append, append_us = out[0].append, out[1].append
-        cached, isfinite, from_ts = self._series.get, math.isfinite, datetime.fromtimestamp
+        cached, from_ts = self._series.get, datetime.fromtimestamp
         for i, m in enumerate(metrics):
             key = (m.name, m.unit, tuple(m.labels))
             series = cached(key) or self._new_series(key, _decoded_labels(m.labels), f"metrics[{i}]", bad)
             value = m.value
-            if not isfinite(value):
-                bad.add(f"metrics[{i}].value", "must be a finite number (not NaN or infinity)")
+            # Also false for NaN; infinities are over the bound.
+            if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+                bad.add(f"metrics[{i}].value", VALUE_RULE)
             stamp = m.time
             seconds, nanos = stamp.seconds, stamp.nanos
             if not low <= seconds <= high:
@@ -147,7 +152,7 @@ class BatchParser:
                 bad.add(f"metrics[{i}].time.nanos", "must be 0-999,999,999")
             raw_metadata = m.metadata
             metadata = _metadata(raw_metadata, f"metrics[{i}].metadata", bad) if raw_metadata else None
-            if series is not None:
+            if series is not None and not bad.total:  # a bad batch is refused: no record (nor datetime) is made
                 used[series.series_id] = series
                 micros = seconds * 1_000_000 + nanos // 1000
                 append_us(micros)
@@ -175,9 +180,10 @@ class BatchParser:
         if ragged:
             return
         low, high = window[0] * 1_000_000_000, (window[1] + 1) * 1_000_000_000
-        if not all(map(math.isfinite, values)):
-            for i in (i for i, v in enumerate(values) if not math.isfinite(v)):
-                bad.add(f"columns.values[{i}]", "must be a finite number (not NaN or infinity)")
+        # Both at C speed: isfinite catches NaN, which max() may pass over.
+        if values and not (all(map(math.isfinite, values)) and max(map(abs, values)) <= MAX_ABS_VALUE):
+            for i in (i for i, v in enumerate(values) if not -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE):
+                bad.add(f"columns.values[{i}]", VALUE_RULE)
         if values and (min(times) < low or max(times) >= high):
             for i in (i for i, t in enumerate(times) if not low <= t < high):
                 bad.add(f"columns.times_unix_nanos[{i}]", self._time_rule())

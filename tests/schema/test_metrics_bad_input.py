@@ -12,6 +12,7 @@ import pytest
 
 from schema_service.config import MetricsSettings
 from schema_service.errors import InvalidRequest
+from schema_service.metrics.jobs import Housekeeping
 from schema_service.metrics.validation import BatchParser
 from schema_service.metrics.wire import parse_batch, received, size_limited_parser
 from schemaservice.v1 import metrics_service_pb2 as pb
@@ -263,3 +264,84 @@ async def test_a_request_id_recorded_before_digests_existed_is_compared_by_count
     assert (again.written_count, again.duplicate) == (2, True)
     assert details(caught.value)["ErrorInfo"].reason == "REQUEST_ID_REUSED"  # type: ignore[attr-defined]
     assert await count_rows(migrated_db) == 0
+
+
+OUT_OF_RANGE_SECONDS = [253_402_300_800, -62_135_596_801, 2**63 - 1, -(2**63)]  # year 10000, year 0, int64 ends
+
+
+def _at_seconds(seconds: int) -> pb.Metric:
+    bad = metric(at=NOW)
+    bad.time.seconds = seconds
+    return bad
+
+
+async def _write_both_ways(running: object, request: pb.WriteMetricsRequest) -> list[grpc.aio.AioRpcError]:
+    """The same batch through WriteMetrics and StreamMetrics; both must fail."""
+    stub = running.stub  # type: ignore[attr-defined]
+    failures = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.WriteMetrics(request)
+    failures.append(caught.value)
+    streamed = pb.StreamMetricsRequest(request_id=request.request_id, metrics=request.metrics, columns=request.columns)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.StreamMetrics(iter([streamed])):
+            pass
+    failures.append(caught.value)
+    return failures
+
+
+async def test_times_outside_years_1_to_9999_are_invalid_argument_naming_the_field(migrated_db: str) -> None:
+    nanos = [2**63 - 1, -(2**63)]  # int64 nanoseconds reach only years 1677-2262: the ends are the extremes
+    columns = pb.MetricColumns(series=[pb.MetricSeries(name="n")], series_indexes=[0] * 2, times_unix_nanos=nanos,
+                               values=[1.0] * 2)  # fmt: skip
+    async with metrics_server(migrated_db) as running:
+        for seconds in OUT_OF_RANGE_SECONDS:
+            request = pb.WriteMetricsRequest(request_id="t", metrics=[metric(at=NOW), _at_seconds(seconds)])
+            for failure in await _write_both_ways(running, request):
+                assert failure.code() == grpc.StatusCode.INVALID_ARGUMENT, (seconds, failure.details())
+                assert list(violations(failure)) == ["metrics[1].time"]
+        for failure in await _write_both_ways(running, pb.WriteMetricsRequest(request_id="c", columns=columns)):
+            assert failure.code() == grpc.StatusCode.INVALID_ARGUMENT, failure.details()
+            assert list(violations(failure)) == ["columns.times_unix_nanos[0]", "columns.times_unix_nanos[1]"]
+    assert await count_rows(migrated_db) == 0
+
+
+async def test_values_too_large_to_aggregate_are_refused_in_both_forms(migrated_db: str) -> None:
+    huge = [1e200, -1e200, 1.0000001e100]
+    per_metric = pb.WriteMetricsRequest(request_id="v", metrics=[metric(v, at=NOW) for v in [1e100, *huge]])
+    stamp = int(NOW.timestamp()) * 1_000_000_000
+    columns = pb.MetricColumns(series=[pb.MetricSeries(name="n")], series_indexes=[0] * 4, times_unix_nanos=[stamp] * 4,
+                               values=[-1e100, *huge])  # fmt: skip
+    async with metrics_server(migrated_db) as running:
+        for failure in await _write_both_ways(running, per_metric):
+            assert failure.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert list(violations(failure)) == ["metrics[1].value", "metrics[2].value", "metrics[3].value"]
+            assert "at most 1e+100" in violations(failure)["metrics[1].value"]
+        for failure in await _write_both_ways(running, pb.WriteMetricsRequest(request_id="c", columns=columns)):
+            assert list(violations(failure)) == ["columns.values[1]", "columns.values[2]", "columns.values[3]"]
+    assert await count_rows(migrated_db) == 0
+
+
+async def test_one_series_holding_a_huge_value_does_not_stop_baselines_of_the_others(migrated_db: str) -> None:
+    """A value stored before writes were bounded (put here with SQL) must not fail the housekeeping run."""
+    now = datetime.now(UTC)
+    metrics = [metric(100.0 + i % 7, at=now - timedelta(seconds=i + 1), labels={"provider": p})
+               for p in ("openai", "gemini") for i in range(40)]  # fmt: skip
+    settings = MetricsSettings(baseline_min_samples=30)
+    async with metrics_server(migrated_db) as running:
+        await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="b", metrics=metrics))
+        conn = await asyncpg.connect(migrated_db)
+        try:
+            await conn.execute(
+                "INSERT INTO system_performance_metrics (time, series_id, value) "
+                "SELECT $1, series_id, v FROM metric_series, unnest($2::float8[]) AS v "
+                "WHERE labels->>'provider' = 'gemini'",
+                now - timedelta(seconds=1), [1e200, 1e200, -1e200, 1.7e308],
+            )
+        finally:
+            await conn.close()
+        run = await Housekeeping(settings).run_once(running.app.require_pool(), now=now)
+        baselines = (await running.stub.ListBaselines(pb.ListBaselinesRequest())).baselines
+    assert run.baselines.baselines == 2
+    assert sorted((b.labels["provider"], b.sample_count) for b in baselines) == [("gemini", 40), ("openai", 40)]
+    assert all(100.0 <= b.mean <= 107.0 for b in baselines)
