@@ -46,7 +46,8 @@ format / model (so the same conversation fails on one provider and succeeds on t
     quota                        OpenAI 429 insufficient_quota; Anthropic 400 "credit balance is too
                                  low"; Gemini 429 "prepayment credits are depleted", no RetryInfo
     401 | 403                    auth failure (401 echoes the key sent, as some upstreams do;
-                                 Gemini answers 400 API_KEY_INVALID like the real API)
+                                 Gemini answers 400 API_KEY_INVALID like the real API); OpenAI's 401
+                                 takes echo=raw|urlencoded|base64|basic|masked|reversed|spaced|upper|hex
     400                          invalid request
     context                      context length exceeded, worded as each provider does
     529 | overloaded             Anthropic 529 overloaded_error; 503 elsewhere

@@ -12,9 +12,11 @@ as DeepSeek and vLLM do. `reasoning_effort` is checked against the values OpenAI
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 from llm_simulator.faults import Fault
 from llm_simulator.plan import Plan, Prompt, split_json
@@ -65,6 +67,22 @@ def error(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, dict[str, An
     return status, {"error": {"message": message, "type": etype, "param": None, "code": code}}, headers
 
 
+def echo_key(key: str, form: str) -> str:
+    """The key as a hostile upstream might print it (`echo=` of the 401 fault); the gateway must scrub each."""
+    forms = {
+        "raw": key,
+        "urlencoded": quote(key, safe=""),
+        "base64": base64.b64encode(key.encode()).decode(),
+        "basic": base64.b64encode(f"user:{key}".encode()).decode(),  # inside a larger encoded value
+        "masked": f"{key[:7]}{'*' * 24}{key[-4:]}",
+        "reversed": key[::-1],
+        "spaced": " ".join(key),
+        "upper": key.upper(),
+        "hex": key.encode().hex(),
+    }
+    return forms[form]
+
+
 def _error_fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str, str, str | None]:
     model = prompt.model
     if fault.kind == "429":
@@ -79,7 +97,8 @@ def _error_fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str,
         return 400, msg, "invalid_request_error", "context_length_exceeded"
     if fault.kind == "auth" and fault.status == 401:
         # Like a careless upstream, echo the key: the gateway must scrub it.
-        return 401, f"Incorrect API key provided: {api_key}.", "invalid_request_error", "invalid_api_key"
+        echoed = echo_key(api_key, fault.options.get("echo", "raw"))
+        return 401, f"Incorrect API key provided: {echoed}.", "invalid_request_error", "invalid_api_key"
     if fault.kind == "auth":
         return 403, "Project does not have access to this model.", "invalid_request_error", "model_not_found"
     if fault.kind == "invalid" and prompt.rejection:
