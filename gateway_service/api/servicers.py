@@ -124,11 +124,16 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
 
 async def _next_change(queue: asyncio.Queue[str], stopping: asyncio.Future[Any]) -> str | None:
     getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
-    await asyncio.wait([getter, stopping], return_when=asyncio.FIRST_COMPLETED)
-    if getter.done():
+    try:
+        await asyncio.wait([getter, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Also when the caller leaves (this task is cancelled in the wait): a getter left pending would be
+        # destroyed later with "Task was destroyed but it is pending!", logged under another call's id.
+        if not getter.done():
+            getter.cancel()
+    if getter.done() and not getter.cancelled():
         name: str = getter.result()
         return name
-    getter.cancel()
     return None
 
 

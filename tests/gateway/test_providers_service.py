@@ -71,3 +71,25 @@ async def test_watch_sends_state_then_changes_and_ends_at_once_on_shutdown(sim: 
         await h.running.lifecycle.begin_shutdown()
         assert await asyncio.wait_for(watch.read(), 1.0) is grpc.aio.EOF
         assert await watch.code() is grpc.StatusCode.OK
+
+
+def _pending_queue_getters() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if not t.done() and t.get_coro().__qualname__ == "Queue.get"]  # type: ignore[union-attr]
+
+
+async def test_a_client_leaving_a_watch_leaves_no_pending_task(sim: SimulatorHandle) -> None:
+    async with gateway(sim, UPSTREAMS, route=["p/primary", "f/fallback"]) as h:
+        before = set(_pending_queue_getters())
+        watch = h.providers.WatchProviders(ppb.WatchProvidersRequest(), timeout=10)
+        for _ in range(3):
+            await watch.read()
+        watchers = h.running.gateway.health._watchers  # noqa: SLF001 - the test must know when the handler ended
+        assert len(watchers) == 1
+        watch.cancel()
+        for _ in range(500):  # the server learns of the cancellation over the wire
+            if not watchers:
+                break
+            await asyncio.sleep(0.01)
+        assert not watchers
+        await asyncio.sleep(0)  # one turn of the loop for a cancelled getter to finish
+        assert set(_pending_queue_getters()) - before == set()
