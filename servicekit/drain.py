@@ -30,11 +30,17 @@ class ServerShuttingDown(ServiceError):
     reason = "SERVER_SHUTTING_DOWN"
 
 
+class GraceOver(Exception):
+    """The drain's grace ran out while the call was running (raised inside `Drain.cut_scope`)."""
+
+
 class Drain:
-    """Calls in flight, and whether new ones are still accepted."""
+    """Calls in flight, whether new ones are still accepted, and whether the grace for those running is over."""
 
     def __init__(self) -> None:
         self.stopping = asyncio.Event()
+        # Set when the grace is over: calls still running end themselves with their own status (cut_scope).
+        self.cut = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
         self.in_flight = 0
@@ -47,6 +53,36 @@ class Drain:
         self.in_flight -= 1
         if self.in_flight == 0:
             self.idle.set()
+
+    @asynccontextmanager
+    async def cut_scope(self) -> AsyncIterator[None]:
+        """Run the body until it ends or the grace is over; then it is cancelled and GraceOver raised here.
+
+        A streaming call wraps its work in this so that it can end with the same details as any other
+        failure of its kind, instead of the bare CANCELLED/UNAVAILABLE "Cancelling all calls" that
+        `server.stop()` would give it.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        cut = False
+
+        def on_cut(_: object) -> None:
+            nonlocal cut
+            if not waiter.cancelled():
+                cut = True
+                task.cancel()
+
+        waiter = asyncio.ensure_future(self.cut.wait())
+        waiter.add_done_callback(on_cut)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if cut and task.uncancel() == 0:
+                raise GraceOver() from None
+            raise
+        finally:
+            waiter.remove_done_callback(on_cut)
+            waiter.cancel()
 
 
 class DrainInterceptor(WrappingInterceptor):

@@ -166,14 +166,29 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await server.start()
     await stop.wait()
-    log.info("shutting down", extra={"grace_s": grace_s, "in_flight": lifecycle.drain.in_flight})
-    await lifecycle.begin_shutdown()
-    # New calls are refused with UNAVAILABLE from here on; those already running get the grace.
-    try:
-        await asyncio.wait_for(lifecycle.drain.idle.wait(), grace_s)
-    except TimeoutError:
-        log.warning("grace over; cancelling calls still running", extra={"in_flight": lifecycle.drain.in_flight})
-    await server.stop(0)
+    await shutdown(server, lifecycle, grace_s=grace_s)
     if on_stop is not None:
         await on_stop()
     log.info("stopped")
+
+
+# After the grace, how long calls get to end themselves with their own status before they are cancelled.
+CUT_WAIT_S = 2.0
+
+
+async def shutdown(server: grpc.aio.Server, lifecycle: Lifecycle, *, grace_s: float) -> None:
+    """Refuse new calls, give those running `grace_s`, then tell the rest to end (Drain.cut), then stop."""
+    drain = lifecycle.drain
+    log.info("shutting down", extra={"grace_s": grace_s, "in_flight": drain.in_flight})
+    await lifecycle.begin_shutdown()
+    # New calls are refused with UNAVAILABLE from here on; those already running get the grace.
+    try:
+        await asyncio.wait_for(drain.idle.wait(), grace_s)
+    except TimeoutError:
+        log.warning("grace over; ending calls still running", extra={"in_flight": drain.in_flight})
+        drain.cut.set()
+        try:
+            await asyncio.wait_for(drain.idle.wait(), CUT_WAIT_S)
+        except TimeoutError:
+            log.warning("cancelling calls that did not end", extra={"in_flight": drain.in_flight})
+    await server.stop(0)

@@ -12,30 +12,36 @@ import grpc
 from gateway_service.api import protoevents, protomap, providers_view
 from gateway_service.app import Gateway
 from gateway_service.chat.aggregate import Answer
-from gateway_service.domain.events import AttemptRecord
-from gateway_service.errors import GatewayError
+from gateway_service.domain.events import AttemptRecord, AttemptStarted, FailedOver, GatewayEvent, OutputDelta
+from gateway_service.errors import GatewayError, MidStreamFailure
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc, provider_service_pb2, provider_service_pb2_grpc
 from servicekit.boundary import abort, bind_request_id
+from servicekit.drain import Drain, GraceOver, ServerShuttingDown
 from servicekit.server import Lifecycle
 
 
 class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, drain: Drain) -> None:
         self.gateway = gateway
+        self.drain = drain
 
     async def StreamChat(self, request: pb.StreamChatRequest, context: grpc.aio.ServicerContext) -> None:
         # Written with context.write rather than `yield` so that a cancelled call closes the pipeline
         # (and the upstream HTTP request) here and now, not whenever the generator is collected.
         request_id = bind_request_id(context, request.request_id)
+        sent = _Sent()
         try:
             with self.gateway.in_flight("StreamChat"):
                 run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
-                async with aclosing(run.events()) as events:
+                async with self.drain.cut_scope(), aclosing(run.events()) as events:
                     async for event in events:
+                        sent.note(event)
                         await context.write(protoevents.stream_event(event))
         except GatewayError as exc:
             await abort(context, exc)
+        except GraceOver:
+            await abort(context, sent.cut_short())
 
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> pb.ChatResponse:
         request_id = bind_request_id(context, request.request_id)
@@ -43,11 +49,15 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         try:
             with self.gateway.in_flight("Chat"):
                 run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
-                async with aclosing(run.events()) as events:
+                async with self.drain.cut_scope(), aclosing(run.events()) as events:
                     async for event in events:
                         answer.add(event)
         except GatewayError as exc:
             await abort(context, exc)
+        except GraceOver:
+            # Nothing was sent yet: the whole call can be retried on another replica.
+            await abort(context, ServerShuttingDown("server shut down before the answer was complete; retry the call",
+                                                    retry_after_s=0))  # fmt: skip
         done = answer.completed
         assert done is not None  # a run ends with Completed or raises
         return pb.ChatResponse(
@@ -61,6 +71,32 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
             upstream_request_id=done.upstream_request_id,
             skipped=[protoevents.skipped(r) for r in run.skipped],
         )
+
+
+class _Sent:
+    """What a stream has sent so far, for the error that ends it when the server's drain grace runs out."""
+
+    def __init__(self) -> None:
+        self.deltas = 0
+        self.provider = self.model = ""
+
+    def note(self, event: GatewayEvent) -> None:
+        if isinstance(event, OutputDelta):
+            self.deltas += 1
+        elif isinstance(event, AttemptStarted):
+            self.provider, self.model = event.provider, event.model
+        elif isinstance(event, FailedOver) and event.discard_output:
+            self.deltas = 0  # the caller drops what the failed attempt sent
+
+    def cut_short(self) -> MidStreamFailure:
+        """The same details as any other failure after output was sent (reason, delivered_deltas)."""
+        return MidStreamFailure(
+            f"{self.provider}/{self.model} was cut off after {self.deltas} deltas were sent: the server is shutting "
+            "down and its drain grace is over; the answer is incomplete, retry the call",
+            metadata={"provider": self.provider, "model": self.model, "delivered_deltas": str(self.deltas),
+                      "policy": "server shutting down"},
+            retry_after_s=0,
+        )  # fmt: skip
 
 
 def _message(answer: Answer) -> pb.Message:
@@ -138,5 +174,5 @@ async def _next_change(queue: asyncio.Queue[str], stopping: asyncio.Future[Any])
 
 
 def add_to_server(server: grpc.aio.Server, gateway: Gateway, lifecycle: Lifecycle) -> None:
-    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(gateway), server)
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(gateway, lifecycle.drain), server)
     provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(gateway, lifecycle), server)
