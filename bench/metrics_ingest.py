@@ -186,6 +186,7 @@ async def start_service(dsn: str) -> tuple[subprocess.Popen[bytes], grpc.aio.Cha
     port = free_port()
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
     args = [sys.executable, "-m", "schema_service", "serve", "--database-url", dsn, "--port", str(port), "--no-migrate"]
+    args.append("--insecure-dev")  # plaintext on 127.0.0.1, no callers: the benchmark measures writes
     process = subprocess.Popen(args, env=env)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
     health = health_pb2_grpc.HealthStub(channel)

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from gateway_service.config.serve import ServeSettings
 from gateway_service.errors import ConfigError
 from servicekit import logs
+from servicekit.callers import SetupError
+from servicekit.security import Security
 from servicekit.settings import LogSettings, SettingsError, add_flags, build
 
 
@@ -19,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC gateway")
     add_flags(serve, ServeSettings)
+    add_flags(serve, Security)
     serve.add_argument(
         "--check-config", action="store_true", help="validate the configuration, print a summary (no secrets) and exit"
     )
@@ -30,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway_service import config, server
     from gateway_service.config.summary import summary
 
-    serve_settings = build(ServeSettings, args)
+    serve_settings = build(ServeSettings, args, security=build(Security, args))
     settings = config.load(serve_settings.config)
     if args.check_config:
         print(summary(settings, serve_settings), end="")
@@ -56,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         logs.configure(build(LogSettings, args).log_level)
         code: int = args.handler(args)
-    except (ConfigError, SettingsError) as exc:
+    except (ConfigError, SettingsError, SetupError) as exc:
         print(f"gateway-service: {exc}", file=sys.stderr)
         return 2
     return code

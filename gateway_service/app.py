@@ -16,7 +16,8 @@ from gateway_service.domain.request import ChatRequest
 from gateway_service.health import Health, HealthState
 from gateway_service.instruments import GatewayMetrics
 from gateway_service.limits.budgets import Budgets, build_limiter, has_budgets
-from gateway_service.limits.core import Clock
+from gateway_service.limits.callers import CallerRates
+from gateway_service.limits.core import Clock, Limiter
 from gateway_service.providers.base import ProviderAdapter, ProviderConfig
 from gateway_service.telemetry import Send, Telemetry
 from servicekit.tracing import Tracing
@@ -58,6 +59,8 @@ class Gateway:
     telemetry: Telemetry
     budgets: Budgets | None = None  # None when no rate-limit budget is configured: nothing to take
     instruments: GatewayMetrics | None = None  # Prometheus families, when the server has a registry
+    caller_rates: CallerRates | None = None  # per-caller request rates (callers file), when callers are checked
+    limiter: Limiter | None = None  # what budgets and caller rates are kept in
     _telemetry_task: asyncio.Task[None] | None = None
 
     def provider_state(self, spec: ProviderSpec) -> tuple[HealthState, float | None]:
@@ -104,15 +107,19 @@ class Gateway:
                 await asyncio.wait_for(self.telemetry.flush(), 2.0)
         for adapter in self.adapters.values():
             await adapter.aclose()
-        if self.budgets is not None:
-            await self.budgets.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
 
 
 def build_gateway(
     config: GatewayConfig, factory: AdapterFactory = default_factory, send: Send | None = None,
     limits_clock: Clock | None = None, instruments: GatewayMetrics | None = None, tracing: Tracing | None = None,
+    caller_rates: bool = False,
 ) -> Gateway:  # fmt: skip
-    """Adapters for every provider that has a key; the others stay unconfigured but listed."""
+    """Adapters for every provider that has a key; the others stay unconfigured but listed.
+
+    `caller_rates`: callers are authenticated, so their request rates (callers file `limits`) are kept.
+    """
     adapters = {p.name: factory(provider_config(p)) for p in config.providers if p.configured}
     health, ledger = Health(config.failover), Ledger()
     tracing = tracing or Tracing()
@@ -120,16 +127,21 @@ def build_gateway(
     observe, count = telemetry.observe, telemetry.count
     if instruments is not None:
         observe, count = _both(observe, instruments.observe_attempt), _both(count, instruments.count)
-    budgets = None
-    if has_budgets(config):
+    budgets = rates = limiter = None
+    if has_budgets(config) or caller_rates:
         limiter = build_limiter(config.limits, limits_clock, count)
-        budgets = Budgets(config, limiter, on_exhausted=health.notify, count=count)
+        if has_budgets(config):
+            budgets = Budgets(config, limiter, on_exhausted=health.notify, count=count)
+        if caller_rates:
+            rates = CallerRates(limiter, config.limits.key_prefix, count)
     failover = Failover(
         config.failover, health, ledger, observe, budgets, tracing.tracer("gateway_service.chat"),
         instruments.observe_failover if instruments else None,
     )  # fmt: skip
     router = Router(config, adapters, budgets)
-    gateway = Gateway(config, adapters, router, failover, health, ledger, telemetry, budgets, instruments)
+    gateway = Gateway(
+        config, adapters, router, failover, health, ledger, telemetry, budgets, instruments, rates, limiter
+    )
     if instruments is not None:
         instruments.watch(gateway.provider_states, telemetry)
     return gateway

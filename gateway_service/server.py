@@ -17,8 +17,11 @@ from gateway_service.instruments import GatewayMetrics
 from gateway_service.telemetry import Send, Undeliverable
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from servicekit.auth import roles_of
 from servicekit.metrics import Endpoint, Registry
+from servicekit.security import listen
 from servicekit.server import Lifecycle, ServerOptions, build_server, serve
+from servicekit.tls import ClientCredentials
 from servicekit.tracing import Tracing
 from servicekit.tracing import configure as configure_tracing
 
@@ -28,6 +31,11 @@ SERVICE_NAMES = (
     chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
     provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
 )
+# The role each method needs (README "Security").
+ROLES = {
+    **roles_of(chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"], "chat"),
+    **roles_of(provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"], "providers.read"),
+}
 
 
 RETRYABLE = frozenset(
@@ -35,12 +43,14 @@ RETRYABLE = frozenset(
 )
 
 
-def metrics_sender(address: str, tracing: Tracing | None = None) -> tuple[Send, grpc.aio.Channel]:
-    """WriteMetrics to the schema service through the generated stub (never its code)."""
+def metrics_sender(
+    address: str, tracing: Tracing | None = None, client: ClientCredentials | None = None
+) -> tuple[Send, grpc.aio.Channel]:
+    """WriteMetrics to the schema service through the generated stub (never its code), as `client` says."""
     # round_robin spreads batches over every schema-service pod behind a headless Service
     # (dns:///schema-service-headless:50052); with one address it is the same as pick_first.
     service_config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-    channel = grpc.aio.insecure_channel(
+    channel = (client or ClientCredentials()).channel(
         address, options=[("grpc.service_config", service_config)],
         interceptors=tracing.client_interceptors() if tracing else None,  # trace context to the schema service
     )  # fmt: skip
@@ -89,17 +99,22 @@ async def prepare(
     Tracing is configured from the OTEL_* environment unless given (tests pass an in-memory exporter).
     """
     tracing = tracing or configure_tracing("gateway")
-    send, channel = metrics_sender(config.schema_service, tracing) if config.schema_service else (None, None)
+    address, security = config.schema_service, settings.security
+    send, channel = metrics_sender(address, tracing, settings.schema_client) if address else (None, None)
     metrics = Registry()
-    gateway = build_gateway(config, factory, send, instruments=GatewayMetrics(metrics), tracing=tracing)
+    gateway = build_gateway(
+        config, factory, send, instruments=GatewayMetrics(metrics), tracing=tracing,
+        caller_rates=security.callers is not None,
+    )  # fmt: skip
     lifecycle = Lifecycle(SERVICE_NAMES)
     # A request larger than a chat needs is refused by gRPC before it is read (RESOURCE_EXHAUSTED).
     options = ServerOptions(max_message_bytes=DEFAULT_BOUNDS.max_request_bytes)
     server = build_server(
         options, lifecycle, [lambda s: add_to_server(s, gateway, lifecycle)], SERVICE_NAMES,
-        metrics=metrics, tracing=tracing,
+        metrics=metrics, tracing=tracing, security=security, roles=ROLES,
+        admit=gateway.caller_rates.admit if gateway.caller_rates is not None else None,
     )  # fmt: skip
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = listen(server, settings.host, settings.port, security)
     endpoint = Endpoint(metrics, settings.host, settings.metrics_port) if settings.metrics_port else None
     await lifecycle.start(ready=True)
     gateway.start_background()
@@ -124,8 +139,13 @@ async def start(
 
 async def run(config: GatewayConfig, settings: ServeSettings) -> None:
     """Serve until SIGTERM, then drain in-flight streams within the grace and exit."""
+    settings.security.check()
     running = await prepare(config, settings)
     # The SDKs, protobuf and pydantic leave a large heap of objects that live as long as the process;
     # frozen, they are never traversed again by a full collection (which otherwise pauses a request).
     gc.freeze()
-    await serve(running.server, running.lifecycle, grace_s=settings.shutdown_grace_s, on_stop=running.close)
+    health_port = settings.security.health_port
+    probes = (settings.host, health_port) if health_port is not None else None
+    await serve(
+        running.server, running.lifecycle, grace_s=settings.shutdown_grace_s, on_stop=running.close, probes=probes
+    )

@@ -14,6 +14,9 @@ from schema_service import cli
 from schema_service.config import DEFAULT_PORT, ConfigError, MigrationSettings, Settings, env_str
 from schema_service.migrate.layouts import FORMATS
 from servicekit import logs
+from servicekit.callers import SetupError
+from servicekit.security import Security
+from servicekit.settings import SettingsError, add_flags, build
 
 
 def add_database_args(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=os.environ.get("METRICS_PORT", "0"),
         help="Prometheus /metrics port (env METRICS_PORT; the manifests use 9464); 0, the default, turns it off",
     )  # fmt: skip
+    add_flags(serve, Security)
     serve.set_defaults(handler=_serve)
     cli.register(commands, add_database_args)
     return parser
@@ -106,6 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         log_level=args.log_level,
         metrics_port=args.metrics_port,
+        security=build(Security, args),
     )
     migration = replace(
         settings.migration,
@@ -125,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level)
     try:
         code: int = args.handler(args)
-    except ConfigError as exc:
+    except (ConfigError, SettingsError, SetupError) as exc:
         print(f"schema-service: {exc}", file=sys.stderr)
         return 2
     return code

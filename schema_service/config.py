@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from servicekit.security import Security
+
 DEFAULT_PORT = 50052
 # Layouts of migration folders (schema_service.migrate.layouts; `--format`).
 FileFormat = Literal["native", "dbmate", "golang-migrate", "flyway"]
@@ -141,6 +143,7 @@ class Settings:
     max_concurrent_rpcs: int = 128
     migration: MigrationSettings = field(default_factory=MigrationSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings.from_env)
+    security: Security = field(default_factory=Security)
 
     def __repr__(self) -> str:
         url = redact_url(self.database_url) if self.database_url else None

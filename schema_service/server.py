@@ -21,7 +21,9 @@ from schema_service.migrate import history
 from schema_service.migrate.files import load_dir
 from schema_service.migrate.startup import migrate_at_start
 from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
+from servicekit.auth import roles_of
 from servicekit.metrics import Endpoint, Registry
+from servicekit.security import listen
 from servicekit.server import Lifecycle, ServerOptions, build_server, serve
 from servicekit.tracing import configure as configure_tracing
 
@@ -31,6 +33,17 @@ SERVICE_NAMES = (
     migration_service_pb2.DESCRIPTOR.services_by_name["MigrationService"].full_name,
     metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
 )
+# The role each method needs (README "Security").
+ROLES = {
+    **roles_of(
+        metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"], "metrics.read",
+        WriteMetrics="metrics.write", StreamMetrics="metrics.write",
+    ),
+    **roles_of(
+        migration_service_pb2.DESCRIPTOR.services_by_name["MigrationService"], "migrations.read",
+        Migrate="migrations.admin",
+    ),
+}  # fmt: skip
 
 
 async def resolve_dsn(settings: Settings) -> str:
@@ -44,6 +57,7 @@ async def resolve_dsn(settings: Settings) -> str:
 
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM; readiness follows the database."""
+    settings.security.check()  # before an embedded PostgreSQL is started for nothing
     dsn = await resolve_dsn(settings)
     metrics, tracing = Registry(), configure_tracing("schema-service")
     instruments = SchemaMetrics(metrics)
@@ -55,9 +69,9 @@ async def run(settings: Settings) -> None:
     )
     server = build_server(
         options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES,
-        metrics=metrics, tracing=tracing,
+        metrics=metrics, tracing=tracing, security=settings.security, roles=ROLES,
     )  # fmt: skip
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = listen(server, settings.host, settings.port, settings.security)
     endpoint = Endpoint(metrics, settings.host, settings.metrics_port) if settings.metrics_port else None
     await lifecycle.start(ready=False)
     watcher = asyncio.create_task(_watch_readiness(app, lifecycle))
@@ -65,7 +79,9 @@ async def run(settings: Settings) -> None:
     housekeeping = asyncio.create_task(run_housekeeping(app))
     log.info("schema service listening", extra={"port": port, "settings": repr(settings)})
     try:
-        await serve(server, lifecycle, grace_s=settings.shutdown_grace_s)
+        health_port = settings.security.health_port
+        probes = (settings.host, health_port) if health_port is not None else None
+        await serve(server, lifecycle, grace_s=settings.shutdown_grace_s, probes=probes)
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -7,6 +7,10 @@
 - the gateway on 127.0.0.1:50051 with deploy/local/gateway.yaml (simulated providers first,
   real ones used when their key variables are set), reporting metrics to the schema service.
 
+All three run in insecure development mode on purpose (`--insecure-dev`: plaintext, no callers file,
+every caller allowed), listening on 127.0.0.1 only; README "Security" shows a server with TLS and tokens.
+If one of the ports already answers (another `make run`?), nothing is started.
+
 Ctrl-C (or SIGTERM) stops all three gracefully.
 """
 
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -58,15 +63,15 @@ async def serve(args: argparse.Namespace, procs: Processes) -> int:
     """Start all three, each once the one it needs is ready; run until one of them exits (then 1)."""
     schema_address, gateway_address = f"127.0.0.1:{args.schema_port}", f"127.0.0.1:{args.gateway_port}"
     schema = procs.start(
-        "schema-service", "serve", "--host", "127.0.0.1", "--port", str(args.schema_port),
+        "schema-service", "serve", "--insecure-dev", "--host", "127.0.0.1", "--port", str(args.schema_port),
         "--metrics-port", str(args.schema_metrics_port),
     )  # fmt: skip
     procs.start("python", "-m", "llm_simulator", "--host", "127.0.0.1", "--port", str(args.simulator_port))
     await wait_for_health(schema_address, "readiness", SERVING, proc=schema, timeout_s=READY_TIMEOUT_S)
     gateway = procs.start(
-        "gateway-service", "serve", "--config", args.config, "--host", "127.0.0.1", "--port", str(args.gateway_port),
-        "--metrics-port", str(args.gateway_metrics_port),
-    )
+        "gateway-service", "serve", "--insecure-dev", "--config", args.config,
+        "--host", "127.0.0.1", "--port", str(args.gateway_port), "--metrics-port", str(args.gateway_metrics_port),
+    )  # fmt: skip
     await wait_for_health(gateway_address, "readiness", SERVING, proc=gateway, timeout_s=READY_TIMEOUT_S)
     print(
         f"\nready: gateway {gateway_address}, schema service {schema_address}, "
@@ -100,6 +105,18 @@ async def run(args: argparse.Namespace, procs: Processes) -> int:
     return 0
 
 
+def ports_taken(ports: dict[str, int]) -> list[str]:
+    """The ports something already listens on, as `what 127.0.0.1:port`."""
+    taken = []
+    for what, port in ports.items():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            continue
+        taken.append(f"{what} 127.0.0.1:{port}")
+    return taken
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schema-port", type=int, default=50052)
@@ -109,6 +126,18 @@ def main() -> int:
     parser.add_argument("--schema-metrics-port", type=int, default=9465, help="Prometheus /metrics (0: off)")
     parser.add_argument("--config", default=str(ROOT / "deploy" / "local" / "gateway.yaml"))
     args = parser.parse_args()
+    ports = {
+        "gateway": args.gateway_port, "schema service": args.schema_port, "simulator": args.simulator_port,
+        "gateway metrics": args.gateway_metrics_port, "schema service metrics": args.schema_metrics_port,
+    }  # fmt: skip
+    taken = ports_taken({what: port for what, port in ports.items() if port})
+    if taken:
+        print(
+            f"not started: already in use: {', '.join(taken)}; an instance is probably running already "
+            "(stop it, or pick other ports with --gateway-port, --schema-port, ...)",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        return 1
 
     env = dict(os.environ)
     env["SCHEMA_SERVICE_ADDR"] = f"127.0.0.1:{args.schema_port}"

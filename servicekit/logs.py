@@ -16,12 +16,14 @@ from typing import Any
 from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# The authenticated caller's name (servicekit.auth sets it); "" when the server runs without callers.
+caller_var: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, request_id, trace/span ids and `extra=` fields."""
+    """One JSON object a line: time, level, logger, message, request_id, caller, trace/span ids and `extra=` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -34,6 +36,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        caller = caller_var.get()
+        if caller:
+            entry["caller"] = caller
         span = trace.get_current_span().get_span_context()
         if span.is_valid:  # only while tracing is on (servicekit.tracing) and a span is current
             entry["trace_id"] = format(span.trace_id, "032x")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -65,13 +66,24 @@ async def wait_for_health(
 class ServiceProcess:
     """A `schema-service` or `gateway-service` subprocess listening on 127.0.0.1:port."""
 
-    def __init__(self, command: str, *args: str, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, command: str, *args: str, port: int | None = None, env: dict[str, str] | None = None,
+        security: Sequence[str] = ("--insecure-dev",), health_port: int | None = None,
+    ) -> None:  # fmt: skip
+        """`security` are the flags saying how callers are checked: plaintext, anyone, unless told otherwise.
+
+        With `health_port` the server also serves Health there in plaintext, and that is where it is polled
+        (a TLS server's own port would need the client's certificates).
+        """
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.health_address = self.address if health_port is None else f"127.0.0.1:{health_port}"
+        if health_port is not None:
+            args = ("--health-port", str(health_port), *args)
         self.log = tempfile.NamedTemporaryFile(prefix=f"{command}-", suffix=".log", delete=False)  # noqa: SIM115
         full_env = dict(os.environ) if env is None else env
         self.proc = subprocess.Popen(
-            [str(BIN / command), "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            [str(BIN / command), "serve", "--host", "127.0.0.1", "--port", str(self.port), *security, *args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -81,12 +93,12 @@ class ServiceProcess:
         return Path(self.log.name).read_text()
 
     async def health(self, service: str, *, timeout_s: float = 1.0) -> int:
-        return await check_health(self.address, service, timeout_s=timeout_s)
+        return await check_health(self.health_address, service, timeout_s=timeout_s)
 
     async def wait_for(self, service: str, status: int, *, timeout_s: float = 30.0) -> None:
         """Poll the health service until `service` reports `status` (the process must stay up)."""
         try:
-            await wait_for_health(self.address, service, status, proc=self.proc, timeout_s=timeout_s)
+            await wait_for_health(self.health_address, service, status, proc=self.proc, timeout_s=timeout_s)
         except NotReady as exc:
             raise AssertionError(f"{exc}:\n{self.output()}") from None
 

@@ -21,10 +21,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from servicekit.auth import Admit, AuthInterceptor, Roles
 from servicekit.decoding import DecodeGuard
 from servicekit.drain import Drain, DrainInterceptor
 from servicekit.metrics import MetricsInterceptor, Registry
 from servicekit.reflection import CommentedReflectionServicer
+from servicekit.security import Security, listen
 from servicekit.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -127,28 +129,48 @@ def build_server(
     *,
     metrics: Registry | None = None,
     tracing: Tracing | None = None,
+    security: Security | None = None,
+    roles: Roles | None = None,
+    admit: Admit | None = None,
 ) -> grpc.aio.Server:
     """A grpc.aio server with the servicers, health and reflection registered.
 
     Interceptors, outermost first: the trace span (so it covers everything), the Prometheus counts
-    (so calls refused while draining are counted too), then the drain.
+    (so calls refused unauthenticated or while draining are counted too), authentication, the drain.
+    With a callers file in `security`, every call outside Health and reflection is authenticated and
+    needs its method's role from `roles` (servicekit.auth); `admit` then applies per-caller rates.
     """
+    security = security or Security(insecure_dev=True)
     interceptors: list[grpc.aio.ServerInterceptor] = [*(tracing.server_interceptors() if tracing else [])]
     if metrics is not None:
         interceptors.append(MetricsInterceptor(metrics))
+    callers = security.callers_source()
+    if callers is not None:
+        interceptors.append(AuthInterceptor(callers, roles or {}, admit))
     interceptors.append(DrainInterceptor(lifecycle.drain))
     # Innermost, so that the drain, the counts and the spans see undecodable calls too.
     interceptors.append(DecodeGuard())
+    # SO_REUSEPORT off unless asked for: a second server on a port in use must fail, not split the traffic.
     server = grpc.aio.server(
-        options=options.channel_args(),
+        options=[*options.channel_args(), ("grpc.so_reuseport", int(security.reuse_port))],
         maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         interceptors=interceptors,
     )
     for add in add_servicers:
         add(server)
     health_pb2_grpc.add_HealthServicer_to_server(lifecycle.health, server)
-    names = (*full_service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(CommentedReflectionServicer(names), server)
+    if not security.no_reflection:
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        names = (*full_service_names, health_name, reflection.SERVICE_NAME)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(CommentedReflectionServicer(names), server)
+    return server
+
+
+def health_only_server(lifecycle: Lifecycle, host: str, port: int) -> grpc.aio.Server:
+    """A plaintext server of the health service alone, for probes that cannot speak TLS (the kubelet's)."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(lifecycle.health, server)
+    listen(server, host, port, Security(insecure_dev=True))
     return server
 
 
@@ -158,15 +180,24 @@ async def serve(
     *,
     grace_s: float,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    probes: tuple[str, int] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT, then drain: refuse new calls, give in-flight ones `grace_s`."""
+    """Run until SIGTERM/SIGINT, then drain: refuse new calls, give in-flight ones `grace_s`.
+
+    `probes` (host, port): also serve Health alone there, in plaintext (`--health-port`).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    probe_server = health_only_server(lifecycle, *probes) if probes is not None else None
     await server.start()
+    if probe_server is not None:
+        await probe_server.start()
     await stop.wait()
     await shutdown(server, lifecycle, grace_s=grace_s)
+    if probe_server is not None:
+        await probe_server.stop(0)
     if on_stop is not None:
         await on_stop()
     log.info("stopped")

@@ -19,6 +19,7 @@ from gateway_service.api.bounds import DEFAULT_BOUNDS, RequestBounds, json_probl
 from gateway_service.domain import request as domain
 from gateway_service.errors import InvalidRequest
 from llmgateway.v1 import chat_service_pb2 as pb
+from servicekit.auth import current_caller
 from servicekit.errors import FieldViolation
 from servicekit.ids import ID_RULE, valid_id
 
@@ -95,6 +96,7 @@ def chat_request(
         else None,
         schema_name=message.response_format.schema_name,
         user_id=message.user_id,
+        caller=current_caller(),
         mid_stream_policy=POLICIES.get(message.mid_stream_policy, domain.MidStreamPolicy.FAIL),
         commit_window_ms=message.commit_window_ms if is_stream else 0,  # type: ignore[union-attr]
         commit_window_tokens=message.commit_window_tokens if is_stream else 0,  # type: ignore[union-attr]

@@ -25,7 +25,7 @@ class RunBudget:
         self.budgets = budgets
         self.request = request
         self.estimate = estimate_tokens(sum(len(m.content) for m in request.messages))
-        self._user_slots = budgets.user_slots(request.user_id) if budgets.limits_users else ()
+        self._user_slots = budgets.user_slots(request.user_id, request.caller) if budgets.limits_users else ()
         # Only token rates are squared with usage at the end of the call; requests are paid up front.
         self.settles_user = any(s.rate.counts_tokens for s in self._user_slots)
         self._user: Hold | None = None

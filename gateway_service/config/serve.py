@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.security import Security
 from servicekit.settings import ServiceSettings, setting
+from servicekit.tls import ClientCredentials
 
 
 class ServeSettings(ServiceSettings):
@@ -25,3 +28,32 @@ class ServeSettings(ServiceSettings):
     """Seconds in-flight streams get to finish after SIGTERM."""
     metrics_port: int = setting(0, flag="--metrics-port", env="METRICS_PORT", metavar="PORT", ge=0, le=65535)
     """Prometheus /metrics port on all interfaces (the manifests use 9464); 0 turns it off."""
+    security: Security = Field(default_factory=Security)
+    """TLS, callers and the rest of the security flags both services share (servicekit.security)."""
+    schema_service_tls: bool = setting(False, flag="--schema-service-tls", env="SCHEMA_SERVICE_TLS", const=True)
+    """Reach the schema service over TLS, trusting the system's CAs unless --schema-service-ca names one."""
+    schema_service_ca: Path | None = setting(
+        None, flag="--schema-service-ca", env="SCHEMA_SERVICE_CA_FILE", metavar="FILE"
+    )
+    """CA of the schema service's certificate (PEM); implies TLS."""
+    schema_service_cert: Path | None = setting(
+        None, flag="--schema-service-cert", env="SCHEMA_SERVICE_CERT_FILE", metavar="FILE"
+    )
+    """The gateway's client certificate (PEM) when the schema service requires mTLS; implies TLS."""
+    schema_service_key: Path | None = setting(
+        None, flag="--schema-service-key", env="SCHEMA_SERVICE_KEY_FILE", metavar="FILE"
+    )
+    """That certificate's private key (PEM)."""
+    schema_service_token_file: Path | None = setting(
+        None, flag="--schema-service-token-file", env="SCHEMA_SERVICE_TOKEN_FILE", metavar="FILE"
+    )
+    """A file holding the gateway's bearer token for the schema service (sent only over TLS)."""
+
+    @property
+    def schema_client(self) -> ClientCredentials:
+        """How the gateway connects to the schema service."""
+        tls = self.schema_service_tls or self.schema_service_ca is not None or self.schema_service_cert is not None
+        return ClientCredentials(
+            tls=tls, ca=self.schema_service_ca, cert=self.schema_service_cert, key=self.schema_service_key,
+            token_file=self.schema_service_token_file,
+        )  # fmt: skip

@@ -131,6 +131,8 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None
     schema_name: str = ""
     user_id: str = ""
+    # The authenticated caller (servicekit.auth), "" without callers: budgets keep each caller's users apart.
+    caller: str = ""
     mid_stream_policy: MidStreamPolicy = MidStreamPolicy.FAIL
     commit_window_ms: int = 0
     commit_window_tokens: int = 0

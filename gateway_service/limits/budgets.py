@@ -88,9 +88,11 @@ class Budgets:
     def candidate_slots(self, provider: str, model: str) -> tuple[Slot, ...]:
         return self._candidates.get((provider, model), ())
 
-    def user_slots(self, user_id: str) -> tuple[Slot, ...]:
+    def user_slots(self, user_id: str, caller: str = "") -> tuple[Slot, ...]:
+        """The user's rates; a caller's `alice` is not another caller's (caller names never hold a `/`)."""
         budget = self.settings.user_budget(user_id)
-        return _slots(f"user:{user_id}", f"{self.settings.key_prefix}:user:{{{user_id}}}", budget)
+        user = f"{caller}/{user_id}" if caller else user_id
+        return _slots(f"user:{user}", f"{self.settings.key_prefix}:user:{{{user}}}", budget)
 
     async def take(self, slots: tuple[Slot, ...], tokens: int, then: tuple[Slot, ...] = ()) -> Taken:
         """One request and `tokens` (an estimate) from every slot or none; then the same from `then`."""

@@ -17,6 +17,7 @@ from gateway_service import config, server
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc, provider_service_pb2_grpc
+from servicekit.security import Security
 
 # The faulty provider gives up fast (slow and stalled streams are the faults under test); providers that
 # must answer get time to spare, so a busy CI machine does not turn a slow first token into a failure.
@@ -80,9 +81,15 @@ async def gateway(
 
 
 @contextlib.asynccontextmanager
-async def serving(sim: SimulatorHandle, cfg: config.GatewayConfig) -> AsyncIterator[Harness]:
-    """A gateway server for `cfg` on 127.0.0.1 and a channel to it; both closed afterwards."""
-    running = await server.start(cfg, server.ServeSettings(host="127.0.0.1", port=0))
+async def serving(
+    sim: SimulatorHandle, cfg: config.GatewayConfig, security: Security | None = None
+) -> AsyncIterator[Harness]:
+    """A gateway server for `cfg` on 127.0.0.1 and a channel to it; both closed afterwards.
+
+    Plaintext, and every caller allowed unless `security` names a callers file.
+    """
+    settings = server.ServeSettings(host="127.0.0.1", port=0, security=security or Security(insecure_dev=True))
+    running = await server.start(cfg, settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         yield Harness(

@@ -1,0 +1,164 @@
+"""The callers file: who may call, how each one proves it, and with which roles.
+
+    callers:
+      - {name: billing-api, token_sha256: "<hex sha-256 of the token>", roles: [chat, providers.read]}
+      - {name: web-frontend, tls_subject: "CN=web-frontend", roles: [chat], limits: {requests_per_second: 50}}
+
+A caller has exactly one credential: a bearer token (only its SHA-256 is stored, so the file holds no
+secret) or the subject of a client certificate signed by the server's client CA (`--tls-client-ca`).
+`limits` are request rates the gateway enforces per caller. The file is YAML (PyYAML) validated with
+pydantic; `CallersSource` reloads it when its modification time changes, keeping the last good one
+when the new one is invalid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+log = logging.getLogger(__name__)
+
+Role = Literal["chat", "providers.read", "metrics.write", "metrics.read", "migrations.read", "migrations.admin"]
+RateName = Literal[
+    "requests_per_second", "requests_per_minute", "requests_per_hour", "requests_per_day"
+]  # fmt: skip
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class SetupError(ValueError):
+    """A security setting (callers file, certificates, listen address) is unusable; the message says which."""
+
+
+class Caller(BaseModel):
+    """One entry of the callers file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    token_sha256: Sha256Hex | None = None
+    tls_subject: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+    roles: tuple[Role, ...] = Field(min_length=1)
+    limits: dict[RateName, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Caller:
+        if (self.token_sha256 is None) == (self.tls_subject is None):
+            raise ValueError("give exactly one of token_sha256 and tls_subject")
+        return self
+
+
+class CallersFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    callers: tuple[Caller, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> CallersFile:
+        for field in ("name", "token_sha256", "tls_subject"):
+            values = [getattr(c, field) for c in self.callers if getattr(c, field) is not None]
+            if len(values) != len(set(values)):
+                raise ValueError(f"two callers share a {field}")
+        return self
+
+
+class Callers:
+    """The callers of one version of the file, looked up without revealing which names exist."""
+
+    def __init__(self, callers: tuple[Caller, ...]) -> None:
+        self.by_token = [(bytes.fromhex(c.token_sha256), c) for c in callers if c.token_sha256]
+        self.by_subject = {c.tls_subject: c for c in callers if c.tls_subject}
+
+    def by_bearer(self, token: str) -> Caller | None:
+        """The caller whose token this is: compared as hashes, in constant time, against every entry."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        found = None
+        for expected, caller in self.by_token:
+            # No early exit: the time taken does not depend on where (or whether) the token is listed.
+            if hmac.compare_digest(digest, expected):
+                found = caller
+        return found
+
+    def by_certificate(self, subject: str) -> Caller | None:
+        """The caller named by a verified client certificate's subject (the TLS layer proved the key)."""
+        return self.by_subject.get(subject)
+
+
+def parse(text: str, source: str) -> Callers:
+    """The callers in `text` (YAML); SetupError naming the entry and field that is wrong."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SetupError(f"{source}: not valid YAML: {exc}") from None
+    try:
+        return Callers(CallersFile.model_validate(data).callers)
+    except ValidationError as exc:
+        # Never echo the input: an operator may have pasted a token where its hash belongs.
+        problems = "; ".join(f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False))
+        raise SetupError(f"{source}: {problems}") from None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "(top)"
+
+
+def load(path: Path) -> Callers:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SetupError(f"callers file {path}: {exc.strerror}") from None
+    return parse(text, str(path))
+
+
+@dataclass
+class _Loaded:
+    callers: Callers
+    stamp: tuple[int, int, int]
+
+
+class CallersSource:
+    """The callers file, reloaded when it changes (checked at most every `check_interval_s`).
+
+    Kubernetes updates a mounted Secret by swapping a symlink, so the stamp is taken through it.
+    """
+
+    def __init__(self, path: Path, *, check_interval_s: float = 1.0) -> None:
+        self.path = path
+        self.check_interval_s = check_interval_s
+        self._loaded = _Loaded(load(path), _stamp(path))
+        self._refused: tuple[int, int, int] | None = None  # a bad version, logged once rather than every check
+        self._next_check = time.monotonic() + check_interval_s
+
+    def current(self) -> Callers:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.check_interval_s
+            self._reload_if_changed()
+        return self._loaded.callers
+
+    def _reload_if_changed(self) -> None:
+        stamp = None
+        try:
+            stamp = _stamp(self.path)
+            if stamp in (self._loaded.stamp, self._refused):
+                return
+            self._loaded = _Loaded(load(self.path), stamp)
+        except (OSError, SetupError) as exc:
+            self._refused = stamp
+            log.error("callers file not reloaded; the previous one stays in force", extra={"error": str(exc)})
+            return
+        log.info("callers file reloaded", extra={"path": str(self.path)})
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)  # through the symlink: a swapped file is a new inode even within one mtime tick
+    return st.st_ino, st.st_mtime_ns, st.st_size

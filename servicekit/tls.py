@@ -1,0 +1,130 @@
+"""TLS for both servers, with certificates reloaded when their files change, and for their clients.
+
+The server credentials are gRPC's dynamic ones: gRPC asks `CertificateReloader` for a configuration
+at each new handshake, and it answers with a new one only when a file's modification time or size
+changed and the new files load (a certificate written before its key is not taken half-way).
+Connections already open keep the session they negotiated, so rotation drops no stream.
+
+With `client_ca` (mTLS), every client must present a certificate chaining to that CA: gRPC's Python
+credentials either require a client certificate or never ask for one. A caller may still send a
+bearer token over such a connection, and the token then decides who it is (servicekit.auth).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from servicekit.callers import SetupError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of the server: its certificate chain, its key, and the CA of client certificates (mTLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def stamp(self) -> tuple[tuple[int, int, int], ...]:
+        stats = [os.stat(p) for p in (self.cert, self.key, self.client_ca) if p is not None]
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
+
+    def configuration(self) -> grpc.ServerCertificateConfiguration:
+        """The files as a gRPC certificate configuration, once the key is known to match the certificate."""
+        try:
+            # The standard library's loader checks the chain, the key and that they belong together.
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.cert, self.key)
+            if self.client_ca is not None:
+                ssl.create_default_context(cafile=self.client_ca)
+            cert, key = self.cert.read_bytes(), self.key.read_bytes()
+            ca = self.client_ca.read_bytes() if self.client_ca is not None else None
+        except (OSError, ssl.SSLError) as exc:
+            raise SetupError(f"TLS files {self.describe()}: {exc}") from None
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def describe(self) -> str:
+        ca = f", client CA {self.client_ca}" if self.client_ca is not None else ""
+        return f"certificate {self.cert}, key {self.key}{ca}"
+
+
+class CertificateReloader:
+    """gRPC's certificate configuration fetcher: a new configuration when the files changed, else None."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self.initial = files.configuration()
+        self.stamp = files.stamp()
+        self._refused: tuple[tuple[int, int, int], ...] | None = None
+
+    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+        stamp = None
+        try:
+            stamp = self.files.stamp()
+            if stamp in (self.stamp, self._refused):
+                return None
+            configuration = self.files.configuration()
+        except (OSError, SetupError) as exc:
+            # Mid-rotation (one file written, not the other) or a bad file: keep serving the old pair.
+            self._refused = stamp
+            log.error("TLS files not reloaded; the previous ones stay in use", extra={"error": str(exc)})
+            return None
+        self.stamp = stamp
+        log.info("TLS certificate reloaded", extra={"files": self.files.describe()})
+        return configuration
+
+
+def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
+    reloader = CertificateReloader(files)
+    required = files.client_ca is not None
+    return grpc.dynamic_ssl_server_credentials(reloader.initial, reloader, require_client_authentication=required)
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """How a client of one of our servers connects: TLS (with `ca` to trust instead of the system's
+    roots, and its own certificate for mTLS) and the bearer token it sends (read from `token_file`)."""
+
+    tls: bool = False
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    token_file: Path | None = None
+
+    def channel(
+        self, address: str, options: Sequence[tuple[str, Any]] = (), interceptors: Sequence[Any] | None = None
+    ) -> grpc.aio.Channel:
+        if not self.tls:
+            if self.token_file is not None:
+                raise SetupError("a token is only sent over TLS: give the schema service's CA (or enable TLS)")
+            return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+        return grpc.aio.secure_channel(address, self.credentials(), options=options, interceptors=interceptors)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.cert is None) != (self.key is None):
+            raise SetupError("a client certificate needs its key, and a key its certificate")
+        ca, cert, key, token = (_read(p) for p in (self.ca, self.cert, self.key, self.token_file))
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        if token is None:
+            return credentials
+        # Sent as `authorization: Bearer <token>` on every call.
+        bearer = grpc.access_token_call_credentials(token.decode().strip())
+        return grpc.composite_channel_credentials(credentials, bearer)
+
+
+def _read(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SetupError(f"{path}: {exc.strerror}") from None

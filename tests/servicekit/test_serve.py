@@ -1,0 +1,126 @@
+"""`serve` of both services: secure by default, loud when told to be insecure, and alone on its port."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from gateway_service.__main__ import main as gateway_main
+from schema_service.__main__ import main as schema_main
+from servicekit.procs import ServiceProcess, free_port
+from tests.servicekit.certs import Authority
+
+pytestmark = pytest.mark.timeout(60)
+ROOT = Path(__file__).resolve().parents[2]
+MAINS: dict[str, Callable[[Sequence[str]], int]] = {"gateway-service": gateway_main, "schema-service": schema_main}
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() points the root logger at stderr; the other tests' capture wants it back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture
+def tls_args(tmp_path: Path) -> list[str]:
+    cert, key = Authority().issue("server", server=True).write(tmp_path, "server")
+    return ["--tls-cert", str(cert), "--tls-key", str(key)]
+
+
+@pytest.mark.parametrize("command", MAINS)
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [((), "TLS and a callers file"), (("tls",), "a callers file"), (("callers",), "TLS")],
+    ids=["nothing", "tls only", "callers only"],
+)
+def test_serve_refuses_to_start_insecure_without_the_flag(
+    command: str, given: tuple[str, ...], missing: str, tls_args: list[str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for variable in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "CALLERS_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    callers = tmp_path / "callers.yaml"
+    callers.write_text("callers: []\n")
+    args = ["serve", "--port", str(free_port())]
+    args += tls_args if "tls" in given else []
+    args += ["--callers", str(callers)] if "callers" in given else []
+    assert MAINS[command](args) == 2
+    err = capsys.readouterr().err
+    assert f"{command}: refusing to serve without {missing}" in err
+    assert "--insecure-dev" in err
+
+
+def test_the_environment_names_the_files_like_the_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from gateway_service.__main__ import build_parser
+    from servicekit.security import Security
+    from servicekit.settings import build
+
+    for variable, name in [("TLS_CERT_FILE", "c"), ("TLS_KEY_FILE", "k"), ("TLS_CLIENT_CA_FILE", "ca"),
+                           ("CALLERS_FILE", "callers")]:  # fmt: skip
+        monkeypatch.setenv(variable, str(tmp_path / name))
+    settings = build(Security, build_parser().parse_args(["serve"]))
+    assert settings.tls is not None
+    assert (settings.tls.cert.name, settings.tls.key.name, settings.tls.client_ca) == ("c", "k", tmp_path / "ca")
+    assert settings.callers == tmp_path / "callers"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--tls-cert", "x"], "--tls-cert and --tls-key go together"), (["--tls-client-ca", "x"], "needs --tls-cert")],
+)
+@pytest.mark.parametrize("command", MAINS)
+def test_half_a_tls_setting_is_refused(
+    command: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert MAINS[command](["serve", "--insecure-dev", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", MAINS)
+def test_a_port_in_use_fails_at_once_naming_it(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/unused")  # never reached
+    # A listener with SO_REUSEPORT, as gRPC's default leaves it: a server with the default would share it.
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert MAINS[command](["serve", "--insecure-dev", "--host", "127.0.0.1", "--port", str(port)]) == 2
+    assert f"{command}: port {port} is in use" in capsys.readouterr().err
+
+
+async def test_a_second_gateway_on_the_port_exits_and_the_first_keeps_serving() -> None:
+    with ServiceProcess("gateway-service") as first:
+        await first.wait_serving()
+        assert "INSECURE DEV MODE" in first.output()  # --insecure-dev is loud about it
+        assert '"level": "WARNING"' in next(line for line in first.output().splitlines() if "INSECURE" in line)
+        with ServiceProcess("gateway-service", port=first.port) as second:
+            assert await second.wait_exit(timeout_s=30) == 2
+            assert f"port {first.port} is in use" in second.output()
+        await first.wait_serving(timeout_s=5)
+
+
+def test_make_run_says_an_instance_is_already_running() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ports = ["--schema-port", str(free_port()), "--simulator-port", str(free_port())]
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "run_local.py"), "--gateway-port", str(port), *ports],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"already in use: gateway 127.0.0.1:{port}" in done.stderr
+    assert "an instance is probably running already" in done.stderr

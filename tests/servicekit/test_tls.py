@@ -1,0 +1,100 @@
+"""TLS: certificates rotated under a running server without dropping its open streams; bad files refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from servicekit.callers import SetupError
+from servicekit.security import Security
+from servicekit.server import NOT_SERVING, SERVING, Lifecycle
+from servicekit.tls import TlsFiles
+from tests.servicekit.certs import Authority, Pem
+from tests.servicekit.conftest import SERVICE_NAMES, start
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def replace(path: Path, data: bytes) -> None:
+    """Write the way Kubernetes and cert-manager update mounted files: a new file renamed over the old."""
+    fresh = path.with_suffix(".new")
+    fresh.write_bytes(data)
+    os.replace(fresh, path)
+
+
+async def check(port: int, authority: Authority) -> int:
+    """Health of the server through a new connection that trusts only `authority`."""
+    credentials = grpc.ssl_channel_credentials(authority.pem)
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+        response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return int(response.status)
+
+
+async def test_a_rotated_certificate_is_served_to_new_connections_and_open_streams_carry_on(tmp_path: Path) -> None:
+    old, new = Authority("old CA"), Authority("new CA")
+    cert, key = old.issue("server", server=True).write(tmp_path, "server")
+    lifecycle = Lifecycle(SERVICE_NAMES)
+    # TLS without callers: this test is about the transport (--insecure-dev allows the missing callers).
+    server, port = await start(Security(tls_cert=cert, tls_key=key, insecure_dev=True), lifecycle)
+    try:
+        credentials = grpc.ssl_channel_credentials(old.pem)
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="readiness"))
+            assert (await watch.read()).status == SERVING
+
+            rotated = new.issue("server", server=True)
+            replace(key, rotated.key)
+            replace(cert, rotated.cert)
+
+            assert await check(port, new) == SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await check(port, old)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            # The stream opened before the rotation is still there and still told of changes.
+            await lifecycle.set_ready(False)
+            assert (await watch.read()).status == NOT_SERVING
+            watch.cancel()
+    finally:
+        await server.stop(0)
+
+
+async def test_a_half_written_rotation_keeps_the_previous_pair(tmp_path: Path) -> None:
+    old, new = Authority("old CA"), Authority("new CA")
+    cert, key = old.issue("server", server=True).write(tmp_path, "server")
+    server, port = await start(Security(tls_cert=cert, tls_key=key, insecure_dev=True))
+    try:
+        replace(cert, new.issue("server", server=True).cert)  # the key of this one is not written yet
+        assert await check(port, old) == SERVING
+        replace(key, b"not a key")
+        assert await check(port, old) == SERVING
+    finally:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize("broken", ["missing key", "key of another certificate", "garbage certificate", "bad CA"])
+def test_unusable_files_stop_the_start_naming_them(tmp_path: Path, broken: str) -> None:
+    from servicekit.tls import server_credentials
+
+    ca = Authority()
+    cert, key = ca.issue("server", server=True).write(tmp_path, "server")
+    client_ca = ca.write(tmp_path / "ca.crt")
+    if broken == "missing key":
+        key.unlink()
+    elif broken == "key of another certificate":
+        key.write_bytes(ca.issue("other", server=True).key)
+    elif broken == "garbage certificate":
+        cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    else:
+        client_ca.write_bytes(b"nonsense")
+    with pytest.raises(SetupError, match=f"TLS files certificate {cert}"):
+        server_credentials(TlsFiles(cert, key, client_ca))
+
+
+def test_pem_fixture_writes_what_it_holds(tmp_path: Path) -> None:
+    pem = Authority().issue("x", server=False)
+    assert pem.write(tmp_path, "x") == (tmp_path / "x.crt", tmp_path / "x.key")
+    assert Pem((tmp_path / "x.crt").read_bytes(), (tmp_path / "x.key").read_bytes()) == pem
