@@ -64,7 +64,10 @@ def test_deployments_probe_with_native_grpc_and_drain_in_time(docs: list[dict[st
     for deployment in platform_deployments(docs):
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        port = container["ports"][0]["containerPort"]
+        # The kubelet's gRPC probes speak plaintext: they use the health-only port (--health-port), not TLS.
+        (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == "health"]
+        args = container["args"]
+        assert args[args.index("--health-port") + 1] == str(port)
         assert container["livenessProbe"]["grpc"] == {"port": port, "service": "liveness"}
         assert container["readinessProbe"]["grpc"] == {"port": port, "service": "readiness"}
         assert container["startupProbe"]["grpc"]["port"] == port
