@@ -132,7 +132,7 @@ async def invoke(
     )
     argument = iter([request]) if descriptor.client_streaming else request
     try:
-        call = multicallable(argument, metadata=metadata, timeout=10)
+        call = multicallable(argument, metadata=metadata, timeout=30)  # generous: the machine may be busy
         if descriptor.server_streaming:
             async for _ in call:
                 pass
