@@ -1,25 +1,37 @@
-"""Provider health: cooldowns per provider/model/key, circuit breakers, rolling statistics.
+"""Provider health: cooldowns per provider/model/key, circuit breakers, stall watch, rolling statistics.
 
-Failover records every attempt here; the router asks here whether a candidate may be tried.
-Watchers (WatchProviders) get the name of a provider whenever its health state changes.
+Failover tells health when an attempt starts (`admit`, which returns its Ticket), when it sees a first
+token and how it ended; the router asks here whether a candidate may be tried (`blocked`). Watchers
+(WatchProviders) get the name of a provider whenever its health state changes.
+
+Blocks are hard or soft. Hard: what a provider said itself: a Retry-After (429, or 503 with the header),
+a billing failure (quota) or an auth failure; the candidate is never tried before it ends. Soft: the
+gateway's own guess: an open breaker (gateway_service/breaker.py), a breaker's probe in flight, a
+suspected stall (gateway_service/stalls.py), a 429 without Retry-After; a route whose candidates are all
+blocked still tries the soft-blocked one whose block ends soonest (chat/skips.py `last_resort`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import statistics
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway_service.breaker import Admission, Breaker, BreakerSettings, Phase
 from gateway_service.config import FailoverSettings
 from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.stalls import StallSettings, StallWatch
 
 # Failures that say nothing about the provider's health: the request was at fault.
 _REQUEST_FAULTS = (FailureKind.INVALID_REQUEST, FailureKind.CONTEXT_TOO_LONG, FailureKind.CONTENT_FILTERED)
 _MISCONFIGURED = (FailureKind.AUTH_FAILED, FailureKind.QUOTA_EXHAUSTED)
+# Failures whose Retry-After, when the provider sent one, is a hard block for that long.
+_TOLD_TO_WAIT = (FailureKind.RATE_LIMITED, FailureKind.OVERLOADED, FailureKind.SERVER_ERROR)
 ANY_MODEL = "*"
 
 
@@ -34,16 +46,28 @@ class HealthState(enum.Enum):
 
 @dataclass(frozen=True)
 class Block:
-    """Why a candidate may not be tried now, and until when (monotonic seconds)."""
+    """Why a candidate may not be tried now, and until when (monotonic seconds).
 
-    kind: FailureKind | None  # None: breaker open
+    `kind` is the failure behind a cooldown, None for the breaker and the stall watch; `hard` blocks are
+    never tried before `until`, soft ones may be tried as a last resort.
+    """
+
+    kind: FailureKind | None
     until: float
+    hard: bool = False
+    what: str = "circuit breaker open"
 
 
-@dataclass
-class _Breaker:
-    failures: int = 0
-    open_until: float = 0.0
+@dataclass(eq=False)
+class Ticket:
+    """One attempt as health sees it, from `admit` to its result."""
+
+    provider: str
+    model: str
+    key_id: str
+    id: int
+    admission: Admission
+    started: float
 
 
 @dataclass(frozen=True)
@@ -71,39 +95,87 @@ def _pct(values: list[float], q: int) -> float:
 
 
 class Health:
-    def __init__(self, settings: FailoverSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, settings: FailoverSettings, clock: Callable[[], float] = time.monotonic,
+        breaker: BreakerSettings | None = None, stalls: StallSettings | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.clock = clock
+        self.breaker_settings = breaker or BreakerSettings(
+            consecutive=settings.breaker_failures, first_open_s=settings.breaker_open_s
+        )
+        self.stall_settings = stalls or StallSettings()
         self._cooldowns: dict[tuple[str, str, str], Block] = {}
-        self._breakers: dict[tuple[str, str], _Breaker] = {}
+        self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._stalls: dict[tuple[str, str], StallWatch] = {}
         self._windows: dict[str, _Window] = {}
         self._last_error: dict[str, str] = {}
         self._watchers: set[asyncio.Queue[str]] = set()
+        self._ids = itertools.count(1)
 
     def blocked(self, provider: str, model: str, key_id: str) -> Block | None:
-        """The reason this candidate must be skipped now, or None when it may be tried."""
+        """The reason this candidate should be skipped now (hard blocks first), or None when it may be tried."""
         now = self.clock()
+        soft: Block | None = None
         for scope in (model, ANY_MODEL):
             block = self._cooldowns.get((provider, scope, key_id))
             if block and block.until > now:
-                return block
+                if block.hard:
+                    return block
+                soft = block
+        return soft or self._breaker_block(provider, model, now) or self._stall_block(provider, model, now)
+
+    def _breaker_block(self, provider: str, model: str, now: float) -> Block | None:
         breaker = self._breakers.get((provider, model))
-        if breaker and breaker.open_until > now:
+        if breaker is None:
+            return None
+        phase = breaker.phase(now)
+        if phase is Phase.OPEN:
+            assert breaker.open_until is not None
             return Block(None, breaker.open_until)
+        if phase is Phase.HALF_OPEN and breaker.probe_until is not None:
+            return Block(None, max(now, breaker.probe_until), what="circuit breaker half-open, its probe running")
         return None
+
+    def _stall_block(self, provider: str, model: str, now: float) -> Block | None:
+        watch = self._stalls.get((provider, model))
+        suspect = watch.suspect(now) if watch is not None else None
+        if suspect is None:
+            return None
+        what = f"suspected stall: no first token for {suspect.waited_s:.3f}s (usually {suspect.usual_s:.3f}s)"
+        return Block(None, max(now, suspect.until), what=what)
 
     def soonest_unblock(self, keys: list[tuple[str, str, str]]) -> float | None:
         """Seconds until the first of these candidates may be tried again, if any is blocked."""
         ends = [b.until for k in keys if (b := self.blocked(*k)) is not None]
         return max(0.0, min(ends) - self.clock()) if ends else None
 
-    def record_success(self, provider: str, model: str, ttft_s: float | None, total_s: float) -> None:
-        self._breakers.pop((provider, model), None)
-        self._sample(provider, True, ttft_s, total_s)
-        self._changed(provider)
+    def admit(self, provider: str, model: str, key_id: str, patience_s: float) -> Ticket:
+        """An attempt starts now and waits at most `patience_s` for its first token."""
+        now = self.clock()
+        breaker = self._breakers.setdefault((provider, model), Breaker(self.breaker_settings))
+        ticket = Ticket(provider, model, key_id, next(self._ids), breaker.admit(now, patience_s), now)
+        self._watch(provider, model).started(ticket.id, now, patience_s)
+        return ticket
 
-    def record_failure(self, provider: str, model: str, key_id: str, error: ProviderError, total_s: float) -> None:
+    def first_token(self, ticket: Ticket) -> None:
+        self._watch(ticket.provider, ticket.model).first_token(ticket.id, self.clock() - ticket.started)
+
+    def record_success(self, ticket: Ticket, ttft_s: float | None, total_s: float) -> None:
+        self._ended(ticket)
+        self._breaker(ticket).succeeded(ticket.admission, self.clock())
+        self._sample(ticket.provider, True, ttft_s, total_s)
+        self._changed(ticket.provider)
+
+    def record_cancelled(self, ticket: Ticket) -> None:
+        self._ended(ticket)
+        self._breaker(ticket).cancelled(ticket.admission)
+
+    def record_failure(self, ticket: Ticket, error: ProviderError, total_s: float) -> None:
+        self._ended(ticket)
+        provider, model = ticket.provider, ticket.model
         if error.kind in _REQUEST_FAULTS:
+            self._breaker(ticket).cancelled(ticket.admission)  # no verdict on the provider
             self._sample(provider, True, None, total_s)
             return
         self._last_error[provider] = f"{error.kind.value}: {error.message}"
@@ -111,26 +183,33 @@ class Health:
         cooldown = self._cooldown_for(error)
         if cooldown is not None:
             scope = ANY_MODEL if error.kind in _MISCONFIGURED else model
-            self._cooldowns[(provider, scope, key_id)] = Block(error.kind, self.clock() + cooldown)
+            self._cooldowns[(provider, scope, ticket.key_id)] = cooldown
+            self._breaker(ticket).cancelled(ticket.admission)
         else:
-            self._trip(provider, model)
+            self._breaker(ticket).failed(ticket.admission, self.clock())
         self._changed(provider)
 
-    def _cooldown_for(self, error: ProviderError) -> float | None:
-        if error.kind is FailureKind.RATE_LIMITED:
-            return error.retry_after_s if error.retry_after_s is not None else self.settings.rate_limit_cooldown_s
-        if error.kind is FailureKind.QUOTA_EXHAUSTED:
-            return max(error.retry_after_s or 0.0, self.settings.quota_cooldown_s)
-        if error.kind is FailureKind.AUTH_FAILED:
-            return self.settings.auth_cooldown_s
+    def _cooldown_for(self, error: ProviderError) -> Block | None:
+        """The cooldown a failure starts; hard when the provider said how long (or the key is refused)."""
+        now, kind, told = self.clock(), error.kind, error.retry_after_s
+        if kind is FailureKind.QUOTA_EXHAUSTED:
+            return Block(kind, now + max(told or 0.0, self.settings.quota_cooldown_s), hard=True)
+        if kind is FailureKind.AUTH_FAILED:
+            return Block(kind, now + self.settings.auth_cooldown_s, hard=True)
+        if told is not None and kind in _TOLD_TO_WAIT:
+            return Block(kind, now + told, hard=True)
+        if kind is FailureKind.RATE_LIMITED:
+            return Block(kind, now + self.settings.rate_limit_cooldown_s)
         return None
 
-    def _trip(self, provider: str, model: str) -> None:
-        breaker = self._breakers.setdefault((provider, model), _Breaker())
-        breaker.failures += 1
-        # Once open, a single failure of the half-open trial re-opens it.
-        if breaker.failures >= self.settings.breaker_failures:
-            breaker.open_until = self.clock() + self.settings.breaker_open_s
+    def _breaker(self, ticket: Ticket) -> Breaker:
+        return self._breakers.setdefault((ticket.provider, ticket.model), Breaker(self.breaker_settings))
+
+    def _watch(self, provider: str, model: str) -> StallWatch:
+        return self._stalls.setdefault((provider, model), StallWatch(self.stall_settings))
+
+    def _ended(self, ticket: Ticket) -> None:
+        self._watch(ticket.provider, ticket.model).ended(ticket.id)
 
     def _sample(self, provider: str, ok: bool, ttft_s: float | None, total_s: float) -> None:
         window = self._windows.setdefault(provider, _Window())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from gateway_service.chat.router import Candidate
@@ -77,10 +77,14 @@ class AttemptState:
 class Attempt:
     """Runs `candidate` for `request`, yielding the output pieces the caller may see."""
 
-    def __init__(self, candidate: Candidate, request: ChatRequest, limits: Limits) -> None:
+    def __init__(
+        self, candidate: Candidate, request: ChatRequest, limits: Limits,
+        on_first_token: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
         self.candidate = candidate
         self.request = request
         self.limits = limits
+        self._on_first_token = on_first_token  # health's stall watch
         self.state = AttemptState()
         self._held: list[Piece] = []
         self._window_end: float | None = None
@@ -177,6 +181,8 @@ class Attempt:
         state = self.state
         if state.first_token_s is None:
             state.first_token_s = time.monotonic() - state.started
+            if self._on_first_token is not None:
+                self._on_first_token()
         state.pieces_received += 1
         state.chars_received += len(getattr(piece, "text", "")) + len(getattr(piece, "arguments_json", ""))
         if state.committed or not (self.limits.window_ms or self.limits.window_pieces):

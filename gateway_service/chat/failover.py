@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
@@ -33,7 +33,7 @@ from gateway_service.chat.budgeting import RunBudget
 from gateway_service.chat.outcome import final_error, mid_stream_failure
 from gateway_service.chat.records import attempt_record, reported
 from gateway_service.chat.router import Candidate
-from gateway_service.chat.skips import Skip, skip_reason
+from gateway_service.chat.skips import Skip, last_resort, skip_reason
 from gateway_service.config import FailoverSettings
 from gateway_service.domain.events import (
     AttemptRecord,
@@ -54,7 +54,7 @@ from gateway_service.domain.request import (
     ToolCallDelta,
 )
 from gateway_service.errors import ProviderRejectedRequest
-from gateway_service.health import Health
+from gateway_service.health import Health, Ticket
 from gateway_service.limits.budgets import Budgets
 from servicekit.errors import FieldViolation
 
@@ -66,11 +66,12 @@ AttemptObserver = Callable[[ChatRequest, AttemptRecord, "float | None"], None]
 class _AttemptFailed(Exception):
     """Carries a ProviderError out of an attempt together with the attempt's state."""
 
-    def __init__(self, error: ProviderError, attempt: Attempt, number: int) -> None:
+    def __init__(self, error: ProviderError, attempt: Attempt, number: int, ticket: Ticket) -> None:
         super().__init__(error.message)
         self.error = error
         self.attempt = attempt
         self.number = number
+        self.ticket = ticket
 
 
 @dataclass
@@ -102,6 +103,7 @@ class ChatRun:
         self._need_prefill = False
         self._new_skips = 0  # records at the end of `records` skipped since the last attempt started
         self._spans: dict[int, Span] = {}  # attempt number -> its trace span, until the attempt's record
+        self._deferred: list[Candidate] = []  # skipped on the gateway's own guess: a last resort
         budgets = failover.budgets
         self.budget = RunBudget(budgets, request) if budgets is not None else None
 
@@ -129,13 +131,15 @@ class ChatRun:
     async def _candidate_events(self) -> AsyncGenerator[GatewayEvent, None]:
         pending: _Pending | None = None
         request = self.request
-        for index, candidate in enumerate(self.candidates):
-            if self._skip(candidate) or (self.budget is not None and not await self._take_budget(candidate)):
+        for candidate, candidates_left, advice_ignored in self._tries():
+            if self._skip(candidate, advice_ignored) or (
+                self.budget is not None and not await self._take_budget(candidate)
+            ):
                 continue
             number = len(self.attempts) + 1
             failed_over = self._failed_over(pending, candidate) if pending is not None else None
             try:
-                attempt = self._attempt(candidate, request, number, len(self.candidates) - index, failed_over)
+                attempt = self._attempt(candidate, request, number, candidates_left, failed_over)
                 async with aclosing(attempt) as events:
                     async for event in events:
                         yield event
@@ -156,13 +160,27 @@ class ChatRun:
             await self.budget.take_user()  # over budget is the answer even when no candidate could be tried
         raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)
 
-    def _skip(self, candidate: Candidate) -> bool:
+    def _tries(self) -> Iterator[tuple[Candidate, int, bool]]:
+        """(candidate, candidates left, advice ignored): the route in order, then one last resort if any."""
+        for index, candidate in enumerate(self.candidates):
+            yield candidate, len(self.candidates) - index, False
+        # Never fail on the gateway's own guess alone: one candidate skipped on advice is tried after all.
+        fallback = last_resort(self._deferred, self.failover.health)
+        if fallback is not None:
+            yield fallback, 1, True
+
+    def _skip(self, candidate: Candidate, advice_ignored: bool) -> bool:
         skip = skip_reason(
             candidate, self.failover.health, need_prefill=self._need_prefill, min_context=self._min_context,
             time_left_s=self.deadline - time.monotonic(), min_attempt_budget_s=self.settings.min_attempt_budget_s,
+            last_resort=advice_ignored,
         )  # fmt: skip
         if skip is None:
             return False
+        if advice_ignored:
+            return True  # recorded when it was first skipped
+        if skip.soft:
+            self._deferred.append(candidate)
         self._record_skip(candidate, skip)
         return True
 
@@ -191,7 +209,10 @@ class ChatRun:
         failed_over: FailedOver | None,
     ) -> AsyncGenerator[GatewayEvent, None]:  # fmt: skip
         limits = Limits.share(candidate, self.request, self.settings, self.deadline, candidates_left)
-        attempt = Attempt(candidate, request, limits)
+        health = self.failover.health
+        patience_s = limits.first_token_by - asyncio.get_running_loop().time()
+        ticket = health.admit(candidate.provider.name, candidate.model.name, candidate.key_id, patience_s)
+        attempt = Attempt(candidate, request, limits, on_first_token=lambda: health.first_token(ticket))
         skipped = self._skipped_since_last_attempt()
         span = self._spans[number] = spans.start(
             self.failover.tracer, candidate.provider.type, candidate.provider.name, candidate.model.name, request
@@ -211,15 +232,15 @@ class ChatRun:
                 async for piece in pieces:
                     yield self._delivered(piece)
         except ProviderError as error:
-            raise _AttemptFailed(error, attempt, number) from error
+            raise _AttemptFailed(error, attempt, number, ticket) from error
         except BaseException:
             # Cancelled, deadline passed or the caller went away: upstream is closed; count what it cost.
             await attempt.close()
-            self._record(candidate, attempt, number, None, cancelled=True)
+            self._record(candidate, attempt, number, None, ticket, cancelled=True)
             raise
         finally:
             await attempt.close()
-        record = self._record(candidate, attempt, number, None)
+        record = self._record(candidate, attempt, number, None, ticket)
         if reported(record.usage):
             yield record.usage
         finished = attempt.state.finished
@@ -237,7 +258,7 @@ class ChatRun:
 
     def _after_failure(self, candidate: Candidate, failed: _AttemptFailed) -> _Pending:
         error = failed.error
-        record = self._record(candidate, failed.attempt, failed.number, error)
+        record = self._record(candidate, failed.attempt, failed.number, error, failed.ticket)
         delivered = self.answer_pieces > 0
         if error.kind is FailureKind.INVALID_REQUEST:
             raise ProviderRejectedRequest(
@@ -270,8 +291,9 @@ class ChatRun:
         return replace(self.request, messages=messages)
 
     def _record(
-        self, candidate: Candidate, attempt: Attempt, number: int, error: ProviderError | None, cancelled: bool = False
-    ) -> AttemptRecord:
+        self, candidate: Candidate, attempt: Attempt, number: int, error: ProviderError | None, ticket: Ticket,
+        cancelled: bool = False,
+    ) -> AttemptRecord:  # fmt: skip
         record = attempt_record(candidate, attempt, number, error, cancelled)
         self.records.append(record)
         finished = attempt.state.finished
@@ -280,7 +302,7 @@ class ChatRun:
             spans.end(span, record, finished.reason.value if finished else None)
         if self.budget is not None:
             self.budget.attempt_ended(record)
-        self.failover.note(self.request, candidate, record, error, attempt.state.first_token_s, cancelled)
+        self.failover.note(self.request, candidate, record, error, attempt.state.first_token_s, ticket, cancelled)
         return record
 
     def _failed_over(self, pending: _Pending, to: Candidate) -> FailedOver:
@@ -327,14 +349,16 @@ class Failover:
 
     def note(
         self, request: ChatRequest, candidate: Candidate, record: AttemptRecord,
-        error: ProviderError | None, first_token_s: float | None, cancelled: bool,
+        error: ProviderError | None, first_token_s: float | None, ticket: Ticket, cancelled: bool,
     ) -> None:  # fmt: skip
         """Health, ledger, log and telemetry for a finished attempt; never blocks."""
         name, model = candidate.provider.name, candidate.model.name
         if error is not None:
-            self.health.record_failure(name, model, candidate.key_id, error, record.duration_s)
-        elif not cancelled:
-            self.health.record_success(name, model, first_token_s, record.duration_s)
+            self.health.record_failure(ticket, error, record.duration_s)
+        elif cancelled:
+            self.health.record_cancelled(ticket)
+        else:
+            self.health.record_success(ticket, first_token_s, record.duration_s)
         if record.usage is not None:
             self.ledger.add(name, record.usage.input_tokens, record.usage.output_tokens, record.usage.cost_usd)
         if cancelled:

@@ -60,16 +60,36 @@ def final_error(
     summary = "; ".join(r.describe() for r in records)
     if outcomes[-1] is SkipReason.DEADLINE:
         return DeadlineExhausted(f"deadline too short for another attempt after: {summary}", metadata=metadata)
-    keys = [(c.provider.name, c.model.name, c.key_id) for c in candidates if c.adapter is not None]
     budgets = [r for r in records if r.outcome is SkipReason.BUDGET_EXHAUSTED]
-    waits = [w for w in (health.soonest_unblock(keys), *(r.retry_after_s for r in budgets)) if w is not None]
-    retry_after = min(waits) if waits else settings.rate_limit_cooldown_s
+    retry_after = _retry_after(health, candidates, budgets, settings)
+    if not tried:
+        summary = f"no candidate can be tried for {retry_after:.3f}s: {summary}"
     if all(o in _RATE_LIMITS for o in outcomes):
+        why = summary if not tried else f"every candidate is rate limited: {summary}"
         return AllProvidersRateLimited(
-            f"every candidate is rate limited: {summary}", metadata=metadata, retry_after_s=retry_after,
+            why, metadata=metadata, retry_after_s=retry_after,
             quota_violations=[QuotaViolation(f"{r.provider}/{r.model}", r.message) for r in budgets],
         )  # fmt: skip
-    return AllProvidersFailed(f"every candidate failed: {summary}", metadata=metadata, retry_after_s=retry_after)
+    why = summary if not tried else f"every candidate failed: {summary}"
+    return AllProvidersFailed(why, metadata=metadata, retry_after_s=retry_after)
+
+
+def _retry_after(
+    health: Health, candidates: Sequence[Candidate], budgets: Sequence[AttemptRecord], settings: FailoverSettings
+) -> float:
+    """RetryInfo: the time until some candidate can really be tried again.
+
+    The soonest end of a cooldown, breaker or budget; a candidate free at once (it failed without being
+    blocked) caps it at rate_limit_cooldown_s, a short pause rather than an invitation to retry in a loop.
+    """
+    keys = [(c.provider.name, c.model.name, c.key_id) for c in candidates if c.adapter is not None]
+    blocked = [k for k in keys if health.blocked(*k) is not None]
+    waits = [w for w in (health.soonest_unblock(keys), *(r.retry_after_s for r in budgets)) if w is not None]
+    budget_blocked = {(r.provider, r.model) for r in budgets}
+    free = any(k not in blocked and k[:2] not in budget_blocked for k in keys)
+    if free or not waits:
+        waits.append(settings.rate_limit_cooldown_s)
+    return min(waits)
 
 
 def _not_configured(request: ChatRequest, candidates: Sequence[Candidate], metadata: dict[str, str]) -> NotConfigured:

@@ -4,11 +4,17 @@ In order: no credentials, a CONTINUE that needs an assistant prefill the model c
 window no larger than one that already answered "context too long", a breaker open or a cooldown
 (per provider, model and key), and too little of the caller's deadline left. Budgets are taken
 separately (chat/budgeting.py), since taking them may need a round trip to Redis.
+
+A block that is only the gateway's own guess (an open breaker, a probe in flight, a suspected stall, a
+429 without Retry-After) is advice: the candidate is skipped as `soft`, and when the run has tried
+every other candidate without an answer, `last_resort` picks the soft-skipped one whose block ends
+soonest for one more attempt, so a route is never shut out on a guess (Envoy's panic threshold).
 """
 
 from __future__ import annotations
 
-import time
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway_service.chat.router import Candidate
@@ -24,13 +30,14 @@ class Skip:
     reason: FailureKind | SkipReason
     message: str
     retry_after_s: float | None = None
+    soft: bool = False  # the gateway's own guess: the candidate may still be tried as a last resort
 
 
 def skip_reason(
     candidate: Candidate, health: Health, *, need_prefill: bool, min_context: int, time_left_s: float,
-    min_attempt_budget_s: float,
+    min_attempt_budget_s: float, last_resort: bool = False,
 ) -> Skip | None:  # fmt: skip
-    """The reason to pass `candidate` over, or None to try it."""
+    """The reason to pass `candidate` over, or None to try it (as a `last_resort`, despite a soft block)."""
     if candidate.adapter is None:
         return Skip(SkipReason.NOT_CONFIGURED, f"set {candidate.provider.credential_source}")
     if need_prefill and not candidate.model.assistant_prefill:
@@ -39,11 +46,27 @@ def skip_reason(
     if window and window <= min_context:
         return Skip(SkipReason.CONTEXT_TOO_SMALL, f"context window {window} too small")
     block = health.blocked(candidate.provider.name, candidate.model.name, candidate.key_id)
-    if block is not None:
-        left = max(0.0, block.until - time.monotonic())
+    if block is not None and not (last_resort and not block.hard):
+        left = max(0.0, block.until - health.clock())
+        soft = not block.hard
         if block.kind is None:
-            return Skip(SkipReason.UNHEALTHY, f"circuit breaker open for {left:.3f}s", left)
-        return Skip(block.kind, f"cooling down for {left:.3f}s after {block.kind.value}", left)
+            return Skip(SkipReason.UNHEALTHY, f"{block.what} for {left:.3f}s", left, soft)
+        return Skip(block.kind, f"cooling down for {left:.3f}s after {block.kind.value}", left, soft)
     if time_left_s < min_attempt_budget_s:
         return Skip(SkipReason.DEADLINE, "less than the minimum attempt budget of the deadline left")
     return None
+
+
+def last_resort(deferred: Sequence[Candidate], health: Health) -> Candidate | None:
+    """Of the candidates skipped on advice, the one to try now: unblocked by now, else the soonest to unblock."""
+    if not deferred:
+        return None
+
+    def ends(candidate: Candidate) -> float:
+        block = health.blocked(candidate.provider.name, candidate.model.name, candidate.key_id)
+        if block is None:
+            return -math.inf
+        return math.inf if block.hard else block.until
+
+    best = min(deferred, key=ends)
+    return best if ends(best) < math.inf else None

@@ -45,8 +45,8 @@ class FailoverSettings(Frozen):
     """Cooldown after 401/403 (the provider shows HEALTH_STATE_MISCONFIGURED)."""
     breaker_failures: NonNegativeInt = 5
     """Consecutive failures (5xx, timeouts, resets, malformed) that open the breaker."""
-    breaker_open_s: NonNegativeFloat = 30.0
-    """How long an open breaker skips the provider/model before one trial."""
+    breaker_open_s: NonNegativeFloat = 2.0
+    """First open of a breaker; doubles per failed probe, at most 30 s (README "Breakers")."""
     stats_window: NonNegativeInt = 200
     """Attempts kept per provider for ListProviders statistics."""
 

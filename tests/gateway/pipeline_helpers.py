@@ -29,7 +29,14 @@ class Pause:
     seconds: float
 
 
-Step = ProviderEvent | Exception | Pause
+@dataclass(frozen=True)
+class Gate:
+    """Wait until the test sets this event (an upstream held exactly as long as the test needs)."""
+
+    opened: asyncio.Event
+
+
+Step = ProviderEvent | Exception | Pause | Gate
 
 
 @dataclass
@@ -60,6 +67,8 @@ class ScriptedAdapter:
                 call.steps_played += 1
                 if isinstance(step, Pause):
                     await asyncio.sleep(step.seconds)
+                elif isinstance(step, Gate):
+                    await step.opened.wait()
                 elif isinstance(step, Exception):
                     raise step
                 else:
