@@ -142,7 +142,7 @@ class Health:
         suspect = watch.suspect(now) if watch is not None else None
         if suspect is None:
             return None
-        what = f"suspected stall: no first token for {suspect.waited_s:.3f}s (usually {suspect.usual_s:.3f}s)"
+        what = f"suspected stall ({suspect.waited_s:.3f}s without a first token, usually {suspect.usual_s:.3f}s)"
         return Block(None, max(now, suspect.until), what=what)
 
     def soonest_unblock(self, keys: list[tuple[str, str, str]]) -> float | None:
