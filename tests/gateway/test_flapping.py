@@ -189,7 +189,8 @@ async def test_an_attempt_far_past_the_usual_first_token_turns_new_calls_away_be
     events = await f.run()
     assert answered_by(events) == "b"
     [skip] = started(events)[0].skipped
-    assert skip.outcome is SkipReason.UNHEALTHY and skip.message.startswith("suspected stall (0.600s without a first token")
+    assert skip.outcome is SkipReason.UNHEALTHY
+    assert skip.message.startswith("suspected stall (0.600s without a first token")
     gate.set()
     assert answered_by([e async for e in stalled]) == "a"
     assert answered_by(await f.run()) == "a"  # a first token came: no longer suspect
