@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway_service.accounting import Ledger
-from gateway_service.domain.events import AttemptStarted, Completed, GatewayEvent, SkipReason
 from gateway_service.chat.failover import ChatRun, Failover
-from gateway_service.domain.request import ChatRequest
 from gateway_service.chat.router import Router
 from gateway_service.config import ModelSpec
+from gateway_service.domain.events import AttemptStarted, Completed, GatewayEvent, SkipReason
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import AllProvidersFailed, AllProvidersRateLimited, GatewayError
 from gateway_service.health import Health
-from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.stalls import StallSettings
 from tests.gateway.pipeline_helpers import Gate, ScriptedAdapter, Step, chat_request, gateway_config, spec, words
 
