@@ -8,7 +8,8 @@ Blocks are hard or soft. Hard: what a provider said itself: a Retry-After (429, 
 a billing failure (quota) or an auth failure; the candidate is never tried before it ends. Soft: the
 gateway's own guess: an open breaker (gateway_service/breaker.py), a breaker's probe in flight, a
 suspected stall (gateway_service/stalls.py), a 429 without Retry-After; a route whose candidates are all
-blocked still tries the soft-blocked one whose block ends soonest (chat/skips.py `last_resort`).
+blocked still tries the soft-blocked one whose block ends soonest (chat/skips.py `last_resort`), unless
+it is suspected of stalling.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Block:
     until: float
     hard: bool = False
     what: str = "circuit breaker open"
+    stall: bool = False  # an attempt is stalled there now: a last resort would most likely wait it out too
 
 
 @dataclass(eq=False)
@@ -102,9 +104,11 @@ class Health:
         self.settings = settings
         self.clock = clock
         self.breaker_settings = breaker or BreakerSettings(
-            consecutive=settings.breaker_failures, first_open_s=settings.breaker_open_s
-        )
-        self.stall_settings = stalls or StallSettings()
+            consecutive=settings.breaker_failures, window_s=settings.breaker_window_s,
+            min_requests=settings.breaker_min_requests, error_rate=settings.breaker_error_rate,
+            first_open_s=settings.breaker_open_s, max_open_s=settings.breaker_max_open_s,
+        )  # fmt: skip
+        self.stall_settings = stalls or StallSettings(factor=settings.stall_factor, floor_s=settings.stall_floor_s)
         self._cooldowns: dict[tuple[str, str, str], Block] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self._stalls: dict[tuple[str, str], StallWatch] = {}
@@ -143,7 +147,7 @@ class Health:
         if suspect is None:
             return None
         what = f"suspected stall ({suspect.waited_s:.3f}s without a first token, usually {suspect.usual_s:.3f}s)"
-        return Block(None, max(now, suspect.until), what=what)
+        return Block(None, max(now, suspect.until), what=what, stall=True)
 
     def soonest_unblock(self, keys: list[tuple[str, str, str]]) -> float | None:
         """Seconds until the first of these candidates may be tried again, if any is blocked."""
@@ -157,6 +161,11 @@ class Health:
         ticket = Ticket(provider, model, key_id, next(self._ids), breaker.admit(now, patience_s), now)
         self._watch(provider, model).started(ticket.id, now, patience_s)
         return ticket
+
+    def breaker_state(self, provider: str, model: str) -> tuple[int, Phase]:
+        """The breaker's generation (it moves on each open and close) and phase, to tell whether it changed."""
+        breaker = self._breakers.get((provider, model))
+        return (breaker.generation, breaker.phase(self.clock())) if breaker is not None else (0, Phase.CLOSED)
 
     def first_token(self, ticket: Ticket) -> None:
         self._watch(ticket.provider, ticket.model).first_token(ticket.id, self.clock() - ticket.started)

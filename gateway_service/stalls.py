@@ -16,7 +16,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class StallSettings:
     factor: float = 4.0  # how many times the usual (p90) time to first token counts as a stall
-    floor_s: float = 1.0  # never suspect a wait shorter than this
+    floor_s: float = 0.5  # never suspect a wait shorter than this
     min_samples: int = 5  # first tokens seen before "usual" means anything
     samples: int = 50  # recent times to first token kept
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ class Observation:
     chunks_sent: int = 0
     outcome: str = "pending"  # answered | completed | aborted | truncated | stalled | client_disconnected | error
     client_disconnected: bool = False
+    received_at: float = field(default_factory=time.monotonic)  # when the request was read (monotonic s)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -50,8 +52,13 @@ class Simulator:
         self.chunk_delay_s = chunk_delay_s
         self.observations: list[Observation] = []
         self._script: list[ScriptedFault] = []
+        self._standing: Fault | None = None
         self._ids = itertools.count(1)
         self._new_request = asyncio.Condition()
+
+    def set_standing_fault(self, spec: str | None) -> None:
+        """Give every request `spec` (after markers and queued faults) until changed; None: none."""
+        self._standing = parse_fault(spec) if spec else None
 
     def push_fault(self, spec: str, times: int = 1) -> None:
         """Inject `spec` (same syntax as a marker) into the next `times` matching requests (-1: all)."""
@@ -91,7 +98,7 @@ class Simulator:
         obs = Observation(prompt.api, request.path, prompt.model, request.headers, body)
         await self._record(obs)
         try:
-            fault = marker_fault(prompt) or self._scripted(prompt)
+            fault = marker_fault(prompt) or self._scripted(prompt) or self._standing
         except FaultSpecError as exc:
             obs.status, obs.outcome = 400, "error"
             await out.send_json(400, {"error": {"message": str(exc)}})

@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from gateway_service.accounting import Ledger
+from gateway_service.breaker import Phase
 from gateway_service.chat import spans
 from gateway_service.chat.attempt import Attempt, Limits, Piece
 from gateway_service.chat.budgeting import RunBudget
@@ -104,6 +105,7 @@ class ChatRun:
         self._new_skips = 0  # records at the end of `records` skipped since the last attempt started
         self._spans: dict[int, Span] = {}  # attempt number -> its trace span, until the attempt's record
         self._deferred: list[Candidate] = []  # skipped on the gateway's own guess: a last resort
+        self._failed: list[tuple[Candidate, tuple[int, Phase]]] = []  # and the breaker's state right after
         budgets = failover.budgets
         self.budget = RunBudget(budgets, request) if budgets is not None else None
 
@@ -164,8 +166,11 @@ class ChatRun:
         """(candidate, candidates left, advice ignored): the route in order, then one last resort if any."""
         for index, candidate in enumerate(self.candidates):
             yield candidate, len(self.candidates) - index, False
-        # Never fail on the gateway's own guess alone: one candidate skipped on advice is tried after all.
-        fallback = last_resort(self._deferred, self.failover.health)
+        # Never fail on the gateway's own guess alone: one candidate skipped on advice is tried after all, or
+        # one that failed earlier whose breaker has moved on since (its failure is old news by now).
+        health = self.failover.health
+        stale = [c for c, state in self._failed if health.breaker_state(c.provider.name, c.model.name) != state]
+        fallback = last_resort([*self._deferred, *stale], health)
         if fallback is not None:
             yield fallback, 1, True
 
@@ -303,6 +308,9 @@ class ChatRun:
         if self.budget is not None:
             self.budget.attempt_ended(record)
         self.failover.note(self.request, candidate, record, error, attempt.state.first_token_s, ticket, cancelled)
+        if error is not None:
+            state = self.failover.health.breaker_state(candidate.provider.name, candidate.model.name)
+            self._failed.append((candidate, state))
         return record
 
     def _failed_over(self, pending: _Pending, to: Candidate) -> FailedOver:

@@ -8,7 +8,10 @@ separately (chat/budgeting.py), since taking them may need a round trip to Redis
 A block that is only the gateway's own guess (an open breaker, a probe in flight, a suspected stall, a
 429 without Retry-After) is advice: the candidate is skipped as `soft`, and when the run has tried
 every other candidate without an answer, `last_resort` picks the soft-skipped one whose block ends
-soonest for one more attempt, so a route is never shut out on a guess (Envoy's panic threshold).
+soonest for one more attempt, so a route is never shut out on a guess (Envoy's panic threshold); a
+suspected stall is the exception, since the caller would most likely wait it out. A candidate that
+failed earlier in the run may be that last resort too, once its breaker has moved on since (opened,
+half-opened or closed): on a provider that flaps, a failure seconds old is old news.
 """
 
 from __future__ import annotations
@@ -58,7 +61,10 @@ def skip_reason(
 
 
 def last_resort(deferred: Sequence[Candidate], health: Health) -> Candidate | None:
-    """Of the candidates skipped on advice, the one to try now: unblocked by now, else the soonest to unblock."""
+    """Of the candidates skipped on advice, the one to try now: unblocked by now, else the soonest to unblock.
+
+    Never one suspected of stalling: the caller would most likely wait out its whole first-token timeout.
+    """
     if not deferred:
         return None
 
@@ -66,7 +72,7 @@ def last_resort(deferred: Sequence[Candidate], health: Health) -> Candidate | No
         block = health.blocked(candidate.provider.name, candidate.model.name, candidate.key_id)
         if block is None:
             return -math.inf
-        return math.inf if block.hard else block.until
+        return math.inf if block.hard or block.stall else block.until
 
     best = min(deferred, key=ends)
     return best if ends(best) < math.inf else None

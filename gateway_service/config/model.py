@@ -5,10 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
+from pydantic import BeforeValidator, Field, Strict, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway_service.config.base import Frozen, NonNegativeFloat, NonNegativeInt, Text, invalid, refuse_derived
+from gateway_service.config.base import (
+    Frozen,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    Text,
+    invalid,
+    refuse_derived,
+)
 from gateway_service.config.limits import LimitSettings
 from gateway_service.config.providers import ModelSpec, ProviderSpec
 
@@ -46,7 +54,19 @@ class FailoverSettings(Frozen):
     breaker_failures: NonNegativeInt = 5
     """Consecutive failures (5xx, timeouts, resets, malformed) that open the breaker."""
     breaker_open_s: NonNegativeFloat = 2.0
-    """First open of a breaker; doubles per failed probe, at most 30 s (README "Breakers")."""
+    """First open of a breaker; doubles for each failed probe (README "Breakers")."""
+    breaker_max_open_s: NonNegativeFloat = 30.0
+    """Longest open of a breaker, however many probes failed."""
+    breaker_window_s: PositiveFloat = 10.0
+    """Sliding window over which a breaker measures the error rate."""
+    breaker_min_requests: NonNegativeInt = 10
+    """Results the window must hold before its error rate may open the breaker."""
+    breaker_error_rate: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.5
+    """Failed share of the window's results that opens the breaker."""
+    stall_factor: PositiveFloat = 4.0
+    """An attempt waiting this many times the usual (p90) time to first token marks its provider suspect."""
+    stall_floor_s: NonNegativeFloat = 0.5
+    """...but never one that waited less than this."""
     stats_window: NonNegativeInt = 200
     """Attempts kept per provider for ListProviders statistics."""
 

@@ -25,7 +25,7 @@ from gateway_service.health import Health
 from gateway_service.stalls import StallSettings
 from tests.gateway.pipeline_helpers import Gate, ScriptedAdapter, Step, chat_request, gateway_config, spec, words
 
-M = ModelSpec("m", context_window=1000)
+M = ModelSpec(name="m", context_window=1000)
 SERVER_ERROR = ProviderError(FailureKind.SERVER_ERROR, "503 Service Unavailable", status_code=503)
 
 
@@ -194,3 +194,36 @@ async def test_an_attempt_far_past_the_usual_first_token_turns_new_calls_away_be
     gate.set()
     assert answered_by([e async for e in stalled]) == "a"
     assert answered_by(await f.run()) == "a"  # a first token came: no longer suspect
+
+
+async def test_a_suspected_stall_is_no_last_resort() -> None:
+    gate = asyncio.Event()
+    f = flapping({"a": [*[words("a")] * 3, [Gate(gate), *words("late")]]}, stalls=StallSettings(min_samples=3))
+    for _ in range(3):
+        await f.run()
+    stalled = f.start().events()
+    assert isinstance(await anext(stalled), AttemptStarted)
+    f.clock.now += 1.0
+    error = await f.fail()
+    assert isinstance(error, AllProvidersFailed) and error.metadata["attempts"] == "0"
+    assert error.metadata["skipped_1"].startswith("a/m unhealthy: suspected stall (1.000s without a first token")
+    # RetryInfo: until the stalled attempt gives up (its first-token timeout, 5 s / 1 candidate, from its start).
+    assert error.retry_after_s == pytest.approx(4.0, abs=0.1)
+    assert f.calls("a") == 4
+    gate.set()
+    assert answered_by([e async for e in stalled]) == "a"
+
+
+async def test_a_candidate_tried_earlier_is_the_last_resort_once_its_breaker_has_moved_on() -> None:
+    gate = asyncio.Event()
+    f = flapping({"a": [[SERVER_ERROR], words("a", "again")], "b": [[Gate(gate), SERVER_ERROR]]},
+                 breaker_failures=1, breaker_open_s=2.0)  # fmt: skip
+    run = f.start().events()
+    events = [await anext(run) for _ in range(3)]  # a fails (its breaker opens), b starts and hangs
+    assert [(e.provider, e.attempt) for e in started(events)] == [("a", 1), ("b", 2)]
+    f.clock.now += 2.5  # a's breaker is half-open
+    gate.set()
+    events += [e async for e in run]
+    assert [(e.provider, e.attempt) for e in started(events)] == [("a", 1), ("b", 2), ("a", 3)]
+    assert answered_by(events) == "a"
+    assert f.health.blocked("a", "m", f.router.candidates(chat_request())[0].key_id) is None  # the probe closed it
