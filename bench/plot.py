@@ -60,7 +60,46 @@ def ingest(data: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-PICTURES = {"gateway_overhead": ("gateway_ttft.png", ttft), "metrics_ingest": ("metrics_ingest.png", ingest)}
+FAULT_COLOURS = {"503": "tab:red", "429": "tab:orange", "disconnect": "tab:purple", "stall": "tab:brown"}
+
+
+def chaos(data: dict[str, Any], out: Path) -> None:
+    """Per-second StreamChat success while three upstreams flap (bench/chaos.py), and when each was down."""
+    runs = data["runs"]
+    fig, (ax, states) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, height_ratios=(3, 1))
+    for run in runs:
+        rates = run["rates"]
+        ax.step(range(len(rates)), [100 * r for r in rates], where="post", label=f"{run['label']}")
+    ax.axhline(100 * data["steady"]["success"], color="grey", linestyle="--", linewidth=1, label="steady upstreams")
+    ax.set_ylabel("calls answered (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("StreamChat success per second, three upstreams flapping out of phase")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    outages: dict[int, list[tuple[float, float, str]]] = {}
+    begun: dict[int, tuple[float, str]] = {}
+    for at, upstream, fault in runs[0]["outages"]:
+        if upstream in begun:
+            start, kind = begun.pop(upstream)
+            outages.setdefault(upstream, []).append((start, at - start, kind))
+        if fault:
+            begun[upstream] = (at, fault.split()[0])
+    for upstream, spans in outages.items():
+        for start, width, kind in spans:
+            states.broken_barh([(start, width)], (upstream - 0.4, 0.8), color=FAULT_COLOURS.get(kind, "black"))
+    states.set_yticks(range(len(outages)), [f"p{u} down" for u in range(len(outages))])
+    states.set_xlabel("seconds (" + ", ".join(f"{c}: {k}" for k, c in FAULT_COLOURS.items()) + ")")
+    fig.text(0.01, 0.01, _caption(data), fontsize=7, color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+PICTURES = {
+    "gateway_overhead": ("gateway_ttft.png", ttft),
+    "metrics_ingest": ("metrics_ingest.png", ingest),
+    "chaos": ("chaos.png", chaos),
+}
 
 
 def main() -> int:

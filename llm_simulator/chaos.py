@@ -77,7 +77,7 @@ async def _one_call(chat: chat_service_pb2_grpc.ChatServiceStub, call: Call, tim
 
 
 def _last_outcome(error: grpc.aio.AioRpcError) -> str:
-    """"timeout" when the status's ErrorInfo says the last attempt timed out, else "error"."""
+    """The last attempt's outcome from the status: "timeout" when its ErrorInfo says so, else "error"."""
     status = rpc_status.from_call(error)
     for detail in status.details if status is not None else ():
         info = error_details_pb2.ErrorInfo()

@@ -101,7 +101,7 @@ class Flapping:
                 lo = bisect.bisect_right(times, obs.received_at + grace_s)
                 hi = bisect.bisect_left(times, obs.received_at + wait)
                 found += [
-                    f"upstream {upstream}: request at +{times[j] - obs.received_at:.3f}s of a 429 (Retry-After {wait:g})"
+                    f"upstream {upstream}: a request {times[j] - obs.received_at:.3f}s into a Retry-After of {wait:g}s"
                     for j in range(lo, hi)
                 ]
         return found
