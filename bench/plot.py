@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from bench.results import DIR, load  # noqa: E402
 
@@ -60,7 +61,7 @@ def ingest(data: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-FAULT_COLOURS = {"503": "tab:red", "429": "tab:orange", "disconnect": "tab:purple", "stall": "tab:brown"}
+FAULT_COLOURS = {"503": "tab:red", "429": "tab:orange", "disconnect": "tab:purple", "stall": "tab:brown"}  # outages
 
 
 def chaos(data: dict[str, Any], out: Path) -> None:
@@ -68,8 +69,8 @@ def chaos(data: dict[str, Any], out: Path) -> None:
     runs = data["runs"]
     fig, (ax, states) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, height_ratios=(3, 1))
     for run in runs:
-        rates = run["rates"]
-        ax.step(range(len(rates)), [100 * r for r in rates], where="post", label=f"{run['label']}")
+        rates = [100 * r for r in run["rates"]]
+        ax.step(range(len(rates) + 1), [*rates, rates[-1]], where="post", label=f"{run['label']}")
     ax.axhline(100 * data["steady"]["success"], color="grey", linestyle="--", linewidth=1, label="steady upstreams")
     ax.set_ylabel("calls answered (%)")
     ax.set_ylim(-2, 102)
@@ -88,7 +89,9 @@ def chaos(data: dict[str, Any], out: Path) -> None:
         for start, width, kind in spans:
             states.broken_barh([(start, width)], (upstream - 0.4, 0.8), color=FAULT_COLOURS.get(kind, "black"))
     states.set_yticks(range(len(outages)), [f"p{u} down" for u in range(len(outages))])
-    states.set_xlabel("seconds (" + ", ".join(f"{c}: {k}" for k, c in FAULT_COLOURS.items()) + ")")
+    states.set_xlabel("seconds since the first outage")
+    patches = [Patch(color=colour, label=kind) for kind, colour in FAULT_COLOURS.items()]
+    states.legend(handles=patches, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     fig.text(0.01, 0.01, _caption(data), fontsize=7, color="grey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(out, dpi=110)

@@ -21,6 +21,7 @@ BENCHES = {
     "migrations": (["migrations.py"], ["--rounds", "2"]),
     "metrics_ingest": (["metrics_ingest.py"], ["--rows", "50000", "--rounds", "1"]),
     "gateway_overhead": (["gateway_overhead.py"], ["--requests", "100", "--seconds", "2"]),
+    "chaos": (["chaos.py"], ["--seconds", "12", "--steady-seconds", "3"]),
 }
 
 

@@ -120,6 +120,7 @@ class Report:
     inside_retry_after: list[str]
     longest_stall_wait_s: float
     failures: dict[str, int]  # code: count, of counted calls that did not answer
+    examples: list[str]  # the first few of those, with their attempts (seconds since the first change)
 
     @property
     def success(self) -> float:
@@ -130,7 +131,7 @@ class Report:
             f"{self.calls} calls, {self.counted} started while an upstream was up, {self.answered} answered "
             f"({self.success:.2%}); {self.incomplete} ended done incomplete; {len(self.inside_retry_after)} "
             f"requests inside a Retry-After; longest wait behind stalls {self.longest_stall_wait_s:.3f}s; "
-            f"failures {self.failures}"
+            f"failures {self.failures}" + "".join(f"\n  {e}" for e in self.examples)
         )
 
 
@@ -148,7 +149,13 @@ def report(flapping: Flapping, calls: Sequence[Call], grace_s: float) -> Report:
         inside_retry_after=flapping.inside_retry_after(grace_s),
         longest_stall_wait_s=max((c.stalled_s() for c in calls), default=0.0),
         failures=failures,
+        examples=[_describe(c, flapping.log[0].at) for c in counted if not c.done][:5],
     )
+
+
+def _describe(call: Call, start: float) -> str:
+    tried = ", ".join(f"{a.provider} {a.started - start:.3f}-{a.ended - start:.3f} {a.outcome}" for a in call.attempts)
+    return f"{call.prompt} at {call.started - start:.3f}: {call.code} {call.message[:400]} [{tried}]"
 
 
 def per_second(calls: Sequence[Call], start: float, seconds: int) -> list[tuple[int, int]]:

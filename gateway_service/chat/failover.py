@@ -170,7 +170,8 @@ class ChatRun:
         # one that failed earlier whose breaker has moved on since (its failure is old news by now).
         health = self.failover.health
         stale = [c for c, state in self._failed if health.breaker_state(c.provider.name, c.model.name) != state]
-        fallback = last_resort([*self._deferred, *stale], health)
+        waited = any(r.outcome is FailureKind.TIMEOUT for r in self.attempts)
+        fallback = last_resort([*self._deferred, *stale], health, waited_out_a_stall=waited)
         if fallback is not None:
             yield fallback, 1, True
 

@@ -9,7 +9,7 @@ A block that is only the gateway's own guess (an open breaker, a probe in flight
 429 without Retry-After) is advice: the candidate is skipped as `soft`, and when the run has tried
 every other candidate without an answer, `last_resort` picks the soft-skipped one whose block ends
 soonest for one more attempt, so a route is never shut out on a guess (Envoy's panic threshold); a
-suspected stall is the exception, since the caller would most likely wait it out. A candidate that
+suspected stall only for a run that has not yet waited out a first-token timeout. A candidate that
 failed earlier in the run may be that last resort too, once its breaker has moved on since (opened,
 half-opened or closed): on a provider that flaps, a failure seconds old is old news.
 """
@@ -60,10 +60,11 @@ def skip_reason(
     return None
 
 
-def last_resort(deferred: Sequence[Candidate], health: Health) -> Candidate | None:
+def last_resort(deferred: Sequence[Candidate], health: Health, *, waited_out_a_stall: bool) -> Candidate | None:
     """Of the candidates skipped on advice, the one to try now: unblocked by now, else the soonest to unblock.
 
-    Never one suspected of stalling: the caller would most likely wait out its whole first-token timeout.
+    One suspected of stalling only when the run has not waited out a first-token timeout already: the
+    caller would most likely wait out another, and one is all a caller should wait behind stalls.
     """
     if not deferred:
         return None
@@ -72,7 +73,7 @@ def last_resort(deferred: Sequence[Candidate], health: Health) -> Candidate | No
         block = health.blocked(candidate.provider.name, candidate.model.name, candidate.key_id)
         if block is None:
             return -math.inf
-        return math.inf if block.hard or block.stall else block.until
+        return math.inf if block.hard or (block.stall and waited_out_a_stall) else block.until
 
     best = min(deferred, key=ends)
     return best if ends(best) < math.inf else None

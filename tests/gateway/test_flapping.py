@@ -196,20 +196,26 @@ async def test_an_attempt_far_past_the_usual_first_token_turns_new_calls_away_be
     assert answered_by(await f.run()) == "a"  # a first token came: no longer suspect
 
 
-async def test_a_suspected_stall_is_no_last_resort() -> None:
+async def test_a_suspected_stall_is_a_last_resort_only_for_a_call_that_has_not_waited_out_a_stall() -> None:
     gate = asyncio.Event()
-    f = flapping({"a": [*[words("a")] * 3, [Gate(gate), *words("late")]]}, stalls=StallSettings(min_samples=3))
+    timeout = ProviderError(FailureKind.TIMEOUT, "no first token within this attempt's share of the deadline")
+    f = flapping({"a": [*[words("a")] * 3, [Gate(gate), *words("late")], words("a, as a last resort")],
+                  "b": [[timeout], [timeout]]}, stalls=StallSettings(min_samples=3))  # fmt: skip
     for _ in range(3):
         await f.run()
     stalled = f.start().events()
     assert isinstance(await anext(stalled), AttemptStarted)
     f.clock.now += 1.0
-    error = await f.fail()
-    assert isinstance(error, AllProvidersFailed) and error.metadata["attempts"] == "0"
+    error = await f.fail()  # a skipped (suspected stall), b times out: a would be a second wait
+    assert isinstance(error, AllProvidersFailed) and error.metadata["attempts"] == "1"
     assert error.metadata["skipped_1"].startswith("a/m unhealthy: suspected stall (1.000s without a first token")
-    # RetryInfo: until the stalled attempt gives up (its first-token timeout, 5 s / 1 candidate, from its start).
-    assert error.retry_after_s == pytest.approx(4.0, abs=0.1)
+    # RetryInfo: b (one timeout, its breaker closed) may be tried again at once: the short pause, 1 s, which is
+    # sooner than a's stalled attempt giving up (its first-token timeout, 5 s / 2 candidates, from its start).
+    assert error.retry_after_s == 1.0
     assert f.calls("a") == 4
+    # A call whose b fails fast, not by a timeout, still tries a (the call had no other chance).
+    f.adapters["b"].scripts[1] = [SERVER_ERROR]
+    assert answered_by(await f.run()) == "a" and f.calls("a") == 5
     gate.set()
     assert answered_by([e async for e in stalled]) == "a"
 
