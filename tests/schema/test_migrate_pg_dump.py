@@ -5,6 +5,8 @@ meta-command is refused by name before anything runs."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import re
 import shutil
 from pathlib import Path
 
@@ -101,11 +103,28 @@ async def test_copy_rows_without_their_end_line_are_refused(tmp_path: Path) -> N
         parse(read_file(folder / "001_a.sql"))
 
 
-@pytest.mark.skipif(shutil.which("pg_dump") is None, reason="no pg_dump on PATH")
+async def pg_dump_for(dsn: str) -> str:
+    """A pg_dump at least as new as the server (pg_dump refuses newer servers): PATH's, else the embedded
+    PostgreSQL's (the pgserver wheel ships one, for when the tests run on it)."""
+    server_major = int(await fetchval(dsn, "SELECT current_setting('server_version_num')::int / 10000"))
+    spec = importlib.util.find_spec("pgserver")  # located, not imported (its import warns about run dirs)
+    embedded = Path(spec.origin).parent / "pginstall" / "bin" / "pg_dump" if spec and spec.origin else None
+    candidates = [shutil.which("pg_dump"), str(embedded) if embedded else None]
+    for binary in filter(None, candidates):
+        if not Path(binary).exists():
+            continue
+        version = await asyncio.create_subprocess_exec(binary, "--version", stdout=asyncio.subprocess.PIPE)
+        out, _ = await version.communicate()
+        if int(re.search(rb"(\d+)\.", out).group(1)) >= server_major:  # type: ignore[union-attr]
+            return binary
+    pytest.skip(f"no pg_dump for PostgreSQL {server_major}")
+
+
 async def test_real_pg_dump_output_applies(empty_db: str, migrated_db: str, tmp_path: Path) -> None:
     await fetchval(migrated_db, "INSERT INTO users (email) VALUES ('a@example.com'), ('b@example.com')")
+    pg_dump = await pg_dump_for(migrated_db)
     proc = await asyncio.create_subprocess_exec(
-        "pg_dump", "--no-owner", "--no-privileges", "--exclude-schema", "schema_service", "--dbname", migrated_db,
+        pg_dump, "--no-owner", "--no-privileges", "--exclude-schema", "schema_service", "--dbname", migrated_db,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
