@@ -57,14 +57,17 @@ class Authority:
         path.write_bytes(self.pem)
         return path
 
-    def issue(self, common_name: str, *, server: bool) -> Pem:
+    def issue(self, common_name: str, *, server: bool, organization: str | None = None) -> Pem:
         """A leaf certificate: for a server on 127.0.0.1/localhost, or a client named `common_name`."""
+        attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organization is not None:
+            attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .subject_name(x509.Name(attributes))
             .issuer_name(self.name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

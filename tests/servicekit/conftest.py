@@ -39,7 +39,7 @@ def sha256(token: str) -> str:
 
 def callers_yaml() -> str:
     """Per role: a token caller and a certificate caller holding only it, and two holding all the others."""
-    lines = ["callers:"]
+    lines = ["callers:", '  - {name: web-frontend, tls_subject: "CN=web-frontend,O=Example", roles: [chat]}']
     for role in ALL_ROLES:
         others = [r for r in ALL_ROLES if r != role]
         lines += [
@@ -58,8 +58,10 @@ class Pki:
     ca_file: Path
     server: TlsFiles
 
-    def client(self, common_name: str, authority: Authority | None = None) -> grpc.ChannelCredentials:
-        pem = (authority or self.ca).issue(common_name, server=False)
+    def client(
+        self, common_name: str, authority: Authority | None = None, organization: str | None = None
+    ) -> grpc.ChannelCredentials:
+        pem = (authority or self.ca).issue(common_name, server=False, organization=organization)
         return grpc.ssl_channel_credentials(self.ca.pem, pem.key, pem.cert)
 
 

@@ -127,6 +127,17 @@ async def test_missing_or_unknown_credentials_are_unauthenticated_alike(
     assert all(token_of("chat") not in str(v) for v in vars(refusal).values())
 
 
+async def test_a_subject_of_several_names_is_matched_as_rfc_2253_prints_it(auth_port: int, pki: Pki) -> None:
+    """README: `tls_subject` is the subject as gRPC prints it, e.g. `CN=web-frontend,O=Example`."""
+    credentials = pki.client("web-frontend", organization="Example")
+    async with grpc.aio.secure_channel(f"127.0.0.1:{auth_port}", credentials) as channel:
+        exc = await invoke(channel, "/llmgateway.v1.ChatService/Chat")
+    assert exc.code() == grpc.StatusCode.UNIMPLEMENTED, exc
+    async with grpc.aio.secure_channel(f"127.0.0.1:{auth_port}", pki.client("web-frontend")) as channel:
+        exc = await invoke(channel, "/llmgateway.v1.ChatService/Chat")
+    assert exc.code() == grpc.StatusCode.UNAUTHENTICATED  # the subject is matched whole, not by its CN
+
+
 async def test_a_token_decides_over_the_certificate(auth_port: int, pki: Pki) -> None:
     """A caller with a certificate that names a role-holder cannot add someone else's token to get more."""
     async with grpc.aio.secure_channel(f"127.0.0.1:{auth_port}", pki.client("only-chat")) as channel:
