@@ -1,7 +1,8 @@
-"""TLS: certificates rotated under a running server without dropping its open streams; bad files refused."""
+"""Rotation under a running server: certificates (open streams carry on), the callers file; bad files refused."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -98,3 +99,39 @@ def test_pem_fixture_writes_what_it_holds(tmp_path: Path) -> None:
     pem = Authority().issue("x", server=False)
     assert pem.write(tmp_path, "x") == (tmp_path / "x.crt", tmp_path / "x.key")
     assert Pem((tmp_path / "x.crt").read_bytes(), (tmp_path / "x.key").read_bytes()) == pem
+
+
+async def test_a_rotated_callers_file_is_used_without_a_restart(tmp_path: Path) -> None:
+    import hashlib
+
+    from tests.servicekit.conftest import invoke
+
+    def entry(token: str) -> bytes:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return f'callers: [{{name: app, token_sha256: "{digest}", roles: [chat]}}]\n'.encode()
+
+    callers = tmp_path / "callers.yaml"
+    callers.write_bytes(entry("old-token"))
+    server, port = await start(Security(callers=callers, insecure_dev=True))  # plaintext: about the file only
+    method = "/llmgateway.v1.ChatService/Chat"
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert (await invoke(channel, method, (("authorization", "Bearer old-token"),))).code() == (
+                grpc.StatusCode.UNIMPLEMENTED
+            )
+            replace(callers, entry("new-token"))
+            # The file is looked at once a second at most: poll the way a client retrying would.
+            for _ in range(40):
+                if (await invoke(channel, method, (("authorization", "Bearer new-token"),))).code() != (
+                    grpc.StatusCode.UNAUTHENTICATED
+                ):
+                    break
+                await asyncio.sleep(0.1)
+            assert (await invoke(channel, method, (("authorization", "Bearer new-token"),))).code() == (
+                grpc.StatusCode.UNIMPLEMENTED
+            )
+            assert (await invoke(channel, method, (("authorization", "Bearer old-token"),))).code() == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+    finally:
+        await server.stop(0)
