@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import grpc
 
-from gateway_service.api.bounds import DEFAULT_BOUNDS
 from gateway_service.api.servicers import add_to_server
 from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_factory
 from gateway_service.config import GatewayConfig, ServeSettings
@@ -108,7 +107,7 @@ async def prepare(
     )  # fmt: skip
     lifecycle = Lifecycle(SERVICE_NAMES)
     # A request larger than a chat needs is refused by gRPC before it is read (RESOURCE_EXHAUSTED).
-    options = ServerOptions(max_message_bytes=DEFAULT_BOUNDS.max_request_bytes)
+    options = ServerOptions(max_message_bytes=config.requests.max_request_bytes)
     server = build_server(
         options, lifecycle, [lambda s: add_to_server(s, gateway, lifecycle)], SERVICE_NAMES,
         metrics=metrics, tracing=tracing, security=security, roles=ROLES,

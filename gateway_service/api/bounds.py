@@ -1,34 +1,22 @@
-"""Limits on what one chat request may hold, and the checks of JSON and Struct values against them.
+"""Checks of JSON and Struct values against the request limits (config `requests:`, README "Request limits").
 
-Every limit has a documented default (README "Request limits"); a request over one is refused with
-INVALID_ARGUMENT naming the field. The size of a whole request is bounded before it is read, by the
-server's `max_request_bytes` (gRPC answers RESOURCE_EXHAUSTED "Received message larger than max").
+A request over a limit is refused with INVALID_ARGUMENT naming the field. The size of a whole request is
+bounded before it is read, by the server's `max_request_bytes` (gRPC answers RESOURCE_EXHAUSTED "Received
+message larger than max").
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import struct_pb2
 
+from gateway_service.config import RequestLimits
 
-@dataclass(frozen=True)
-class RequestBounds:
-    """Per-request limits of the gateway (defaults written once, here)."""
-
-    max_request_bytes: int = 4 * 1024 * 1024  # one gRPC message in or out
-    max_messages: int = 1_000  # messages per chat
-    max_tools: int = 128  # tools per chat
-    max_list_items: int = 64  # stop_sequences, provider_order, tool_calls per message, reasoning per message
-    max_text_chars: int = 1024 * 1024  # content, reasoning text, tool descriptions, arguments_json
-    max_name_chars: int = 256  # model, names, tool_call ids, schema_name, each stop sequence
-    max_json_depth: int = 32  # nesting of arguments_json, Tool.parameters and ResponseFormat.json_schema
-
-
-DEFAULT_BOUNDS = RequestBounds()
+# The limits are settings of the gateway config (`requests:`); these are its defaults.
+DEFAULT_BOUNDS = RequestLimits()
 
 
 def json_problem(text: str, max_depth: int) -> str | None:

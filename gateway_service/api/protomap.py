@@ -15,7 +15,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from gateway_service.api.bounds import DEFAULT_BOUNDS, RequestBounds, json_problem, struct_problem
+from gateway_service.api.bounds import DEFAULT_BOUNDS, json_problem, struct_problem
+from gateway_service.config import RequestLimits
 from gateway_service.domain import request as domain
 from gateway_service.errors import InvalidRequest
 from llmgateway.v1 import chat_service_pb2 as pb
@@ -63,7 +64,7 @@ AnyChatRequest = pb.StreamChatRequest | pb.ChatRequest
 
 
 def chat_request(
-    message: AnyChatRequest, request_id: str, bounds: RequestBounds = DEFAULT_BOUNDS
+    message: AnyChatRequest, request_id: str, bounds: RequestLimits = DEFAULT_BOUNDS
 ) -> domain.ChatRequest:
     """The domain request, or InvalidRequest naming every bad field."""
     _raise_if_any(_counts(message, bounds))
@@ -111,7 +112,7 @@ def _raise_if_any(violations: list[FieldViolation]) -> None:
         )
 
 
-def _counts(message: AnyChatRequest, bounds: RequestBounds) -> list[FieldViolation]:
+def _counts(message: AnyChatRequest, bounds: RequestLimits) -> list[FieldViolation]:
     """Violations of the count limits: checked first, so that no per-item work is done for a flood."""
     counted = [
         ("messages", len(message.messages), bounds.max_messages),
@@ -145,7 +146,7 @@ def _check_lengths(texts: Iterable[tuple[str, str]], limit: int, violations: lis
 
 
 def _message(
-    message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestBounds
+    message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestLimits
 ) -> domain.Message:
     role = ROLES.get(message.role)
     if role is None:
@@ -172,7 +173,7 @@ def _message(
 
 
 def _check_message_sizes(
-    message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestBounds
+    message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestLimits
 ) -> None:
     lists = (("tool_calls", len(message.tool_calls)), ("reasoning", len(message.reasoning)))
     violations.extend(FieldViolation(f"{path}.{name}", f"at most {bounds.max_list_items} entries")
@@ -190,7 +191,7 @@ def _check_message_sizes(
     _check_lengths(texts, bounds.max_text_chars, violations)
 
 
-def _tool(tool: pb.Tool, path: str, violations: list[FieldViolation], bounds: RequestBounds) -> domain.Tool:
+def _tool(tool: pb.Tool, path: str, violations: list[FieldViolation], bounds: RequestLimits) -> domain.Tool:
     if not tool.name:
         violations.append(FieldViolation(f"{path}.name", "a tool needs a name"))
     _check_lengths([(f"{path}.name", tool.name)], bounds.max_name_chars, violations)
@@ -206,7 +207,7 @@ def _tool(tool: pb.Tool, path: str, violations: list[FieldViolation], bounds: Re
 
 
 def _check_options(
-    message: AnyChatRequest, tool_names: set[str], violations: list[FieldViolation], bounds: RequestBounds
+    message: AnyChatRequest, tool_names: set[str], violations: list[FieldViolation], bounds: RequestLimits
 ) -> None:
     sampling = message.sampling
     if sampling.HasField("temperature") and not 0.0 <= sampling.temperature <= 2.0:

@@ -25,6 +25,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     def __init__(self, gateway: Gateway, drain: Drain) -> None:
         self.gateway = gateway
         self.drain = drain
+        self.limits = gateway.config.requests
 
     async def StreamChat(self, request: pb.StreamChatRequest, context: grpc.aio.ServicerContext) -> None:
         # Written with context.write rather than `yield` so that a cancelled call closes the pipeline
@@ -33,7 +34,8 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         sent = _Sent()
         try:
             with self.gateway.in_flight("StreamChat"):
-                run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
+                chat = protomap.chat_request(request, request_id, self.limits)
+                run = self.gateway.start_chat(chat, context.time_remaining())
                 async with self.drain.cut_scope(), aclosing(run.events()) as events:
                     async for event in events:
                         sent.note(event)
@@ -48,7 +50,8 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         answer = Answer()
         try:
             with self.gateway.in_flight("Chat"):
-                run = self.gateway.start_chat(protomap.chat_request(request, request_id), context.time_remaining())
+                chat = protomap.chat_request(request, request_id, self.limits)
+                run = self.gateway.start_chat(chat, context.time_remaining())
                 async with self.drain.cut_scope(), aclosing(run.events()) as events:
                     async for event in events:
                         answer.add(event)

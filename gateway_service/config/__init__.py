@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from gateway_service.config.limits import Budget, LimitSettings, Rate, RateLimits
 from gateway_service.config.loading import DEFAULT_CONFIG_YAML, interpolate, load, parse
-from gateway_service.config.model import FailoverSettings, GatewayConfig, TelemetrySettings
+from gateway_service.config.model import FailoverSettings, GatewayConfig, RequestLimits, TelemetrySettings
 from gateway_service.config.providers import DEFAULT_TIMEOUTS, ModelSpec, ProviderSpec, ProviderTimeouts
 from gateway_service.config.serve import ServeSettings
 
@@ -31,6 +31,7 @@ __all__ = [
     "ModelSpec",
     "ProviderSpec",
     "ProviderTimeouts",
+    "RequestLimits",
     "Rate",
     "RateLimits",
     "ServeSettings",

@@ -82,6 +82,28 @@ class TelemetrySettings(Frozen):
     """Longest wait before a partial batch is sent."""
 
 
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+
+
+class RequestLimits(Frozen):
+    """What one chat request may hold (README "Request limits"); over a limit: INVALID_ARGUMENT naming the field."""
+
+    max_request_bytes: PositiveInt = 4 * 1024 * 1024
+    """Largest gRPC message in or out; larger requests get RESOURCE_EXHAUSTED before they are read."""
+    max_messages: PositiveInt = 1_000
+    """Messages per chat."""
+    max_tools: PositiveInt = 128
+    """Tools per chat."""
+    max_list_items: PositiveInt = 64
+    """stop_sequences, provider_order, and tool_calls and reasoning entries per message."""
+    max_text_chars: PositiveInt = 1024 * 1024
+    """Characters of content, reasoning text, a tool description or arguments_json."""
+    max_name_chars: PositiveInt = 256
+    """Characters of model, names, tool call ids, schema_name, each stop sequence and provider_order entry."""
+    max_json_depth: PositiveInt = 32
+    """Nesting of arguments_json, Tool.parameters and ResponseFormat.json_schema (an object or array is a level)."""
+
+
 class GatewayConfig(Frozen):
     """The whole gateway config file."""
 
@@ -97,6 +119,8 @@ class GatewayConfig(Frozen):
     """The metrics buffer."""
     limits: LimitSettings = LimitSettings()
     """Where rate-limit budgets are kept, and each caller's budget (see "Rate-limit budgets")."""
+    requests: RequestLimits = RequestLimits()
+    """Sizes, counts and nesting a chat request may have (see "Request limits")."""
     source: str = "<built-in default>"
     """The file this was read from (set by the loader, never written in the file)."""
 

@@ -12,10 +12,23 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+from gateway_service import config
 from gateway_service.api.bounds import DEFAULT_BOUNDS
+from gateway_service.config import RequestLimits
+from gateway_service.errors import ConfigError
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
-from tests.gateway.e2e_helpers import Failed, Harness, Upstream, chat_failure, gateway, stream_failure, user
+from tests.gateway.e2e_helpers import (
+    Failed,
+    Harness,
+    Upstream,
+    chat_failure,
+    gateway,
+    gateway_config,
+    serving,
+    stream_failure,
+    user,
+)  # fmt: skip
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,3 +165,20 @@ async def test_a_request_over_the_size_limit_is_refused_unread(h: Harness) -> No
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await h.chat.Chat(pb.ChatRequest(model="default", messages=user(big) * 3), timeout=10)
     assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_the_limits_are_settings_of_the_config(sim: SimulatorHandle) -> None:
+    cfg = gateway_config(sim.base_url, [Upstream("p", "openai", "primary", patient=True)])
+    cfg = cfg.model_copy(update={"requests": RequestLimits(max_messages=2, max_request_bytes=64 * 1024)})
+    async with serving(sim, cfg) as h:
+        failed = await stream_failure(h, pb.StreamChatRequest(model="default", messages=user("a") * 3))
+        assert _fields(failed) == ["messages"]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await h.chat.Chat(pb.ChatRequest(model="default", messages=user("x" * 70_000)), timeout=10)
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(ConfigError, match="requests.max_messages"):
+        config.parse({**_minimal(sim.base_url), "requests": {"max_messages": 0}}, source="test", env={"SIM_KEY": "k"})
+
+
+def _minimal(url: str) -> dict[str, object]:
+    return {"providers": [Upstream("p", "openai", "primary").entry(url)], "routes": {"default": ["p/primary"]}}
