@@ -5,11 +5,12 @@ process (the tests) never see each other's numbers. The gRPC families follow the
 go-grpc-prometheus made the convention, so existing dashboards and alerts apply:
 
     grpc_server_started_total{grpc_service, grpc_method, grpc_type}
-    grpc_server_handled_total{grpc_service, grpc_method, grpc_type, grpc_code}
+    grpc_server_handled_total{grpc_service, grpc_method, grpc_type, grpc_code, caller}
     grpc_server_handling_seconds{grpc_service, grpc_method, grpc_type}   (histogram)
 
-Labels come from the server's own method table (unknown methods are never wrapped), so a caller
-cannot grow the label sets.
+Labels come from the server's own method table (unknown methods are never wrapped) and the
+callers file (`caller`: the authenticated caller's name, `none` for calls without one), so a
+caller cannot grow the label sets.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from servicekit.handlers import WrappingInterceptor
+from servicekit.logs import caller_var
 
 # Seconds; from a health check (sub-millisecond) to a long streamed answer (minutes).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -49,7 +51,8 @@ class Registry:
             "grpc_server_started", "RPCs started on the server.", labels, registry=self.registry
         )
         self.handled = Counter(
-            "grpc_server_handled", "RPCs completed on the server, by status code.", (*labels, "grpc_code"),
+            "grpc_server_handled", "RPCs completed on the server, by status code and caller.",
+            (*labels, "grpc_code", "caller"),
             registry=self.registry,
         )  # fmt: skip
         self.latency = Histogram(
@@ -79,7 +82,8 @@ class MetricsInterceptor(WrappingInterceptor):
         finally:
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - begin)
             final = code or context.code() or grpc.StatusCode.OK
-            self.metrics.handled.labels(*labels, _code_name(final)).inc()
+            # The auth interceptor (inside this one) set the caller in this call's context.
+            self.metrics.handled.labels(*labels, _code_name(final), caller_var.get() or "none").inc()
 
 
 def _failed_code(context: grpc.aio.ServicerContext, exc: BaseException) -> grpc.StatusCode:

@@ -10,9 +10,21 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from servicekit.metrics import Endpoint, MetricsInterceptor, Registry
+from servicekit.security import Security, listen
+from servicekit.server import Lifecycle, ServerOptions, build_server
+from tests.servicekit.conftest import (
+    ROLES,
+    SERVICE_NAMES,
+    Pki,
+    add_base_servicers,
+    callers_yaml,
+    invoke,
+    token_of,
+)
 
 HEALTH = "grpc.health.v1.Health"
 
@@ -44,9 +56,9 @@ def scrape(endpoint: Endpoint) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     }
 
 
-def handled(method: str, grpc_type: str, code: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+def handled(method: str, grpc_type: str, code: str, caller: str = "none") -> tuple[str, tuple[tuple[str, str], ...]]:
     labels = {"grpc_service": method.rsplit("/", 1)[0], "grpc_method": method.rsplit("/", 1)[1]}
-    labels |= {"grpc_type": grpc_type, "grpc_code": code}
+    labels |= {"grpc_type": grpc_type, "grpc_code": code, "caller": caller}
     return "grpc_server_handled_total", tuple(sorted(labels.items()))
 
 
@@ -88,3 +100,34 @@ async def test_a_cancelled_call_is_counted_as_cancelled(served: tuple[grpc.aio.C
             break
         await asyncio.sleep(0.02)
     assert scrape(endpoint)[key] == 1
+
+
+async def test_calls_are_counted_by_authenticated_caller(pki: Pki) -> None:
+    callers = pki.folder / "callers-metrics.yaml"
+    callers.write_text(callers_yaml())
+    metrics = Registry()
+    files = pki.server
+    security = Security(tls_cert=files.cert, tls_key=files.key, tls_client_ca=files.client_ca, callers=callers)
+    lifecycle = Lifecycle(SERVICE_NAMES)
+    server = build_server(
+        ServerOptions(), lifecycle, [add_base_servicers], SERVICE_NAMES, security=security, roles=ROLES,
+        metrics=metrics,
+    )  # fmt: skip
+    port = listen(server, "127.0.0.1", 0, security)
+    await lifecycle.start(ready=True)
+    await server.start()
+    chat = "/llmgateway.v1.ChatService/Chat"
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", pki.client("anyone")) as channel:
+            allowed = await invoke(channel, chat, (("authorization", f"Bearer {token_of('chat')}"),))
+            refused = await invoke(channel, chat, (("authorization", "Bearer nobody-has-this"),))
+    finally:
+        await server.stop(0)
+    assert allowed.code() == grpc.StatusCode.UNIMPLEMENTED and refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in family.samples
+    }
+    assert samples[handled(chat.lstrip("/"), "unary", "UNIMPLEMENTED", "only-chat")] == 1
+    assert samples[handled(chat.lstrip("/"), "unary", "UNAUTHENTICATED", "none")] == 1
