@@ -1,6 +1,7 @@
 """Chaos: StreamChat success per second while three upstreams flap out of phase (issue #14's run).
 
-    .venv/bin/python bench/chaos.py [--seconds 60] [--callers 20] [--down 2] [--up 2] [--baseline-src DIR]
+    .venv/bin/python bench/chaos.py [--seconds 60] [--callers 20] [--down 2] [--up 2]
+                                    [--baseline-src DIR --baseline-label NAME]
 
 Three simulators in this process (llm_simulator/flapping.py: each down `--down` s and up `--up` s, out
 of phase, its outages rotating through 503, 429 with Retry-After: 1, a reset after the headers and a
@@ -55,10 +56,13 @@ async def one_run(args: argparse.Namespace, label: str, *, flap: bool, src: str 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
         file.write(config_yaml(flapping))
     env = {**os.environ, "SIM_KEY": "sk-sim-chaos", "LOG_LEVEL": "ERROR"}
+    security: tuple[str, ...] = ("--insecure-dev",)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+        if "--insecure-dev" not in "".join(p.read_text() for p in Path(src).glob("*/__main__.py")):
+            security = ()  # from before servers refused to start without TLS or that flag
     try:
-        with ServiceProcess("gateway-service", "--config", file.name, env=env) as gateway:
+        with ServiceProcess("gateway-service", "--config", file.name, env=env, security=security) as gateway:
             await gateway.wait_serving(timeout_s=60)
             seconds = args.seconds if flap else args.steady_seconds
             calls = await run_chaos(flapping, gateway.address, callers=args.callers, seconds=seconds)
@@ -68,9 +72,9 @@ async def one_run(args: argparse.Namespace, label: str, *, flap: bool, src: str 
     start = flapping.log[0].at if flapping.log else min(c.started for c in calls)
     result = report(flapping, calls, RETRY_AFTER_GRACE_S)
     buckets = per_second(calls, start, int(seconds))
-    rates = [ok / started if started else 0.0 for started, ok in buckets]
+    rates = [ok / started if started else None for started, ok in buckets]  # None: every caller was waiting
     print(f"\n{label}: {result}")
-    print("per second (answered / started): " + " ".join(f"{r:.0%}" for r in rates))
+    print("per second (answered / started): " + " ".join("-" if r is None else f"{r:.0%}" for r in rates))
     dead = sum(1 for started, ok in buckets if started and not ok)
     print(f"seconds in which no call answered: {dead} of {len(buckets)}")
     outages = [(c.at - start, c.upstream, c.fault) for c in flapping.log]
@@ -83,11 +87,9 @@ async def one_run(args: argparse.Namespace, label: str, *, flap: bool, src: str 
 
 async def main_async(args: argparse.Namespace) -> None:
     steady = await one_run(args, "steady upstreams", flap=False)
-    runs = [await one_run(args, "flapping", flap=True)]
+    runs = [await one_run(args, "flapping, this gateway", flap=True)]
     if args.baseline_src:
-        runs.append(
-            await one_run(args, f"flapping, gateway from {args.baseline_src}", flap=True, src=args.baseline_src)
-        )
+        runs.append(await one_run(args, f"flapping, {args.baseline_label}", flap=True, src=args.baseline_src))
     print()
     for run in runs:
         print(f"{run['label']}: success {run['success']:.2%} / steady {steady['success']:.2%} = "
@@ -110,7 +112,10 @@ def main() -> int:
     parser.add_argument("--callers", type=int, default=20)
     parser.add_argument("--down", type=float, default=2.0, help="seconds each upstream is down")
     parser.add_argument("--up", type=float, default=2.0, help="seconds each upstream is up")
-    parser.add_argument("--baseline-src", help="a checkout whose gateway_service runs the flapping schedule too")
+    parser.add_argument(
+        "--baseline-src", help="a checkout whose gateway_service (and servicekit) run the flapping schedule too"
+    )
+    parser.add_argument("--baseline-label", default="baseline gateway", help="its name in the output and plot")
     args = parser.parse_args()
     if args.baseline_src and not (Path(args.baseline_src) / "gateway_service").is_dir():
         parser.error(f"--baseline-src {args.baseline_src}: no gateway_service/ there")

@@ -7,6 +7,7 @@ Each picture names the machine and date of its run; a benchmark that has not run
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,15 @@ def chaos(data: dict[str, Any], out: Path) -> None:
     """Per-second StreamChat success while three upstreams flap (bench/chaos.py), and when each was down."""
     runs = data["runs"]
     fig, (ax, states) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, height_ratios=(3, 1))
+    started = ax.twinx()
     for run in runs:
-        rates = [100 * r for r in run["rates"]]
-        ax.step(range(len(rates) + 1), [*rates, rates[-1]], where="post", label=f"{run['label']}")
+        # A second in which no call started (every caller waiting on a stall) is a gap, not a 0 %.
+        rates = [math.nan if r is None else 100 * r for r in run["rates"]]
+        line = ax.step(range(len(rates) + 1), [*rates, rates[-1]], where="post", label=f"{run['label']}")[0]
+        counts = run["started"]
+        started.step(range(len(counts) + 1), [*counts, counts[-1]], where="post", color=line.get_color(),
+                     alpha=0.3, linewidth=1)  # fmt: skip
+    started.set_ylabel("calls started per second (faint)", color="grey")
     ax.axhline(100 * data["steady"]["success"], color="grey", linestyle="--", linewidth=1, label="steady upstreams")
     ax.set_ylabel("calls answered (%)")
     ax.set_ylim(-2, 102)

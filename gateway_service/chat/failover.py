@@ -12,6 +12,8 @@ than that minimum left. Output, once flowing, may use the whole remaining deadli
 Rate-limit budgets, when configured, are taken through a RunBudget (chat/budgeting.py): the user's
 before anything else, each candidate's just before its attempt (skipped like a cooldown without room).
 Skipped candidates are kept as records with attempt number 0 and ride on the next AttemptStarted.
+When nothing answered, one candidate skipped only on the gateway's own guess (an open breaker, a
+probe in flight, a suspected stall) gets a last try (chat/skips.py `last_resort`).
 """
 
 from __future__ import annotations
