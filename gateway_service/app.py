@@ -19,6 +19,7 @@ from gateway_service.limits.budgets import Budgets, build_limiter, has_budgets
 from gateway_service.limits.callers import CallerRates
 from gateway_service.limits.core import Clock, Limiter
 from gateway_service.providers.base import ProviderAdapter, ProviderConfig
+from gateway_service.providers.http import TransportSettings
 from gateway_service.telemetry import Send, Telemetry
 from servicekit.tracing import Tracing
 
@@ -37,7 +38,11 @@ def provider_config(spec: ProviderSpec) -> ProviderConfig:
         first_token_timeout_s=spec.first_token_timeout_s,
         idle_timeout_s=spec.idle_timeout_s,
         timeout_s=spec.timeout_s,
-        http_client=spec.http_client,
+        transport=TransportSettings(
+            http_client=spec.http_client, max_connections=spec.max_connections,
+            keepalive_expiry_s=spec.keepalive_expiry_s, ca_bundle=spec.ca_bundle, client_cert=spec.client_cert,
+            client_key=spec.client_key,
+        ),  # fmt: skip
         effort_models=frozenset(m.name for m in spec.models if m.reasoning == "effort"),
     )
 

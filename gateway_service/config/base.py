@@ -14,6 +14,7 @@ from pydantic_core import PydanticCustomError
 
 NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
 Flag = Annotated[bool, Strict()]
 Text = Annotated[str, Strict(), Field(min_length=1)]

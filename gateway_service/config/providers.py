@@ -18,6 +18,7 @@ from gateway_service.config.base import (
     Frozen,
     NonNegativeFloat,
     NonNegativeInt,
+    PositiveInt,
     Text,
     from_yaml,
     invalid,
@@ -91,8 +92,19 @@ class ProviderSpec(ProviderTimeouts):
     """Read from api_key_env or api_key_file when the file is loaded; never written in the file."""
     limits: Budget = ()
     """The provider's upstream rate limits, shared by its models."""
-    http_client: Literal["gateway", "httpx"] = "gateway"
-    """HTTP stack under the SDK: gateway (the gateway's own HTTP/1.1 transport, see Performance notes) or httpx."""
+    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    """HTTP stack under the SDK: aiohttp (the SDK's aiohttp-backed client) or httpx (the SDK's own httpx2 stack,
+    which reuses no connection). See Performance notes."""
+    max_connections: PositiveInt = 100
+    """Connections to this provider's origin at once; more requests wait for one."""
+    keepalive_expiry_s: NonNegativeFloat = 5.0
+    """An idle connection older than this is closed rather than reused."""
+    ca_bundle: Text | None = None
+    """PEM file of the CAs to trust instead of the system's (self-hosted servers, corporate proxies)."""
+    client_cert: Text | None = None
+    """PEM file of the client certificate (chain) shown to the upstream, for mutual TLS."""
+    client_key: Text | None = None
+    """PEM file of its private key, when not in client_cert's file."""
 
     @model_validator(mode="before")
     @classmethod
@@ -113,6 +125,12 @@ class ProviderSpec(ProviderTimeouts):
     def _consistent(self) -> ProviderSpec:
         if self.type == "openai_compatible" and not self.base_url:
             raise invalid("base_url", "is required for type openai_compatible")
+        if self.client_key and not self.client_cert:
+            raise invalid("client_key", "needs client_cert")
+        for key in ("ca_bundle", "client_cert", "client_key"):
+            path = getattr(self, key)
+            if path and not Path(path).is_file():
+                raise invalid(key, f"no such file: {path}")
         for index, model in enumerate(self.models):
             if model.name in (m.name for m in self.models[:index]):
                 raise invalid(f"models[{index}].name", f"duplicate name {model.name!r}")

@@ -16,23 +16,6 @@ from typing import Any
 
 import anthropic
 import httpx2
-from anthropic._response import StreamAlreadyConsumed
-from anthropic.lib._extras._common import MissingDependencyError
-from anthropic.lib.credentials._workload import WorkloadIdentityError
-from anthropic.lib.foundry import MutuallyExclusiveAuthError
-from anthropic.lib.tools._toolsets._errors import ToolsetUsageError
-from anthropic.types.beta_cmek_not_approved_error import BetaCMEKNotApprovedError
-from anthropic.types.beta_external_key_not_found_error import BetaExternalKeyNotFoundError
-from anthropic.types.beta_external_key_provider_mismatch_error import BetaExternalKeyProviderMismatchError
-from anthropic.types.beta_gcp_project_controlled_by_another_organization_error import (
-    BetaGCPProjectControlledByAnotherOrganizationError,
-)
-from anthropic.types.beta_gcp_project_not_verified_error import BetaGCPProjectNotVerifiedError
-from anthropic.types.beta_region_not_supported_error import BetaRegionNotSupportedError
-from anthropic.types.beta_request_body_timeout_error import BetaRequestBodyTimeoutError
-from anthropic.types.beta_storage_not_approved_error import BetaStorageNotApprovedError
-from anthropic.types.file_expired_error import FileExpiredError
-from anthropic.types.thread_not_found_error import ThreadNotFoundError
 
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, ProviderEvent
@@ -40,72 +23,74 @@ from gateway_service.providers.anthropic_convert import EventTranslator, build_p
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.errors import (
     body_error,
-    classify_transport,
     kind_for_status,
     make_error,
-    nearest_kind,
+    nearest_named_kind,
+    other_error,
     retry_after_s,
+    transport_failure,
 )
+from gateway_service.providers.http import TransportSettings, client_options
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
-from gateway_service.providers.transport import http_client
 
 K = FailureKind
-# None: decided by the body's error.type, else by the HTTP status.
-CLASS_KINDS: dict[type[BaseException], FailureKind | None] = {
-    anthropic.APIStatusError: None,
-    anthropic.BadRequestError: K.INVALID_REQUEST,
-    anthropic.AuthenticationError: K.AUTH_FAILED,
-    anthropic.PaymentRequiredError: K.QUOTA_EXHAUSTED,  # 402 billing_error
-    anthropic.PermissionDeniedError: K.AUTH_FAILED,
-    anthropic.NotFoundError: K.AUTH_FAILED,  # unknown model: misconfigured provider
-    anthropic.RequestTimeoutError: K.TIMEOUT,
-    anthropic.ConflictError: K.SERVER_ERROR,
-    anthropic.PreconditionFailedError: K.INVALID_REQUEST,
-    anthropic.ContentTooLargeError: K.CONTEXT_TOO_LONG,  # 413 request_too_large
-    anthropic.UnprocessableEntityError: K.INVALID_REQUEST,
-    anthropic.RateLimitError: K.RATE_LIMITED,
-    anthropic.RampLimitExceededError: K.RATE_LIMITED,
-    anthropic.ContractSpendLimitReachedError: K.QUOTA_EXHAUSTED,
-    anthropic.EnforcedSpendLimitReachedError: K.QUOTA_EXHAUSTED,
-    anthropic.RequestHeaderFieldsTooLargeError: K.INVALID_REQUEST,
-    anthropic.ClientClosedRequestError: K.CONNECTION_ERROR,
-    anthropic.InternalServerError: K.SERVER_ERROR,
-    anthropic.HTTPNotImplementedError: K.SERVER_ERROR,
-    anthropic.ServiceUnavailableError: K.OVERLOADED,
-    anthropic.GatewayTimeoutError: K.TIMEOUT,
-    anthropic.OverloadedError: K.OVERLOADED,  # 529
+# By class name (several classes live in private modules). None: decided by the body's error.type, else
+# by the HTTP status.
+CLASS_KINDS: dict[str, FailureKind | None] = {
+    "APIStatusError": None,
+    "BadRequestError": K.INVALID_REQUEST,
+    "AuthenticationError": K.AUTH_FAILED,
+    "PaymentRequiredError": K.QUOTA_EXHAUSTED,  # 402 billing_error
+    "PermissionDeniedError": K.AUTH_FAILED,
+    "NotFoundError": K.AUTH_FAILED,  # unknown model: misconfigured provider
+    "RequestTimeoutError": K.TIMEOUT,
+    "ConflictError": K.SERVER_ERROR,
+    "PreconditionFailedError": K.INVALID_REQUEST,
+    "ContentTooLargeError": K.CONTEXT_TOO_LONG,  # 413 request_too_large
+    "UnprocessableEntityError": K.INVALID_REQUEST,
+    "RateLimitError": K.RATE_LIMITED,
+    "RampLimitExceededError": K.RATE_LIMITED,
+    "ContractSpendLimitReachedError": K.QUOTA_EXHAUSTED,
+    "EnforcedSpendLimitReachedError": K.QUOTA_EXHAUSTED,
+    "RequestHeaderFieldsTooLargeError": K.INVALID_REQUEST,
+    "ClientClosedRequestError": K.CONNECTION_ERROR,
+    "InternalServerError": K.SERVER_ERROR,
+    "HTTPNotImplementedError": K.SERVER_ERROR,
+    "ServiceUnavailableError": K.OVERLOADED,
+    "GatewayTimeoutError": K.TIMEOUT,
+    "OverloadedError": K.OVERLOADED,  # 529
     # The account or workspace cannot use this key at all: flag the provider like an auth failure.
-    anthropic.OrganizationOnHoldError: K.AUTH_FAILED,
-    anthropic.CMEKKeyDisabledError: K.AUTH_FAILED,
-    anthropic.CMEKKeyNetworkBlockedError: K.AUTH_FAILED,
-    anthropic.ClaudeCodeKeyCreatorNotMemberError: K.AUTH_FAILED,
-    anthropic.ParentOrganizationRequiredError: K.AUTH_FAILED,
-    anthropic.OrganizationTypeNotSupportedError: K.AUTH_FAILED,
-    BetaCMEKNotApprovedError: K.AUTH_FAILED,
-    BetaExternalKeyNotFoundError: K.AUTH_FAILED,
-    BetaExternalKeyProviderMismatchError: K.AUTH_FAILED,
-    BetaGCPProjectControlledByAnotherOrganizationError: K.AUTH_FAILED,
-    BetaGCPProjectNotVerifiedError: K.AUTH_FAILED,
-    BetaRegionNotSupportedError: K.AUTH_FAILED,
-    BetaStorageNotApprovedError: K.AUTH_FAILED,
+    "OrganizationOnHoldError": K.AUTH_FAILED,
+    "CMEKKeyDisabledError": K.AUTH_FAILED,
+    "CMEKKeyNetworkBlockedError": K.AUTH_FAILED,
+    "ClaudeCodeKeyCreatorNotMemberError": K.AUTH_FAILED,
+    "ParentOrganizationRequiredError": K.AUTH_FAILED,
+    "OrganizationTypeNotSupportedError": K.AUTH_FAILED,
+    "BetaCMEKNotApprovedError": K.AUTH_FAILED,
+    "BetaExternalKeyNotFoundError": K.AUTH_FAILED,
+    "BetaExternalKeyProviderMismatchError": K.AUTH_FAILED,
+    "BetaGCPProjectControlledByAnotherOrganizationError": K.AUTH_FAILED,
+    "BetaGCPProjectNotVerifiedError": K.AUTH_FAILED,
+    "BetaRegionNotSupportedError": K.AUTH_FAILED,
+    "BetaStorageNotApprovedError": K.AUTH_FAILED,
     # A 400 for a body that arrived too slowly, and 404s for things the request named that are gone.
-    BetaRequestBodyTimeoutError: K.TIMEOUT,
-    FileExpiredError: K.INVALID_REQUEST,
-    ThreadNotFoundError: K.INVALID_REQUEST,
-    anthropic.APIConnectionError: K.CONNECTION_ERROR,
-    anthropic.APITimeoutError: K.TIMEOUT,
-    anthropic.APIResponseValidationError: K.MALFORMED_RESPONSE,
-    anthropic.APIWebhookValidationError: K.MALFORMED_RESPONSE,
-    anthropic.APIError: None,
-    anthropic.RetryableError: K.SERVER_ERROR,
-    anthropic.CredentialsError: K.AUTH_FAILED,
-    WorkloadIdentityError: K.AUTH_FAILED,
-    StreamAlreadyConsumed: K.MALFORMED_RESPONSE,
+    "BetaRequestBodyTimeoutError": K.TIMEOUT,
+    "FileExpiredError": K.INVALID_REQUEST,
+    "ThreadNotFoundError": K.INVALID_REQUEST,
+    "APIConnectionError": K.CONNECTION_ERROR,
+    "APITimeoutError": K.TIMEOUT,
+    "APIResponseValidationError": K.MALFORMED_RESPONSE,
+    "APIWebhookValidationError": K.MALFORMED_RESPONSE,
+    "APIError": None,
+    "RetryableError": K.SERVER_ERROR,
+    "CredentialsError": K.AUTH_FAILED,
+    "WorkloadIdentityError": K.AUTH_FAILED,
+    "StreamAlreadyConsumed": K.MALFORMED_RESPONSE,
     # The adapter misusing the SDK: a gateway bug, not the caller's; the next candidate may still answer.
-    ToolsetUsageError: K.SERVER_ERROR,
-    MissingDependencyError: K.SERVER_ERROR,
-    MutuallyExclusiveAuthError: K.AUTH_FAILED,
-    anthropic.AnthropicError: K.AUTH_FAILED,  # raised bare for client set-up problems such as missing auth
+    "ToolsetUsageError": K.SERVER_ERROR,
+    "MissingDependencyError": K.SERVER_ERROR,
+    "MutuallyExclusiveAuthError": K.AUTH_FAILED,
+    "AnthropicError": K.AUTH_FAILED,  # raised bare for client set-up problems such as missing auth
 }
 
 # `error.type` values (https://docs.anthropic.com/en/api/errors), for errors inside a 200 stream.
@@ -125,16 +110,18 @@ ERROR_TYPES = {
 
 def class_kind(exc: BaseException) -> FailureKind | None:
     """Kind from the nearest class in CLASS_KINDS; None when the body or status decides."""
-    return nearest_kind(exc, CLASS_KINDS)
+    return nearest_named_kind(exc, CLASS_KINDS)
 
 
 def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderError:
     """The single place where anything the Anthropic SDK or its transport raises becomes a ProviderError."""
     if isinstance(exc, ProviderError):
         return exc
+    below = transport_failure(exc, secrets)
+    if below is not None:
+        return below
     if not isinstance(exc, anthropic.AnthropicError):
-        kind = classify_transport(exc) or K.MALFORMED_RESPONSE
-        return make_error(kind, f"{type(exc).__name__}: {exc}", secrets=secrets)
+        return other_error(exc, secrets)
     error = body_error(getattr(exc, "body", None))
     status = int(getattr(exc, "status_code", 0) or 0)
     by_class = class_kind(exc)
@@ -167,7 +154,7 @@ class AnthropicAdapter:
         timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._client = anthropic.AsyncAnthropic(
             api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
-            http_client=http_client(config, follow_redirects=True),  # as the SDK's own default client
+            http_client=http_client(config.transport),
         )  # fmt: skip
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
@@ -184,6 +171,12 @@ class AnthropicAdapter:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def http_client(settings: TransportSettings) -> httpx2.AsyncClient:
+    """The SDK's own client class for the configured stack (its defaults: redirects followed, ...)."""
+    make = anthropic.DefaultAioHttpClient if settings.aiohttp else anthropic.DefaultAsyncHttpxClient
+    return make(**client_options(settings))
 
 
 def _translator(upstream: Upstream[Any]) -> EventTranslator:

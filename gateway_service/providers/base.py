@@ -13,6 +13,7 @@ from typing import Protocol
 
 from gateway_service.config.providers import DEFAULT_TIMEOUTS
 from gateway_service.domain.request import ChatRequest, ProviderEvent
+from gateway_service.providers.http import TransportSettings
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ProviderConfig:
     first_token_timeout_s: float = DEFAULT_TIMEOUTS.first_token_timeout_s
     idle_timeout_s: float = DEFAULT_TIMEOUTS.idle_timeout_s
     timeout_s: float = DEFAULT_TIMEOUTS.timeout_s
-    http_client: str = "gateway"  # gateway | httpx (see providers/transport.py)
+    transport: TransportSettings = TransportSettings()  # the HTTP stack under the SDK (providers/http.py)
     # Models configured `reasoning: effort`: asked for a thinking level instead of a token budget.
     effort_models: frozenset[str] = frozenset()
 

@@ -7,7 +7,8 @@ ClientError / ServerError carrying the HTTP code and the JSON error body, whose
 `details` hold the retry delay (google.rpc.RetryInfo.retryDelay) of a 429.
 
 google-genai nests several async generators around the HTTP response and does
-not close them explicitly, so the adapter gives the SDK its own httpx2 client
+not close them explicitly, so the adapter gives the SDK its own httpx2 client (aiohttp-backed, from
+httpx-aiohttp, unless `http_client: httpx`)
 whose response hook hands each streaming response back to the attempt that
 opened it; closing the attempt closes that response at once.
 
@@ -22,21 +23,29 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx2
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
+from httpx_aiohttp.httpx2 import Httpx2AiohttpClient
 
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import ProviderConfig
-from gateway_service.providers.errors import body_error, classify_transport, kind_for_status, make_error, nearest_kind
+from gateway_service.providers.errors import (
+    body_error,
+    kind_for_status,
+    make_error,
+    nearest_kind,
+    other_error,
+    transport_failure,
+)
 from gateway_service.providers.gemini_convert import ResponseTranslator, build_config, build_contents
+from gateway_service.providers.http import RequestHook, ResponseHook, TransportSettings, client_options
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
-from gateway_service.providers.transport import http_client
 
 K = FailureKind
 # None: decided by the HTTP code and the error body.
@@ -65,9 +74,11 @@ def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderE
     """The single place where anything google-genai or its transport raises becomes a ProviderError."""
     if isinstance(exc, ProviderError):
         return exc
+    below = transport_failure(exc, secrets)
+    if below is not None:
+        return below
     if not isinstance(exc, tuple(CLASS_KINDS)):
-        kind = classify_transport(exc) or K.MALFORMED_RESPONSE
-        return make_error(kind, f"{type(exc).__name__}: {exc}", secrets=secrets)
+        return other_error(exc, secrets)
     by_class = class_kind(exc)
     if not isinstance(exc, genai_errors.APIError):
         return make_error(by_class or K.SERVER_ERROR, f"{type(exc).__name__}: {exc}", secrets=secrets)
@@ -130,11 +141,7 @@ class GeminiAdapter:
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-        hooks: dict[str, list[Callable[..., Any]]] = {
-            "request": [_connect_within(config.connect_timeout_s)],
-            "response": [_capture],
-        }
-        self._http = http_client(config, event_hooks=hooks)
+        self._http = http_client(config.transport, [_connect_within(config.connect_timeout_s)], [_capture])
         options = genai_types.HttpOptions(
             base_url=config.base_url,
             api_version=config.api_version,
@@ -183,6 +190,14 @@ class GeminiAdapter:
         await self._client.aio.aclose()
         await self._http.aclose()
         self._client.close()  # the sync HTTP client the SDK builds alongside, unused but open
+
+
+def http_client(
+    settings: TransportSettings, request_hooks: Sequence[RequestHook] = (), response_hooks: Sequence[ResponseHook] = ()
+) -> httpx2.AsyncClient:
+    """The httpx2 client google-genai gets (HttpOptions.httpx_async_client): aiohttp-backed, or httpx2's own."""
+    make = Httpx2AiohttpClient if settings.aiohttp else httpx2.AsyncClient
+    return make(**client_options(settings, request_hooks, response_hooks))
 
 
 def _translator(upstream: Upstream[Any]) -> ResponseTranslator:

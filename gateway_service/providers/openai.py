@@ -1,8 +1,9 @@
 """OpenAI Chat Completions adapter; also every OpenAI-compatible server (type openai_compatible).
 
-All failures are classified in `map_error`: first by SDK exception class (the
-`CLASS_KINDS` table, checked by a test against every class the SDK defines), then
-refined by what the error body says (insufficient_quota, context_length_exceeded).
+All failures are classified in `map_error`: what failed below the SDK first
+(`transport_failure`), then by SDK exception class (the `CLASS_KINDS` table, checked by a
+test against every class the SDK defines), then refined by what the error body says
+(insufficient_quota, context_length_exceeded).
 """
 
 from __future__ import annotations
@@ -11,12 +12,6 @@ from collections.abc import AsyncGenerator
 
 import httpx2
 import openai
-from openai import _AmbiguousModuleClientUsageError
-from openai._exceptions import SubjectTokenProviderError  # not re-exported at the top level
-from openai._response import StreamAlreadyConsumed
-from openai._types import RequestOptions
-from openai.lib._old_api import APIRemovedInV1
-from openai.lib.azure import MutuallyExclusiveAuthError
 from openai.types.chat import ChatCompletion
 
 from gateway_service.domain.failures import FailureKind, ProviderError
@@ -24,44 +19,46 @@ from gateway_service.domain.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.errors import (
     body_error,
-    classify_transport,
     kind_for_status,
     make_error,
-    nearest_kind,
+    nearest_named_kind,
+    other_error,
     retry_after_s,
+    transport_failure,
 )
+from gateway_service.providers.http import TransportSettings, client_options
 from gateway_service.providers.openai_convert import ChunkTranslator, build_params
 from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
-from gateway_service.providers.transport import http_client
 
-# Every class the SDK defines (the table test enforces it). Lookup walks the MRO only so that a class
-# a newer SDK adds is treated like its base until the test flags it. None: decided by the HTTP status.
-CLASS_KINDS: dict[type[BaseException], FailureKind | None] = {
-    openai.BadRequestError: FailureKind.INVALID_REQUEST,
-    openai.AuthenticationError: FailureKind.AUTH_FAILED,
-    openai.OAuthError: FailureKind.AUTH_FAILED,
-    openai.PermissionDeniedError: FailureKind.AUTH_FAILED,
-    openai.NotFoundError: FailureKind.AUTH_FAILED,  # unknown model/endpoint: misconfigured provider
-    openai.ConflictError: FailureKind.SERVER_ERROR,
-    openai.UnprocessableEntityError: FailureKind.INVALID_REQUEST,
-    openai.RateLimitError: FailureKind.RATE_LIMITED,
-    openai.InternalServerError: None,  # 500 server error, 503/529 overloaded
-    openai.APIStatusError: None,
-    openai.APITimeoutError: FailureKind.TIMEOUT,
-    openai.APIConnectionError: FailureKind.CONNECTION_ERROR,
-    openai.APIResponseValidationError: FailureKind.MALFORMED_RESPONSE,
-    openai.APIError: FailureKind.SERVER_ERROR,  # an error object inside a 200 stream; refined by its body
-    openai.LengthFinishReasonError: FailureKind.MALFORMED_RESPONSE,
-    openai.ContentFilterFinishReasonError: FailureKind.CONTENT_FILTERED,
-    SubjectTokenProviderError: FailureKind.AUTH_FAILED,
-    openai.WebSocketConnectionClosedError: FailureKind.CONNECTION_ERROR,
-    openai.WebSocketQueueFullError: FailureKind.OVERLOADED,
-    openai.OpenAIError: FailureKind.AUTH_FAILED,  # raised bare for missing credentials
-    MutuallyExclusiveAuthError: FailureKind.AUTH_FAILED,
-    StreamAlreadyConsumed: FailureKind.MALFORMED_RESPONSE,
+# Every class the SDK defines, by name (the table test enforces it; names, so that the classes the SDK
+# keeps in private modules need no private import). Lookup walks the MRO only so that a class a newer
+# SDK adds is treated like its base until the test flags it. None: decided by the HTTP status.
+CLASS_KINDS: dict[str, FailureKind | None] = {
+    "BadRequestError": FailureKind.INVALID_REQUEST,
+    "AuthenticationError": FailureKind.AUTH_FAILED,
+    "OAuthError": FailureKind.AUTH_FAILED,
+    "PermissionDeniedError": FailureKind.AUTH_FAILED,
+    "NotFoundError": FailureKind.AUTH_FAILED,  # unknown model/endpoint: misconfigured provider
+    "ConflictError": FailureKind.SERVER_ERROR,
+    "UnprocessableEntityError": FailureKind.INVALID_REQUEST,
+    "RateLimitError": FailureKind.RATE_LIMITED,
+    "InternalServerError": None,  # 500 server error, 503/529 overloaded
+    "APIStatusError": None,
+    "APITimeoutError": FailureKind.TIMEOUT,
+    "APIConnectionError": FailureKind.CONNECTION_ERROR,
+    "APIResponseValidationError": FailureKind.MALFORMED_RESPONSE,
+    "APIError": FailureKind.SERVER_ERROR,  # an error object inside a 200 stream; refined by its body
+    "LengthFinishReasonError": FailureKind.MALFORMED_RESPONSE,
+    "ContentFilterFinishReasonError": FailureKind.CONTENT_FILTERED,
+    "SubjectTokenProviderError": FailureKind.AUTH_FAILED,
+    "WebSocketConnectionClosedError": FailureKind.CONNECTION_ERROR,
+    "WebSocketQueueFullError": FailureKind.OVERLOADED,
+    "OpenAIError": FailureKind.AUTH_FAILED,  # raised bare for missing credentials
+    "MutuallyExclusiveAuthError": FailureKind.AUTH_FAILED,
+    "StreamAlreadyConsumed": FailureKind.MALFORMED_RESPONSE,
     # The adapter misusing the SDK: a gateway bug, not the caller's; the next candidate may still answer.
-    _AmbiguousModuleClientUsageError: FailureKind.SERVER_ERROR,
-    APIRemovedInV1: FailureKind.SERVER_ERROR,
+    "_AmbiguousModuleClientUsageError": FailureKind.SERVER_ERROR,
+    "APIRemovedInV1": FailureKind.SERVER_ERROR,
 }
 
 # Error codes/types in the body that say more than the status does.
@@ -80,7 +77,7 @@ _BODY_KINDS = {
 
 def class_kind(exc: BaseException) -> FailureKind | None:
     """The kind the exception's class maps to; raises KeyError for a class missing from the table."""
-    kind = nearest_kind(exc, CLASS_KINDS)
+    kind = nearest_named_kind(exc, CLASS_KINDS)
     if kind is None and isinstance(exc, openai.APIStatusError):
         return kind_for_status(exc.status_code)
     return kind
@@ -90,9 +87,11 @@ def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderE
     """The single place where anything the OpenAI SDK or its transport raises becomes a ProviderError."""
     if isinstance(exc, ProviderError):
         return exc
+    below = transport_failure(exc, secrets)
+    if below is not None:
+        return below
     if not isinstance(exc, openai.OpenAIError):
-        kind = classify_transport(exc) or FailureKind.MALFORMED_RESPONSE
-        return make_error(kind, f"{type(exc).__name__}: {exc}", secrets=secrets)
+        return other_error(exc, secrets)
     kind = class_kind(exc) or FailureKind.SERVER_ERROR
     status: int | None = None
     retry: float | None = None
@@ -127,7 +126,7 @@ class OpenAIAdapter:
         # An empty key still sends a request, so a missing key shows up as the upstream's 401.
         self._client = openai.AsyncOpenAI(
             api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
-            http_client=http_client(config, follow_redirects=True),  # as the SDK's own default client
+            http_client=http_client(config.transport),
         )  # fmt: skip
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
@@ -136,11 +135,9 @@ class OpenAIAdapter:
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[object]:
         params = convert(lambda: build_params(request, model, compatible=self._compatible))
-        options: RequestOptions = {"security": {"bearer_auth": True}}
-        extra = params.pop("extra_body", None)
-        if extra:  # as `create(extra_body=...)` does: merged into the JSON body by the SDK
-            options["extra_json"] = extra
-        # The request `chat.completions.create(**params)` sends, without its first step: re-walking
+        params.update(params.pop("extra_body", None) or {})  # as `create(extra_body=...)` merges it
+        # The request `chat.completions.create(**params)` sends, through the client's documented way to
+        # post a body as is (README "Undocumented endpoints"), without create's first step: re-walking
         # ~40 parameters against the SDK's TypedDicts to apply aliases and formats that no chat
         # completions parameter has (about 0.2 ms a request, before the request leaves, and twice on a
         # failover). build_params already yields the wire JSON; test_openai_body.py checks the two agree.
@@ -148,7 +145,6 @@ class OpenAIAdapter:
             "/chat/completions",
             body=params,
             cast_to=ChatCompletion,
-            options=options,
             stream=True,
             # Chunks as decoded JSON: the SDK still reads the SSE, parses it and raises its errors
             # (an `error` object in the stream included); only the per-chunk model is left out.
@@ -161,6 +157,12 @@ class OpenAIAdapter:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def http_client(settings: TransportSettings) -> httpx2.AsyncClient:
+    """The SDK's own client class for the configured stack (its defaults: redirects followed, ...)."""
+    make = openai.DefaultAioHttpClient if settings.aiohttp else openai.DefaultAsyncHttpxClient
+    return make(**client_options(settings))
 
 
 def _translator(upstream: Upstream[object]) -> ChunkTranslator:

@@ -54,7 +54,7 @@ def test_full_file_loads_into_frozen_settings(tmp_path: Path) -> None:
     assert not claude.configured and claude.credential_source == "ANTHROPIC_API_KEY"
     assert claude.models[0].assistant_prefill and not openai.models[0].assistant_prefill
     assert openai.first_token_timeout_s == 2.5 and openai.models[0].output_usd_per_mtok == 0.60
-    assert (openai.http_client, gemini.http_client) == ("httpx", "gateway")
+    assert (openai.http_client, gemini.http_client) == ("httpx", "aiohttp")
     assert cfg.routes["default"] == (("gemini", "gemini-2.0-flash"), ("openai", "gpt-4o-mini"))
     assert cfg.failover.min_attempt_budget_s == 0.2 and cfg.failover.commit_window_tokens == 3
     assert cfg.failover.breaker_failures == 4 and isinstance(cfg.failover.breaker_failures, int)
@@ -82,7 +82,7 @@ def test_secrets_print_as_stars(tmp_path: Path) -> None:
         ("[gemini/gemini-2.0-flash, openai/gpt-4o-mini]", "[gemini/gemini-2.0-flash, openai/gpt-5]",
          "routes.default[1]: unknown model 'gpt-5' of provider 'openai'"),
         ("    type: gemini", "    type: bard", "providers[1].type: must be one of"),
-        ("http_client: httpx", "http_client: aiohttp", "providers[0].http_client: must be one of gateway, httpx"),
+        ("http_client: httpx", "http_client: gateway", "providers[0].http_client: must be one of aiohttp, httpx"),
         ("timeout_s: 60", "timeout_s: soon", "providers[0].timeout_s: must be a number, got 'soon'"),
         ("timeout_s: 60", "timeout_s: -1", "providers[0].timeout_s: must be a non-negative number, got -1"),
         ("breaker_failures: 4", "breaker_fails: 4", "failover.breaker_fails: unknown key"),

@@ -38,7 +38,7 @@ def blackhole() -> Iterator[int]:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("http_client", ["gateway", "httpx"])
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
 @pytest.mark.parametrize("kind_name", TYPES)
 async def test_connect_timeout_is_its_own_budget(kind_name: str, http_client: str, blackhole: int) -> None:
     config = config_for(

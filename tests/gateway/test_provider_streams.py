@@ -28,13 +28,14 @@ from gateway_service.domain.request import (
     UsageReport,
 )
 from gateway_service.providers import ProviderAdapter, ProviderConfig, create_adapter
+from gateway_service.providers.http import TransportSettings
 from llm_simulator import SimulatorHandle
 
 TYPES = ["openai", "openai_compatible", "anthropic", "gemini"]
 KEY = "sk-test-0123456789abcdefSECRET"
 
 
-def config_for(kind: str, base_url: str, http_client: str = "gateway", **overrides: float) -> ProviderConfig:
+def config_for(kind: str, base_url: str, http_client: str = "aiohttp", **overrides: float) -> ProviderConfig:
     root = base_url + ("/v1" if kind.startswith("openai") else "")
     config = ProviderConfig(
         kind,
@@ -46,7 +47,7 @@ def config_for(kind: str, base_url: str, http_client: str = "gateway", **overrid
         first_token_timeout_s=2.0,
         idle_timeout_s=2.0,
         timeout_s=5.0,
-        http_client=http_client,
+        transport=TransportSettings(http_client=http_client),
     )
     return replace(config, **overrides)
 
@@ -58,7 +59,7 @@ class Adapters:
         self.base_url = base_url
         self._made: dict[tuple[str, str, tuple[tuple[str, float], ...]], ProviderAdapter] = {}
 
-    def get(self, kind: str, http_client: str = "gateway", **overrides: float) -> ProviderAdapter:
+    def get(self, kind: str, http_client: str = "aiohttp", **overrides: float) -> ProviderAdapter:
         key = (kind, http_client, tuple(sorted(overrides.items())))
         if key not in self._made:
             self._made[key] = create_adapter(config_for(kind, self.base_url, http_client, **overrides))
@@ -76,9 +77,9 @@ async def adapters(sim: SimulatorHandle) -> AsyncIterator[Adapters]:
     await made.close()
 
 
-# Every adapter on both HTTP stacks under the SDK: the gateway's transport and httpx2's own
-# (`http_client: httpx`), which must behave alike down to the error classes.
-@pytest.fixture(params=[(t, h) for t in TYPES for h in ("gateway", "httpx")], ids=lambda p: f"{p[0]}-{p[1]}")
+# Every adapter on both HTTP stacks under the SDK: aiohttp (the default) and httpx2's own
+# (`http_client: httpx`), which must behave alike down to the failure kinds.
+@pytest.fixture(params=[(t, h) for t in TYPES for h in ("aiohttp", "httpx")], ids=lambda p: f"{p[0]}-{p[1]}")
 def adapter(request: pytest.FixtureRequest, adapters: Adapters) -> ProviderAdapter:
     kind, http_client = request.param
     return adapters.get(kind, http_client)

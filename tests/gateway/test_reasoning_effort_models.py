@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import httpx2
 import pytest
 import yaml
 from google import genai
@@ -253,7 +254,10 @@ GEMINI_REFUSALS = [
 async def test_simulator_refuses_thinking_levels_gemini_refuses(
     h: Harness, thinking: dict[str, Any], message: str
 ) -> None:
-    http = genai_types.HttpOptions(base_url=h.sim.base_url, api_version="v1beta",
+    # An httpx2 client of its own: with aiohttp installed, google-genai would otherwise build its own aiohttp
+    # session by subclassing ClientSession, which aiohttp warns against (an error under pytest).
+    transport = httpx2.AsyncClient()
+    http = genai_types.HttpOptions(base_url=h.sim.base_url, api_version="v1beta", httpx_async_client=transport,
                                    retry_options=genai_types.HttpRetryOptions(attempts=1))  # fmt: skip
     client = genai.Client(api_key="sim-key", http_options=http)
     config: Any = {"thinking_config": thinking}
@@ -265,4 +269,5 @@ async def test_simulator_refuses_thinking_levels_gemini_refuses(
                 await client.aio.models.generate_content(model="gemini-3-sim", contents="hi", config=config)
     finally:
         await client.aio.aclose()
+        await transport.aclose()
     assert info.value.code == 400 and message in str(info.value)

@@ -1,0 +1,105 @@
+"""The HTTP stack under each SDK, built from a provider's TransportSettings.
+
+`http_client: aiohttp` (the default) gives the SDK its aiohttp-backed httpx2 client:
+`openai.DefaultAioHttpClient`, `anthropic.DefaultAioHttpClient`, and for google-genai
+`httpx_aiohttp.httpx2.Httpx2AiohttpClient` (the project those two vendor). aiohttp parses HTTP/1.1
+with llhttp, frames every response or refuses it, and never returns a connection with unread bytes
+to its pool. `http_client: httpx` keeps the SDK's own httpx2 stack (httpcore2 + h11): the way back.
+
+The SDKs keep everything above HTTP (requests, SSE, their errors). Both stacks take the same
+settings through httpx2.AsyncClient's public arguments: connections per origin and keep-alive expiry
+(`limits`), the trusted CAs and a client certificate (`verify`, an ssl.SSLContext built here), and
+proxies from the environment (`trust_env`: httpx2 reads HTTP(S)_PROXY / ALL_PROXY / NO_PROXY and
+mounts a transport of the same stack per proxy).
+
+Two things neither parser refuses are refused here, by a response hook on the client: a transfer
+coding other than `chunked` (the body would run to the close, undecodable) and, on the httpx stack
+(aiohttp does not report the version), a status line that is not HTTP/1.x. And the httpx stack never
+reuses a connection: h11 keeps whatever bytes follow a response (a smuggled second response, or one
+sent before the request) and hands them to the next request on that connection, another caller's.
+tests/gateway/test_http_framing.py shows both, on both stacks.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+HTTP_CLIENTS = ("aiohttp", "httpx")
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """How one provider's SDK reaches its upstream."""
+
+    http_client: str = "aiohttp"  # aiohttp: the SDK's aiohttp-backed client | httpx: the SDK's default stack
+    max_connections: int = 100  # per provider, hence per origin: each provider has one base URL
+    keepalive_expiry_s: float = 5.0  # an idle connection older than this is closed, not reused
+    ca_bundle: str | None = None  # PEM file of the CAs to trust instead of the default ones
+    client_cert: str | None = None  # PEM certificate (chain) presented to the upstream (mutual TLS)
+    client_key: str | None = None  # its private key, when not in client_cert's file
+
+    def __post_init__(self) -> None:
+        if self.http_client not in HTTP_CLIENTS:
+            raise ValueError(f"http_client must be one of {', '.join(HTTP_CLIENTS)}, not {self.http_client!r}")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if self.keepalive_expiry_s < 0:
+            raise ValueError("keepalive_expiry_s must not be negative")
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_key needs client_cert")
+
+    @property
+    def aiohttp(self) -> bool:
+        return self.http_client == "aiohttp"
+
+
+def ssl_context(settings: TransportSettings) -> ssl.SSLContext:
+    """The TLS context both stacks use: default CAs (honouring SSL_CERT_FILE / SSL_CERT_DIR, as httpx2
+    does) or the configured bundle, plus the client certificate. A file that cannot be read fails here,
+    at start-up, with the file named."""
+    try:
+        if settings.ca_bundle:
+            context = ssl.create_default_context(cafile=settings.ca_bundle)
+        else:
+            context = httpx2.create_ssl_context()
+        if settings.client_cert:
+            context.load_cert_chain(settings.client_cert, settings.client_key)
+    except (OSError, ssl.SSLError) as exc:
+        files = ", ".join(f for f in (settings.ca_bundle, settings.client_cert, settings.client_key) if f)
+        raise ValueError(f"cannot load TLS files ({files}): {exc}") from exc
+    return context
+
+
+RequestHook = Callable[[httpx2.Request], Awaitable[None]]
+ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
+
+
+def client_options(
+    settings: TransportSettings, request_hooks: Sequence[RequestHook] = (), response_hooks: Sequence[ResponseHook] = ()
+) -> dict[str, Any]:
+    """httpx2.AsyncClient keyword arguments for either stack (the adapter picks the client class)."""
+    limits = httpx2.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_connections if settings.aiohttp else 0,  # see the module doc
+        keepalive_expiry=settings.keepalive_expiry_s,
+    )
+    hooks = {"request": list(request_hooks), "response": [refuse_unframed, *response_hooks]}
+    return {"limits": limits, "verify": ssl_context(settings), "trust_env": True, "event_hooks": hooks}
+
+
+async def refuse_unframed(response: httpx2.Response) -> None:
+    """Refuse a response neither stack should have framed: closing it closes its connection."""
+    coding = response.headers.get("transfer-encoding")
+    problem = ""
+    if coding is not None and coding.strip().lower() != "chunked":
+        problem = f"unsupported Transfer-Encoding {coding[:40]!r}"
+    elif response.http_version not in ("HTTP/1.1", "HTTP/1.0"):
+        problem = f"not an HTTP/1.x response ({response.http_version[:20]})"
+    if problem:
+        await response.aclose()
+        raise httpx2.RemoteProtocolError(f"{problem} from {response.url.host}", request=response.request)
