@@ -115,13 +115,19 @@ _HTTPX_ROOTS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx2.HTT
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and what caused it, outermost first (explicit causes, else the implicit context)."""
+    """`exc` and what caused it, outermost first: explicit causes, else the implicit context, else an
+    exception carried as the first argument (httpcore2 wraps the OS error that way) or the first of a group."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen and len(seen) < 16:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+        following = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+        if following is None and isinstance(current, BaseExceptionGroup) and current.exceptions:
+            following = current.exceptions[0]
+        if following is None and current.args and isinstance(current.args[0], BaseException):
+            following = current.args[0]
+        current = following
 
 
 def transport_failure(exc: BaseException, secrets: tuple[str | None, ...] = ()) -> ProviderError | None:
@@ -147,21 +153,26 @@ def _describe(decider: BaseException, chain: list[BaseException]) -> str:
     host = _host(chain)
     for cause in chain:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            detail = cause.verify_message or cause.reason or str(cause)
+            detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or str(cause)
             return f"TLS: the certificate of {host} is not trusted ({detail})"
         if isinstance(cause, socket.gaierror):
             return f"DNS: cannot resolve {host} ({cause.strerror or cause})"
         if isinstance(cause, ConnectionRefusedError):
             return f"connection refused by {host}"
-    text = str(decider) or type(decider).__name__
+    try:
+        text = str(decider)
+    except Exception:  # aiohttp's response errors format request details that may be missing
+        text = ""
+    text = text or type(decider).__name__
     return f"{type(decider).__name__}: {text}" + ("" if host in text else f" ({host})")
 
 
 def _host(chain: list[BaseException]) -> str:
-    """host:port of the upstream, from aiohttp's connection error or the request an exception carries."""
+    """host:port of the upstream: from aiohttp's connection error, else from the request an exception carries."""
     for cause in chain:
         if isinstance(cause, aiohttp.ClientConnectorError):
             return f"{cause.host}:{cause.port}"
+    for cause in chain:
         try:
             request = getattr(cause, "request", None)  # the SDKs' errors and httpx2's (which raises when unset)
         except RuntimeError:

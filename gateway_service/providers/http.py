@@ -22,6 +22,7 @@ tests/gateway/test_http_framing.py shows both, on both stacks.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -62,15 +63,22 @@ def ssl_context(settings: TransportSettings) -> ssl.SSLContext:
     """The TLS context both stacks use: default CAs (honouring SSL_CERT_FILE / SSL_CERT_DIR, as httpx2
     does) or the configured bundle, plus the client certificate. A file that cannot be read fails here,
     at start-up, with the file named."""
+    return _ssl_context(settings.ca_bundle, settings.client_cert, settings.client_key)
+
+
+@functools.lru_cache(maxsize=32)
+def _ssl_context(ca_bundle: str | None, client_cert: str | None, client_key: str | None) -> ssl.SSLContext:
+    # One context per set of files, shared by every provider using them: loading the CAs costs 10-100 ms
+    # of CPU, and a context serves any number of connections.
     try:
-        if settings.ca_bundle:
-            context = ssl.create_default_context(cafile=settings.ca_bundle)
+        if ca_bundle:
+            context = ssl.create_default_context(cafile=ca_bundle)
         else:
             context = httpx2.create_ssl_context()
-        if settings.client_cert:
-            context.load_cert_chain(settings.client_cert, settings.client_key)
+        if client_cert:
+            context.load_cert_chain(client_cert, client_key)
     except (OSError, ssl.SSLError) as exc:
-        files = ", ".join(f for f in (settings.ca_bundle, settings.client_cert, settings.client_key) if f)
+        files = ", ".join(f for f in (ca_bundle, client_cert, client_key) if f)
         raise ValueError(f"cannot load TLS files ({files}): {exc}") from exc
     return context
 

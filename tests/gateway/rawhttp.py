@@ -31,12 +31,16 @@ from llm_simulator.plan import Plan, Prompt
 WIRES = {"openai": wire_openai, "openai_compatible": wire_openai, "anthropic": wire_anthropic, "gemini": wire_gemini}
 
 
-def sse_body(kind: str, text: str) -> bytes:
-    """A whole, valid streamed answer `text` in `kind`'s wire format (what the simulator would send)."""
+def sse_frames(kind: str, text: str) -> list[bytes]:
+    """The SSE events of a whole, valid streamed answer `text` in `kind`'s wire format (the simulator's)."""
     api = "openai" if kind.startswith("openai") else kind
     prompt = Prompt(api=api, model="m", stream=True, messages=[("user", "hi")], include_usage=True)
     plan = Plan(reasoning=[], text=[text], calls=[], finish="stop", input_tokens=1, output_tokens=1)
-    return b"".join(frame.data for frame in WIRES[kind].frames(plan, prompt, "req"))
+    return [frame.data for frame in WIRES[kind].frames(plan, prompt, "req")]
+
+
+def sse_body(kind: str, text: str) -> bytes:
+    return b"".join(sse_frames(kind, text))
 
 
 def head(*lines: bytes, status: bytes = b"HTTP/1.1 200 OK") -> bytes:

@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import inspect
 import json
+import ssl
 from typing import Any
 
+import aiohttp
+import aiohttp.http_exceptions as aiohttp_http
 import anthropic
 import httpx
 import httpx2
 import openai
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 from google.genai import errors as genai_errors
+from multidict import CIMultiDict, CIMultiDictProxy
 from openai.types.chat import ChatCompletion
+from yarl import URL
 
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.providers import anthropic as anthropic_adapter
 from gateway_service.providers import gemini as gemini_adapter
 from gateway_service.providers import openai as openai_adapter
-from gateway_service.providers.errors import classify_transport, retry_after_s
+from gateway_service.providers.errors import AIOHTTP_KINDS, classify_transport, retry_after_s
 from gateway_service.scrub import REDACTED, scrub
 
 K = FailureKind
@@ -446,3 +452,74 @@ def test_scrub_removes_the_configured_secret_and_keeps_ordinary_text() -> None:
     assert scrub("the key was hunter2hunter2 ok", ["hunter2hunter2"]) == f"the key was {REDACTED} ok"
     ordinary = "Rate limit reached for gpt-4o-mini (req_abc123) on requests per min: Limit 3, retry in 2s."
     assert scrub(ordinary) == ordinary
+
+
+# aiohttp, under the SDKs by default: every class its client raises, by the kind it must map to. The table in
+# errors.py must list each one itself (no catch-all), and the decision must survive the wrapping the error
+# reaches the adapter in: the SDK's APIConnectionError / APITimeoutError, from the aiohttp wrapper's httpx2
+# exception (which calls a refused connection ConnectTimeout), from aiohttp's own.
+AIOHTTP_EXPECTED: dict[str, FailureKind] = {
+    **dict.fromkeys(
+        ["ClientError", "ClientResponseError", "WSServerHandshakeError", "ClientHttpProxyError",
+         "ClientConnectionError", "ClientConnectionResetError", "ClientOSError", "ClientConnectorError",
+         "ClientConnectorDNSError", "ClientProxyConnectionError", "UnixClientConnectorError", "ClientSSLError",
+         "ClientConnectorSSLError", "ClientConnectorCertificateError", "ServerConnectionError",
+         "ServerDisconnectedError", "ServerFingerprintMismatch", "ClientPayloadError", "UploadAbortedError",
+         "InvalidURL", "InvalidUrlClientError", "NonHttpUrlClientError", "HttpProcessingError", "BadHttpMessage",
+         "HttpBadRequest", "PayloadEncodingError", "TransferEncodingError", "ContentLengthError", "LineTooLong",
+         "InvalidHeader", "BadStatusLine", "BadHttpMethod", "InvalidURLError"],
+        K.CONNECTION_ERROR,
+    ),
+    **dict.fromkeys(["ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError"], K.TIMEOUT),
+    **dict.fromkeys(["ContentTypeError", "ContentEncodingError", "DecompressSizeError"], K.MALFORMED_RESPONSE),
+    **dict.fromkeys(["TooManyRedirects", "RedirectClientError", "InvalidUrlRedirectClientError",
+                     "NonHttpUrlRedirectClientError"], K.SERVER_ERROR),
+}  # fmt: skip
+CONNECTION_KEY = ConnectionKey("127.0.0.1", 443, True, True, None, None, None)
+
+
+def build_aiohttp(cls: type[BaseException]) -> BaseException:
+    params = inspect.signature(cls.__init__).parameters
+    values: dict[str, Any] = {
+        "request_info": aiohttp.RequestInfo(URL("http://127.0.0.1/v1"), "POST", CIMultiDictProxy(CIMultiDict()),
+                                            URL("http://127.0.0.1/v1")),
+        "history": (), "connection_key": CONNECTION_KEY, "os_error": ConnectionRefusedError(),
+        "certificate_error": ssl.SSLCertVerificationError("x"), "path": "/x", "expected": b"a", "got": b"b",
+        "host": "h", "port": 1, "url": "http://x", "message": "x", "line": "x", "hdr": "x",
+    }  # fmt: skip
+    if list(params) == ["self", "args", "kwargs"]:
+        return cls("x")
+    positional = [values[n] for n, p in params.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
+                  and p.default is p.empty]  # fmt: skip
+    return cls(*positional)
+
+
+def as_the_sdk_raises_it(cause: BaseException) -> BaseException:
+    try:
+        try:
+            raise cause
+        except BaseException as error:
+            raise httpx2.ConnectTimeout(str(error)) from error  # what the aiohttp wrapper raises for most
+    except httpx2.ConnectTimeout as wrapped:
+        try:
+            raise openai.APITimeoutError(request=REQUEST) from wrapped
+        except openai.APITimeoutError as outer:
+            return outer
+
+
+def test_every_aiohttp_exception_class_is_classified() -> None:
+    classes = sdk_classes(aiohttp.ClientError) | sdk_classes(aiohttp_http.HttpProcessingError)
+    assert set(classes) == set(AIOHTTP_EXPECTED), "classify the new or removed aiohttp exception classes"
+    for name, cls in classes.items():
+        assert cls in AIOHTTP_KINDS, f"{name} is not in errors.AIOHTTP_KINDS itself"
+        exc = as_the_sdk_raises_it(build_aiohttp(cls))
+        for adapter in (openai_adapter, anthropic_adapter, gemini_adapter):
+            assert adapter.map_error(exc).kind is AIOHTTP_EXPECTED[name], (name, adapter.__name__)  # type: ignore[arg-type]
+
+
+def test_a_refused_connection_that_the_wrapper_calls_a_timeout_is_a_connection_error() -> None:
+    os_error = ConnectionRefusedError(111, "Connect call failed")
+    refused = aiohttp.ClientConnectorError(CONNECTION_KEY, os_error)
+    refused.__cause__ = os_error  # as aiohttp raises it
+    error = openai_adapter.map_error(as_the_sdk_raises_it(refused))  # type: ignore[arg-type]
+    assert (error.kind, error.message) == (K.CONNECTION_ERROR, "connection refused by 127.0.0.1:443")

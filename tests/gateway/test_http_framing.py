@@ -17,9 +17,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway_service import config
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, Message, ProviderEvent, Role, TextDelta
 from gateway_service.providers import ProviderAdapter, create_adapter
+from llm_simulator import SimulatorHandle
+from llmgateway.v1 import chat_service_pb2 as pb
+from tests.gateway.e2e_helpers import Upstream, kinds, serving, stream, text_of, user
 from tests.gateway.rawhttp import (
     CLOSE,
     RESET,
@@ -195,3 +199,30 @@ async def run_case(case: Case, kind: str, stack: str) -> None:
 @pytest.mark.parametrize("name", list(CORPUS))
 async def test_framing_corpus(name: str, kind: str, stack: str) -> None:
     await run_case(CORPUS[name], kind, stack)
+
+
+async def test_end_to_end_a_hostile_upstream_fails_over_and_leaks_nothing(sim: SimulatorHandle) -> None:
+    """Through a served gateway: the hostile provider's mis-framed answer fails over to the simulator like any
+    other failure, and the next call that reaches the hostile provider gets its own answer on a new connection."""
+    hostile = CORPUS["two-different-content-lengths"]
+
+    def answer(n: int) -> Answer:
+        return hostile.make(lambda t: sse_body("openai_compatible", t)) if n == 0 else Answer(
+            with_length(sse_body("openai_compatible", SECOND)))
+
+    async with raw_upstream(answer) as (upstream, port):
+        data = {
+            "providers": [Upstream("h", "openai_compatible", "m", patient=True).entry(f"http://127.0.0.1:{port}"),
+                          Upstream("f", "openai", "fallback", patient=True).entry(sim.base_url)],
+            "routes": {"default": ["h/m", "f/fallback"]},
+        }  # fmt: skip
+        cfg = config.parse(data, source="test", env={"SIM_KEY": "sk-sim-key-1234"})
+        async with serving(sim, cfg) as h:
+            first = await stream(h, pb.StreamChatRequest(model="default", messages=user("hi"), request_id="e2e-1"))
+            second = await stream(h, pb.StreamChatRequest(model="default", messages=user("hi"), request_id="e2e-2"))
+    assert kinds(first)[:3] == ["started", "failover", "started"]
+    assert first[1].failover.reason == pb.FAILURE_REASON_CONNECTION_ERROR
+    assert (first[0].started.provider, first[2].started.provider) == ("h", "f")
+    assert LEAK not in text_of(first) and text_of(first)  # the simulator's answer
+    assert (second[0].started.provider, text_of(second)) == ("h", SECOND)
+    assert upstream.conn_of(1) is not upstream.conn_of(0)
