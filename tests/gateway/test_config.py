@@ -83,6 +83,9 @@ def test_secrets_print_as_stars(tmp_path: Path) -> None:
          "routes.default[1]: unknown model 'gpt-5' of provider 'openai'"),
         ("    type: gemini", "    type: bard", "providers[1].type: must be one of"),
         ("http_client: httpx", "http_client: gateway", "providers[0].http_client: must be one of aiohttp, httpx"),
+        ("http_client: httpx", "max_connections: 0", "providers[0].max_connections: must be at least 1, got 0"),
+        ("http_client: httpx", "ca_bundle: /no/ca.pem", "providers[0].ca_bundle: no such file: /no/ca.pem"),
+        ("http_client: httpx", "client_key: /nonexistent/k.pem", "providers[0].client_key: needs client_cert"),
         ("timeout_s: 60", "timeout_s: soon", "providers[0].timeout_s: must be a number, got 'soon'"),
         ("timeout_s: 60", "timeout_s: -1", "providers[0].timeout_s: must be a non-negative number, got -1"),
         ("breaker_failures: 4", "breaker_fails: 4", "failover.breaker_fails: unknown key"),
@@ -164,3 +167,19 @@ def test_models_choose_how_they_are_asked_to_reason(tmp_path: Path) -> None:
     _, gemini, claude = config.load(write(tmp_path, text), env={}).providers
     assert [m.reasoning for m in claude.models] == ["effort", "budget"]
     assert gemini.models[0].reasoning == "budget"  # the default: a token budget
+
+
+
+def test_transport_keys_reach_the_adapter(tmp_path: Path) -> None:
+    from gateway_service.app import provider_config
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    keys = f"http_client: httpx\n    max_connections: 7\n    keepalive_expiry_s: 1.5\n    ca_bundle: {ca}\n" \
+           f"    client_cert: {ca}"  # fmt: skip
+    cfg = config.load(write(tmp_path, GOOD.replace("http_client: httpx", keys)), env={})
+    transport = provider_config(cfg.providers[0]).transport
+    assert (transport.http_client, transport.max_connections, transport.keepalive_expiry_s) == ("httpx", 7, 1.5)
+    assert (transport.ca_bundle, transport.client_cert, transport.client_key) == (str(ca), str(ca), None)
+    defaults = provider_config(cfg.providers[1]).transport
+    assert (defaults.http_client, defaults.max_connections, defaults.keepalive_expiry_s) == ("aiohttp", 100, 5.0)
