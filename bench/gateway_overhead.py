@@ -12,7 +12,14 @@ Each figure is measured against a baseline taken in the same run:
      gateway process's CPU time per request / this process's CPU per request with the bare SDK;
   3. failover cost: first token from the fallback after a 429 from the primary, minus the
      fallback's own first token time (both through the gateway), beside the primary's 429 round
-     trip with the bare SDK (the least any client pays to learn of the 429).
+     trip with the bare SDK (the least any client pays to learn of the 429);
+  4. the per-request INFO access log: a second gateway at LOG_LEVEL=INFO (the SDK's "HTTP Request"
+     line for every upstream request) against the first at WARNING, 50 streams each, alternating.
+
+The baseline client is the bare `openai` SDK on its default stack (httpx2); the gateway runs its
+providers on their default stack (`http_client: aiohttp`). Targets: added TTFT p50 <= 0.6 ms and
+p99 <= 2 ms, throughput >= 1.0x the bare SDK, gateway CPU per request <= 1.0x the bare client's,
+access log costing < 5 % of throughput.
 """
 
 from __future__ import annotations
@@ -137,6 +144,36 @@ def row(label: str, direct: float, through: float, unit: str = "ms") -> None:
     print(f"  {label:<34} {direct:>10.3f} {through:>10.3f} {through - direct:>+10.3f} {unit}")
 
 
+async def throughput(stub: chat_service_pb2_grpc.ChatServiceStub, process: psutil.Process,
+                     args: argparse.Namespace) -> tuple[int, float]:  # fmt: skip
+    """Requests done at `args.concurrency` streams for `args.seconds`, and the process's CPU seconds meanwhile."""
+    cpu0 = cpu_seconds(process)
+    done = await concurrent(lambda: gateway_once(stub), args.concurrency, args.seconds)
+    return done, cpu_seconds(process) - cpu0
+
+
+async def access_log_cost(args: argparse.Namespace, quiet: ServiceProcess, logging: ServiceProcess) -> None:
+    """Throughput and CPU of the same gateway at WARNING and at INFO (access log on), alternating rounds."""
+    channels = [grpc.aio.insecure_channel(g.address) for g in (quiet, logging)]
+    stubs = [chat_service_pb2_grpc.ChatServiceStub(c) for c in channels]
+    processes = [psutil.Process(g.proc.pid) for g in (quiet, logging)]
+    for stub in stubs:
+        await sequential(lambda stub=stub: gateway_once(stub), 20)  # type: ignore[misc]
+    totals = [[0, 0.0], [0, 0.0]]
+    for _ in range(2):
+        for side in (0, 1):
+            done, cpu = await throughput(stubs[side], processes[side], args)
+            totals[side][0] += done
+            totals[side][1] += cpu
+    (off_n, off_cpu), (on_n, on_cpu) = totals
+    print(f"\n4. the per-request INFO access log, {args.concurrency} streams, 2 x {args.seconds:g}s each side")
+    print(f"  requests/s log off {off_n / (2 * args.seconds):9.1f}   log on {on_n / (2 * args.seconds):9.1f}"
+          f"   cost {1 - on_n / off_n:+.1%} of throughput  (target < 5 %)")  # fmt: skip
+    print(f"  gateway CPU ms/request: log off {off_cpu / off_n * 1000:.3f}   log on {on_cpu / on_n * 1000:.3f}")
+    for channel in channels:
+        await channel.close()
+
+
 async def run(args: argparse.Namespace, upstream_url: str, gateway: ServiceProcess) -> None:
     client = openai.AsyncOpenAI(base_url=f"{upstream_url}/v1", api_key="sk-bench", max_retries=0)
     channel = grpc.aio.insecure_channel(gateway.address)
@@ -153,14 +190,13 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway: ServiceProce
     cpu0 = cpu_seconds(me)
     direct_n = await concurrent(lambda: direct_once(client), args.concurrency, args.seconds)
     direct_cpu = (cpu_seconds(me) - cpu0) / direct_n
-    cpu0 = cpu_seconds(gw)
-    through_n = await concurrent(lambda: gateway_once(stub), args.concurrency, args.seconds)
-    gateway_cpu = (cpu_seconds(gw) - cpu0) / through_n
+    through_n, gateway_cpu_s = await throughput(stub, gw, args)
+    gateway_cpu = gateway_cpu_s / through_n
     print(f"\n2. {args.concurrency} concurrent streams for {args.seconds:g}s each")
     print(f"  requests/s direct {direct_n / args.seconds:9.1f}   gateway {through_n / args.seconds:9.1f}"
-          f"   ratio {through_n / direct_n:.2f}  (target >= 0.8)")  # fmt: skip
+          f"   ratio {through_n / direct_n:.2f}  (target >= 1.0)")  # fmt: skip
     print(f"  CPU ms/request: bare SDK client {direct_cpu * 1000:.3f}   gateway process {gateway_cpu * 1000:.3f}"
-          f"   ratio {gateway_cpu / direct_cpu:.2f}  (target <= 1.3)")  # fmt: skip
+          f"   ratio {gateway_cpu / direct_cpu:.2f}  (target <= 1.0)")  # fmt: skip
 
     failing = f"{PROMPT} [[fault:429 retry_after=0 model=primary-model]]"
     own, after = await paired(
@@ -197,11 +233,14 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
         config.write(CONFIG.format(url=url))
-    # WARNING: per-request INFO lines (the SDK's HTTP log) would be measured as gateway cost.
+    # Sections 1-3 at WARNING; section 4 compares with a second gateway at INFO (the access log on).
     env = {**os.environ, "BENCH_KEY": "sk-bench", "LOG_LEVEL": "WARNING"}
     try:
-        with ServiceProcess("gateway-service", "--config", config.name, env=env) as gateway:
-            asyncio.run(_main(args, url, gateway))
+        with (
+            ServiceProcess("gateway-service", "--config", config.name, env=env) as gateway,
+            ServiceProcess("gateway-service", "--config", config.name, env={**env, "LOG_LEVEL": "INFO"}) as logging,
+        ):
+            asyncio.run(_main(args, url, gateway, logging))
     finally:
         upstream.terminate()
         upstream.wait(10)
@@ -223,11 +262,13 @@ async def _wait_port(port: int, timeout_s: float = 30.0) -> None:
         return
 
 
-async def _main(args: argparse.Namespace, url: str, gateway: ServiceProcess) -> None:
+async def _main(args: argparse.Namespace, url: str, gateway: ServiceProcess, logging: ServiceProcess) -> None:
     await _wait_port(int(url.rsplit(":", 1)[1]))
     await gateway.wait_serving(timeout_s=30)
+    await logging.wait_serving(timeout_s=30)
     print(f"upstream {url} (pid {os.getpid()} is the load generator), gateway {gateway.address}")
     await run(args, url, gateway)
+    await access_log_cost(args, gateway, logging)
 
 
 if __name__ == "__main__":
