@@ -47,7 +47,7 @@ def test_summary_names_providers_models_routes_and_limits_never_a_secret(tmp_pat
     assert "listen: [::]:7000, shutdown grace 20 s, metrics on :9464" in lines
     assert "  openai (openai): key ********** from OPENAI_API_KEY" in lines
     assert "  claude (anthropic): NOT CONFIGURED: no key in ANTHROPIC_API_KEY" in lines
-    assert "    timeouts: attempt 60 s, connect 5 s, first token 2.5 s, idle 30 s; http_client gateway, " \
+    assert "    timeouts: attempt 60 s, connect 5 s, first token 2.5 s, idle 30 s; http_client aiohttp, " \
            "limits requests_per_minute=500" in lines  # fmt: skip
     assert "    - gpt-4o-mini: context 128000, $0.15/$0.6 per Mtok in/out, reasoning budget" in lines
     assert "    - claude-x: context unknown, $0/$0 per Mtok in/out, reasoning effort, assistant prefill" in lines
