@@ -1,6 +1,7 @@
 """Errors of the LLM gateway, each carrying its gRPC code and ErrorInfo reason (domain "llmgateway").
 
     ServiceError (servicekit.errors)
+     +-- InternalError (servicekit.boundary)  INTERNAL: a bug; the traceback is in the log, not the answer
      +-- GatewayError                       domain "llmgateway"
           +-- InvalidRequest                INVALID_ARGUMENT + BadRequest: the caller's request is malformed
           +-- UnknownModel                  INVALID_ARGUMENT + BadRequest(model): no such route or provider/model
@@ -16,8 +17,9 @@
 
 ConfigError is not a ServiceError: it stops the process at start-up, naming the exact key path.
 
-Domain code raises these; only the servicer boundary turns them into a status. ErrorInfo metadata lists
-each attempt as `attempt_N: "provider/model reason: message"` so a caller learns exactly what happened.
+Domain code raises these; only the servicer boundary (servicekit.boundary) turns them into a status.
+ErrorInfo metadata lists each attempt as `attempt_N: "provider/model reason: message"` so a caller learns
+exactly what happened.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Errors of the schema service.
 
     ServiceError (servicekit.errors)
+     +-- InternalError (servicekit.boundary)    INTERNAL: a bug; the traceback is in the log, not the answer
      +-- ServerShuttingDown (servicekit.drain)  UNAVAILABLE + RetryInfo, SERVER_SHUTTING_DOWN: the replica is
      |                                          draining (new calls refused, long streams ended); go elsewhere
      +-- SchemaServiceError             domain "schemaservice"

@@ -1,19 +1,68 @@
-"""The servicer boundary: a call's request id for the logs, and a ServiceError turned into the call's status.
+"""The servicer boundary: the one place a call's failures become its status, and the call's request id.
 
-Below both servers' servicers and servicekit.drain, importing neither.
+Every servicer method of both services runs its body inside an `ErrorBoundary`:
+
+    async with self.boundary(context, "GetStatus"):
+        report = await status(...)
+
+A ServiceError (domain errors, ServerShuttingDown) leaves as its own status with details; anything else is
+a bug, logged with its traceback and answered INTERNAL (never UNKNOWN) without the exception's text. A
+service may also pass `translate`, a context manager per method that turns a library's failures into
+ServiceErrors first (the schema service's database_errors). Below both servers' servicers and
+servicekit.drain, importing neither.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
 import grpc
+from google.rpc import code_pb2
 from grpc_status import rpc_status
 
 from servicekit.errors import ServiceError
 from servicekit.ids import valid_id
 from servicekit.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+
+class InternalError(ServiceError):
+    """A bug behind a servicer: INTERNAL, never UNKNOWN; what went wrong is in the service log only."""
+
+    code = code_pb2.INTERNAL
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, *, domain: str) -> None:
+        super().__init__(message)
+        self.domain = domain
+
+
+@dataclass(frozen=True)
+class ErrorBoundary:
+    """One per service: `domain` names it in ErrorInfo; `translate(method)` maps a library's failures first."""
+
+    domain: str
+    translate: Callable[[str], contextlib.AbstractContextManager[object]] | None = None
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        try:
+            with self.translate(method) if self.translate else contextlib.nullcontext():
+                yield
+        except ServiceError as exc:
+            await abort(context, exc)
+        except (grpc.aio.AbortError, grpc.RpcError):
+            raise  # the call already has its status
+        except Exception as exc:
+            log.exception("%s failed", method)
+            internal = f"internal error ({type(exc).__name__}); see the service log"
+            await abort(context, InternalError(internal, domain=self.domain))
 
 
 def bind_request_id(context: grpc.aio.ServicerContext, request_id: str = "") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -16,9 +17,13 @@ from gateway_service.domain.events import AttemptRecord, AttemptStarted, FailedO
 from gateway_service.errors import GatewayError, MidStreamFailure
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc, provider_service_pb2, provider_service_pb2_grpc
-from servicekit.boundary import abort, bind_request_id
+from servicekit.boundary import ErrorBoundary, bind_request_id
 from servicekit.drain import Drain, GraceOver, ServerShuttingDown
+from servicekit.errors import ServiceError
 from servicekit.server import Lifecycle
+
+# GatewayErrors leave as their status with details; anything else is a bug, logged and answered INTERNAL.
+BOUNDARY = ErrorBoundary(GatewayError.domain)
 
 
 class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
@@ -32,35 +37,25 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         # (and the upstream HTTP request) here and now, not whenever the generator is collected.
         request_id = bind_request_id(context, request.request_id)
         sent = _Sent()
-        try:
-            with self.gateway.in_flight("StreamChat"):
+        async with BOUNDARY(context, "StreamChat"):
+            with _cut_short(sent.cut_short), self.gateway.in_flight("StreamChat"):
                 chat = protomap.chat_request(request, request_id, self.limits)
                 run = self.gateway.start_chat(chat, context.time_remaining())
                 async with self.drain.cut_scope(), aclosing(run.events()) as events:
                     async for event in events:
                         sent.note(event)
                         await context.write(protoevents.stream_event(event))
-        except GatewayError as exc:
-            await abort(context, exc)
-        except GraceOver:
-            await abort(context, sent.cut_short())
 
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> pb.ChatResponse:
         request_id = bind_request_id(context, request.request_id)
         answer = Answer()
-        try:
-            with self.gateway.in_flight("Chat"):
+        async with BOUNDARY(context, "Chat"):
+            with _cut_short(_nothing_sent), self.gateway.in_flight("Chat"):
                 chat = protomap.chat_request(request, request_id, self.limits)
                 run = self.gateway.start_chat(chat, context.time_remaining())
                 async with self.drain.cut_scope(), aclosing(run.events()) as events:
                     async for event in events:
                         answer.add(event)
-        except GatewayError as exc:
-            await abort(context, exc)
-        except GraceOver:
-            # Nothing was sent yet: the whole call can be retried on another replica.
-            await abort(context, ServerShuttingDown("server shut down before the answer was complete; retry the call",
-                                                    retry_after_s=0))  # fmt: skip
         done = answer.completed
         assert done is not None  # a run ends with Completed or raises
         return pb.ChatResponse(
@@ -74,6 +69,20 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
             upstream_request_id=done.upstream_request_id,
             skipped=[protoevents.skipped(r) for r in run.skipped],
         )
+
+
+@contextlib.contextmanager
+def _cut_short(error: Callable[[], ServiceError]) -> Iterator[None]:
+    """The drain's grace ran out (GraceOver): the call ends with `error()`, through the boundary like any other."""
+    try:
+        yield
+    except GraceOver:
+        raise error() from None
+
+
+def _nothing_sent() -> ServiceError:
+    # Nothing was sent yet: the whole call can be retried on another replica.
+    return ServerShuttingDown("server shut down before the answer was complete; retry the call", retry_after_s=0)
 
 
 class _Sent:
@@ -133,12 +142,18 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
     async def ListProviders(
         self, request: provider_service_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext
     ) -> provider_service_pb2.ListProvidersResponse:
-        return provider_service_pb2.ListProvidersResponse(providers=providers_view.all_providers(self.gateway))
+        async with BOUNDARY(context, "ListProviders"):
+            providers = providers_view.all_providers(self.gateway)
+        return provider_service_pb2.ListProvidersResponse(providers=providers)
 
     async def WatchProviders(
         self, request: provider_service_pb2.WatchProvidersRequest, context: grpc.aio.ServicerContext
     ) -> None:
         """Current state of each provider, then each change; ends at once when the server begins to stop."""
+        async with BOUNDARY(context, "WatchProviders"):
+            await self._watch(context)
+
+    async def _watch(self, context: grpc.aio.ServicerContext) -> None:
         queue = self.gateway.health.watch()
         stopping: asyncio.Future[Any] = asyncio.ensure_future(self.lifecycle.stopping.wait())
         last: dict[str, tuple[object, ...]] = {}

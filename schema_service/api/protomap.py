@@ -1,0 +1,234 @@
+"""Domain results <-> schemaservice.v1 messages, for both servicers (no grpc import here).
+
+The servicers stay proto in, domain call, proto out: what a migration event, a status report, a schema
+difference, a lint finding or a metrics row looks like on the wire is decided here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from schema_service.lint import Finding
+from schema_service.metrics import queries
+from schema_service.migrate import events as ev
+from schema_service.migrate.lock import LockHolder
+from schema_service.migrate.ops import Status
+from schema_service.verify import Difference
+from schemaservice.v1 import metrics_service_pb2 as mpb
+from schemaservice.v1 import migration_service_pb2 as pb
+
+AGGREGATE_NAMES = {
+    mpb.AGGREGATE_COUNT: "count",
+    mpb.AGGREGATE_SUM: "sum",
+    mpb.AGGREGATE_MIN: "min",
+    mpb.AGGREGATE_MAX: "max",
+    mpb.AGGREGATE_AVG: "avg",
+    mpb.AGGREGATE_P50: "p50",
+    mpb.AGGREGATE_P95: "p95",
+    mpb.AGGREGATE_P99: "p99",
+}
+DEFAULT_QUERY_RANGE = timedelta(hours=1)
+DIFFERENCE_KINDS = {
+    "missing": pb.DIFFERENCE_KIND_MISSING,
+    "unexpected": pb.DIFFERENCE_KIND_UNEXPECTED,
+    "changed": pb.DIFFERENCE_KIND_CHANGED,
+}
+SEVERITIES = {"warning": pb.LINT_SEVERITY_WARNING, "error": pb.LINT_SEVERITY_ERROR}
+
+
+# MigrationService
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(seconds * 1e9))
+    return out
+
+
+def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def holder(lock_holder: LockHolder | None) -> pb.LockHolder | None:
+    if lock_holder is None:
+        return None
+    since = timestamp_pb2.Timestamp()
+    if lock_holder.since is not None:
+        since.FromDatetime(lock_holder.since)
+    return pb.LockHolder(
+        backend_pid=lock_holder.backend_pid,
+        application_name=lock_holder.application_name,
+        client_addr=lock_holder.client_addr,
+        since=since,
+    )
+
+
+def planned(item: ev.PlannedItem) -> pb.PlannedMigration:
+    return pb.PlannedMigration(
+        version=item.version,
+        name=item.name,
+        checksum=item.checksum,
+        transactional=item.transactional,
+        statement_count=item.statement_count,
+    )
+
+
+def migrate_event(event: ev.Event) -> pb.MigrateResponse:
+    if isinstance(event, ev.PlanReady):
+        plan = pb.Plan(current_version=event.current_version, migrations=[planned(i) for i in event.items])
+        return pb.MigrateResponse(plan=plan)
+    if isinstance(event, ev.LockWaiting):
+        return pb.MigrateResponse(lock_waiting=pb.LockWaiting(holder=holder(event.holder)))
+    if isinstance(event, ev.MigrationStarted):
+        started = pb.MigrationStarted(version=event.version, name=event.name, statement_count=event.statement_count)
+        return pb.MigrateResponse(migration_started=started)
+    if isinstance(event, ev.StatementFinished):
+        finished = pb.StatementFinished(
+            version=event.version,
+            statement_index=event.index,
+            statement_count=event.count,
+            duration=duration(event.duration_s),
+            resumed=event.resumed,
+        )
+        return pb.MigrateResponse(statement_finished=finished)
+    if isinstance(event, ev.MigrationFinished):
+        done = pb.MigrationFinished(
+            version=event.version, name=event.name, duration=duration(event.duration_s), checksum=event.checksum
+        )
+        return pb.MigrateResponse(migration_finished=done)
+    return pb.MigrateResponse(
+        done=pb.MigrateDone(current_version=event.current_version, applied_count=event.applied_count)
+    )
+
+
+def status_response(report: Status) -> pb.GetStatusResponse:
+    applied = [
+        pb.AppliedMigration(
+            version=row.version,
+            name=row.name,
+            checksum=row.checksum,
+            applied_at=timestamp(row.applied_at),
+            execution_time=duration(row.execution_ms / 1000),
+            applied_by=row.applied_by,
+            success=row.success,
+        )
+        for row in report.applied
+    ]
+    return pb.GetStatusResponse(
+        current_version=report.current_version,
+        applied=applied,
+        pending=[planned(i) for i in report.pending],
+        lock_holder=holder(report.lock_holder),
+        problems=report.problems,
+    )
+
+
+def verify_response(differences: Sequence[Difference]) -> pb.VerifySchemaResponse:
+    return pb.VerifySchemaResponse(
+        matches=not differences,
+        differences=[
+            pb.SchemaDifference(
+                object_kind=d.object_kind,
+                object_name=d.object_name,
+                kind=DIFFERENCE_KINDS[d.kind],
+                expected=d.expected,
+                actual=d.actual,
+            )
+            for d in differences
+        ],
+    )
+
+
+def lint_response(findings: Sequence[Finding]) -> pb.LintMigrationsResponse:
+    return pb.LintMigrationsResponse(
+        findings=[
+            pb.LintFinding(
+                file=f.file,
+                line=f.line,
+                column=f.column,
+                rule=f.rule,
+                message=f.message,
+                severity=SEVERITIES[f.severity],
+            )
+            for f in findings
+        ]
+    )
+
+
+# MetricsService
+
+
+def metric_query(request: mpb.QueryMetricsRequest) -> queries.MetricQuery:
+    """Unset end_time means now; unset start_time means an hour before the end."""
+    queries.check_ranges(
+        {"start_time": request.start_time, "end_time": request.end_time, "bucket_width": request.bucket_width}
+    )
+    end = request.end_time.ToDatetime(UTC) if request.HasField("end_time") else datetime.now(UTC)
+    start = (
+        request.start_time.ToDatetime(UTC)
+        if request.HasField("start_time")
+        else max(end, queries.EARLIEST + DEFAULT_QUERY_RANGE) - DEFAULT_QUERY_RANGE
+    )
+    return queries.MetricQuery(
+        name=request.name,
+        labels=dict(request.labels),
+        start=start,
+        end=end,
+        bucket=request.bucket_width.ToTimedelta() if request.HasField("bucket_width") else None,
+        aggregates=frozenset(
+            AGGREGATE_NAMES.get(a, f"#{a}") for a in request.aggregates if a != mpb.AGGREGATE_UNSPECIFIED
+        ),
+    )
+
+
+def anomalies_since(request: mpb.ListAnomaliesRequest) -> datetime:
+    queries.check_ranges({"start_time": request.start_time})
+    if request.HasField("start_time"):
+        return request.start_time.ToDatetime(UTC)
+    return datetime.min.replace(tzinfo=UTC)  # -infinity to PostgreSQL
+
+
+def query_response(buckets: Sequence[queries.Bucket]) -> mpb.QueryMetricsResponse:
+    return mpb.QueryMetricsResponse(
+        buckets=[mpb.MetricBucket(start_time=timestamp(b.start), count=b.count, **b.aggregates) for b in buckets]
+    )
+
+
+def baselines_response(rows: Sequence[queries.BaselineRow]) -> mpb.ListBaselinesResponse:
+    return mpb.ListBaselinesResponse(
+        baselines=[
+            mpb.Baseline(
+                name=r.name,
+                labels=r.labels,
+                mean=r.mean,
+                stddev=r.stddev,
+                sample_count=r.sample_count,
+                window_start=timestamp(r.window_start),
+                window_end=timestamp(r.window_end),
+                computed_at=timestamp(r.computed_at),
+            )
+            for r in rows
+        ]
+    )
+
+
+def anomalies_response(rows: Sequence[queries.AnomalyRow]) -> mpb.ListAnomaliesResponse:
+    return mpb.ListAnomaliesResponse(
+        anomalies=[
+            mpb.Anomaly(
+                name=r.name,
+                labels=r.labels,
+                value=r.value,
+                baseline_mean=r.baseline_mean,
+                baseline_stddev=r.baseline_stddev,
+                z_score=r.z_score,
+                time=timestamp(r.time),
+            )
+            for r in rows
+        ]
+    )
