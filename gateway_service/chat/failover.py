@@ -2,8 +2,7 @@
 
 Before any output reached the caller, a retryable failure moves to the next candidate at once
 (a FailedOver event, then AttemptStarted). After output was sent, the request's mid-stream
-policy decides: FAIL ends with MidStreamFailure, RESTART tells the caller to discard and starts
-over, CONTINUE has the next candidate continue from the partial answer as an assistant prefill.
+policy decides (FAIL, RESTART or CONTINUE; chat/midstream.py keeps what was sent and applies it).
 
 The caller's deadline is split: each attempt's first token must come within its share
 (remaining / candidates left, at least `min_attempt_budget_s`), and no attempt starts with less
@@ -19,11 +18,9 @@ probe in flight, a suspected stall) gets a last try (chat/skips.py `last_resort`
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
-from dataclasses import dataclass, replace
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -31,39 +28,20 @@ from opentelemetry.trace import Span
 from gateway_service.accounting import Ledger
 from gateway_service.breaker import Phase
 from gateway_service.chat import spans
-from gateway_service.chat.attempt import Attempt, Limits, Piece
+from gateway_service.chat.attempt import Attempt, Limits
 from gateway_service.chat.budgeting import RunBudget
-from gateway_service.chat.outcome import final_error, mid_stream_failure
-from gateway_service.chat.records import attempt_record, reported
+from gateway_service.chat.midstream import Delivered
+from gateway_service.chat.outcome import final_error, provider_rejected
+from gateway_service.chat.records import Pending, attempt_record, reported
+from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter
 from gateway_service.chat.router import Candidate
 from gateway_service.chat.skips import Skip, last_resort, skip_reason
 from gateway_service.config import FailoverSettings
-from gateway_service.domain.events import (
-    AttemptRecord,
-    AttemptStarted,
-    Completed,
-    FailedOver,
-    GatewayEvent,
-    OutputDelta,
-)
+from gateway_service.domain.events import AttemptRecord, AttemptStarted, Completed, FailedOver, GatewayEvent
 from gateway_service.domain.failures import FailureKind, ProviderError
-from gateway_service.domain.request import (
-    ChatRequest,
-    FinishReason,
-    Message,
-    MidStreamPolicy,
-    Role,
-    TextDelta,
-    ToolCallDelta,
-)
-from gateway_service.errors import ProviderRejectedRequest
+from gateway_service.domain.request import ChatRequest, FinishReason
 from gateway_service.health import Health, Ticket
 from gateway_service.limits.budgets import Budgets
-from servicekit.errors import FieldViolation
-
-log = logging.getLogger(__name__)
-
-AttemptObserver = Callable[[ChatRequest, AttemptRecord, "float | None"], None]
 
 
 class _AttemptFailed(Exception):
@@ -75,15 +53,6 @@ class _AttemptFailed(Exception):
         self.attempt = attempt
         self.number = number
         self.ticket = ticket
-
-
-@dataclass
-class _Pending:
-    """A failed attempt whose FailedOver event waits for the next candidate's name."""
-
-    record: AttemptRecord
-    error: ProviderError
-    discard: bool
 
 
 class ChatRun:
@@ -98,12 +67,8 @@ class ChatRun:
         self.settings = failover.settings
         self.deadline = time.monotonic() + (deadline_s if deadline_s is not None else self.settings.default_deadline_s)
         self.records: list[AttemptRecord] = []
-        self.sequence = 0
-        self.prefix: list[str] = []  # text delivered in the current answer (for CONTINUE)
-        self.tool_calls_sent = False
-        self.answer_pieces = 0  # pieces the caller holds of the current answer (reset by RESTART)
+        self.delivered = Delivered(request.mid_stream_policy)
         self._min_context = 0
-        self._need_prefill = False
         self._new_skips = 0  # records at the end of `records` skipped since the last attempt started
         self._spans: dict[int, Span] = {}  # attempt number -> its trace span, until the attempt's record
         self._deferred: list[Candidate] = []  # skipped on the gateway's own guess: a last resort
@@ -133,7 +98,7 @@ class ChatRun:
             budget.call_ended(self.records)
 
     async def _candidate_events(self) -> AsyncGenerator[GatewayEvent, None]:
-        pending: _Pending | None = None
+        pending: Pending | None = None
         request = self.request
         for candidate, candidates_left, advice_ignored in self._tries():
             if self._skip(candidate, advice_ignored) or (
@@ -141,7 +106,7 @@ class ChatRun:
             ):
                 continue
             number = len(self.attempts) + 1
-            failed_over = self._failed_over(pending, candidate) if pending is not None else None
+            failed_over = pending.failed_over(candidate) if pending is not None else None
             try:
                 attempt = self._attempt(candidate, request, number, candidates_left, failed_over)
                 async with aclosing(attempt) as events:
@@ -155,11 +120,9 @@ class ChatRun:
                 if failed.error.kind is FailureKind.CONTENT_FILTERED:
                     yield self._completed(candidate, FinishReason.CONTENT_FILTER, failed.error.upstream_request_id)
                     return
-                request = self._next_request(pending)
-        # Output was delivered and never retracted (no candidate left to take over): it must not pass for whole.
-        if pending is not None and (self.answer_pieces or pending.discard):
-            why = f"no candidate left to {self.request.mid_stream_policy.value} the answer"
-            raise mid_stream_failure(pending.record, self.sequence, self.records, why)
+                request = self.delivered.next_request(self.request)
+        if pending is not None:
+            self.delivered.check_retracted(pending.record, pending.discard, self.records)
         if self.budget is not None:
             await self.budget.take_user()  # over budget is the answer even when no candidate could be tried
         raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)
@@ -179,7 +142,7 @@ class ChatRun:
 
     def _skip(self, candidate: Candidate, advice_ignored: bool) -> bool:
         skip = skip_reason(
-            candidate, self.failover.health, need_prefill=self._need_prefill, min_context=self._min_context,
+            candidate, self.failover.health, need_prefill=self.delivered.prefill, min_context=self._min_context,
             time_left_s=self.deadline - time.monotonic(), min_attempt_budget_s=self.settings.min_attempt_budget_s,
             last_resort=advice_ignored,
         )  # fmt: skip
@@ -230,24 +193,25 @@ class ChatRun:
         # The span is current while the read task is created, so the HTTP request is traced under it.
         with trace.use_span(span, end_on_exit=False):
             attempt.open()
+        cancelled = False
         try:
             await asyncio.sleep(0)
             if failed_over is not None:
-                self.failover.report_failover(failed_over)  # here, not before open(): off the way to the next request
+                self.failover.reporter.failed_over(failed_over)  # after open(): off the way to the next request
                 yield failed_over
             yield AttemptStarted(candidate.provider.name, candidate.model.name, number, skipped)
             async with aclosing(attempt.pieces()) as pieces:
                 async for piece in pieces:
-                    yield self._delivered(piece)
+                    yield self.delivered.deliver(piece)
         except ProviderError as error:
             raise _AttemptFailed(error, attempt, number, ticket) from error
         except BaseException:
-            # Cancelled, deadline passed or the caller went away: upstream is closed; count what it cost.
-            await attempt.close()
-            self._record(candidate, attempt, number, None, ticket, cancelled=True)
+            cancelled = True  # cancelled, deadline passed or the caller went away
             raise
         finally:
             await attempt.close()
+            if cancelled:  # upstream is closed now: count what it cost
+                self._record(candidate, attempt, number, None, ticket, cancelled=True)
         record = self._record(candidate, attempt, number, None, ticket)
         if reported(record.usage):
             yield record.usage
@@ -255,48 +219,15 @@ class ChatRun:
         assert finished is not None
         yield self._completed(candidate, finished.reason, finished.upstream_request_id)
 
-    def _delivered(self, piece: Piece) -> OutputDelta:
-        self.sequence += 1
-        self.answer_pieces += 1
-        if isinstance(piece, TextDelta):
-            self.prefix.append(piece.text)
-        elif isinstance(piece, ToolCallDelta):
-            self.tool_calls_sent = True
-        return OutputDelta(self.sequence, piece)
-
-    def _after_failure(self, candidate: Candidate, failed: _AttemptFailed) -> _Pending:
+    def _after_failure(self, candidate: Candidate, failed: _AttemptFailed) -> Pending:
         error = failed.error
         record = self._record(candidate, failed.attempt, failed.number, error, failed.ticket)
-        delivered = self.answer_pieces > 0
         if error.kind is FailureKind.INVALID_REQUEST:
-            raise ProviderRejectedRequest(
-                f"{candidate.provider.name} rejected the request: {error.message}",
-                metadata={"provider": candidate.provider.name, "model": candidate.model.name},
-                field_violations=[FieldViolation(error.field, error.message)] if error.field else (),
-            )
+            raise provider_rejected(candidate, error)
         if error.kind is FailureKind.CONTEXT_TOO_LONG:
             self._min_context = max(self._min_context, candidate.model.context_window or 1)
-        policy = self.request.mid_stream_policy
-        if delivered and error.kind is not FailureKind.CONTENT_FILTERED:
-            if policy is MidStreamPolicy.FAIL:
-                raise mid_stream_failure(record, self.sequence, self.records, "policy FAIL")
-            if policy is MidStreamPolicy.CONTINUE and self.tool_calls_sent:
-                raise mid_stream_failure(record, self.sequence, self.records, "CONTINUE refused after tool-call deltas")
-            if policy is MidStreamPolicy.CONTINUE:
-                self._need_prefill = True
-            else:
-                self.prefix.clear()
-                self.tool_calls_sent = False
-                self.answer_pieces = 0
-        return _Pending(record, error, discard=delivered and policy is MidStreamPolicy.RESTART)
-
-    def _next_request(self, pending: _Pending) -> ChatRequest:
-        if not self._need_prefill or not self.prefix:
-            return self.request
-        # Anthropic refuses a final assistant turn ending in whitespace; the answer resumes after it.
-        prefill = "".join(self.prefix).rstrip()
-        messages = (*self.request.messages, Message(Role.ASSISTANT, content=prefill))
-        return replace(self.request, messages=messages)
+        discard = error.kind is not FailureKind.CONTENT_FILTERED and self.delivered.after_failure(record, self.records)
+        return Pending(record, error, discard)
 
     def _record(
         self, candidate: Candidate, attempt: Attempt, number: int, error: ProviderError | None, ticket: Ticket,
@@ -310,18 +241,12 @@ class ChatRun:
             spans.end(span, record, finished.reason.value if finished else None)
         if self.budget is not None:
             self.budget.attempt_ended(record)
-        self.failover.note(self.request, candidate, record, error, attempt.state.first_token_s, ticket, cancelled)
+        first_token_s = attempt.state.first_token_s
+        self.failover.reporter.attempt_ended(self.request, candidate, record, error, first_token_s, ticket, cancelled)
         if error is not None:
             state = self.failover.health.breaker_state(candidate.provider.name, candidate.model.name)
             self._failed.append((candidate, state))
         return record
-
-    def _failed_over(self, pending: _Pending, to: Candidate) -> FailedOver:
-        record = pending.record
-        return FailedOver(
-            record.provider, record.model, to.provider.name, to.model.name,
-            pending.error.kind, pending.error.message, pending.discard, record.attempt,
-        )  # fmt: skip
 
     def _completed(self, candidate: Candidate, reason: FinishReason, upstream_request_id: str) -> Completed:
         return Completed(
@@ -336,49 +261,14 @@ class Failover:
     def __init__(
         self, settings: FailoverSettings, health: Health, ledger: Ledger, observer: AttemptObserver | None = None,
         budgets: Budgets | None = None, tracer: trace.Tracer | None = None,
-        on_failover: Callable[[FailedOver], None] | None = None,
+        on_failover: FailoverObserver | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.health = health
         self.ledger = ledger
-        self.observer = observer
         self.budgets = budgets
         self.tracer = tracer or trace.NoOpTracer()
-        self.on_failover = on_failover
-
-    def report_failover(self, event: FailedOver) -> None:
-        log.warning(
-            "attempt failed, failing over",
-            extra={"from": f"{event.from_provider}/{event.from_model}", "to": f"{event.to_provider}/{event.to_model}",
-                   "reason": event.reason.value, "error": event.message, "attempt": event.attempt},
-        )  # fmt: skip
-        if self.on_failover is not None:
-            self.on_failover(event)
+        self.reporter = Reporter(health, ledger, observer, on_failover)
 
     def run(self, request: ChatRequest, candidates: list[Candidate], deadline_s: float | None) -> ChatRun:
         return ChatRun(self, request, candidates, deadline_s)
-
-    def note(
-        self, request: ChatRequest, candidate: Candidate, record: AttemptRecord,
-        error: ProviderError | None, first_token_s: float | None, ticket: Ticket, cancelled: bool,
-    ) -> None:  # fmt: skip
-        """Health, ledger, log and telemetry for a finished attempt; never blocks."""
-        name, model = candidate.provider.name, candidate.model.name
-        if error is not None:
-            self.health.record_failure(ticket, error, record.duration_s)
-        elif cancelled:
-            self.health.record_cancelled(ticket)
-        else:
-            self.health.record_success(ticket, first_token_s, record.duration_s)
-        if record.usage is not None:
-            self.ledger.add(name, record.usage.input_tokens, record.usage.output_tokens, record.usage.cost_usd)
-        if cancelled:
-            usage = record.usage
-            log.info(
-                "attempt cancelled; upstream closed",
-                extra={"provider": name, "model": model, "attempt": record.attempt,
-                       "output_tokens_so_far": usage.output_tokens if usage else 0,
-                       "usage_estimated": usage.estimated if usage else False},
-            )  # fmt: skip
-        if self.observer is not None:
-            self.observer(request, record, first_token_s)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from gateway_service.chat.router import Candidate
 from gateway_service.config import FailoverSettings
 from gateway_service.domain.events import AttemptRecord, SkipReason
-from gateway_service.domain.failures import FailureKind
+from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import (
     AllProvidersFailed,
@@ -15,11 +15,11 @@ from gateway_service.errors import (
     ContextTooLong,
     DeadlineExhausted,
     GatewayError,
-    MidStreamFailure,
     NotConfigured,
+    ProviderRejectedRequest,
 )
 from gateway_service.health import Health
-from servicekit.errors import QuotaViolation
+from servicekit.errors import FieldViolation, QuotaViolation
 
 _RATE_LIMITS = (FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED, SkipReason.BUDGET_EXHAUSTED)
 
@@ -100,19 +100,10 @@ def _not_configured(request: ChatRequest, candidates: Sequence[Candidate], metad
     )
 
 
-def mid_stream_failure(
-    failed: AttemptRecord, delivered_pieces: int, records: Sequence[AttemptRecord], why: str
-) -> MidStreamFailure:
-    """UNAVAILABLE after output was sent: says what was delivered, so it can never pass for complete."""
-    metadata = {
-        **attempts_metadata(records),
-        "provider": failed.provider,
-        "model": failed.model,
-        "delivered_deltas": str(delivered_pieces),
-        "policy": why,
-    }
-    return MidStreamFailure(
-        f"{failed.provider}/{failed.model} failed after {delivered_pieces} deltas were sent "
-        f"({failed.outcome.value if failed.outcome else 'unknown'}: {failed.message}); {why}; the answer is incomplete",
-        metadata=metadata,
+def provider_rejected(candidate: Candidate, error: ProviderError) -> ProviderRejectedRequest:
+    """A provider refused the request itself (400): no failover; INVALID_ARGUMENT naming the field when known."""
+    return ProviderRejectedRequest(
+        f"{candidate.provider.name} rejected the request: {error.message}",
+        metadata={"provider": candidate.provider.name, "model": candidate.model.name},
+        field_violations=[FieldViolation(error.field, error.message)] if error.field else (),
     )

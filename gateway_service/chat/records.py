@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TypeGuard
 
 from gateway_service.accounting import cost_usd, estimate_tokens
 from gateway_service.chat.attempt import Attempt
 from gateway_service.chat.router import Candidate
-from gateway_service.domain.events import AttemptRecord, AttemptUsage
+from gateway_service.domain.events import AttemptRecord, AttemptUsage, FailedOver
 from gateway_service.domain.failures import ProviderError
 from gateway_service.domain.request import ChatRequest
+
+
+@dataclass
+class Pending:
+    """A failed attempt whose FailedOver event waits for the next candidate's name."""
+
+    record: AttemptRecord
+    error: ProviderError
+    discard: bool  # the caller must discard the output it holds (RESTART after output)
+
+    def failed_over(self, to: Candidate) -> FailedOver:
+        record = self.record
+        return FailedOver(
+            record.provider, record.model, to.provider.name, to.model.name,
+            self.error.kind, self.error.message, self.discard, record.attempt,
+        )  # fmt: skip
 
 
 def attempt_record(

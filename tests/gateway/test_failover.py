@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway_service.accounting import Ledger
+from gateway_service.chat.attempt import Attempt
 from gateway_service.chat.failover import Failover
 from gateway_service.chat.router import Router
 from gateway_service.config import GatewayConfig, ModelSpec
@@ -120,7 +122,7 @@ async def test_rate_limit_fails_over_at_once_and_remembers_the_cooldown() -> Non
 
 async def test_a_failover_is_logged_with_where_from_where_to_and_why(caplog: pytest.LogCaptureFixture) -> None:
     p = pipeline({"a": [[rate_limited()]], "b": [words("ok")]})
-    with caplog.at_level("WARNING", logger="gateway_service.chat.failover"):
+    with caplog.at_level("WARNING", logger="gateway_service.chat.reporting"):
         await p.run()
     [record] = [r for r in caplog.records if r.getMessage() == "attempt failed, failing over"]
     fields = {k: getattr(record, k) for k in ("from", "to", "reason", "error", "attempt")}
@@ -202,8 +204,8 @@ async def test_mid_stream_failure_with_policy_fail_is_unavailable_and_says_what_
     p = pipeline({"a": [[TextDelta("one "), TextDelta("two "), reset]], "b": [words("never")]})
     error, events = await p.fail()
     assert isinstance(error, MidStreamFailure)
-    assert error.metadata["delivered_deltas"] == "2"
-    assert "incomplete" in error.message
+    assert (error.metadata["delivered_deltas"], error.metadata["policy"]) == ("2", "FAIL")
+    assert "mid-stream policy FAIL" in error.message and "incomplete" in error.message
     assert not any(isinstance(e, Completed) for e in events)
     assert p.adapters["b"].calls == []
 
@@ -303,6 +305,34 @@ async def test_caller_going_away_closes_upstream_and_reports_usage_so_far() -> N
     record = p.observed[-1]
     assert record.message == "cancelled" and record.usage is not None
     assert record.usage.output_tokens == 2 and record.usage.estimated
+
+
+@pytest.mark.parametrize("ending", ["caller goes away", "provider fails", "finishes"])
+async def test_an_attempt_is_closed_exactly_once(ending: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    closes: list[Attempt] = []
+    close = Attempt.close
+
+    async def counted(self: Attempt) -> None:
+        closes.append(self)
+        await close(self)
+
+    monkeypatch.setattr(Attempt, "close", counted)
+    script: list[Step] = {
+        "caller goes away": [TextDelta("abc"), Pause(10)],
+        "provider fails": [ProviderError(FailureKind.SERVER_ERROR, "boom")],
+        "finishes": words("done"),
+    }[ending]
+    p = pipeline({"a": [script]})
+    run = p.failover.run(chat_request(), p.router.candidates(chat_request()), 5.0)
+    events = run.events()
+    with contextlib.suppress(GatewayError):
+        await anext(events)
+        await anext(events)
+        if ending != "caller goes away":
+            async for _ in events:
+                pass
+    await events.aclose()
+    assert len(closes) == 1
 
 
 async def test_usage_is_reported_with_cost() -> None:
