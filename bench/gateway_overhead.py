@@ -37,6 +37,7 @@ import grpc
 import openai
 import psutil
 
+from bench.results import save
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
 from servicekit.procs import ServiceProcess, free_port
@@ -215,6 +216,13 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway: ServiceProce
     print(f"  the primary's 429 round trip alone, bare openai SDK create(): p50 {bare50:.3f} ms;"
           f" failover cost / that: {(after50 - own50) / bare50:.2f}")  # fmt: skip
     print("\ntargets: added TTFT p50 <= 0.6 ms, p99 <= 2 ms")
+    path = save("gateway_overhead", {
+        "requests": args.requests, "concurrency": args.concurrency, "seconds": args.seconds,
+        "ttft_ms": {"bare SDK": [d[0] for d in direct], "through the gateway": [t[0] for t in through]},
+        "throughput_ratio": through_n / direct_n, "cpu_ratio": gateway_cpu / direct_cpu,
+        "failover_cost_ms": {"p50": after50 - own50, "p99": after99 - own99},
+    })  # fmt: skip
+    print(f"figures saved to {path}")
     await channel.close()
     await client.close()
 
