@@ -159,7 +159,10 @@ class AnthropicAdapter:
 
     def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
         pacer = Pacer(self.config, deadline_s)
-        return drive(lambda: self._open(request, model), _translator, pacer, self._map_error)
+        return drive(
+            lambda: self._open(request, model), _translator, pacer, self._map_error,
+            provider=self.config.name, model=model,
+        )
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
         params = convert(lambda: build_params(request, model, effort_based=model in self.config.effort_models))

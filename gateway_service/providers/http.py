@@ -23,6 +23,7 @@ tests/gateway/test_http_framing.py shows both, on both stacks.
 from __future__ import annotations
 
 import functools
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -87,10 +88,18 @@ RequestHook = Callable[[httpx2.Request], Awaitable[None]]
 ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
 
 
+def quiet_sdk_request_log() -> None:
+    """httpx2 logs every request at INFO as its response head arrives, on the way to the first token; the
+    gateway's own access line (providers/streaming.py) replaces it, written after the attempt. WARNING and
+    above from httpx2 still pass."""
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+
+
 def client_options(
     settings: TransportSettings, request_hooks: Sequence[RequestHook] = (), response_hooks: Sequence[ResponseHook] = ()
 ) -> dict[str, Any]:
     """httpx2.AsyncClient keyword arguments for either stack (the adapter picks the client class)."""
+    quiet_sdk_request_log()
     limits = httpx2.Limits(
         max_connections=settings.max_connections,
         max_keepalive_connections=settings.max_connections if settings.aiohttp else 0,  # see the module doc

@@ -9,6 +9,7 @@ longer than Y between chunks" and "the attempt ends by its deadline".
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -97,14 +98,24 @@ class Upstream(Generic[C]):
     request_id: str = ""
 
 
+# The access log: one INFO line per upstream request, written once the attempt is over (off the way to the
+# first token). It stands in for httpx2's own per-request line, which providers/http.py turns off.
+access_log = logging.getLogger("gateway_service.upstream")
+
+
 async def drive(
     opener: Callable[[], Awaitable[Upstream[C]]],
     translator: Callable[[Upstream[C]], Translator[C]],
     pacer: Pacer,
     map_error: Callable[[Exception], ProviderError],
+    *,
+    provider: str = "",
+    model: str = "",
 ) -> AsyncGenerator[ProviderEvent, None]:
     """Run one attempt; every failure leaves as ProviderError and the HTTP response is always closed."""
     upstream: Upstream[C] | None = None
+    started = asyncio.get_running_loop().time()
+    outcome = "cancelled"
     try:
         upstream = await pacer.wait(opener())
         state = translator(upstream)
@@ -122,16 +133,26 @@ async def drive(
                 yield event
         for event in state.finish():
             yield event
+        outcome = "ok"
     except ProviderError as exc:
+        outcome = exc.kind.value
         _tag(exc, upstream)
         raise
     except Exception as exc:
-        raise _tag(map_error(exc), upstream) from exc
+        error = _tag(map_error(exc), upstream)
+        outcome = error.kind.value
+        raise error from exc
     finally:
         # Runs on aclose() and cancellation too: the upstream sees the connection close at once.
         pacer.close()
         if upstream is not None:
             await asyncio.shield(upstream.close())
+        if access_log.isEnabledFor(logging.INFO):
+            elapsed_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
+            access_log.info("upstream request", extra={
+                "provider": provider, "model": model, "outcome": outcome, "duration_ms": elapsed_ms,
+                "upstream_request_id": upstream.request_id if upstream is not None else "",
+            })  # fmt: skip
 
 
 def _tag(error: ProviderError, upstream: Upstream[Any] | None) -> ProviderError:

@@ -6,6 +6,7 @@ bundle, a client certificate, proxies from the environment, connections per orig
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -196,3 +197,19 @@ async def test_idle_connections_expire(stack: str) -> None:
         finally:
             await client.aclose()
     assert len(upstream.conns) == 2
+
+
+async def test_one_access_line_per_upstream_request_after_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    """The gateway's access line replaces httpx2's per-request INFO line and is written once the attempt is over."""
+    answer = Answer(framed(sse_body("openai_compatible", "LOGGED")))
+    async with raw_upstream(lambda n: answer) as (_, port):
+        with caplog.at_level(logging.INFO):
+            text, error = await call(adapter_for("openai_compatible", f"http://127.0.0.1:{port}", "aiohttp"))
+            refused = await closed_port()
+            _, failure = await call(adapter_for("openai_compatible", f"http://127.0.0.1:{refused}", "aiohttp"))
+    assert (text, error) == ("LOGGED", None) and failure is not None
+    assert not [r for r in caplog.records if r.name == "httpx2" and r.levelno == logging.INFO]
+    lines = [r for r in caplog.records if r.name == "gateway_service.upstream"]
+    assert [(r.provider, r.model, r.outcome) for r in lines] == [  # type: ignore[attr-defined]
+        ("openai_compatible", "m", "ok"), ("openai_compatible", "m", "connection_error")]
+    assert all(r.levelno == logging.INFO and r.duration_ms >= 0 for r in lines)  # type: ignore[attr-defined]
