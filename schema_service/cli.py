@@ -12,11 +12,11 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from schema_service import database
-from schema_service.config import MigrationSettings, Settings, env_str
+from schema_service.config import MigrationSettings, Settings
 from schema_service.errors import SchemaServiceError
 from schema_service.migrate.events import (
     Event,
@@ -26,6 +26,7 @@ from schema_service.migrate.events import (
     PlanReady,
     StatementFinished,
 )
+from servicekit.settings import add_flags
 
 AddDatabaseArgs = Callable[[argparse.ArgumentParser], None]
 
@@ -36,8 +37,8 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     add_database_args(migrate)
     migrate.add_argument("--target", type=int, help="stop after this version")
     migrate.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    migrate.add_argument("--allow-out-of-order", action="store_true", help="apply files older than the applied version")
-    _add_timeouts(migrate)
+    timeouts = ("lock_timeout_s", "statement_timeout_s", "lock_wait_s")
+    add_flags(migrate, MigrationSettings, ("allow_out_of_order", *timeouts))
     migrate.set_defaults(handler=_sync(_migrate))
     status = commands.add_parser("status", help="applied version, history, pending files, lock holder")
     add_database_args(status)
@@ -46,11 +47,7 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     verify = commands.add_parser("verify", help="diff the live schema against the migrations")
     add_database_args(verify)
     verify.add_argument("--json", action="store_true")
-    verify.add_argument(
-        "--scratch-url",
-        help="server to build the scratch database on, where the role may create databases "
-        "(env SCHEMA_SERVICE_SCRATCH_URL)",
-    )
+    add_flags(verify, MigrationSettings, ("scratch_url",))
     verify.add_argument(
         "--ignore-grants",
         action="store_true",
@@ -75,22 +72,17 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     imported.set_defaults(handler=_sync(_import_history))
 
 
-def _add_timeouts(parser: argparse.ArgumentParser) -> None:
-    # Defaults are resolved at run time (MigrationSettings reads SCHEMA_SERVICE_MIGRATION_* then).
-    parser.add_argument("--lock-timeout", type=float, help="seconds of lock_timeout per statement (default 5)")
-    parser.add_argument("--statement-timeout", type=float, help="seconds of statement_timeout (default 600)")
-    parser.add_argument("--lock-wait", type=float, help="seconds to wait for the migration lock (default 300)")
-
-
 def _sync(
-    command: Callable[[argparse.Namespace, str], Coroutine[Any, Any, int]],
+    command: Callable[[argparse.Namespace, Settings, str], Coroutine[Any, Any, int]],
 ) -> Callable[[argparse.Namespace], int]:
-    """Run an async command; domain errors print to stderr and exit 1."""
+    """Run an async command; domain errors print to stderr and exit 1 (a bad setting raises SettingsError: 2)."""
 
     def run(args: argparse.Namespace) -> int:
+        settings = Settings.from_flags(args)
+
         async def main() -> int:
-            dsn = await _resolve_dsn(args) if args.command != "lint" else ""
-            return await command(args, dsn)
+            dsn = await _resolve_dsn(settings) if args.command != "lint" else ""
+            return await command(args, settings, dsn)
 
         try:
             return asyncio.run(main())
@@ -112,31 +104,18 @@ def _reader_went_away() -> int:
     return 141  # 128 + SIGPIPE, what a shell reports for a command killed by the closed pipe
 
 
-async def _resolve_dsn(args: argparse.Namespace) -> str:
-    if args.database_url:
-        Settings(database_url=args.database_url).validate()
-        return str(args.database_url)
-    admin = await asyncio.to_thread(database.start_embedded_postgres, args.data_dir)
-    name = Settings().embedded_database
-    await database.ensure_database(admin, name)
-    return database.with_database(admin, name)
+async def _resolve_dsn(settings: Settings) -> str:
+    if settings.dsn:
+        return settings.dsn
+    admin = await asyncio.to_thread(database.start_embedded_postgres, settings.data_dir)
+    await database.ensure_database(admin, settings.embedded_database)
+    return database.with_database(admin, settings.embedded_database)
 
 
-def _settings(args: argparse.Namespace) -> MigrationSettings:
-    settings = MigrationSettings(migrations_dir=args.migrations_dir, file_format=args.format)
-    flags = {
-        "lock_timeout_s": getattr(args, "lock_timeout", None),
-        "statement_timeout_s": getattr(args, "statement_timeout", None),
-        "lock_wait_s": getattr(args, "lock_wait", None),
-        "allow_out_of_order": getattr(args, "allow_out_of_order", None) or None,
-    }
-    return replace(settings, **{name: value for name, value in flags.items() if value is not None})
-
-
-async def _migrate(args: argparse.Namespace, dsn: str) -> int:
+async def _migrate(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
     from schema_service.migrate import RunOptions, migrate
 
-    options = RunOptions(settings=_settings(args), target=args.target, dry_run=args.dry_run)
+    options = RunOptions(settings=settings.migration, target=args.target, dry_run=args.dry_run)
     async for event in migrate(dsn, options):
         print(progress_line(event), flush=True)
     return 0
@@ -167,10 +146,10 @@ def progress_line(event: Event) -> str:
     return f"done: at version {event.current_version}, {event.applied_count} applied"
 
 
-async def _status(args: argparse.Namespace, dsn: str) -> int:
+async def _status(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
     from schema_service.migrate.ops import status
 
-    report = await status(dsn, _settings(args))
+    report = await status(dsn, settings.migration)
     if args.json:
         print(json.dumps(asdict(report), default=str, indent=2))
         return 1 if report.problems else 0
@@ -190,11 +169,11 @@ async def _status(args: argparse.Namespace, dsn: str) -> int:
     return 1 if report.problems else 0
 
 
-async def _verify(args: argparse.Namespace, dsn: str) -> int:
+async def _verify(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
     from schema_service.verify import verification
 
-    scratch_url = args.scratch_url or env_str("SCHEMA_SERVICE_SCRATCH_URL")
-    report = await verification(dsn, _settings(args), scratch_url=scratch_url, grants=not args.ignore_grants)
+    scratch_url = settings.migration.scratch_dsn
+    report = await verification(dsn, settings.migration, scratch_url=scratch_url, grants=not args.ignore_grants)
     differences = report.differences
     if args.json:
         print(
@@ -216,10 +195,10 @@ async def _verify(args: argparse.Namespace, dsn: str) -> int:
     return 1 if differences else 0
 
 
-async def _lint(args: argparse.Namespace, dsn: str) -> int:
+async def _lint(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
     from schema_service.lint import lint_dir
 
-    findings = await lint_dir(args.migrations_dir, args.format)
+    findings = await lint_dir(settings.migration.migrations_dir, settings.migration.file_format)
     if args.json:
         print(json.dumps([asdict(f) for f in findings], indent=2))
     else:
@@ -228,30 +207,30 @@ async def _lint(args: argparse.Namespace, dsn: str) -> int:
     return 1 if any(f.severity == "error" for f in findings) else 0
 
 
-async def _repair(args: argparse.Namespace, dsn: str) -> int:
+async def _repair(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
     from schema_service.migrate.ops import repair
 
-    actions = await repair(dsn, _settings(args))
+    actions = await repair(dsn, settings.migration)
     for action in actions:
         print(action)
     print("nothing to repair" if not actions else f"{len(actions)} repaired")
     return 0
 
 
-async def _baseline(args: argparse.Namespace, dsn: str) -> int:
+async def _baseline(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
     from schema_service.migrate.ops import baseline
 
-    files = await baseline(dsn, _settings(args), args.version)
+    files = await baseline(dsn, settings.migration, args.version)
     for file in files:
         print(f"recorded {file.filename} as applied")
     print(f"baselined at version {args.version}")
     return 0
 
 
-async def _import_history(args: argparse.Namespace, dsn: str) -> int:
+async def _import_history(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
     from schema_service.migrate.imported import import_history
 
-    imported = await import_history(dsn, _settings(args))
+    imported = await import_history(dsn, settings.migration)
     for file in imported.files:
         print(f"recorded {file.filename} as applied")
     print(f"imported {len(imported.files)} applied versions from {imported.source}")

@@ -1,26 +1,30 @@
-"""Settings of the schema service: command-line flags, then environment, then defaults.
+"""Settings of the schema service: command-line flags, then the environment, then the defaults (pydantic-settings).
 
-Validated at start-up; the database password prints as `**********`.
+Three frozen models, each default written once here: Settings (`serve`), MigrationSettings
+(`SCHEMA_SERVICE_MIGRATION_*`, shared by `serve` and the migration commands) and MetricsSettings
+(`SCHEMA_SERVICE_METRICS_*`). Validated at start-up: a bad value stops it with exit code 2 and
+one line naming the setting, its flag and its variable. Database URLs are SecretStr: they print
+as `**********` (redact_url shows one with only its password hidden).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields
+import argparse
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from servicekit.security import Security
+from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
-DEFAULT_PORT = 50052
+from servicekit.security import Security
+from servicekit.settings import ServiceSettings, SettingsError, build, invalid, setting
+
+PACKAGE_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Layouts of migration folders (schema_service.migrate.layouts; `--format`).
 FileFormat = Literal["native", "dbmate", "golang-migrate", "flyway"]
-PACKAGE_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names it."""
+ConfigError = SettingsError  # the name the schema service's callers know
 
 
 def redact_url(url: str) -> str:
@@ -35,141 +39,147 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts)
 
 
-@dataclass(frozen=True)
-class MigrationSettings:
-    """How migrations run (see README "Migrations").
-
-    The timeouts, waits and retries can be set from the environment as
-    `SCHEMA_SERVICE_MIGRATION_<FIELD>` (upper case, e.g. SCHEMA_SERVICE_MIGRATION_LOCK_TIMEOUT_S=2).
-    """
-
-    migrations_dir: Path = PACKAGE_MIGRATIONS
-    migrate_on_start: bool = True
-    # Where VerifySchema builds its scratch database when the service's own role may not create one.
-    scratch_url: str | None = field(default=None, repr=False)
-    lock_timeout_s: float = field(default_factory=lambda: _migration_env("lock_timeout_s", 5.0))
-    statement_timeout_s: float = field(default_factory=lambda: _migration_env("statement_timeout_s", 600.0))
-    lock_wait_s: float = field(default_factory=lambda: _migration_env("lock_wait_s", 300.0))
-    allow_out_of_order: bool = False
-    # A lock_timeout is retried this many times, waiting lock_retry_backoff_s, then twice that, ...
-    lock_retries: int = field(default_factory=lambda: int(_migration_env("lock_retries", 3, minimum=0)))
-    lock_retry_backoff_s: float = field(default_factory=lambda: _migration_env("lock_retry_backoff_s", 0.5))
-    # How often a waiting replica polls pg_try_advisory_lock.
-    lock_poll_s: float = field(default_factory=lambda: _migration_env("lock_poll_s", 0.1))
-    # The files' layout: native, dbmate, golang-migrate or flyway (`--format`; schema_service.migrate.layouts).
-    file_format: FileFormat = "native"
+def _postgres_url(url: SecretStr | None) -> SecretStr | None:
+    if url is not None and not url.get_secret_value().startswith(("postgres://", "postgresql://")):
+        raise ValueError("must start with postgresql:// or postgres://")
+    return url
 
 
-def _migration_env(name: str, default: float, *, minimum: float = 1e-9) -> float:
-    """`SCHEMA_SERVICE_MIGRATION_<NAME>` as a number, else the default; a bad value is a ConfigError."""
-    key = f"SCHEMA_SERVICE_MIGRATION_{name.upper()}"
-    raw = env_str(key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw) if isinstance(default, int) else float(raw)
-    except ValueError:
-        raise ConfigError(f"Config '{key}' must be a {type(default).__name__}, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"Config '{key}' must be " + (">= 0" if minimum == 0 else "> 0"))
-    return value
+def _directory(path: Path) -> Path:
+    if not path.is_dir():
+        raise ValueError(f"is not a directory: {path}")
+    return path
 
 
-@dataclass(frozen=True)
-class MetricsSettings:
-    """Limits and housekeeping of the metrics store (see README "Metrics").
+PostgresUrl = Annotated[SecretStr | None, AfterValidator(_postgres_url)]
+Seconds = Annotated[float, Field(gt=0)]
 
-    Each field can be set from the environment as `SCHEMA_SERVICE_METRICS_<FIELD>` (upper case).
-    """
 
-    max_batch_metrics: int = 10_000
-    # Below the transport's 64 MiB so an oversized batch gets a named INVALID_ARGUMENT, not a transport error.
-    max_batch_bytes: int = 16 * 1024 * 1024
-    max_in_flight_batches: int = 16
-    admission_wait_s: float = 0.2
-    stream_window: int = 8
-    retention_days: int = 30
-    max_time_ahead_s: float = 86_400.0
-    partitions_ahead_days: int = 2
-    idempotency_window_s: float = 7 * 86_400.0
-    housekeeping_interval_s: float = 60.0
-    baseline_window_s: float = 86_400.0
-    baseline_min_samples: int = 30
-    anomaly_z_score: float = 4.0
+class MigrationSettings(ServiceSettings):
+    """How migrations run (see "Migrations"); the migration commands and `serve` share them."""
 
-    @classmethod
-    def from_env(cls) -> MetricsSettings:
-        """Defaults overridden by `SCHEMA_SERVICE_METRICS_*` variables; a malformed value is a ConfigError."""
-        values: dict[str, int | float] = {}
-        for f in fields(cls):
-            raw = env_str(f"SCHEMA_SERVICE_METRICS_{f.name.upper()}")
-            if raw is None:
-                continue
-            try:
-                values[f.name] = int(raw) if f.type == "int" else float(raw)
-            except ValueError:
-                raise ConfigError(f"Config 'SCHEMA_SERVICE_METRICS_{f.name.upper()}' must be a {f.type}") from None
-        return cls(**values)  # type: ignore[arg-type]
+    model_config = SettingsConfigDict(env_prefix="SCHEMA_SERVICE_MIGRATION_")
 
-    def validate(self, max_message_bytes: int) -> MetricsSettings:
-        """Every limit positive, and a batch's byte limit below the transport's message limit."""
-        for f in fields(self):
-            if getattr(self, f.name) <= 0:
-                raise ConfigError(f"Config 'metrics.{f.name}' must be > 0")
-        if self.max_batch_bytes >= max_message_bytes:
-            raise ConfigError(
-                f"Config 'metrics.max_batch_bytes' ({self.max_batch_bytes}) must be below "
-                f"the transport limit max_message_bytes ({max_message_bytes})"
+    migrations_dir: Annotated[Path, AfterValidator(_directory)] = setting(
+        PACKAGE_MIGRATIONS, flag="--migrations-dir", env="SCHEMA_SERVICE_MIGRATIONS_DIR", metavar="DIR",
+        shown="the packaged schema_service/migrations",
+    )  # fmt: skip
+    """Folder of NNN_name.sql migrations (or of another tool's files, see file_format)."""
+    file_format: FileFormat = setting(
+        "native", flag="--format", env="SCHEMA_SERVICE_MIGRATIONS_FORMAT", metavar="FORMAT"
+    )
+    """Layout of the migration files: native, or dbmate's, golang-migrate's or Flyway's as they are."""
+    migrate_on_start: bool = setting(True, flag="--no-migrate", const=False)
+    """`serve` applies pending migrations at start; --no-migrate leaves it to a Job, and readiness then waits until
+    the schema reaches the newest packaged migration."""
+    scratch_url: PostgresUrl = setting(None, flag="--scratch-url", env="SCHEMA_SERVICE_SCRATCH_URL", metavar="URL")
+    """Server where verify and VerifySchema build their scratch database when the service's own role may not
+    create one."""
+    lock_timeout_s: Seconds = setting(5.0, flag="--lock-timeout", metavar="S")
+    """lock_timeout of each migration statement."""
+    statement_timeout_s: Seconds = setting(600.0, flag="--statement-timeout", metavar="S")
+    """statement_timeout of each migration statement."""
+    lock_wait_s: Seconds = setting(300.0, flag="--lock-wait", metavar="S")
+    """How long to wait for the migration lock another replica holds."""
+    allow_out_of_order: bool = setting(False, flag="--allow-out-of-order", const=True)
+    """Apply files older than the applied version."""
+    lock_retries: Annotated[int, Field(ge=0)] = 3
+    """A statement that hits lock_timeout is retried this many times, waiting lock_retry_backoff_s, then twice that,
+    ..."""
+    lock_retry_backoff_s: Seconds = 0.5
+    """The first wait before a lock_timeout retry."""
+    lock_poll_s: Seconds = 0.1
+    """How often a waiting replica polls pg_try_advisory_lock."""
+
+    @property
+    def scratch_dsn(self) -> str | None:
+        return self.scratch_url.get_secret_value() if self.scratch_url else None
+
+
+class MetricsSettings(ServiceSettings):
+    """Limits and housekeeping of the metrics store (see "Metrics")."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHEMA_SERVICE_METRICS_")
+
+    max_batch_metrics: Annotated[int, Field(gt=0)] = 10_000
+    """Metrics per batch."""
+    max_batch_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    """Bytes per batch; below the transport's message limit so an oversized batch gets a named INVALID_ARGUMENT,
+    not a transport error."""
+    max_in_flight_batches: Annotated[int, Field(gt=0)] = 16
+    """Batches written at once before RESOURCE_EXHAUSTED."""
+    admission_wait_s: Seconds = 0.2
+    """How long a batch may wait for a slot."""
+    stream_window: Annotated[int, Field(gt=0)] = 8
+    """Unacknowledged batches per StreamMetrics stream."""
+    retention_days: Annotated[int, Field(gt=0)] = 30
+    """Partitions older than this are dropped."""
+    max_time_ahead_s: Seconds = 86_400.0
+    """How far in the future a metric's time may lie."""
+    partitions_ahead_days: Annotated[int, Field(gt=0)] = 2
+    """Daily partitions created ahead."""
+    idempotency_window_s: Seconds = 7 * 86_400.0
+    """How long request ids are remembered."""
+    housekeeping_interval_s: Seconds = 60.0
+    """Partitions, retention, baselines and anomalies run this often."""
+    baseline_window_s: Seconds = 86_400.0
+    """Window of the rolling baselines."""
+    baseline_min_samples: Annotated[int, Field(gt=0)] = 30
+    """Samples needed before a baseline is used."""
+    anomaly_z_score: Seconds = 4.0
+    """Distance from the mean, in standard deviations, that makes an anomaly."""
+
+
+class Settings(ServiceSettings):
+    """Everything `schema-service serve` needs."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHEMA_SERVICE_")
+
+    database_url: PostgresUrl = setting(None, flag="--database-url", env="DATABASE_URL", metavar="URL")
+    """PostgreSQL URL; without one an embedded PostgreSQL is started (every command)."""
+    data_dir: Path = setting(Path(".data/postgres"), flag="--data-dir", metavar="DIR")
+    """Data folder of the embedded PostgreSQL (every command)."""
+    embedded_database: str = "app"
+    """The database the service uses inside the embedded PostgreSQL."""
+    host: str = setting("[::]", flag="--host")
+    """Listen address."""
+    port: int = setting(50052, flag="--port", metavar="PORT", ge=0, le=65535)
+    """Listen port (0 picks one)."""
+    metrics_port: int = setting(0, flag="--metrics-port", env="METRICS_PORT", metavar="PORT", ge=0, le=65535)
+    """Prometheus /metrics port on all interfaces (the manifests use 9464); 0 turns it off."""
+    shutdown_grace_s: float = setting(20.0, flag="--shutdown-grace", metavar="S", ge=0)
+    """Seconds in-flight calls get after SIGTERM."""
+    readiness_interval_s: Seconds = setting(2.0, flag="--readiness-interval", metavar="S")
+    """Seconds between the database checks behind readiness."""
+    max_message_bytes: Annotated[int, Field(gt=0)] = setting(17 * 1024 * 1024, flag="--max-message-bytes", metavar="N")
+    """Largest gRPC message in or out: a full batch (metrics.max_batch_bytes, 16 MiB) and 1 MiB to spare; larger is
+    refused unread."""
+    max_concurrent_rpcs: Annotated[int, Field(gt=0)] = setting(128, flag="--max-concurrent-rpcs", metavar="N")
+    """Calls served at once; more are refused with RESOURCE_EXHAUSTED before their messages are read, which bounds
+    memory."""
+    migration: MigrationSettings = Field(default_factory=MigrationSettings)
+    """SCHEMA_SERVICE_MIGRATION_* (below)."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """SCHEMA_SERVICE_METRICS_* (below)."""
+    security: Security = Field(default_factory=Security)
+    """TLS, callers and the rest of the security flags both services share (servicekit.security)."""
+
+    @model_validator(mode="after")
+    def _batches_fit_in_a_message(self) -> Settings:
+        if self.metrics.max_batch_bytes >= self.max_message_bytes:
+            raise invalid(
+                "metrics.max_batch_bytes",
+                f"is {self.metrics.max_batch_bytes}: it must be below the transport limit max_message_bytes "
+                f"({self.max_message_bytes})",
             )
         return self
 
+    @classmethod
+    def from_flags(cls, args: argparse.Namespace) -> Settings:
+        """Flags on this command line, else the environment, else the defaults; SettingsError names a bad one."""
+        nested = {"migration": build(MigrationSettings, args), "metrics": build(MetricsSettings)}
+        return build(cls, args, security=build(Security, args), **nested)
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything `schema-service serve` needs."""
-
-    database_url: str | None = field(default=None, repr=False)
-    data_dir: Path = Path(".data/postgres")
-    embedded_database: str = "app"
-    host: str = "[::]"
-    port: int = DEFAULT_PORT
-    metrics_port: int = 0  # Prometheus /metrics; 0: not served
-    shutdown_grace_s: float = 20.0
-    readiness_interval_s: float = 2.0
-    log_level: str = "INFO"
-    # Largest gRPC message: a full batch (max_batch_bytes, 16 MiB) and 1 MiB to spare; larger is refused unread.
-    max_message_bytes: int = 17 * 1024 * 1024
-    # Bounds what concurrent large requests can hold in memory (each up to max_message_bytes).
-    max_concurrent_rpcs: int = 128
-    migration: MigrationSettings = field(default_factory=MigrationSettings)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings.from_env)
-    security: Security = field(default_factory=Security)
-
-    def __repr__(self) -> str:
-        url = redact_url(self.database_url) if self.database_url else None
-        return f"Settings(database_url={url!r}, data_dir={str(self.data_dir)!r}, port={self.port})"
-
-    def validate(self) -> Settings:
-        for name in ("port", "metrics_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                raise ConfigError(f"Config '{name}' must be 0-65535, got {getattr(self, name)}")
-        if self.database_url is not None and not self.database_url.startswith(("postgres://", "postgresql://")):
-            raise ConfigError("Config 'database_url' must start with postgresql:// or postgres://")
-        if not self.migration.migrations_dir.is_dir():
-            raise ConfigError(f"Config 'migrations_dir' is not a directory: {self.migration.migrations_dir}")
-        if self.shutdown_grace_s < 0:
-            raise ConfigError("Config 'shutdown_grace_s' must be >= 0")
-        if self.readiness_interval_s <= 0:
-            raise ConfigError(f"Config 'readiness_interval_s' must be > 0, got {self.readiness_interval_s}")
-        if self.max_concurrent_rpcs <= 0:
-            raise ConfigError(f"Config 'max_concurrent_rpcs' must be > 0, got {self.max_concurrent_rpcs}")
-        scratch = self.migration.scratch_url
-        if scratch is not None and not scratch.startswith(("postgres://", "postgresql://")):
-            raise ConfigError("Config 'scratch_url' must start with postgresql:// or postgres://")
-        self.metrics.validate(self.max_message_bytes)
-        return self
-
-
-def env_str(name: str) -> str | None:
-    value = os.environ.get(name)
-    return value if value else None
+    @property
+    def dsn(self) -> str | None:
+        return self.database_url.get_secret_value() if self.database_url else None

@@ -48,8 +48,8 @@ ROLES = {
 
 async def resolve_dsn(settings: Settings) -> str:
     """The configured URL, or the embedded server's database (started on demand)."""
-    if settings.database_url:
-        return settings.database_url
+    if settings.dsn:
+        return settings.dsn
     admin = await asyncio.to_thread(database.start_embedded_postgres, settings.data_dir)
     await database.ensure_database(admin, settings.embedded_database)
     return database.with_database(admin, settings.embedded_database)

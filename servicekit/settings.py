@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails, PydanticUndefined
+from pydantic_core import ErrorDetails, PydanticCustomError, PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -38,14 +38,15 @@ class ServiceSettings(BaseSettings):
 
 def setting(
     default: Any = PydanticUndefined, *, flag: str | None = None, env: str | None = None, const: bool | None = None,
-    metavar: str | None = None, **field: Any,
+    metavar: str | None = None, shown: str | None = None, **field: Any,
 ) -> Any:  # fmt: skip
     """A field with its command-line `flag` (a switch storing `const` when given) and its environment variable
-    `env` when that is not the model's prefix + the field's name."""
+    `env` when that is not the model's prefix + the field's name; `shown` is the default as help and the reference
+    print it, when the value itself is not what a reader should see (an absolute path of this machine)."""
     return Field(
         default,
         validation_alias=AliasChoices(env) if env else None,
-        json_schema_extra={"flag": flag, "const": const, "metavar": metavar} if flag else None,
+        json_schema_extra={"flag": flag, "const": const, "metavar": metavar, "shown": shown},
         **field,
     )
 
@@ -72,6 +73,8 @@ def env_name(model: type[BaseSettings], name: str) -> str:
 
 def default_text(info: FieldInfo) -> str:
     """The default as a person would write it on the command line ("none" when there is none)."""
+    if extra(info).get("shown"):
+        return str(extra(info)["shown"])
     if info.default_factory is not None:
         return "see below"
     value = info.default
@@ -94,7 +97,7 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseSettings], names:
     """A flag for each of `names` (every field that has one by default), with no default of argparse's own."""
     for name, info in model.model_fields.items():
         spec = extra(info)
-        if "flag" not in spec or (names is not None and name not in names):
+        if not spec.get("flag") or (names is not None and name not in names):
             continue
         if spec["const"] is not None:
             parser.add_argument(spec["flag"], dest=name, action="store_const", const=spec["const"], default=None,
@@ -118,18 +121,44 @@ def build(model: type[S], args: argparse.Namespace | None = None, **values: Any)
         raise SettingsError(describe(model, exc.errors()[0])) from None
 
 
+def invalid(key: str, message: str) -> PydanticCustomError:
+    """An error about `key` (relative to the model that raises it: `base_url`, `default[1]`, `metrics.max_batch_bytes`)
+    for a check that involves more than one field, so the message still names the key it is about."""
+    return PydanticCustomError("config", "{message}", {"key": key, "message": message})
+
+
 def describe(model: type[BaseSettings], error: ErrorDetails) -> str:
     """`Config 'port' (--port, env X) <message>` for one pydantic error about a field of `model`."""
-    name = str(error["loc"][0]) if error["loc"] else ""
-    if name not in model.model_fields:  # an alias in the location (the environment variable's own name)
-        name = next((n for n in model.model_fields if env_name(model, n).lower() == name.lower()), name)
-    if name not in model.model_fields:
+    loc = [str(part) for part in error["loc"]]
+    key = (error.get("ctx") or {}).get("key")
+    if error["type"] == "config" and key:
+        loc += str(key).split(".")
+    if not loc:
         return f"Config: {problem(error)}"
-    where = ", ".join(x for x in (extra(model.model_fields[name]).get("flag"), f"env {env_name(model, name)}") if x)
-    if error["type"] == "missing":
-        return f"Config '{env_name(model, name)}' is missing ({where})"
-    path = ".".join([name, *(str(part) for part in error["loc"][1:])])
-    return f"Config '{path}' ({where}) {problem(error)}"
+    name = _field_name(model, loc[0])
+    if error["type"] == "missing" and name in model.model_fields:
+        return f"Config '{env_name(model, name)}' is missing ({_where(model, [name])})"
+    path = ".".join([name, *loc[1:]])
+    where = _where(model, [name, *loc[1:]])
+    return f"Config '{path}'" + (f" ({where})" if where else "") + f" {problem(error)}"
+
+
+def _field_name(model: type[BaseSettings], name: str) -> str:
+    """The field a location names: itself, or the field read from the environment variable of that name."""
+    if name in model.model_fields:
+        return name
+    return next((n for n in model.model_fields if env_name(model, n).lower() == name.lower()), name)
+
+
+def _where(model: type[BaseSettings], loc: list[str]) -> str:
+    """`--flag, env NAME` of the field at `loc`, looking into nested settings (`metrics.max_batch_bytes`)."""
+    info = model.model_fields.get(loc[0])
+    if info is None:
+        return ""
+    nested = info.annotation
+    if len(loc) > 1 and isinstance(nested, type) and issubclass(nested, BaseSettings):
+        return _where(nested, [_field_name(nested, loc[1]), *loc[2:]])
+    return ", ".join(x for x in (extra(info).get("flag"), f"env {env_name(model, loc[0])}") if x)
 
 
 _KINDS = {

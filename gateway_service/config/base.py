@@ -2,7 +2,7 @@
 
 The YAML is read by PyYAML and validated by these pydantic models; the loader (loading.py) turns
 pydantic's errors into `file: key.path: message` lines. A check that involves more than one field
-raises `invalid(key, message)` so the error still names the key it is about.
+raises servicekit.settings.invalid(key, message) so the error still names the key it is about.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, model_validator
-from pydantic_core import PydanticCustomError
+
+from servicekit.settings import invalid as invalid  # re-exported: the sections raise it
 
 NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
@@ -18,11 +19,6 @@ PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
 Flag = Annotated[bool, Strict()]
 Text = Annotated[str, Strict(), Field(min_length=1)]
-
-
-def invalid(key: str, message: str) -> PydanticCustomError:
-    """An error about `key` (relative to the model that raises it: `base_url`, `default[1]`, `models[0].reasoning`)."""
-    return PydanticCustomError("config", "{message}", {"key": key, "message": message})
 
 
 def from_yaml(info: ValidationInfo) -> bool:

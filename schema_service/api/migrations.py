@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import grpc
 
@@ -48,7 +47,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
                 raise _invalid("target_version", "must be >= 0 (0 applies everything)")
             settings = self.app.settings.migration
             if request.allow_out_of_order:
-                settings = replace(settings, allow_out_of_order=True)
+                settings = settings.model_copy(update={"allow_out_of_order": True})
             options = RunOptions(settings=settings, target=request.target_version or None, dry_run=request.dry_run)
             async for event in migrate(self.app.dsn, options):
                 yield protomap.migrate_event(event)
@@ -67,7 +66,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
         bind_request_id(context)
         settings = self.app.settings.migration
         async with BOUNDARY(context, "VerifySchema"):
-            differences = await verify(self.app.dsn, settings, scratch_url=settings.scratch_url)
+            differences = await verify(self.app.dsn, settings, scratch_url=settings.scratch_dsn)
         return protomap.verify_response(differences)
 
     async def LintMigrations(  # noqa: N802

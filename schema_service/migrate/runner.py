@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class RunOptions:
     @classmethod
     def build(cls, migrations_dir: Path | None = None, **options: Any) -> RunOptions:
         """`migrations_dir` and any MigrationSettings field or RunOptions field, by keyword."""
-        names = {f.name for f in fields(MigrationSettings)}
+        names = set(MigrationSettings.model_fields)
         setting_values = {k: v for k, v in options.items() if k in names}
         if migrations_dir is not None:
             setting_values["migrations_dir"] = Path(migrations_dir)

@@ -38,7 +38,7 @@ async def schema_service(dsn: str) -> AsyncIterator[tuple[str, metrics_service_p
     app = App(settings=Settings(database_url=dsn), dsn=dsn)
     await app.connect()
     lifecycle = Lifecycle(SERVICE_NAMES)
-    options = ServerOptions(max_message_bytes=Settings.max_message_bytes)
+    options = ServerOptions(max_message_bytes=app.settings.max_message_bytes)
     server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -63,7 +63,7 @@ async def schema_service(dsn: str) -> AsyncIterator[Served]:
     await app.connect()
     app.ready.set()
     lifecycle = Lifecycle(SCHEMA_SERVICES)
-    options = ServerOptions(max_message_bytes=Settings.max_message_bytes)
+    options = ServerOptions(max_message_bytes=app.settings.max_message_bytes)
     server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SCHEMA_SERVICES)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

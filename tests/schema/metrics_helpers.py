@@ -40,7 +40,7 @@ async def metrics_server(dsn: str, *, connect: bool = True, **metrics: Any) -> A
     if connect:
         await app.connect()
     lifecycle = Lifecycle(SERVICE_NAMES)
-    options = ServerOptions(max_message_bytes=Settings.max_message_bytes)
+    options = ServerOptions(max_message_bytes=settings.max_message_bytes)
     server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from schema_service.config import ConfigError, MetricsSettings
+from schema_service.config import ConfigError, MetricsSettings, Settings
 from schema_service.errors import BatchTooLarge, InvalidRequest
 from schema_service.metrics.validation import MAX_LISTED_VIOLATIONS, BatchParser
 from schema_service.metrics.wire import parse_batch, received
 from schemaservice.v1 import metrics_service_pb2 as pb
+from servicekit.settings import build
 from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server, violations
 
 # The real clock: `metric()` stamps its rows with it unless told otherwise, and the parser checks against NOW.
@@ -169,14 +170,14 @@ def test_count_and_byte_limits_name_the_limit() -> None:
 
 
 def test_settings_keep_the_byte_limit_below_the_transport_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="max_batch_bytes"):
-        MetricsSettings(max_batch_bytes=64 * 1024 * 1024).validate(64 * 1024 * 1024)
+    with pytest.raises(ConfigError, match="'metrics.max_batch_bytes' .* must be below the transport limit"):
+        build(Settings, max_message_bytes=64 * 1024 * 1024, metrics=MetricsSettings(max_batch_bytes=64 * 1024 * 1024))
     monkeypatch.setenv("SCHEMA_SERVICE_METRICS_MAX_BATCH_METRICS", "500")
     monkeypatch.setenv("SCHEMA_SERVICE_METRICS_ANOMALY_Z_SCORE", "3.5")
-    assert MetricsSettings.from_env() == MetricsSettings(max_batch_metrics=500, anomaly_z_score=3.5)
+    assert build(MetricsSettings) == MetricsSettings(max_batch_metrics=500, anomaly_z_score=3.5)
     monkeypatch.setenv("SCHEMA_SERVICE_METRICS_RETENTION_DAYS", "soon")
-    with pytest.raises(ConfigError, match="SCHEMA_SERVICE_METRICS_RETENTION_DAYS"):
-        MetricsSettings.from_env()
+    with pytest.raises(ConfigError, match="retention_days' .*SCHEMA_SERVICE_METRICS_RETENTION_DAYS.* an integer"):
+        build(MetricsSettings)
 
 
 async def test_a_bad_batch_is_refused_whole_over_grpc(migrated_db: str) -> None:

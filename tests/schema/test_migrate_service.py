@@ -44,7 +44,7 @@ async def migration_server(dsn: str, folder: Path, **migration: object) -> Async
     settings = Settings(database_url=dsn, migration=MigrationSettings(migrations_dir=folder, **migration))  # type: ignore[arg-type]
     app = App(settings=settings, dsn=dsn)
     lifecycle = Lifecycle(SERVICE_NAMES)
-    options = ServerOptions(max_message_bytes=Settings.max_message_bytes)
+    options = ServerOptions(max_message_bytes=settings.max_message_bytes)
     server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

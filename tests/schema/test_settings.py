@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from schema_service.config import ConfigError, Settings, redact_url
+from schema_service.config import ConfigError, MigrationSettings, Settings, redact_url
 from servicekit.procs import BIN
+from servicekit.settings import build
 
 
 @pytest.mark.parametrize(
@@ -26,17 +27,41 @@ def test_passwords_never_print(url: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "key"),
+    ("values", "message"),
     [
-        (Settings(readiness_interval_s=0), "readiness_interval_s"),
-        (Settings(max_concurrent_rpcs=0), "max_concurrent_rpcs"),
-        (Settings(port=70000), "port"),
-        (Settings(database_url="mysql://x"), "database_url"),
+        ({"readiness_interval_s": 0}, "Config 'readiness_interval_s' (--readiness-interval, env "
+                                      "SCHEMA_SERVICE_READINESS_INTERVAL_S) must be greater than 0, got 0"),
+        ({"max_concurrent_rpcs": 0}, "Config 'max_concurrent_rpcs' (--max-concurrent-rpcs"),
+        ({"port": 70000}, "Config 'port' (--port, env SCHEMA_SERVICE_PORT) must be at most 65535, got 70000"),
+        ({"database_url": "mysql://x"}, "Config 'database_url' (--database-url, env DATABASE_URL) must start with "
+                                        "postgresql://"),
+        ({"max_message_bytes": 1024}, "Config 'metrics.max_batch_bytes' (env SCHEMA_SERVICE_METRICS_MAX_BATCH_BYTES) "
+                                      "is 16777216: it must be below the transport limit max_message_bytes (1024)"),
     ],
-)
-def test_bad_values_are_refused_naming_the_key(settings: Settings, key: str) -> None:
-    with pytest.raises(ConfigError, match=f"'{key}'"):
-        settings.validate()
+)  # fmt: skip
+def test_bad_values_are_refused_naming_the_key(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        build(Settings, **values)
+    assert str(error.value).startswith(message), str(error.value)
+    assert "mysql://x" not in str(error.value)  # a URL is never echoed: it may hold a password
+
+
+def test_flags_win_over_the_environment_over_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "SCHEMA_SERVICE_PORT", "METRICS_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = build(Settings)
+    assert (defaults.database_url, defaults.port, defaults.migration.lock_timeout_s) == (None, 50052, 5.0)
+    monkeypatch.setenv("SCHEMA_SERVICE_PORT", "6000")
+    monkeypatch.setenv("SCHEMA_SERVICE_MIGRATION_LOCK_TIMEOUT_S", "2")
+    monkeypatch.setenv("SCHEMA_SERVICE_METRICS_RETENTION_DAYS", "7")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:s3cret@db/app")
+    settings = build(Settings, migration=build(MigrationSettings))
+    assert (settings.port, settings.migration.lock_timeout_s, settings.metrics.retention_days) == (6000, 2.0, 7)
+    assert settings.dsn == "postgresql://app:s3cret@db/app" and "s3cret" not in repr(settings)
+    assert build(Settings, port="7000").port == 7000
+    with pytest.raises(ConfigError, match=r"Config 'lock_timeout_s' \(--lock-timeout, env "
+                                          r"SCHEMA_SERVICE_MIGRATION_LOCK_TIMEOUT_S\) must be greater than 0"):
+        build(MigrationSettings, lock_timeout_s="0")  # fmt: skip
 
 
 def test_malformed_port_variable_is_a_usage_error() -> None:
