@@ -23,6 +23,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
 
+# flag -> the programs taking it ("schema-service migrate"), as add_flags registered them; the reference lists them.
+FLAG_USERS: dict[str, set[str]] = {}
+
 
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message names it (start-up exits with code 2)."""
@@ -84,7 +87,7 @@ def default_text(info: FieldInfo) -> str:
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
-    return str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def help_text(model: type[BaseSettings], name: str) -> str:
@@ -99,6 +102,7 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseSettings], names:
         spec = extra(info)
         if not spec.get("flag") or (names is not None and name not in names):
             continue
+        FLAG_USERS.setdefault(spec["flag"], set()).add(parser.prog)
         if spec["const"] is not None:
             parser.add_argument(spec["flag"], dest=name, action="store_const", const=spec["const"], default=None,
                                 help=help_text(model, name))  # fmt: skip
@@ -137,7 +141,8 @@ def describe(model: type[BaseSettings], error: ErrorDetails) -> str:
         return f"Config: {problem(error)}"
     name = _field_name(model, loc[0])
     if error["type"] == "missing" and name in model.model_fields:
-        return f"Config '{env_name(model, name)}' is missing ({_where(model, [name])})"
+        flag = extra(model.model_fields[name]).get("flag")
+        return f"Config '{env_name(model, name)}' is missing" + (f" (or pass {flag})" if flag else "")
     path = ".".join([name, *loc[1:]])
     where = _where(model, [name, *loc[1:]])
     return f"Config '{path}'" + (f" ({where})" if where else "") + f" {problem(error)}"

@@ -11,6 +11,7 @@ from the environment. Secrets (provider keys, the Redis URL) are SecretStr: they
     model.py      the file as a whole: routes, failover, telemetry
     loading.py    YAML + `${VAR}` -> models, errors naming the key path
     serve.py      the `serve` command's settings (flags and environment, pydantic-settings)
+    summary.py    what `serve --check-config` prints
 """
 
 from __future__ import annotations

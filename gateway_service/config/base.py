@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, model_validator
+from pydantic.config import JsonDict
 
 from servicekit.settings import invalid as invalid  # re-exported: the sections raise it
 
@@ -38,6 +39,9 @@ class Frozen(BaseModel):
         if not isinstance(data, dict):
             return data
         return {k: v for k, v in data.items() if v is not None and v != ""}
+
+
+DERIVED: JsonDict = {"derived": True}  # json_schema_extra of a field the loader fills in: not a key of the file
 
 
 def refuse_derived(data: dict[str, Any], key: str, info: ValidationInfo) -> None:

@@ -48,13 +48,21 @@ class RateLimits(Frozen):
     """A budget as written: leave a rate out for no limit."""
 
     requests_per_second: PerWindow = None
+    """At most this many requests per second."""
     requests_per_minute: PerWindow = None
+    """At most this many requests per minute."""
     requests_per_hour: PerWindow = None
+    """At most this many requests per hour."""
     requests_per_day: PerWindow = None
+    """At most this many requests per day."""
     tokens_per_second: PerWindow = None
+    """At most this many tokens (prompt estimate, then usage) per second."""
     tokens_per_minute: PerWindow = None
+    """At most this many tokens (prompt estimate, then usage) per minute."""
     tokens_per_hour: PerWindow = None
+    """At most this many tokens (prompt estimate, then usage) per hour."""
     tokens_per_day: PerWindow = None
+    """At most this many tokens (prompt estimate, then usage) per day."""
 
     def rates(self) -> tuple[Rate, ...]:
         return tuple(

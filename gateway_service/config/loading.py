@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from gateway_service.config.base import DERIVED
 from gateway_service.config.model import GatewayConfig
 from gateway_service.errors import ConfigError
 from servicekit.settings import problem
@@ -140,7 +141,7 @@ def _allowed_keys(loc: list[int | str]) -> list[str]:
         else:
             return []
     model = _model_in(current)
-    return [name for name in model.model_fields if name not in ("api_key", "source")] if model else []
+    return [name for name, info in model.model_fields.items() if info.json_schema_extra != DERIVED] if model else []
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, Strict, ValidationInfo, model_valid
 from pydantic_core import PydanticCustomError
 
 from gateway_service.config.base import (
+    DERIVED,
     Frozen,
     NonNegativeFloat,
     NonNegativeInt,
@@ -121,7 +122,7 @@ class GatewayConfig(Frozen):
     """Where rate-limit budgets are kept, and each caller's budget (see "Rate-limit budgets")."""
     requests: RequestLimits = RequestLimits()
     """Sizes, counts and nesting a chat request may have (see "Request limits")."""
-    source: str = "<built-in default>"
+    source: str = Field("<built-in default>", json_schema_extra=DERIVED)
     """The file this was read from (set by the loader, never written in the file)."""
 
     @model_validator(mode="before")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, model_validator
 
 from gateway_service.config.base import (
+    DERIVED,
     Flag,
     Frozen,
     NonNegativeFloat,
@@ -45,7 +46,7 @@ class ModelSpec(Frozen):
     output_usd_per_mtok: NonNegativeFloat = 0.0
     """Price of a million output tokens."""
     assistant_prefill: Flag = False
-    """Can continue a partial assistant turn (written: default true for anthropic models only)."""
+    """Can continue a partial assistant turn (the default is true for anthropic models, false for the others)."""
     limits: Budget = ()
     """This model's upstream rate limits, on top of its provider's."""
     reasoning: Literal["budget", "effort"] = "budget"
@@ -88,7 +89,7 @@ class ProviderSpec(ProviderTimeouts):
     """File holding the key (e.g. under /var/run/secrets); missing or empty leaves the provider unconfigured."""
     no_api_key: Flag = False
     """A local endpoint that takes no key (Ollama, vLLM, the simulator)."""
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(None, json_schema_extra=DERIVED)
     """Read from api_key_env or api_key_file when the file is loaded; never written in the file."""
     limits: Budget = ()
     """The provider's upstream rate limits, shared by its models."""

@@ -27,7 +27,15 @@ def _lines(config: GatewayConfig, serve: ServeSettings) -> Iterator[str]:
     yield f"listen: {serve.host}:{serve.port}, shutdown grace {serve.shutdown_grace_s:g} s, " + (
         f"metrics on :{serve.metrics_port}" if serve.metrics_port else "metrics off"
     )
-    yield f"schema_service: {config.schema_service or 'none (no metrics sent)'}"
+    security = serve.security
+    yield "security: " + ", ".join([
+        f"TLS {security.tls_cert}" + (" (mTLS)" if security.tls_client_ca else "") if security.tls_cert else "no TLS",
+        f"callers {security.callers}" if security.callers else "no callers file",
+        *(["INSECURE DEV"] if security.insecure_dev else []),
+    ])  # fmt: skip
+    client = serve.schema_client
+    over = (" over TLS" + (" with a token" if client.token_file else "")) if client.tls else ""
+    yield f"schema_service: {config.schema_service + over if config.schema_service else 'none (no metrics sent)'}"
     yield f"providers ({len(config.providers)}):"
     for provider in config.providers:
         yield from _provider(provider)

@@ -45,6 +45,7 @@ def test_summary_names_providers_models_routes_and_limits_never_a_secret(tmp_pat
     lines = text.splitlines()
     assert lines[0] == f"config: {path}"
     assert "listen: [::]:7000, shutdown grace 20 s, metrics on :9464" in lines
+    assert "security: no TLS, no callers file" in lines and "schema_service: 127.0.0.1:50052" in lines
     assert "  openai (openai): key ********** from OPENAI_API_KEY" in lines
     assert "  claude (anthropic): NOT CONFIGURED: no key in ANTHROPIC_API_KEY" in lines
     assert "    timeouts: attempt 60 s, connect 5 s, first token 2.5 s, idle 30 s; http_client aiohttp, " \
@@ -90,3 +91,15 @@ def test_a_bad_environment_variable_is_named_too(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("METRICS_PORT", "lots")
     with pytest.raises(SettingsError, match=r"Config 'metrics_port' \(--metrics-port, env METRICS_PORT\) must be an"):
         build(ServeSettings)
+
+
+def test_summary_says_how_the_gateway_is_secured(tmp_path: Path) -> None:
+    from servicekit.security import Security
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(textwrap.dedent(CONFIG))
+    security = Security(tls_cert=Path("/tls/crt.pem"), tls_key=Path("/tls/key.pem"), callers=Path("/etc/callers.yaml"))
+    serve = ServeSettings(security=security, schema_service_tls=True, schema_service_token_file=Path("/tok"))
+    lines = summary(config.load(path, env={}), serve).splitlines()
+    assert "security: TLS /tls/crt.pem, callers /etc/callers.yaml" in lines
+    assert "schema_service: 127.0.0.1:50052 over TLS with a token" in lines

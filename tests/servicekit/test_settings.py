@@ -1,0 +1,77 @@
+"""servicekit.settings: flags built from a model, flag over variable over default, one line per bad setting."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from pydantic import Field
+
+from servicekit.settings import FLAG_USERS, ServiceSettings, SettingsError, add_flags, build, setting
+
+
+class Example(ServiceSettings):
+    """A service with one required setting, one with a default, and a switch."""
+
+    model_config = {"env_prefix": "EXAMPLE_"}
+
+    database_url: str = setting(flag="--database-url", env="DATABASE_URL", metavar="URL")
+    """Where the data is."""
+    port: int = setting(8000, flag="--port", ge=0, le=65535)
+    """Listen port."""
+    migrate: bool = setting(True, flag="--no-migrate", const=False)
+    """Migrate at start."""
+    window: int = Field(5, gt=0)
+    """Environment only."""
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="example")
+    add_flags(parser, Example)
+    return parser.parse_args(argv)
+
+
+def test_a_missing_required_setting_is_named_by_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(SettingsError) as error:
+        build(Example, parse())
+    assert str(error.value) == "Config 'DATABASE_URL' is missing (or pass --database-url)"
+
+
+def test_flag_over_variable_over_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env/db")
+    monkeypatch.setenv("EXAMPLE_PORT", "9000")
+    monkeypatch.setenv("EXAMPLE_WINDOW", "")  # empty: unset
+    settings = build(Example, parse("--no-migrate"))
+    assert (settings.database_url, settings.port, settings.migrate, settings.window) == ("postgresql://env/db", 9000,
+                                                                                        False, 5)  # fmt: skip
+    assert build(Example, parse("--port", "1", "--database-url", "postgresql://flag/db")).port == 1
+    assert FLAG_USERS["--no-migrate"] >= {"example"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (("--port", "x"), {}, "Config 'port' (--port, env EXAMPLE_PORT) must be an integer, got 'x'"),
+        ((), {"EXAMPLE_PORT": "-1"},
+         "Config 'port' (--port, env EXAMPLE_PORT) must be a non-negative number, got '-1'"),
+        ((), {"EXAMPLE_WINDOW": "0"}, "Config 'window' (env EXAMPLE_WINDOW) must be greater than 0, got '0'"),
+    ],
+)  # fmt: skip
+def test_a_bad_value_names_the_setting_its_flag_and_its_variable(
+    monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env/db")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as error:
+        build(Example, parse(*argv))
+    assert str(error.value) == message
+
+
+def test_the_help_shows_the_meaning_variable_and_default() -> None:
+    parser = argparse.ArgumentParser(prog="example")
+    add_flags(parser, Example)
+    text = parser.format_help()
+    assert "Listen port. (env EXAMPLE_PORT; default 8000)" in text
+    assert "Where the data is. (env DATABASE_URL; default required)" in text
