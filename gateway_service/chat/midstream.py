@@ -87,8 +87,9 @@ class Delivered:
         }
         outcome = failed.outcome.value if failed.outcome else "unknown"
         policy = f"mid-stream policy {self.policy.name}" + (f": {why}" if why else "")
+        # What happened to the answer first: the provider's own message can be long, and details are capped.
         return MidStreamFailure(
-            f"{failed.provider}/{failed.model} failed after {self.sequence} deltas were sent "
-            f"({outcome}: {failed.message}); {policy}; the answer is incomplete",
+            f"{failed.provider}/{failed.model} failed after {self.sequence} deltas were sent; {policy}; "
+            f"the answer is incomplete ({outcome}: {failed.message})",
             metadata=metadata,
         )
