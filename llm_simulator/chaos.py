@@ -49,9 +49,13 @@ class Call:
     def whole(self) -> bool:
         return self.text == ANSWER.format(self.prompt)
 
+    @property
+    def stalls(self) -> list[Attempt]:
+        """Attempts that ended for want of a first token (or by the call's deadline)."""
+        return [a for a in self.attempts if a.outcome in ("FAILURE_REASON_TIMEOUT", "timeout")]
+
     def stalled_s(self) -> float:
-        """Time this call spent in attempts that ended for want of a first token (or by the call's deadline)."""
-        return sum(a.ended - a.started for a in self.attempts if a.outcome in ("FAILURE_REASON_TIMEOUT", "timeout"))
+        return sum(a.ended - a.started for a in self.stalls)
 
 
 async def _one_call(chat: chat_service_pb2_grpc.ChatServiceStub, call: Call, timeout_s: float) -> None:
@@ -119,6 +123,7 @@ class Report:
     incomplete: int  # ended `done` with a wrong or partial answer (any call)
     inside_retry_after: list[str]
     longest_stall_wait_s: float
+    most_stalls: int  # the most attempts one call waited out for a first token
     failures: dict[str, int]  # code: count, of counted calls that did not answer
     examples: list[str]  # the first few of those, with their attempts (seconds since the first change)
 
@@ -130,7 +135,8 @@ class Report:
         return (
             f"{self.calls} calls, {self.counted} started while an upstream was up, {self.answered} answered "
             f"({self.success:.2%}); {self.incomplete} ended done incomplete; {len(self.inside_retry_after)} "
-            f"requests inside a Retry-After; longest wait behind stalls {self.longest_stall_wait_s:.3f}s; "
+            f"requests inside a Retry-After; longest wait behind stalls {self.longest_stall_wait_s:.3f}s "
+            f"(at most {self.most_stalls} stalled attempts in one call); "
             f"failures {self.failures}" + "".join(f"\n  {e}" for e in self.examples)
         )
 
@@ -148,6 +154,7 @@ def report(flapping: Flapping, calls: Sequence[Call], grace_s: float) -> Report:
         incomplete=sum(1 for c in calls if c.done and not c.whole),
         inside_retry_after=flapping.inside_retry_after(grace_s),
         longest_stall_wait_s=max((c.stalled_s() for c in calls), default=0.0),
+        most_stalls=max((len(c.stalls) for c in calls), default=0),
         failures=failures,
         examples=[_describe(c, flapping.log[0].at) for c in counted if not c.done][:5],
     )

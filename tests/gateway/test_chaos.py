@@ -62,6 +62,8 @@ async def test_calls_succeed_while_some_provider_is_up(flapping: Flapping) -> No
     assert result.success >= 0.99, result
     assert result.incomplete == 0, result
     assert result.inside_retry_after == [], result
-    # A call may queue behind a stall once (before it is suspected), never twice.
-    assert result.longest_stall_wait_s <= FIRST_TOKEN_TIMEOUT_S + 0.5, result
+    # A call may queue behind a stall once (before it is suspected), never twice. (Its wait as the caller
+    # sees it is one first-token timeout plus the loaded loop's lag, so the time is checked against two.)
+    assert result.most_stalls <= 1, result
+    assert result.longest_stall_wait_s < 2 * FIRST_TOKEN_TIMEOUT_S, result
     assert {c.fault for c in flapping.log} >= {"503", "429 retry_after=1", "disconnect at=0", "stall at=0"}
