@@ -131,9 +131,10 @@ async def drive(
             for event in state.feed(chunk):
                 pacer.output_started()
                 yield event
-        for event in state.finish():
+        finished = state.finish()
+        outcome = "ok"  # whole, even if the caller stops reading after the last event
+        for event in finished:
             yield event
-        outcome = "ok"
     except ProviderError as exc:
         outcome = exc.kind.value
         _tag(exc, upstream)

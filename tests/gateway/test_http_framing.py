@@ -11,6 +11,7 @@ pool) gets a well-framed answer. For every sequence and both `http_client` setti
 from __future__ import annotations
 
 import asyncio
+import logging
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -201,7 +202,9 @@ async def test_framing_corpus(name: str, kind: str, stack: str) -> None:
     await run_case(CORPUS[name], kind, stack)
 
 
-async def test_end_to_end_a_hostile_upstream_fails_over_and_leaks_nothing(sim: SimulatorHandle) -> None:
+async def test_end_to_end_a_hostile_upstream_fails_over_and_leaks_nothing(
+    sim: SimulatorHandle, caplog: pytest.LogCaptureFixture
+) -> None:
     """Through a served gateway: the hostile provider's mis-framed answer fails over to the simulator like any
     other failure, and the next call that reaches the hostile provider gets its own answer on a new connection."""
     hostile = CORPUS["two-different-content-lengths"]
@@ -218,11 +221,16 @@ async def test_end_to_end_a_hostile_upstream_fails_over_and_leaks_nothing(sim: S
         }  # fmt: skip
         cfg = config.parse(data, source="test", env={"SIM_KEY": "sk-sim-key-1234"})
         async with serving(sim, cfg) as h:
-            first = await stream(h, pb.StreamChatRequest(model="default", messages=user("hi"), request_id="e2e-1"))
-            second = await stream(h, pb.StreamChatRequest(model="default", messages=user("hi"), request_id="e2e-2"))
+            with caplog.at_level(logging.INFO, logger="gateway_service.upstream"):
+                first = await stream(h, pb.StreamChatRequest(model="default", messages=user("hi"), request_id="e2e-1"))
+                second = await stream(h, pb.StreamChatRequest(model="default", messages=user("hi"),
+                                                              request_id="e2e-2"))  # fmt: skip
     assert kinds(first)[:3] == ["started", "failover", "started"]
     assert first[1].failover.reason == pb.FAILURE_REASON_CONNECTION_ERROR
     assert (first[0].started.provider, first[2].started.provider) == ("h", "f")
     assert LEAK not in text_of(first) and text_of(first)  # the simulator's answer
     assert (second[0].started.provider, text_of(second)) == ("h", SECOND)
     assert upstream.conn_of(1) is not upstream.conn_of(0)
+    # The access log: one line per upstream request, its outcome as the gateway saw it.
+    lines = [(r.provider, r.outcome) for r in caplog.records if r.name == "gateway_service.upstream"]
+    assert lines == [("h", "connection_error"), ("f", "ok"), ("h", "ok")]
