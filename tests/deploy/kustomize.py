@@ -1,12 +1,17 @@
 """Rendering with kubectl's built-in kustomize, as `kubectl apply -k` would: overlays, and overlays plus
-components composed in a scratch kustomization (the way an operator's own overlay would list them)."""
+components composed in a scratch kustomization (the way an operator's own overlay would list them, with
+the overlay's namespace, as README "Deploying" tells operators to)."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ("dev", "prod")
 
 Doc = dict[str, Any]
 
@@ -29,29 +35,72 @@ def kustomize(directory: Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-def render(overlay: str) -> list[Doc]:
-    return kustomize(K8S / "overlays" / overlay)
+def render(overlay: str, k8s: Path = K8S) -> list[Doc]:
+    return kustomize(k8s / "overlays" / overlay)
 
 
-def compose(scratch: Path, overlay: str, components: Sequence[str]) -> list[Doc]:
+def kustomization(directory: Path) -> Doc:
+    loaded: Doc = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    return loaded
+
+
+def overlay_namespace(overlay: str, k8s: Path = K8S) -> str:
+    return str(kustomization(k8s / "overlays" / overlay)["namespace"])
+
+
+def compose(scratch: Path, overlay: str, components: Sequence[str], k8s: Path = K8S) -> list[Doc]:
     """An overlay with more components, rendered from a kustomization in `scratch`."""
 
     # kustomize refuses absolute paths to other kustomizations: relative ones, from the scratch folder.
     def relative(path: Path) -> str:
         return os.path.relpath(path, scratch)
 
-    kustomization = {
+    scratch.mkdir(parents=True, exist_ok=True)
+    composed = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [relative(K8S / "overlays" / overlay)],
-        "components": [relative(K8S / "components" / c) for c in components],
+        "namespace": overlay_namespace(overlay, k8s),
+        "resources": [relative(k8s / "overlays" / overlay)],
+        "components": [relative(k8s / "components" / c) for c in components],
     }
-    # Objects a component adds get a namespace only from the kustomization listing it, as in an operator's overlay.
-    namespace = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text()).get("namespace")
-    if namespace:
-        kustomization["namespace"] = namespace
-    (scratch / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    (scratch / "kustomization.yaml").write_text(yaml.safe_dump(composed))
     return kustomize(scratch)
+
+
+def combinations(k8s: Path = K8S) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """Every overlay with every set of the components it does not list itself."""
+    every = sorted(p.name for p in (k8s / "components").iterdir() if (p / "kustomization.yaml").is_file())
+    for overlay in OVERLAYS:
+        listed = {Path(c).name for c in kustomization(k8s / "overlays" / overlay).get("components", [])}
+        others = [c for c in every if c not in listed]
+        for n in range(len(others) + 1):
+            yield from ((overlay, extra) for extra in itertools.combinations(others, n))
+
+
+_RENDERED: dict[tuple[str, tuple[str, ...]], list[Doc]] = {}
+PARALLEL_RENDERS = 4  # kubectl processes at once: each is mostly start-up, so more than the cores
+
+
+def render_combination(overlay: str, components: tuple[str, ...]) -> list[Doc]:
+    """An overlay, alone or with more components; rendered once per session, a fresh copy per caller.
+
+    The first call renders every combination at once (in parallel), since the tests want them all."""
+    if (overlay, components) not in _RENDERED:
+        wanted = sorted({(overlay, components), *combinations()} - set(_RENDERED))
+        with ThreadPoolExecutor(PARALLEL_RENDERS) as pool:
+            _RENDERED.update(zip(wanted, pool.map(lambda key: render_fresh(*key), wanted), strict=True))
+    return copy.deepcopy(_RENDERED[(overlay, components)])
+
+
+def render_fresh(overlay: str, components: tuple[str, ...], k8s: Path = K8S) -> list[Doc]:
+    if not components:
+        return render(overlay, k8s)
+    with tempfile.TemporaryDirectory(prefix="kustomize-") as scratch:
+        return compose(Path(scratch), overlay, components, k8s)
+
+
+def render_name(overlay: str, components: Sequence[str]) -> str:
+    return "+".join([overlay, *components])
 
 
 def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
@@ -65,4 +114,4 @@ def named(docs: list[Doc], kind: str, name: str) -> Doc:
 
 def is_platform(container: Doc) -> bool:
     """One of this repository's services (the llm-platform image), not a third-party image such as Redis."""
-    return str(container["image"]).split(":")[0] == "llm-platform"
+    return str(container["image"]).split("@")[0].split(":")[0].rsplit("/", 1)[-1] == "llm-platform"

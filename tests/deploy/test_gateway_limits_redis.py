@@ -7,18 +7,15 @@ rendered ConfigMap with the environment the rendered Deployment gives the contai
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 from gateway_service import config
+from tests.deploy import wiring
 from tests.deploy.kustomize import Doc, compose, named, of_kind, render
 
-# What an operator would put in the Secret for an external Redis; never written in a manifest.
-OPERATOR_SECRETS = {("llm-gateway-redis", "url"): "rediss://:op-s3cret@redis.example.internal:6379/0"}
 REDIS_RULE = {"ports": [{"protocol": "TCP", "port": 6379}]}
 
 
@@ -43,28 +40,22 @@ def gateway_container(docs: list[Doc]) -> Doc:
     return container
 
 
+def as_rendered(docs: list[Doc]) -> wiring.Rendered:
+    """With the operator's example Secrets (deploy/k8s/examples) for what the render does not generate."""
+    [namespace] = of_kind(docs, "Namespace")
+    return wiring.rendered("docs", namespace["metadata"]["name"], docs)
+
+
 def container_env(docs: list[Doc]) -> dict[str, str]:
     """The gateway container's environment as the kubelet would build it: literals, and Secret keys."""
-    secrets = {
-        (s["metadata"]["name"], key): base64.b64decode(value).decode()
-        for s in of_kind(docs, "Secret")
-        for key, value in s.get("data", {}).items()
-    }
-    env = {}
-    for entry in gateway_container(docs).get("env", []):
-        if "value" in entry:
-            env[entry["name"]] = entry["value"]
-        else:
-            ref = entry["valueFrom"]["secretKeyRef"]
-            env[entry["name"]] = secrets.get((ref["name"], ref["key"])) or OPERATOR_SECRETS[(ref["name"], ref["key"])]
-    return env
+    rendered = as_rendered(docs)
+    gateway = rendered.pod("gateway")
+    return rendered.env(gateway, wiring.gateway_container(gateway))
 
 
 def gateway_config(docs: list[Doc]) -> config.GatewayConfig:
     """The rendered gateway.yaml through the gateway's own parser, with the container's environment."""
-    config_map = of_kind(docs, "ConfigMap")
-    [text] = [c["data"]["gateway.yaml"] for c in config_map if c["metadata"]["name"].startswith("gateway-config")]
-    return config.parse(yaml.safe_load(text), source="gateway-config", env=container_env(docs))
+    return as_rendered(docs).gateway_config()
 
 
 def redis_url_ref(docs: list[Doc]) -> dict[str, Any]:
@@ -90,7 +81,7 @@ def test_prod_alone_expects_the_operators_secret_and_dev_generates_its_own(
     prod_redis: list[Doc], dev: list[Doc]
 ) -> None:
     assert redis_url_ref(prod_redis)["name"] == "llm-gateway-redis" and not of_kind(prod_redis, "Secret")
-    [secret] = of_kind(dev, "Secret")
+    [secret] = [s for s in of_kind(dev, "Secret") if s["metadata"]["name"].startswith("llm-gateway-redis")]
     assert redis_url_ref(dev)["name"] == secret["metadata"]["name"]  # kustomize's hashed name, followed
 
 
