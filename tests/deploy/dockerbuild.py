@@ -2,9 +2,10 @@
 
 The Dockerfile is read with `dockerfile-parse`; the build context is what `docker build` would send
 (docker-py's own .dockerignore matcher); each stage's filesystem is a folder, its Python a fresh
-virtualenv, and every absolute path a RUN step names (its WORKDIR, a COPY target, a `--mount` target)
-is that path under the stage's folder. RUN steps must be single commands (no shell operators), so they
-run as they are written, with `python` being the stage's own.
+virtualenv of this machine's Python (the image's minor version: test_image.py checks), and every
+absolute path a RUN step names (its WORKDIR, a COPY target, a `--mount` target) is that path under the
+stage's folder. RUN steps must be single commands (no shell operators), so they run as they are
+written, with `python` being the stage's own.
 
 What is not emulated is said where it is skipped: ENV, USER, EXPOSE, ENTRYPOINT and CMD are run-time
 settings, not build steps; the tests check them on the parsed file instead.

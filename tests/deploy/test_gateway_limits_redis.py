@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from gateway_service import config
-from tests.deploy import wiring
 from tests.deploy.kustomize import Doc, compose, named, of_kind, render
+from tests.deploy.rendered import Rendered, rendered_from
 
 REDIS_RULE = {"ports": [{"protocol": "TCP", "port": 6379}]}
 
@@ -40,17 +40,16 @@ def gateway_container(docs: list[Doc]) -> Doc:
     return container
 
 
-def as_rendered(docs: list[Doc]) -> wiring.Rendered:
+def as_rendered(docs: list[Doc]) -> Rendered:
     """With the operator's example Secrets (deploy/k8s/examples) for what the render does not generate."""
     [namespace] = of_kind(docs, "Namespace")
-    return wiring.rendered("docs", namespace["metadata"]["name"], docs)
+    return rendered_from("docs", namespace["metadata"]["name"], docs)
 
 
 def container_env(docs: list[Doc]) -> dict[str, str]:
     """The gateway container's environment as the kubelet would build it: literals, and Secret keys."""
     rendered = as_rendered(docs)
-    gateway = rendered.pod("gateway")
-    return rendered.env(gateway, wiring.gateway_container(gateway))
+    return rendered.env(rendered.pod("gateway"), gateway_container(docs))
 
 
 def gateway_config(docs: list[Doc]) -> config.GatewayConfig:

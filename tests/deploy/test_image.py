@@ -51,6 +51,8 @@ def test_every_base_image_is_pinned_by_digest() -> None:
     bases = [s["value"].split()[0] for s in dockerbuild.instructions(DOCKERFILE) if s["instruction"] == "FROM"]
     assert len(bases) == 2 and len(set(bases)) == 1, "build and runtime stages share one base"
     assert all(PINNED.match(base) for base in bases), bases
+    # The emulation's virtualenvs use this machine's Python: the same minor version as the image's.
+    assert bases[0].startswith("python:%d.%d." % sys.version_info[:2]), bases[0]
 
 
 def test_the_build_context_is_only_the_sources() -> None:
@@ -112,7 +114,8 @@ def test_the_image_migrates_a_fresh_database(image_bin: Path, empty_db: str, tmp
 
 @pytest.mark.parametrize("config", ["deploy/k8s/base/gateway/gateway.yaml", "deploy/local/gateway.yaml"])
 def test_the_image_accepts_the_shipped_gateway_configs(image_bin: Path, config: str, tmp_path: Path) -> None:
-    checked = run_in_image(image_bin, tmp_path, "gateway-service", "serve", "--config", str(ROOT / config),
-                           "--check-config")
+    checked = run_in_image(
+        image_bin, tmp_path, "gateway-service", "serve", "--config", str(ROOT / config), "--check-config"
+    )
     assert checked.returncode == 0, checked.stderr
     assert "routes=" in checked.stdout + checked.stderr

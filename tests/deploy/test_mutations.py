@@ -15,6 +15,7 @@ import pytest
 
 from tests.deploy import wiring
 from tests.deploy.kustomize import PARALLEL_RENDERS, ROOT, overlay_namespace, render
+from tests.deploy.rendered import rendered_from
 
 NAME_LABEL = "matchLabels: {app.kubernetes.io/name: "
 # (what, file under deploy/k8s, text, replacement, the check that must catch it)
@@ -84,8 +85,7 @@ MUTATIONS = {
 
 def problems_of(deploy: Path) -> dict[str, list[str]]:
     k8s = deploy / "k8s"
-    rendered = wiring.rendered("prod", overlay_namespace("prod", k8s), render("prod", k8s), k8s)
-    return wiring.problems(rendered)
+    return wiring.problems(rendered_from("prod", overlay_namespace("prod", k8s), render("prod", k8s), k8s))
 
 
 def mutated_copy(scratch: Path, mistake: str | None) -> Path:

@@ -11,133 +11,17 @@ selected by a policy of a type may only do what one of those policies' rules all
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
+from collections.abc import Callable
+from pathlib import PurePosixPath
 
-import yaml
-
-from gateway_service import config
-from tests.deploy.kustomize import K8S, Doc, is_platform, of_kind
+from tests.deploy.kustomize import Doc, of_kind
 from tests.deploy.netpol import EXTERNAL, Pod, allowed, selects
+from tests.deploy.rendered import Rendered, address, connections, gateway_container
 
-WORKLOADS = ("Deployment", "StatefulSet", "Job")
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ClusterIssuer"}
 # Labels that callers outside these manifests carry to be let in (README "Deploying"): no pod here has them.
 CLIENT_LABELS = ({"llm-platform/gateway-client": "true"}, {"llm-platform/schema-client": "true"})
-DEFAULT_PORTS = {"https": 443, "http": 80, "postgresql": 5432, "postgres": 5432, "redis": 6379, "rediss": 6379}
 PSA = {"pod-security.kubernetes.io/enforce": "restricted"}
-
-
-@dataclass(frozen=True)
-class Rendered:
-    name: str
-    namespace: str
-    docs: list[Doc]
-    operator_secrets: dict[str, dict[str, str]]  # Secrets the operator creates: name -> key -> example value
-    pinned: bool  # images must be referenced by digest (prod)
-
-    def pods(self) -> list[Pod]:
-        return [Pod(w) for kind in WORKLOADS for w in of_kind(self.docs, kind)]
-
-    def pod(self, name: str) -> Pod:
-        [pod] = [p for p in self.pods() if p.workload["metadata"]["name"] == name]
-        return pod
-
-    def secrets(self) -> dict[str, dict[str, str]]:
-        """Every Secret a pod may name: generated ones (by their hashed names) and the operator's."""
-        rendered = {
-            s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()}
-            for s in of_kind(self.docs, "Secret")
-        }
-        return self.operator_secrets | rendered
-
-    def env(self, pod: Pod, container: Doc) -> dict[str, str]:
-        """A container's environment as the kubelet builds it: literals and Secret keys (missing ones left out)."""
-        env = {}
-        for entry in container.get("env", []):
-            if "value" in entry:
-                env[entry["name"]] = entry["value"]
-            elif "secretKeyRef" in entry.get("valueFrom", {}):
-                ref = entry["valueFrom"]["secretKeyRef"]
-                value = self.secrets().get(ref["name"], {}).get(ref["key"])
-                if value is not None:
-                    env[entry["name"]] = value
-        return env
-
-    def gateway_config(self) -> config.GatewayConfig:
-        """The rendered gateway.yaml through the gateway's own parser, with the container's environment."""
-        [text] = [
-            c["data"]["gateway.yaml"] for c in of_kind(self.docs, "ConfigMap") if "gateway.yaml" in c.get("data", {})
-        ]
-        gateway = self.pod("gateway")
-        return config.parse(
-            yaml.safe_load(text), source="gateway-config", env=self.env(gateway, gateway_container(gateway))
-        )
-
-
-def load_operator_secrets(k8s: Path = K8S) -> dict[str, dict[str, str]]:
-    path = k8s / "examples" / "operator-secrets.yaml"
-    return {d["metadata"]["name"]: dict(d["stringData"]) for d in yaml.safe_load_all(path.read_text()) if d}
-
-
-def gateway_container(pod: Pod) -> Doc:
-    [container] = [c for c in pod.spec["containers"] if c["name"] == "gateway"]
-    return container
-
-
-# --- the connections the services will make -----------------------------------------------------------
-
-
-def address(rendered: Rendered, host: str, port: int) -> tuple[Pod | None, int] | str:
-    """Where host:port leads: a Service of the render (its pods, the container port), or EXTERNAL; or a problem."""
-    services = {s["metadata"]["name"]: s for s in of_kind(rendered.docs, "Service")}
-    short = host.removesuffix(f".{rendered.namespace}.svc.cluster.local").removesuffix(f".{rendered.namespace}")
-    if short not in services:
-        return (EXTERNAL, port) if "." in host else f"{host} names no Service of the render"
-    service = services[short]
-    [service_port] = [p for p in service["spec"]["ports"] if p["port"] == port] or [None]
-    if service_port is None:
-        return f"Service {short} has no port {port}"
-    pods = [p for p in rendered.pods() if selects({"matchLabels": service["spec"]["selector"]}, p.labels)]
-    if not pods:
-        return f"Service {short} selects no pod"
-    target = pods[0].port(service_port.get("targetPort", port))
-    return (pods[0], target) if target is not None else f"Service {short} port {port}: no such container port"
-
-
-def grpc_target(target: str) -> tuple[str, int]:
-    """host and port of a gRPC target such as dns:///schema-service-headless:50052."""
-    authority = target.removeprefix("dns:").lstrip("/")
-    host, _, port = authority.rpartition(":")
-    return host, int(port)
-
-
-def url_endpoint(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "", parts.port or DEFAULT_PORTS[parts.scheme.split("+")[0]]
-
-
-def connections(rendered: Rendered) -> Iterator[tuple[Pod, str, str, int]]:
-    """(client pod, what for, host, port) for everything a platform pod dials."""
-    gateway = rendered.pod("gateway")
-    settings = rendered.gateway_config()
-    if settings.schema_service:
-        yield gateway, "the schema service (gateway.yaml schema_service)", *grpc_target(settings.schema_service)
-    for provider in settings.providers:
-        # No base_url: the SDK's own endpoint, always https.
-        yield gateway, f"provider {provider.name}", *url_endpoint(provider.base_url or "https://provider.example")
-    for pod in rendered.pods():
-        for container in filter(is_platform, pod.containers()):
-            env = rendered.env(pod, container)
-            for variable in ("DATABASE_URL", "REDIS_URL"):
-                if env.get(variable):
-                    yield pod, f"{variable} of container {container['name']}", *url_endpoint(env[variable])
-
-
-# --- the checks ------------------------------------------------------------------------------------------
 
 
 def check_connections(rendered: Rendered) -> list[str]:
@@ -343,7 +227,3 @@ CHECKS: dict[str, Callable[[Rendered], list[str]]] = {
 def problems(rendered: Rendered) -> dict[str, list[str]]:
     found = {name: check(rendered) for name, check in CHECKS.items()}
     return {name: found_ for name, found_ in found.items() if found_}
-
-
-def rendered(name: str, namespace: str, docs: list[Doc], k8s: Path = K8S) -> Rendered:
-    return Rendered(name, namespace, docs, load_operator_secrets(k8s), pinned=name.startswith("prod"))
