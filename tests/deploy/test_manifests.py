@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 
-from tests.deploy.kustomize import ROOT, combinations, is_platform, of_kind, render_combination, render_name
+from tests.deploy.kustomize import combinations, is_platform, of_kind, render_combination, render_name
 
 K8S_VERSION = "1.30.0"
 BIN = Path(sys.executable).parent
@@ -148,17 +148,3 @@ def test_no_password_is_written_in_a_manifest(docs: list[dict[str, Any]]) -> Non
     assert literals  # the overlays do write some: the check looks at them
     for literal in literals:
         assert urlsplit(literal).password is None, "a URL with a password is written in a manifest"
-
-
-@pytest.mark.parametrize(
-    "config", ["deploy/k8s/base/gateway/gateway.yaml", "deploy/local/gateway.yaml"], ids=["k8s", "local"]
-)
-def test_shipped_gateway_configs_pass_the_gateways_own_check(config: str) -> None:
-    checked = subprocess.run(
-        [str(BIN / "gateway-service"), "serve", "--config", str(ROOT / config), "--check-config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert checked.returncode == 0, checked.stderr
-    assert "\nroutes (" in checked.stdout and "  default: " in checked.stdout  # the --check-config summary
