@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
-from tests.deploy.kustomize import Doc, of_kind
+from tests.deploy.kustomize import Doc, is_platform, of_kind
 from tests.deploy.netpol import EXTERNAL, Pod, allowed, selects
-from tests.deploy.rendered import Rendered, address, connections, gateway_container
+from tests.deploy.rendered import Rendered, address, connections
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ClusterIssuer"}
 # Labels that callers outside these manifests carry to be let in (README "Deploying"): no pod here has them.
@@ -155,19 +155,22 @@ def mounted_file(rendered: Rendered, pod: Pod, container: Doc, path: str) -> str
             ]
             keys = set(config_map.get("data", {}))
         else:
-            return f"{path} lies in volume {mount['name']}, which is neither a ConfigMap nor a Secret"
+            return None  # an emptyDir: the container's own scratch space
         return None if key in keys else f"{path}: {mount['name']} holds no key {key} (it holds {sorted(keys)})"
     return f"{path} is under no volume mount of {pod.name}/{container['name']}"
 
 
 def check_mounted_files(rendered: Rendered) -> list[str]:
-    """The gateway's --config file and every provider api_key_file are keys of the volumes mounted there."""
-    gateway = rendered.pod("gateway")
-    container = gateway_container(gateway)
-    args = container["args"]
-    paths = [args[args.index("--config") + 1]]
-    paths += [p.api_key_file for p in rendered.gateway_config().providers if p.api_key_file]
-    return [problem for path in paths if (problem := mounted_file(rendered, gateway, container, path))]
+    """Every file a platform container is pointed at (a flag's absolute path, the gateway's api_key_file paths)
+    is a key of the ConfigMap or Secret mounted there."""
+    key_files = [p.api_key_file for p in rendered.gateway_config().providers if p.api_key_file]
+    problems = []
+    for pod in rendered.pods():
+        for container in filter(is_platform, pod.containers()):
+            paths = [a for a in container.get("args", []) if a.startswith("/")]
+            paths += key_files if (pod.name, container["name"]) == ("Deployment/gateway", "gateway") else []
+            problems += [problem for path in paths if (problem := mounted_file(rendered, pod, container, path))]
+    return problems
 
 
 def check_images(rendered: Rendered) -> list[str]:
