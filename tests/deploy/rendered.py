@@ -19,6 +19,7 @@ from tests.deploy.kustomize import K8S, Doc, is_platform, of_kind
 from tests.deploy.netpol import EXTERNAL, Pod, selects
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
+CERT_MANAGER_KEYS = ("tls.crt", "tls.key", "ca.crt")
 DEFAULT_PORTS = {"https": 443, "http": 80, "postgresql": 5432, "postgres": 5432, "redis": 6379, "rediss": 6379}
 
 
@@ -38,12 +39,16 @@ class Rendered:
         return pod
 
     def secrets(self) -> dict[str, dict[str, str]]:
-        """Every Secret a pod may name: generated ones (by their hashed names) and the operator's."""
+        """Every Secret a pod may name: generated ones (by their hashed names), cert-manager's, and the operator's."""
         rendered = {
             s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()}
             for s in of_kind(self.docs, "Secret")
         }
-        return self.operator_secrets | rendered
+        # cert-manager writes a Certificate's Secret with these keys (components/cert-manager).
+        issued = {
+            c["spec"]["secretName"]: dict.fromkeys(CERT_MANAGER_KEYS, "") for c in of_kind(self.docs, "Certificate")
+        }
+        return self.operator_secrets | issued | rendered
 
     def env(self, pod: Pod, container: Doc) -> dict[str, str]:
         """A container's environment as the kubelet builds it: literals and Secret keys (missing ones left out)."""
