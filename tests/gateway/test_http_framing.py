@@ -234,3 +234,11 @@ async def test_end_to_end_a_hostile_upstream_fails_over_and_leaks_nothing(
     # The access log: one line per upstream request, its outcome as the gateway saw it.
     lines = [(r.provider, r.outcome) for r in caplog.records if r.name == "gateway_service.upstream"]
     assert lines == [("h", "connection_error"), ("f", "ok"), ("h", "ok")]
+
+
+@pytest.mark.parametrize("name", ["bytes-after-a-complete-response", "response-before-the-request", "chunk-size-0x"])
+def test_the_same_on_uvloop(name: str) -> None:
+    """`serve` runs on uvloop, whose transports differ from asyncio's in details: a few cases again there."""
+    import uvloop
+
+    uvloop.run(run_case(CORPUS[name], "openai_compatible", "aiohttp"))
