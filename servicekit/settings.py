@@ -1,9 +1,9 @@
 """Settings of a service's command line: its flags, then the environment, then the model's defaults.
 
 Each service describes its settings once, as a pydantic-settings model: the field holds the default,
-its docstring the meaning (shown by `--help` and in the README reference), the environment variable
-comes from the model's prefix (or the field's alias), and `flag("--port")` names its command-line
-flag. argparse only parses the flags (it has no defaults of its own, so an unset flag leaves the
+its docstring the meaning (shown by `--help` and in docs/configuration.md), the environment variable
+comes from the model's prefix (or the field's alias), and `setting(..., flag="--port")` names its
+command-line flag. argparse only parses the flags (it has no defaults of its own, so an unset flag leaves the
 environment or the default in force); `build` validates everything at once and turns a pydantic
 error into one line naming the setting: `Config 'port' (--port, env SCHEMA_SERVICE_PORT) must be
 an integer, got 'fifty'`.
@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError, PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,11 +54,16 @@ def setting(
     )
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
 class LogSettings(ServiceSettings):
     """The log level, shared by every command of both services."""
 
-    log_level: str = setting("INFO", flag="--log-level", env="LOG_LEVEL", metavar="LEVEL")
-    """DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr."""
+    log_level: Annotated[LogLevel, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)] = setting(
+        "INFO", flag="--log-level", env="LOG_LEVEL", metavar="LEVEL"
+    )
+    """DEBUG, INFO, WARNING, ERROR or CRITICAL (any case); logs are JSON lines on stderr."""
 
 
 def extra(info: FieldInfo) -> dict[str, Any]:

@@ -75,3 +75,14 @@ def test_the_help_shows_the_meaning_variable_and_default() -> None:
     text = parser.format_help()
     assert "Listen port. (env EXAMPLE_PORT; default 8000)" in text
     assert "Where the data is. (env DATABASE_URL; default required)" in text
+
+
+def test_the_log_level_is_checked_and_any_case_will_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    from servicekit.settings import LogSettings
+
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    assert build(LogSettings).log_level == "DEBUG"
+    with pytest.raises(SettingsError) as error:
+        build(LogSettings, log_level="LOUD")
+    assert str(error.value) == ("Config 'log_level' (--log-level, env LOG_LEVEL) must be one of DEBUG, INFO, WARNING, "
+                                "ERROR, CRITICAL, got 'LOUD'")  # fmt: skip
