@@ -50,7 +50,7 @@ async def tls_schema_service(dsn: str, folder: Path) -> AsyncIterator[tuple[str,
     app = App(settings=Settings(database_url=dsn), dsn=dsn)
     await app.connect()
     lifecycle = Lifecycle(SERVICE_NAMES)
-    options = ServerOptions(max_message_bytes=Settings.max_message_bytes)
+    options = ServerOptions(max_message_bytes=app.settings.max_message_bytes)
     grpc_server = build_server(
         options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES, security=security, roles=ROLES
     )
