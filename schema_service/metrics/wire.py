@@ -5,14 +5,16 @@ entries. Reading the batch with a private descriptor that declares those entries
 (and `metadata` as bytes) turns the per-metric label lookup into one C-level tuple of bytes,
 instead of a walk through the map container that costs about 1 us per metric (see bench/metrics_ingest.py).
 Label entries and metadata are decoded only for a series not seen before, and for metadata present.
-The wire format is the contract's: any client, grpcurl included, sends the same bytes.
+The private descriptor is built from the contract's own (every field, number and type as compiled from
+the .proto), with only those two fields retyped: the wire format is the contract's, any client, grpcurl
+included, sends the same bytes, and a field added to the contract is read here without a change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 
@@ -20,40 +22,39 @@ from schemaservice.v1 import metrics_service_pb2 as pb
 
 _PACKAGE = "schema_service.metrics.wire"
 _F = descriptor_pb2.FieldDescriptorProto
+# The contract's own fields, retyped: the labels map's entries and the metadata Struct stay raw bytes.
+_RAW = {"labels", "metadata"}
+
+
+def _copy(descriptor: Any, name: str) -> descriptor_pb2.DescriptorProto:
+    message = descriptor_pb2.DescriptorProto()
+    descriptor.CopyToProto(message)
+    message.name = name
+    return message
 
 
 def _file() -> descriptor_pb2.FileDescriptorProto:
-    file = descriptor_pb2.FileDescriptorProto(
+    """The contract's Metric and WriteMetricsRequest, copied from its descriptor, with raw labels and metadata."""
+    write, stream = pb.WriteMetricsRequest.DESCRIPTOR, pb.StreamMetricsRequest.DESCRIPTOR
+    if _copy(write, "Batch") != _copy(stream, "Batch"):
+        raise RuntimeError("WriteMetricsRequest and StreamMetricsRequest differ: wire.py reads both as one Batch")
+    metric = _copy(pb.Metric.DESCRIPTOR, "Metric")
+    entry = _copy(pb.Metric.DESCRIPTOR.fields_by_name["labels"].message_type, "LabelEntry")
+    entry.ClearField("options")  # a plain message with the map entry's fields (key = 1, value = 2)
+    del metric.nested_type[:]
+    for field in metric.field:
+        if field.name in _RAW:
+            field.type = _F.TYPE_BYTES
+            field.ClearField("type_name")
+    batch = _copy(write, "Batch")
+    batch.field[[f.name for f in batch.field].index("metrics")].type_name = f".{_PACKAGE}.Metric"
+    return descriptor_pb2.FileDescriptorProto(
         name="schema_service/metrics/wire.proto",
         package=_PACKAGE,
         syntax="proto3",
         dependency=[timestamp_pb2.DESCRIPTOR.name, pb.DESCRIPTOR.name],
+        message_type=[metric, batch, entry],
     )
-    metric = file.message_type.add(name="Metric")  # field numbers of schemaservice.v1.Metric
-    metric.field.add(name="name", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    metric.field.add(name="value", number=2, type=_F.TYPE_DOUBLE, label=_F.LABEL_OPTIONAL)
-    metric.field.add(name="unit", number=3, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    metric.field.add(
-        name="time", number=4, type=_F.TYPE_MESSAGE, type_name=".google.protobuf.Timestamp", label=_F.LABEL_OPTIONAL
-    )
-    metric.field.add(name="labels", number=5, type=_F.TYPE_BYTES, label=_F.LABEL_REPEATED)
-    metric.field.add(name="metadata", number=6, type=_F.TYPE_BYTES, label=_F.LABEL_OPTIONAL)
-    batch = file.message_type.add(name="Batch")  # field numbers of Write/StreamMetricsRequest
-    batch.field.add(name="request_id", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    batch.field.add(
-        name="metrics", number=2, type=_F.TYPE_MESSAGE, type_name=f".{_PACKAGE}.Metric", label=_F.LABEL_REPEATED
-    )
-    batch.field.add(
-        name="columns",
-        number=3,
-        type=_F.TYPE_MESSAGE,
-        type_name=".schemaservice.v1.MetricColumns",
-        label=_F.LABEL_OPTIONAL,
-    )
-    entry = file.message_type.add(name="LabelEntry")  # a map<string, string> entry
-    entry.field.add(name="key", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    entry.field.add(name="value", number=2, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    return file
 
 
 _pool = descriptor_pool.Default()
