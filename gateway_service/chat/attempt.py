@@ -1,8 +1,8 @@
-"""One attempt against one candidate: time limits, the commit window, usage, and closing upstream.
+"""One attempt against one candidate: its time limits, the commit window, usage, and closing upstream.
 
-The adapter enforces its provider's own timeouts too; the limits here are the ones only the
-pipeline knows: the first-token budget left by the caller's deadline split across candidates,
-and the end of the commit window, when held output is released.
+The limits are set here, where the caller's deadline split across candidates is known, and enforced
+by the adapter's Pacer (providers/streaming.py), the one owner of stream timeouts. What this module
+times itself is the commit window: when held output is released.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway_service.chat.router import Candidate
 from gateway_service.config import FailoverSettings
+from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import (
     ChatRequest,
@@ -25,33 +26,39 @@ from gateway_service.domain.request import (
     UsageReport,
 )
 from gateway_service.providers.reasoning import shown
-from gateway_service.watchdog import Expired, Watchdog
 
 Piece = TextDelta | ReasoningDelta | ToolCallDelta
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Absolute loop times (seconds) bounding one attempt."""
+    """One attempt's stream deadlines (loop time) and its commit window."""
 
-    first_token_by: float
-    idle_s: float
-    end: float
+    stream: StreamDeadlines
     window_ms: int = 0
     window_pieces: int = 0
+
+    @property
+    def first_token_by(self) -> float:
+        return self.stream.first_token_by
 
     @classmethod
     def share(
         cls, candidate: Candidate, request: ChatRequest, settings: FailoverSettings, deadline: float,
         candidates_left: int,
     ) -> Limits:  # fmt: skip
-        """The first token within this attempt's share of what is left of `deadline` (time.monotonic())."""
-        now, remaining = asyncio.get_running_loop().time(), max(0.0, deadline - time.monotonic())
+        """The first token within this attempt's share of what is left of `deadline` (loop time)."""
+        now = asyncio.get_running_loop().time()
+        remaining = max(0.0, deadline - now)
         share = max(settings.min_attempt_budget_s, remaining / max(1, candidates_left))
+        provider = candidate.provider
+        stream = StreamDeadlines.starting(
+            now, first_token_s=min(provider.first_token_timeout_s, share), idle_s=provider.idle_timeout_s,
+            total_s=min(remaining, provider.timeout_s),
+            first_token_limit="this attempt's share of the deadline" if share < provider.first_token_timeout_s else "",
+        )  # fmt: skip
         return cls(
-            first_token_by=now + min(candidate.provider.first_token_timeout_s, share),
-            idle_s=candidate.provider.idle_timeout_s,
-            end=now + min(remaining, candidate.provider.timeout_s),
+            stream,
             window_ms=request.commit_window_ms or settings.commit_window_ms,
             window_pieces=request.commit_window_tokens or settings.commit_window_tokens,
         )
@@ -93,21 +100,18 @@ class Attempt:
         # is told the attempt started), or one still in flight when the commit window closed (cancelling
         # it would end the upstream stream). `_next` awaits it before reading on.
         self._read: asyncio.Future[ProviderEvent] | None = None
-        self._watchdog = Watchdog(asyncio.get_running_loop())
 
     def open(self) -> None:
         """Send the upstream request now, in the background; `pieces()` picks up its first event."""
         adapter = self.candidate.adapter
         assert adapter is not None  # failover skips unconfigured candidates
-        deadline_s = self.limits.end - asyncio.get_running_loop().time()
         # Reasoning text the caller asked not to see is dropped here, for every adapter alike.
-        events = adapter.stream(self.request, self.candidate.model.name, deadline_s=deadline_s)
+        events = adapter.stream(self.request, self.candidate.model.name, deadlines=self.limits.stream)
         self._stream = shown(self.request, events)
         self._read = asyncio.ensure_future(anext(self._stream))
 
     async def close(self) -> None:
         """Close the upstream HTTP request at once (failure, cancellation, the caller going away, or done)."""
-        self._watchdog.close()
         read, self._read = self._read, None
         if read is not None:
             read.cancel()
@@ -125,7 +129,7 @@ class Attempt:
         self, stream: AsyncIterator[ProviderEvent], loop: asyncio.AbstractEventLoop
     ) -> AsyncGenerator[Piece, None]:
         while self.state.finished is None:
-            event = await self._next(stream, loop)
+            event = await self._next(stream, loop.time())
             if event is None:  # the commit window closed while waiting: release what is held
                 for piece in self._release():
                     yield piece
@@ -140,19 +144,14 @@ class Attempt:
                 for piece in self._take(event, loop.time()):
                     yield piece
 
-    async def _next(
-        self, stream: AsyncIterator[ProviderEvent], loop: asyncio.AbstractEventLoop
-    ) -> ProviderEvent | None:
-        now = loop.time()
-        limit = self._limit(now)
+    async def _next(self, stream: AsyncIterator[ProviderEvent], now: float) -> ProviderEvent | None:
+        """The next event (the adapter raises TIMEOUT past a limit), or None when the commit window closes first."""
         try:
-            if self._window_end is not None and self._window_end < limit:
+            if self._window_end is not None:
                 return await self._read_until(stream, self._window_end - now)
-            return await self._watchdog.wait(self._take_read() or anext(stream), limit)
+            return await (self._take_read() or anext(stream))
         except StopAsyncIteration:
             raise ProviderError(FailureKind.TRUNCATED, "stream ended without a finish reason") from None
-        except Expired:
-            raise ProviderError(FailureKind.TIMEOUT, self._what(limit)) from None
 
     async def _read_until(self, stream: AsyncIterator[ProviderEvent], wait_s: float) -> ProviderEvent | None:
         """The next event, or None when `wait_s` passes first (the read goes on in the background)."""
@@ -164,18 +163,6 @@ class Attempt:
     def _take_read(self) -> asyncio.Future[ProviderEvent] | None:
         read, self._read = self._read, None
         return read
-
-    def _limit(self, now: float) -> float:
-        limit = now + self.limits.idle_s if self.state.pieces_received else self.limits.first_token_by
-        return min(limit, self.limits.end)
-
-    def _what(self, limit: float) -> str:
-        # Only formatted when a wait timed out: the limit is computed for every event.
-        if limit >= self.limits.end:
-            return "attempt deadline reached"
-        if self.state.pieces_received:
-            return f"no chunk for {self.limits.idle_s:g}s (idle timeout)"
-        return "no first token within this attempt's share of the deadline"
 
     def _take(self, piece: Piece, now: float) -> list[Piece]:
         state = self.state

@@ -18,7 +18,6 @@ probe in flight, a suspected stall) gets a last try (chat/skips.py `last_resort`
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 
@@ -65,7 +64,9 @@ class ChatRun:
         self.request = request
         self.candidates = candidates
         self.settings = failover.settings
-        self.deadline = time.monotonic() + (deadline_s if deadline_s is not None else self.settings.default_deadline_s)
+        self._loop = asyncio.get_running_loop()
+        # Loop time, the clock the Pacer's timers run on (domain/deadlines.py).
+        self.deadline = self._loop.time() + (deadline_s if deadline_s is not None else self.settings.default_deadline_s)
         self.records: list[AttemptRecord] = []
         self.delivered = Delivered(request.mid_stream_policy)
         self._min_context = 0
@@ -143,7 +144,7 @@ class ChatRun:
     def _skip(self, candidate: Candidate, advice_ignored: bool) -> bool:
         skip = skip_reason(
             candidate, self.failover.health, need_prefill=self.delivered.prefill, min_context=self._min_context,
-            time_left_s=self.deadline - time.monotonic(), min_attempt_budget_s=self.settings.min_attempt_budget_s,
+            time_left_s=self.deadline - self._loop.time(), min_attempt_budget_s=self.settings.min_attempt_budget_s,
             last_resort=advice_ignored,
         )  # fmt: skip
         if skip is None:
@@ -181,7 +182,7 @@ class ChatRun:
     ) -> AsyncGenerator[GatewayEvent, None]:  # fmt: skip
         limits = Limits.share(candidate, self.request, self.settings, self.deadline, candidates_left)
         health = self.failover.health
-        patience_s = limits.first_token_by - asyncio.get_running_loop().time()
+        patience_s = limits.first_token_by - self._loop.time()
         ticket = health.admit(candidate.provider.name, candidate.model.name, candidate.key_id, patience_s)
         attempt = Attempt(candidate, request, limits, on_first_token=lambda: health.first_token(ticket))
         skipped = self._skipped_since_last_attempt()

@@ -17,6 +17,7 @@ from typing import Any
 import anthropic
 import httpx2
 
+from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, ProviderEvent
 from gateway_service.providers.anthropic_convert import EventTranslator, build_params
@@ -157,8 +158,10 @@ class AnthropicAdapter:
             http_client=http_client(config.transport),
         )  # fmt: skip
 
-    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
-        pacer = Pacer(self.config, deadline_s)
+    def stream(
+        self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        pacer = Pacer(deadlines)
         return drive(
             lambda: self._open(request, model), _translator, pacer, self._map_error,
             provider=self.config.name, model=model,

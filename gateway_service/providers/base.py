@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway_service.config.providers import DEFAULT_TIMEOUTS
+from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.request import ChatRequest, ProviderEvent
 from gateway_service.providers.http import TransportSettings
 
@@ -40,12 +41,16 @@ class ProviderAdapter(Protocol):
 
     config: ProviderConfig
 
-    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
+    def stream(
+        self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines
+    ) -> AsyncGenerator[ProviderEvent, None]:
         """Open the upstream stream for `model`; closing the iterator closes the HTTP request.
 
-        `deadline_s` is the number of seconds this attempt may take from now (the attempt's share of
-        the caller's deadline); the attempt also ends by `config.timeout_s`. `aclose()` on the
-        returned generator, or cancelling the task iterating it, closes the HTTP response at once.
+        `deadlines` bound the first output, the gaps between outputs and the whole attempt (set by the
+        pipeline from the provider's timeouts and the caller's deadline; `streaming.provider_deadlines`
+        gives an adapter called on its own its provider's); past one, `stream` raises ProviderError
+        TIMEOUT. `aclose()` on the returned generator, or cancelling the task iterating it, closes the
+        HTTP response at once.
         """
         ...
 

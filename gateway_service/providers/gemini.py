@@ -32,6 +32,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from httpx_aiohttp.httpx2 import Httpx2AiohttpClient
 
+from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import ProviderConfig
@@ -151,8 +152,10 @@ class GeminiAdapter:
         )
         self._client = genai.Client(api_key=config.api_key or "unset", http_options=options)
 
-    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
-        pacer = Pacer(self.config, deadline_s)
+    def stream(
+        self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        pacer = Pacer(deadlines)
         return drive(
             lambda: self._open(request, model), _translator, pacer, self._map_error,
             provider=self.config.name, model=model,

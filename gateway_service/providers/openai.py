@@ -14,6 +14,7 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 
+from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import ProviderConfig
@@ -129,8 +130,10 @@ class OpenAIAdapter:
             http_client=http_client(config.transport),
         )  # fmt: skip
 
-    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncGenerator[ProviderEvent, None]:
-        pacer = Pacer(self.config, deadline_s)
+    def stream(
+        self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        pacer = Pacer(deadlines)
         return drive(
             lambda: self._open(request, model), _translator, pacer, self._map_error,
             provider=self.config.name, model=model,

@@ -1,9 +1,10 @@
 """The loop every adapter runs: open the upstream stream, pace it, translate it, close it.
 
-Timeouts are enforced here rather than in the SDKs because the SDKs only know a
-per-read timeout: the gateway needs "first token within X" (measured from the
-start of the attempt, across connect, headers and any keep-alive chunks), "no gap
-longer than Y between chunks" and "the attempt ends by its deadline".
+Stream timeouts are enforced here, and only here (the Pacer), rather than in the SDKs because the SDKs
+only know a per-read timeout: the gateway needs "first token within X" (measured from the start of the
+attempt, across connect, headers and any keep-alive chunks), "no gap longer than Y between chunks" and
+"the attempt ends by its deadline". The pipeline sets those limits (domain/deadlines.py); an adapter
+called on its own gets its provider's (`provider_deadlines`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ProviderEvent
 from gateway_service.providers.base import ProviderConfig
@@ -25,43 +27,37 @@ C_contra = TypeVar("C_contra", contravariant=True)
 
 
 class Pacer:
-    """Deadlines of one attempt: first output, idle gap between chunks, and the whole attempt."""
+    """Enforces one attempt's StreamDeadlines around each await on the upstream, in whichever task awaits."""
 
-    def __init__(self, config: ProviderConfig, deadline_s: float) -> None:
+    def __init__(self, deadlines: StreamDeadlines) -> None:
         self._loop = asyncio.get_running_loop()
-        now = self._loop.time()
-        self._end = now + max(0.0, min(deadline_s, config.timeout_s))
-        self._first_by = now + config.first_token_timeout_s
-        self._idle_s = config.idle_timeout_s
-        self._first_token_s = config.first_token_timeout_s
+        self._deadlines = deadlines
         self._output_started = False
         self._watchdog = Watchdog(self._loop)
 
     def output_started(self) -> None:
         self._output_started = True
 
-    def _limit(self) -> float:
-        limit = self._loop.time() + self._idle_s if self._output_started else self._first_by
-        return min(limit, self._end)
-
-    def _what(self, limit: float) -> str:
-        # Only formatted when a wait timed out: the limit is computed for every chunk.
-        if limit >= self._end:
-            return "attempt deadline reached"
-        if self._output_started:
-            return f"no chunk for {self._idle_s:g}s (idle timeout)"
-        return f"no first token within {self._first_token_s:g}s"
-
     async def wait(self, awaitable: Awaitable[T]) -> T:
-        """Await `awaitable` within the current budget, raising ProviderError(TIMEOUT) past it."""
-        limit = self._limit()
+        """Await `awaitable` within the current limit, raising ProviderError(TIMEOUT) past it."""
+        limit = self._deadlines.limit(self._loop.time(), self._output_started)
         try:
             return await self._watchdog.wait(awaitable, limit)
         except Expired as exc:
-            raise ProviderError(FailureKind.TIMEOUT, self._what(limit)) from exc
+            raise ProviderError(FailureKind.TIMEOUT, self._deadlines.expired(limit, self._output_started)) from exc
 
     def close(self) -> None:
         self._watchdog.close()
+
+
+def provider_deadlines(config: ProviderConfig, deadline_s: float) -> StreamDeadlines:
+    """The limits of an attempt bounded only by its provider's timeouts and `deadline_s` from now."""
+    return StreamDeadlines.starting(
+        asyncio.get_running_loop().time(),
+        first_token_s=config.first_token_timeout_s,
+        idle_s=config.idle_timeout_s,
+        total_s=min(deadline_s, config.timeout_s),
+    )
 
 
 def convert(build: Callable[[], T]) -> T:

@@ -18,8 +18,10 @@ from gateway_service.config import (
     ModelSpec,
     ProviderSpec,
 )
+from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.request import ChatRequest, Finished, FinishReason, Message, ProviderEvent, Role, TextDelta
 from gateway_service.providers.base import ProviderConfig
+from gateway_service.providers.streaming import Pacer
 
 
 @dataclass(frozen=True)
@@ -43,37 +45,42 @@ Step = ProviderEvent | Exception | Pause | Gate
 class Call:
     request: ChatRequest
     model: str
-    deadline_s: float
+    deadlines: StreamDeadlines
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     steps_played: int = 0
 
 
 class ScriptedAdapter:
-    """Plays `scripts[i]` on the i-th call; records each call and whether its stream was closed."""
+    """Plays `scripts[i]` on the i-th call; records each call and whether its stream was closed.
+
+    Like every adapter, it keeps the deadlines it is given with a Pacer (a Pause past one is a TIMEOUT).
+    """
 
     def __init__(self, name: str, scripts: Sequence[Sequence[Step]]) -> None:
         self.config = ProviderConfig(name=name, type="openai", base_url=None, api_key="test-key")
         self.scripts = list(scripts)
         self.calls: list[Call] = []
 
-    def stream(self, request: ChatRequest, model: str, *, deadline_s: float) -> AsyncIterator[ProviderEvent]:
-        call = Call(request, model, deadline_s)
+    def stream(self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines) -> AsyncIterator[ProviderEvent]:
+        call = Call(request, model, deadlines)
         self.calls.append(call)
-        return self._play(self.scripts[len(self.calls) - 1], call)
+        return self._play(self.scripts[len(self.calls) - 1], call, Pacer(deadlines))
 
-    async def _play(self, steps: Sequence[Step], call: Call) -> AsyncIterator[ProviderEvent]:
+    async def _play(self, steps: Sequence[Step], call: Call, pacer: Pacer) -> AsyncIterator[ProviderEvent]:
         try:
             for step in steps:
                 call.steps_played += 1
                 if isinstance(step, Pause):
-                    await asyncio.sleep(step.seconds)
+                    await pacer.wait(asyncio.sleep(step.seconds))
                 elif isinstance(step, Gate):
-                    await step.opened.wait()
+                    await pacer.wait(step.opened.wait())
                 elif isinstance(step, Exception):
                     raise step
                 else:
+                    pacer.output_started()
                     yield step
         finally:
+            pacer.close()
             call.closed.set()
 
     async def aclose(self) -> None:

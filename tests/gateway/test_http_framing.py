@@ -22,6 +22,7 @@ from gateway_service import config
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, Message, ProviderEvent, Role, TextDelta
 from gateway_service.providers import ProviderAdapter, create_adapter
+from gateway_service.providers.streaming import provider_deadlines
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Upstream, kinds, serving, stream, text_of, user
@@ -147,7 +148,7 @@ def request() -> ChatRequest:
 async def call(adapter: ProviderAdapter) -> tuple[str, ProviderError | None]:
     events: list[ProviderEvent] = []
     try:
-        async for event in adapter.stream(request(), "m", deadline_s=5.0):
+        async for event in adapter.stream(request(), "m", deadlines=provider_deadlines(adapter.config, 5.0)):
             events.append(event)
     except ProviderError as error:
         return "".join(e.text for e in events if isinstance(e, TextDelta)), error

@@ -25,6 +25,7 @@ from gateway_service.domain.request import (
 )
 from gateway_service.providers.openai import OpenAIAdapter
 from gateway_service.providers.openai_convert import build_params
+from gateway_service.providers.streaming import provider_deadlines
 from llm_simulator import SimulatorHandle
 from tests.gateway.test_provider_streams import KEY, config_for
 
@@ -68,7 +69,8 @@ async def test_adapter_sends_what_create_would(sim: SimulatorHandle, kind: str, 
     timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
     client = openai.AsyncOpenAI(api_key=KEY, base_url=config.base_url, max_retries=0, timeout=timeout)
     try:
-        events = [e async for e in adapter.stream(request_, "sim-model", deadline_s=5)]
+        deadlines = provider_deadlines(adapter.config, 5)
+        events = [e async for e in adapter.stream(request_, "sim-model", deadlines=deadlines)]
         ours = sim.simulator.observations[-1]
         params = build_params(request_, "sim-model", compatible=kind != "openai")
         stream = await client.chat.completions.create(**params)

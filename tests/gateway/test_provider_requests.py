@@ -31,6 +31,7 @@ from gateway_service.domain.request import (
     ToolChoiceMode,
 )
 from gateway_service.providers import ProviderAdapter
+from gateway_service.providers.streaming import provider_deadlines
 from llm_simulator import SimulatorHandle
 from tests.gateway.test_provider_streams import KEY, Adapters
 
@@ -48,7 +49,7 @@ async def run(
     adapters: Adapters, sim: SimulatorHandle, kind: str, request: ChatRequest
 ) -> tuple[list[ProviderEvent], dict[str, Any]]:
     adapter: ProviderAdapter = adapters.get(kind)
-    events = [e async for e in adapter.stream(request, "sim-model", deadline_s=5)]
+    events = [e async for e in adapter.stream(request, "sim-model", deadlines=provider_deadlines(adapter.config, 5))]
     observed = sim.simulator.observations[-1]
     return events, observed.body
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -29,6 +29,7 @@ from gateway_service.domain.request import (
 )
 from gateway_service.providers import ProviderAdapter, ProviderConfig, create_adapter
 from gateway_service.providers.http import TransportSettings
+from gateway_service.providers.streaming import provider_deadlines
 from llm_simulator import SimulatorHandle
 
 TYPES = ["openai", "openai_compatible", "anthropic", "gemini"]
@@ -89,8 +90,15 @@ def chat(text: str, *extra: Message) -> ChatRequest:
     return ChatRequest(model="m", messages=(Message(Role.USER, text), *extra), request_id="t")
 
 
+def open_stream(
+    adapter: ProviderAdapter, request: ChatRequest, deadline_s: float = 5.0
+) -> AsyncGenerator[ProviderEvent, None]:
+    """The adapter on its own: its provider's timeouts, and `deadline_s` for the whole attempt."""
+    return adapter.stream(request, "sim-model", deadlines=provider_deadlines(adapter.config, deadline_s))
+
+
 async def collect(adapter: ProviderAdapter, request: ChatRequest, deadline_s: float = 5.0) -> list[ProviderEvent]:
-    return [event async for event in adapter.stream(request, "sim-model", deadline_s=deadline_s)]
+    return [event async for event in open_stream(adapter, request, deadline_s)]
 
 
 async def collect_failure(
@@ -98,7 +106,7 @@ async def collect_failure(
 ) -> tuple[list[ProviderEvent], ProviderError]:
     events: list[ProviderEvent] = []
     with pytest.raises(ProviderError) as info:
-        async for event in adapter.stream(request, "sim-model", deadline_s=deadline_s):
+        async for event in open_stream(adapter, request, deadline_s):
             events.append(event)
     return events, info.value
 
@@ -288,7 +296,7 @@ async def test_connection_refused(kind_name: str) -> None:
 
 
 async def test_aclose_mid_stream_closes_upstream_at_once(sim: SimulatorHandle, adapter: ProviderAdapter) -> None:
-    stream = adapter.stream(chat("one two three [[fault:stall at=2]]"), "sim-model", deadline_s=5)
+    stream = open_stream(adapter, chat("one two three [[fault:stall at=2]]"))
     assert [await anext(stream), await anext(stream)] == words(ANSWER)[:2]
     observed = sim.simulator.observations[-1]
     await stream.aclose()
@@ -301,7 +309,7 @@ async def test_cancelling_the_consumer_closes_upstream(sim: SimulatorHandle, ada
     first_two = asyncio.Event()
 
     async def consume() -> None:
-        stream = adapter.stream(chat("one two three [[fault:stall at=2]]"), "sim-model", deadline_s=5)
+        stream = open_stream(adapter, chat("one two three [[fault:stall at=2]]"))
         try:
             async for event in stream:
                 got.append(event)

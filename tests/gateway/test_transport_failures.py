@@ -20,6 +20,7 @@ from gateway_service.providers import anthropic as anthropic_adapter
 from gateway_service.providers import gemini as gemini_adapter
 from gateway_service.providers import openai as openai_adapter
 from gateway_service.providers.http import TransportSettings
+from gateway_service.providers.streaming import provider_deadlines
 from tests.gateway.rawhttp import (
     KEEP,
     RESET,
@@ -51,7 +52,7 @@ async def call(adapter: ProviderAdapter) -> tuple[str, ProviderError | None]:
     events: list[ProviderEvent] = []
     request = ChatRequest(model="m", messages=(Message(Role.USER, "hi"),), request_id="t")
     try:
-        async for event in adapter.stream(request, "m", deadline_s=5.0):
+        async for event in adapter.stream(request, "m", deadlines=provider_deadlines(adapter.config, 5.0)):
             events.append(event)
     except ProviderError as error:
         return "".join(e.text for e in events if isinstance(e, TextDelta)), error
