@@ -19,13 +19,12 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from servicekit.auth import Admit, AuthInterceptor, Roles
 from servicekit.decoding import DecodeGuard
 from servicekit.drain import Drain, DrainInterceptor
 from servicekit.metrics import MetricsInterceptor, Registry
-from servicekit.reflection import CommentedReflectionServicer
+from servicekit.reflection import add_reflection
 from servicekit.security import Security, listen
 from servicekit.tracing import Tracing
 
@@ -160,9 +159,7 @@ def build_server(
         add(server)
     health_pb2_grpc.add_HealthServicer_to_server(lifecycle.health, server)
     if not security.no_reflection:
-        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        names = (*full_service_names, health_name, reflection.SERVICE_NAME)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(CommentedReflectionServicer(names), server)
+        add_reflection(server, (*full_service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     return server
 
 

@@ -59,6 +59,10 @@ async def test_grpcurl_lists_describes_checks_and_calls(servers: Servers) -> Non
     gateway, schema = servers.gateway.address, servers.schema.address
     listed = grpcurl(gateway, "list").stdout.split()
     assert {"llmgateway.v1.ChatService", "llmgateway.v1.ProviderService", "grpc.health.v1.Health"} <= set(listed)
+    # This grpcurl speaks v1alpha; newer tools speak v1, which both servers serve too.
+    for address in (gateway, schema):
+        described = grpcurl(address, "describe", "grpc.reflection.v1.ServerReflection").stdout
+        assert "rpc ServerReflectionInfo ( stream .grpc.reflection.v1.ServerReflectionRequest )" in described
     listed = grpcurl(schema, "list").stdout.split()
     assert {"schemaservice.v1.MigrationService", "schemaservice.v1.MetricsService", "grpc.health.v1.Health"} <= set(
         listed
