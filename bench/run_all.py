@@ -22,6 +22,7 @@ BENCHES = {
     "metrics_ingest": (["metrics_ingest.py"], ["--rows", "50000", "--rounds", "1"]),
     "gateway_overhead": (["gateway_overhead.py"], ["--requests", "100", "--seconds", "2"]),
     "chaos": (["chaos.py"], ["--seconds", "12", "--steady-seconds", "3"]),
+    "watchdog": (["watchdog.py"], ["--chunks", "5000", "--rounds", "3"]),
 }
 
 
