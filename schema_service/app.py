@@ -45,7 +45,8 @@ class App:
             try:
                 self.pool = await database.create_pool(self.dsn)
             except database.DATABASE_FAILURES as exc:
-                log.warning("database not reachable", extra={"error": type(exc).__name__, "retry_s": delay})
+                where = database.unreachable(self.dsn, exc)
+                log.warning(f"database not reachable: {where}", extra={"retry_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return self.pool

@@ -42,11 +42,11 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     migrate.set_defaults(handler=_sync(_migrate))
     status = commands.add_parser("status", help="applied version, history, pending files, lock holder")
     add_database_args(status)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     status.set_defaults(handler=_sync(_status))
     verify = commands.add_parser("verify", help="diff the live schema against the migrations")
     add_database_args(verify)
-    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--json", action="store_true", help="print the differences as JSON instead of text")
     add_flags(verify, MigrationSettings, ("scratch_url",))
     verify.add_argument(
         "--ignore-grants",
@@ -56,7 +56,7 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     verify.set_defaults(handler=_sync(_verify))
     lint = commands.add_parser("lint", help="squawk and our rules over the migration files")
     add_database_args(lint)
-    lint.add_argument("--json", action="store_true")
+    lint.add_argument("--json", action="store_true", help="print the findings as JSON instead of text")
     lint.set_defaults(handler=_sync(_lint))
     repair = commands.add_parser("repair", help="accept changed checksums, forget failed attempts")
     add_database_args(repair)
@@ -75,12 +75,14 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
 def _sync(
     command: Callable[[argparse.Namespace, Settings, str], Coroutine[Any, Any, int]],
 ) -> Callable[[argparse.Namespace], int]:
-    """Run an async command; domain errors print to stderr and exit 1 (a bad setting raises SettingsError: 2)."""
+    """Run an async command; domain errors print to stderr and exit 1, an unreachable database or a bad setting 2."""
 
     def run(args: argparse.Namespace) -> int:
         settings = Settings.from_flags(args)
+        dsn = ""
 
         async def main() -> int:
+            nonlocal dsn
             dsn = await _resolve_dsn(settings) if args.command != "lint" else ""
             return await command(args, settings, dsn)
 
@@ -89,8 +91,11 @@ def _sync(
         except SchemaServiceError as exc:
             print(f"schema-service {args.command}: {exc.message}", file=sys.stderr)
             return 1
-        except BrokenPipeError:
+        except BrokenPipeError:  # an OSError too: before the database's
             return _reader_went_away()
+        except database.DATABASE_FAILURES as exc:  # the connection itself: the commands map what the server refused
+            print(f"schema-service {args.command}: cannot connect to {database.unreachable(dsn, exc)}", file=sys.stderr)
+            return 2
 
     return run
 

@@ -50,6 +50,9 @@ def start_embedded_postgres(data_dir: Path) -> str:
     if data_dir not in _embedded:
         data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded postgresql", extra={"data_dir": str(data_dir)})
+        # pgserver's INFO lines are multi-line dumps of every command it runs (and its stop at exit); its
+        # warnings and errors still come through.
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
         with warnings.catch_warnings():
             # pgserver keeps its lock file in the user runtime dir; without XDG_RUNTIME_DIR (containers,
             # CI) platformdirs warns and falls back to /tmp, which is fine for a lock file.
@@ -160,3 +163,13 @@ class Availability:
             extra = {"hosts": hosts(self.dsn), "down_s": round(now - self.down_since, 3), "reason": self.reason}
             log.warning("database available again", extra=extra)
             self.down_since = self.reason = None
+
+
+def unreachable(dsn: str, exc: BaseException) -> str:
+    """One line for a database that could not be reached: where (hosts and database; never the password)
+    and why, in the server's own words (`role "nobody" does not exist`) or the OS's (`Connection refused`)."""
+    parts = urlsplit(dsn)
+    database = parts.path.lstrip("/") or parts.username or "postgres"
+    errno = exc.errno if isinstance(exc, OSError) else None
+    reason = (os.strerror(errno) if errno else str(exc)) or type(exc).__name__
+    return f"PostgreSQL at {hosts(dsn)}, database {database!r}: {reason}"

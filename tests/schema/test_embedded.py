@@ -30,3 +30,7 @@ async def test_serve_without_database_url_runs_embedded_postgres() -> None:
             await conn.close()
         service.terminate()
         assert await service.wait_exit(timeout_s=60) == 0
+        # Start and stop are quiet: no multi-line command dumps at INFO, no gRPC fork warning at exit.
+        lines = service.output().splitlines()
+        assert not [line for line in lines if '"logger": "pgserver"' in line and '"level": "INFO"' in line]
+        assert not [line for line in lines if "fork_posix" in line or "\\n" in line], lines

@@ -132,3 +132,25 @@ async def test_lint_and_status_into_a_closed_pipe_stop_quietly(empty_db: str) ->
     assert (code, err) == (141, "")
     code, err = await _closed_reader("status", "--migrations-dir", str(PACKAGE_MIGRATIONS), "--database-url", empty_db)
     assert (code, err) == (141, "")
+
+
+async def test_an_unreachable_database_is_one_line_naming_where_and_why(pg_admin_dsn: str) -> None:
+    """Refused, or refused by the server: host, port, database and the reason; no traceback, exit 2."""
+    from urllib.parse import urlsplit
+
+    from servicekit.procs import free_port
+
+    server = urlsplit(pg_admin_dsn)
+    host, port = server.hostname, server.port or 5432
+    cases = {
+        f"postgresql://nobody:pw-not-printed@{host}:{port}/postgres": 'role "nobody" does not exist',
+        f"postgresql://postgres@127.0.0.1:{free_port()}/metrics": "Connection refused",
+    }
+    for url, reason in cases.items():
+        for command in ("status", "migrate"):
+            code, out, err = await cli(command, "--database-url", url)
+            where = urlsplit(url)
+            assert code == 2, err
+            assert err.count("\n") == 1 and "Traceback" not in err, err
+            assert f"at {where.hostname}:{where.port}, database '{where.path[1:]}': {reason}" in err, err
+            assert "pw-not-printed" not in err
