@@ -68,8 +68,12 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     ) -> pb.WriteMetricsResponse:
         bind_request_id(context, request.batch.request_id)
         async with BOUNDARY(context, "WriteMetrics"):
-            _, result = await self.ingest.store(request, context.time_remaining, "WriteMetrics")
-        return pb.WriteMetricsResponse(written_count=result.written_count, duplicate=result.duplicate)
+            request_id, result = await self.ingest.store(request, context.time_remaining, "WriteMetrics")
+        return pb.WriteMetricsResponse(
+            written_count=result.written_count,
+            duplicate=result.duplicate,
+            summary=protomap.write_summary(request_id, result.written_count, result.duplicate),
+        )
 
     async def StreamMetrics(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[Received], context: grpc.aio.ServicerContext
@@ -80,7 +84,10 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         async with BOUNDARY(context, "StreamMetrics"), contextlib.aclosing(acks):
             async for request_id, result in acks:
                 yield pb.StreamMetricsResponse(
-                    request_id=request_id, written_count=result.written_count, duplicate=result.duplicate
+                    request_id=request_id,
+                    written_count=result.written_count,
+                    duplicate=result.duplicate,
+                    summary=protomap.write_summary(request_id, result.written_count, result.duplicate),
                 )
             if self.lifecycle.stopping.is_set():
                 raise ServerShuttingDown(

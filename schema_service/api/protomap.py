@@ -146,6 +146,7 @@ def verify_response(differences: Sequence[Difference]) -> pb.VerifySchemaRespons
 
 def lint_response(findings: Sequence[Finding]) -> pb.LintMigrationsResponse:
     return pb.LintMigrationsResponse(
+        summary=_lint_summary(findings),
         findings=[
             pb.LintFinding(
                 file=f.file,
@@ -201,6 +202,7 @@ def query_response(buckets: Sequence[queries.Bucket]) -> mpb.QueryMetricsRespons
 
 def baselines_response(rows: Sequence[queries.BaselineRow]) -> mpb.ListBaselinesResponse:
     return mpb.ListBaselinesResponse(
+        summary=_count(len(rows), "baseline") if rows else "no baselines yet",
         baselines=[
             mpb.Baseline(
                 name=r.name,
@@ -232,3 +234,23 @@ def anomalies_response(rows: Sequence[queries.AnomalyRow]) -> mpb.ListAnomaliesR
             for r in rows
         ]
     )
+
+
+def write_summary(request_id: str, written_count: int, duplicate: bool) -> str:
+    """WriteMetrics' and StreamMetrics' outcome in words: a duplicate must not read as more rows."""
+    stored = _count(written_count, "metric")
+    if duplicate:
+        return f"duplicate of request_id {request_id!r}, whose first call stored {stored}; nothing was written now"
+    return f"stored {stored}"
+
+
+def _lint_summary(findings: Sequence[Finding]) -> str:
+    if not findings:
+        return "no findings"
+    errors = sum(1 for f in findings if f.severity == "error")
+    parts = [_count(n, kind) for n, kind in ((errors, "error"), (len(findings) - errors, "warning")) if n]
+    return f"{_count(len(findings), 'finding')}: {', '.join(parts)}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

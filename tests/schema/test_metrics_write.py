@@ -48,9 +48,15 @@ async def test_a_retried_request_id_is_acknowledged_without_writing_again_also_a
 ) -> None:
     request = pb.WriteMetricsRequest(request_id="retry-me", metrics=[metric(float(i)) for i in range(10)])
     async with metrics_server(migrated_db) as first:
-        assert (await first.stub.WriteMetrics(request)).duplicate is False
+        stored = await first.stub.WriteMetrics(request)
         again = await first.stub.WriteMetrics(request)
+        empty = await first.stub.ListBaselines(pb.ListBaselinesRequest())
+    assert (stored.duplicate, stored.summary) == (False, "stored 10 metrics")
     assert (again.written_count, again.duplicate) == (10, True)
+    assert again.summary == (
+        "duplicate of request_id 'retry-me', whose first call stored 10 metrics; nothing was written now"
+    )
+    assert (list(empty.baselines), empty.summary) == ([], "no baselines yet")
     async with metrics_server(migrated_db) as restarted:
         after_restart = await restarted.stub.WriteMetrics(request)
     assert (after_restart.written_count, after_restart.duplicate) == (10, True)

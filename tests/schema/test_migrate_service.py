@@ -241,11 +241,12 @@ async def test_verify_and_lint_rpcs(migrated_db: str) -> None:
     assert [(d.object_kind, d.object_name, d.kind) for d in drift.differences] == [
         ("column", "public.users.last_login_at", pb.DIFFERENCE_KIND_MISSING)
     ]
-    assert list(clean.findings) == []
+    assert (list(clean.findings), clean.summary) == ([], "no findings")
     async with migration_server(migrated_db, FIXTURES / "lint_bad") as running:
         bad = await running.stub.LintMigrations(pb.LintMigrationsRequest(), timeout=30)
     assert {f.rule for f in bad.findings} >= {"transaction-control", "no-transaction-not-rerunnable"}
     assert all(f.line >= 1 and f.severity != pb.LINT_SEVERITY_UNSPECIFIED for f in bad.findings)
+    assert bad.summary.startswith(f"{len(bad.findings)} findings: ")
 
 
 async def test_unreachable_database_is_unavailable_with_retry_info(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&schemaservice/v1/metrics_service.proto\x12\x10schemaservice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x01\n\x06Metric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x06labels\x18\x05 \x03(\x0b\x32$.schemaservice.v1.Metric.LabelsEntry\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x01\n\rMetricColumns\x12.\n\x06series\x18\x01 \x03(\x0b\x32\x1e.schemaservice.v1.MetricSeries\x12\x16\n\x0eseries_indexes\x18\x02 \x03(\r\x12\x18\n\x10times_unix_nanos\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\"\x95\x01\n\x0cMetricSeries\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.schemaservice.v1.MetricSeries.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x13WriteMetricsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x07metrics\x18\x02 \x03(\x0b\x32\x18.schemaservice.v1.Metric\x12\x30\n\x07\x63olumns\x18\x03 \x01(\x0b\x32\x1f.schemaservice.v1.MetricColumns\"@\n\x14WriteMetricsResponse\x12\x15\n\rwritten_count\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x87\x01\n\x14StreamMetricsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x07metrics\x18\x02 \x03(\x0b\x32\x18.schemaservice.v1.Metric\x12\x30\n\x07\x63olumns\x18\x03 \x01(\x0b\x32\x1f.schemaservice.v1.MetricColumns\"U\n\x15StreamMetricsResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rwritten_count\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"\xd5\x02\n\x13QueryMetricsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x41\n\x06labels\x18\x02 \x03(\x0b\x32\x31.schemaservice.v1.QueryMetricsRequest.LabelsEntry\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0c\x62ucket_width\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\naggregates\x18\x06 \x03(\x0e\x32\x1b.schemaservice.v1.Aggregate\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x14QueryMetricsResponse\x12/\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1e.schemaservice.v1.MetricBucket\"\x83\x02\n\x0cMetricBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x10\n\x03sum\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03min\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03\x61vg\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x10\n\x03p50\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12\x10\n\x03p95\x18\x08 \x01(\x01H\x05\x88\x01\x01\x12\x10\n\x03p99\x18\t \x01(\x01H\x06\x88\x01\x01\x42\x06\n\x04_sumB\x06\n\x04_minB\x06\n\x04_maxB\x06\n\x04_avgB\x06\n\x04_p50B\x06\n\x04_p95B\x06\n\x04_p99\"$\n\x14ListBaselinesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\x15ListBaselinesResponse\x12-\n\tbaselines\x18\x01 \x03(\x0b\x32\x1a.schemaservice.v1.Baseline\"\xc6\x02\n\x08\x42\x61seline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x06labels\x18\x02 \x03(\x0b\x32&.schemaservice.v1.Baseline.LabelsEntry\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x0e\n\x06stddev\x18\x04 \x01(\x01\x12\x14\n\x0csample_count\x18\x05 \x01(\x03\x12\x30\n\x0cwindow_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63omputed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"g\n\x14ListAnomaliesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"E\n\x15ListAnomaliesResponse\x12,\n\tanomalies\x18\x01 \x03(\x0b\x32\x19.schemaservice.v1.Anomaly\"\xf7\x01\n\x07\x41nomaly\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x06labels\x18\x02 \x03(\x0b\x32%.schemaservice.v1.Anomaly.LabelsEntry\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x15\n\rbaseline_mean\x18\x04 \x01(\x01\x12\x17\n\x0f\x62\x61seline_stddev\x18\x05 \x01(\x01\x12\x0f\n\x07z_score\x18\x06 \x01(\x01\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xc0\x01\n\tAggregate\x12\x19\n\x15\x41GGREGATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GGREGATE_COUNT\x10\x01\x12\x11\n\rAGGREGATE_SUM\x10\x02\x12\x11\n\rAGGREGATE_MIN\x10\x03\x12\x11\n\rAGGREGATE_MAX\x10\x04\x12\x11\n\rAGGREGATE_AVG\x10\x05\x12\x11\n\rAGGREGATE_P50\x10\x06\x12\x11\n\rAGGREGATE_P95\x10\x07\x12\x11\n\rAGGREGATE_P99\x10\x08\x32\xf8\x03\n\x0eMetricsService\x12]\n\x0cWriteMetrics\x12%.schemaservice.v1.WriteMetricsRequest\x1a&.schemaservice.v1.WriteMetricsResponse\x12\x64\n\rStreamMetrics\x12&.schemaservice.v1.StreamMetricsRequest\x1a\'.schemaservice.v1.StreamMetricsResponse(\x01\x30\x01\x12]\n\x0cQueryMetrics\x12%.schemaservice.v1.QueryMetricsRequest\x1a&.schemaservice.v1.QueryMetricsResponse\x12`\n\rListBaselines\x12&.schemaservice.v1.ListBaselinesRequest\x1a\'.schemaservice.v1.ListBaselinesResponse\x12`\n\rListAnomalies\x12&.schemaservice.v1.ListAnomaliesRequest\x1a\'.schemaservice.v1.ListAnomaliesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&schemaservice/v1/metrics_service.proto\x12\x10schemaservice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x01\n\x06Metric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x06labels\x18\x05 \x03(\x0b\x32$.schemaservice.v1.Metric.LabelsEntry\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x01\n\rMetricColumns\x12.\n\x06series\x18\x01 \x03(\x0b\x32\x1e.schemaservice.v1.MetricSeries\x12\x16\n\x0eseries_indexes\x18\x02 \x03(\r\x12\x18\n\x10times_unix_nanos\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\"\x95\x01\n\x0cMetricSeries\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.schemaservice.v1.MetricSeries.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x13WriteMetricsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x07metrics\x18\x02 \x03(\x0b\x32\x18.schemaservice.v1.Metric\x12\x30\n\x07\x63olumns\x18\x03 \x01(\x0b\x32\x1f.schemaservice.v1.MetricColumns\"Q\n\x14WriteMetricsResponse\x12\x15\n\rwritten_count\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0f\n\x07summary\x18\x03 \x01(\t\"\x87\x01\n\x14StreamMetricsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x07metrics\x18\x02 \x03(\x0b\x32\x18.schemaservice.v1.Metric\x12\x30\n\x07\x63olumns\x18\x03 \x01(\x0b\x32\x1f.schemaservice.v1.MetricColumns\"f\n\x15StreamMetricsResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rwritten_count\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07summary\x18\x04 \x01(\t\"\xd5\x02\n\x13QueryMetricsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x41\n\x06labels\x18\x02 \x03(\x0b\x32\x31.schemaservice.v1.QueryMetricsRequest.LabelsEntry\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0c\x62ucket_width\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\naggregates\x18\x06 \x03(\x0e\x32\x1b.schemaservice.v1.Aggregate\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x14QueryMetricsResponse\x12/\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1e.schemaservice.v1.MetricBucket\"\x83\x02\n\x0cMetricBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x10\n\x03sum\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03min\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03\x61vg\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x10\n\x03p50\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12\x10\n\x03p95\x18\x08 \x01(\x01H\x05\x88\x01\x01\x12\x10\n\x03p99\x18\t \x01(\x01H\x06\x88\x01\x01\x42\x06\n\x04_sumB\x06\n\x04_minB\x06\n\x04_maxB\x06\n\x04_avgB\x06\n\x04_p50B\x06\n\x04_p95B\x06\n\x04_p99\"$\n\x14ListBaselinesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"W\n\x15ListBaselinesResponse\x12-\n\tbaselines\x18\x01 \x03(\x0b\x32\x1a.schemaservice.v1.Baseline\x12\x0f\n\x07summary\x18\x02 \x01(\t\"\xc6\x02\n\x08\x42\x61seline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x06labels\x18\x02 \x03(\x0b\x32&.schemaservice.v1.Baseline.LabelsEntry\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x0e\n\x06stddev\x18\x04 \x01(\x01\x12\x14\n\x0csample_count\x18\x05 \x01(\x03\x12\x30\n\x0cwindow_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63omputed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"g\n\x14ListAnomaliesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"E\n\x15ListAnomaliesResponse\x12,\n\tanomalies\x18\x01 \x03(\x0b\x32\x19.schemaservice.v1.Anomaly\"\xf7\x01\n\x07\x41nomaly\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x06labels\x18\x02 \x03(\x0b\x32%.schemaservice.v1.Anomaly.LabelsEntry\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x15\n\rbaseline_mean\x18\x04 \x01(\x01\x12\x17\n\x0f\x62\x61seline_stddev\x18\x05 \x01(\x01\x12\x0f\n\x07z_score\x18\x06 \x01(\x01\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xc0\x01\n\tAggregate\x12\x19\n\x15\x41GGREGATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GGREGATE_COUNT\x10\x01\x12\x11\n\rAGGREGATE_SUM\x10\x02\x12\x11\n\rAGGREGATE_MIN\x10\x03\x12\x11\n\rAGGREGATE_MAX\x10\x04\x12\x11\n\rAGGREGATE_AVG\x10\x05\x12\x11\n\rAGGREGATE_P50\x10\x06\x12\x11\n\rAGGREGATE_P95\x10\x07\x12\x11\n\rAGGREGATE_P99\x10\x08\x32\xf8\x03\n\x0eMetricsService\x12]\n\x0cWriteMetrics\x12%.schemaservice.v1.WriteMetricsRequest\x1a&.schemaservice.v1.WriteMetricsResponse\x12\x64\n\rStreamMetrics\x12&.schemaservice.v1.StreamMetricsRequest\x1a\'.schemaservice.v1.StreamMetricsResponse(\x01\x30\x01\x12]\n\x0cQueryMetrics\x12%.schemaservice.v1.QueryMetricsRequest\x1a&.schemaservice.v1.QueryMetricsResponse\x12`\n\rListBaselines\x12&.schemaservice.v1.ListBaselinesRequest\x1a\'.schemaservice.v1.ListBaselinesResponse\x12`\n\rListAnomalies\x12&.schemaservice.v1.ListAnomaliesRequest\x1a\'.schemaservice.v1.ListAnomaliesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,8 +44,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BASELINE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_ANOMALY_LABELSENTRY']._loaded_options = None
   _globals['_ANOMALY_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_AGGREGATE']._serialized_start=2652
-  _globals['_AGGREGATE']._serialized_end=2844
+  _globals['_AGGREGATE']._serialized_start=2703
+  _globals['_AGGREGATE']._serialized_end=2895
   _globals['_METRIC']._serialized_start=156
   _globals['_METRIC']._serialized_end=393
   _globals['_METRIC_LABELSENTRY']._serialized_start=348
@@ -59,35 +59,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WRITEMETRICSREQUEST']._serialized_start=680
   _globals['_WRITEMETRICSREQUEST']._serialized_end=814
   _globals['_WRITEMETRICSRESPONSE']._serialized_start=816
-  _globals['_WRITEMETRICSRESPONSE']._serialized_end=880
-  _globals['_STREAMMETRICSREQUEST']._serialized_start=883
-  _globals['_STREAMMETRICSREQUEST']._serialized_end=1018
-  _globals['_STREAMMETRICSRESPONSE']._serialized_start=1020
-  _globals['_STREAMMETRICSRESPONSE']._serialized_end=1105
-  _globals['_QUERYMETRICSREQUEST']._serialized_start=1108
-  _globals['_QUERYMETRICSREQUEST']._serialized_end=1449
+  _globals['_WRITEMETRICSRESPONSE']._serialized_end=897
+  _globals['_STREAMMETRICSREQUEST']._serialized_start=900
+  _globals['_STREAMMETRICSREQUEST']._serialized_end=1035
+  _globals['_STREAMMETRICSRESPONSE']._serialized_start=1037
+  _globals['_STREAMMETRICSRESPONSE']._serialized_end=1139
+  _globals['_QUERYMETRICSREQUEST']._serialized_start=1142
+  _globals['_QUERYMETRICSREQUEST']._serialized_end=1483
   _globals['_QUERYMETRICSREQUEST_LABELSENTRY']._serialized_start=348
   _globals['_QUERYMETRICSREQUEST_LABELSENTRY']._serialized_end=393
-  _globals['_QUERYMETRICSRESPONSE']._serialized_start=1451
-  _globals['_QUERYMETRICSRESPONSE']._serialized_end=1522
-  _globals['_METRICBUCKET']._serialized_start=1525
-  _globals['_METRICBUCKET']._serialized_end=1784
-  _globals['_LISTBASELINESREQUEST']._serialized_start=1786
-  _globals['_LISTBASELINESREQUEST']._serialized_end=1822
-  _globals['_LISTBASELINESRESPONSE']._serialized_start=1824
-  _globals['_LISTBASELINESRESPONSE']._serialized_end=1894
-  _globals['_BASELINE']._serialized_start=1897
-  _globals['_BASELINE']._serialized_end=2223
+  _globals['_QUERYMETRICSRESPONSE']._serialized_start=1485
+  _globals['_QUERYMETRICSRESPONSE']._serialized_end=1556
+  _globals['_METRICBUCKET']._serialized_start=1559
+  _globals['_METRICBUCKET']._serialized_end=1818
+  _globals['_LISTBASELINESREQUEST']._serialized_start=1820
+  _globals['_LISTBASELINESREQUEST']._serialized_end=1856
+  _globals['_LISTBASELINESRESPONSE']._serialized_start=1858
+  _globals['_LISTBASELINESRESPONSE']._serialized_end=1945
+  _globals['_BASELINE']._serialized_start=1948
+  _globals['_BASELINE']._serialized_end=2274
   _globals['_BASELINE_LABELSENTRY']._serialized_start=348
   _globals['_BASELINE_LABELSENTRY']._serialized_end=393
-  _globals['_LISTANOMALIESREQUEST']._serialized_start=2225
-  _globals['_LISTANOMALIESREQUEST']._serialized_end=2328
-  _globals['_LISTANOMALIESRESPONSE']._serialized_start=2330
-  _globals['_LISTANOMALIESRESPONSE']._serialized_end=2399
-  _globals['_ANOMALY']._serialized_start=2402
-  _globals['_ANOMALY']._serialized_end=2649
+  _globals['_LISTANOMALIESREQUEST']._serialized_start=2276
+  _globals['_LISTANOMALIESREQUEST']._serialized_end=2379
+  _globals['_LISTANOMALIESRESPONSE']._serialized_start=2381
+  _globals['_LISTANOMALIESRESPONSE']._serialized_end=2450
+  _globals['_ANOMALY']._serialized_start=2453
+  _globals['_ANOMALY']._serialized_end=2700
   _globals['_ANOMALY_LABELSENTRY']._serialized_start=348
   _globals['_ANOMALY_LABELSENTRY']._serialized_end=393
-  _globals['_METRICSSERVICE']._serialized_start=2847
-  _globals['_METRICSSERVICE']._serialized_end=3351
+  _globals['_METRICSSERVICE']._serialized_start=2898
+  _globals['_METRICSSERVICE']._serialized_end=3402
 # @@protoc_insertion_point(module_scope)

@@ -96,12 +96,14 @@ class WriteMetricsRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., columns: _Optional[_Union[MetricColumns, _Mapping]] = ...) -> None: ...
 
 class WriteMetricsResponse(_message.Message):
-    __slots__ = ("written_count", "duplicate")
+    __slots__ = ("written_count", "duplicate", "summary")
     WRITTEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     written_count: int
     duplicate: bool
-    def __init__(self, written_count: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    summary: str
+    def __init__(self, written_count: _Optional[int] = ..., duplicate: _Optional[bool] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class StreamMetricsRequest(_message.Message):
     __slots__ = ("request_id", "metrics", "columns")
@@ -114,14 +116,16 @@ class StreamMetricsRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., columns: _Optional[_Union[MetricColumns, _Mapping]] = ...) -> None: ...
 
 class StreamMetricsResponse(_message.Message):
-    __slots__ = ("request_id", "written_count", "duplicate")
+    __slots__ = ("request_id", "written_count", "duplicate", "summary")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WRITTEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     written_count: int
     duplicate: bool
-    def __init__(self, request_id: _Optional[str] = ..., written_count: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    summary: str
+    def __init__(self, request_id: _Optional[str] = ..., written_count: _Optional[int] = ..., duplicate: _Optional[bool] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class QueryMetricsRequest(_message.Message):
     __slots__ = ("name", "labels", "start_time", "end_time", "bucket_width", "aggregates")
@@ -181,10 +185,12 @@ class ListBaselinesRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListBaselinesResponse(_message.Message):
-    __slots__ = ("baselines",)
+    __slots__ = ("baselines", "summary")
     BASELINES_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     baselines: _containers.RepeatedCompositeFieldContainer[Baseline]
-    def __init__(self, baselines: _Optional[_Iterable[_Union[Baseline, _Mapping]]] = ...) -> None: ...
+    summary: str
+    def __init__(self, baselines: _Optional[_Iterable[_Union[Baseline, _Mapping]]] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class Baseline(_message.Message):
     __slots__ = ("name", "labels", "mean", "stddev", "sample_count", "window_start", "window_end", "computed_at")

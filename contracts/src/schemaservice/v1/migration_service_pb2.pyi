@@ -208,10 +208,12 @@ class LintMigrationsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LintMigrationsResponse(_message.Message):
-    __slots__ = ("findings",)
+    __slots__ = ("findings", "summary")
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     findings: _containers.RepeatedCompositeFieldContainer[LintFinding]
-    def __init__(self, findings: _Optional[_Iterable[_Union[LintFinding, _Mapping]]] = ...) -> None: ...
+    summary: str
+    def __init__(self, findings: _Optional[_Iterable[_Union[LintFinding, _Mapping]]] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class LintFinding(_message.Message):
     __slots__ = ("file", "line", "column", "rule", "message", "severity")
