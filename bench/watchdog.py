@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from bench.results import save
 from gateway_service.watchdog import Watchdog
 
 Way = Callable[[int], Awaitable[None]]
@@ -92,8 +93,9 @@ def main() -> int:
         loops["uvloop"] = uvloop.new_event_loop
     except ImportError:
         pass
+    saved: dict[str, dict[str, float]] = {}
     for loop_name, factory in loops.items():
-        figures = measure(factory, args.chunks, args.rounds)
+        figures = saved[loop_name] = measure(factory, args.chunks, args.rounds)
         base = figures["bare"]
         print(f"{loop_name}: {args.chunks} chunks, best of {args.rounds}")
         for name, ns in figures.items():
@@ -101,6 +103,7 @@ def main() -> int:
             print(f"  {name:<11} {ns:8.0f} ns/chunk  x{ns / base:5.2f} of bare  (+{extra:5.0f} ns for the deadline)")
         for other in ("timeout_at", "reschedule"):
             print(f"  watchdog per chunk: x{figures['watchdog'] / figures[other]:.2f} of {other}'s")
+    save("watchdog", {"chunks": args.chunks, "rounds": args.rounds, "ns_per_chunk": saved})
     return 0
 
 
