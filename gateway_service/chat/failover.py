@@ -31,27 +31,16 @@ from gateway_service.chat.attempt import Attempt, Limits
 from gateway_service.chat.budgeting import RunBudget
 from gateway_service.chat.midstream import Delivered
 from gateway_service.chat.outcome import final_error, provider_rejected
-from gateway_service.chat.records import Pending, attempt_record, reported
+from gateway_service.chat.records import AttemptFailed, Pending, Records, attempt_record, reported
 from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter
 from gateway_service.chat.router import Candidate
-from gateway_service.chat.skips import Skip, last_resort, skip_reason
+from gateway_service.chat.skips import last_resort, skip_reason
 from gateway_service.config import FailoverSettings
 from gateway_service.domain.events import AttemptRecord, AttemptStarted, Completed, FailedOver, GatewayEvent
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, FinishReason
 from gateway_service.health import Health, Ticket
 from gateway_service.limits.budgets import Budgets
-
-
-class _AttemptFailed(Exception):
-    """Carries a ProviderError out of an attempt together with the attempt's state."""
-
-    def __init__(self, error: ProviderError, attempt: Attempt, number: int, ticket: Ticket) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.attempt = attempt
-        self.number = number
-        self.ticket = ticket
 
 
 class ChatRun:
@@ -67,10 +56,9 @@ class ChatRun:
         self._loop = asyncio.get_running_loop()
         # Loop time, the clock the Pacer's timers run on (domain/deadlines.py).
         self.deadline = self._loop.time() + (deadline_s if deadline_s is not None else self.settings.default_deadline_s)
-        self.records: list[AttemptRecord] = []
+        self.records = Records()
         self.delivered = Delivered(request.mid_stream_policy)
         self._min_context = 0
-        self._new_skips = 0  # records at the end of `records` skipped since the last attempt started
         self._spans: dict[int, Span] = {}  # attempt number -> its trace span, until the attempt's record
         self._deferred: list[Candidate] = []  # skipped on the gateway's own guess: a last resort
         self._failed: list[tuple[Candidate, tuple[int, Phase]]] = []  # and the breaker's state right after
@@ -79,11 +67,11 @@ class ChatRun:
 
     @property
     def attempts(self) -> list[AttemptRecord]:
-        return [r for r in self.records if r.attempt]
+        return self.records.attempts
 
     @property
     def skipped(self) -> list[AttemptRecord]:
-        return [r for r in self.records if not r.attempt]
+        return self.records.skipped
 
     def events(self) -> AsyncGenerator[GatewayEvent, None]:
         if self.budget is not None and self.budget.settles_user:
@@ -114,7 +102,7 @@ class ChatRun:
                     async for event in events:
                         yield event
                 return
-            except _AttemptFailed as failed:
+            except AttemptFailed as failed:
                 pending = self._after_failure(candidate, failed)
                 if reported(pending.record.usage):
                     yield pending.record.usage
@@ -153,7 +141,7 @@ class ChatRun:
             return True  # recorded when it was first skipped
         if skip.soft:
             self._deferred.append(candidate)
-        self._record_skip(candidate, skip)
+        self.records.skip(candidate, skip)
         return True
 
     async def _take_budget(self, candidate: Candidate) -> bool:
@@ -162,19 +150,8 @@ class ChatRun:
         skip = await self.budget.take(candidate)
         if skip is None:
             return True
-        self._record_skip(candidate, skip)
+        self.records.skip(candidate, skip)
         return False
-
-    def _record_skip(self, candidate: Candidate, skip: Skip) -> None:
-        """A skipped candidate is a record with attempt number 0; it rides on the next AttemptStarted."""
-        name, model = candidate.provider.name, candidate.model.name
-        self.records.append(AttemptRecord(0, name, model, skip.reason, skip.message, retry_after_s=skip.retry_after_s))
-        self._new_skips += 1
-
-    def _skipped_since_last_attempt(self) -> tuple[AttemptRecord, ...]:
-        # A counter rather than a scan or a list: the usual request skips nothing and pays for nothing.
-        count, self._new_skips = self._new_skips, 0
-        return tuple(self.records[-count:]) if count else ()
 
     async def _attempt(
         self, candidate: Candidate, request: ChatRequest, number: int, candidates_left: int,
@@ -185,7 +162,7 @@ class ChatRun:
         patience_s = limits.first_token_by - self._loop.time()
         ticket = health.admit(candidate.provider.name, candidate.model.name, candidate.key_id, patience_s)
         attempt = Attempt(candidate, request, limits, on_first_token=lambda: health.first_token(ticket))
-        skipped = self._skipped_since_last_attempt()
+        skipped = self.records.skipped_since_last_attempt()
         span = self._spans[number] = spans.start(
             self.failover.tracer, candidate.provider.type, candidate.provider.name, candidate.model.name, request
         )
@@ -205,7 +182,7 @@ class ChatRun:
                 async for piece in pieces:
                     yield self.delivered.deliver(piece)
         except ProviderError as error:
-            raise _AttemptFailed(error, attempt, number, ticket) from error
+            raise AttemptFailed(error, attempt, number, ticket) from error
         except BaseException:
             cancelled = True  # cancelled, deadline passed or the caller went away
             raise
@@ -220,7 +197,7 @@ class ChatRun:
         assert finished is not None
         yield self._completed(candidate, finished.reason, finished.upstream_request_id)
 
-    def _after_failure(self, candidate: Candidate, failed: _AttemptFailed) -> Pending:
+    def _after_failure(self, candidate: Candidate, failed: AttemptFailed) -> Pending:
         error = failed.error
         record = self._record(candidate, failed.attempt, failed.number, error, failed.ticket)
         if error.kind is FailureKind.INVALID_REQUEST:
@@ -229,6 +206,9 @@ class ChatRun:
             self._min_context = max(self._min_context, candidate.model.context_window or 1)
         discard = error.kind is not FailureKind.CONTENT_FILTERED and self.delivered.after_failure(record, self.records)
         return Pending(record, error, discard)
+
+    def _completed(self, candidate: Candidate, reason: FinishReason, upstream_request_id: str) -> Completed:
+        return self.records.completed(candidate, reason, upstream_request_id, self.request.request_id)
 
     def _record(
         self, candidate: Candidate, attempt: Attempt, number: int, error: ProviderError | None, ticket: Ticket,
@@ -248,12 +228,6 @@ class ChatRun:
             state = self.failover.health.breaker_state(candidate.provider.name, candidate.model.name)
             self._failed.append((candidate, state))
         return record
-
-    def _completed(self, candidate: Candidate, reason: FinishReason, upstream_request_id: str) -> Completed:
-        return Completed(
-            reason, candidate.provider.name, candidate.model.name, len(self.attempts),
-            upstream_request_id, self.request.request_id,
-        )  # fmt: skip
 
 
 class Failover:

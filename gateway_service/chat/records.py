@@ -9,9 +9,54 @@ from typing import TypeGuard
 from gateway_service.accounting import cost_usd, estimate_tokens
 from gateway_service.chat.attempt import Attempt
 from gateway_service.chat.router import Candidate
-from gateway_service.domain.events import AttemptRecord, AttemptUsage, FailedOver
+from gateway_service.chat.skips import Skip
+from gateway_service.domain.events import AttemptRecord, AttemptUsage, Completed, FailedOver
 from gateway_service.domain.failures import ProviderError
-from gateway_service.domain.request import ChatRequest
+from gateway_service.domain.request import ChatRequest, FinishReason
+from gateway_service.health import Ticket
+
+
+class AttemptFailed(Exception):
+    """Carries a ProviderError out of an attempt together with the attempt's state."""
+
+    def __init__(self, error: ProviderError, attempt: Attempt, number: int, ticket: Ticket) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.attempt = attempt
+        self.number = number
+        self.ticket = ticket
+
+
+class Records(list[AttemptRecord]):
+    """A run's attempts and skipped candidates, in order; the skips since the last attempt ride on the next."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._new_skips = 0  # records at the end skipped since the last attempt started
+
+    @property
+    def attempts(self) -> list[AttemptRecord]:
+        return [r for r in self if r.attempt]
+
+    @property
+    def skipped(self) -> list[AttemptRecord]:
+        return [r for r in self if not r.attempt]
+
+    def skip(self, candidate: Candidate, skip: Skip) -> None:
+        """A skipped candidate is a record with attempt number 0; it rides on the next AttemptStarted."""
+        name, model = candidate.provider.name, candidate.model.name
+        self.append(AttemptRecord(0, name, model, skip.reason, skip.message, retry_after_s=skip.retry_after_s))
+        self._new_skips += 1
+
+    def skipped_since_last_attempt(self) -> tuple[AttemptRecord, ...]:
+        # A counter rather than a scan or a list: the usual request skips nothing and pays for nothing.
+        count, self._new_skips = self._new_skips, 0
+        return tuple(self[-count:]) if count else ()
+
+    def completed(self, candidate: Candidate, reason: FinishReason, upstream_id: str, request_id: str) -> Completed:
+        return Completed(
+            reason, candidate.provider.name, candidate.model.name, len(self.attempts), upstream_id, request_id
+        )
 
 
 @dataclass
