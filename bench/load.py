@@ -218,6 +218,7 @@ async def _main(args: argparse.Namespace) -> int:
         await asyncio.sleep(1.0)  # every worker bound and settled
         base = await direct_ttft(url)
         rss = RssSampler([p.pid for p in gateways])
+        others = {"upstream": RssSampler([upstream.pid]), "load generator": RssSampler([os.getpid()])}
         idle = rss.rss()
         tally, stop = Tally(), asyncio.Event()
         sampler = asyncio.create_task(rss.run(stop))
@@ -225,6 +226,9 @@ async def _main(args: argparse.Namespace) -> int:
         stop.set()
         await sampler
         report(args, tally, elapsed, base, rss, idle)
+        used = ", ".join(f"{name} {o.cpu_used():.1f}" for name, o in {"gateways": rss, **others}.items())
+        # On a small machine the load generator and the upstream, not the gateway, may be what is saturated.
+        print(f"  CPU seconds used in {elapsed:.0f} s: {used} (machine: {os.cpu_count()} cores)")
     finally:
         for proc in [*gateways, upstream]:
             proc.terminate()

@@ -23,6 +23,7 @@ BENCHES = {
     "gateway_overhead": (["gateway_overhead.py"], ["--requests", "100", "--seconds", "2"]),
     "chaos": (["chaos.py"], ["--seconds", "12", "--steady-seconds", "3"]),
     "watchdog": (["watchdog.py"], ["--chunks", "5000", "--rounds", "3"]),
+    "load": (["load.py"], ["--streams", "50", "--seconds", "5"]),
 }
 
 
