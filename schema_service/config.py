@@ -128,6 +128,10 @@ class MetricsSettings(ServiceSettings):
     """Samples needed before a baseline is used."""
     anomaly_z_score: Seconds = 4.0
     """Distance from the mean, in standard deviations, that makes an anomaly."""
+    max_abs_value: Annotated[float, Field(gt=0, le=1e150)] = 1e100
+    """Largest magnitude of a value; larger ones are refused naming the field. Sums, averages and the squares behind
+    standard deviations of such values stay below float8's 1.8e308, so no aggregate or baseline overflows (SQLSTATE
+    22003); at most 1e150, whose square still fits."""
 
 
 class Settings(ServiceSettings):

@@ -5,8 +5,8 @@ A run computes mean and population standard deviation of each series over the ba
 whose distance from its series' mean exceeds `z_score` standard deviations. Anomalies are keyed
 by (series, time), so scanning a range twice records nothing twice.
 
-Values beyond validation.MAX_ABS_VALUE (only rows written before writes were bounded can hold them) are
-left out: one such value would make the aggregate overflow (SQLSTATE 22003) and fail the run for every
+Values beyond `max_abs_value` (only rows written before writes were bounded, or under a larger bound, can
+hold them) are left out: one such value would make the aggregate overflow (SQLSTATE 22003) and fail the run for every
 series, not only its own.
 """
 
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schema_service.database import Conn
-from schema_service.metrics.validation import MAX_ABS_VALUE
 
 _BASELINES = """
 INSERT INTO performance_baselines AS b
@@ -54,11 +53,12 @@ async def compute_baselines(
     since: datetime,
     min_samples: int,
     z_score: float,
+    max_abs_value: float,
 ) -> BaselineRun:
     """Refresh baselines over [window_start, window_end) and record anomalies in [since, window_end)."""
     async with conn.transaction():
-        baselines = await conn.execute(_BASELINES, window_start, window_end, min_samples, MAX_ABS_VALUE)
-        anomalies = await conn.execute(_ANOMALIES, since, window_end, z_score, MAX_ABS_VALUE)
+        baselines = await conn.execute(_BASELINES, window_start, window_end, min_samples, max_abs_value)
+        anomalies = await conn.execute(_ANOMALIES, since, window_end, z_score, max_abs_value)
     return BaselineRun(_row_count(baselines), _row_count(anomalies))
 
 

@@ -66,6 +66,7 @@ class Housekeeping:
                 since=since,
                 min_samples=s.baseline_min_samples,
                 z_score=s.anomaly_z_score,
+                max_abs_value=s.max_abs_value,
             )
         self._anomalies_since = now - timedelta(seconds=s.housekeeping_interval_s)
         return HousekeepingReport(

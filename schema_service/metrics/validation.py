@@ -35,10 +35,6 @@ MAX_LABEL_VALUE_CHARS = 256
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_FIELDS = 32
 MAX_CACHED_SERIES = 100_000
-# Largest magnitude of a value: sums, averages and the squares behind standard deviations of up to 1e100
-# such values stay far below float8's 1.8e308, so no aggregate or baseline can overflow (SQLSTATE 22003).
-MAX_ABS_VALUE = 1e100
-VALUE_RULE = f"must be a finite number with absolute value at most {MAX_ABS_VALUE:g} (not NaN or infinity)"
 # Times become datetimes through a float of seconds: below 2**53 microseconds (year 2255) its error is
 # under 0.2 us, so rounding to the microsecond gives exactly the microsecond sent; 1.5x faster than timedelta.
 # PostgreSQL text and jsonb cannot hold U+0000: refused here, or the database would refuse the whole batch.
@@ -83,6 +79,8 @@ class BatchParser:
 
     def __init__(self, settings: MetricsSettings) -> None:
         self.settings = settings
+        bound = settings.max_abs_value
+        self.value_rule = f"must be a finite number, in absolute value at most {bound:g} (max_abs_value)"
         # Keyed by name, unit and labels as received (raw map entries, or pairs in the columnar form).
         self._series: dict[SeriesKey, Series] = {}
 
@@ -136,14 +134,14 @@ class BatchParser:
     ) -> None:
         low, high = window
         append, append_us = out[0].append, out[1].append
-        cached, from_ts = self._series.get, datetime.fromtimestamp
+        cached, from_ts, bound = self._series.get, datetime.fromtimestamp, self.settings.max_abs_value
         for i, m in enumerate(metrics):
             key = (m.name, m.unit, tuple(m.labels))
             series = cached(key) or self._new_series(key, _decoded_labels(m.labels), f"metrics[{i}]", bad)
             value = m.value
             # Also false for NaN; infinities are over the bound.
-            if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
-                bad.add(f"metrics[{i}].value", VALUE_RULE)
+            if not -bound <= value <= bound:
+                bad.add(f"metrics[{i}].value", self.value_rule)
             stamp = m.time
             seconds, nanos = stamp.seconds, stamp.nanos
             if not low <= seconds <= high:
@@ -181,9 +179,10 @@ class BatchParser:
             return
         low, high = window[0] * 1_000_000_000, (window[1] + 1) * 1_000_000_000
         # Both at C speed: isfinite catches NaN, which max() may pass over.
-        if values and not (all(map(math.isfinite, values)) and max(map(abs, values)) <= MAX_ABS_VALUE):
-            for i in (i for i, v in enumerate(values) if not -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE):
-                bad.add(f"columns.values[{i}]", VALUE_RULE)
+        bound = self.settings.max_abs_value
+        if values and not (all(map(math.isfinite, values)) and max(map(abs, values)) <= bound):
+            for i in (i for i, v in enumerate(values) if not -bound <= v <= bound):
+                bad.add(f"columns.values[{i}]", self.value_rule)
         if values and (min(times) < low or max(times) >= high):
             for i in (i for i, t in enumerate(times) if not low <= t < high):
                 bad.add(f"columns.times_unix_nanos[{i}]", self._time_rule())

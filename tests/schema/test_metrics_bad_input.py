@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 import pytest
+from pydantic import ValidationError
 
 from schema_service.config import MetricsSettings
 from schema_service.errors import InvalidRequest
@@ -345,3 +346,12 @@ async def test_one_series_holding_a_huge_value_does_not_stop_baselines_of_the_ot
     assert run.baselines.baselines == 2
     assert sorted((b.labels["provider"], b.sample_count) for b in baselines) == [("gemini", 40), ("openai", 40)]
     assert all(100.0 <= b.mean <= 107.0 for b in baselines)
+
+
+def test_the_value_bound_is_a_setting_and_cannot_be_set_where_squares_overflow() -> None:
+    request = pb.WriteMetricsRequest(request_id="r", metrics=[metric(10.0, at=NOW), metric(-10.5, at=NOW)])
+    with pytest.raises(InvalidRequest) as caught:
+        BatchParser(MetricsSettings(max_abs_value=10.0)).parse(received(request), now=NOW)
+    assert [v.field for v in caught.value.field_violations] == ["metrics[1].value"]
+    with pytest.raises(ValidationError, match="max_abs_value"):
+        MetricsSettings(max_abs_value=1e200)
