@@ -1,4 +1,5 @@
-"""Benchmark: the full schema on an empty database, and a no-op rerun, against baselines run beside them.
+"""Benchmark: the full schema on an empty database, a no-op rerun, and the per-file overhead over many small
+files, against baselines run beside them.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/migrations.py [--rounds 5]
 
@@ -6,7 +7,10 @@ Baselines measured in the same run, on the same server and files:
   full   `psql -X -q -1 -f FILE` per file (no-transaction files without -1), and a bare asyncpg
          connection executing each file, with no lock, history, parsing or checks
   no-op  a bare asyncpg connect + one SELECT of the history + close (the least a "nothing to do" check costs)
-Targets: full <= 1 s, no-op <= 100 ms. Medians of --rounds fresh databases.
+  files  --small-files generated files of two small statements each: one `psql -X -q -1 -f F1 -f F2 ...`
+         over all of them (one connection, one transaction), and a bare asyncpg connection running each
+         file in a transaction of its own (what per-file atomicity costs at least)
+Targets: full <= 1 s, no-op <= 100 ms, small files <= 1.5x psql -1. Medians of --rounds fresh databases.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import os
 import shutil
 import statistics
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import asyncpg
 
@@ -92,6 +98,58 @@ async def bare_check(dsn: str) -> None:
         await conn.close()
 
 
+def small_files(folder: Path, count: int) -> Path:
+    """`count` migration files of two small statements each, as a long-lived project accumulates them."""
+    for i in range(1, count + 1):
+        sql = f"CREATE TABLE t{i} (id bigint PRIMARY KEY, note text);\nCOMMENT ON TABLE t{i} IS 'file {i}';\n"
+        (folder / f"{i:04d}_t{i}.sql").write_text(sql)
+    return folder
+
+
+def psql_one_transaction(folder: Path) -> Callable[[str], Awaitable[object]]:
+    async def work(dsn: str) -> None:
+        files = [arg for path in sorted(folder.glob("*.sql")) for arg in ("-f", str(path))]
+        args = ["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", dsn, *files]
+        await asyncio.to_thread(subprocess.run, args, check=True, stdout=subprocess.DEVNULL)
+
+    return work
+
+
+def bare_per_file(folder: Path) -> Callable[[str], Awaitable[object]]:
+    async def work(dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for path in sorted(folder.glob("*.sql")):
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+        finally:
+            await conn.close()
+
+    return work
+
+
+def ours_dir(folder: Path) -> Callable[[str], Awaitable[object]]:
+    async def work(dsn: str) -> None:
+        await apply_migrations(dsn, folder)
+
+    return work
+
+
+async def per_file(rounds: int, admin: str, count: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-files-") as scratch:
+        folder = small_files(Path(scratch), count)
+        ours = await median(rounds, admin, ours_dir(folder))
+        bare = await median(rounds, admin, bare_per_file(folder))
+        print(f"{count} small files  schema-service {ours * 1000:8.1f} ms   {ours / count * 1000:6.2f} ms a file")
+        print(f"              bare, txn/file {bare * 1000:8.1f} ms   ratio {ours / bare:5.2f}x")
+        if shutil.which("psql"):
+            psql = await median(rounds, admin, psql_one_transaction(folder))
+            print(
+                f"              psql -1 (all)  {psql * 1000:8.1f} ms   ratio {ours / psql:5.2f}x (target <= 1.50x), "
+                f"overhead {(ours - psql) / count * 1000:5.2f} ms a file"
+            )
+
+
 async def median(rounds: int, admin: str, work: Callable[[str], Awaitable[object]], *, prepare: bool = False) -> float:
     return statistics.median([await timed(admin, work, prepare=prepare) for _ in range(rounds)])
 
@@ -99,6 +157,7 @@ async def median(rounds: int, admin: str, work: Callable[[str], Awaitable[object
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--small-files", type=int, default=100, help="files in the per-file overhead run")
     args = parser.parse_args()
     admin = with_database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"), "postgres")
     await timed(admin, apply_migrations)  # warm caches and imports
@@ -116,6 +175,7 @@ async def main() -> None:
         print(f"              psql -1 -f     {psql_full * 1000:8.1f} ms   ratio {ours_full / psql_full:5.2f}x")
     print(f"no-op rerun   schema-service {ours_noop * 1000:8.1f} ms   (target <= 100 ms)")
     print(f"              bare check     {bare_noop * 1000:8.1f} ms   ratio {ours_noop / bare_noop:5.2f}x")
+    await per_file(args.rounds, admin, args.small_files)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import asyncpg
 from pglast import ast
 
 from schema_service.migrate import concurrent, history
-from schema_service.migrate.connections import BOOK_APP, connect, restore_session, set_timeouts
+from schema_service.migrate.connections import WorkConnection, restore_session
 from schema_service.migrate.copydata import copy_in
 from schema_service.migrate.errors import JournalMismatch, LockRetriesExhausted, MigrationFailed
 from schema_service.migrate.files import MigrationFile
@@ -131,16 +131,16 @@ def _lock_exhausted(
 
 
 async def run_transactional(
-    dsn: str, file: MigrationFile, statements: list[Statement], limits: Limits
+    work: WorkConnection, file: MigrationFile, statements: list[Statement], limits: Limits
 ) -> AsyncIterator[StatementDone]:
-    """Run the whole file and record it in one transaction on a fresh connection, reporting each
+    """Run the whole file and record it in one transaction on the work connection, reporting each
     statement as it finishes (again from the first one when a lock timeout restarts the transaction).
 
     The transaction runs in a task of its own and reports through a queue, so a slow reader of the
     progress (a gRPC client) never holds the file's locks open longer.
     """
     queue: asyncio.Queue[StatementDone | None] = asyncio.Queue()
-    task = asyncio.ensure_future(_transaction(dsn, file, statements, limits, queue))
+    task = asyncio.ensure_future(_transaction(work, file, statements, limits, queue))
     try:
         while (done := await queue.get()) is not None:
             yield done
@@ -153,54 +153,55 @@ async def run_transactional(
 
 
 async def _transaction(
-    dsn: str,
+    work: WorkConnection,
     file: MigrationFile,
     statements: list[Statement],
     limits: Limits,
     queue: asyncio.Queue[StatementDone | None],
 ) -> None:
     try:
-        await _run_transaction(dsn, file, statements, limits, queue.put_nowait)
+        statement_ms, lock_ms = limits.for_file(file)
+        conn = await work.acquire(statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
+        await _run_transaction(conn, file, statements, limits, queue.put_nowait, durable=work.durable)
     finally:
         queue.put_nowait(None)
 
 
 async def _run_transaction(
-    dsn: str,
+    conn: asyncpg.Connection,
     file: MigrationFile,
     statements: list[Statement],
     limits: Limits,
     report: Callable[[StatementDone], None],
+    *,
+    durable: bool,
 ) -> None:
-    conn = await connect(dsn)
-    try:
-        statement_ms, lock_ms = limits.for_file(file)
-        await set_timeouts(conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
-        started = time.monotonic()
-        current = statements[0] if statements else Statement(1, "", 0, None)
+    statement_ms, lock_ms = limits.for_file(file)
+    started = time.monotonic()
+    current = statements[0] if statements else Statement(1, "", 0, None)
 
-        async def attempt() -> None:
-            nonlocal current
-            async with conn.transaction():
-                for statement in statements:
-                    current, t0 = statement, time.monotonic()
-                    await _execute(conn, file, statement)
-                    report(StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False))
-                async with _bookkeeping(file):
-                    await restore_session(conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
-                    await history.record(
-                        conn,
-                        version=file.version,
-                        name=file.name,
-                        checksum=file.checksum,
-                        transactional=True,
-                        execution_ms=_elapsed_ms(started),
-                        success=True,
-                    )
+    async def attempt() -> None:
+        nonlocal current
+        async with conn.transaction():
+            for statement in statements:
+                current, t0 = statement, time.monotonic()
+                await _execute(conn, file, statement)
+                report(StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False))
+            async with _bookkeeping(file):
+                await restore_session(
+                    conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms, durable=durable
+                )
+                await history.record(
+                    conn,
+                    version=file.version,
+                    name=file.name,
+                    checksum=file.checksum,
+                    transactional=True,
+                    execution_ms=_elapsed_ms(started),
+                    success=True,
+                )
 
-        await with_lock_retries(limits, file, lambda: current, attempt)
-    finally:
-        await conn.close()
+    await with_lock_retries(limits, file, lambda: current, attempt)
 
 
 async def _execute(conn: asyncpg.Connection, file: MigrationFile, statement: Statement) -> None:
@@ -221,50 +222,43 @@ async def _send(conn: asyncpg.Connection, statement: Statement) -> None:
 
 
 async def run_no_transaction(
-    dsn: str, file: MigrationFile, statements: list[Statement], limits: Limits
+    work: WorkConnection, book: asyncpg.Connection, file: MigrationFile, statements: list[Statement], limits: Limits
 ) -> AsyncIterator[StatementDone]:
     """Statement by statement outside a transaction, skipping those an earlier run journaled.
 
-    The journal is written on a connection of its own: the file's statements may change their
-    session (SET ROLE, SET search_path, ...) for the statements after them, and none of that may
-    reach the bookkeeping. A journaled SET is run again on resume, so what follows sees its session.
+    The journal is written on another connection (`book`, the runner's lock connection): the file's
+    statements may change their session (SET ROLE, SET search_path, ...) for the statements after them,
+    and none of that may reach the bookkeeping. A journaled SET runs again on resume, so what follows
+    sees its session.
     """
-    conn = await connect(dsn)
-    book = await connect(dsn, BOOK_APP)
-    try:
-        statement_ms, lock_ms = limits.for_file(file)
-        await set_timeouts(conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
-        done = await history.journal(book, file.version)
-        check_journal(file, statements, done)
-        started = time.monotonic()
-        for statement in statements:
-            if statement.index in done:
-                if isinstance(statement.node, ast.VariableSetStmt):
-                    await _run_one(conn, file, statement)
-                yield StatementDone(statement.index, len(statements), 0.0, resumed=True)
-                continue
-            t0 = time.monotonic()
-            run_one = functools.partial(_run_one, conn, file, statement)
-            await with_lock_retries(limits, file, _fixed(statement), run_one)
-            async with _bookkeeping(file):
-                await history.journal_statement(
-                    book, file.version, statement.index, statement.checksum, _elapsed_ms(t0)
-                )
-            yield StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False)
-        async with _bookkeeping(file), book.transaction():
-            await history.record(
-                book,
-                version=file.version,
-                name=file.name,
-                checksum=file.checksum,
-                transactional=False,
-                execution_ms=_elapsed_ms(started),
-                success=True,
-            )
-            await history.clear_journal(book, file.version)
-    finally:
-        await book.close()
-        await conn.close()
+    statement_ms, lock_ms = limits.for_file(file)
+    conn = await work.acquire(statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
+    done = await history.journal(book, file.version)
+    check_journal(file, statements, done)
+    started = time.monotonic()
+    for statement in statements:
+        if statement.index in done:
+            if isinstance(statement.node, ast.VariableSetStmt):
+                await _run_one(conn, file, statement)
+            yield StatementDone(statement.index, len(statements), 0.0, resumed=True)
+            continue
+        t0 = time.monotonic()
+        run_one = functools.partial(_run_one, conn, file, statement)
+        await with_lock_retries(limits, file, _fixed(statement), run_one)
+        async with _bookkeeping(file):
+            await history.journal_statement(book, file.version, statement.index, statement.checksum, _elapsed_ms(t0))
+        yield StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False)
+    async with _bookkeeping(file), book.transaction():
+        await history.record(
+            book,
+            version=file.version,
+            name=file.name,
+            checksum=file.checksum,
+            transactional=False,
+            execution_ms=_elapsed_ms(started),
+            success=True,
+        )
+        await history.clear_journal(book, file.version)
 
 
 @contextlib.asynccontextmanager

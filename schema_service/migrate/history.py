@@ -102,15 +102,22 @@ async def record(
     error: str | None = None,
     applied_by: str | None = None,
 ) -> None:
-    """Upsert the version's row (a failed attempt's row is replaced by the next attempt's)."""
+    """Upsert the version's row (a failed attempt's row is replaced by the next attempt's).
+
+    A success also notifies waiters, in the same statement (one round trip); the notification is
+    delivered at commit, so a waiter never sees a version that could still roll back.
+    """
     await conn.execute(
-        f"""INSERT INTO {SCHEMA}.migration_history
-                (version, name, checksum, transactional, execution_ms, applied_by, success, error)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-            ON CONFLICT (version) DO UPDATE SET
-                name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = EXCLUDED.transactional,
-                applied_at = clock_timestamp(), execution_ms = EXCLUDED.execution_ms,
-                applied_by = EXCLUDED.applied_by, success = EXCLUDED.success, error = EXCLUDED.error""",
+        f"""WITH recorded AS (
+                INSERT INTO {SCHEMA}.migration_history
+                    (version, name, checksum, transactional, execution_ms, applied_by, success, error)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                ON CONFLICT (version) DO UPDATE SET
+                    name = EXCLUDED.name, checksum = EXCLUDED.checksum, transactional = EXCLUDED.transactional,
+                    applied_at = clock_timestamp(), execution_ms = EXCLUDED.execution_ms,
+                    applied_by = EXCLUDED.applied_by, success = EXCLUDED.success, error = EXCLUDED.error
+                RETURNING version, success)
+            SELECT pg_notify('{NOTIFY_CHANNEL}', version::text) FROM recorded WHERE success""",
         version,
         name,
         checksum,
@@ -120,9 +127,6 @@ async def record(
         success,
         error,
     )
-    if success:
-        # Delivered at commit, so a waiter never sees a version that could still roll back.
-        await conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', $1)", str(version))
 
 
 async def journal(conn: asyncpg.Connection, version: int) -> dict[int, str]:

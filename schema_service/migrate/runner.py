@@ -16,7 +16,7 @@ from schema_service.database import DATABASE_FAILURES
 from schema_service.errors import MigrationError
 from schema_service.migrate import history
 from schema_service.migrate.apply import Limits, run_no_transaction, run_transactional
-from schema_service.migrate.connections import connect, terminate_orphans
+from schema_service.migrate.connections import WorkConnection, connect, terminate_orphans
 from schema_service.migrate.errors import LockWaitTimeout
 from schema_service.migrate.events import (
     Event,
@@ -114,25 +114,34 @@ async def _locked_run(
     refuse_unsafe(plan)
     statements = {f.version: parse_checked(f) for f in plan.pending}
     yield PlanReady(plan.current_version, plan_items(plan, statements))
-    for file in plan.pending:
-        async for event in _apply(dsn, lock, file, statements[file.version], options.limits):
-            yield event
+    work = WorkConnection(dsn)
+    try:
+        for file in plan.pending:
+            work.durable = file is plan.pending[-1]
+            async for event in _apply(work, lock, file, statements[file.version], options.limits):
+                yield event
+    finally:
+        await work.close()
     final = await history.applied_version(lock.conn)
     yield RunDone(final, len(plan.pending))
 
 
 async def _apply(
-    dsn: str, lock: MigrationLock, file: MigrationFile, statements: list[Statement], limits: Limits
+    work: WorkConnection, lock: MigrationLock, file: MigrationFile, statements: list[Statement], limits: Limits
 ) -> AsyncIterator[Event]:
     yield MigrationStarted(
         file.version, file.name, statement_count(file, statements), file.filename, file.transactional
     )
     started = time.monotonic()
     try:
-        run = run_transactional if file.transactional else run_no_transaction
-        async for done in run(dsn, file, statements, limits):
+        if file.transactional:
+            run = run_transactional(work, file, statements, limits)
+        else:
+            run = run_no_transaction(work, lock.conn, file, statements, limits)
+        async for done in run:
             yield StatementFinished(file.version, done.index, done.count, done.duration_s, done.resumed)
     except MigrationError as exc:
+        await work.close()
         # Recording the failure must never hide it (the lock connection may be gone with the server).
         with contextlib.suppress(*DATABASE_FAILURES):
             await history.record(
@@ -145,6 +154,9 @@ async def _apply(
                 success=False,
                 error=exc.message,
             )
+        raise
+    except BaseException:
+        await work.close()  # mid-file: its session cannot be trusted
         raise
     yield MigrationFinished(file.version, file.name, time.monotonic() - started, file.checksum, file.filename)
 

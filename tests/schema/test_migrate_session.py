@@ -99,3 +99,24 @@ async def test_no_transaction_file_with_set_role_is_journaled_and_resumes_as_tha
     assert await _owner(empty_db, "public.later") == app_owner
     report = await status(empty_db, MigrationSettings(migrations_dir=folder))
     assert report.problems == []
+
+
+async def test_nothing_of_a_files_session_reaches_the_next_file(empty_db: str, tmp_path: Path) -> None:
+    session = "CREATE TEMP TABLE scratch (x int);\nPREPARE probe AS SELECT 1;\n"
+    leaked = (
+        "DO $$ BEGIN IF current_setting('search_path') = 'nowhere' OR current_setting('app.flag', true) = 'on' "
+        "THEN RAISE 'a setting leaked'; END IF; END $$;\n"
+    )
+    folder = write_migrations(
+        tmp_path,
+        {
+            "001_a.sql": session + "SELECT set_config('app.flag', 'on', false);\n",
+            "002_b.sql": "-- migrate: no-transaction\nSET search_path = nowhere;\nSET app.flag = 'on';\n",
+            # The temporary table and the prepared statement would already exist, a setting would be seen.
+            "003_c.sql": session + leaked,
+        },
+    )
+
+    await run(empty_db, folder)
+
+    assert await history(empty_db) == [(1, True), (2, True), (3, True)]
