@@ -9,6 +9,9 @@ a child of its parent: a missing or changed one is drift, one the service added 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import asyncpg
 
 USER_SCHEMA = "{0} NOT IN ('pg_catalog', 'information_schema', 'schema_service') AND {0} NOT LIKE 'pg\\_%'"
@@ -167,6 +170,37 @@ GRANT_QUERIES: dict[str, str] = {
 ADDED_AT_RUN_TIME = frozenset({"partition"})
 
 Snapshot = dict[tuple[str, str], str]
+DiffKind = Literal["missing", "unexpected", "changed"]
+
+
+@dataclass(frozen=True)
+class Difference:
+    object_kind: str
+    object_name: str
+    kind: DiffKind
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        if self.kind == "missing":
+            return f"missing {self.object_kind} {self.object_name}: expected {self.expected}"
+        if self.kind == "unexpected":
+            return f"unexpected {self.object_kind} {self.object_name}: {self.actual}"
+        return f"changed {self.object_kind} {self.object_name}: expected {self.expected}, found {self.actual}"
+
+
+def diff(expected: Snapshot, actual: Snapshot) -> list[Difference]:
+    """Object by object, sorted by kind then name."""
+    out = []
+    for key in sorted(expected.keys() | actual.keys()):
+        want, have = expected.get(key), actual.get(key)
+        if want == have or (want is None and key[0] in ADDED_AT_RUN_TIME):
+            continue
+        kind: DiffKind = "missing" if have is None else "unexpected" if want is None else "changed"
+        out.append(Difference(key[0], key[1], kind, want or "", have or ""))
+    return out
+
+
 
 
 async def snapshot(conn: asyncpg.Connection, *, grants: bool = True) -> Snapshot:

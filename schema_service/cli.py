@@ -10,9 +10,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from schema_service import database
@@ -26,6 +28,7 @@ from schema_service.migrate.events import (
     PlanReady,
     StatementFinished,
 )
+from schema_service.repair import RepairPlan
 from servicekit.settings import add_flags
 
 AddDatabaseArgs = Callable[[argparse.ArgumentParser], None]
@@ -52,6 +55,15 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
         "--ignore-grants",
         action="store_true",
         help="leave privileges out of the comparison (when other tools grant on the side)",
+    )
+    verify.add_argument(
+        "--plan-repair", action="store_true", help="print the SQL that brings the database back to the migrations"
+    )
+    verify.add_argument(
+        "--write",
+        metavar="NNN_NAME.SQL",
+        help="with --plan-repair: write the plan as this migration file in the migrations folder (indexes, built "
+        "CONCURRENTLY, go to the next version's file)",
     )
     verify.set_defaults(handler=_sync(_verify))
     lint = commands.add_parser("lint", help="squawk and our rules over the migration files")
@@ -178,8 +190,12 @@ async def _verify(args: argparse.Namespace, settings: Settings, dsn: str) -> int
     from schema_service.verify import verification
 
     scratch_url = settings.migration.scratch_dsn
-    report = await verification(dsn, settings.migration, scratch_url=scratch_url, grants=not args.ignore_grants)
+    report = await verification(
+        dsn, settings.migration, scratch_url=scratch_url, grants=not args.ignore_grants, plan_repair=args.plan_repair
+    )
     differences = report.differences
+    if report.repair is not None:
+        return _repair_plan(args, settings.migration.migrations_dir, report.repair)
     if args.json:
         print(
             json.dumps(
@@ -198,6 +214,32 @@ async def _verify(args: argparse.Namespace, settings: Settings, dsn: str) -> int
         print(difference)
     print("schema matches the migrations" if not differences else f"{len(differences)} differences")
     return 1 if differences else 0
+
+
+def _repair_plan(args: argparse.Namespace, migrations_dir: Path, repair: RepairPlan) -> int:
+    """Print the plan, or write it as the next migration file(s); exit 1 when there was drift."""
+    files = {"transactional": repair.transactional_sql()}
+    if repair.concurrent:
+        files["no-transaction"] = repair.concurrent_sql()
+    if not args.write:
+        print("\n".join(files.values()), end="")
+        return 1 if repair.statements or repair.concurrent or repair.decide else 0
+    first = migrations_dir / Path(args.write).name
+    match = re.match(r"^(\d+)_(.+)\.sql$", first.name)
+    if match is None:
+        print(f"schema-service verify: --write {args.write}: name it <version>_<description>.sql", file=sys.stderr)
+        return 2
+    paths = [first]
+    if repair.concurrent:
+        paths.append(first.with_name(f"{int(match[1]) + 1:0{len(match[1])}d}_{match[2]}_indexes.sql"))
+    for path in paths:
+        if path.exists():
+            print(f"schema-service verify: --write: {path} exists already", file=sys.stderr)
+            return 2
+    for path, text in zip(paths, files.values(), strict=True):
+        path.write_text(text)
+        print(f"wrote {path}")
+    return 0
 
 
 async def _lint(args: argparse.Namespace, settings: Settings, dsn: str) -> int:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
 
 import asyncpg
 
-from schema_service.catalog import ADDED_AT_RUN_TIME, Snapshot, snapshot
+from schema_service.catalog import Difference, Snapshot, diff, snapshot
 from schema_service.config import MigrationSettings
 from schema_service.database import DATABASE_FAILURES, with_database
 from schema_service.errors import SchemaServiceError
@@ -25,8 +24,9 @@ from schema_service.migrate import history
 from schema_service.migrate.connections import connect
 from schema_service.migrate.errors import ScratchBuildFailed, ScratchDatabaseUnavailable
 from schema_service.migrate.runner import apply_migrations
+from schema_service.repair import Creations, RepairPlan, creations, plan
 
-DiffKind = Literal["missing", "unexpected", "changed"]
+__all__ = ["Difference", "Verification", "diff", "verification", "verify"]
 
 # Database-level settings that apply to the verifying role in the live database, in the order PostgreSQL
 # applies them (database-wide, then the role's own in that database).
@@ -38,39 +38,13 @@ _LIVE_SETTINGS = """
 
 
 @dataclass(frozen=True)
-class Difference:
-    object_kind: str
-    object_name: str
-    kind: DiffKind
-    expected: str
-    actual: str
-
-    def __str__(self) -> str:
-        if self.kind == "missing":
-            return f"missing {self.object_kind} {self.object_name}: expected {self.expected}"
-        if self.kind == "unexpected":
-            return f"unexpected {self.object_kind} {self.object_name}: {self.actual}"
-        return f"changed {self.object_kind} {self.object_name}: expected {self.expected}, found {self.actual}"
-
-
-def diff(expected: Snapshot, actual: Snapshot) -> list[Difference]:
-    """Object by object, sorted by kind then name."""
-    out = []
-    for key in sorted(expected.keys() | actual.keys()):
-        want, have = expected.get(key), actual.get(key)
-        if want == have or (want is None and key[0] in ADDED_AT_RUN_TIME):
-            continue
-        kind: DiffKind = "missing" if have is None else "unexpected" if want is None else "changed"
-        out.append(Difference(key[0], key[1], kind, want or "", have or ""))
-    return out
-
-
-@dataclass(frozen=True)
 class Verification:
     """The differences, and the live database's settings the scratch database was given."""
 
     differences: list[Difference]
     settings: list[str] = field(default_factory=list)
+    # With plan_repair: the SQL that brings the live database back (schema_service.repair).
+    repair: RepairPlan | None = None
 
 
 async def verify(
@@ -81,7 +55,12 @@ async def verify(
 
 
 async def verification(
-    dsn: str, settings: MigrationSettings, *, scratch_url: str | None = None, grants: bool = True
+    dsn: str,
+    settings: MigrationSettings,
+    *,
+    scratch_url: str | None = None,
+    grants: bool = True,
+    plan_repair: bool = False,
 ) -> Verification:
     """verify(), also saying which database settings were copied to the scratch database."""
     live = await connect(dsn, "schema-service-verify")
@@ -94,8 +73,10 @@ async def verification(
     # Version 0 is a version like any other: "nothing applied" is an empty history, never version 0.
     target = max(applied) if applied else -1
     scratch = _Scratch(scratch_url or dsn, settings, target, database_settings)
-    expected = await scratch.snapshot(grants=grants)
-    return Verification(diff(expected, actual), database_settings)
+    expected, create = await scratch.snapshot(grants=grants, plan_repair=plan_repair)
+    differences = diff(expected, actual)
+    repair = plan(differences, create) if plan_repair else None
+    return Verification(differences, database_settings, repair)
 
 
 @dataclass(frozen=True)
@@ -107,7 +88,7 @@ class _Scratch:
     target: int
     database_settings: list[str]
 
-    async def snapshot(self, *, grants: bool) -> Snapshot:
+    async def snapshot(self, *, grants: bool, plan_repair: bool) -> tuple[Snapshot, Creations]:
         name = f"schema_verify_{uuid.uuid4().hex[:12]}"
         admin = await asyncpg.connect(self.server_dsn)
         try:
@@ -119,13 +100,15 @@ class _Scratch:
                     "where the role may create databases"
                 ) from exc
             try:
-                return await self._build(admin, name, grants=grants)
+                return await self._build(admin, name, grants=grants, plan_repair=plan_repair)
             finally:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
 
-    async def _build(self, admin: asyncpg.Connection, name: str, *, grants: bool) -> Snapshot:
+    async def _build(
+        self, admin: asyncpg.Connection, name: str, *, grants: bool, plan_repair: bool
+    ) -> tuple[Snapshot, Creations]:
         try:
             await _copy_settings(admin, name, self.database_settings)
             scratch_dsn = with_database(self.server_dsn, name)
@@ -138,7 +121,7 @@ class _Scratch:
             raise self._failed(f"{getattr(exc, 'sqlstate', '') or type(exc).__name__}: {exc}") from exc
         scratch = await asyncpg.connect(scratch_dsn)
         try:
-            return await snapshot(scratch, grants=grants)
+            return await snapshot(scratch, grants=grants), await creations(scratch) if plan_repair else {}
         finally:
             await scratch.close()
 
