@@ -12,6 +12,7 @@ import time
 
 import asyncpg
 
+from schema_service.database import session_attrs
 from schema_service.migrate.history import runner_identity
 
 WORK_APP = "schema-service-migrate"
@@ -27,6 +28,8 @@ async def connect(dsn: str, prefix: str = WORK_APP, *, statement_cache_size: int
         timeout=CONNECT_TIMEOUT_S,
         server_settings={"application_name": name},
         statement_cache_size=statement_cache_size,
+        # Of a multi-host URL's servers, the primary: migrations write (see database.session_attrs).
+        target_session_attrs=session_attrs(dsn),
     )
     return conn
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -21,6 +22,7 @@ from schema_service.migrate import apply_migrations
 from schemaservice.v1 import metrics_service_pb2 as pb
 from tests.pgcluster import Cluster, primary_and_standby
 from tests.schema.metrics_helpers import details, metric, metrics_server
+from tests.schema.migration_fixtures.helpers import fetchval, write_migrations
 from tests.schema.test_metrics_connection_loss import BATCH_SIZE, BATCHES, WRITERS, Progress, writer
 
 
@@ -58,6 +60,15 @@ async def test_a_standby_is_a_retryable_unavailable_and_not_ready(cluster: Clust
     assert found["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"  # type: ignore[attr-defined]
     assert found["ErrorInfo"].metadata["sqlstate"] == "25006"  # type: ignore[attr-defined]
     assert found["RetryInfo"].retry_delay.ToTimedelta() > timedelta(0)  # type: ignore[attr-defined]
+
+
+async def test_migrations_go_to_the_primary_of_a_multi_host_url(cluster: Cluster, tmp_path: Path) -> None:
+    standby_first = f"postgresql://postgres@127.0.0.1:{cluster.standby.port},127.0.0.1:{cluster.primary.port}/postgres"
+    folder = write_migrations(tmp_path, {"900_probe.sql": "CREATE TABLE failover_probe (id int);\n"})
+
+    await apply_migrations(standby_first, folder)
+
+    assert await fetchval(cluster.primary.dsn, "SELECT to_regclass('failover_probe') IS NOT NULL")
 
 
 @pytest.mark.timeout(180)
