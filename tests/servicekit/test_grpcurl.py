@@ -77,7 +77,8 @@ async def test_grpcurl_with_tls_and_a_token(files: Files) -> None:
         assert code != 0 and "Code: Unauthenticated" in out and "missing or unknown credentials" in out
         code, out = await grpcurl("-cacert", str(files.ca), server.address, "list")  # reflection needs no token
         assert code == 0 and "llmgateway.v1.ChatService" in out
-        code, out = await grpcurl("-plaintext", server.address, "list")  # no plaintext on a TLS port
+        # no plaintext on a TLS port (a short connect timeout: grpcurl would otherwise retry for 10 s)
+        code, out = await grpcurl("-plaintext", "-connect-timeout", "2", server.address, "list")
         assert code != 0
         assert TOKEN not in server.output()
 
@@ -97,5 +98,6 @@ async def test_grpcurl_with_mtls(files: Files) -> None:
         assert code != 0 and "Code: Unauthenticated" in out
         code, out = await grpcurl(*tls, *stranger, "-H", f"authorization: Bearer {TOKEN}", server.address, method)
         assert code == 0, out
-        code, out = await grpcurl(*tls, server.address, "list")  # no client certificate: no connection
+        # no client certificate: no connection (a short connect timeout: grpcurl would otherwise retry for 10 s)
+        code, out = await grpcurl(*tls, "-connect-timeout", "2", server.address, "list")
         assert code != 0
