@@ -67,12 +67,22 @@ class MetricsInterceptor(WrappingInterceptor):
     def __init__(self, metrics: Registry) -> None:
         super().__init__(self._measure)
         self.metrics = metrics
+        # Per method, not per call: the labels and their children are looked up once (known methods only).
+        self._series: dict[str, tuple[tuple[str, str, str], Any, Any]] = {}
+
+    def _series_of(self, method: str, kind: str) -> tuple[tuple[str, str, str], Any, Any]:
+        series = self._series.get(method)
+        if series is None:
+            service, _, name = method.lstrip("/").rpartition("/")
+            labels = (service, name, _KINDS[kind])
+            series = (labels, self.metrics.started.labels(*labels), self.metrics.latency.labels(*labels))
+            self._series[method] = series
+        return series
 
     @asynccontextmanager
     async def _measure(self, method: str, kind: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        service, _, name = method.lstrip("/").rpartition("/")
-        labels = (service, name, _KINDS[kind])
-        self.metrics.started.labels(*labels).inc()
+        labels, started, latency = self._series_of(method, kind)
+        started.inc()
         begin, code = time.perf_counter(), None
         try:
             yield
@@ -80,7 +90,7 @@ class MetricsInterceptor(WrappingInterceptor):
             code = _failed_code(context, exc)
             raise
         finally:
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - begin)
+            latency.observe(time.perf_counter() - begin)
             final = code or context.code() or grpc.StatusCode.OK
             # The auth interceptor (inside this one) set the caller in this call's context.
             self.metrics.handled.labels(*labels, _code_name(final), caller_var.get() or "none").inc()
