@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
+
 from gateway_service.accounting import Ledger
 from gateway_service.chat.failover import ChatRun, Failover
 from gateway_service.chat.router import Candidate, Router
@@ -26,7 +28,7 @@ from servicekit.tracing import Tracing
 AdapterFactory = Callable[[ProviderConfig], ProviderAdapter]
 
 
-def provider_config(spec: ProviderSpec) -> ProviderConfig:
+def provider_config(spec: ProviderSpec, http_tracer: trace.Tracer | None = None) -> ProviderConfig:
     """What the adapter needs; the key is revealed only here, on its way into the SDK client."""
     return ProviderConfig(
         name=spec.name,
@@ -41,7 +43,7 @@ def provider_config(spec: ProviderSpec) -> ProviderConfig:
         transport=TransportSettings(
             http_client=spec.http_client, max_connections=spec.max_connections,
             keepalive_expiry_s=spec.keepalive_expiry_s, ca_bundle=spec.ca_bundle, client_cert=spec.client_cert,
-            client_key=spec.client_key,
+            client_key=spec.client_key, tracer=http_tracer,
         ),  # fmt: skip
         effort_models=frozenset(m.name for m in spec.models if m.reasoning == "effort"),
     )
@@ -125,9 +127,10 @@ def build_gateway(
 
     `caller_rates`: callers are authenticated, so their request rates (callers file `limits`) are kept.
     """
-    adapters = {p.name: factory(provider_config(p)) for p in config.providers if p.configured}
-    health, ledger = Health(config.failover), Ledger()
     tracing = tracing or Tracing()
+    http_tracer = tracing.tracer("gateway_service.http") if tracing.enabled else None  # None: no HTTP hooks
+    adapters = {p.name: factory(provider_config(p, http_tracer)) for p in config.providers if p.configured}
+    health, ledger = Health(config.failover), Ledger()
     telemetry = Telemetry(config.telemetry, send, tracing.tracer("gateway_service.telemetry"))
     observe, count = telemetry.observe, telemetry.count
     if instruments is not None:

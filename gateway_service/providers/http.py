@@ -18,6 +18,8 @@ coding other than `chunked` (the body would run to the close, undecodable) and, 
 reuses a connection: h11 keeps whatever bytes follow a response (a smuggled second response, or one
 sent before the request) and hands them to the next request on that connection, another caller's.
 tests/gateway/test_http_framing.py shows both, on both stacks.
+
+With tracing on, hooks on the same client give each request its CLIENT span (providers/http_spans.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+from opentelemetry import trace
+
+from gateway_service.providers.http_spans import HttpSpans
 
 HTTP_CLIENTS = ("aiohttp", "httpx")
 
@@ -44,6 +49,8 @@ class TransportSettings:
     ca_bundle: str | None = None  # PEM file of the CAs to trust instead of the default ones
     client_cert: str | None = None  # PEM certificate (chain) presented to the upstream (mutual TLS)
     client_key: str | None = None  # its private key, when not in client_cert's file
+    # A CLIENT span per request (providers/http_spans.py) when tracing is on; None: no hook at all.
+    tracer: trace.Tracer | None = None
 
     def __post_init__(self) -> None:
         if self.http_client not in HTTP_CLIENTS:
@@ -105,7 +112,14 @@ def client_options(
         max_keepalive_connections=settings.max_connections if settings.aiohttp else 0,  # see the module doc
         keepalive_expiry=settings.keepalive_expiry_s,
     )
-    hooks = {"request": list(request_hooks), "response": [refuse_unframed, *response_hooks]}
+    requests, responses = [*request_hooks], [refuse_unframed, *response_hooks]
+    if settings.tracer is not None:
+        spans = HttpSpans(settings.tracer)
+        # Last of the request hooks: the span starts as the request leaves. Right after refuse_unframed: a
+        # refused response is a request that got no (usable) response, ended as such by drive().
+        requests.append(spans.on_request)
+        responses.insert(1, spans.on_response)
+    hooks = {"request": requests, "response": responses}
     return {"limits": limits, "verify": ssl_context(settings), "trust_env": True, "event_hooks": hooks}
 
 

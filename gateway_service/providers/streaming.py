@@ -19,6 +19,7 @@ from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ProviderEvent
 from gateway_service.providers.base import ProviderConfig
+from gateway_service.providers.http_spans import end_unanswered
 from gateway_service.watchdog import Expired, Watchdog
 
 T = TypeVar("T")
@@ -144,6 +145,8 @@ async def drive(
         pacer.close()
         if upstream is not None:
             await asyncio.shield(upstream.close())
+        else:  # the open failed here, in the task that sent the request: end its HTTP span if no response came
+            end_unanswered(outcome)
         if access_log.isEnabledFor(logging.INFO):
             elapsed_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
             access_log.info("upstream request", extra={

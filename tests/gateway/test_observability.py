@@ -37,6 +37,7 @@ from servicekit.tracing import Tracing
 from tests.gateway.e2e_helpers import Upstream, gateway_config, user
 
 ROOT = Path(__file__).resolve().parents[2]
+KEY = "sk-sim-7f3a9c-SECRET"  # both upstreams' API key: no span attribute may carry it
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -87,7 +88,7 @@ async def test_a_failover_shows_in_metrics_and_is_one_trace(sim: SimulatorHandle
     gateway_tracing, gateway_spans = traced()
     async with schema_service(migrated_db, schema_tracing) as (address, schema_metrics):
         upstreams = [Upstream("p", "openai", "primary"), Upstream("f", "anthropic", "fallback", patient=True)]
-        cfg = gateway_config(sim.base_url, upstreams, env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address})
+        cfg = gateway_config(sim.base_url, upstreams, env={"SIM_KEY": KEY, "SCHEMA_SERVICE_ADDR": address})
         sim.simulator.clear()
         running = await server.start(cfg, server.ServeSettings(host="127.0.0.1", port=0), tracing=gateway_tracing)
         try:
@@ -127,10 +128,10 @@ async def test_a_failover_shows_in_metrics_and_is_one_trace(sim: SimulatorHandle
     assert value(schema, "grpc_server_handled_total", grpc_method="WriteMetrics", grpc_code="OK") == 1
     assert value(schema, "schema_service_db_pool_connections") >= 1
 
-    check_trace(gateway_spans.get_finished_spans(), schema_spans.get_finished_spans())
+    check_trace(gateway_spans.get_finished_spans(), schema_spans.get_finished_spans(), sim.port)
 
 
-def check_trace(gateway: tuple[ReadableSpan, ...], schema: tuple[ReadableSpan, ...]) -> None:
+def check_trace(gateway: tuple[ReadableSpan, ...], schema: tuple[ReadableSpan, ...], sim_port: int) -> None:
     (root,) = [s for s in gateway if s.kind is SpanKind.SERVER]
     assert root.name.endswith("llmgateway.v1.ChatService/StreamChat")
     root_ctx = root.get_span_context()
@@ -146,6 +147,22 @@ def check_trace(gateway: tuple[ReadableSpan, ...], schema: tuple[ReadableSpan, .
     assert answered["gen_ai.provider.name"] == "anthropic" and answered["gen_ai.operation.name"] == "chat"
     assert int(answered["gen_ai.usage.output_tokens"]) > 0 and int(answered["gen_ai.usage.input_tokens"]) > 0
     assert tuple(answered["gen_ai.response.finish_reasons"]) == ("stop",)
+
+    # Under each attempt, the CLIENT span of its HTTP request (OTel HTTP conventions), ended with its body.
+    http = [s for s in gateway if (s.attributes or {}).get("http.request.method")]
+    assert len(http) == 2
+    for attempt, status in zip(attempts, (429, 200), strict=True):
+        parent_id = attempt.get_span_context().span_id
+        (request,) = [s for s in http if s.parent is not None and s.parent.span_id == parent_id]
+        attributes = dict(request.attributes or {})
+        assert request.name == "POST" and request.kind is SpanKind.CLIENT
+        assert attributes["http.response.status_code"] == status
+        assert attributes["server.address"] == "127.0.0.1" and attributes["server.port"] == sim_port
+        assert str(attributes["url.full"]).startswith(f"http://127.0.0.1:{sim_port}/")
+        assert (request.start_time or 0) >= (attempt.start_time or 0)
+        assert (request.end_time or 0) <= (attempt.end_time or 0)
+        assert attributes.get("error.type") == ("429" if status == 429 else None)
+    assert not [(s.name, k) for s in gateway for k, v in (s.attributes or {}).items() if KEY in str(v)]
 
     # The metric write serves many chats: its span links to this one, and carries its context to the schema service.
     (send,) = [s for s in gateway if s.name == "send metrics"]
