@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from schema_service import database
+from schema_service import database, embedded
 from schema_service.config import MigrationSettings, Settings
 from schema_service.errors import SchemaServiceError
 from schema_service.migrate.events import (
@@ -124,7 +124,7 @@ def _reader_went_away() -> int:
 async def _resolve_dsn(settings: Settings) -> str:
     if settings.dsn:
         return settings.dsn
-    admin = await asyncio.to_thread(database.start_embedded_postgres, settings.data_dir)
+    admin = await asyncio.to_thread(embedded.start_postgres, settings.data_dir)
     await database.ensure_database(admin, settings.embedded_database)
     return database.with_database(admin, settings.embedded_database)
 

@@ -1,9 +1,6 @@
-"""Connections to PostgreSQL: a pool for the service, and the embedded server when no URL is given.
+"""Connections to PostgreSQL: a pool for the service, DSN helpers, and what a lost database looks like.
 
-The embedded server is the `pgserver` wheel (PostgreSQL 16) listening on a Unix socket only.
-Run as root it creates an OS user `pgserver` and opens read/execute permissions on the data
-folder's parent directories, so keep the data folder somewhere that is harmless
-(the default `./.data/postgres` inside the checkout is).
+Without a URL the service uses the embedded server (schema_service.embedded).
 """
 
 from __future__ import annotations
@@ -12,10 +9,8 @@ import asyncio
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TypeAlias
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
@@ -40,28 +35,6 @@ CONNECTION_LOST: tuple[type[Exception], ...] = (
 # connection or any PostgreSQL error. Callers that only need "not now" (readiness, start-up retries,
 # housekeeping) catch this; schema_service.dberrors maps each to a status.
 DATABASE_FAILURES: tuple[type[Exception], ...] = (*CONNECTION_LOST, asyncpg.PostgresError)
-
-_embedded: dict[Path, Any] = {}
-
-
-def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL under `data_dir`; returns a DSN to database `postgres`."""
-    data_dir = data_dir.resolve()
-    if data_dir not in _embedded:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        log.info("starting embedded postgresql", extra={"data_dir": str(data_dir)})
-        # pgserver's INFO lines are multi-line dumps of every command it runs (and its stop at exit); its
-        # warnings and errors still come through.
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
-        with warnings.catch_warnings():
-            # pgserver keeps its lock file in the user runtime dir; without XDG_RUNTIME_DIR (containers,
-            # CI) platformdirs warns and falls back to /tmp, which is fine for a lock file.
-            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-            import pgserver
-
-            _embedded[data_dir] = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
-    uri: str = _embedded[data_dir].get_uri("postgres")
-    return uri
 
 
 def with_database(dsn: str, database: str) -> str:

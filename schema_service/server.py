@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from schema_service import database
+from schema_service import database, embedded
 from schema_service.api import add_to_server
 from schema_service.app import App
 from schema_service.config import FileFormat, Settings
@@ -50,7 +50,7 @@ async def resolve_dsn(settings: Settings) -> str:
     """The configured URL, or the embedded server's database (started on demand)."""
     if settings.dsn:
         return settings.dsn
-    admin = await asyncio.to_thread(database.start_embedded_postgres, settings.data_dir)
+    admin = await asyncio.to_thread(embedded.start_postgres, settings.data_dir)
     await database.ensure_database(admin, settings.embedded_database)
     return database.with_database(admin, settings.embedded_database)
 

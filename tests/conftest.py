@@ -16,7 +16,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from schema_service.database import start_embedded_postgres, with_database
+from schema_service.database import with_database
+from schema_service.embedded import start_postgres
 from tests.pg import admin_dsn_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ def pg_admin_dsn() -> Iterator[str]:
     if url:
         yield admin_dsn_for(url)
         return
-    server = start_embedded_postgres(ROOT / ".data" / "test-postgres")
+    server = start_postgres(ROOT / ".data" / "test-postgres")
     yield server
 
 
