@@ -110,6 +110,15 @@ class Attempt:
         self._stream = shown(self.request, events)
         self._read = asyncio.ensure_future(anext(self._stream))
 
+    async def sent(self) -> None:
+        """Returns once the request open() started is on the wire: two loop turns. The read task builds and
+        sends it in the first, except that aiohttp (the default stack) writes the request from a task of its
+        own, which before Python 3.12 first runs in the turn after (3.12 starts it eagerly). Measured through
+        a served gateway: after one turn every request still left after the AttemptStarted write, ~0.1 ms
+        later; after two, every one before it."""
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
     async def close(self) -> None:
         """Close the upstream HTTP request at once (failure, cancellation, the caller going away, or done)."""
         read, self._read = self._read, None

@@ -166,14 +166,13 @@ class ChatRun:
         span = self._spans[number] = spans.start(
             self.failover.tracer, candidate.provider.type, candidate.provider.name, candidate.model.name, request
         )
-        # The upstream request leaves before the caller is told, so telling it costs no time to first token:
-        # one loop turn lets the read task open() started get the request onto the wire before our writes.
+        # The upstream request leaves before the caller is told, so telling it costs no time to first token.
         # The span is current while the read task is created, so the HTTP request is traced under it.
         with trace.use_span(span, end_on_exit=False):
             attempt.open()
         cancelled = False
         try:
-            await asyncio.sleep(0)
+            await attempt.sent()
             if failed_over is not None:
                 self.failover.reporter.failed_over(failed_over)  # after open(): off the way to the next request
                 yield failed_over

@@ -3,6 +3,7 @@ each with the rate-limit budget slots failover takes from before trying it."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,9 +26,10 @@ class Candidate:
     adapter: ProviderAdapter | None
     budget: tuple[Slot, ...] = ()  # the provider's and the model's rate-limit budgets, taken before an attempt
 
-    @property
+    @functools.cached_property
     def key_id(self) -> str:
-        """A stable, non-secret name of the credential, so cooldowns follow the key."""
+        """A stable, non-secret name of the credential, so cooldowns follow the key (hashed once: candidates
+        are made once per provider/model, see Router._candidate)."""
         if self.provider.api_key is None:
             return ""
         return hashlib.sha256(self.provider.api_key.get_secret_value().encode()).hexdigest()[:12]
@@ -44,6 +46,8 @@ class Router:
         self.config = config
         self.adapters = adapters
         self.budgets = budgets
+        # Every input of a Candidate is fixed for the router's life: one per provider/model, made on first use.
+        self._made: dict[tuple[str, str], Candidate] = {}
 
     def candidates(self, request: ChatRequest) -> list[Candidate]:
         """The ordered candidates; UnknownModel / InvalidRequest name the offending field."""
@@ -80,6 +84,12 @@ class Router:
         return order
 
     def _candidate(self, provider_name: str, model_name: str) -> Candidate:
+        made = self._made.get((provider_name, model_name))
+        if made is None:
+            made = self._made[provider_name, model_name] = self._make(provider_name, model_name)
+        return made
+
+    def _make(self, provider_name: str, model_name: str) -> Candidate:
         provider = self.config.provider(provider_name)
         assert provider is not None  # routes were validated at start-up
         model = provider.model(model_name)
