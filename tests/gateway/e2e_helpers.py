@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -35,12 +35,13 @@ class Upstream:
     context_window: int = 100_000
     key_env: str = "SIM_KEY"
     patient: bool = False
+    timeouts: dict[str, float] = field(default_factory=dict)  # over the fast or patient ones
 
     def entry(self, base_url: str) -> dict[str, Any]:
         url = f"{base_url}/v1" if self.type in ("openai", "openai_compatible") else base_url
         entry: dict[str, Any] = {
             "name": self.name, "type": self.type, "base_url": url, "api_key_env": self.key_env,
-            **(PATIENT_TIMEOUTS if self.patient else FAST_TIMEOUTS),
+            **(PATIENT_TIMEOUTS if self.patient else FAST_TIMEOUTS), **self.timeouts,
             "models": [{"name": self.model, "context_window": self.context_window,
                         "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}],
         }  # fmt: skip

@@ -16,7 +16,16 @@ from gateway_service.providers import create_adapter
 from gateway_service.providers.base import ProviderConfig
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
-from tests.gateway.e2e_helpers import Upstream, chat_failure, gateway, kinds, stream_failure, text_of, user
+from tests.gateway.e2e_helpers import (
+    PATIENT_TIMEOUTS,
+    Upstream,
+    chat_failure,
+    gateway,
+    kinds,
+    stream_failure,
+    text_of,
+    user,
+)
 
 FALLBACK_TEXT = "Hello from the simulator. You said: hi"
 R = pb.FailureReason
@@ -86,9 +95,21 @@ def require_adapter(provider_type: str) -> None:
         pytest.skip(f"the {provider_type} adapter has not landed: {exc}")
 
 
-def upstreams(provider_type: str) -> list[Upstream]:
+# The primary's budgets are the fast ones only where a timeout is the fault under test; for every other fault a
+# busy machine (make test runs two workers) could turn a merely late first token into a failover the fault did
+# not cause. A stall after two words must get them out before its idle budget ends it.
+TIMEOUT_FAULTS: dict[str, dict[str, float]] = {
+    "slow ms=1500": {},
+    "stall at=0": {},
+    "stall at=2": {"first_token_timeout_s": PATIENT_TIMEOUTS["first_token_timeout_s"]},
+}
+
+
+def upstreams(provider_type: str, fault: str) -> list[Upstream]:
     # The fallback's larger window lets a context-too-long failure move on to it.
-    return [Upstream("p", provider_type, "primary", 1000), Upstream("f", "openai", "fallback", 2000, patient=True)]
+    timeouts = TIMEOUT_FAULTS.get(fault, {})
+    primary = Upstream("p", provider_type, "primary", 1000, patient=fault not in TIMEOUT_FAULTS, timeouts=timeouts)
+    return [primary, Upstream("f", "openai", "fallback", 2000, patient=True)]
 
 
 def prompt(fault: str) -> list[pb.Message]:
@@ -100,7 +121,7 @@ def prompt(fault: str) -> list[pb.Message]:
 async def test_stream_chat(sim: SimulatorHandle, provider_type: str, fault: str) -> None:
     require_adapter(provider_type)
     expect = expectation(provider_type, fault)
-    async with gateway(sim, upstreams(provider_type)) as h:
+    async with gateway(sim, upstreams(provider_type, fault)) as h:
         request = pb.StreamChatRequest(model="default", messages=prompt(fault), request_id="r-1")
         if expect.outcome in ("failover", "filtered"):
             events = [e async for e in h.chat.StreamChat(request, timeout=5)]
@@ -159,7 +180,7 @@ def assert_filtered(events: list[pb.StreamChatResponse]) -> None:
 async def test_chat(sim: SimulatorHandle, provider_type: str, fault: str) -> None:
     require_adapter(provider_type)
     expect = expectation(provider_type, fault)
-    async with gateway(sim, upstreams(provider_type)) as h:
+    async with gateway(sim, upstreams(provider_type, fault)) as h:
         request = pb.ChatRequest(model="default", messages=prompt(fault))
         if expect.outcome == "failover":
             response = await h.chat.Chat(request, timeout=5)

@@ -33,6 +33,10 @@ from gateway_service.providers.streaming import provider_deadlines
 from llm_simulator import SimulatorHandle
 
 TYPES = ["openai", "openai_compatible", "anthropic", "gemini"]
+# An idle budget that chunks sent back to back (the simulator's default) always beat, on a busy machine too
+# (make test runs two workers; a full GC or a descheduled process pauses for tens of ms): short budgets are for
+# the timeouts under test, and the other chunks must never trip them.
+BURST_GAP_S = 0.25
 KEY = "sk-test-0123456789abcdefSECRET"
 
 
@@ -231,8 +235,11 @@ N_WORDS = len(words(ANSWER))
 async def test_in_stream_faults_at_each_point(
     sim: SimulatorHandle, adapters: Adapters, kind_name: str, fault: str, at: int
 ) -> None:
-    # Short timeouts only where the expected outcome is the timeout, so a busy machine cannot flake the rest.
-    short = {"idle_timeout_s": 0.05, "first_token_timeout_s": 0.1} if fault == "stall" else {}
+    # Short timeouts only where the expected outcome is the timeout, so a busy machine cannot flake the rest:
+    # a stall before the first token ends on the first-token budget, a later one on the idle budget.
+    short = {}
+    if fault == "stall":
+        short = {"first_token_timeout_s": 0.1} if at == 0 else {"idle_timeout_s": BURST_GAP_S}
     adapter = adapters.get(kind_name, **short)
     events, error = await collect_failure(adapter, chat(f"one two three [[fault:{fault} at={at}]]"))
     expected = IN_STREAM_KINDS[fault]
@@ -272,13 +279,14 @@ async def test_slow_first_token_times_out(sim: SimulatorHandle, adapters: Adapte
 
 async def test_slow_first_token_within_budget_succeeds(adapters: Adapters, kind_name: str) -> None:
     # The idle timeout is shorter than the wait for the first token: it only starts counting after it.
-    adapter = adapters.get(kind_name, first_token_timeout_s=2.0, idle_timeout_s=0.15)
-    events = await collect(adapter, chat("one two three [[fault:slow ms=300]]"))
+    adapter = adapters.get(kind_name, first_token_timeout_s=2.0, idle_timeout_s=BURST_GAP_S)
+    events = await collect(adapter, chat("one two three [[fault:slow ms=600]]"))
     assert events[:-2] == words(ANSWER)
 
 
 async def test_attempt_deadline_bounds_the_stream(adapters: Adapters, kind_name: str) -> None:
-    events, error = await collect_failure(adapters.get(kind_name), chat("one two [[fault:stall at=2]]"), deadline_s=0.3)
+    # Shorter than the provider's budgets (2 s), long enough for the two words before the stall on a busy machine.
+    events, error = await collect_failure(adapters.get(kind_name), chat("one two [[fault:stall at=2]]"), deadline_s=1.0)
     assert events == words(ANSWER)[:2]
     assert error.kind is FailureKind.TIMEOUT and "deadline" in error.message
 
@@ -390,7 +398,7 @@ async def test_losing_only_what_follows_the_finish_reason_is_success(
     adapters: Adapters, kind_name: str, fault: str
 ) -> None:
     """Cut after OpenAI's finish_reason chunk / Anthropic's message_delta: the answer is whole."""
-    adapter = adapters.get(kind_name, idle_timeout_s=0.05)
+    adapter = adapters.get(kind_name, idle_timeout_s=BURST_GAP_S)
     events = await collect(adapter, chat(f"one two three [[fault:{fault} at=99 final=1]]"))
     assert [e for e in events if isinstance(e, TextDelta)] == words(ANSWER)
     assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.STOP
