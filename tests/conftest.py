@@ -9,16 +9,22 @@ it gets `CREATE DATABASE ... TEMPLATE` of that, which takes milliseconds.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 
 from schema_service.database import with_database
 from schema_service.embedded import start_postgres
+from tests.deploy.imagebuild import IMAGE_TESTS, WORKER_KEY, ImageBuild, scratch_folder
 from tests.pg import admin_dsn_for
+
+if TYPE_CHECKING:
+    from xdist.workermanage import WorkerController
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,3 +85,38 @@ async def migrated_db(pg_admin_dsn: str, migrated_template: str) -> AsyncIterato
     dsn = await _create_database(pg_admin_dsn, name, template=migrated_template)
     yield dsn
     await _drop_database(pg_admin_dsn, name)
+
+
+# pytest-xdist's controller starts the run's one image build (tests/deploy/imagebuild.py); the workers wait for it.
+IMAGE_SCRATCH = pytest.StashKey[Path]()
+IMAGE_BUILD = pytest.StashKey[ImageBuild]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: WorkerController) -> None:
+    """Each worker is told the folder the image build writes into."""
+    stash = node.config.stash
+    if IMAGE_SCRATCH not in stash:
+        stash[IMAGE_SCRATCH] = scratch_folder()
+    node.workerinput[WORKER_KEY] = str(stash[IMAGE_SCRATCH])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: WorkerController, ids: list[str]) -> None:
+    """The first worker to have collected image tests starts the build (before any test runs)."""
+    config = node.config
+    if IMAGE_BUILD not in config.stash and not config.option.collectonly and any(map(_is_image_test, ids)):
+        config.stash[IMAGE_BUILD] = ImageBuild(config.stash[IMAGE_SCRATCH])
+
+
+def _is_image_test(nodeid: str) -> bool:
+    return nodeid.startswith(IMAGE_TESTS)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stash = session.config.stash
+    build = stash.get(IMAGE_BUILD, None)
+    if build is not None:
+        build.close()
+    elif IMAGE_SCRATCH in stash:
+        shutil.rmtree(stash[IMAGE_SCRATCH], ignore_errors=True)
