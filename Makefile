@@ -22,11 +22,13 @@ $(STAMP): pyproject.toml contracts/pyproject.toml constraints.txt
 run: $(STAMP)
 	$(PY) scripts/run_local.py
 
-## Lint, type-check and run the whole test suite.
+## Lint, type-check and run the whole test suite, on TEST_WORKERS pytest-xdist workers (whole files to a
+## worker, so a module's servers start once); `pytest tests/...` alone runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## Benchmarks (each prints ratios against a baseline measured in the same run); figures and PNGs in bench/results/.
 bench: $(STAMP)
