@@ -80,11 +80,13 @@ async def test_promoting_the_standby_during_writes_loses_and_doubles_nothing(
     async with metrics_server(cluster.dsn) as running:
         assert running.app.pool is not None
         availability = database.Availability(cluster.dsn)
-        watching = asyncio.Event()
+        watching, seen_down = asyncio.Event(), asyncio.Event()
 
         async def readiness() -> None:
             while not watching.is_set():
                 availability.observe(await database.check(running.app.pool, timeout_s=1.0))  # type: ignore[arg-type]
+                if availability.down_since is not None:
+                    seen_down.set()
                 await asyncio.sleep(0.05)
 
         watcher = asyncio.create_task(readiness())
@@ -92,6 +94,9 @@ async def test_promoting_the_standby_during_writes_loses_and_doubles_nothing(
         await progress.reached(WRITERS * 3)
         refused_before = progress.refused
         await cluster.kill_primary()
+        # Promoted only once a check has seen the outage: a promotion that beats the next check (a busy machine
+        # delays the loop) would leave nothing for the log lines below to report.
+        await asyncio.wait_for(seen_down.wait(), 30)
         await cluster.promote_standby()
         acknowledged = sum(await writers)
         watching.set()
