@@ -104,11 +104,30 @@ def _path(method: descriptor.MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
 
 
+# The status grpc.aio's client sets itself when one of its writes fails because the server has already ended
+# the call (grpc/grpc#34148, #36066): the server's own answer (here INVALID_ARGUMENT for undecodable bytes) is
+# lost. Only a client stream sending after that answer meets it, about 1 call in 750 (2 of 1,500 measured);
+# such a call is made again. The servers under test never send this text themselves.
+CLIENT_WRITE_RACE = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+RACE_ATTEMPTS = 3
+
+
 async def raw_call(
     channel: grpc.aio.Channel, method: descriptor.MethodDescriptor, payloads: Iterable[bytes], timeout: float = 5.0
 ) -> Outcome:
     """Send `payloads` (one for a unary request) to `method` as they are; read the whole answer."""
-    path, items = _path(method), list(payloads)
+    items = list(payloads)
+    for _ in range(RACE_ATTEMPTS):
+        outcome = await _call_once(channel, method, items, timeout)
+        if not (method.client_streaming and (outcome.code, outcome.message) == CLIENT_WRITE_RACE):
+            break
+    return outcome
+
+
+async def _call_once(
+    channel: grpc.aio.Channel, method: descriptor.MethodDescriptor, items: list[bytes], timeout: float
+) -> Outcome:
+    path = _path(method)
     if method.client_streaming:
         factory = channel.stream_stream if method.server_streaming else channel.stream_unary
         call = factory(path)(iter(items), timeout=timeout)
