@@ -106,14 +106,25 @@ async def sequential(once: Callable[[], Awaitable[Timed]], n: int) -> list[Timed
 async def paired(
     first: Callable[[], Awaitable[Timed]], second: Callable[[], Awaitable[Timed]], n: int
 ) -> tuple[list[Timed], list[Timed]]:
-    """Both, one request at a time, alternating: a busy machine slows both sides alike."""
+    """Both, one request at a time, alternating: a busy machine slows both sides alike.
+
+    In the order a b b a a b b a ..., so that each side follows itself as often as the other: a request
+    starts while the previous one's tail still runs (the upstream finishing its response, the gateway its
+    records), and a fixed a-then-b order would charge only b with a's tail. Measured 2026-12-02 with two
+    to four identical gateways in a row after the bare SDK, four runs: the first came out 0.1-0.2 ms slower
+    at p50 than the others.
+    """
     await sequential(first, n // 10)
     await sequential(second, n // 10)
     a: list[Timed] = []
     b: list[Timed] = []
-    for _ in range(n):
-        a.append(await first())
-        b.append(await second())
+    for i in range(n):
+        if i % 2:
+            b.append(await second())
+            a.append(await first())
+        else:
+            a.append(await first())
+            b.append(await second())
     return a, b
 
 
