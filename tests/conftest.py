@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from schema_service.database import with_database
 from schema_service.embedded import start_postgres
 from tests.deploy.imagebuild import IMAGE_TESTS, WORKER_KEY, ImageBuild, scratch_folder
+from tests.deploy.kustomize import SHARED_RENDERS_KEY
 from tests.pg import admin_dsn_for
 
 if TYPE_CHECKING:
@@ -88,17 +90,21 @@ async def migrated_db(pg_admin_dsn: str, migrated_template: str) -> AsyncIterato
 
 
 # pytest-xdist's controller starts the run's one image build (tests/deploy/imagebuild.py); the workers wait for it.
+# It also names the file where the first worker to render the kustomize overlays leaves them for the other.
 IMAGE_SCRATCH = pytest.StashKey[Path]()
+RUN_FOLDER = pytest.StashKey[Path]()
 IMAGE_BUILD = pytest.StashKey[ImageBuild]()
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: WorkerController) -> None:
-    """Each worker is told the folder the image build writes into."""
+    """Each worker is told the folder the image build writes into, and the file of the kustomize renders."""
     stash = node.config.stash
     if IMAGE_SCRATCH not in stash:
         stash[IMAGE_SCRATCH] = scratch_folder()
+        stash[RUN_FOLDER] = Path(tempfile.mkdtemp(prefix="llm-platform-tests-"))
     node.workerinput[WORKER_KEY] = str(stash[IMAGE_SCRATCH])
+    node.workerinput[SHARED_RENDERS_KEY] = str(stash[RUN_FOLDER] / "k8s-renders.pickle")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -120,3 +126,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         build.close()
     elif IMAGE_SCRATCH in stash:
         shutil.rmtree(stash[IMAGE_SCRATCH], ignore_errors=True)
+    if RUN_FOLDER in stash:
+        shutil.rmtree(stash[RUN_FOLDER], ignore_errors=True)

@@ -10,11 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy import dockerbuild
+from tests.deploy import dockerbuild, kustomize
 from tests.deploy.imagebuild import WORKER_KEY, ImageBuild, result, scratch_folder
 
 IMAGE_FIXTURE = "image_stages"
 BUILD = pytest.StashKey[ImageBuild]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and kustomize.SHARED_RENDERS_KEY in workerinput:
+        kustomize.share_renders(Path(workerinput[kustomize.SHARED_RENDERS_KEY]))
 
 
 def needs_image(item: pytest.Item) -> bool:

@@ -5,8 +5,10 @@ the overlay's namespace, as README "Deploying" tells operators to)."""
 from __future__ import annotations
 
 import copy
+import fcntl
 import itertools
 import os
+import pickle
 import shutil
 import subprocess
 import tempfile
@@ -77,19 +79,47 @@ def combinations(k8s: Path = K8S) -> Iterator[tuple[str, tuple[str, ...]]]:
             yield from ((overlay, extra) for extra in itertools.combinations(others, n))
 
 
-_RENDERED: dict[tuple[str, tuple[str, ...]], list[Doc]] = {}
+Key = tuple[str, tuple[str, ...]]
+_RENDERED: dict[Key, list[Doc]] = {}
 PARALLEL_RENDERS = 4  # kubectl processes at once: each is mostly start-up, so more than the cores
+# With pytest-xdist: the run's file where the first worker to want the renders leaves them all (tests/conftest.py).
+_SHARED: list[Path] = []
+SHARED_RENDERS_KEY = "k8s_renders"  # its path, in a worker's workerinput
+
+
+def share_renders(path: Path) -> None:
+    _SHARED[:] = [path]
 
 
 def render_combination(overlay: str, components: tuple[str, ...]) -> list[Doc]:
-    """An overlay, alone or with more components; rendered once per session, a fresh copy per caller.
+    """An overlay, alone or with more components; rendered once per run, a fresh copy per caller.
 
     The first call renders every combination at once (in parallel), since the tests want them all."""
+    if not _RENDERED:
+        _RENDERED.update(_every_render())
     if (overlay, components) not in _RENDERED:
-        wanted = sorted({(overlay, components), *combinations()} - set(_RENDERED))
-        with ThreadPoolExecutor(PARALLEL_RENDERS) as pool:
-            _RENDERED.update(zip(wanted, pool.map(lambda key: render_fresh(*key), wanted), strict=True))
+        _RENDERED[(overlay, components)] = render_fresh(overlay, components)
     return copy.deepcopy(_RENDERED[(overlay, components)])
+
+
+def _every_render() -> dict[Key, list[Doc]]:
+    """Every combination, rendered here or, with workers, by whichever worker came first."""
+    if not _SHARED:
+        return _render_parallel(sorted(combinations()))
+    path = _SHARED[0]
+    with path.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits here while the first renders; released on exit
+        if path.exists():
+            loaded: dict[Key, list[Doc]] = pickle.loads(path.read_bytes())
+            return loaded
+        rendered = _render_parallel(sorted(combinations()))
+        path.write_bytes(pickle.dumps(rendered))
+        return rendered
+
+
+def _render_parallel(wanted: list[Key]) -> dict[Key, list[Doc]]:
+    with ThreadPoolExecutor(PARALLEL_RENDERS) as pool:
+        return dict(zip(wanted, pool.map(lambda key: render_fresh(*key), wanted), strict=True))
 
 
 def render_fresh(overlay: str, components: tuple[str, ...], k8s: Path = K8S) -> list[Doc]:
