@@ -48,7 +48,7 @@ def config_for(kind: str, base_url: str, http_client: str = "aiohttp", **overrid
         root,
         KEY,
         api_version="v1beta" if kind == "gemini" else None,
-        connect_timeout_s=1.0,
+        connect_timeout_s=5.0,  # a local connect: generous, no test here waits for it (test_connect_timeout does)
         first_token_timeout_s=2.0,
         idle_timeout_s=2.0,
         timeout_s=5.0,
