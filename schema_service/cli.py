@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from schema_service import database, embedded
+from schema_service import database
 from schema_service.config import MigrationSettings, Settings
 from schema_service.errors import SchemaServiceError
 from schema_service.migrate.events import (
@@ -95,7 +95,8 @@ def _sync(
 
         async def main() -> int:
             nonlocal dsn
-            dsn = await _resolve_dsn(settings) if args.command != "lint" else ""
+            if args.command != "lint":
+                dsn = await database.resolve_dsn(settings.dsn, settings.data_dir, settings.embedded_database)
             return await command(args, settings, dsn)
 
         try:
@@ -119,14 +120,6 @@ def _reader_went_away() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return 141  # 128 + SIGPIPE, what a shell reports for a command killed by the closed pipe
-
-
-async def _resolve_dsn(settings: Settings) -> str:
-    if settings.dsn:
-        return settings.dsn
-    admin = await asyncio.to_thread(embedded.start_postgres, settings.data_dir)
-    await database.ensure_database(admin, settings.embedded_database)
-    return database.with_database(admin, settings.embedded_database)
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings, dsn: str) -> int:

@@ -10,12 +10,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeAlias
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.connect_utils import SessionAttribute
 from asyncpg.pool import PoolConnectionProxy
+
+from schema_service import embedded
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +149,13 @@ def unreachable(dsn: str, exc: BaseException) -> str:
     errno = exc.errno if isinstance(exc, OSError) else None
     reason = (os.strerror(errno) if errno else str(exc)) or type(exc).__name__
     return f"PostgreSQL at {hosts(dsn)}, database {database!r}: {reason}"
+
+
+async def resolve_dsn(dsn: str | None, data_dir: Path, embedded_database: str) -> str:
+    """The configured URL, or database `embedded_database` of the embedded server under `data_dir` (started
+    on demand): what both `serve` and the CLI commands connect to."""
+    if dsn:
+        return dsn
+    admin = await asyncio.to_thread(embedded.start_postgres, data_dir)
+    await ensure_database(admin, embedded_database)
+    return with_database(admin, embedded_database)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from schema_service import database, embedded
+from schema_service import database
 from schema_service.api import add_to_server
 from schema_service.app import App
 from schema_service.config import FileFormat, Settings
@@ -46,19 +46,10 @@ ROLES = {
 }  # fmt: skip
 
 
-async def resolve_dsn(settings: Settings) -> str:
-    """The configured URL, or the embedded server's database (started on demand)."""
-    if settings.dsn:
-        return settings.dsn
-    admin = await asyncio.to_thread(embedded.start_postgres, settings.data_dir)
-    await database.ensure_database(admin, settings.embedded_database)
-    return database.with_database(admin, settings.embedded_database)
-
-
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM; readiness follows the database."""
     settings.security.check()  # before an embedded PostgreSQL is started for nothing
-    dsn = await resolve_dsn(settings)
+    dsn = await database.resolve_dsn(settings.dsn, settings.data_dir, settings.embedded_database)
     metrics, tracing = Registry(), configure_tracing("schema-service")
     instruments = SchemaMetrics(metrics)
     app = App(settings=settings, dsn=dsn, schema_gate=True, instruments=instruments)

@@ -76,8 +76,7 @@ async def serve(args: argparse.Namespace, procs: Processes) -> int:
     print(
         f"\nready: gateway {gateway_address}, schema service {schema_address}, "
         f"simulator http://127.0.0.1:{args.simulator_port}\n"
-        f"metrics: http://127.0.0.1:{args.gateway_metrics_port}/metrics (gateway), "
-        f"http://127.0.0.1:{args.schema_metrics_port}/metrics (schema service)\n"
+        f"metrics: {_metrics_urls(args)}\n"
         f"try: grpcurl -plaintext {gateway_address} list"
         "\n(see README.md for the walkthrough; Ctrl-C stops everything)\n",
         flush=True,
@@ -85,6 +84,13 @@ async def serve(args: argparse.Namespace, procs: Processes) -> int:
     while not procs.any_exited():
         await asyncio.sleep(0.5)
     return 1
+
+
+def _metrics_urls(args: argparse.Namespace) -> str:
+    """Where Prometheus can scrape each service; a port of 0 means that endpoint is off."""
+    ports = (("gateway", args.gateway_metrics_port), ("schema service", args.schema_metrics_port))
+    urls = [f"http://127.0.0.1:{port}/metrics ({name})" for name, port in ports if port]
+    return ", ".join(urls) or "off (--gateway-metrics-port / --schema-metrics-port)"
 
 
 async def run(args: argparse.Namespace, procs: Processes) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import logging
 import socket
 import subprocess
@@ -124,3 +126,17 @@ def test_make_run_says_an_instance_is_already_running() -> None:
     assert done.returncode == 1
     assert f"already in use: gateway 127.0.0.1:{port}" in done.stderr
     assert "an instance is probably running already" in done.stderr
+
+
+def test_make_run_names_only_the_metrics_endpoints_that_are_on() -> None:
+    spec = importlib.util.spec_from_file_location("run_local", ROOT / "scripts" / "run_local.py")
+    assert spec is not None and spec.loader is not None
+    run_local = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_local)
+    both = argparse.Namespace(gateway_metrics_port=9464, schema_metrics_port=9465)
+    assert run_local._metrics_urls(both) == (
+        "http://127.0.0.1:9464/metrics (gateway), http://127.0.0.1:9465/metrics (schema service)"
+    )
+    one = argparse.Namespace(gateway_metrics_port=0, schema_metrics_port=9465)
+    assert run_local._metrics_urls(one) == "http://127.0.0.1:9465/metrics (schema service)"
+    assert ":0/" not in run_local._metrics_urls(argparse.Namespace(gateway_metrics_port=0, schema_metrics_port=0))
