@@ -11,15 +11,13 @@ An `event: error` inside a 200 stream arrives as a bare APIStatusError (status
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import anthropic
 import httpx2
 
-from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
-from gateway_service.domain.request import ChatRequest, ProviderEvent
+from gateway_service.domain.request import ChatRequest
 from gateway_service.providers.anthropic_convert import EventTranslator, build_params
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.errors import (
@@ -32,7 +30,7 @@ from gateway_service.providers.errors import (
     transport_failure,
 )
 from gateway_service.providers.http import TransportSettings, client_options
-from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
+from gateway_service.providers.streaming import SdkAdapter, Upstream, convert
 
 K = FailureKind
 # By class name (several classes live in private modules). None: decided by the body's error.type, else
@@ -147,8 +145,10 @@ def _refine(kind: FailureKind, message: str) -> FailureKind:
     return kind
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(SdkAdapter[Any]):
     """Streams Messages through the `anthropic` SDK with SDK retries off."""
+
+    translator = EventTranslator
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -157,15 +157,6 @@ class AnthropicAdapter:
             api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
             http_client=http_client(config.transport),
         )  # fmt: skip
-
-    def stream(
-        self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines
-    ) -> AsyncGenerator[ProviderEvent, None]:
-        pacer = Pacer(deadlines)
-        return drive(
-            lambda: self._open(request, model), _translator, pacer, self._map_error,
-            provider=self.config.name, model=model,
-        )
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
         params = convert(lambda: build_params(request, model, effort_based=model in self.config.effort_models))
@@ -184,6 +175,3 @@ def http_client(settings: TransportSettings) -> httpx2.AsyncClient:
     make = anthropic.DefaultAioHttpClient if settings.aiohttp else anthropic.DefaultAsyncHttpxClient
     return make(**client_options(settings))
 
-
-def _translator(upstream: Upstream[Any]) -> EventTranslator:
-    return EventTranslator(upstream.request_id)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx2
@@ -32,9 +32,8 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from httpx_aiohttp.httpx2 import Httpx2AiohttpClient
 
-from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
-from gateway_service.domain.request import ChatRequest, ProviderEvent
+from gateway_service.domain.request import ChatRequest
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.errors import (
     body_error,
@@ -46,7 +45,7 @@ from gateway_service.providers.errors import (
 )
 from gateway_service.providers.gemini_convert import ResponseTranslator, build_config, build_contents
 from gateway_service.providers.http import RequestHook, ResponseHook, TransportSettings, client_options
-from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
+from gateway_service.providers.streaming import SdkAdapter, Upstream, convert
 
 K = FailureKind
 # None: decided by the HTTP code and the error body.
@@ -137,8 +136,10 @@ def _connect_within(seconds: float) -> Callable[[httpx2.Request], Awaitable[None
     return hook
 
 
-class GeminiAdapter:
+class GeminiAdapter(SdkAdapter[Any]):
     """Streams generateContent through `google-genai` with SDK retries off."""
+
+    translator = ResponseTranslator
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -151,15 +152,6 @@ class GeminiAdapter:
             httpx_async_client=self._http,
         )
         self._client = genai.Client(api_key=config.api_key or "unset", http_options=options)
-
-    def stream(
-        self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines
-    ) -> AsyncGenerator[ProviderEvent, None]:
-        pacer = Pacer(deadlines)
-        return drive(
-            lambda: self._open(request, model), _translator, pacer, self._map_error,
-            provider=self.config.name, model=model,
-        )
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
         effort_based = model in self.config.effort_models
@@ -205,6 +197,3 @@ def http_client(
     make = Httpx2AiohttpClient if settings.aiohttp else httpx2.AsyncClient
     return make(**client_options(settings, request_hooks, response_hooks))
 
-
-def _translator(upstream: Upstream[Any]) -> ResponseTranslator:
-    return ResponseTranslator(upstream.request_id)

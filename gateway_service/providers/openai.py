@@ -8,15 +8,12 @@ test against every class the SDK defines), then refined by what the error body s
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-
 import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 
-from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
-from gateway_service.domain.request import ChatRequest, ProviderEvent
+from gateway_service.domain.request import ChatRequest
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.errors import (
     body_error,
@@ -29,7 +26,7 @@ from gateway_service.providers.errors import (
 )
 from gateway_service.providers.http import TransportSettings, client_options
 from gateway_service.providers.openai_convert import ChunkTranslator, build_params
-from gateway_service.providers.streaming import Pacer, Upstream, convert, drive
+from gateway_service.providers.streaming import SdkAdapter, Upstream, convert
 
 # Every class the SDK defines, by name (the table test enforces it; names, so that the classes the SDK
 # keeps in private modules need no private import). Lookup walks the MRO only so that a class a newer
@@ -117,8 +114,10 @@ def _refine(kind: FailureKind, body: object) -> FailureKind:
     return kind
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(SdkAdapter[object]):
     """Streams Chat Completions through the `openai` SDK with SDK retries off."""
+
+    translator = ChunkTranslator
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -129,15 +128,6 @@ class OpenAIAdapter:
             api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
             http_client=http_client(config.transport),
         )  # fmt: skip
-
-    def stream(
-        self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines
-    ) -> AsyncGenerator[ProviderEvent, None]:
-        pacer = Pacer(deadlines)
-        return drive(
-            lambda: self._open(request, model), _translator, pacer, self._map_error,
-            provider=self.config.name, model=model,
-        )
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[object]:
         params = convert(lambda: build_params(request, model, compatible=self._compatible))
@@ -170,6 +160,3 @@ def http_client(settings: TransportSettings) -> httpx2.AsyncClient:
     make = openai.DefaultAioHttpClient if settings.aiohttp else openai.DefaultAsyncHttpxClient
     return make(**client_options(settings))
 
-
-def _translator(upstream: Upstream[object]) -> ChunkTranslator:
-    return ChunkTranslator(upstream.request_id)

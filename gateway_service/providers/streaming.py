@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
-from gateway_service.domain.request import ProviderEvent
+from gateway_service.domain.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.http_spans import end_unanswered
 from gateway_service.watchdog import Expired, Watchdog
@@ -93,6 +93,32 @@ class Upstream(Generic[C]):
     chunks: AsyncIterator[C]
     close: Callable[[], Awaitable[None]]
     request_id: str = ""
+
+
+class SdkAdapter(Generic[C]):
+    """`stream()` as every SDK adapter has it: `_open` sends the request and returns the SDK's stream,
+    `translator` (made from the upstream's request id) turns its chunks into events, `_map_error` maps what
+    the SDK raised; `drive` runs the attempt under the deadlines' Pacer."""
+
+    config: ProviderConfig
+    translator: Callable[[str], Translator[C]]
+
+    def stream(
+        self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        return drive(
+            lambda: self._open(request, model), self._translate, Pacer(deadlines), self._map_error,
+            provider=self.config.name, model=model,
+        )
+
+    def _translate(self, upstream: Upstream[C]) -> Translator[C]:
+        return self.translator(upstream.request_id)
+
+    async def _open(self, request: ChatRequest, model: str) -> Upstream[C]:
+        raise NotImplementedError
+
+    def _map_error(self, exc: Exception) -> ProviderError:
+        raise NotImplementedError
 
 
 # The access log: one INFO line per upstream request, written once the attempt is over (off the way to the
