@@ -12,7 +12,7 @@ from opentelemetry import trace
 
 from gateway_service.accounting import Ledger
 from gateway_service.chat.failover import ChatRun, Failover
-from gateway_service.chat.router import Candidate, Router
+from gateway_service.chat.router import Router
 from gateway_service.config import GatewayConfig, ProviderSpec
 from gateway_service.domain.request import ChatRequest
 from gateway_service.health import Health, HealthState
@@ -76,7 +76,7 @@ class Gateway:
         A healthy provider whose budget ran out shows as cooling down until it frees (degraded when only
         some of its models are out). The second value is the wall-clock end of the block, if any.
         """
-        key_id = Candidate(spec, spec.models[0], None).key_id if spec.configured else None
+        key_id = spec.key_id if spec.configured else None
         state, until = self.health.state(spec.name, [m.name for m in spec.models], key_id)
         if self.budgets is None or state not in (HealthState.HEALTHY, HealthState.DEGRADED):
             return state, until

@@ -4,7 +4,6 @@ each with the rate-limit budget slots failover takes from before trying it."""
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,11 +27,9 @@ class Candidate:
 
     @functools.cached_property
     def key_id(self) -> str:
-        """A stable, non-secret name of the credential, so cooldowns follow the key (hashed once: candidates
-        are made once per provider/model, see Router._candidate)."""
-        if self.provider.api_key is None:
-            return ""
-        return hashlib.sha256(self.provider.api_key.get_secret_value().encode()).hexdigest()[:12]
+        """The provider's key_id, hashed once per candidate (candidates are made once per provider/model, see
+        Router._candidate) rather than on every request."""
+        return self.provider.key_id
 
     @property
     def label(self) -> str:

@@ -8,6 +8,7 @@ it still starts, and ListProviders names where the key was looked for.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,6 +148,13 @@ class ProviderSpec(ProviderTimeouts):
     @property
     def configured(self) -> bool:
         return self.api_key is not None
+
+    @property
+    def key_id(self) -> str:
+        """A stable, non-secret name of the credential, so cooldowns follow the key ("" without a key)."""
+        if self.api_key is None:
+            return ""
+        return hashlib.sha256(self.api_key.get_secret_value().encode()).hexdigest()[:12]
 
     @property
     def credential_source(self) -> str:
