@@ -40,11 +40,19 @@ RETRY_AFTER_GRACE_S = 0.25  # see tests/gateway/test_chaos.py
 
 def config_yaml(flapping: Flapping) -> str:
     providers = [
-        {"name": f"p{n}", "type": "openai", "base_url": f"{h.base_url}/v1", "api_key_env": "SIM_KEY",
-         "connect_timeout_s": 1.0, "first_token_timeout_s": FIRST_TOKEN_TIMEOUT_S, "idle_timeout_s": 2.0,
-         "timeout_s": 10.0, "models": [{"name": "m", "context_window": 100_000}]}
+        {
+            "name": f"p{n}",
+            "type": "openai",
+            "base_url": f"{h.base_url}/v1",
+            "api_key_env": "SIM_KEY",
+            "connect_timeout_s": 1.0,
+            "first_token_timeout_s": FIRST_TOKEN_TIMEOUT_S,
+            "idle_timeout_s": 2.0,
+            "timeout_s": 10.0,
+            "models": [{"name": "m", "context_window": 100_000}],
+        }
         for n, h in enumerate(flapping.handles)
-    ]  # fmt: skip
+    ]
     return yaml.safe_dump({"providers": providers, "routes": {"default": [f"p{n}/m" for n in range(len(providers))]}})
 
 
@@ -78,11 +86,19 @@ async def one_run(args: argparse.Namespace, label: str, *, flap: bool, src: str 
     dead = sum(1 for started, ok in buckets if started and not ok)
     print(f"seconds in which no call answered: {dead} of {len(buckets)}")
     outages = [(c.at - start, c.upstream, c.fault) for c in flapping.log]
-    return {"label": label, "success": result.success, "calls": result.calls, "dead_seconds": dead,
-            "rates": rates, "started": [s for s, _ in buckets], "outages": outages,
-            "calls_per_s": result.calls / seconds,
-            "incomplete": result.incomplete, "inside_retry_after": len(result.inside_retry_after),
-            "longest_stall_wait_s": result.longest_stall_wait_s}  # fmt: skip
+    return {
+        "label": label,
+        "success": result.success,
+        "calls": result.calls,
+        "dead_seconds": dead,
+        "rates": rates,
+        "started": [s for s, _ in buckets],
+        "outages": outages,
+        "calls_per_s": result.calls / seconds,
+        "incomplete": result.incomplete,
+        "inside_retry_after": len(result.inside_retry_after),
+        "longest_stall_wait_s": result.longest_stall_wait_s,
+    }
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -92,12 +108,19 @@ async def main_async(args: argparse.Namespace) -> None:
         runs.append(await one_run(args, f"flapping, {args.baseline_label}", flap=True, src=args.baseline_src))
     print()
     for run in runs:
-        print(f"{run['label']}: success {run['success']:.2%} / steady {steady['success']:.2%} = "
-              f"{run['success'] / steady['success']:.3f}; calls/s {run['calls_per_s']:.0f} / steady "
-              f"{steady['calls_per_s']:.0f} = {run['calls_per_s'] / steady['calls_per_s']:.2f}; "
-              f"{run['dead_seconds']} s without an answer")  # fmt: skip
-    settings = {"seconds": args.seconds, "callers": args.callers, "down_s": args.down, "up_s": args.up,
-                "first_token_timeout_s": FIRST_TOKEN_TIMEOUT_S}  # fmt: skip
+        print(
+            f"{run['label']}: success {run['success']:.2%} / steady {steady['success']:.2%} = "
+            f"{run['success'] / steady['success']:.3f}; calls/s {run['calls_per_s']:.0f} / steady "
+            f"{steady['calls_per_s']:.0f} = {run['calls_per_s'] / steady['calls_per_s']:.2f}; "
+            f"{run['dead_seconds']} s without an answer"
+        )
+    settings = {
+        "seconds": args.seconds,
+        "callers": args.callers,
+        "down_s": args.down,
+        "up_s": args.up,
+        "first_token_timeout_s": FIRST_TOKEN_TIMEOUT_S,
+    }
     data = {"settings": settings, "steady": steady, "runs": runs}
     saved = load(save("chaos", data).stem)
     assert saved is not None

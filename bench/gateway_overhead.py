@@ -61,9 +61,11 @@ async def direct_once(client: openai.AsyncOpenAI, text: str = PROMPT) -> Timed:
     start = time.perf_counter()
     first = 0.0
     stream = await client.chat.completions.create(
-        model="fallback-model", messages=[{"role": "user", "content": text}], stream=True,
+        model="fallback-model",
+        messages=[{"role": "user", "content": text}],
+        stream=True,
         stream_options={"include_usage": True},
-    )  # fmt: skip
+    )
     async for chunk in stream:
         if not first and chunk.choices and chunk.choices[0].delta.content:
             first = time.perf_counter() - start
@@ -75,17 +77,20 @@ async def direct_429_once(client: openai.AsyncOpenAI, text: str) -> Timed:
     start = time.perf_counter()
     try:
         await client.chat.completions.create(
-            model="primary-model", messages=[{"role": "user", "content": text}], stream=True,
+            model="primary-model",
+            messages=[{"role": "user", "content": text}],
+            stream=True,
             stream_options={"include_usage": True},
-        )  # fmt: skip
+        )
     except openai.RateLimitError:
         elapsed = time.perf_counter() - start
         return elapsed, elapsed
     raise AssertionError("the upstream did not answer 429")
 
 
-async def gateway_once(stub: chat_service_pb2_grpc.ChatServiceStub, model: str = "fallback/fallback-model",
-                       text: str = PROMPT) -> Timed:  # fmt: skip
+async def gateway_once(
+    stub: chat_service_pb2_grpc.ChatServiceStub, model: str = "fallback/fallback-model", text: str = PROMPT
+) -> Timed:
     start = time.perf_counter()
     first = 0.0
     request = pb.StreamChatRequest(model=model, messages=[pb.Message(role=pb.ROLE_USER, content=text)])
@@ -156,8 +161,9 @@ def row(label: str, direct: float, through: float, unit: str = "ms") -> None:
     print(f"  {label:<34} {direct:>10.3f} {through:>10.3f} {through - direct:>+10.3f} {unit}")
 
 
-async def throughput(stub: chat_service_pb2_grpc.ChatServiceStub, process: psutil.Process,
-                     args: argparse.Namespace) -> tuple[int, float]:  # fmt: skip
+async def throughput(
+    stub: chat_service_pb2_grpc.ChatServiceStub, process: psutil.Process, args: argparse.Namespace
+) -> tuple[int, float]:
     """Requests done at `args.concurrency` streams for `args.seconds`, and the process's CPU seconds meanwhile."""
     cpu0 = cpu_seconds(process)
     done = await concurrent(lambda: gateway_once(stub), args.concurrency, args.seconds)
@@ -179,9 +185,16 @@ def access_line_cost_us(lines: int = 20000) -> float:
         root.handlers[0].setStream(sink)  # type: ignore[attr-defined]
         start = time.process_time()
         for _ in range(lines):
-            access_log.info("upstream request", extra={
-                "provider": "fallback", "model": "fallback-model", "outcome": "ok", "duration_ms": 3.2,
-                "upstream_request_id": "req_sim000001"})  # fmt: skip
+            access_log.info(
+                "upstream request",
+                extra={
+                    "provider": "fallback",
+                    "model": "fallback-model",
+                    "outcome": "ok",
+                    "duration_ms": 3.2,
+                    "upstream_request_id": "req_sim000001",
+                },
+            )
         elapsed = time.process_time() - start
     root.handlers[:], _ = saved[0], root.setLevel(saved[1])
     return elapsed / lines * 1e6
@@ -198,19 +211,23 @@ async def access_log_cost(args: argparse.Namespace, quiet: ServiceProcess, loggi
     rounds = 4  # short rounds, alternating (off, on, on, off, ...): a busy machine's drift hits both sides alike
     short = argparse.Namespace(**{**vars(args), "seconds": args.seconds / 2})
     for index in range(rounds):
-        for side in ((0, 1) if index % 2 == 0 else (1, 0)):
+        for side in (0, 1) if index % 2 == 0 else (1, 0):
             done, cpu = await throughput(stubs[side], processes[side], short)
             totals[side][0] += done
             totals[side][1] += cpu
     (off_n, off_cpu), (on_n, on_cpu) = totals
     span = rounds * short.seconds
     print(f"\n4. the per-request INFO access log, {args.concurrency} streams, {rounds} x {short.seconds:g}s each side")
-    print(f"  requests/s log off {off_n / span:9.1f}   log on {on_n / span:9.1f}"
-          f"   cost {1 - on_n / off_n:+.1%} of throughput  (target < 5 %)")  # fmt: skip
+    print(
+        f"  requests/s log off {off_n / span:9.1f}   log on {on_n / span:9.1f}"
+        f"   cost {1 - on_n / off_n:+.1%} of throughput  (target < 5 %)"
+    )
     print(f"  gateway CPU ms/request: log off {off_cpu / off_n * 1000:.3f}   log on {on_cpu / on_n * 1000:.3f}")
     line_us = access_line_cost_us()
-    print(f"  one access line, built, JSON-formatted and written (this process, same formatter): {line_us:.1f} us"
-          f" = {line_us / (off_cpu / off_n * 1e6):.1%} of the gateway's CPU per request")  # fmt: skip
+    print(
+        f"  one access line, built, JSON-formatted and written (this process, same formatter): {line_us:.1f} us"
+        f" = {line_us / (off_cpu / off_n * 1e6):.1%} of the gateway's CPU per request"
+    )
     for channel in channels:
         await channel.close()
 
@@ -234,10 +251,14 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway: ServiceProce
     through_n, gateway_cpu_s = await throughput(stub, gw, args)
     gateway_cpu = gateway_cpu_s / through_n
     print(f"\n2. {args.concurrency} concurrent streams for {args.seconds:g}s each")
-    print(f"  requests/s direct {direct_n / args.seconds:9.1f}   gateway {through_n / args.seconds:9.1f}"
-          f"   ratio {through_n / direct_n:.2f}  (target >= 1.0)")  # fmt: skip
-    print(f"  CPU ms/request: bare SDK client {direct_cpu * 1000:.3f}   gateway process {gateway_cpu * 1000:.3f}"
-          f"   ratio {gateway_cpu / direct_cpu:.2f}  (target <= 1.0)")  # fmt: skip
+    print(
+        f"  requests/s direct {direct_n / args.seconds:9.1f}   gateway {through_n / args.seconds:9.1f}"
+        f"   ratio {through_n / direct_n:.2f}  (target >= 1.0)"
+    )
+    print(
+        f"  CPU ms/request: bare SDK client {direct_cpu * 1000:.3f}   gateway process {gateway_cpu * 1000:.3f}"
+        f"   ratio {gateway_cpu / direct_cpu:.2f}  (target <= 1.0)"
+    )
 
     failing = f"{PROMPT} [[fault:429 retry_after=0 model=primary-model]]"
     own, after = await paired(
@@ -253,15 +274,26 @@ async def run(args: argparse.Namespace, upstream_url: str, gateway: ServiceProce
     bare = await sequential(lambda: direct_429_once(client, failing), args.requests)
     bare50 = pct([b[0] for b in bare], 0.5)
     # The floor any client pays to learn of the 429 (the gateway's adapter skips create()'s checks).
-    print(f"  the primary's 429 round trip alone, bare openai SDK create(): p50 {bare50:.3f} ms;"
-          f" failover cost / that: {(after50 - own50) / bare50:.2f}")  # fmt: skip
+    print(
+        f"  the primary's 429 round trip alone, bare openai SDK create(): p50 {bare50:.3f} ms;"
+        f" failover cost / that: {(after50 - own50) / bare50:.2f}"
+    )
     print("\ntargets: added TTFT p50 <= 0.6 ms, p99 <= 2 ms")
-    path = save("gateway_overhead", {
-        "requests": args.requests, "concurrency": args.concurrency, "seconds": args.seconds,
-        "ttft_ms": {"bare SDK": [d[0] * 1000 for d in direct], "through the gateway": [t[0] * 1000 for t in through]},
-        "throughput_ratio": through_n / direct_n, "cpu_ratio": gateway_cpu / direct_cpu,
-        "failover_cost_ms": {"p50": after50 - own50, "p99": after99 - own99},
-    })  # fmt: skip
+    path = save(
+        "gateway_overhead",
+        {
+            "requests": args.requests,
+            "concurrency": args.concurrency,
+            "seconds": args.seconds,
+            "ttft_ms": {
+                "bare SDK": [d[0] * 1000 for d in direct],
+                "through the gateway": [t[0] * 1000 for t in through],
+            },
+            "throughput_ratio": through_n / direct_n,
+            "cpu_ratio": gateway_cpu / direct_cpu,
+            "failover_cost_ms": {"p50": after50 - own50, "p99": after99 - own99},
+        },
+    )
     print(f"figures saved to {path}")
     await channel.close()
     await client.close()
@@ -276,7 +308,7 @@ def main() -> int:
     port = free_port()
     upstream = psutil.Popen(
         [sys.executable, "-m", "llm_simulator", "--port", str(port), "--chunk-delay-ms", "0"],
-        stderr=open(os.devnull, "w"),  # noqa: SIM115
+        stderr=open(os.devnull, "w"),
     )
     url = f"http://127.0.0.1:{port}"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:

@@ -178,13 +178,18 @@ def start_gateways(config: str, port: int, workers: int) -> list[subprocess.Pope
     return [subprocess.Popen([*command, *flags], env=env, stderr=subprocess.DEVNULL) for _ in range(workers)]
 
 
-def report(args: argparse.Namespace, tally: Tally, elapsed: float, base: list[float], rss: RssSampler,
-           idle: list[int]) -> None:  # fmt: skip
+def report(
+    args: argparse.Namespace, tally: Tally, elapsed: float, base: list[float], rss: RssSampler, idle: list[int]
+) -> None:
     mb = 1024 * 1024
-    print(f"\n{args.streams} concurrent streams for {elapsed:.1f} s through {args.workers} gateway process(es), "
-          f"{args.fault_rate:.0%} injected faults")  # fmt: skip
-    print(f"  streams completed {tally.done}   streams/s {tally.done / elapsed:.1f}   "
-          f"per gateway core used {tally.done / max(rss.cpu_used(), 1e-9):.1f} streams per CPU-second")  # fmt: skip
+    print(
+        f"\n{args.streams} concurrent streams for {elapsed:.1f} s through {args.workers} gateway process(es), "
+        f"{args.fault_rate:.0%} injected faults"
+    )
+    print(
+        f"  streams completed {tally.done}   streams/s {tally.done / elapsed:.1f}   "
+        f"per gateway core used {tally.done / max(rss.cpu_used(), 1e-9):.1f} streams per CPU-second"
+    )
     print("  outcomes (fault -> expected -> got, count):")
     wrong = 0
     for (fault, expected, got), count in sorted(tally.outcomes.items()):
@@ -196,8 +201,10 @@ def report(args: argparse.Namespace, tally: Tally, elapsed: float, base: list[fl
     b50, b99 = pct(base, 0.5), pct(base, 0.99)
     g50, g99 = pct(tally.ttft, 0.5), pct(tally.ttft, 0.99)
     print(f"  TTFT through the gateway under load: p50 {g50:.1f} ms  p99 {g99:.1f} ms")
-    print(f"  baseline, one direct stream at a time (openai SDK): p50 {b50:.1f} ms  p99 {b99:.1f} ms;"
-          f" ratio p50 {g50 / b50:.1f}x  p99 {g99 / b99:.1f}x")  # fmt: skip
+    print(
+        f"  baseline, one direct stream at a time (openai SDK): p50 {b50:.1f} ms  p99 {b99:.1f} ms;"
+        f" ratio p50 {g50 / b50:.1f}x  p99 {g99 / b99:.1f}x"
+    )
     for i, (before, peak) in enumerate(zip(idle, rss.peak, strict=True)):
         print(f"  gateway {i}: RSS idle {before / mb:.0f} MB (target <= 150), peak {peak / mb:.0f} MB (target <= 400)")
 

@@ -348,9 +348,13 @@ def report(results: dict[str, Result], latencies: list[float], total: int, round
     )
     path = save(
         "metrics_ingest",
-        {"rows": total, "rounds": rounds, "rates": {label: r.rate for label, r in results.items()},
-         "write_ack_ms": {"p50": cuts[49] * 1e3, "p99": cuts[98] * 1e3}},
-    )  # fmt: skip
+        {
+            "rows": total,
+            "rounds": rounds,
+            "rates": {label: r.rate for label, r in results.items()},
+            "write_ack_ms": {"p50": cuts[49] * 1e3, "p99": cuts[98] * 1e3},
+        },
+    )
     print(f"  figures saved to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     for shape in ("per-metric", "columnar"):
         best = max(

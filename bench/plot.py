@@ -16,10 +16,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no screen
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 
-from bench.results import DIR, load  # noqa: E402
+from bench.results import DIR, load
 
 
 def _caption(data: dict[str, Any]) -> str:
@@ -75,8 +75,9 @@ def chaos(data: dict[str, Any], out: Path) -> None:
         rates = [math.nan if r is None else 100 * r for r in run["rates"]]
         line = ax.step(range(len(rates) + 1), [*rates, rates[-1]], where="post", label=f"{run['label']}")[0]
         counts = run["started"]
-        started.step(range(len(counts) + 1), [*counts, counts[-1]], where="post", color=line.get_color(),
-                     alpha=0.3, linewidth=1)  # fmt: skip
+        started.step(
+            range(len(counts) + 1), [*counts, counts[-1]], where="post", color=line.get_color(), alpha=0.3, linewidth=1
+        )
     started.set_ylabel("calls started per second (faint)", color="grey")
     ax.axhline(100 * data["steady"]["success"], color="grey", linestyle="--", linewidth=1, label="steady upstreams")
     ax.set_ylabel("calls answered (%)")

@@ -41,10 +41,14 @@ def provider_config(spec: ProviderSpec, http_tracer: trace.Tracer | None = None)
         idle_timeout_s=spec.idle_timeout_s,
         timeout_s=spec.timeout_s,
         transport=TransportSettings(
-            http_client=spec.http_client, max_connections=spec.max_connections,
-            keepalive_expiry_s=spec.keepalive_expiry_s, ca_bundle=spec.ca_bundle, client_cert=spec.client_cert,
-            client_key=spec.client_key, tracer=http_tracer,
-        ),  # fmt: skip
+            http_client=spec.http_client,
+            max_connections=spec.max_connections,
+            keepalive_expiry_s=spec.keepalive_expiry_s,
+            ca_bundle=spec.ca_bundle,
+            client_cert=spec.client_cert,
+            client_key=spec.client_key,
+            tracer=http_tracer,
+        ),
         effort_models=frozenset(m.name for m in spec.models if m.reasoning == "effort"),
     )
 
@@ -119,10 +123,14 @@ class Gateway:
 
 
 def build_gateway(
-    config: GatewayConfig, factory: AdapterFactory = default_factory, send: Send | None = None,
-    limits_clock: Clock | None = None, instruments: GatewayMetrics | None = None, tracing: Tracing | None = None,
+    config: GatewayConfig,
+    factory: AdapterFactory = default_factory,
+    send: Send | None = None,
+    limits_clock: Clock | None = None,
+    instruments: GatewayMetrics | None = None,
+    tracing: Tracing | None = None,
     caller_rates: bool = False,
-) -> Gateway:  # fmt: skip
+) -> Gateway:
     """Adapters for every provider that has a key; the others stay unconfigured but listed.
 
     `caller_rates`: callers are authenticated, so their request rates (callers file `limits`) are kept.
@@ -143,9 +151,14 @@ def build_gateway(
         if caller_rates:
             rates = CallerRates(limiter, config.limits.key_prefix, count)
     failover = Failover(
-        config.failover, health, ledger, observe, budgets, tracing.tracer("gateway_service.chat"),
+        config.failover,
+        health,
+        ledger,
+        observe,
+        budgets,
+        tracing.tracer("gateway_service.chat"),
         instruments.observe_failover if instruments else None,
-    )  # fmt: skip
+    )
     router = Router(config, adapters, budgets)
     gateway = Gateway(
         config, adapters, router, failover, health, ledger, telemetry, budgets, instruments, rates, limiter

@@ -98,16 +98,22 @@ def _pct(values: list[float], q: int) -> float:
 
 class Health:
     def __init__(
-        self, settings: FailoverSettings, clock: Callable[[], float] = time.monotonic,
-        breaker: BreakerSettings | None = None, stalls: StallSettings | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        settings: FailoverSettings,
+        clock: Callable[[], float] = time.monotonic,
+        breaker: BreakerSettings | None = None,
+        stalls: StallSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.breaker_settings = breaker or BreakerSettings(
-            consecutive=settings.breaker_failures, window_s=settings.breaker_window_s,
-            min_requests=settings.breaker_min_requests, error_rate=settings.breaker_error_rate,
-            first_open_s=settings.breaker_open_s, max_open_s=settings.breaker_max_open_s,
-        )  # fmt: skip
+            consecutive=settings.breaker_failures,
+            window_s=settings.breaker_window_s,
+            min_requests=settings.breaker_min_requests,
+            error_rate=settings.breaker_error_rate,
+            first_open_s=settings.breaker_open_s,
+            max_open_s=settings.breaker_max_open_s,
+        )
         self.stall_settings = stalls or StallSettings(factor=settings.stall_factor, floor_s=settings.stall_floor_s)
         self._cooldowns: dict[tuple[str, str, str], Block] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}

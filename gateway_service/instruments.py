@@ -45,17 +45,25 @@ class GatewayMetrics:
         pm = ("provider", "model")
         self.attempts = Counter("llm_gateway_attempts", "Attempts by outcome.", (*pm, "outcome"), registry=registry)
         self.failovers = Counter(
-            "llm_gateway_failovers", "Attempts that failed over to the next candidate.", (*pm, "reason"),
+            "llm_gateway_failovers",
+            "Attempts that failed over to the next candidate.",
+            (*pm, "reason"),
             registry=registry,
-        )  # fmt: skip
+        )
         self.ttft = Histogram(
-            "llm_gateway_time_to_first_token_seconds", "Time from an attempt's request to its first output.", pm,
-            buckets=TTFT_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "llm_gateway_time_to_first_token_seconds",
+            "Time from an attempt's request to its first output.",
+            pm,
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
         self.duration = Histogram(
-            "llm_gateway_attempt_duration_seconds", "Time from an attempt's request to its end.", pm,
-            buckets=DURATION_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "llm_gateway_attempt_duration_seconds",
+            "Time from an attempt's request to its end.",
+            pm,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
         self.tokens = Counter("llm_gateway_tokens", "Tokens by direction.", (*pm, "type"), registry=registry)
         self.cost = Counter("llm_gateway_cost_usd", "Cost in US dollars at configured prices.", pm, registry=registry)
         self.in_flight = Gauge(
@@ -105,13 +113,15 @@ class _GatewayState(Collector):
         yield health
         telemetry = self._telemetry
         yield GaugeMetricFamily(
-            "llm_gateway_telemetry_buffered_metrics", "Metrics waiting to be sent to the schema service.",
+            "llm_gateway_telemetry_buffered_metrics",
+            "Metrics waiting to be sent to the schema service.",
             value=len(telemetry.buffer),
-        )  # fmt: skip
+        )
         yield CounterMetricFamily(
             "llm_gateway_telemetry_sent_metrics", "Metrics the schema service acknowledged.", value=telemetry.sent
         )
         yield CounterMetricFamily(
-            "llm_gateway_telemetry_dropped_metrics", "Metrics dropped (buffer full, or refused).",
+            "llm_gateway_telemetry_dropped_metrics",
+            "Metrics dropped (buffer full, or refused).",
             value=telemetry.dropped,
-        )  # fmt: skip
+        )

@@ -50,9 +50,10 @@ def metrics_sender(
     # (dns:///schema-service-headless:50052); with one address it is the same as pick_first.
     service_config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
     channel = (client or ClientCredentials()).channel(
-        address, options=[("grpc.service_config", service_config)],
+        address,
+        options=[("grpc.service_config", service_config)],
         interceptors=tracing.client_interceptors() if tracing else None,  # trace context to the schema service
-    )  # fmt: skip
+    )
     stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
 
     async def send(batch: metrics_service_pb2.WriteMetricsRequest) -> None:
@@ -90,9 +91,11 @@ class Running:
 
 
 async def prepare(
-    config: GatewayConfig, settings: ServeSettings, factory: AdapterFactory = default_factory,
+    config: GatewayConfig,
+    settings: ServeSettings,
+    factory: AdapterFactory = default_factory,
     tracing: Tracing | None = None,
-) -> Running:  # fmt: skip
+) -> Running:
     """Build the gateway and its server bound to `settings.host:port` (port 0 picks a free one), not started.
 
     Tracing is configured from the OTEL_* environment unless given (tests pass an in-memory exporter).
@@ -102,17 +105,27 @@ async def prepare(
     send, channel = metrics_sender(address, tracing, settings.schema_client) if address else (None, None)
     metrics = Registry()
     gateway = build_gateway(
-        config, factory, send, instruments=GatewayMetrics(metrics), tracing=tracing,
+        config,
+        factory,
+        send,
+        instruments=GatewayMetrics(metrics),
+        tracing=tracing,
         caller_rates=security.callers is not None,
-    )  # fmt: skip
+    )
     lifecycle = Lifecycle(SERVICE_NAMES)
     # A request larger than a chat needs is refused by gRPC before it is read (RESOURCE_EXHAUSTED).
     options = ServerOptions(max_message_bytes=config.requests.max_request_bytes)
     server = build_server(
-        options, lifecycle, [lambda s: add_to_server(s, gateway, lifecycle)], SERVICE_NAMES,
-        metrics=metrics, tracing=tracing, security=security, roles=ROLES,
+        options,
+        lifecycle,
+        [lambda s: add_to_server(s, gateway, lifecycle)],
+        SERVICE_NAMES,
+        metrics=metrics,
+        tracing=tracing,
+        security=security,
+        roles=ROLES,
         admit=gateway.caller_rates.admit if gateway.caller_rates is not None else None,
-    )  # fmt: skip
+    )
     port = listen(server, settings.host, settings.port, security)
     endpoint = Endpoint(metrics, settings.host, settings.metrics_port) if settings.metrics_port else None
     await lifecycle.start(ready=True)
@@ -120,16 +133,22 @@ async def prepare(
     unconfigured = [f"{p.name} ({p.credential_source})" for p in config.providers if not p.configured]
     log.info(
         "gateway listening",
-        extra={"port": port, "config": config.source, "schema_service": config.schema_service,
-               "unconfigured_providers": unconfigured},
-    )  # fmt: skip
+        extra={
+            "port": port,
+            "config": config.source,
+            "schema_service": config.schema_service,
+            "unconfigured_providers": unconfigured,
+        },
+    )
     return Running(server, port, gateway, lifecycle, channel, metrics, tracing, endpoint)
 
 
 async def start(
-    config: GatewayConfig, settings: ServeSettings, factory: AdapterFactory = default_factory,
+    config: GatewayConfig,
+    settings: ServeSettings,
+    factory: AdapterFactory = default_factory,
     tracing: Tracing | None = None,
-) -> Running:  # fmt: skip
+) -> Running:
     """Build and start serving (tests; `run` leaves the start to servicekit's `serve`)."""
     running = await prepare(config, settings, factory, tracing)
     await running.server.start()

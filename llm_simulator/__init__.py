@@ -155,9 +155,7 @@ async def start_simulator(host: str = "127.0.0.1", port: int = 0, *, chunk_delay
     return SimulatorHandle(simulator, server, host, bound, connections)
 
 
-def main(
-    argv: Sequence[str] | None = None, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-) -> int:
+def main(argv: Sequence[str] | None = None, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> int:
     """`python -m llm_simulator --port N`: serve until interrupted (on uvloop when `__main__` passes it)."""
     parser = argparse.ArgumentParser(prog="python -m llm_simulator", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

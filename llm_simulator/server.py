@@ -91,7 +91,12 @@ class Simulator:
         await self._answer(wire, model, stream, request, body, out)
 
     async def _answer(
-        self, wire: Wire, model: str, stream: bool | None, request: Request, body: dict[str, Any],
+        self,
+        wire: Wire,
+        model: str,
+        stream: bool | None,
+        request: Request,
+        body: dict[str, Any],
         out: Responder,
     ) -> None:
         prompt: Prompt = wire.parse(body, model, stream)
@@ -230,8 +235,10 @@ def _route(request: Request) -> tuple[Wire, str, bool | None] | None:
 
 def _api_key(request: Request) -> str:
     auth = request.headers.get("authorization", "")
-    return auth.removeprefix("Bearer ") or request.headers.get("x-api-key", "") or request.headers.get(
-        "x-goog-api-key", request.query.get("key", "")
+    return (
+        auth.removeprefix("Bearer ")
+        or request.headers.get("x-api-key", "")
+        or request.headers.get("x-goog-api-key", request.query.get("key", ""))
     )
 
 
@@ -248,4 +255,3 @@ async def _sleep_unless_gone(out: Responder, seconds: float | None) -> None:
         await asyncio.wait_for(out.gone.wait(), seconds)
     except TimeoutError:
         pass
-

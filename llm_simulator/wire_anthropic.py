@@ -92,10 +92,14 @@ def _while_thinking_rejection(body: dict[str, Any]) -> str:
     problems = (
         (body.get("temperature", 1) != 1, "`temperature` may only be set to 1 when thinking is enabled."),
         ("top_k" in body, "`top_k` may not be set when thinking is enabled."),
-        (body.get("top_p", 1) < 0.95, "`top_p` must be greater than or equal to 0.95 or unset when thinking is "
-                                      "enabled."),
-        ((body.get("tool_choice") or {}).get("type") in ("any", "tool"),
-         "Thinking may not be enabled when tool_choice forces tool use."),
+        (
+            body.get("top_p", 1) < 0.95,
+            "`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled.",
+        ),
+        (
+            (body.get("tool_choice") or {}).get("type") in ("any", "tool"),
+            "Thinking may not be enabled when tool_choice forces tool use.",
+        ),
     )
     messages = body.get("messages") or []
     bad = next((message for wrong, message in problems if wrong), "")
@@ -114,8 +118,10 @@ def _tool_loop_rejection(messages: list[dict[str, Any]]) -> str:
     first = blocks[0].get("type") if isinstance(blocks, list) and blocks else "text"
     if first in ("thinking", "redacted_thinking"):
         return ""
-    return (f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
-            f"`{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block.")
+    return (
+        f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        f"`{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block."
+    )
 
 
 def _blocks_of(message: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -136,8 +142,16 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
     "invalid": (400, "invalid_request_error", "temperature: range: 0..1"),
     "overloaded": (529, "overloaded_error", "Overloaded"),
 }
-_STATUS_TYPES = {401: "authentication_error", 402: "billing_error", 403: "permission_error", 404: "not_found_error",
-                 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error", 503: "overloaded_error"}
+_STATUS_TYPES = {
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+    503: "overloaded_error",
+}
 
 
 def error(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -165,13 +179,19 @@ def stream_error(fault: Fault) -> bytes:
 
 
 def malformed() -> bytes:
-    return b"event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\n\n"
+    return b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta\n\n'
 
 
 def frames(plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]:
     message: dict[str, Any] = {
-        "id": f"msg_{request_id}", "type": "message", "role": "assistant", "content": [], "model": prompt.model,
-        "stop_reason": None, "stop_sequence": None, "usage": _usage(plan.input_tokens, 1),
+        "id": f"msg_{request_id}",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": prompt.model,
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": _usage(plan.input_tokens, 1),
     }
     out = [Frame(sse({"type": "message_start", "message": message}, "message_start"), "pre")]
     index = 0
@@ -180,32 +200,44 @@ def frames(plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]:
         index += 1
     if plan.reasoning:
         shown = plan.reasoning if prompt.show_reasoning else []
-        out += _block(index, {"type": "thinking", "thinking": "", "signature": ""},
-                      [{"type": "thinking_delta", "thinking": w} for w in shown]
-                      + [{"type": "signature_delta", "signature": signature("".join(plan.reasoning))}])
+        out += _block(
+            index,
+            {"type": "thinking", "thinking": "", "signature": ""},
+            [{"type": "thinking_delta", "thinking": w} for w in shown]
+            + [{"type": "signature_delta", "signature": signature("".join(plan.reasoning))}],
+        )
         index += 1
     if plan.text:
         out += _block(index, {"type": "text", "text": ""}, [{"type": "text_delta", "text": w} for w in plan.text])
         index += 1
     for call in plan.calls:
         start = {"type": "tool_use", "id": f"toolu_{call.id}", "name": call.name, "input": {}}
-        out += _block(index, start, [{"type": "input_json_delta", "partial_json": p}
-                                     for p in split_json(call.arguments_json)])
+        out += _block(
+            index, start, [{"type": "input_json_delta", "partial_json": p} for p in split_json(call.arguments_json)]
+        )
         index += 1
-    delta = {"type": "message_delta", "delta": {"stop_reason": _STOP[plan.finish], "stop_sequence": None},
-             "usage": {"output_tokens": plan.output_tokens, **_thinking_usage(plan)}}
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": _STOP[plan.finish], "stop_sequence": None},
+        "usage": {"output_tokens": plan.output_tokens, **_thinking_usage(plan)},
+    }
     out.append(Frame(sse(delta, "message_delta"), "final"))
     out.append(Frame(sse({"type": "message_stop"}, "message_stop"), "final"))
     return out
 
 
 def _block(index: int, start: dict[str, Any], deltas: list[dict[str, Any]]) -> list[Frame]:
-    frames = [Frame(sse({"type": "content_block_start", "index": index, "content_block": start},
-                        "content_block_start"), "pre")]
+    frames = [
+        Frame(
+            sse({"type": "content_block_start", "index": index, "content_block": start}, "content_block_start"), "pre"
+        )
+    ]
     if index == 0:
         frames.append(Frame(sse({"type": "ping"}, "ping"), "pre"))
-    frames += [Frame(sse({"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta"),
-                     "content") for d in deltas]
+    frames += [
+        Frame(sse({"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta"), "content")
+        for d in deltas
+    ]
     frames.append(Frame(sse({"type": "content_block_stop", "index": index}, "content_block_stop"), "pre"))
     return frames
 
@@ -215,20 +247,34 @@ def _thinking_usage(plan: Plan) -> dict[str, Any]:
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {"input_tokens": input_tokens, "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
 
 
 def complete(plan: Plan, prompt: Prompt, request_id: str) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if plan.reasoning:
         text = "".join(plan.reasoning)
-        content.append({"type": "thinking", "thinking": text if prompt.show_reasoning else "",
-                        "signature": signature(text)})
+        content.append(
+            {"type": "thinking", "thinking": text if prompt.show_reasoning else "", "signature": signature(text)}
+        )
     if plan.text:
         content.append({"type": "text", "text": "".join(plan.text)})
-    content += [{"type": "tool_use", "id": f"toolu_{c.id}", "name": c.name, "input": json.loads(c.arguments_json)}
-                for c in plan.calls]
-    return {"id": f"msg_{request_id}", "type": "message", "role": "assistant", "content": content,
-            "model": prompt.model, "stop_reason": _STOP[plan.finish], "stop_sequence": None,
-            "usage": {**_usage(plan.input_tokens, plan.output_tokens), **_thinking_usage(plan)}}
+    content += [
+        {"type": "tool_use", "id": f"toolu_{c.id}", "name": c.name, "input": json.loads(c.arguments_json)}
+        for c in plan.calls
+    ]
+    return {
+        "id": f"msg_{request_id}",
+        "type": "message",
+        "role": "assistant",
+        "content": content,
+        "model": prompt.model,
+        "stop_reason": _STOP[plan.finish],
+        "stop_sequence": None,
+        "usage": {**_usage(plan.input_tokens, plan.output_tokens), **_thinking_usage(plan)},
+    }

@@ -27,8 +27,16 @@ REQUEST_ID_HEADER = "x-goog-request-id"
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}
 _MAX_BUDGET = 32768
 _LEVELS = ("THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH")
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None = None) -> Prompt:
@@ -69,8 +77,10 @@ def _thinking(config: dict[str, Any]) -> dict[str, Any]:
     elif budget is not None:
         fields["thinking"] = budget != 0
         if not isinstance(budget, int) or not -1 <= budget <= _MAX_BUDGET:
-            fields["rejection"] = (f"Invalid value at 'generation_config.thinking_config.thinking_budget': the budget "
-                                   f"must be -1 (dynamic) or between 0 and {_MAX_BUDGET}.")
+            fields["rejection"] = (
+                f"Invalid value at 'generation_config.thinking_config.thinking_budget': the budget "
+                f"must be -1 (dynamic) or between 0 and {_MAX_BUDGET}."
+            )
     return fields
 
 
@@ -79,8 +89,10 @@ def _level(level: Any, budget: Any) -> dict[str, Any]:
         return {"rejection": "thinking_budget and thinking_level are not supported together; set only one."}
     name = level.upper() if isinstance(level, str) else ""
     if name not in _LEVELS:
-        return {"rejection": f"Invalid value at 'generation_config.thinking_config.thinking_level' "
-                             f"(type.googleapis.com/google.ai.generativelanguage.v1beta.ThinkingLevel), {level!r}"}
+        return {
+            "rejection": f"Invalid value at 'generation_config.thinking_config.thinking_level' "
+            f"(type.googleapis.com/google.ai.generativelanguage.v1beta.ThinkingLevel), {level!r}"
+        }
     return {"thinking": True if name not in ("MINIMAL", "THINKING_LEVEL_UNSPECIFIED") else None}
 
 
@@ -96,18 +108,24 @@ def _text(parts: list[dict[str, Any]]) -> str:
 
 def error(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
     status, message, details = _fields(fault, prompt, api_key)
-    body = {"error": {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN"),
-                      "details": details}}
+    body = {"error": {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN"), "details": details}}
     return status, body, {}
 
 
 def _fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str, list[dict[str, Any]]]:
     if fault.kind in ("429", "quota"):
         delay = fault.retry_after if fault.retry_after is not None else (fault.retry_after_ms or 0) / 1000
-        details: list[dict[str, Any]] = [{
-            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-            "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-                            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]
+        details: list[dict[str, Any]] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                    }
+                ],
+            }
+        ]
         if fault.kind == "429" and (fault.retry_after is not None or fault.retry_after_ms is not None):
             details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay:g}s"})
         if fault.kind == "quota":
@@ -117,8 +135,12 @@ def _fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str, list[
         return 400, "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).", []
     if fault.kind == "auth" and fault.status == 401:
         # The real API answers a bad key with 400 INVALID_ARGUMENT and reason API_KEY_INVALID.
-        info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}
+        info = {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "API_KEY_INVALID",
+            "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com"},
+        }
         return 400, f"API key not valid. Please pass a valid API key. ({api_key})", [info]
     if fault.kind == "auth":
         return 403, "Method doesn't allow unregistered callers.", []
@@ -130,8 +152,9 @@ def _fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str, list[
 
 
 def stream_error(fault: Fault) -> bytes:
-    return sse({"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
-                          "status": "UNAVAILABLE"}})
+    return sse(
+        {"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}
+    )
 
 
 def malformed() -> bytes:
@@ -163,8 +186,9 @@ def _call_parts(plan: Plan) -> list[dict[str, Any]]:
     return parts
 
 
-def _chunk(prompt: Prompt, plan: Plan, request_id: str, parts: list[dict[str, Any]],
-           finish: str | None = None) -> dict[str, Any]:
+def _chunk(
+    prompt: Prompt, plan: Plan, request_id: str, parts: list[dict[str, Any]], finish: str | None = None
+) -> dict[str, Any]:
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
     if finish:
         candidate["finishReason"] = finish

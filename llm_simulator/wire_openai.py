@@ -46,8 +46,9 @@ def parse(body: dict[str, Any], path_model: str = "", path_stream: bool | None =
         include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
         thinking=None if effort is None else effort != "none",
         show_reasoning=not _OPENAI_REASONING_MODEL.match(model),
-        rejection="" if effort is None or effort in _EFFORTS else (
-            f"Invalid value: '{effort}'. Supported values are: {', '.join(repr(e) for e in _EFFORTS)}."),
+        rejection=""
+        if effort is None or effort in _EFFORTS
+        else (f"Invalid value: '{effort}'. Supported values are: {', '.join(repr(e) for e in _EFFORTS)}."),
     )
 
 
@@ -86,8 +87,11 @@ def echo_key(key: str, form: str) -> str:
 def _error_fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str, str, str | None]:
     model = prompt.model
     if fault.kind == "429":
-        return 429, f"Rate limit reached for {model} on requests per min (RPM): Limit 3.", "requests", (
-            "rate_limit_exceeded"
+        return (
+            429,
+            f"Rate limit reached for {model} on requests per min (RPM): Limit 3.",
+            "requests",
+            ("rate_limit_exceeded"),
         )
     if fault.kind == "quota":
         msg = "You exceeded your current quota, please check your plan and billing details."
@@ -113,8 +117,16 @@ def _error_fields(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, str,
 def stream_error(fault: Fault) -> bytes:
     """An error object inside a 200 stream (what the SDK raises as APIError)."""
     etype = fault.error_type or "server_error"
-    return sse({"error": {"message": "The server had an error while processing your request.", "type": etype,
-                          "param": None, "code": etype}})
+    return sse(
+        {
+            "error": {
+                "message": "The server had an error while processing your request.",
+                "type": etype,
+                "param": None,
+                "code": etype,
+            }
+        }
+    )
 
 
 def malformed() -> bytes:
@@ -122,8 +134,13 @@ def malformed() -> bytes:
 
 
 def frames(plan: Plan, prompt: Prompt, request_id: str) -> list[Frame]:
-    base = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": prompt.model, "system_fingerprint": "fp_sim"}
+    base = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": prompt.model,
+        "system_fingerprint": "fp_sim",
+    }
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -164,6 +181,11 @@ def complete(plan: Plan, prompt: Prompt, request_id: str) -> dict[str, Any]:
             for c in plan.calls
         ]
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish}
-    return {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()),
-            "model": prompt.model, "choices": [choice], "usage": usage(plan)}
-
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": prompt.model,
+        "choices": [choice],
+        "usage": usage(plan),
+    }

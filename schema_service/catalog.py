@@ -201,8 +201,6 @@ def diff(expected: Snapshot, actual: Snapshot) -> list[Difference]:
     return out
 
 
-
-
 async def snapshot(conn: asyncpg.Connection, *, grants: bool = True) -> Snapshot:
     """Every compared object of the database: (kind, qualified name) -> normalised definition."""
     found: Snapshot = {}

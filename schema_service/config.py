@@ -61,9 +61,12 @@ class MigrationSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SCHEMA_SERVICE_MIGRATION_")
 
     migrations_dir: Annotated[Path, AfterValidator(_directory)] = setting(
-        PACKAGE_MIGRATIONS, flag="--migrations-dir", env="SCHEMA_SERVICE_MIGRATIONS_DIR", metavar="DIR",
+        PACKAGE_MIGRATIONS,
+        flag="--migrations-dir",
+        env="SCHEMA_SERVICE_MIGRATIONS_DIR",
+        metavar="DIR",
         shown="the packaged schema_service/migrations",
-    )  # fmt: skip
+    )
     """Folder of NNN_name.sql migrations (or of another tool's files, see file_format)."""
     file_format: FileFormat = setting(
         "native", flag="--format", env="SCHEMA_SERVICE_MIGRATIONS_FORMAT", metavar="FORMAT"

@@ -36,14 +36,17 @@ SERVICE_NAMES = (
 # The role each method needs (README "Security").
 ROLES = {
     **roles_of(
-        metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"], "metrics.read",
-        WriteMetrics="metrics.write", StreamMetrics="metrics.write",
+        metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"],
+        "metrics.read",
+        WriteMetrics="metrics.write",
+        StreamMetrics="metrics.write",
     ),
     **roles_of(
-        migration_service_pb2.DESCRIPTOR.services_by_name["MigrationService"], "migrations.read",
+        migration_service_pb2.DESCRIPTOR.services_by_name["MigrationService"],
+        "migrations.read",
         Migrate="migrations.admin",
     ),
-}  # fmt: skip
+}
 
 
 async def run(settings: Settings) -> None:
@@ -59,9 +62,15 @@ async def run(settings: Settings) -> None:
         max_message_bytes=settings.max_message_bytes, max_concurrent_rpcs=settings.max_concurrent_rpcs
     )
     server = build_server(
-        options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES,
-        metrics=metrics, tracing=tracing, security=settings.security, roles=ROLES,
-    )  # fmt: skip
+        options,
+        lifecycle,
+        [lambda s: add_to_server(s, app, lifecycle)],
+        SERVICE_NAMES,
+        metrics=metrics,
+        tracing=tracing,
+        security=settings.security,
+        roles=ROLES,
+    )
     port = listen(server, settings.host, settings.port, settings.security)
     endpoint = Endpoint(metrics, settings.host, settings.metrics_port) if settings.metrics_port else None
     await lifecycle.start(ready=False)

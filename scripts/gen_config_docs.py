@@ -146,16 +146,22 @@ def yaml_rows(model: type[BaseModel], prefix: str) -> Iterator[str]:
 def render() -> str:
     parts = [HEADER]
     gateway_cli.build_parser(), schema_cli.build_parser()  # they register which command takes which flag
-    parts.append("## gateway-service\n\n`gateway-service [--log-level LEVEL] serve [flags]`; `serve --check-config` "
-                 "validates the configuration, prints a summary (secrets as `**********`) and exits.\n")  # fmt: skip
+    parts.append(
+        "## gateway-service\n\n`gateway-service [--log-level LEVEL] serve [flags]`; `serve --check-config` "
+        "validates the configuration, prints a summary (secrets as `**********`) and exits.\n"
+    )
     parts += [*settings_table(LogSettings, "gateway-service"), ""]
     parts += [*settings_table(ServeSettings, "gateway-service"), ""]
-    parts.append("## Gateway config file\n\nThe YAML file given by `--config` (`GATEWAY_CONFIG`). String values may "
-                 "use `${NAME}` or `${NAME:-default}` from the environment; a key written with no value means its "
-                 "default. `[]` marks a list of sections.\n")  # fmt: skip
+    parts.append(
+        "## Gateway config file\n\nThe YAML file given by `--config` (`GATEWAY_CONFIG`). String values may "
+        "use `${NAME}` or `${NAME:-default}` from the environment; a key written with no value means its "
+        "default. `[]` marks a list of sections.\n"
+    )
     parts += ["| key | type | default | meaning |", "|---|---|---|---|", *yaml_rows(GatewayConfig, ""), ""]
-    parts.append("A **budget** (a provider's or model's `limits`, `limits.users`, each `limits.user_overrides` "
-                 "entry) is a mapping of rates; leave a rate out for no limit:\n")  # fmt: skip
+    parts.append(
+        "A **budget** (a provider's or model's `limits`, `limits.users`, each `limits.user_overrides` "
+        "entry) is a mapping of rates; leave a rate out for no limit:\n"
+    )
     parts += ["| key | type | meaning |", "|---|---|---|"]
     parts += [f"| `{n}` | integer (> 0) | {meaning(i, n)} |" for n, i in RateLimits.model_fields.items()]
     parts.append("\n## schema-service\n\n`schema-service [--log-level LEVEL] COMMAND [flags]`.\n")

@@ -63,15 +63,31 @@ async def serve(args: argparse.Namespace, procs: Processes) -> int:
     """Start all three, each once the one it needs is ready; run until one of them exits (then 1)."""
     schema_address, gateway_address = f"127.0.0.1:{args.schema_port}", f"127.0.0.1:{args.gateway_port}"
     schema = procs.start(
-        "schema-service", "serve", "--insecure-dev", "--host", "127.0.0.1", "--port", str(args.schema_port),
-        "--metrics-port", str(args.schema_metrics_port),
-    )  # fmt: skip
+        "schema-service",
+        "serve",
+        "--insecure-dev",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.schema_port),
+        "--metrics-port",
+        str(args.schema_metrics_port),
+    )
     procs.start("python", "-m", "llm_simulator", "--host", "127.0.0.1", "--port", str(args.simulator_port))
     await wait_for_health(schema_address, "readiness", SERVING, proc=schema, timeout_s=READY_TIMEOUT_S)
     gateway = procs.start(
-        "gateway-service", "serve", "--insecure-dev", "--config", args.config,
-        "--host", "127.0.0.1", "--port", str(args.gateway_port), "--metrics-port", str(args.gateway_metrics_port),
-    )  # fmt: skip
+        "gateway-service",
+        "serve",
+        "--insecure-dev",
+        "--config",
+        args.config,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.gateway_port),
+        "--metrics-port",
+        str(args.gateway_metrics_port),
+    )
     await wait_for_health(gateway_address, "readiness", SERVING, proc=gateway, timeout_s=READY_TIMEOUT_S)
     print(
         f"\nready: gateway {gateway_address}, schema service {schema_address}, "
@@ -133,16 +149,20 @@ def main() -> int:
     parser.add_argument("--config", default=str(ROOT / "deploy" / "local" / "gateway.yaml"))
     args = parser.parse_args()
     ports = {
-        "gateway": args.gateway_port, "schema service": args.schema_port, "simulator": args.simulator_port,
-        "gateway metrics": args.gateway_metrics_port, "schema service metrics": args.schema_metrics_port,
-    }  # fmt: skip
+        "gateway": args.gateway_port,
+        "schema service": args.schema_port,
+        "simulator": args.simulator_port,
+        "gateway metrics": args.gateway_metrics_port,
+        "schema service metrics": args.schema_metrics_port,
+    }
     taken = ports_taken({what: port for what, port in ports.items() if port})
     if taken:
         print(
             f"not started: already in use: {', '.join(taken)}; an instance is probably running already "
             "(stop it, or pick other ports with --gateway-port, --schema-port, ...)",
-            file=sys.stderr, flush=True,
-        )  # fmt: skip
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
 
     env = dict(os.environ)

@@ -158,4 +158,3 @@ def _quota_failure(violations: Sequence[QuotaViolation]) -> error_details_pb2.Qu
             for v in violations
         ]
     )
-

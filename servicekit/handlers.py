@@ -30,9 +30,7 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         self.around = around
         self._wrapped: dict[str, Any] = {}
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
-    ) -> Any:
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any) -> Any:
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:

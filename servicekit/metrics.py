@@ -47,18 +47,20 @@ class Registry:
 
     def __post_init__(self) -> None:
         labels = ("grpc_service", "grpc_method", "grpc_type")
-        self.started = Counter(
-            "grpc_server_started", "RPCs started on the server.", labels, registry=self.registry
-        )
+        self.started = Counter("grpc_server_started", "RPCs started on the server.", labels, registry=self.registry)
         self.handled = Counter(
-            "grpc_server_handled", "RPCs completed on the server, by status code and caller.",
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code and caller.",
             (*labels, "grpc_code", "caller"),
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "grpc_server_handling_seconds", "Time from the call's start to its status.", labels,
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "grpc_server_handling_seconds",
+            "Time from the call's start to its status.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
 
 
 class MetricsInterceptor(WrappingInterceptor):

@@ -67,9 +67,14 @@ class ServiceProcess:
     """A `schema-service` or `gateway-service` subprocess listening on 127.0.0.1:port."""
 
     def __init__(
-        self, command: str, *args: str, port: int | None = None, env: dict[str, str] | None = None,
-        security: Sequence[str] = ("--insecure-dev",), health_port: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        command: str,
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        security: Sequence[str] = ("--insecure-dev",),
+        health_port: int | None = None,
+    ) -> None:
         """`security` are the flags saying how callers are checked: plaintext, anyone, unless told otherwise.
 
         With `health_port` the server also serves Health there in plaintext, and that is where it is polled
@@ -80,7 +85,7 @@ class ServiceProcess:
         self.health_address = self.address if health_port is None else f"127.0.0.1:{health_port}"
         if health_port is not None:
             args = ("--health-port", str(health_port), *args)
-        self.log = tempfile.NamedTemporaryFile(prefix=f"{command}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{command}-", suffix=".log", delete=False)
         full_env = dict(os.environ) if env is None else env
         self.proc = subprocess.Popen(
             [str(BIN / command), "serve", "--host", "127.0.0.1", "--port", str(self.port), *security, *args],

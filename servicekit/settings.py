@@ -40,9 +40,15 @@ class ServiceSettings(BaseSettings):
 
 
 def setting(
-    default: Any = PydanticUndefined, *, flag: str | None = None, env: str | None = None, const: bool | None = None,
-    metavar: str | None = None, shown: str | None = None, **field: Any,
-) -> Any:  # fmt: skip
+    default: Any = PydanticUndefined,
+    *,
+    flag: str | None = None,
+    env: str | None = None,
+    const: bool | None = None,
+    metavar: str | None = None,
+    shown: str | None = None,
+    **field: Any,
+) -> Any:
     """A field with its command-line `flag` (a switch storing `const` when given) and its environment variable
     `env` when that is not the model's prefix + the field's name; `shown` is the default as help and the reference
     print it, when the value itself is not what a reader should see (an absolute path of this machine)."""
@@ -109,11 +115,18 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseSettings], names:
             continue
         FLAG_USERS.setdefault(spec["flag"], set()).add(parser.prog)
         if spec["const"] is not None:
-            parser.add_argument(spec["flag"], dest=name, action="store_const", const=spec["const"], default=None,
-                                help=help_text(model, name))  # fmt: skip
+            parser.add_argument(
+                spec["flag"],
+                dest=name,
+                action="store_const",
+                const=spec["const"],
+                default=None,
+                help=help_text(model, name),
+            )
         else:
-            parser.add_argument(spec["flag"], dest=name, default=None, metavar=spec["metavar"],
-                                help=help_text(model, name))  # fmt: skip
+            parser.add_argument(
+                spec["flag"], dest=name, default=None, metavar=spec["metavar"], help=help_text(model, name)
+            )
 
 
 def flags_given(model: type[BaseSettings], args: argparse.Namespace) -> dict[str, Any]:
@@ -202,8 +215,12 @@ def problem(error: ErrorDetails) -> str:
         return f"must be a non-negative number, got {got!r}"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = ctx.get("ge", ctx.get("gt", ctx.get("le", ctx.get("lt"))))
-        words = {"greater_than_equal": "at least", "greater_than": "greater than", "less_than_equal": "at most",
-                 "less_than": "less than"}  # fmt: skip
+        words = {
+            "greater_than_equal": "at least",
+            "greater_than": "greater than",
+            "less_than_equal": "at most",
+            "less_than": "less than",
+        }
         return f"must be {words[kind]} {bound:g}, got {got!r}"
     if kind == "too_short":
         return "must not be empty"

@@ -81,9 +81,13 @@ async def _server_span(tracer: trace.Tracer, method: str, kind: str, context: An
     carrier = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
     attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
     with tracer.start_as_current_span(
-        method.lstrip("/"), context=propagate.extract(carrier), kind=SpanKind.SERVER, attributes=attributes,
-        record_exception=False, set_status_on_exception=False,
-    ) as span:  # fmt: skip
+        method.lstrip("/"),
+        context=propagate.extract(carrier),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
         try:
             yield
         finally:
@@ -106,4 +110,3 @@ def configure(service_name: str, exporter: SpanExporter | None = None) -> Tracin
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return Tracing(provider)
-

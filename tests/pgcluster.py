@@ -126,9 +126,21 @@ async def primary_and_standby() -> AsyncIterator[Cluster]:
         await primary.ctl("start", "-w", "-l", str(root / "primary.log"))
         started.append(primary)
         await run(
-            user, str(BIN / "pg_basebackup"), "-D", str(standby.data), "-h", "127.0.0.1", "-p", str(primary.port),
-            "-U", "postgres", "-R", "-X", "stream", "--no-sync",
-        )  # fmt: skip
+            user,
+            str(BIN / "pg_basebackup"),
+            "-D",
+            str(standby.data),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+        )
         with (standby.data / "postgresql.auto.conf").open("a") as conf:
             # Promoted, it has no standby of its own to wait for.
             conf.write(f"port = {standby.port}\nsynchronous_standby_names = ''\n")

@@ -30,7 +30,7 @@ def redis_url() -> str:
         raise RuntimeError("no Redis for the tests: set REDIS_URL, run one on 127.0.0.1:6379 or install redis-server")
     port = free_port()
     args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     atexit.register(_stop, proc)
     deadline = time.monotonic() + 10
     while not _accepts(port):

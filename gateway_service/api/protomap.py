@@ -120,8 +120,11 @@ def _counts(message: AnyChatRequest, bounds: RequestLimits) -> list[FieldViolati
         ("sampling.stop_sequences", len(message.sampling.stop_sequences), bounds.max_list_items),
         ("provider_order", len(message.provider_order), bounds.max_list_items),
     ]
-    return [FieldViolation(path, f"at most {limit:,} entries (got {count:,})")
-            for path, count, limit in counted if count > limit]  # fmt: skip
+    return [
+        FieldViolation(path, f"at most {limit:,} entries (got {count:,})")
+        for path, count, limit in counted
+        if count > limit
+    ]
 
 
 def _check_ids(message: AnyChatRequest, violations: list[FieldViolation]) -> None:
@@ -145,9 +148,7 @@ def _check_lengths(texts: Iterable[tuple[str, str]], limit: int, violations: lis
     violations.extend(FieldViolation(path, too_long) for path, text in texts if len(text) > limit)
 
 
-def _message(
-    message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestLimits
-) -> domain.Message:
+def _message(message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestLimits) -> domain.Message:
     role = ROLES.get(message.role)
     if role is None:
         violations.append(FieldViolation(f"{path}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"))
@@ -176,14 +177,21 @@ def _check_message_sizes(
     message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestLimits
 ) -> None:
     lists = (("tool_calls", len(message.tool_calls)), ("reasoning", len(message.reasoning)))
-    violations.extend(FieldViolation(f"{path}.{name}", f"at most {bounds.max_list_items} entries")
-                      for name, count in lists if count > bounds.max_list_items)  # fmt: skip
+    violations.extend(
+        FieldViolation(f"{path}.{name}", f"at most {bounds.max_list_items} entries")
+        for name, count in lists
+        if count > bounds.max_list_items
+    )
     _check_lengths(
         [(f"{path}.name", message.name), (f"{path}.tool_call_id", message.tool_call_id)]
-        + [(f"{path}.tool_calls[{j}].{f}", getattr(c, f)) for j, c in enumerate(message.tool_calls[:64])
-           for f in ("id", "name")],
-        bounds.max_name_chars, violations,
-    )  # fmt: skip
+        + [
+            (f"{path}.tool_calls[{j}].{f}", getattr(c, f))
+            for j, c in enumerate(message.tool_calls[:64])
+            for f in ("id", "name")
+        ],
+        bounds.max_name_chars,
+        violations,
+    )
     texts = [(f"{path}.content", message.content)]
     texts += [(f"{path}.tool_calls[{j}].arguments_json", c.arguments_json) for j, c in enumerate(message.tool_calls)]
     for j, r in enumerate(message.reasoning[: bounds.max_list_items]):
@@ -285,4 +293,3 @@ def _sampling(sampling: pb.SamplingOptions) -> domain.Sampling:
 def _struct(struct: Any) -> dict[str, Any]:
     result: dict[str, Any] = json_format.MessageToDict(struct)
     return result
-

@@ -105,10 +105,14 @@ class _Sent:
         return MidStreamFailure(
             f"{self.provider}/{self.model} was cut off after {self.deltas} deltas were sent: the server is shutting "
             "down and its drain grace is over; the answer is incomplete, retry the call",
-            metadata={"provider": self.provider, "model": self.model, "delivered_deltas": str(self.deltas),
-                      "policy": "server shutting down"},
+            metadata={
+                "provider": self.provider,
+                "model": self.model,
+                "delivered_deltas": str(self.deltas),
+                "policy": "server shutting down",
+            },
             retry_after_s=0,
-        )  # fmt: skip
+        )
 
 
 def _message(answer: Answer) -> pb.Message:
@@ -117,9 +121,10 @@ def _message(answer: Answer) -> pb.Message:
         role=pb.ROLE_ASSISTANT,
         content=message.content,
         tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json) for c in message.tool_calls],
-        reasoning=[pb.Reasoning(text=r.text, signature=r.signature, redacted_data=r.redacted_data)
-                   for r in message.reasoning],
-    )  # fmt: skip
+        reasoning=[
+            pb.Reasoning(text=r.text, signature=r.signature, redacted_data=r.redacted_data) for r in message.reasoning
+        ],
+    )
 
 
 def _total_usage(records: list[AttemptRecord]) -> pb.Usage:

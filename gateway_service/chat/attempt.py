@@ -44,19 +44,25 @@ class Limits:
 
     @classmethod
     def share(
-        cls, candidate: Candidate, request: ChatRequest, settings: FailoverSettings, deadline: float,
+        cls,
+        candidate: Candidate,
+        request: ChatRequest,
+        settings: FailoverSettings,
+        deadline: float,
         candidates_left: int,
-    ) -> Limits:  # fmt: skip
+    ) -> Limits:
         """The first token within this attempt's share of what is left of `deadline` (loop time)."""
         now = asyncio.get_running_loop().time()
         remaining = max(0.0, deadline - now)
         share = max(settings.min_attempt_budget_s, remaining / max(1, candidates_left))
         provider = candidate.provider
         stream = StreamDeadlines.starting(
-            now, first_token_s=min(provider.first_token_timeout_s, share), idle_s=provider.idle_timeout_s,
+            now,
+            first_token_s=min(provider.first_token_timeout_s, share),
+            idle_s=provider.idle_timeout_s,
             total_s=min(remaining, provider.timeout_s),
             first_token_limit="this attempt's share of the deadline" if share < provider.first_token_timeout_s else "",
-        )  # fmt: skip
+        )
         return cls(
             stream,
             window_ms=request.commit_window_ms or settings.commit_window_ms,
@@ -85,9 +91,12 @@ class Attempt:
     """Runs `candidate` for `request`, yielding the output pieces the caller may see."""
 
     def __init__(
-        self, candidate: Candidate, request: ChatRequest, limits: Limits,
+        self,
+        candidate: Candidate,
+        request: ChatRequest,
+        limits: Limits,
         on_first_token: Callable[[], None] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.candidate = candidate
         self.request = request
         self.limits = limits

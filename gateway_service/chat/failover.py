@@ -131,10 +131,14 @@ class ChatRun:
 
     def _skip(self, candidate: Candidate, advice_ignored: bool) -> bool:
         skip = skip_reason(
-            candidate, self.failover.health, need_prefill=self.delivered.prefill, min_context=self._min_context,
-            time_left_s=self.deadline - self._loop.time(), min_attempt_budget_s=self.settings.min_attempt_budget_s,
+            candidate,
+            self.failover.health,
+            need_prefill=self.delivered.prefill,
+            min_context=self._min_context,
+            time_left_s=self.deadline - self._loop.time(),
+            min_attempt_budget_s=self.settings.min_attempt_budget_s,
             last_resort=advice_ignored,
-        )  # fmt: skip
+        )
         if skip is None:
             return False
         if advice_ignored:
@@ -154,9 +158,13 @@ class ChatRun:
         return False
 
     async def _attempt(
-        self, candidate: Candidate, request: ChatRequest, number: int, candidates_left: int,
+        self,
+        candidate: Candidate,
+        request: ChatRequest,
+        number: int,
+        candidates_left: int,
         failed_over: FailedOver | None,
-    ) -> AsyncGenerator[GatewayEvent, None]:  # fmt: skip
+    ) -> AsyncGenerator[GatewayEvent, None]:
         limits = Limits.share(candidate, self.request, self.settings, self.deadline, candidates_left)
         health = self.failover.health
         patience_s = limits.first_token_by - self._loop.time()
@@ -210,9 +218,14 @@ class ChatRun:
         return self.records.completed(candidate, reason, upstream_request_id, self.request.request_id)
 
     def _record(
-        self, candidate: Candidate, attempt: Attempt, number: int, error: ProviderError | None, ticket: Ticket,
+        self,
+        candidate: Candidate,
+        attempt: Attempt,
+        number: int,
+        error: ProviderError | None,
+        ticket: Ticket,
         cancelled: bool = False,
-    ) -> AttemptRecord:  # fmt: skip
+    ) -> AttemptRecord:
         record = attempt_record(candidate, attempt, number, error, cancelled)
         self.records.append(record)
         finished = attempt.state.finished
@@ -233,10 +246,15 @@ class Failover:
     """Shared across requests: settings, health, the ledger and an observer told about each attempt."""
 
     def __init__(
-        self, settings: FailoverSettings, health: Health, ledger: Ledger, observer: AttemptObserver | None = None,
-        budgets: Budgets | None = None, tracer: trace.Tracer | None = None,
+        self,
+        settings: FailoverSettings,
+        health: Health,
+        ledger: Ledger,
+        observer: AttemptObserver | None = None,
+        budgets: Budgets | None = None,
+        tracer: trace.Tracer | None = None,
         on_failover: FailoverObserver | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.settings = settings
         self.health = health
         self.ledger = ledger

@@ -67,9 +67,11 @@ def final_error(
     if all(o in _RATE_LIMITS for o in outcomes):
         why = summary if not tried else f"every candidate is rate limited: {summary}"
         return AllProvidersRateLimited(
-            why, metadata=metadata, retry_after_s=retry_after,
+            why,
+            metadata=metadata,
+            retry_after_s=retry_after,
             quota_violations=[QuotaViolation(f"{r.provider}/{r.model}", r.message) for r in budgets],
-        )  # fmt: skip
+        )
     why = summary if not tried else f"every candidate failed: {summary}"
     return AllProvidersFailed(why, metadata=metadata, retry_after_s=retry_after)
 

@@ -70,9 +70,15 @@ class Pending:
     def failed_over(self, to: Candidate) -> FailedOver:
         record = self.record
         return FailedOver(
-            record.provider, record.model, to.provider.name, to.model.name,
-            self.error.kind, self.error.message, self.discard, record.attempt,
-        )  # fmt: skip
+            record.provider,
+            record.model,
+            to.provider.name,
+            to.model.name,
+            self.error.kind,
+            self.error.message,
+            self.discard,
+            record.attempt,
+        )
 
 
 def attempt_record(

@@ -24,18 +24,27 @@ FailoverObserver = Callable[[FailedOver], None]
 
 class Reporter:
     def __init__(
-        self, health: Health, ledger: Ledger, observer: AttemptObserver | None = None,
+        self,
+        health: Health,
+        ledger: Ledger,
+        observer: AttemptObserver | None = None,
         on_failover: FailoverObserver | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.health = health
         self.ledger = ledger
         self.observer = observer
         self.on_failover = on_failover  # metrics: one more failover
 
     def attempt_ended(
-        self, request: ChatRequest, candidate: Candidate, record: AttemptRecord,
-        error: ProviderError | None, first_token_s: float | None, ticket: Ticket, cancelled: bool,
-    ) -> None:  # fmt: skip
+        self,
+        request: ChatRequest,
+        candidate: Candidate,
+        record: AttemptRecord,
+        error: ProviderError | None,
+        first_token_s: float | None,
+        ticket: Ticket,
+        cancelled: bool,
+    ) -> None:
         """Health, ledger, log and telemetry for a finished attempt."""
         name, model = candidate.provider.name, candidate.model.name
         if error is not None:
@@ -50,18 +59,27 @@ class Reporter:
             usage = record.usage
             log.info(
                 "attempt cancelled; upstream closed",
-                extra={"provider": name, "model": model, "attempt": record.attempt,
-                       "output_tokens_so_far": usage.output_tokens if usage else 0,
-                       "usage_estimated": usage.estimated if usage else False},
-            )  # fmt: skip
+                extra={
+                    "provider": name,
+                    "model": model,
+                    "attempt": record.attempt,
+                    "output_tokens_so_far": usage.output_tokens if usage else 0,
+                    "usage_estimated": usage.estimated if usage else False,
+                },
+            )
         if self.observer is not None:
             self.observer(request, record, first_token_s)
 
     def failed_over(self, event: FailedOver) -> None:
         log.warning(
             "attempt failed, failing over",
-            extra={"from": f"{event.from_provider}/{event.from_model}", "to": f"{event.to_provider}/{event.to_model}",
-                   "reason": event.reason.value, "error": event.message, "attempt": event.attempt},
-        )  # fmt: skip
+            extra={
+                "from": f"{event.from_provider}/{event.from_model}",
+                "to": f"{event.to_provider}/{event.to_model}",
+                "reason": event.reason.value,
+                "error": event.message,
+                "attempt": event.attempt,
+            },
+        )
         if self.on_failover is not None:
             self.on_failover(event)

@@ -37,9 +37,15 @@ class Skip:
 
 
 def skip_reason(
-    candidate: Candidate, health: Health, *, need_prefill: bool, min_context: int, time_left_s: float,
-    min_attempt_budget_s: float, last_resort: bool = False,
-) -> Skip | None:  # fmt: skip
+    candidate: Candidate,
+    health: Health,
+    *,
+    need_prefill: bool,
+    min_context: int,
+    time_left_s: float,
+    min_attempt_budget_s: float,
+    last_resort: bool = False,
+) -> Skip | None:
     """The reason to pass `candidate` over, or None to try it (as a `last_resort`, despite a soft block)."""
     if candidate.adapter is None:
         return Skip(SkipReason.NOT_CONFIGURED, f"set {candidate.provider.credential_source}")

@@ -141,11 +141,14 @@ class GatewayConfig(Frozen):
             for index, (provider_name, model_name) in enumerate(targets):
                 spec = self.provider(provider_name)
                 if spec is None:
-                    raise invalid(f"routes.{alias}[{index}]", f"unknown provider {provider_name!r} in "
-                                  f"'{provider_name}/{model_name}'")  # fmt: skip
+                    raise invalid(
+                        f"routes.{alias}[{index}]",
+                        f"unknown provider {provider_name!r} in '{provider_name}/{model_name}'",
+                    )
                 if spec.model(model_name) is None:
-                    raise invalid(f"routes.{alias}[{index}]", f"unknown model {model_name!r} of provider "
-                                  f"{provider_name!r}")  # fmt: skip
+                    raise invalid(
+                        f"routes.{alias}[{index}]", f"unknown model {model_name!r} of provider {provider_name!r}"
+                    )
         return self
 
     def provider(self, name: str) -> ProviderSpec | None:

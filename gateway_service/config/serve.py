@@ -54,6 +54,9 @@ class ServeSettings(ServiceSettings):
         """How the gateway connects to the schema service."""
         tls = self.schema_service_tls or self.schema_service_ca is not None or self.schema_service_cert is not None
         return ClientCredentials(
-            tls=tls, ca=self.schema_service_ca, cert=self.schema_service_cert, key=self.schema_service_key,
+            tls=tls,
+            ca=self.schema_service_ca,
+            cert=self.schema_service_cert,
+            key=self.schema_service_key,
             token_file=self.schema_service_token_file,
-        )  # fmt: skip
+        )

@@ -28,11 +28,15 @@ def _lines(config: GatewayConfig, serve: ServeSettings) -> Iterator[str]:
         f"metrics on :{serve.metrics_port}" if serve.metrics_port else "metrics off"
     )
     security = serve.security
-    yield "security: " + ", ".join([
-        f"TLS {security.tls_cert}" + (" (mTLS)" if security.tls_client_ca else "") if security.tls_cert else "no TLS",
-        f"callers {security.callers}" if security.callers else "no callers file",
-        *(["INSECURE DEV"] if security.insecure_dev else []),
-    ])  # fmt: skip
+    yield "security: " + ", ".join(
+        [
+            f"TLS {security.tls_cert}" + (" (mTLS)" if security.tls_client_ca else "")
+            if security.tls_cert
+            else "no TLS",
+            f"callers {security.callers}" if security.callers else "no callers file",
+            *(["INSECURE DEV"] if security.insecure_dev else []),
+        ]
+    )
     client = serve.schema_client
     over = (" over TLS" + (" with a token" if client.token_file else "")) if client.tls else ""
     yield f"schema_service: {config.schema_service + over if config.schema_service else 'none (no metrics sent)'}"
@@ -48,8 +52,10 @@ def _lines(config: GatewayConfig, serve: ServeSettings) -> Iterator[str]:
 
 
 def _provider(provider: ProviderSpec) -> Iterator[str]:
-    key = f"key {SECRET} from {provider.credential_source}" if provider.api_key_env or provider.api_key_file else (
-        "no key (no_api_key)"
+    key = (
+        f"key {SECRET} from {provider.credential_source}"
+        if provider.api_key_env or provider.api_key_file
+        else ("no key (no_api_key)")
     )
     if not provider.configured:
         key = f"NOT CONFIGURED: no key in {provider.credential_source}"

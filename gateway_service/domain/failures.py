@@ -1,8 +1,8 @@
 """The failure taxonomy every provider adapter raises and the pipeline decides on.
 
-    FailureKind      why an attempt failed; decides what failover does next
-    ProviderError    a failed attempt, classified (the only exception an adapter's stream raises)
-    Unsupported      a request a provider's format cannot express, refused before sending
+FailureKind      why an attempt failed; decides what failover does next
+ProviderError    a failed attempt, classified (the only exception an adapter's stream raises)
+Unsupported      a request a provider's format cannot express, refused before sending
 """
 
 from __future__ import annotations

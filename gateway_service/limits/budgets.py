@@ -67,9 +67,12 @@ class Budgets:
     """The configured budgets over one limiter; built only when some budget is configured."""
 
     def __init__(
-        self, config: GatewayConfig, limiter: Limiter, on_exhausted: Callable[[str], None] | None = None,
+        self,
+        config: GatewayConfig,
+        limiter: Limiter,
+        on_exhausted: Callable[[str], None] | None = None,
         count: Count = no_count,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.settings = config.limits
         self.limiter = limiter
         self.on_exhausted = on_exhausted

@@ -133,8 +133,9 @@ class RedisLimiter:
         self.count("llm.limits.fail_open", _LABELS)
         if exc is not None and now - self._logged_at >= self.retry_s:
             self._logged_at = now
-            log.warning("rate-limit budgets unavailable (Redis unreachable); calls go ahead unbudgeted",
-                        extra=self._extra(exc))  # fmt: skip
+            log.warning(
+                "rate-limit budgets unavailable (Redis unreachable); calls go ahead unbudgeted", extra=self._extra(exc)
+            )
 
     def _extra(self, exc: BaseException) -> dict[str, object]:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -131,8 +131,14 @@ def map_error(exc: Exception, secrets: tuple[str | None, ...] = ()) -> ProviderE
     kind = _refine(by_class, message)
     text = f"{status if status >= 400 else 'stream'} {error.get('type', type(exc).__name__)}: {message}"
     if isinstance(exc, anthropic.APIStatusError):
-        return make_error(kind, text, secrets=secrets, status_code=status if status >= 400 else None,
-                          retry_after=retry_after_s(exc.response.headers), request_id=exc.request_id or "")
+        return make_error(
+            kind,
+            text,
+            secrets=secrets,
+            status_code=status if status >= 400 else None,
+            retry_after=retry_after_s(exc.response.headers),
+            request_id=exc.request_id or "",
+        )
     return make_error(kind, text, secrets=secrets)
 
 
@@ -154,9 +160,12 @@ class AnthropicAdapter(SdkAdapter[Any]):
         self.config = config
         timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._client = anthropic.AsyncAnthropic(
-            api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
+            api_key=config.api_key or "",
+            base_url=config.base_url,
+            max_retries=0,
+            timeout=timeout,
             http_client=http_client(config.transport),
-        )  # fmt: skip
+        )
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[Any]:
         params = convert(lambda: build_params(request, model, effort_based=model in self.config.effort_models))
@@ -174,4 +183,3 @@ def http_client(settings: TransportSettings) -> httpx2.AsyncClient:
     """The SDK's own client class for the configured stack (its defaults: redirects followed, ...)."""
     make = anthropic.DefaultAioHttpClient if settings.aiohttp else anthropic.DefaultAsyncHttpxClient
     return make(**client_options(settings))
-

@@ -69,8 +69,9 @@ def build_params(request: ChatRequest, model: str, *, effort_based: bool = False
     if request.sampling.stop_sequences:
         params["stop_sequences"] = list(request.sampling.stop_sequences)
     if request.tools:
-        params["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
-                           for t in request.tools]
+        params["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
+        ]
     if request.tool_choice is not None:
         params["tool_choice"] = _tool_choice(request)
     output_config = _output_config(request, thinking)
@@ -128,8 +129,9 @@ def _max_tokens(request: ChatRequest, thinking: dict[str, Any] | None) -> int:
 def _sampling(request: ChatRequest, *, thinking_on: bool) -> dict[str, Any]:
     s = request.sampling
     if not thinking_on:
-        return {k: v for k, v in (("temperature", s.temperature), ("top_p", s.top_p), ("top_k", s.top_k))
-                if v is not None}
+        return {
+            k: v for k, v in (("temperature", s.temperature), ("top_p", s.top_p), ("top_k", s.top_k)) if v is not None
+        }
     # While thinking Anthropic fixes sampling (temperature 1, no top_k, top_p 0.95..1) and refuses other values:
     # the caller asked for reasoning, which on Anthropic means its sampling, so the rest is left out.
     return {"top_p": max(s.top_p, 0.95)} if s.top_p is not None else {}
@@ -167,8 +169,9 @@ def _assistant_blocks(m: Message) -> list[dict[str, Any]]:
     if m.content:
         blocks.append({"type": "text", "text": m.content})
     for call in m.tool_calls:
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.name,
-                       "input": json.loads(call.arguments_json or "{}")})
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": json.loads(call.arguments_json or "{}")}
+        )
     return blocks
 
 
@@ -201,8 +204,9 @@ class EventTranslator:
         message = event.message
         self._request_id = self._request_id or message.id
         usage = message.usage
-        self._input_tokens = (usage.input_tokens or 0) + (usage.cache_creation_input_tokens or 0) + (
-            usage.cache_read_input_tokens or 0)
+        self._input_tokens = (
+            (usage.input_tokens or 0) + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+        )
         self._cached_tokens = usage.cache_read_input_tokens or 0
         return []
 
@@ -249,6 +253,10 @@ class EventTranslator:
             raise ProviderError(
                 FailureKind.TRUNCATED, "stream ended without a stop_reason", upstream_request_id=self._request_id
             )
-        usage = UsageReport(self._input_tokens, self._output_tokens, reasoning_tokens=self._thinking_tokens,
-                            cached_input_tokens=self._cached_tokens)
+        usage = UsageReport(
+            self._input_tokens,
+            self._output_tokens,
+            reasoning_tokens=self._thinking_tokens,
+            cached_input_tokens=self._cached_tokens,
+        )
         return [usage, Finished(self._stop, self._request_id)]

@@ -110,8 +110,14 @@ AIOHTTP_KINDS: dict[type[BaseException], FailureKind] = {
     aiohttp_http.InvalidURLError: K.CONNECTION_ERROR,
 }
 _AIOHTTP_ROOTS = (aiohttp.ClientError, aiohttp_http.HttpProcessingError)
-_HTTPX_ROOTS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx2.HTTPError, httpx2.InvalidURL,
-                httpx2.StreamError)  # fmt: skip
+_HTTPX_ROOTS = (
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    httpx.StreamError,
+    httpx2.HTTPError,
+    httpx2.InvalidURL,
+    httpx2.StreamError,
+)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -282,6 +288,4 @@ def make_error(
 ) -> ProviderError:
     """A ProviderError whose message is scrubbed and bounded."""
     text = scrub(message, secrets)[:1000]
-    return ProviderError(
-        kind, text, status_code=status_code, retry_after_s=retry_after, upstream_request_id=request_id
-    )
+    return ProviderError(kind, text, status_code=status_code, retry_after_s=retry_after, upstream_request_id=request_id)

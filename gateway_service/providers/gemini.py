@@ -162,7 +162,9 @@ class GeminiAdapter(SdkAdapter[Any]):
         token = _opened.set(opened)
         try:
             chunks = await self._client.aio.models.generate_content_stream(
-                model=model, contents=contents, config=config  # type: ignore[arg-type]
+                model=model,
+                contents=contents,  # type: ignore[arg-type]
+                config=config,  # type: ignore[arg-type]
             )
             first = await anext(chunks, None)
         except BaseException:
@@ -196,4 +198,3 @@ def http_client(
     """The httpx2 client google-genai gets (HttpOptions.httpx_async_client): aiohttp-backed, or httpx2's own."""
     make = Httpx2AiohttpClient if settings.aiohttp else httpx2.AsyncClient
     return make(**client_options(settings, request_hooks, response_hooks))
-

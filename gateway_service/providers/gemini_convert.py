@@ -94,9 +94,15 @@ def build_config(request: ChatRequest, effort_based: bool = False) -> dict[str, 
     system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM)
     if system:
         config["system_instruction"] = system
-    for key, value in (("temperature", s.temperature), ("top_p", s.top_p), ("top_k", s.top_k), ("seed", s.seed),
-                       ("presence_penalty", s.presence_penalty), ("frequency_penalty", s.frequency_penalty),
-                       ("max_output_tokens", request.max_output_tokens)):
+    for key, value in (
+        ("temperature", s.temperature),
+        ("top_p", s.top_p),
+        ("top_k", s.top_k),
+        ("seed", s.seed),
+        ("presence_penalty", s.presence_penalty),
+        ("frequency_penalty", s.frequency_penalty),
+        ("max_output_tokens", request.max_output_tokens),
+    ):
         if value is not None:
             config[key] = value
     if s.stop_sequences:
@@ -192,8 +198,9 @@ class ResponseTranslator:
         if reason in _FILTERED:
             return FinishReason.CONTENT_FILTER
         if reason in ("MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"):
-            raise ProviderError(FailureKind.MALFORMED_RESPONSE, f"model finished with {reason}",
-                                upstream_request_id=self._request_id)
+            raise ProviderError(
+                FailureKind.MALFORMED_RESPONSE, f"model finished with {reason}", upstream_request_id=self._request_id
+            )
         return FinishReason.TOOL_CALLS if self._calls else FinishReason.STOP
 
     @property

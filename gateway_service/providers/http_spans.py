@@ -59,8 +59,9 @@ class HttpSpans:
             "server.port": url.port or DEFAULT_PORTS.get(url.scheme, 0),
             "url.full": redacted_url(url),
         }
-        span = self._tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT,
-                                       attributes=attributes)  # fmt: skip
+        span = self._tracer.start_span(
+            "HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT, attributes=attributes
+        )
         _unanswered.set(span)
 
     async def on_response(self, response: httpx2.Response) -> None:

@@ -125,9 +125,12 @@ class OpenAIAdapter(SdkAdapter[object]):
         timeout = httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         # An empty key still sends a request, so a missing key shows up as the upstream's 401.
         self._client = openai.AsyncOpenAI(
-            api_key=config.api_key or "", base_url=config.base_url, max_retries=0, timeout=timeout,
+            api_key=config.api_key or "",
+            base_url=config.base_url,
+            max_retries=0,
+            timeout=timeout,
             http_client=http_client(config.transport),
-        )  # fmt: skip
+        )
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[object]:
         params = convert(lambda: build_params(request, model, compatible=self._compatible))
@@ -159,4 +162,3 @@ def http_client(settings: TransportSettings) -> httpx2.AsyncClient:
     """The SDK's own client class for the configured stack (its defaults: redirects followed, ...)."""
     make = openai.DefaultAioHttpClient if settings.aiohttp else openai.DefaultAsyncHttpxClient
     return make(**client_options(settings))
-

@@ -31,8 +31,10 @@ BUDGETS = {
 }
 # A budget-only request becomes the effort level whose budget covers it; only low, medium and high, the levels
 # every effort-based model accepts, since a caller who gave a number did not pick a model-specific level.
-_EFFORT_FOR_BUDGET = ((BUDGETS[ReasoningEffort.LOW], ReasoningEffort.LOW),
-                      (BUDGETS[ReasoningEffort.MEDIUM], ReasoningEffort.MEDIUM))
+_EFFORT_FOR_BUDGET = (
+    (BUDGETS[ReasoningEffort.LOW], ReasoningEffort.LOW),
+    (BUDGETS[ReasoningEffort.MEDIUM], ReasoningEffort.MEDIUM),
+)
 
 
 def budget_tokens(options: ReasoningOptions, max_output_tokens: int | None) -> int:

@@ -107,8 +107,12 @@ class SdkAdapter(Generic[C]):
         self, request: ChatRequest, model: str, *, deadlines: StreamDeadlines
     ) -> AsyncGenerator[ProviderEvent, None]:
         return drive(
-            lambda: self._open(request, model), self._translate, Pacer(deadlines), self._map_error,
-            provider=self.config.name, model=model,
+            lambda: self._open(request, model),
+            self._translate,
+            Pacer(deadlines),
+            self._map_error,
+            provider=self.config.name,
+            model=model,
         )
 
     def _translate(self, upstream: Upstream[C]) -> Translator[C]:
@@ -175,10 +179,16 @@ async def drive(
             end_unanswered(outcome)
         if access_log.isEnabledFor(logging.INFO):
             elapsed_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
-            access_log.info("upstream request", extra={
-                "provider": provider, "model": model, "outcome": outcome, "duration_ms": elapsed_ms,
-                "upstream_request_id": upstream.request_id if upstream is not None else "",
-            })  # fmt: skip
+            access_log.info(
+                "upstream request",
+                extra={
+                    "provider": provider,
+                    "model": model,
+                    "outcome": outcome,
+                    "duration_ms": elapsed_ms,
+                    "upstream_request_id": upstream.request_id if upstream is not None else "",
+                },
+            )
 
 
 def _tag(error: ProviderError, upstream: Upstream[Any] | None) -> ProviderError:

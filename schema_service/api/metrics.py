@@ -63,9 +63,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         self.lifecycle = lifecycle
         self.ingest = Ingest(app.require_pool, app.settings.metrics, app.instruments)
 
-    async def WriteMetrics(  # noqa: N802 - gRPC method name
-        self, request: Received, context: grpc.aio.ServicerContext
-    ) -> pb.WriteMetricsResponse:
+    async def WriteMetrics(self, request: Received, context: grpc.aio.ServicerContext) -> pb.WriteMetricsResponse:
         bind_request_id(context, request.batch.request_id)
         async with BOUNDARY(context, "WriteMetrics"):
             request_id, result = await self.ingest.store(request, context.time_remaining, "WriteMetrics")
@@ -75,7 +73,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
             summary=protomap.write_summary(request_id, result.written_count, result.duplicate),
         )
 
-    async def StreamMetrics(  # noqa: N802 - gRPC method name
+    async def StreamMetrics(
         self, request_iterator: AsyncIterator[Received], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamMetricsResponse]:
         """Acknowledgements in arrival order; at shutdown those already taken, then UNAVAILABLE."""
@@ -94,7 +92,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
                     "server shutting down; reconnect and resend unacknowledged batches", retry_after_s=0.1
                 )
 
-    async def QueryMetrics(  # noqa: N802 - gRPC method name
+    async def QueryMetrics(
         self, request: pb.QueryMetricsRequest, context: grpc.aio.ServicerContext
     ) -> pb.QueryMetricsResponse:
         bind_request_id(context)
@@ -102,7 +100,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
             buckets = await queries.query_metrics(self.app.require_pool(), protomap.metric_query(request))
         return protomap.query_response(buckets)
 
-    async def ListBaselines(  # noqa: N802 - gRPC method name
+    async def ListBaselines(
         self, request: pb.ListBaselinesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBaselinesResponse:
         bind_request_id(context)
@@ -110,7 +108,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
             rows = await queries.list_baselines(self.app.require_pool(), request.name)
         return protomap.baselines_response(rows)
 
-    async def ListAnomalies(  # noqa: N802 - gRPC method name
+    async def ListAnomalies(
         self, request: pb.ListAnomaliesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAnomaliesResponse:
         bind_request_id(context)

@@ -38,7 +38,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
         self.app = app
         self.lifecycle = lifecycle
 
-    async def Migrate(  # noqa: N802 - gRPC method name
+    async def Migrate(
         self, request: pb.MigrateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.MigrateResponse]:
         bind_request_id(context)
@@ -52,15 +52,13 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
             async for event in migrate(self.app.dsn, options):
                 yield protomap.migrate_event(event)
 
-    async def GetStatus(  # noqa: N802
-        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetStatusResponse:
+    async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
         bind_request_id(context)
         async with BOUNDARY(context, "GetStatus"):
             report = await status(self.app.dsn, self.app.settings.migration)
         return protomap.status_response(report)
 
-    async def VerifySchema(  # noqa: N802
+    async def VerifySchema(
         self, request: pb.VerifySchemaRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifySchemaResponse:
         bind_request_id(context)
@@ -69,7 +67,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
             differences = await verify(self.app.dsn, settings, scratch_url=settings.scratch_dsn)
         return protomap.verify_response(differences)
 
-    async def LintMigrations(  # noqa: N802
+    async def LintMigrations(
         self, request: pb.LintMigrationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.LintMigrationsResponse:
         bind_request_id(context)
@@ -78,7 +76,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
             findings = await lint_dir(migration.migrations_dir, migration.file_format)
         return protomap.lint_response(findings)
 
-    async def WaitForVersion(  # noqa: N802
+    async def WaitForVersion(
         self, request: pb.WaitForVersionRequest, context: grpc.aio.ServicerContext
     ) -> pb.WaitForVersionResponse:
         bind_request_id(context)

@@ -157,7 +157,7 @@ def lint_response(findings: Sequence[Finding]) -> pb.LintMigrationsResponse:
                 severity=SEVERITIES[f.severity],
             )
             for f in findings
-        ]
+        ],
     )
 
 
@@ -215,7 +215,7 @@ def baselines_response(rows: Sequence[queries.BaselineRow]) -> mpb.ListBaselines
                 computed_at=timestamp(r.computed_at),
             )
             for r in rows
-        ]
+        ],
     )
 
 

@@ -70,9 +70,12 @@ class Housekeeping:
             )
         self._anomalies_since = now - timedelta(seconds=s.housekeeping_interval_s)
         return HousekeepingReport(
-            [d.isoformat() for d in created], [d.isoformat() for d in dropped], int(purged.split()[-1]), run,
+            [d.isoformat() for d in created],
+            [d.isoformat() for d in dropped],
+            int(purged.split()[-1]),
+            run,
             partitions,
-        )  # fmt: skip
+        )
 
     async def run_forever(self, pool: asyncpg.Pool, on_report: Callable[[HousekeepingReport], None]) -> None:
         while True:

@@ -56,9 +56,11 @@ class MetricsWriter:
     """Writes batches; shared by all calls of one server."""
 
     def __init__(
-        self, pool: Callable[[], asyncpg.Pool], settings: MetricsSettings,
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        settings: MetricsSettings,
         on_copy: Callable[[float], None] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._pool = pool
         self.settings = settings
         self._on_copy = on_copy  # told each batch's COPY time (seconds), for the copy latency histogram

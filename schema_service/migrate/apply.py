@@ -188,9 +188,7 @@ async def _run_transaction(
                 await _execute(conn, file, statement)
                 report(StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False))
             async with _bookkeeping(file):
-                await restore_session(
-                    conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms, durable=durable
-                )
+                await restore_session(conn, statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms, durable=durable)
                 await history.record(
                     conn,
                     version=file.version,

@@ -35,4 +35,3 @@ async def wait_for_version(dsn: str, version: int, *, timeout_s: float | None) -
         return await history.applied_version(conn)
     finally:
         await conn.close()
-

@@ -19,8 +19,11 @@ def test_a_stale_reference_fails_the_check(tmp_path: Path) -> None:
     stale = tmp_path / "configuration.md"
     current = (ROOT / "docs" / "configuration.md").read_text()
     assert "| `failover.breaker_failures` | integer (≥ 0) | 5 |" in current
-    stale.write_text(current.replace("| `failover.breaker_failures` | integer (≥ 0) | 5 |",
-                                     "| `failover.breaker_failures` | integer (≥ 0) | 3 |"))  # fmt: skip
+    stale.write_text(
+        current.replace(
+            "| `failover.breaker_failures` | integer (≥ 0) | 5 |", "| `failover.breaker_failures` | integer (≥ 0) | 3 |"
+        )
+    )
     checked = subprocess.run([*GENERATOR, "--check", "--path", str(stale)], capture_output=True, text=True, timeout=120)
     assert checked.returncode == 1
     assert "out of date: run python scripts/gen_config_docs.py" in checked.stderr and "+| `failover." in checked.stderr

@@ -23,9 +23,10 @@ def test_pod_monitors_select_pods_that_serve_metrics(docs: list[dict[str, Any]])
     for monitor in monitors:
         selector = monitor["spec"]["selector"]["matchLabels"]
         (pod,) = [
-            d["spec"]["template"] for d in deployments.values()
+            d["spec"]["template"]
+            for d in deployments.values()
             if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
-        ]  # fmt: skip
+        ]
         (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
         (container,) = pod["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}

@@ -14,8 +14,11 @@ Doc = dict[str, Any]
 
 
 def containers(docs: list[Doc]) -> dict[str, Doc]:
-    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0] for d in of_kind(docs, "Deployment")
-            if d["metadata"]["name"] in ("gateway", "schema-service")}  # fmt: skip
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]
+        for d in of_kind(docs, "Deployment")
+        if d["metadata"]["name"] in ("gateway", "schema-service")
+    }
 
 
 def mounted_secrets(deployment: Doc) -> dict[str, str]:

@@ -40,11 +40,21 @@ class Upstream:
     def entry(self, base_url: str) -> dict[str, Any]:
         url = f"{base_url}/v1" if self.type in ("openai", "openai_compatible") else base_url
         entry: dict[str, Any] = {
-            "name": self.name, "type": self.type, "base_url": url, "api_key_env": self.key_env,
-            **(PATIENT_TIMEOUTS if self.patient else FAST_TIMEOUTS), **self.timeouts,
-            "models": [{"name": self.model, "context_window": self.context_window,
-                        "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}],
-        }  # fmt: skip
+            "name": self.name,
+            "type": self.type,
+            "base_url": url,
+            "api_key_env": self.key_env,
+            **(PATIENT_TIMEOUTS if self.patient else FAST_TIMEOUTS),
+            **self.timeouts,
+            "models": [
+                {
+                    "name": self.model,
+                    "context_window": self.context_window,
+                    "input_usd_per_mtok": 1.0,
+                    "output_usd_per_mtok": 2.0,
+                }
+            ],
+        }
         if self.type == "gemini":
             entry["api_version"] = "v1beta"
         return entry
@@ -60,9 +70,12 @@ class Harness:
 
 
 def gateway_config(
-    sim_url: str, upstreams: Sequence[Upstream], route: Sequence[str] | None = None,
-    env: dict[str, str] | None = None, **failover: float,
-) -> config.GatewayConfig:  # fmt: skip
+    sim_url: str,
+    upstreams: Sequence[Upstream],
+    route: Sequence[str] | None = None,
+    env: dict[str, str] | None = None,
+    **failover: float,
+) -> config.GatewayConfig:
     data = {
         "providers": [u.entry(sim_url) for u in upstreams],
         "routes": {"default": list(route or [f"{u.name}/{u.model}" for u in upstreams])},
@@ -73,9 +86,12 @@ def gateway_config(
 
 @contextlib.asynccontextmanager
 async def gateway(
-    sim: SimulatorHandle, upstreams: Sequence[Upstream], route: Sequence[str] | None = None,
-    env: dict[str, str] | None = None, **failover: float,
-) -> AsyncIterator[Harness]:  # fmt: skip
+    sim: SimulatorHandle,
+    upstreams: Sequence[Upstream],
+    route: Sequence[str] | None = None,
+    env: dict[str, str] | None = None,
+    **failover: float,
+) -> AsyncIterator[Harness]:
     sim.simulator.clear()
     async with serving(sim, gateway_config(sim.base_url, upstreams, route, env, **failover)) as harness:
         yield harness
@@ -94,9 +110,12 @@ async def serving(
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         yield Harness(
-            sim, running, channel,
-            chat_service_pb2_grpc.ChatServiceStub(channel), provider_service_pb2_grpc.ProviderServiceStub(channel),
-        )  # fmt: skip
+            sim,
+            running,
+            channel,
+            chat_service_pb2_grpc.ChatServiceStub(channel),
+            provider_service_pb2_grpc.ProviderServiceStub(channel),
+        )
     finally:
         await channel.close()
         await running.server.stop(0)
@@ -141,9 +160,13 @@ def details(error: grpc.aio.AioRpcError, events: list[pb.StreamChatResponse]) ->
                 any_detail.Unpack(message)
                 unpacked[cls.__name__] = message
     return Failed(
-        error.code(), status.message, unpacked["ErrorInfo"], unpacked.get("RetryInfo"), unpacked.get("BadRequest"),
+        error.code(),
+        status.message,
+        unpacked["ErrorInfo"],
+        unpacked.get("RetryInfo"),
+        unpacked.get("BadRequest"),
         events,
-    )  # fmt: skip
+    )
 
 
 async def stream_failure(h: Harness, request: pb.StreamChatRequest, timeout: float = 5.0) -> Failed:

@@ -30,22 +30,30 @@ def callers_file(tmp_path: Path) -> Path:
         ("web", "[chat]", ""),
         ("batch", "[chat, providers.read]", ", limits: {requests_per_minute: 2}"),
     ]
-    path.write_text("callers:\n" + "".join(
-        f'  - {{name: {name}, token_sha256: "{hashlib.sha256(name.encode()).hexdigest()}", roles: {roles}{extra}}}\n'
-        for name, roles, extra in entries
-    ))  # fmt: skip
+    path.write_text(
+        "callers:\n"
+        + "".join(
+            f'  - {{name: {name}, token_sha256: "{_sha(name)}", roles: {roles}{extra}}}\n'
+            for name, roles, extra in entries
+        )
+    )
     return path
+
+
+def _sha(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 def as_caller(name: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {name}"),)
 
 
-async def test_two_callers_users_of_the_same_name_have_their_own_budgets(
-    sim: SimulatorHandle, tmp_path: Path
-) -> None:
-    data = {"providers": [SIM.entry(sim.base_url)], "routes": {"default": ["p/m"]},
-            "limits": {"users": {"requests_per_minute": 1}}}  # fmt: skip
+async def test_two_callers_users_of_the_same_name_have_their_own_budgets(sim: SimulatorHandle, tmp_path: Path) -> None:
+    data = {
+        "providers": [SIM.entry(sim.base_url)],
+        "routes": {"default": ["p/m"]},
+        "limits": {"users": {"requests_per_minute": 1}},
+    }
     cfg = config.parse(data, source="test", env={"SIM_KEY": "sk-sim-key-1234"})
     async with serving(sim, cfg, Security(callers=callers_file(tmp_path), insecure_dev=True)) as h:
         request = pb.ChatRequest(model="default", messages=user("[[reply:ok]]"), user_id="alice")

@@ -27,11 +27,19 @@ RETRY_AFTER_GRACE_S = 0.25
 
 def chaos_config(flapping: Flapping) -> config.GatewayConfig:
     providers: list[dict[str, Any]] = [
-        {"name": f"p{n}", "type": "openai", "base_url": f"{h.base_url}/v1", "api_key_env": "SIM_KEY",
-         "connect_timeout_s": 1.0, "first_token_timeout_s": FIRST_TOKEN_TIMEOUT_S, "idle_timeout_s": 2.0,
-         "timeout_s": 10.0, "models": [{"name": "m", "context_window": 100_000}]}
+        {
+            "name": f"p{n}",
+            "type": "openai",
+            "base_url": f"{h.base_url}/v1",
+            "api_key_env": "SIM_KEY",
+            "connect_timeout_s": 1.0,
+            "first_token_timeout_s": FIRST_TOKEN_TIMEOUT_S,
+            "idle_timeout_s": 2.0,
+            "timeout_s": 10.0,
+            "models": [{"name": "m", "context_window": 100_000}],
+        }
         for n, h in enumerate(flapping.handles)
-    ]  # fmt: skip
+    ]
     data = {"providers": providers, "routes": {"default": [f"p{n}/m" for n in range(len(providers))]}}
     return config.parse(yaml.safe_load(yaml.safe_dump(data)), source="chaos", env={"SIM_KEY": "sk-sim-chaos"})
 

@@ -153,7 +153,11 @@ def assert_failed_over(events: list[pb.StreamChatResponse], reason: int) -> None
     assert events[0].started == pb.Started(provider="p", model="primary", attempt=1)
     failover = events[1].failover
     assert (failover.from_provider, failover.from_model, failover.to_provider, failover.to_model) == (
-        "p", "primary", "f", "fallback")  # fmt: skip
+        "p",
+        "primary",
+        "f",
+        "fallback",
+    )
     assert failover.reason == reason, pb.FailureReason.Name(failover.reason)
     assert failover.attempt == 1 and not failover.discard_output and failover.message
     assert "sk-sim-key-1234" not in failover.message
@@ -165,7 +169,12 @@ def assert_failed_over(events: list[pb.StreamChatResponse], reason: int) -> None
     assert (usage.provider, usage.attempt) == ("f", 2) and usage.output_tokens > 0 and usage.cost_usd > 0
     done = events[-1].done
     assert (done.finish_reason, done.provider, done.model, done.attempts, done.request_id) == (
-        pb.FINISH_REASON_STOP, "f", "fallback", 2, "r-1")  # fmt: skip
+        pb.FINISH_REASON_STOP,
+        "f",
+        "fallback",
+        2,
+        "r-1",
+    )
     assert done.upstream_request_id.startswith("req_sim")
 
 
@@ -191,7 +200,9 @@ async def test_chat(sim: SimulatorHandle, provider_type: str, fault: str) -> Non
                 pb.FINISH_REASON_STOP,
             )
             assert [(a.attempt, a.provider, a.failure_reason) for a in response.attempts] == [
-                (1, "p", expect.reason), (2, "f", pb.FAILURE_REASON_UNSPECIFIED)]  # fmt: skip
+                (1, "p", expect.reason),
+                (2, "f", pb.FAILURE_REASON_UNSPECIFIED),
+            ]
             assert response.attempts[0].message and response.attempts[1].usage.output_tokens > 0
             assert response.usage.output_tokens >= response.attempts[1].usage.output_tokens
             return

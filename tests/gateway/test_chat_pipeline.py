@@ -83,8 +83,11 @@ async def test_restart_tells_the_caller_to_discard_and_the_fallback_starts_over(
 
 
 async def test_continue_resumes_on_anthropic_from_an_assistant_prefill(sim: SimulatorHandle) -> None:
-    upstreams = [Upstream("p", "openai", "primary"), Upstream("o", "openai_compatible", "other"),
-                 Upstream("c", "anthropic", "claude", patient=True)]  # fmt: skip
+    upstreams = [
+        Upstream("p", "openai", "primary"),
+        Upstream("o", "openai_compatible", "other"),
+        Upstream("c", "anthropic", "claude", patient=True),
+    ]
     async with gateway(sim, upstreams) as h:
         policy = pb.MID_STREAM_POLICY_CONTINUE
         events = await stream(h, ask("hi [[fault:disconnect at=3 model=primary]]", mid_stream_policy=policy))

@@ -48,8 +48,10 @@ def test_summary_names_providers_models_routes_and_limits_never_a_secret(tmp_pat
     assert "security: no TLS, no callers file" in lines and "schema_service: 127.0.0.1:50052" in lines
     assert "  openai (openai): key ********** from OPENAI_API_KEY" in lines
     assert "  claude (anthropic): NOT CONFIGURED: no key in ANTHROPIC_API_KEY" in lines
-    assert "    timeouts: attempt 60 s, connect 5 s, first token 2.5 s, idle 30 s; http_client aiohttp, " \
-           "limits requests_per_minute=500" in lines  # fmt: skip
+    assert (
+        "    timeouts: attempt 60 s, connect 5 s, first token 2.5 s, idle 30 s; http_client aiohttp, "
+        "limits requests_per_minute=500" in lines
+    )
     assert "    - gpt-4o-mini: context 128000, $0.15/$0.6 per Mtok in/out, reasoning budget" in lines
     assert "    - claude-x: context unknown, $0/$0 per Mtok in/out, reasoning effort, assistant prefill" in lines
     assert "  default: openai/gpt-4o-mini, claude/claude-x" in lines
@@ -77,10 +79,12 @@ def test_serve_settings_take_flags_over_the_environment_over_the_defaults(monkey
     [
         ({"port": "70000"}, "Config 'port' (--port, env GATEWAY_PORT) must be at most 65535, got '70000'"),
         ({"metrics_port": "-1"}, "Config 'metrics_port' (--metrics-port, env METRICS_PORT) must be a non-negative"),
-        ({"shutdown_grace_s": "soon"}, "Config 'shutdown_grace_s' (--shutdown-grace, env GATEWAY_SHUTDOWN_GRACE_S) "
-                                       "must be a number, got 'soon'"),
+        (
+            {"shutdown_grace_s": "soon"},
+            "Config 'shutdown_grace_s' (--shutdown-grace, env GATEWAY_SHUTDOWN_GRACE_S) must be a number, got 'soon'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_serve_settings_name_the_flag_and_the_variable(values: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as error:
         build(ServeSettings, **values)

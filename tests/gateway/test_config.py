@@ -75,12 +75,21 @@ def test_secrets_print_as_stars(tmp_path: Path) -> None:
     ("old", "new", "message"),
     [
         ("    timeout_s: 60", "    timeout: 60", "providers[0].timeout: unknown key"),
-        ("{name: gemini-2.0-flash, context_window: 1000000}", "{name: gemini-2.0-flash, window: 1}",
-         "providers[1].models[0].window: unknown key"),
-        ("[gemini/gemini-2.0-flash, openai/gpt-4o-mini]", "[gemini/gemini-2.0-flash, opnai/gpt-4o-mini]",
-         "routes.default[1]: unknown provider 'opnai'"),
-        ("[gemini/gemini-2.0-flash, openai/gpt-4o-mini]", "[gemini/gemini-2.0-flash, openai/gpt-5]",
-         "routes.default[1]: unknown model 'gpt-5' of provider 'openai'"),
+        (
+            "{name: gemini-2.0-flash, context_window: 1000000}",
+            "{name: gemini-2.0-flash, window: 1}",
+            "providers[1].models[0].window: unknown key",
+        ),
+        (
+            "[gemini/gemini-2.0-flash, openai/gpt-4o-mini]",
+            "[gemini/gemini-2.0-flash, opnai/gpt-4o-mini]",
+            "routes.default[1]: unknown provider 'opnai'",
+        ),
+        (
+            "[gemini/gemini-2.0-flash, openai/gpt-4o-mini]",
+            "[gemini/gemini-2.0-flash, openai/gpt-5]",
+            "routes.default[1]: unknown model 'gpt-5' of provider 'openai'",
+        ),
         ("    type: gemini", "    type: bard", "providers[1].type: must be one of"),
         ("http_client: httpx", "http_client: gateway", "providers[0].http_client: must be one of aiohttp, httpx"),
         ("http_client: httpx", "max_connections: 0", "providers[0].max_connections: must be at least 1, got 0"),
@@ -93,14 +102,24 @@ def test_secrets_print_as_stars(tmp_path: Path) -> None:
         ("    api_key_env: ANTHROPIC_API_KEY\n", "", "providers[2]: exactly one of api_key_env, api_key_file or"),
         ("    api_key_env: ANTHROPIC_API_KEY\n", "    api_key_env: A\n    no_api_key: true\n", "providers[2]: exactly"),
         ("  - name: claude", "  - name: openai", "providers[2].name: duplicate name 'openai'"),
-        ("{name: gemini-2.0-flash, context_window: 1000000}", "{name: gemini-2.0-flash, reasoning: level}",
-         "providers[1].models[0].reasoning: must be one of budget, effort, got 'level'"),
-        ("output_usd_per_mtok: 0.60}", "output_usd_per_mtok: 0.60, reasoning: effort}",
-         "providers[0].models[0].reasoning: only anthropic and gemini models take it; openai models are always asked"),
-        ("output_usd_per_mtok: 0.60}", "output_usd_per_mtok: 0.60, reasoning: budget}",
-         "providers[0].models[0].reasoning: only anthropic and gemini models take it"),
+        (
+            "{name: gemini-2.0-flash, context_window: 1000000}",
+            "{name: gemini-2.0-flash, reasoning: level}",
+            "providers[1].models[0].reasoning: must be one of budget, effort, got 'level'",
+        ),
+        (
+            "output_usd_per_mtok: 0.60}",
+            "output_usd_per_mtok: 0.60, reasoning: effort}",
+            "providers[0].models[0].reasoning: only anthropic and gemini models take it; "
+            "openai models are always asked",
+        ),
+        (
+            "output_usd_per_mtok: 0.60}",
+            "output_usd_per_mtok: 0.60, reasoning: budget}",
+            "providers[0].models[0].reasoning: only anthropic and gemini models take it",
+        ),
     ],
-)  # fmt: skip
+)
 def test_mistakes_are_start_up_errors_naming_the_path(tmp_path: Path, old: str, new: str, message: str) -> None:
     assert old in GOOD
     path = write(tmp_path, GOOD.replace(old, new))
@@ -124,8 +143,12 @@ def test_gateway_config_env_is_the_fallback_and_schema_service_addr_overrides(tm
 def test_built_in_default_names_the_common_providers_and_starts_without_keys() -> None:
     cfg = config.load(None, env={})
     sources = {p.name: p.credential_source for p in cfg.providers}
-    assert sources == {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY",
-                       "groq": "GROQ_API_KEY"}  # fmt: skip
+    assert sources == {
+        "openai": "OPENAI_API_KEY",
+        "anthropic": "ANTHROPIC_API_KEY",
+        "gemini": "GEMINI_API_KEY",
+        "groq": "GROQ_API_KEY",
+    }
     assert not any(p.configured for p in cfg.providers)
     assert len(cfg.routes["default"]) == 4
     assert config.load(None, env={"GEMINI_API_KEY": "k"}).provider("gemini").configured  # type: ignore[union-attr]
@@ -169,14 +192,15 @@ def test_models_choose_how_they_are_asked_to_reason(tmp_path: Path) -> None:
     assert gemini.models[0].reasoning == "budget"  # the default: a token budget
 
 
-
 def test_transport_keys_reach_the_adapter(tmp_path: Path) -> None:
     from gateway_service.app import provider_config
 
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
-    keys = f"http_client: httpx\n    max_connections: 7\n    keepalive_expiry_s: 1.5\n    ca_bundle: {ca}\n" \
-           f"    client_cert: {ca}"  # fmt: skip
+    keys = (
+        f"http_client: httpx\n    max_connections: 7\n    keepalive_expiry_s: 1.5\n    ca_bundle: {ca}\n"
+        f"    client_cert: {ca}"
+    )
     cfg = config.load(write(tmp_path, GOOD.replace("http_client: httpx", keys)), env={})
     transport = provider_config(cfg.providers[0]).transport
     assert (transport.http_client, transport.max_connections, transport.keepalive_expiry_s) == ("httpx", 7, 1.5)

@@ -42,9 +42,13 @@ def blackhole() -> Iterator[int]:
 @pytest.mark.parametrize("kind_name", TYPES)
 async def test_connect_timeout_is_its_own_budget(kind_name: str, http_client: str, blackhole: int) -> None:
     config = config_for(
-        kind_name, f"http://127.0.0.1:{blackhole}", http_client,
-        connect_timeout_s=0.3, first_token_timeout_s=8.0, timeout_s=9.0,
-    )  # fmt: skip
+        kind_name,
+        f"http://127.0.0.1:{blackhole}",
+        http_client,
+        connect_timeout_s=0.3,
+        first_token_timeout_s=8.0,
+        timeout_s=9.0,
+    )
     adapter = create_adapter(config)
     started = time.monotonic()
     try:

@@ -62,14 +62,27 @@ def build(cls: type[BaseException], status: int, body: object) -> BaseException:
     """An instance made through the class's own constructor, whatever its signature."""
     params = inspect.signature(cls.__init__).parameters
     values: dict[str, Any] = {
-        "message": "boom", "response": response(status, body), "body": body, "request": REQUEST,
-        "completion": ChatCompletion.model_construct(usage=None), "unsent_messages": [], "symbol": "x",
-        "library": "x", "extra": "x", "status_code": status, "path": None, "action": "add", "toolset_name": "x",
+        "message": "boom",
+        "response": response(status, body),
+        "body": body,
+        "request": REQUEST,
+        "completion": ChatCompletion.model_construct(usage=None),
+        "unsent_messages": [],
+        "symbol": "x",
+        "library": "x",
+        "extra": "x",
+        "status_code": status,
+        "path": None,
+        "action": "add",
+        "toolset_name": "x",
     }
     if list(params) == ["self", "args", "kwargs"]:
         return cls("boom")
-    positional = [values[n] for n, p in params.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
-                  and p.default is p.empty]
+    positional = [
+        values[n]
+        for n, p in params.items()
+        if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty
+    ]
     keywords = {n: values[n] for n, p in params.items() if p.kind is p.KEYWORD_ONLY and p.default is p.empty}
     return cls(*positional, **keywords)
 
@@ -101,9 +114,15 @@ OPENAI_EXPECTED: dict[str, FailureKind] = {
     "APIRemovedInV1": K.SERVER_ERROR,
 }
 OPENAI_STATUS = {
-    openai.BadRequestError: 400, openai.AuthenticationError: 401, openai.PermissionDeniedError: 403,
-    openai.NotFoundError: 404, openai.ConflictError: 409, openai.UnprocessableEntityError: 422,
-    openai.RateLimitError: 429, openai.InternalServerError: 500, BaseException: 418,
+    openai.BadRequestError: 400,
+    openai.AuthenticationError: 401,
+    openai.PermissionDeniedError: 403,
+    openai.NotFoundError: 404,
+    openai.ConflictError: 409,
+    openai.UnprocessableEntityError: 422,
+    openai.RateLimitError: 429,
+    openai.InternalServerError: 500,
+    BaseException: 418,
 }
 
 
@@ -118,102 +137,219 @@ def test_openai_every_class_is_classified() -> None:
 
 ANTHROPIC_EXPECTED: dict[str, list[str]] = {
     "CONNECTION_ERROR": [
-        "APIConnectionError", "ClientClosedRequestError",
+        "APIConnectionError",
+        "ClientClosedRequestError",
     ],
     "BY_BODY": [
-        "APIError", "APIStatusError",
+        "APIError",
+        "APIStatusError",
     ],
     "MALFORMED_RESPONSE": [
-        "APIResponseValidationError", "APIWebhookValidationError", "StreamAlreadyConsumed",
+        "APIResponseValidationError",
+        "APIWebhookValidationError",
+        "StreamAlreadyConsumed",
     ],
     "TIMEOUT": [
-        "APITimeoutError", "BetaRequestBodyTimeoutError", "GatewayTimeoutError", "RequestTimeoutError",
+        "APITimeoutError",
+        "BetaRequestBodyTimeoutError",
+        "GatewayTimeoutError",
+        "RequestTimeoutError",
     ],
     "INVALID_REQUEST": [
-        "AlreadyMemberError", "AvailableToolsLimitExceededError", "BadRequestError", "BetaApprovalRequiredError",
-        "BetaBundleAttachmentNotSupportedError", "BetaBundleOnCallError", "BetaCMEKFeatureUnsupportedError",
-        "BetaCannotSignOutPrimaryOwnerError", "BetaCannotSignOutSelfError", "BetaEnvironmentArchivedError",
-        "BetaExternalStorageInUseError", "BetaExternalStorageInWorkspacePolicyError",
-        "BetaExternalStorageNotAvailableError", "BetaGrantRequiredError", "BetaHeartbeatPreconditionFailedError",
-        "BetaHumanReviewNotAvailableError", "BetaHumanReviewOnWithExternalStorageError",
-        "BetaInvalidConfigTypeChangeError", "BetaInvalidMetadataError", "BetaInvalidStorageARNError",
-        "BetaOrganizationNotEligibleError", "BetaOrganizationNotEnrolledInBetaError", "BetaProviderNotAllowedError",
-        "BetaRBACGroupOrderLimitExceededError", "BetaScanFailedError", "BetaSettingsDocumentLimitExceededError",
-        "BetaSettingsHistoryLimitExceededError", "BetaSlackChannelSetUpSettingsRefusedError",
-        "BetaStorageAttachLimitReachedError", "BetaStorageNotAttachableError",
-        "BetaStorageProfileStillRequiredError", "BetaStorageVerificationFailedError",
-        "BetaTranscriptsStorageRequiredError", "BetaUnsupportedCharsetError", "BetaUnsupportedRegionError",
-        "CannotInviteEmailsWithUnverifiedDomainsError", "CannotRemoveLastMemberError",
-        "ClaudeCodeVersionTooOldError", "CompactionBlockAmbiguousError", "CompactionBlockMisplacedError",
-        "CompactionContentMismatchError", "CompactionIncompleteTurnError", "CompactionNothingToSummarizeError",
-        "CompactionSignatureInvalidError", "CompactionTooManyToolReferencesError",
-        "CompactionToolChangesMismatchError", "EmailDomainNotAllowedError", "ExternalKeyInWorkspacePolicyError",
-        "ExternalKeyValidationFailedError", "ExternalKeyValidationTimedOutError", "FileExpiredError",
-        "FileNotDownloadableError", "ImageDimensionsTooLargeError", "InviteAlreadyExistsError",
-        "KeyProfileMismatchError", "OrgAPIKeyLimitExceededError", "OrgMemberLimitExceededError",
-        "PreconditionFailedError", "RBACGroupGrantsOwnerAccessError", "RBACGroupOwnerAccessUnconfirmedError",
-        "RequestBodyEncodingInvalidError", "RequestBodyEncodingUnsupportedError",
-        "RequestHeaderFieldsTooLargeError", "StorageProfileMismatchError", "StorageQuotaExceededError",
-        "ThreadAlreadyContinuedError", "ThreadContinueInFlightError", "ThreadFingerprintMismatchError",
-        "ThreadNotFoundError", "ThreadUnsupportedRequestError", "ToolNameConflictError",
-        "ToolReferenceUnresolvedError", "UnprocessableEntityError", "UserProfileNotFoundError",
-        "UserProfileRequiredError", "WorkspaceAPIKeyLimitExceededError", "WorkspaceHumanReviewDisabledError",
-        "WorkspaceMemberLimitExceededError", "WorkspacePolicyViolationError",
+        "AlreadyMemberError",
+        "AvailableToolsLimitExceededError",
+        "BadRequestError",
+        "BetaApprovalRequiredError",
+        "BetaBundleAttachmentNotSupportedError",
+        "BetaBundleOnCallError",
+        "BetaCMEKFeatureUnsupportedError",
+        "BetaCannotSignOutPrimaryOwnerError",
+        "BetaCannotSignOutSelfError",
+        "BetaEnvironmentArchivedError",
+        "BetaExternalStorageInUseError",
+        "BetaExternalStorageInWorkspacePolicyError",
+        "BetaExternalStorageNotAvailableError",
+        "BetaGrantRequiredError",
+        "BetaHeartbeatPreconditionFailedError",
+        "BetaHumanReviewNotAvailableError",
+        "BetaHumanReviewOnWithExternalStorageError",
+        "BetaInvalidConfigTypeChangeError",
+        "BetaInvalidMetadataError",
+        "BetaInvalidStorageARNError",
+        "BetaOrganizationNotEligibleError",
+        "BetaOrganizationNotEnrolledInBetaError",
+        "BetaProviderNotAllowedError",
+        "BetaRBACGroupOrderLimitExceededError",
+        "BetaScanFailedError",
+        "BetaSettingsDocumentLimitExceededError",
+        "BetaSettingsHistoryLimitExceededError",
+        "BetaSlackChannelSetUpSettingsRefusedError",
+        "BetaStorageAttachLimitReachedError",
+        "BetaStorageNotAttachableError",
+        "BetaStorageProfileStillRequiredError",
+        "BetaStorageVerificationFailedError",
+        "BetaTranscriptsStorageRequiredError",
+        "BetaUnsupportedCharsetError",
+        "BetaUnsupportedRegionError",
+        "CannotInviteEmailsWithUnverifiedDomainsError",
+        "CannotRemoveLastMemberError",
+        "ClaudeCodeVersionTooOldError",
+        "CompactionBlockAmbiguousError",
+        "CompactionBlockMisplacedError",
+        "CompactionContentMismatchError",
+        "CompactionIncompleteTurnError",
+        "CompactionNothingToSummarizeError",
+        "CompactionSignatureInvalidError",
+        "CompactionTooManyToolReferencesError",
+        "CompactionToolChangesMismatchError",
+        "EmailDomainNotAllowedError",
+        "ExternalKeyInWorkspacePolicyError",
+        "ExternalKeyValidationFailedError",
+        "ExternalKeyValidationTimedOutError",
+        "FileExpiredError",
+        "FileNotDownloadableError",
+        "ImageDimensionsTooLargeError",
+        "InviteAlreadyExistsError",
+        "KeyProfileMismatchError",
+        "OrgAPIKeyLimitExceededError",
+        "OrgMemberLimitExceededError",
+        "PreconditionFailedError",
+        "RBACGroupGrantsOwnerAccessError",
+        "RBACGroupOwnerAccessUnconfirmedError",
+        "RequestBodyEncodingInvalidError",
+        "RequestBodyEncodingUnsupportedError",
+        "RequestHeaderFieldsTooLargeError",
+        "StorageProfileMismatchError",
+        "StorageQuotaExceededError",
+        "ThreadAlreadyContinuedError",
+        "ThreadContinueInFlightError",
+        "ThreadFingerprintMismatchError",
+        "ThreadNotFoundError",
+        "ThreadUnsupportedRequestError",
+        "ToolNameConflictError",
+        "ToolReferenceUnresolvedError",
+        "UnprocessableEntityError",
+        "UserProfileNotFoundError",
+        "UserProfileRequiredError",
+        "WorkspaceAPIKeyLimitExceededError",
+        "WorkspaceHumanReviewDisabledError",
+        "WorkspaceMemberLimitExceededError",
+        "WorkspacePolicyViolationError",
     ],
     "AUTH_FAILED": [
-        "AnthropicError", "AuthenticationError", "BetaAPIKeyScopeMissingError", "BetaCMEKNotApprovedError",
-        "BetaExternalKeyNotFoundError", "BetaExternalKeyProviderMismatchError",
-        "BetaGCPProjectControlledByAnotherOrganizationError", "BetaGCPProjectNotVerifiedError",
-        "BetaRegionNotSupportedError", "BetaStorageNotApprovedError",
-        "BetaCannotSignOutManagedMemberError", "BetaCannotSignOutMembershipAdminError",
-        "BetaCannotSignOutOwnerError", "BetaCannotSignOutPrivilegedMemberError",
-        "BetaClaudeTagWritesNotEnabledError", "BetaComplianceConfigurationRestrictedError",
-        "BetaEnvironmentCreateDisabledError", "BetaEnvironmentNotFoundError", "BetaEnvironmentUpdateDisabledError",
-        "BetaOrganizationLevelScopedAPIKeyRequiredError", "BetaRBACGroupManagedSettingsNotFoundError",
-        "BetaRBACGroupNotFoundError", "BetaSlackChannelSetUpEnvironmentNotFoundError",
-        "BetaSpendLimitsAdminAPIWritesNotEnabledError", "CMEKKeyDisabledError", "CMEKKeyNetworkBlockedError",
-        "ClaudeCodeKeyCreatorNotMemberError", "CredentialsError", "IdentityTokenFileError",
-        "MutuallyExclusiveAuthError", "NotFoundError", "OrganizationOnHoldError",
-        "OrganizationTypeNotSupportedError", "ParentOrganizationRequiredError", "PermissionDeniedError",
-        "RBACRoleNotFoundError", "SandboxEgressRestrictedError", "UserProfileBillingNotAuthorizedError",
-        "UserProfileNotBillableError", "WorkloadIdentityError",
+        "AnthropicError",
+        "AuthenticationError",
+        "BetaAPIKeyScopeMissingError",
+        "BetaCMEKNotApprovedError",
+        "BetaExternalKeyNotFoundError",
+        "BetaExternalKeyProviderMismatchError",
+        "BetaGCPProjectControlledByAnotherOrganizationError",
+        "BetaGCPProjectNotVerifiedError",
+        "BetaRegionNotSupportedError",
+        "BetaStorageNotApprovedError",
+        "BetaCannotSignOutManagedMemberError",
+        "BetaCannotSignOutMembershipAdminError",
+        "BetaCannotSignOutOwnerError",
+        "BetaCannotSignOutPrivilegedMemberError",
+        "BetaClaudeTagWritesNotEnabledError",
+        "BetaComplianceConfigurationRestrictedError",
+        "BetaEnvironmentCreateDisabledError",
+        "BetaEnvironmentNotFoundError",
+        "BetaEnvironmentUpdateDisabledError",
+        "BetaOrganizationLevelScopedAPIKeyRequiredError",
+        "BetaRBACGroupManagedSettingsNotFoundError",
+        "BetaRBACGroupNotFoundError",
+        "BetaSlackChannelSetUpEnvironmentNotFoundError",
+        "BetaSpendLimitsAdminAPIWritesNotEnabledError",
+        "CMEKKeyDisabledError",
+        "CMEKKeyNetworkBlockedError",
+        "ClaudeCodeKeyCreatorNotMemberError",
+        "CredentialsError",
+        "IdentityTokenFileError",
+        "MutuallyExclusiveAuthError",
+        "NotFoundError",
+        "OrganizationOnHoldError",
+        "OrganizationTypeNotSupportedError",
+        "ParentOrganizationRequiredError",
+        "PermissionDeniedError",
+        "RBACRoleNotFoundError",
+        "SandboxEgressRestrictedError",
+        "UserProfileBillingNotAuthorizedError",
+        "UserProfileNotBillableError",
+        "WorkloadIdentityError",
     ],
     "OVERLOADED": [
-        "BetaAuthorizationCheckUnavailableError", "BetaRegistrationPendingError", "CMEKContextUnavailableError",
-        "CMEKKeyUnreachableError", "ChangeOutcomeUnknownError", "CompactionUnavailableError", "OverloadedError",
-        "ServiceUnavailableError", "WorkspaceCreatedIncompleteError",
+        "BetaAuthorizationCheckUnavailableError",
+        "BetaRegistrationPendingError",
+        "CMEKContextUnavailableError",
+        "CMEKKeyUnreachableError",
+        "ChangeOutcomeUnknownError",
+        "CompactionUnavailableError",
+        "OverloadedError",
+        "ServiceUnavailableError",
+        "WorkspaceCreatedIncompleteError",
     ],
     "SERVER_ERROR": [
-        "BetaPluginNameTakenError", "BetaScanPendingError", "BetaSkillNameTakenError",
-        "BetaSlackChannelSetUpSettingsConflictError", "BetaStorageAlreadyRegisteredError",
-        "BetaStorageChangedConcurrentlyError", "BetaStorageInUseError", "BetaWorkspaceChangedConcurrentlyError",
-        "ConcurrentMembershipChangeError", "ConflictError", "ExternalKeyChangedError", "HTTPNotImplementedError",
-        "InternalServerError", "MissingDependencyError", "RetryableError", "SkillReadBlockedUndecryptableError",
-        "StorageAttachedDuringArchiveError", "ToolsetClosedError", "ToolsetConfigError", "ToolsetContractError",
-        "ToolsetUsageError", "ToolsetsFixedError",
+        "BetaPluginNameTakenError",
+        "BetaScanPendingError",
+        "BetaSkillNameTakenError",
+        "BetaSlackChannelSetUpSettingsConflictError",
+        "BetaStorageAlreadyRegisteredError",
+        "BetaStorageChangedConcurrentlyError",
+        "BetaStorageInUseError",
+        "BetaWorkspaceChangedConcurrentlyError",
+        "ConcurrentMembershipChangeError",
+        "ConflictError",
+        "ExternalKeyChangedError",
+        "HTTPNotImplementedError",
+        "InternalServerError",
+        "MissingDependencyError",
+        "RetryableError",
+        "SkillReadBlockedUndecryptableError",
+        "StorageAttachedDuringArchiveError",
+        "ToolsetClosedError",
+        "ToolsetConfigError",
+        "ToolsetContractError",
+        "ToolsetUsageError",
+        "ToolsetsFixedError",
     ],
     "CONTEXT_TOO_LONG": [
-        "ContentTooLargeError", "RequestBodyTooLargeAfterDecodingError",
+        "ContentTooLargeError",
+        "RequestBodyTooLargeAfterDecodingError",
     ],
     "QUOTA_EXHAUSTED": [
-        "ContractSpendLimitReachedError", "EnforcedSpendLimitReachedError",
-        "LinkedOrganizationBillingUnavailableError", "LinkedOrganizationSpendLimitReachedError",
+        "ContractSpendLimitReachedError",
+        "EnforcedSpendLimitReachedError",
+        "LinkedOrganizationBillingUnavailableError",
+        "LinkedOrganizationSpendLimitReachedError",
         "PaymentRequiredError",
     ],
     "RATE_LIMITED": [
-        "RampLimitExceededError", "RateLimitError",
+        "RampLimitExceededError",
+        "RateLimitError",
     ],
 }
 
 
 ANTHROPIC_STATUS = {
-    anthropic.BadRequestError: 400, anthropic.AuthenticationError: 401, anthropic.PaymentRequiredError: 402,
-    anthropic.PermissionDeniedError: 403, anthropic.NotFoundError: 404, anthropic.RequestTimeoutError: 408,
-    anthropic.ConflictError: 409, anthropic.PreconditionFailedError: 412, anthropic.ContentTooLargeError: 413,
-    anthropic.UnprocessableEntityError: 422, anthropic.RateLimitError: 429,
-    anthropic.RequestHeaderFieldsTooLargeError: 431, anthropic.ClientClosedRequestError: 499,
-    anthropic.HTTPNotImplementedError: 501, anthropic.ServiceUnavailableError: 503,
-    anthropic.GatewayTimeoutError: 504, anthropic.OverloadedError: 529, anthropic.InternalServerError: 500,
+    anthropic.BadRequestError: 400,
+    anthropic.AuthenticationError: 401,
+    anthropic.PaymentRequiredError: 402,
+    anthropic.PermissionDeniedError: 403,
+    anthropic.NotFoundError: 404,
+    anthropic.RequestTimeoutError: 408,
+    anthropic.ConflictError: 409,
+    anthropic.PreconditionFailedError: 412,
+    anthropic.ContentTooLargeError: 413,
+    anthropic.UnprocessableEntityError: 422,
+    anthropic.RateLimitError: 429,
+    anthropic.RequestHeaderFieldsTooLargeError: 431,
+    anthropic.ClientClosedRequestError: 499,
+    anthropic.HTTPNotImplementedError: 501,
+    anthropic.ServiceUnavailableError: 503,
+    anthropic.GatewayTimeoutError: 504,
+    anthropic.OverloadedError: 529,
+    anthropic.InternalServerError: 500,
     BaseException: 418,
 }
 
@@ -286,8 +422,11 @@ GEMINI_EXPECTED: dict[str, FailureKind | None] = {
 
 
 def test_gemini_every_class_is_classified() -> None:
-    classes = {n: c for n, c in inspect.getmembers(genai_errors, inspect.isclass)
-               if issubclass(c, Exception) and c.__module__ == genai_errors.__name__}
+    classes = {
+        n: c
+        for n, c in inspect.getmembers(genai_errors, inspect.isclass)
+        if issubclass(c, Exception) and c.__module__ == genai_errors.__name__
+    }
     classes |= sdk_classes(genai_errors.APIError)
     assert set(classes) == set(GEMINI_EXPECTED)
     for name, cls in classes.items():
@@ -310,8 +449,12 @@ def gemini_error(code: int, status: str, message: str, details: list[dict[str, A
     "code,status,message,kind",
     [
         (400, "INVALID_ARGUMENT", "Invalid value at 'generation_config.temperature'", K.INVALID_REQUEST),
-        (400, "INVALID_ARGUMENT", "The input token count (1200000) exceeds the maximum number of tokens allowed "
-                                  "(1048576).", K.CONTEXT_TOO_LONG),
+        (
+            400,
+            "INVALID_ARGUMENT",
+            "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+            K.CONTEXT_TOO_LONG,
+        ),
         (401, "UNAUTHENTICATED", "Request had invalid authentication credentials.", K.AUTH_FAILED),
         (403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers.", K.AUTH_FAILED),
         (404, "NOT_FOUND", "models/nope is not found", K.AUTH_FAILED),
@@ -334,8 +477,10 @@ def test_gemini_bad_key_is_auth_failure_despite_400() -> None:
 
 @pytest.mark.parametrize("delay,seconds", [("2s", 2.0), ("1.500s", 1.5), ("0s", 0.0), ("soon", None)])
 def test_gemini_retry_delay_from_body(delay: str, seconds: float | None) -> None:
-    details = [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
-               {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay},
+    ]
     error = gemini_error(429, "RESOURCE_EXHAUSTED", "quota", details)
     assert error.kind is K.RATE_LIMITED and error.retry_after_s == seconds
 
@@ -355,16 +500,21 @@ def test_openai_429_by_code(code: str, kind: FailureKind) -> None:
     "cls,status,body,kind",
     [
         (openai.BadRequestError, 400, {"code": "context_length_exceeded"}, K.CONTEXT_TOO_LONG),
-        (openai.BadRequestError, 400, {"message": "This model's maximum context length is 8192 tokens"},
-         K.CONTEXT_TOO_LONG),
+        (
+            openai.BadRequestError,
+            400,
+            {"message": "This model's maximum context length is 8192 tokens"},
+            K.CONTEXT_TOO_LONG,
+        ),
         (openai.BadRequestError, 400, {"code": "content_filter"}, K.CONTENT_FILTERED),
         (openai.InternalServerError, 503, {"type": "server_error"}, K.OVERLOADED),
         (openai.InternalServerError, 502, {"type": "server_error"}, K.SERVER_ERROR),
         (openai.APIStatusError, 529, {}, K.OVERLOADED),
     ],
 )
-def test_openai_refinements(cls: type[openai.APIStatusError], status: int, body: dict[str, str],
-                            kind: FailureKind) -> None:
+def test_openai_refinements(
+    cls: type[openai.APIStatusError], status: int, body: dict[str, str], kind: FailureKind
+) -> None:
     exc = cls("x", response=response(status, {"error": body}, {"x-request-id": "req_9"}), body=body)
     error = openai_adapter.map_error(exc)
     assert (error.kind, error.status_code, error.upstream_request_id) == (kind, status, "req_9")
@@ -460,37 +610,80 @@ def test_scrub_removes_the_configured_secret_and_keeps_ordinary_text() -> None:
 # exception (which calls a refused connection ConnectTimeout), from aiohttp's own.
 AIOHTTP_EXPECTED: dict[str, FailureKind] = {
     **dict.fromkeys(
-        ["ClientError", "ClientResponseError", "WSServerHandshakeError", "ClientHttpProxyError",
-         "ClientConnectionError", "ClientConnectionResetError", "ClientOSError", "ClientConnectorError",
-         "ClientConnectorDNSError", "ClientProxyConnectionError", "UnixClientConnectorError", "ClientSSLError",
-         "ClientConnectorSSLError", "ClientConnectorCertificateError", "ServerConnectionError",
-         "ServerDisconnectedError", "ServerFingerprintMismatch", "ClientPayloadError", "UploadAbortedError",
-         "InvalidURL", "InvalidUrlClientError", "NonHttpUrlClientError", "HttpProcessingError", "BadHttpMessage",
-         "HttpBadRequest", "PayloadEncodingError", "TransferEncodingError", "ContentLengthError", "LineTooLong",
-         "InvalidHeader", "BadStatusLine", "BadHttpMethod", "InvalidURLError"],
+        [
+            "ClientError",
+            "ClientResponseError",
+            "WSServerHandshakeError",
+            "ClientHttpProxyError",
+            "ClientConnectionError",
+            "ClientConnectionResetError",
+            "ClientOSError",
+            "ClientConnectorError",
+            "ClientConnectorDNSError",
+            "ClientProxyConnectionError",
+            "UnixClientConnectorError",
+            "ClientSSLError",
+            "ClientConnectorSSLError",
+            "ClientConnectorCertificateError",
+            "ServerConnectionError",
+            "ServerDisconnectedError",
+            "ServerFingerprintMismatch",
+            "ClientPayloadError",
+            "UploadAbortedError",
+            "InvalidURL",
+            "InvalidUrlClientError",
+            "NonHttpUrlClientError",
+            "HttpProcessingError",
+            "BadHttpMessage",
+            "HttpBadRequest",
+            "PayloadEncodingError",
+            "TransferEncodingError",
+            "ContentLengthError",
+            "LineTooLong",
+            "InvalidHeader",
+            "BadStatusLine",
+            "BadHttpMethod",
+            "InvalidURLError",
+        ],
         K.CONNECTION_ERROR,
     ),
     **dict.fromkeys(["ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError"], K.TIMEOUT),
     **dict.fromkeys(["ContentTypeError", "ContentEncodingError", "DecompressSizeError"], K.MALFORMED_RESPONSE),
-    **dict.fromkeys(["TooManyRedirects", "RedirectClientError", "InvalidUrlRedirectClientError",
-                     "NonHttpUrlRedirectClientError"], K.SERVER_ERROR),
-}  # fmt: skip
+    **dict.fromkeys(
+        ["TooManyRedirects", "RedirectClientError", "InvalidUrlRedirectClientError", "NonHttpUrlRedirectClientError"],
+        K.SERVER_ERROR,
+    ),
+}
 CONNECTION_KEY = ConnectionKey("127.0.0.1", 443, True, True, None, None, None)
 
 
 def build_aiohttp(cls: type[BaseException]) -> BaseException:
     params = inspect.signature(cls.__init__).parameters
     values: dict[str, Any] = {
-        "request_info": aiohttp.RequestInfo(URL("http://127.0.0.1/v1"), "POST", CIMultiDictProxy(CIMultiDict()),
-                                            URL("http://127.0.0.1/v1")),
-        "history": (), "connection_key": CONNECTION_KEY, "os_error": ConnectionRefusedError(),
-        "certificate_error": ssl.SSLCertVerificationError("x"), "path": "/x", "expected": b"a", "got": b"b",
-        "host": "h", "port": 1, "url": "http://x", "message": "x", "line": "x", "hdr": "x",
-    }  # fmt: skip
+        "request_info": aiohttp.RequestInfo(
+            URL("http://127.0.0.1/v1"), "POST", CIMultiDictProxy(CIMultiDict()), URL("http://127.0.0.1/v1")
+        ),
+        "history": (),
+        "connection_key": CONNECTION_KEY,
+        "os_error": ConnectionRefusedError(),
+        "certificate_error": ssl.SSLCertVerificationError("x"),
+        "path": "/x",
+        "expected": b"a",
+        "got": b"b",
+        "host": "h",
+        "port": 1,
+        "url": "http://x",
+        "message": "x",
+        "line": "x",
+        "hdr": "x",
+    }
     if list(params) == ["self", "args", "kwargs"]:
         return cls("x")
-    positional = [values[n] for n, p in params.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
-                  and p.default is p.empty]  # fmt: skip
+    positional = [
+        values[n]
+        for n, p in params.items()
+        if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty
+    ]
     return cls(*positional)
 
 

@@ -155,8 +155,12 @@ async def test_all_failed_mixed_reasons_is_unavailable() -> None:
 
 
 async def test_invalid_request_does_not_fail_over() -> None:
-    p = pipeline({"a": [[ProviderError(FailureKind.INVALID_REQUEST, "temperature: must be <= 2", status_code=400)]],
-                  "b": [words("never")]})  # fmt: skip
+    p = pipeline(
+        {
+            "a": [[ProviderError(FailureKind.INVALID_REQUEST, "temperature: must be <= 2", status_code=400)]],
+            "b": [words("never")],
+        }
+    )
     error, _ = await p.fail()
     assert isinstance(error, ProviderRejectedRequest)
     assert "temperature: must be <= 2" in error.message
@@ -226,8 +230,7 @@ async def test_restart_tells_the_caller_to_discard_and_starts_over() -> None:
 async def test_continue_prefills_the_partial_answer_on_a_model_that_takes_it() -> None:
     prefill = ModelSpec(name="m", context_window=1000, assistant_prefill=True)
     reset = ProviderError(FailureKind.CONNECTION_ERROR, "connection reset")
-    p = pipeline({"a": [[TextDelta("The answer "), reset]], "b": [words("no")], "c": [words("is 42.")]},
-                 {"c": prefill})  # fmt: skip
+    p = pipeline({"a": [[TextDelta("The answer "), reset]], "b": [words("no")], "c": [words("is 42.")]}, {"c": prefill})
     events = await p.run(chat_request(mid_stream_policy=MidStreamPolicy.CONTINUE))
     assert texts(events) == "The answer is 42."
     assert p.adapters["b"].calls == []  # cannot take a partial assistant turn

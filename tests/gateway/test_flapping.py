@@ -84,8 +84,11 @@ def answered_by(events: Sequence[GatewayEvent]) -> str:
 
 
 async def test_with_every_breaker_open_the_call_still_tries_the_one_that_reopens_soonest() -> None:
-    f = flapping({"a": [words("a"), [SERVER_ERROR]], "b": [[SERVER_ERROR], [SERVER_ERROR], words("b")]},
-                 breaker_failures=1, breaker_open_s=2.0)  # fmt: skip
+    f = flapping(
+        {"a": [words("a"), [SERVER_ERROR]], "b": [[SERVER_ERROR], [SERVER_ERROR], words("b")]},
+        breaker_failures=1,
+        breaker_open_s=2.0,
+    )
     assert answered_by(await f.run(chat_request(provider_order=("b", "a")))) == "a"  # b opens until t+2
     f.clock.now += 1.0
     error = await f.fail()  # a fails and opens until t+3; b, skipped on advice, is tried last and fails
@@ -125,8 +128,10 @@ async def test_a_last_resort_is_never_a_hard_blocked_candidate() -> None:
 
 async def test_a_stream_started_before_the_breaker_opened_cannot_close_it() -> None:
     gate = asyncio.Event()
-    f = flapping({"a": [[*words("old")[:1], Gate(gate), *words("stream")], [SERVER_ERROR]], "b": [words("b")]},
-                 breaker_failures=1)  # fmt: skip
+    f = flapping(
+        {"a": [[*words("old")[:1], Gate(gate), *words("stream")], [SERVER_ERROR]], "b": [words("b")]},
+        breaker_failures=1,
+    )
     old = f.start().events()
     while not isinstance(await anext(old), AttemptStarted):
         pass
@@ -153,8 +158,9 @@ async def _all_but_one_done(tasks: list[asyncio.Task[list[GatewayEvent]]]) -> as
 async def test_after_an_open_breaker_s_wait_one_of_50_concurrent_calls_is_the_probe(probe_ok: bool) -> None:
     gate = asyncio.Event()
     probe: list[Step] = [Gate(gate), *(words("a") if probe_ok else [SERVER_ERROR])]
-    f = flapping({"a": [[SERVER_ERROR], probe, words("a")], "b": [words("b")] * 60},
-                 breaker_failures=1, breaker_open_s=2.0)  # fmt: skip
+    f = flapping(
+        {"a": [[SERVER_ERROR], probe, words("a")], "b": [words("b")] * 60}, breaker_failures=1, breaker_open_s=2.0
+    )
     await f.run()
     f.clock.now += 2.5
     tasks = [asyncio.create_task(f.run()) for _ in range(50)]
@@ -176,8 +182,10 @@ async def test_after_an_open_breaker_s_wait_one_of_50_concurrent_calls_is_the_pr
 
 async def test_an_attempt_far_past_the_usual_first_token_turns_new_calls_away_before_its_timeout() -> None:
     gate = asyncio.Event()
-    f = flapping({"a": [*[words("a")] * 3, [Gate(gate), *words("late")], words("a")], "b": [words("b")]},
-                 stalls=StallSettings(floor_s=0.5, min_samples=3))  # fmt: skip
+    f = flapping(
+        {"a": [*[words("a")] * 3, [Gate(gate), *words("late")], words("a")], "b": [words("b")]},
+        stalls=StallSettings(floor_s=0.5, min_samples=3),
+    )
     for _ in range(3):
         f.clock.now += 0.01
         assert answered_by(await f.run()) == "a"
@@ -199,8 +207,13 @@ async def test_an_attempt_far_past_the_usual_first_token_turns_new_calls_away_be
 async def test_a_suspected_stall_is_a_last_resort_only_for_a_call_that_has_not_waited_out_a_stall() -> None:
     gate = asyncio.Event()
     timeout = ProviderError(FailureKind.TIMEOUT, "no first token within this attempt's share of the deadline")
-    f = flapping({"a": [*[words("a")] * 3, [Gate(gate), *words("late")], words("a, as a last resort")],
-                  "b": [[timeout], [timeout]]}, stalls=StallSettings(min_samples=3))  # fmt: skip
+    f = flapping(
+        {
+            "a": [*[words("a")] * 3, [Gate(gate), *words("late")], words("a, as a last resort")],
+            "b": [[timeout], [timeout]],
+        },
+        stalls=StallSettings(min_samples=3),
+    )
     for _ in range(3):
         await f.run()
     stalled = f.start().events()
@@ -222,8 +235,11 @@ async def test_a_suspected_stall_is_a_last_resort_only_for_a_call_that_has_not_w
 
 async def test_a_candidate_tried_earlier_is_the_last_resort_once_its_breaker_has_moved_on() -> None:
     gate = asyncio.Event()
-    f = flapping({"a": [[SERVER_ERROR], words("a", "again")], "b": [[Gate(gate), SERVER_ERROR]]},
-                 breaker_failures=1, breaker_open_s=2.0)  # fmt: skip
+    f = flapping(
+        {"a": [[SERVER_ERROR], words("a", "again")], "b": [[Gate(gate), SERVER_ERROR]]},
+        breaker_failures=1,
+        breaker_open_s=2.0,
+    )
     run = f.start().events()
     events = [await anext(run) for _ in range(3)]  # a fails (its breaker opens), b starts and hangs
     assert [(e.provider, e.attempt) for e in started(events)] == [("a", 1), ("b", 2)]

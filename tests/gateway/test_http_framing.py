@@ -40,8 +40,13 @@ from tests.gateway.test_provider_streams import config_for
 
 FIRST, LEAK, SECOND = "FIRST", "LEAK", "SECOND"
 # Kinds a framing failure may take: each fails over to the next candidate.
-FAILOVER_KINDS = {FailureKind.CONNECTION_ERROR, FailureKind.MALFORMED_RESPONSE, FailureKind.TRUNCATED,
-                  FailureKind.TIMEOUT, FailureKind.SERVER_ERROR}  # fmt: skip
+FAILOVER_KINDS = {
+    FailureKind.CONNECTION_ERROR,
+    FailureKind.MALFORMED_RESPONSE,
+    FailureKind.TRUNCATED,
+    FailureKind.TIMEOUT,
+    FailureKind.SERVER_ERROR,
+}
 MiB = 1 << 20
 
 
@@ -76,8 +81,11 @@ CORPUS: dict[str, Case] = {
         answer_ok=True,
     ),
     "two-different-content-lengths": Case(
-        lambda b: Answer(head(b"content-length: %d" % len(b(FIRST)), b"content-length: %d" % (len(b(FIRST)) + 7))
-                         + b(FIRST) + smuggled(b))  # fmt: skip
+        lambda b: Answer(
+            head(b"content-length: %d" % len(b(FIRST)), b"content-length: %d" % (len(b(FIRST)) + 7))
+            + b(FIRST)
+            + smuggled(b)
+        )
     ),
     "chunk-size-plus-sign": Case(
         lambda b: Answer(head(b"transfer-encoding: chunked") + chunk(b(FIRST), b"+%x" % len(b(FIRST))) + b"0\r\n\r\n")
@@ -112,8 +120,14 @@ CORPUS: dict[str, Case] = {
     ),
     # A 1 GiB chunk: its data must stream through (4 MiB of SSE comments, then the answer), not be buffered.
     "chunk-of-1-GiB": Case(
-        lambda b: Answer(lambda: pieces(head(b"transfer-encoding: chunked") + b"40000000\r\n",
-                                        (b": " + b"p" * 1020 + b"\n\n") * 64, 64, b(FIRST))),
+        lambda b: Answer(
+            lambda: pieces(
+                head(b"transfer-encoding: chunked") + b"40000000\r\n",
+                (b": " + b"p" * 1020 + b"\n\n") * 64,
+                64,
+                b(FIRST),
+            )
+        ),
         answer_ok=True,
         memory_bound=2 * MiB,
     ),
@@ -132,8 +146,9 @@ CORPUS: dict[str, Case] = {
         lambda b: Answer(head(b"content-length: %d" % len(b(FIRST)), status=b"ICY 200 OK") + b(FIRST))
     ),
     "reset-halfway-through-a-chunk": Case(
-        lambda b: Answer(head(b"transfer-encoding: chunked") + b"%x\r\n" % len(b(FIRST))
-                         + b(FIRST)[: len(b(FIRST)) // 2], then=RESET)  # fmt: skip
+        lambda b: Answer(
+            head(b"transfer-encoding: chunked") + b"%x\r\n" % len(b(FIRST)) + b(FIRST)[: len(b(FIRST)) // 2], then=RESET
+        )
     ),
 }
 
@@ -211,21 +226,25 @@ async def test_end_to_end_a_hostile_upstream_fails_over_and_leaks_nothing(
     hostile = CORPUS["two-different-content-lengths"]
 
     def answer(n: int) -> Answer:
-        return hostile.make(lambda t: sse_body("openai_compatible", t)) if n == 0 else Answer(
-            with_length(sse_body("openai_compatible", SECOND)))
+        return (
+            hostile.make(lambda t: sse_body("openai_compatible", t))
+            if n == 0
+            else Answer(with_length(sse_body("openai_compatible", SECOND)))
+        )
 
     async with raw_upstream(answer) as (upstream, port):
         data = {
-            "providers": [Upstream("h", "openai_compatible", "m", patient=True).entry(f"http://127.0.0.1:{port}"),
-                          Upstream("f", "openai", "fallback", patient=True).entry(sim.base_url)],
+            "providers": [
+                Upstream("h", "openai_compatible", "m", patient=True).entry(f"http://127.0.0.1:{port}"),
+                Upstream("f", "openai", "fallback", patient=True).entry(sim.base_url),
+            ],
             "routes": {"default": ["h/m", "f/fallback"]},
-        }  # fmt: skip
+        }
         cfg = config.parse(data, source="test", env={"SIM_KEY": "sk-sim-key-1234"})
         async with serving(sim, cfg) as h:
             with caplog.at_level(logging.INFO, logger="gateway_service.upstream"):
                 first = await stream(h, pb.StreamChatRequest(model="default", messages=user("hi"), request_id="e2e-1"))
-                second = await stream(h, pb.StreamChatRequest(model="default", messages=user("hi"),
-                                                              request_id="e2e-2"))  # fmt: skip
+                second = await stream(h, pb.StreamChatRequest(model="default", messages=user("hi"), request_id="e2e-2"))
     assert kinds(first)[:3] == ["started", "failover", "started"]
     assert first[1].failover.reason == pb.FAILURE_REASON_CONNECTION_ERROR
     assert (first[0].started.provider, first[2].started.provider) == ("h", "f")

@@ -35,9 +35,11 @@ REDIS_URL = redis_url()
 
 
 def limited_config(
-    sim: SimulatorHandle, budgets: dict[str, dict[str, int]], limits: dict[str, Any] | None = None,
+    sim: SimulatorHandle,
+    budgets: dict[str, dict[str, int]],
+    limits: dict[str, Any] | None = None,
     model_budgets: dict[str, dict[str, int]] | None = None,
-) -> config.GatewayConfig:  # fmt: skip
+) -> config.GatewayConfig:
     """PRIMARY then FALLBACK as `default`, with provider (and model) `limits:` and the top-level `limits:` section."""
     providers = [u.entry(sim.base_url) for u in (PRIMARY, FALLBACK)]
     for entry in providers:
@@ -181,8 +183,9 @@ async def test_a_failed_attempt_gives_its_token_estimate_back(sim: SimulatorHand
     async with limited(sim, limited_config(sim, {"p": {"tokens_per_minute": 20}})) as h:
         first = await chat(h, failing)
         assert [(a.provider, a.failure_reason) for a in first.attempts] == [
-            ("p", pb.FAILURE_REASON_RATE_LIMITED), ("f", pb.FAILURE_REASON_UNSPECIFIED),
-        ]  # fmt: skip
+            ("p", pb.FAILURE_REASON_RATE_LIMITED),
+            ("f", pb.FAILURE_REASON_UNSPECIFIED),
+        ]
         assert (await chat(h, plain)).provider == "p"
 
 
@@ -214,8 +217,7 @@ async def redis_prefix() -> AsyncIterator[str]:
 
 async def test_two_gateways_share_budgets_in_redis(sim: SimulatorHandle) -> None:
     async with redis_prefix() as prefix:
-        limits = {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": prefix,
-                  "users": {"requests_per_minute": 1}}  # fmt: skip
+        limits = {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": prefix, "users": {"requests_per_minute": 1}}
         cfg = limited_config(sim, {"p": {"requests_per_minute": 1}}, limits)
         async with limited(sim, cfg) as one, limited(sim, cfg, clear=False) as two:
             assert (await chat(one, user_id="alice")).provider == "p"

@@ -71,9 +71,13 @@ async def schema_service(dsn: str, tracing: Tracing) -> AsyncIterator[tuple[str,
     await app.connect()
     lifecycle = Lifecycle(SERVICE_NAMES)
     grpc_server = build_server(
-        ServerOptions(), lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES,
-        metrics=metrics, tracing=tracing,
-    )  # fmt: skip
+        ServerOptions(),
+        lifecycle,
+        [lambda s: add_to_server(s, app, lifecycle)],
+        SERVICE_NAMES,
+        metrics=metrics,
+        tracing=tracing,
+    )
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     await grpc_server.start()
     try:

@@ -41,14 +41,21 @@ RICH = ChatRequest(
         Message(Role.USER, "And tomorrow?"),
     ),
     request_id="r",
-    sampling=Sampling(temperature=0.5, top_p=0.9, top_k=40, stop_sequences=("END",), seed=7, presence_penalty=0.1,
-                      frequency_penalty=0.2),  # top_k: extra_body, for openai_compatible only
+    sampling=Sampling(
+        temperature=0.5,
+        top_p=0.9,
+        top_k=40,
+        stop_sequences=("END",),
+        seed=7,
+        presence_penalty=0.1,
+        frequency_penalty=0.2,
+    ),  # top_k: extra_body, for openai_compatible only
     max_output_tokens=64,
     tools=(WEATHER,),
     tool_choice=ToolChoiceMode.TOOL,
     tool_choice_name="get_weather",
     user_id="user-1",
-)  # fmt: skip
+)
 SCHEMA = replace(
     PLAIN,
     response_format=ResponseFormat.JSON_SCHEMA,

@@ -58,8 +58,15 @@ FULL = ChatRequest(
     model="m",
     request_id="r1",
     messages=(Message(Role.SYSTEM, "Be brief."), Message(Role.USER, "Weather in Paris?")),
-    sampling=Sampling(temperature=0.5, top_p=0.9, top_k=40, stop_sequences=("END",), seed=7,
-                      presence_penalty=0.1, frequency_penalty=0.2),
+    sampling=Sampling(
+        temperature=0.5,
+        top_p=0.9,
+        top_k=40,
+        stop_sequences=("END",),
+        seed=7,
+        presence_penalty=0.1,
+        frequency_penalty=0.2,
+    ),
     max_output_tokens=50,
     tools=(WEATHER,),
     tool_choice=ToolChoiceMode.REQUIRED,
@@ -69,14 +76,20 @@ FULL = ChatRequest(
 
 async def test_openai_request(sim: SimulatorHandle, adapters: Adapters) -> None:
     _, body = await run(adapters, sim, "openai", FULL)
-    assert body["messages"] == [{"role": "system", "content": "Be brief."},
-                                {"role": "user", "content": "Weather in Paris?"}]
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+    ]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert (body["temperature"], body["top_p"], body["seed"], body["stop"]) == (0.5, 0.9, 7, ["END"])
     assert (body["presence_penalty"], body["frequency_penalty"]) == (0.1, 0.2)
     assert body["max_completion_tokens"] == 50 and "max_tokens" not in body and "top_k" not in body
-    assert body["tools"] == [{"type": "function", "function": {"name": "get_weather", "description":
-                              "Weather for a city", "parameters": WEATHER.parameters}}]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "description": "Weather for a city", "parameters": WEATHER.parameters},
+        }
+    ]
     assert body["tool_choice"] == "required" and body["user"] == "u-1"
     headers = sim.simulator.observations[-1].headers
     assert headers["authorization"] == f"Bearer {KEY}" and headers["x-stainless-retry-count"] == "0"
@@ -91,13 +104,21 @@ async def test_openai_compatible_request(sim: SimulatorHandle, adapters: Adapter
 @pytest.mark.parametrize("kind", ["openai", "openai_compatible"])
 async def test_openai_json_and_forced_tool(sim: SimulatorHandle, adapters: Adapters, kind: str) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    request = replace(FULL, response_format=ResponseFormat.JSON_SCHEMA, json_schema=schema, schema_name="ans",
-                      tool_choice=ToolChoiceMode.TOOL, tool_choice_name="get_weather")
+    request = replace(
+        FULL,
+        response_format=ResponseFormat.JSON_SCHEMA,
+        json_schema=schema,
+        schema_name="ans",
+        tool_choice=ToolChoiceMode.TOOL,
+        tool_choice_name="get_weather",
+    )
     events, body = await run(adapters, sim, kind, request)
     assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "ans", "schema": schema}}
     assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
-    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == '{"answer": "Hello from the simulator. You ' \
+    assert (
+        "".join(e.text for e in events if isinstance(e, TextDelta)) == '{"answer": "Hello from the simulator. You '
         'said: Weather in Paris?"}'
+    )
     _, body = await run(adapters, sim, kind, replace(FULL, response_format=ResponseFormat.JSON_OBJECT))
     assert body["response_format"] == {"type": "json_object"}
 
@@ -108,8 +129,9 @@ async def test_anthropic_request(sim: SimulatorHandle, adapters: Adapters) -> No
     assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]}]
     assert (body["temperature"], body["top_p"], body["top_k"]) == (0.5, 0.9, 40)  # sent through extra_body
     assert body["stop_sequences"] == ["END"] and body["max_tokens"] == 50 and body["stream"] is True
-    assert body["tools"] == [{"name": "get_weather", "description": "Weather for a city",
-                              "input_schema": WEATHER.parameters}]
+    assert body["tools"] == [
+        {"name": "get_weather", "description": "Weather for a city", "input_schema": WEATHER.parameters}
+    ]
     assert body["tool_choice"] == {"type": "any"} and body["metadata"] == {"user_id": "u-1"}
     assert "seed" not in body
     headers = sim.simulator.observations[-1].headers
@@ -131,12 +153,27 @@ async def test_gemini_request(sim: SimulatorHandle, adapters: Adapters) -> None:
     assert body["contents"] == [{"role": "user", "parts": [{"text": "Weather in Paris?"}]}]
     assert body["systemInstruction"]["parts"] == [{"text": "Be brief."}]
     assert body["generationConfig"] == {
-        "temperature": 0.5, "topP": 0.9, "topK": 40, "seed": 7, "presencePenalty": 0.1, "frequencyPenalty": 0.2,
-        "maxOutputTokens": 50, "stopSequences": ["END"],
+        "temperature": 0.5,
+        "topP": 0.9,
+        "topK": 40,
+        "seed": 7,
+        "presencePenalty": 0.1,
+        "frequencyPenalty": 0.2,
+        "maxOutputTokens": 50,
+        "stopSequences": ["END"],
     }
     # google-genai leaves declaration fields in snake_case, which the API's JSON mapping accepts.
-    assert body["tools"] == [{"functionDeclarations": [{"name": "get_weather", "description": "Weather for a city",
-                                                        "parameters_json_schema": WEATHER.parameters}]}]
+    assert body["tools"] == [
+        {
+            "functionDeclarations": [
+                {
+                    "name": "get_weather",
+                    "description": "Weather for a city",
+                    "parameters_json_schema": WEATHER.parameters,
+                }
+            ]
+        }
+    ]
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
 
 
@@ -154,18 +191,25 @@ def assistant_turn(events: list[ProviderEvent]) -> Message:
     for e in events:
         if isinstance(e, ToolCallDelta):
             calls.setdefault(e.index, []).append(e)
-    reasoning = Reasoning(text="".join(e.text for e in events if isinstance(e, ReasoningDelta)),
-                          signature="".join(e.signature for e in events if isinstance(e, ReasoningDelta)))
-    tool_calls = tuple(ToolCall(parts[0].id, parts[0].name, "".join(p.arguments_json for p in parts))
-                       for parts in calls.values())
+    reasoning = Reasoning(
+        text="".join(e.text for e in events if isinstance(e, ReasoningDelta)),
+        signature="".join(e.signature for e in events if isinstance(e, ReasoningDelta)),
+    )
+    tool_calls = tuple(
+        ToolCall(parts[0].id, parts[0].name, "".join(p.arguments_json for p in parts)) for parts in calls.values()
+    )
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     return Message(Role.ASSISTANT, text, tool_calls=tool_calls, reasoning=(reasoning,))
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_tool_loop_round_trip(sim: SimulatorHandle, adapters: Adapters, kind: str) -> None:
-    first = ChatRequest(model="m", request_id="r", tools=(WEATHER,),
-                        messages=(Message(Role.USER, '[[think:need weather]] [[call:get_weather {"city": "Paris"}]]'),))
+    first = ChatRequest(
+        model="m",
+        request_id="r",
+        tools=(WEATHER,),
+        messages=(Message(Role.USER, '[[think:need weather]] [[call:get_weather {"city": "Paris"}]]'),),
+    )
     events, _ = await run(adapters, sim, kind, first)
     turn = assistant_turn(events)
     assert turn.tool_calls[0].name == "get_weather" and turn.tool_calls[0].arguments_json == '{"city": "Paris"}'
@@ -184,24 +228,46 @@ SENT_BACK = {
 }
 EXPECTED_SENT_BACK = {
     "openai": lambda turn: [
-        {"role": "assistant", "content": None, "tool_calls": [{"id": turn.tool_calls[0].id, "type": "function",
-                                                               "function": {"name": "get_weather",
-                                                                            "arguments": '{"city": "Paris"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": turn.tool_calls[0].id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": turn.tool_calls[0].id, "content": '{"temp_c": 21}'},
     ],
     "anthropic": lambda turn: [
-        {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "need weather", "signature": turn.reasoning[0].signature},
-            {"type": "tool_use", "id": turn.tool_calls[0].id, "name": "get_weather", "input": {"city": "Paris"}},
-        ]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": turn.tool_calls[0].id,
-                                      "content": '{"temp_c": 21}'}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "need weather", "signature": turn.reasoning[0].signature},
+                {"type": "tool_use", "id": turn.tool_calls[0].id, "name": "get_weather", "input": {"city": "Paris"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": turn.tool_calls[0].id, "content": '{"temp_c": 21}'}],
+        },
     ],
     "gemini": lambda turn: [
-        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
-                                     "thoughtSignature": turn.reasoning[0].signature}]},
-        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
-                                                         "response": {"result": {"temp_c": 21}}}}]},
+        {
+            "role": "model",
+            "parts": [
+                {
+                    "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                    "thoughtSignature": turn.reasoning[0].signature,
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": {"temp_c": 21}}}}],
+        },
     ],
 }
 
@@ -212,12 +278,14 @@ def test_gemini_signature_is_base64_of_what_the_upstream_sent() -> None:
 
 async def test_anthropic_prefill_is_continued(sim: SimulatorHandle, adapters: Adapters) -> None:
     prefix = "Hello from the"
-    request = ChatRequest(model="m", request_id="r", messages=(Message(Role.USER, "one two"),
-                                                               Message(Role.ASSISTANT, prefix)))
+    request = ChatRequest(
+        model="m", request_id="r", messages=(Message(Role.USER, "one two"), Message(Role.ASSISTANT, prefix))
+    )
     events, body = await run(adapters, sim, "anthropic", request)
     assert body["messages"][-1] == {"role": "assistant", "content": [{"type": "text", "text": prefix}]}
     assert prefix + "".join(e.text for e in events if isinstance(e, TextDelta)) == (
-        "Hello from the simulator. You said: one two")
+        "Hello from the simulator. You said: one two"
+    )
 
 
 TOOL_CHOICES = {
@@ -227,12 +295,18 @@ TOOL_CHOICES = {
 }
 EXPECTED_CHOICES: dict[str, dict[ToolChoiceMode, Any]] = {
     "openai": {ToolChoiceMode.AUTO: "auto", ToolChoiceMode.NONE: "none", ToolChoiceMode.REQUIRED: "required"},
-    "anthropic": {ToolChoiceMode.AUTO: {"type": "auto"}, ToolChoiceMode.NONE: {"type": "none"},
-                  ToolChoiceMode.REQUIRED: {"type": "any"},
-                  ToolChoiceMode.TOOL: {"type": "tool", "name": "get_weather"}},
-    "gemini": {ToolChoiceMode.AUTO: {"mode": "AUTO"}, ToolChoiceMode.NONE: {"mode": "NONE"},
-               ToolChoiceMode.REQUIRED: {"mode": "ANY"},
-               ToolChoiceMode.TOOL: {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+    "anthropic": {
+        ToolChoiceMode.AUTO: {"type": "auto"},
+        ToolChoiceMode.NONE: {"type": "none"},
+        ToolChoiceMode.REQUIRED: {"type": "any"},
+        ToolChoiceMode.TOOL: {"type": "tool", "name": "get_weather"},
+    },
+    "gemini": {
+        ToolChoiceMode.AUTO: {"mode": "AUTO"},
+        ToolChoiceMode.NONE: {"mode": "NONE"},
+        ToolChoiceMode.REQUIRED: {"mode": "ANY"},
+        ToolChoiceMode.TOOL: {"mode": "ANY", "allowedFunctionNames": ["get_weather"]},
+    },
 }
 
 
@@ -248,14 +322,21 @@ async def test_tool_choice_modes(sim: SimulatorHandle, adapters: Adapters, kind:
 
 
 async def test_anthropic_redacted_thinking_goes_back_unchanged(sim: SimulatorHandle, adapters: Adapters) -> None:
-    first = ChatRequest(model="m", request_id="r", tools=(WEATHER,), messages=(
-        Message(Role.USER, '[[redacted:EqOpaque==]] [[think:hm]] [[call:get_weather {"city": "Oslo"}]]'),))
+    first = ChatRequest(
+        model="m",
+        request_id="r",
+        tools=(WEATHER,),
+        messages=(Message(Role.USER, '[[redacted:EqOpaque==]] [[think:hm]] [[call:get_weather {"city": "Oslo"}]]'),),
+    )
     events, _ = await run(adapters, sim, "anthropic", first)
     reasoning = [e for e in events if isinstance(e, ReasoningDelta)]
     assert reasoning[0] == ReasoningDelta(redacted_data="EqOpaque==")
     call = next(e for e in events if isinstance(e, ToolCallDelta) and e.id)
-    turn = Message(Role.ASSISTANT, tool_calls=(ToolCall(call.id, call.name, '{"city": "Oslo"}'),), reasoning=(
-        Reasoning(redacted_data="EqOpaque=="), Reasoning(text="hm", signature=reasoning[-1].signature)))
+    turn = Message(
+        Role.ASSISTANT,
+        tool_calls=(ToolCall(call.id, call.name, '{"city": "Oslo"}'),),
+        reasoning=(Reasoning(redacted_data="EqOpaque=="), Reasoning(text="hm", signature=reasoning[-1].signature)),
+    )
     result = Message(Role.TOOL, "cold", tool_call_id=call.id)
     _, body = await run(adapters, sim, "anthropic", replace(first, messages=(*first.messages, turn, result)))
     assert body["messages"][1]["content"][:2] == [
@@ -270,8 +351,12 @@ async def test_unconvertible_request_is_invalid_and_never_sent(
 ) -> None:
     """Tool-call arguments that are not JSON cannot become Anthropic `input` / Gemini `args`."""
     turn = Message(Role.ASSISTANT, tool_calls=(ToolCall("call_1", "get_weather", "{not json"),))
-    request = ChatRequest(model="m", request_id="r", tools=(WEATHER,), messages=(
-        Message(Role.USER, "hi"), turn, Message(Role.TOOL, "sunny", tool_call_id="call_1")))
+    request = ChatRequest(
+        model="m",
+        request_id="r",
+        tools=(WEATHER,),
+        messages=(Message(Role.USER, "hi"), turn, Message(Role.TOOL, "sunny", tool_call_id="call_1")),
+    )
     before = len(sim.simulator.observations)
     with pytest.raises(ProviderError) as info:
         await run(adapters, sim, kind, request)

@@ -377,8 +377,11 @@ def test_openai_compatible_servers_repeating_usage_report_it_once() -> None:
 
 @pytest.mark.parametrize(
     "fault,kind",
-    [("disconnect", FailureKind.CONNECTION_ERROR), ("truncate", FailureKind.TRUNCATED),
-     ("malformed", FailureKind.MALFORMED_RESPONSE)],
+    [
+        ("disconnect", FailureKind.CONNECTION_ERROR),
+        ("truncate", FailureKind.TRUNCATED),
+        ("malformed", FailureKind.MALFORMED_RESPONSE),
+    ],
 )
 async def test_fault_in_the_middle_of_a_tool_call(adapter: ProviderAdapter, fault: str, kind: FailureKind) -> None:
     call = '[[call:get_weather {"city": "Paris", "unit": "celsius"}]]'

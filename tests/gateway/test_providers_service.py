@@ -11,8 +11,11 @@ from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import provider_service_pb2 as ppb
 from tests.gateway.e2e_helpers import Upstream, gateway, stream, user
 
-UPSTREAMS = [Upstream("p", "openai", "primary"), Upstream("f", "anthropic", "fallback", patient=True),
-             Upstream("g", "openai_compatible", "nokey", key_env="NO_SUCH_KEY")]  # fmt: skip
+UPSTREAMS = [
+    Upstream("p", "openai", "primary"),
+    Upstream("f", "anthropic", "fallback", patient=True),
+    Upstream("g", "openai_compatible", "nokey", key_env="NO_SUCH_KEY"),
+]
 
 
 def by_name(response: ppb.ListProvidersResponse) -> dict[str, ppb.Provider]:
@@ -27,8 +30,9 @@ async def test_list_providers_reports_configuration_health_stats_and_prices(sim:
         assert (p.type, p.configured, p.health) == (ppb.PROVIDER_TYPE_OPENAI, True, ppb.HEALTH_STATE_HEALTHY)
         assert (f.type, f.base_url) == (ppb.PROVIDER_TYPE_ANTHROPIC, sim.base_url)
         assert (g.configured, g.health, g.credential_source) == (False, ppb.HEALTH_STATE_UNCONFIGURED, "NO_SUCH_KEY")
-        assert p.models[0] == ppb.Model(name="primary", context_window=100_000, input_usd_per_mtok=1.0,
-                                        output_usd_per_mtok=2.0)  # fmt: skip
+        assert p.models[0] == ppb.Model(
+            name="primary", context_window=100_000, input_usd_per_mtok=1.0, output_usd_per_mtok=2.0
+        )
 
         await stream(
             h, pb.StreamChatRequest(model="default", messages=user("hi [[fault:429 retry_after=30 model=primary]]"))
@@ -83,7 +87,7 @@ async def test_a_client_leaving_a_watch_leaves_no_pending_task(sim: SimulatorHan
         watch = h.providers.WatchProviders(ppb.WatchProvidersRequest(), timeout=10)
         for _ in range(3):
             await watch.read()
-        watchers = h.running.gateway.health._watchers  # noqa: SLF001 - the test must know when the handler ended
+        watchers = h.running.gateway.health._watchers
         assert len(watchers) == 1
         watch.cancel()
         for _ in range(500):  # the server learns of the cancellation over the wire

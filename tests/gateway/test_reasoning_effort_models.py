@@ -33,8 +33,10 @@ from tests.gateway.test_reasoning_request import (
     usage_of,
 )
 
-UPSTREAMS = [Upstream("an", "anthropic", "claude-sim", patient=True),
-             Upstream("ge", "gemini", "gemini-2.5-flash", patient=True)]  # fmt: skip
+UPSTREAMS = [
+    Upstream("an", "anthropic", "claude-sim", patient=True),
+    Upstream("ge", "gemini", "gemini-2.5-flash", patient=True),
+]
 EFFORT_MODELS = {"anthropic": "claude-adaptive", "gemini": "gemini-3-sim"}
 MODELS = {"anthropic": "an/claude-adaptive", "gemini": "ge/gemini-3-sim"}
 BUDGET_MODELS = {"anthropic": "an/claude-sim", "gemini": "ge/gemini-2.5-flash"}
@@ -46,8 +48,11 @@ def gateway_config(sim_url: str) -> config.GatewayConfig:
     providers = [u.entry(sim_url) for u in UPSTREAMS]
     for entry in providers:
         entry["models"].append({"name": EFFORT_MODELS[entry["type"]], "reasoning": "effort"})
-    data = {"providers": providers, "routes": {"default": list(MODELS.values())},
-            "failover": {"min_attempt_budget_s": 0.01}}  # fmt: skip
+    data = {
+        "providers": providers,
+        "routes": {"default": list(MODELS.values())},
+        "failover": {"min_attempt_budget_s": 0.01},
+    }
     return config.parse(yaml.safe_load(yaml.safe_dump(data)), source="test", env={"SIM_KEY": "sk-sim-key-1234"})
 
 
@@ -121,8 +126,11 @@ async def test_the_same_providers_budget_model_keeps_the_budget_form(h: Harness,
 async def test_include_reasoning_false_on_an_effort_model(h: Harness, kind: str) -> None:
     options = pb.ReasoningOptions(effort=pb.REASONING_EFFORT_MEDIUM, include_reasoning=False)
     events = await stream(h, ask(MODELS[kind], options))
-    expected = (({"type": "adaptive", "display": "omitted"}, {"effort": "medium"}) if kind == "anthropic"
-                else {"thinking_level": "MEDIUM", "include_thoughts": False})  # fmt: skip
+    expected = (
+        ({"type": "adaptive", "display": "omitted"}, {"effort": "medium"})
+        if kind == "anthropic"
+        else {"thinking_level": "MEDIUM", "include_thoughts": False}
+    )
     assert level_form(kind, last_body(h)) == expected
     assert reasoning_text(events) == "" and answer_text(events) == ANSWER
     assert usage_of(events).reasoning_tokens == THOUGHT_TOKENS
@@ -192,8 +200,11 @@ async def test_include_reasoning_alone_asks_an_effort_model_for_no_level(h: Harn
 
 async def test_adaptive_thinking_merges_with_a_json_schema_output_config(h: Harness) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    request = ask(MODELS["anthropic"], pb.ReasoningOptions(effort=pb.REASONING_EFFORT_LOW),
-                  response_format=pb.ResponseFormat(type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=schema))
+    request = ask(
+        MODELS["anthropic"],
+        pb.ReasoningOptions(effort=pb.REASONING_EFFORT_LOW),
+        response_format=pb.ResponseFormat(type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=schema),
+    )
     await stream(h, request)
     output_config = last_body(h)["output_config"]
     assert output_config["effort"] == "low" and output_config["format"]["type"] == "json_schema"
@@ -207,10 +218,12 @@ async def test_adaptive_thinking_keeps_anthropics_thinking_limits(h: Harness) ->
     assert "temperature" not in body and "top_k" not in body and body["top_p"] == 0.95
     before = len(h.sim.simulator.observations)
     forced = pb.StreamChatRequest(
-        model=MODELS["anthropic"], messages=user("hi"), tools=[WEATHER],
+        model=MODELS["anthropic"],
+        messages=user("hi"),
+        tools=[WEATHER],
         tool_choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_REQUIRED),
         reasoning=pb.ReasoningOptions(effort=pb.REASONING_EFFORT_LOW),
-    )  # fmt: skip
+    )
     failed = await stream_failure(h, forced)
     assert failed.code is grpc.StatusCode.INVALID_ARGUMENT and failed.info.reason == "PROVIDER_REJECTED_REQUEST"
     assert failed.bad_request is not None
@@ -224,15 +237,20 @@ WEATHER = pb.Tool(name="get_weather", description="Weather for a city")
 @pytest.mark.parametrize("kind", TYPES)
 async def test_tool_loop_on_an_effort_model_sends_the_signed_reasoning_back(h: Harness, kind: str) -> None:
     options = pb.ReasoningOptions(effort=pb.REASONING_EFFORT_LOW)
-    first = pb.ChatRequest(model=MODELS[kind], messages=user('Weather? [[call:get_weather {"city": "Oslo"}]]'),
-                           tools=[WEATHER], reasoning=options)  # fmt: skip
+    first = pb.ChatRequest(
+        model=MODELS[kind],
+        messages=user('Weather? [[call:get_weather {"city": "Oslo"}]]'),
+        tools=[WEATHER],
+        reasoning=options,
+    )
     turn = await h.chat.Chat(first, timeout=5)
     (reasoning,) = turn.message.reasoning
     assert turn.finish_reason == pb.FINISH_REASON_TOOL_CALLS and reasoning.signature and reasoning.text
     call = turn.message.tool_calls[0]
     result = pb.Message(role=pb.ROLE_TOOL, tool_call_id=call.id, name=call.name, content='{"temp": 3}')
-    second = pb.ChatRequest(model=MODELS[kind], messages=[*first.messages, turn.message, result], tools=[WEATHER],
-                            reasoning=options)  # fmt: skip
+    second = pb.ChatRequest(
+        model=MODELS[kind], messages=[*first.messages, turn.message, result], tools=[WEATHER], reasoning=options
+    )
     final = await h.chat.Chat(second, timeout=5)  # the simulator refuses a tool loop without the thinking block
     assert final.message.content == 'The tool answered: {"temp": 3}'
     body = last_body(h)
@@ -257,8 +275,12 @@ async def test_simulator_refuses_thinking_levels_gemini_refuses(
     # An httpx2 client of its own: with aiohttp installed, google-genai would otherwise build its own aiohttp
     # session by subclassing ClientSession, which aiohttp warns against (an error under pytest).
     transport = httpx2.AsyncClient()
-    http = genai_types.HttpOptions(base_url=h.sim.base_url, api_version="v1beta", httpx_async_client=transport,
-                                   retry_options=genai_types.HttpRetryOptions(attempts=1))  # fmt: skip
+    http = genai_types.HttpOptions(
+        base_url=h.sim.base_url,
+        api_version="v1beta",
+        httpx_async_client=transport,
+        retry_options=genai_types.HttpRetryOptions(attempts=1),
+    )
     client = genai.Client(api_key="sim-key", http_options=http)
     config: Any = {"thinking_config": thinking}
     known = thinking["thinking_level"] in genai_types.ThinkingLevel.__members__

@@ -28,7 +28,7 @@ from tests.gateway.e2e_helpers import (
     serving,
     stream_failure,
     user,
-)  # fmt: skip
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,9 +84,11 @@ def _number(value: float) -> struct_pb2.Struct:
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 async def test_nan_and_infinity_in_tool_parameters_and_json_schema_are_refused(h: Harness, value: float) -> None:
     request = pb.StreamChatRequest(
-        model="default", messages=user("hi"), tools=[pb.Tool(name="f", parameters=_number(value))],
+        model="default",
+        messages=user("hi"),
+        tools=[pb.Tool(name="f", parameters=_number(value))],
         response_format=pb.ResponseFormat(type=pb.RESPONSE_FORMAT_TYPE_TEXT, json_schema=_number(value)),
-    )  # fmt: skip
+    )
     failed = await stream_failure(h, request)
     assert _fields(failed) == ["tools[0].parameters", "response_format.json_schema"]
     assert failed.bad_request is not None
@@ -99,12 +101,15 @@ async def test_json_nested_too_deeply_is_refused(h: Harness) -> None:
     just_over = '{"a": ' * limit + "[1]" + "}" * limit
     messages = [
         *user("hi"),
-        pb.Message(role=pb.ROLE_ASSISTANT, tool_calls=[
-            pb.ToolCall(id="a", name="f", arguments_json=deep_json),
-            pb.ToolCall(id="b", name="f", arguments_json=just_over),
-            pb.ToolCall(id="c", name="f", arguments_json='{"x": NaN}'),
-        ]),
-    ]  # fmt: skip
+        pb.Message(
+            role=pb.ROLE_ASSISTANT,
+            tool_calls=[
+                pb.ToolCall(id="a", name="f", arguments_json=deep_json),
+                pb.ToolCall(id="b", name="f", arguments_json=just_over),
+                pb.ToolCall(id="c", name="f", arguments_json='{"x": NaN}'),
+            ],
+        ),
+    ]
     deep_struct = struct_pb2.Struct()
     inner = deep_struct
     for _ in range(limit):  # the innermost Struct stays unset: `limit` levels with the outermost, then one more
@@ -114,9 +119,11 @@ async def test_json_nested_too_deeply_is_refused(h: Harness) -> None:
     request = pb.StreamChatRequest(model="default", messages=messages, tools=tools)
     failed = await stream_failure(h, request)
     assert _fields(failed) == [
-        "messages[1].tool_calls[0].arguments_json", "messages[1].tool_calls[1].arguments_json",
-        "messages[1].tool_calls[2].arguments_json", "tools[0].parameters",
-    ]  # fmt: skip
+        "messages[1].tool_calls[0].arguments_json",
+        "messages[1].tool_calls[1].arguments_json",
+        "messages[1].tool_calls[2].arguments_json",
+        "tools[0].parameters",
+    ]
     assert failed.bad_request is not None
     assert f"nested more than {limit} levels" in failed.bad_request.field_violations[0].description
 
@@ -124,9 +131,11 @@ async def test_json_nested_too_deeply_is_refused(h: Harness) -> None:
 async def test_json_at_the_depth_limit_is_taken(h: Harness) -> None:
     limit = DEFAULT_BOUNDS.max_json_depth
     at_limit = '{"a": ' * (limit - 1) + "{}" + "}" * (limit - 1)
-    messages = [*user("hi"), pb.Message(role=pb.ROLE_ASSISTANT, tool_calls=[
-        pb.ToolCall(id="a", name="f", arguments_json=at_limit)]), pb.Message(role=pb.ROLE_TOOL, tool_call_id="a",
-        content="ok")]  # fmt: skip
+    messages = [
+        *user("hi"),
+        pb.Message(role=pb.ROLE_ASSISTANT, tool_calls=[pb.ToolCall(id="a", name="f", arguments_json=at_limit)]),
+        pb.Message(role=pb.ROLE_TOOL, tool_call_id="a", content="ok"),
+    ]
     events = [e async for e in h.chat.StreamChat(pb.StreamChatRequest(model="default", messages=messages), timeout=10)]
     assert events[-1].HasField("done")
 
@@ -142,9 +151,13 @@ async def test_request_and_user_ids_follow_the_schema_services_rule(
     assert _fields(failed) == ["request_id", "user_id"]
     assert all(huge not in r.getMessage() and getattr(r, "request_id", "") != huge for r in caplog.records)
     for good in ("req-1", "a" * 128, "!~"):
-        events = [e async for e in h.chat.StreamChat(
-            pb.StreamChatRequest(model="default", messages=user("hi"), request_id=good, user_id=good), timeout=10)]
-        assert events[-1].HasField("done")  # fmt: skip
+        events = [
+            e
+            async for e in h.chat.StreamChat(
+                pb.StreamChatRequest(model="default", messages=user("hi"), request_id=good, user_id=good), timeout=10
+            )
+        ]
+        assert events[-1].HasField("done")
     failed = await stream_failure(h, pb.StreamChatRequest(model="default", messages=user("hi"), request_id="a" * 129))
     assert _fields(failed) == ["request_id"]
 
@@ -153,9 +166,11 @@ async def test_text_and_names_over_their_limits_are_named(h: Harness) -> None:
     text = "x" * (DEFAULT_BOUNDS.max_text_chars + 1)
     name = "n" * (DEFAULT_BOUNDS.max_name_chars + 1)
     request = pb.StreamChatRequest(
-        model="default", messages=[pb.Message(role=pb.ROLE_USER, content=text, name=name)],
-        tools=[pb.Tool(name=name)], sampling=pb.SamplingOptions(stop_sequences=[name]),
-    )  # fmt: skip
+        model="default",
+        messages=[pb.Message(role=pb.ROLE_USER, content=text, name=name)],
+        tools=[pb.Tool(name=name)],
+        sampling=pb.SamplingOptions(stop_sequences=[name]),
+    )
     failed = await stream_failure(h, request)
     assert _fields(failed) == ["sampling.stop_sequences[0]", "messages[0].name", "messages[0].content", "tools[0].name"]
 

@@ -65,12 +65,18 @@ async def tls_schema_service(dsn: str, folder: Path) -> AsyncIterator[tuple[str,
 
 async def chat_and_flush(sim: SimulatorHandle, address: str, ca: Path, token_file: Path) -> tuple[int, int]:
     """One chat through an in-process gateway reporting to `address`; (metrics sent, metrics dropped)."""
-    cfg = gateway_config(sim.base_url, [Upstream("p", "openai", "m", patient=True)],
-                         env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address})  # fmt: skip
+    cfg = gateway_config(
+        sim.base_url,
+        [Upstream("p", "openai", "m", patient=True)],
+        env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address},
+    )
     settings = ServeSettings(
-        host="127.0.0.1", port=0, security=Security(insecure_dev=True),
-        schema_service_ca=ca, schema_service_token_file=token_file,
-    )  # fmt: skip
+        host="127.0.0.1",
+        port=0,
+        security=Security(insecure_dev=True),
+        schema_service_ca=ca,
+        schema_service_token_file=token_file,
+    )
     running = await server.start(cfg, settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

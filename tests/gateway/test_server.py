@@ -57,18 +57,27 @@ async def test_bad_requests_name_every_field(h: Harness) -> None:
         pb.Message(role=pb.ROLE_ASSISTANT, tool_calls=[pb.ToolCall(id="c1", name="f", arguments_json="[1]")]),
     ]
     request = pb.StreamChatRequest(
-        model="", messages=messages, sampling=pb.SamplingOptions(temperature=3.0),
-        tools=[pb.Tool(name="")], tool_choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_TOOL, tool_name="missing"),
+        model="",
+        messages=messages,
+        sampling=pb.SamplingOptions(temperature=3.0),
+        tools=[pb.Tool(name="")],
+        tool_choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_TOOL, tool_name="missing"),
         response_format=pb.ResponseFormat(type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA),
-    )  # fmt: skip
+    )
     failed = await stream_failure(h, request)
     assert failed.code is grpc.StatusCode.INVALID_ARGUMENT and failed.info.reason == "INVALID_ARGUMENT"
     assert failed.bad_request is not None
     fields = [v.field for v in failed.bad_request.field_violations]
     assert fields == [
-        "model", "messages[2].role", "messages[3].tool_call_id", "messages[4].tool_calls[0].arguments_json",
-        "tools[0].name", "sampling.temperature", "tool_choice.tool_name", "response_format.json_schema",
-    ]  # fmt: skip
+        "model",
+        "messages[2].role",
+        "messages[3].tool_call_id",
+        "messages[4].tool_calls[0].arguments_json",
+        "tools[0].name",
+        "sampling.temperature",
+        "tool_choice.tool_name",
+        "response_format.json_schema",
+    ]
     assert failed.events == [] and h.sim.simulator.observations == []
     chat = await chat_failure(h, pb.ChatRequest(model="default"))
     assert chat.bad_request is not None and [v.field for v in chat.bad_request.field_violations] == ["messages"]
@@ -86,9 +95,10 @@ async def test_tools_and_json_schema_reach_the_provider(h: Harness) -> None:
     params = struct_pb2.Struct()
     params.update({"type": "object", "properties": {"city": {"type": "string"}}})
     request = pb.ChatRequest(
-        model="default", messages=user('weather? [[call:get_weather {"city": "Paris"}]]'),
+        model="default",
+        messages=user('weather? [[call:get_weather {"city": "Paris"}]]'),
         tools=[pb.Tool(name="get_weather", description="weather", parameters=params)],
-    )  # fmt: skip
+    )
     response = await h.chat.Chat(request, timeout=5)
     assert response.finish_reason == pb.FINISH_REASON_TOOL_CALLS
     call = response.message.tool_calls[0]
@@ -120,12 +130,14 @@ async def test_without_keys_it_starts_and_chats_fail_precondition_naming_the_var
 @pytest.mark.timeout(60)
 async def test_sigterm_drains_the_open_stream_and_refuses_new_calls(sim: SimulatorHandle, tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         providers:
           - {{name: sim, type: openai, base_url: "{sim.base_url}/v1", api_key_env: SIM_KEY,
              models: [{{name: m, context_window: 1000}}]}}
         routes: {{default: [sim/m]}}
-    """))  # fmt: skip
+    """)
+    )
     env = {k: v for k, v in os.environ.items() if k not in KEY_VARS} | {"SIM_KEY": "sk-sim"}
     with ServiceProcess("gateway-service", "--config", str(path), "--shutdown-grace", "10", env=env) as proc:
         await proc.wait_serving(timeout_s=30)

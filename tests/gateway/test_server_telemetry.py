@@ -81,9 +81,12 @@ async def test_limiter_fail_opens_reach_the_schema_service(sim: SimulatorHandle,
             "providers": [Upstream("p", "openai", "primary").entry(sim.base_url)],
             "routes": {"default": ["p/primary"]},
             "telemetry": {"flush_interval_s": 60},  # only the flush below sends: nothing is in flight at the query
-            "limits": {"backend": "redis", "redis_url": f"redis://:s3cret@127.0.0.1:{closed_port}/0",
-                       "users": {"requests_per_minute": 1}},
-        }  # fmt: skip
+            "limits": {
+                "backend": "redis",
+                "redis_url": f"redis://:s3cret@127.0.0.1:{closed_port}/0",
+                "users": {"requests_per_minute": 1},
+            },
+        }
         cfg = config.parse(data, source="test", env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address})
         sim.simulator.clear()
         async with serving(sim, cfg) as h:

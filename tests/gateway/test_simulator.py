@@ -69,16 +69,28 @@ async def test_openai_non_streaming(http: httpx.AsyncClient) -> None:
 
 
 async def test_anthropic_stream_sequence(http: httpx.AsyncClient) -> None:
-    body = {"model": "claude-sim", "max_tokens": 100, "stream": True,
-            "messages": [{"role": "user", "content": "[[think:hmm]] [[reply:ok then]]"}]}
+    body = {
+        "model": "claude-sim",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": "[[think:hmm]] [[reply:ok then]]"}],
+    }
     r = await http.post("/v1/messages", json=body)
     events = sse_events(r.text)
     names = [e for e, _ in events]
     assert names == [
         "message_start",
-        "content_block_start", "ping", "content_block_delta", "content_block_delta", "content_block_stop",
-        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
-        "message_delta", "message_stop",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
     ]
     payloads = [json.loads(d) for _, d in events]
     assert all(p["type"] == name for p, name in zip(payloads, names, strict=True))
@@ -95,8 +107,10 @@ async def test_anthropic_error_event_after_200(http: httpx.AsyncClient) -> None:
     r = await http.post("/v1/messages", json=body)
     assert r.status_code == 200
     event, data = sse_events(r.text)[-1]
-    assert event == "error" and json.loads(data) == {"type": "error",
-                                                     "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert event == "error" and json.loads(data) == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
 
 
 async def test_gemini_alt_sse_stream(http: httpx.AsyncClient) -> None:
@@ -109,7 +123,8 @@ async def test_gemini_alt_sse_stream(http: httpx.AsyncClient) -> None:
     assert [c["candidates"][0].get("finishReason") for c in chunks][-1] == "STOP"
     assert all("finishReason" not in c["candidates"][0] for c in chunks[:-1])
     assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == (
-        "Hello from the simulator. You said: x")
+        "Hello from the simulator. You said: x"
+    )
 
 
 async def test_gemini_generate_content(http: httpx.AsyncClient) -> None:
@@ -157,7 +172,10 @@ async def test_control_api_queues_faults_and_lists_requests(http: httpx.AsyncCli
     assert statuses == [502, 502, 200]
     listed = (await http.get("/_sim/requests")).json()["requests"]
     assert [(o["status"], o["fault"], o["outcome"]) for o in listed] == [
-        (502, "status", "error"), (502, "status", "error"), (200, "", "completed")]
+        (502, "status", "error"),
+        (502, "status", "error"),
+        (200, "", "completed"),
+    ]
     assert (await http.post("/_sim/faults", json={"fault": "nope"})).status_code == 400
     await http.post("/_sim/reset")
     assert (await http.get("/_sim/requests")).json()["requests"] == []
@@ -194,7 +212,9 @@ async def test_keep_alive_serves_many_requests_on_one_connection(http: httpx.Asy
 
 async def test_main_serves_until_terminated() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from llm_simulator import main; main(['--port', '0'])",
+        sys.executable,
+        "-c",
+        "from llm_simulator import main; main(['--port', '0'])",
         stderr=asyncio.subprocess.PIPE,
     )
     try:

@@ -23,8 +23,9 @@ from tests.gateway.e2e_helpers import Harness, Upstream, kinds, serving, stream,
 PRIMARY = Upstream("p", "openai", "primary", patient=True)
 FALLBACK = Upstream("f", "anthropic", "fallback", patient=True)
 KEYLESS = Upstream("k", "gemini", "keyless", key_env="NO_SUCH_KEY")
-NOT_CONFIGURED = pb.Skipped(provider="k", model="keyless", reason=pb.FAILURE_REASON_NOT_CONFIGURED,
-                            message="set NO_SUCH_KEY")  # fmt: skip
+NOT_CONFIGURED = pb.Skipped(
+    provider="k", model="keyless", reason=pb.FAILURE_REASON_NOT_CONFIGURED, message="set NO_SUCH_KEY"
+)
 
 
 def skip_config(
@@ -140,25 +141,39 @@ async def test_a_provider_over_its_budget_is_listed_as_budget_exhausted(sim: Sim
 
 
 async def test_a_window_too_small_after_context_too_long_is_listed_as_context_too_long(sim: SimulatorHandle) -> None:
-    upstreams = [Upstream("p", "openai", "primary", 1000), Upstream("s", "openai", "small", 500),
-                 Upstream("f", "openai", "fallback", 2000, patient=True)]  # fmt: skip
+    upstreams = [
+        Upstream("p", "openai", "primary", 1000),
+        Upstream("s", "openai", "small", 500),
+        Upstream("f", "openai", "fallback", 2000, patient=True),
+    ]
     async with serving(sim, skip_config(sim, upstreams)) as h:
         first, second = await starts(h, "hi [[fault:context model=primary]]")
         assert (first.provider, len(first.skipped), second.provider) == ("p", 0, "f")
         assert list(second.skipped) == [
-            pb.Skipped(provider="s", model="small", reason=pb.FAILURE_REASON_CONTEXT_TOO_LONG,
-                       message="context window 500 too small"),
-        ]  # fmt: skip
+            pb.Skipped(
+                provider="s",
+                model="small",
+                reason=pb.FAILURE_REASON_CONTEXT_TOO_LONG,
+                message="context window 500 too small",
+            ),
+        ]
 
 
 async def test_a_model_without_prefill_is_listed_when_continue_needs_one(sim: SimulatorHandle) -> None:
-    upstreams = [Upstream("p", "openai", "primary"), Upstream("o", "openai_compatible", "other"),
-                 Upstream("c", "anthropic", "claude", patient=True)]  # fmt: skip
+    upstreams = [
+        Upstream("p", "openai", "primary"),
+        Upstream("o", "openai_compatible", "other"),
+        Upstream("c", "anthropic", "claude", patient=True),
+    ]
     async with serving(sim, skip_config(sim, upstreams)) as h:
-        events = await stream(h, pb.StreamChatRequest(
-            model="default", messages=user("hi [[fault:disconnect at=3 model=primary]]"),
-            mid_stream_policy=pb.MID_STREAM_POLICY_CONTINUE,
-        ))  # fmt: skip
+        events = await stream(
+            h,
+            pb.StreamChatRequest(
+                model="default",
+                messages=user("hi [[fault:disconnect at=3 model=primary]]"),
+                mid_stream_policy=pb.MID_STREAM_POLICY_CONTINUE,
+            ),
+        )
         assert text_of(events).endswith("You said: hi")
         started = [e.started for e in events if e.HasField("started")]
         assert [s.provider for s in started] == ["p", "c"]

@@ -105,16 +105,26 @@ async def test_a_client_certificate_is_presented(stack: str, pki: Pki) -> None:
         url = f"https://127.0.0.1:{port}"
         _, error = await call(adapter_for("openai_compatible", url, stack, ca_bundle=str(pki.ca)))
         assert error is not None and error.kind is FailureKind.CONNECTION_ERROR, error  # the server refused us
-        mutual = adapter_for("openai_compatible", url, stack, ca_bundle=str(pki.ca), client_cert=str(pki.client_cert),
-                             client_key=str(pki.client_key))  # fmt: skip
+        mutual = adapter_for(
+            "openai_compatible",
+            url,
+            stack,
+            ca_bundle=str(pki.ca),
+            client_cert=str(pki.client_cert),
+            client_key=str(pki.client_key),
+        )
         assert await call(mutual) == ("MUTUAL", None)
 
 
 def test_unreadable_tls_files_fail_at_start_up_naming_them(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     with pytest.raises(ValueError, match=f"cannot load TLS files \\({missing}\\)"):
-        create_adapter(replace(config_for("openai", "http://127.0.0.1:1", "aiohttp"),
-                               transport=TransportSettings(ca_bundle=str(missing))))  # fmt: skip
+        create_adapter(
+            replace(
+                config_for("openai", "http://127.0.0.1:1", "aiohttp"),
+                transport=TransportSettings(ca_bundle=str(missing)),
+            )
+        )
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -176,6 +186,7 @@ async def test_connections_per_origin_are_bounded() -> None:
     async with raw_upstream(answer) as (upstream, port):
         client = openai_adapter.http_client(TransportSettings(max_connections=2))
         try:
+
             async def one() -> int:
                 await gate.wait()
                 return (await client.post(f"http://127.0.0.1:{port}/", content=b"{}", timeout=5)).status_code
@@ -212,5 +223,7 @@ async def test_one_access_line_per_upstream_request_after_it_ends(caplog: pytest
     assert not [r for r in caplog.records if r.name == "httpx2" and r.levelno == logging.INFO]
     lines = [r for r in caplog.records if r.name == "gateway_service.upstream"]
     assert [(r.provider, r.model, r.outcome) for r in lines] == [  # type: ignore[attr-defined]
-        ("openai_compatible", "m", "ok"), ("openai_compatible", "m", "connection_error")]
+        ("openai_compatible", "m", "ok"),
+        ("openai_compatible", "m", "connection_error"),
+    ]
     assert all(r.levelno == logging.INFO and r.duration_ms >= 0 for r in lines)  # type: ignore[attr-defined]

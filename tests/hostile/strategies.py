@@ -14,10 +14,29 @@ from hypothesis import strategies as st
 
 F = descriptor.FieldDescriptor
 HOSTILE_TEXT = [
-    "", " ", "default", "sim/gpt-4o-mini", "a" * 300, "x" * 70_000, "\x00", "nul\x00inside", "é" * 50,
-    "\u202e\u0000", "\ud7ff\ue000", "../../etc/passwd", "%s%n%x", "{\"a\": NaN}", "[[fault:500]]", "'; DROP TABLE x;--",
-    "\n\r\t", "🙂" * 30, "9" * 40, "-1", "NaN", "Infinity",
-]  # fmt: skip
+    "",
+    " ",
+    "default",
+    "sim/gpt-4o-mini",
+    "a" * 300,
+    "x" * 70_000,
+    "\x00",
+    "nul\x00inside",
+    "é" * 50,
+    "\u202e\u0000",
+    "\ud7ff\ue000",
+    "../../etc/passwd",
+    "%s%n%x",
+    '{"a": NaN}',
+    "[[fault:500]]",
+    "'; DROP TABLE x;--",
+    "\n\r\t",
+    "🙂" * 30,
+    "9" * 40,
+    "-1",
+    "NaN",
+    "Infinity",
+]
 INT64 = st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63), 253_402_300_800, -62_135_596_801])
 FLOATS = st.sampled_from([0.0, -0.0, 1e300, -1e300, 1e200, float("nan"), float("inf"), float("-inf"), 5e-324])
 

@@ -56,8 +56,9 @@ def test_the_trailers_of_the_largest_status_fit_in_4_kib() -> None:
 
 def test_small_errors_are_unchanged() -> None:
     violations = [FieldViolation("model", "a route alias or provider/model is required")]
-    _, message, info, bad = _unpacked(ServiceError("invalid request: model", metadata={"a": "b"},
-                                                   field_violations=violations))  # fmt: skip
+    _, message, info, bad = _unpacked(
+        ServiceError("invalid request: model", metadata={"a": "b"}, field_violations=violations)
+    )
     assert message == "invalid request: model"
     assert dict(info.metadata) == {"a": "b"}
     assert [(v.field, v.description) for v in bad.field_violations] == [("model", violations[0].description)]

@@ -35,11 +35,26 @@ PYTHON_TEXT = re.compile(
     r"UnicodeEncode|Runtime|ZeroDivision|NotImplemented)Error\b"
 )
 GATEWAY_METHODS = ["StreamChat", "Chat", "Check", "Watch", "ServerReflectionInfo"]
-SCHEMA_METHODS = ["Migrate", "WaitForVersion", "WriteMetrics", "StreamMetrics", "QueryMetrics", "ListBaselines",
-                  "ListAnomalies", "Check", "Watch", "ServerReflectionInfo"]  # fmt: skip
+SCHEMA_METHODS = [
+    "Migrate",
+    "WaitForVersion",
+    "WriteMetrics",
+    "StreamMetrics",
+    "QueryMetrics",
+    "ListBaselines",
+    "ListAnomalies",
+    "Check",
+    "Watch",
+    "ServerReflectionInfo",
+]
 # Requests without fields: only unknown fields and broken bytes to vary, so fewer examples.
-FIELDLESS = [("gateway", "ListProviders"), ("gateway", "WatchProviders"), ("schema", "GetStatus"),
-             ("schema", "VerifySchema"), ("schema", "LintMigrations")]  # fmt: skip
+FIELDLESS = [
+    ("gateway", "ListProviders"),
+    ("gateway", "WatchProviders"),
+    ("schema", "GetStatus"),
+    ("schema", "VerifySchema"),
+    ("schema", "LintMigrations"),
+]
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -85,8 +100,6 @@ async def fuzz_one(served: Served, name: str, data: st.DataObject) -> None:
     # Watch-like streams hold until the deadline when the request is valid; that is a fine answer.
     timeout = 0.5 if method.server_streaming else 5.0
     check(method, await raw_call(served.channel, method, [payload] * repeat, timeout=timeout))
-
-
 
 
 @pytest.mark.parametrize("name", GATEWAY_METHODS)

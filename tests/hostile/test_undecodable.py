@@ -42,16 +42,30 @@ def _assert_clean_refusal(outcome: Outcome) -> None:
 
 async def test_garbage_on_every_gateway_method_is_invalid_argument(gateway_served: Served) -> None:
     methods = gateway_served.methods()
-    assert {m.name for m in methods} >= {"StreamChat", "Chat", "ListProviders", "WatchProviders", "Check", "Watch",
-                                         "ServerReflectionInfo"}  # fmt: skip
+    assert {m.name for m in methods} >= {
+        "StreamChat",
+        "Chat",
+        "ListProviders",
+        "WatchProviders",
+        "Check",
+        "Watch",
+        "ServerReflectionInfo",
+    }
     for method in methods:
         _assert_clean_refusal(await raw_call(gateway_served.channel, method, [GARBAGE]))
 
 
 async def test_garbage_on_every_schema_service_method_is_invalid_argument(schema_served: Served) -> None:
     methods = schema_served.methods()
-    assert {m.name for m in methods} >= {"WriteMetrics", "StreamMetrics", "QueryMetrics", "Migrate", "GetStatus",
-                                         "Check", "ServerReflectionInfo"}  # fmt: skip
+    assert {m.name for m in methods} >= {
+        "WriteMetrics",
+        "StreamMetrics",
+        "QueryMetrics",
+        "Migrate",
+        "GetStatus",
+        "Check",
+        "ServerReflectionInfo",
+    }
     for method in methods:
         _assert_clean_refusal(await raw_call(schema_served.channel, method, [GARBAGE]))
 

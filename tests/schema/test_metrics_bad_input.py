@@ -293,8 +293,9 @@ async def _write_both_ways(running: object, request: pb.WriteMetricsRequest) -> 
 
 async def test_times_outside_years_1_to_9999_are_invalid_argument_naming_the_field(migrated_db: str) -> None:
     nanos = [2**63 - 1, -(2**63)]  # int64 nanoseconds reach only years 1677-2262: the ends are the extremes
-    columns = pb.MetricColumns(series=[pb.MetricSeries(name="n")], series_indexes=[0] * 2, times_unix_nanos=nanos,
-                               values=[1.0] * 2)  # fmt: skip
+    columns = pb.MetricColumns(
+        series=[pb.MetricSeries(name="n")], series_indexes=[0] * 2, times_unix_nanos=nanos, values=[1.0] * 2
+    )
     async with metrics_server(migrated_db) as running:
         for seconds in OUT_OF_RANGE_SECONDS:
             request = pb.WriteMetricsRequest(request_id="t", metrics=[metric(at=NOW), _at_seconds(seconds)])
@@ -311,8 +312,9 @@ async def test_values_too_large_to_aggregate_are_refused_in_both_forms(migrated_
     huge = [1e200, -1e200, 1.0000001e100]
     per_metric = pb.WriteMetricsRequest(request_id="v", metrics=[metric(v, at=NOW) for v in [1e100, *huge]])
     stamp = int(NOW.timestamp()) * 1_000_000_000
-    columns = pb.MetricColumns(series=[pb.MetricSeries(name="n")], series_indexes=[0] * 4, times_unix_nanos=[stamp] * 4,
-                               values=[-1e100, *huge])  # fmt: skip
+    columns = pb.MetricColumns(
+        series=[pb.MetricSeries(name="n")], series_indexes=[0] * 4, times_unix_nanos=[stamp] * 4, values=[-1e100, *huge]
+    )
     async with metrics_server(migrated_db) as running:
         for failure in await _write_both_ways(running, per_metric):
             assert failure.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -326,8 +328,11 @@ async def test_values_too_large_to_aggregate_are_refused_in_both_forms(migrated_
 async def test_one_series_holding_a_huge_value_does_not_stop_baselines_of_the_others(migrated_db: str) -> None:
     """A value stored before writes were bounded (put here with SQL) must not fail the housekeeping run."""
     now = datetime.now(UTC)
-    metrics = [metric(100.0 + i % 7, at=now - timedelta(seconds=i + 1), labels={"provider": p})
-               for p in ("openai", "gemini") for i in range(40)]  # fmt: skip
+    metrics = [
+        metric(100.0 + i % 7, at=now - timedelta(seconds=i + 1), labels={"provider": p})
+        for p in ("openai", "gemini")
+        for i in range(40)
+    ]
     settings = MetricsSettings(baseline_min_samples=30)
     async with metrics_server(migrated_db) as running:
         await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="b", metrics=metrics))
@@ -337,7 +342,8 @@ async def test_one_series_holding_a_huge_value_does_not_stop_baselines_of_the_ot
                 "INSERT INTO system_performance_metrics (time, series_id, value) "
                 "SELECT $1, series_id, v FROM metric_series, unnest($2::float8[]) AS v "
                 "WHERE labels->>'provider' = 'gemini'",
-                now - timedelta(seconds=1), [1e200, 1e200, -1e200, 1.7e308],
+                now - timedelta(seconds=1),
+                [1e200, 1e200, -1e200, 1.7e308],
             )
         finally:
             await conn.close()

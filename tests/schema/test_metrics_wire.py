@@ -15,9 +15,13 @@ def full_request(cls: type[pb.WriteMetricsRequest] | type[pb.StreamMetricsReques
     metadata = struct_pb2.Struct()
     metadata.update({"trace": "t-1", "n": 2})
     metric = pb.Metric(
-        name="llm.latency", value=1.5, unit="s", time=timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=5),
-        labels={"provider": "openai", "model": "gpt"}, metadata=metadata,
-    )  # fmt: skip
+        name="llm.latency",
+        value=1.5,
+        unit="s",
+        time=timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=5),
+        labels={"provider": "openai", "model": "gpt"},
+        metadata=metadata,
+    )
     columns = pb.MetricColumns(series_indexes=[0, 0], times_unix_nanos=[1, 2])
     return cls(request_id="req-1", metrics=[metric], columns=columns)  # type: ignore[return-value]
 
@@ -31,7 +35,11 @@ def test_every_field_of_the_contract_reads_back(cls: type[pb.WriteMetricsRequest
     (metric,) = got.batch.metrics
     original = sent.metrics[0]
     assert (metric.name, metric.value, metric.unit, metric.time) == (
-        original.name, original.value, original.unit, original.time)  # fmt: skip
+        original.name,
+        original.value,
+        original.unit,
+        original.time,
+    )
     assert dict(wire.label_items(metric.labels)) == dict(original.labels)
     assert struct_pb2.Struct.FromString(metric.metadata) == original.metadata
 

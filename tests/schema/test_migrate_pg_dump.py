@@ -124,10 +124,16 @@ async def test_real_pg_dump_output_applies(empty_db: str, migrated_db: str, tmp_
     await fetchval(migrated_db, "INSERT INTO users (email) VALUES ('a@example.com'), ('b@example.com')")
     pg_dump = await pg_dump_for(migrated_db)
     proc = await asyncio.create_subprocess_exec(
-        pg_dump, "--no-owner", "--no-privileges", "--exclude-schema", "schema_service", "--dbname", migrated_db,
+        pg_dump,
+        "--no-owner",
+        "--no-privileges",
+        "--exclude-schema",
+        "schema_service",
+        "--dbname",
+        migrated_db,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     folder = write_migrations(tmp_path, {"001_structure.sql": out.decode()})

@@ -16,7 +16,10 @@ from servicekit.settings import build
     ("url", "expected"),
     [
         ("postgresql://app:s3cret@db:5432/app", "postgresql://app:**********@db:5432/app"),
-        ("postgresql://app@db/app?password=s3cret&sslmode=require", "postgresql://app@db/app?password=**********&sslmode=require"),
+        (
+            "postgresql://app@db/app?password=s3cret&sslmode=require",
+            "postgresql://app@db/app?password=**********&sslmode=require",
+        ),
         ("postgresql://app@db/app", "postgresql://app@db/app"),
         ("postgresql://app:@/app?host=/run/pg", "postgresql://app:**********@/app?host=/run/pg"),
     ],
@@ -29,16 +32,24 @@ def test_passwords_never_print(url: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"readiness_interval_s": 0}, "Config 'readiness_interval_s' (--readiness-interval, env "
-                                      "SCHEMA_SERVICE_READINESS_INTERVAL_S) must be greater than 0, got 0"),
+        (
+            {"readiness_interval_s": 0},
+            "Config 'readiness_interval_s' (--readiness-interval, env "
+            "SCHEMA_SERVICE_READINESS_INTERVAL_S) must be greater than 0, got 0",
+        ),
         ({"max_concurrent_rpcs": 0}, "Config 'max_concurrent_rpcs' (--max-concurrent-rpcs"),
         ({"port": 70000}, "Config 'port' (--port, env SCHEMA_SERVICE_PORT) must be at most 65535, got 70000"),
-        ({"database_url": "mysql://x"}, "Config 'database_url' (--database-url, env DATABASE_URL) must start with "
-                                        "postgresql://"),
-        ({"max_message_bytes": 1024}, "Config 'metrics.max_batch_bytes' (env SCHEMA_SERVICE_METRICS_MAX_BATCH_BYTES) "
-                                      "is 16777216: it must be below the transport limit max_message_bytes (1024)"),
+        (
+            {"database_url": "mysql://x"},
+            "Config 'database_url' (--database-url, env DATABASE_URL) must start with postgresql://",
+        ),
+        (
+            {"max_message_bytes": 1024},
+            "Config 'metrics.max_batch_bytes' (env SCHEMA_SERVICE_METRICS_MAX_BATCH_BYTES) "
+            "is 16777216: it must be below the transport limit max_message_bytes (1024)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_values_are_refused_naming_the_key(values: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as error:
         build(Settings, **values)
@@ -59,9 +70,12 @@ def test_flags_win_over_the_environment_over_the_defaults(monkeypatch: pytest.Mo
     assert (settings.port, settings.migration.lock_timeout_s, settings.metrics.retention_days) == (6000, 2.0, 7)
     assert settings.dsn == "postgresql://app:s3cret@db/app" and "s3cret" not in repr(settings)
     assert build(Settings, port="7000").port == 7000
-    with pytest.raises(ConfigError, match=r"Config 'lock_timeout_s' \(--lock-timeout, env "
-                                          r"SCHEMA_SERVICE_MIGRATION_LOCK_TIMEOUT_S\) must be greater than 0"):
-        build(MigrationSettings, lock_timeout_s="0")  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"Config 'lock_timeout_s' \(--lock-timeout, env "
+        r"SCHEMA_SERVICE_MIGRATION_LOCK_TIMEOUT_S\) must be greater than 0",
+    ):
+        build(MigrationSettings, lock_timeout_s="0")
 
 
 def test_malformed_port_variable_is_a_usage_error() -> None:

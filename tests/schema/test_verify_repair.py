@@ -30,9 +30,15 @@ async def test_the_outage_damage_is_planned_applied_and_gone(migrated_db: str, t
         await fetchval(migrated_db, damage)
 
     code, out, err = await cli(
-        "verify", "--plan-repair", "--write", "100_repair.sql", "--migrations-dir", str(folder),
-        "--database-url", migrated_db,
-    )  # fmt: skip
+        "verify",
+        "--plan-repair",
+        "--write",
+        "100_repair.sql",
+        "--migrations-dir",
+        str(folder),
+        "--database-url",
+        migrated_db,
+    )
 
     assert code == 0, err
     assert out == f"wrote {folder / '100_repair.sql'}\nwrote {folder / '101_repair_indexes.sql'}\n"

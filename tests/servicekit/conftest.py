@@ -126,8 +126,10 @@ async def invoke(
     service, name = method.lstrip("/").split("/")
     descriptor = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name)
     request = request_class(method)()
-    kind = ("stream" if descriptor.client_streaming else "unary") + "_" + (
-        "stream" if descriptor.server_streaming else "unary"
+    kind = (
+        ("stream" if descriptor.client_streaming else "unary")
+        + "_"
+        + ("stream" if descriptor.server_streaming else "unary")
     )
     multicallable = getattr(channel, kind)(
         method, request_serializer=lambda m: m.SerializeToString(), response_deserializer=lambda b: b

@@ -21,7 +21,7 @@ def test_tokens_and_subjects_find_their_caller() -> None:
     callers = parse(
         f"""callers:
   - {{name: billing-api, token_sha256: "{HASH}", roles: [chat, providers.read]}}
-  - {{name: other, token_sha256: "{'0' * 64}", roles: [chat], limits: {{requests_per_second: 5}}}}
+  - {{name: other, token_sha256: "{"0" * 64}", roles: [chat], limits: {{requests_per_second: 5}}}}
   - {{name: web-frontend, tls_subject: "CN=web-frontend", roles: [chat]}}
 """,
         "test",

@@ -88,8 +88,9 @@ async def test_grpcurl_with_mtls(files: Files) -> None:
         await server.wait_serving()
         method = "llmgateway.v1.ProviderService/ListProviders"
         tls = ["-cacert", str(files.ca)]
-        code, out = await grpcurl(*tls, "-cert", str(files.client_cert), "-key", str(files.client_key),
-                                  server.address, method)  # fmt: skip
+        code, out = await grpcurl(
+            *tls, "-cert", str(files.client_cert), "-key", str(files.client_key), server.address, method
+        )
         assert code == 0, out
         assert "providers" in json.loads(out)
         # A certificate from the CA whose subject is nobody's: connected, then refused; with the token, let in.

@@ -110,9 +110,14 @@ async def test_calls_are_counted_by_authenticated_caller(pki: Pki) -> None:
     security = Security(tls_cert=files.cert, tls_key=files.key, tls_client_ca=files.client_ca, callers=callers)
     lifecycle = Lifecycle(SERVICE_NAMES)
     server = build_server(
-        ServerOptions(), lifecycle, [add_base_servicers], SERVICE_NAMES, security=security, roles=ROLES,
+        ServerOptions(),
+        lifecycle,
+        [add_base_servicers],
+        SERVICE_NAMES,
+        security=security,
+        roles=ROLES,
         metrics=metrics,
-    )  # fmt: skip
+    )
     port = listen(server, "127.0.0.1", 0, security)
     await lifecycle.start(ready=True)
     await server.start()

@@ -76,4 +76,6 @@ async def test_v1_describes_itself(channel: grpc.aio.Channel) -> None:
     (raw,) = response.file_descriptor_response.file_descriptor_proto
     file = descriptor_pb2.FileDescriptorProto.FromString(raw)
     assert (file.package, file.service[0].method[0].input_type) == (
-        "grpc.reflection.v1", ".grpc.reflection.v1.ServerReflectionRequest")  # fmt: skip
+        "grpc.reflection.v1",
+        ".grpc.reflection.v1.ServerReflectionRequest",
+    )

@@ -45,9 +45,14 @@ def tls_args(tmp_path: Path) -> list[str]:
     ids=["nothing", "tls only", "callers only"],
 )
 def test_serve_refuses_to_start_insecure_without_the_flag(
-    command: str, given: tuple[str, ...], missing: str, tls_args: list[str], tmp_path: Path,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    command: str,
+    given: tuple[str, ...],
+    missing: str,
+    tls_args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for variable in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "CALLERS_FILE"):
         monkeypatch.delenv(variable, raising=False)
     callers = tmp_path / "callers.yaml"
@@ -66,8 +71,12 @@ def test_the_environment_names_the_files_like_the_flags(monkeypatch: pytest.Monk
     from servicekit.security import Security
     from servicekit.settings import build
 
-    for variable, name in [("TLS_CERT_FILE", "c"), ("TLS_KEY_FILE", "k"), ("TLS_CLIENT_CA_FILE", "ca"),
-                           ("CALLERS_FILE", "callers")]:  # fmt: skip
+    for variable, name in [
+        ("TLS_CERT_FILE", "c"),
+        ("TLS_KEY_FILE", "k"),
+        ("TLS_CLIENT_CA_FILE", "ca"),
+        ("CALLERS_FILE", "callers"),
+    ]:
         monkeypatch.setenv(variable, str(tmp_path / name))
     settings = build(Security, build_parser().parse_args(["serve"]))
     assert settings.tls is not None
@@ -121,8 +130,10 @@ def test_make_run_says_an_instance_is_already_running() -> None:
         ports = ["--schema-port", str(free_port()), "--simulator-port", str(free_port())]
         done = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "run_local.py"), "--gateway-port", str(port), *ports],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert done.returncode == 1
     assert f"already in use: gateway 127.0.0.1:{port}" in done.stderr
     assert "an instance is probably running already" in done.stderr

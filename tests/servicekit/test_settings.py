@@ -43,8 +43,12 @@ def test_flag_over_variable_over_default(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("EXAMPLE_PORT", "9000")
     monkeypatch.setenv("EXAMPLE_WINDOW", "")  # empty: unset
     settings = build(Example, parse("--no-migrate"))
-    assert (settings.database_url, settings.port, settings.migrate, settings.window) == ("postgresql://env/db", 9000,
-                                                                                        False, 5)  # fmt: skip
+    assert (settings.database_url, settings.port, settings.migrate, settings.window) == (
+        "postgresql://env/db",
+        9000,
+        False,
+        5,
+    )
     assert build(Example, parse("--port", "1", "--database-url", "postgresql://flag/db")).port == 1
     assert FLAG_USERS["--no-migrate"] >= {"example"}
 
@@ -53,11 +57,14 @@ def test_flag_over_variable_over_default(monkeypatch: pytest.MonkeyPatch) -> Non
     ("argv", "env", "message"),
     [
         (("--port", "x"), {}, "Config 'port' (--port, env EXAMPLE_PORT) must be an integer, got 'x'"),
-        ((), {"EXAMPLE_PORT": "-1"},
-         "Config 'port' (--port, env EXAMPLE_PORT) must be a non-negative number, got '-1'"),
+        (
+            (),
+            {"EXAMPLE_PORT": "-1"},
+            "Config 'port' (--port, env EXAMPLE_PORT) must be a non-negative number, got '-1'",
+        ),
         ((), {"EXAMPLE_WINDOW": "0"}, "Config 'window' (env EXAMPLE_WINDOW) must be greater than 0, got '0'"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_value_names_the_setting_its_flag_and_its_variable(
     monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
@@ -84,5 +91,7 @@ def test_the_log_level_is_checked_and_any_case_will_do(monkeypatch: pytest.Monke
     assert build(LogSettings).log_level == "DEBUG"
     with pytest.raises(SettingsError) as error:
         build(LogSettings, log_level="LOUD")
-    assert str(error.value) == ("Config 'log_level' (--log-level, env LOG_LEVEL) must be one of DEBUG, INFO, WARNING, "
-                                "ERROR, CRITICAL, got 'LOUD'")  # fmt: skip
+    assert str(error.value) == (
+        "Config 'log_level' (--log-level, env LOG_LEVEL) must be one of DEBUG, INFO, WARNING, "
+        "ERROR, CRITICAL, got 'LOUD'"
+    )
