@@ -8,9 +8,13 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from schema_service.config import PACKAGE_MIGRATIONS
 from schema_service.database import with_database
 from tests.schema.migration_fixtures.helpers import FIXTURES, READ_HISTORY, fetchval, restricted_role, write_migrations
+
+pytestmark = pytest.mark.embedded_path
 
 CLI = str(Path(sys.executable).parent / "schema-service")
 
@@ -135,22 +139,22 @@ async def test_lint_and_status_into_a_closed_pipe_stop_quietly(empty_db: str) ->
 
 
 async def test_an_unreachable_database_is_one_line_naming_where_and_why(pg_admin_dsn: str) -> None:
-    """Refused, or refused by the server: host, port, database and the reason; no traceback, exit 2."""
-    from urllib.parse import urlsplit
-
+    """Refused, or refused by the server: host, port, database and the reason; no traceback, exit 2. On the
+    embedded server (a Unix socket, no host in the URL) the place named is the socket folder."""
+    from schema_service.database import hosts
     from servicekit.procs import free_port
+    from tests.pg import dsn_with_user
 
-    server = urlsplit(pg_admin_dsn)
-    host, port = server.hostname, server.port or 5432
-    cases = {
-        f"postgresql://nobody:pw-not-printed@{host}:{port}/postgres": 'role "nobody" does not exist',
-        f"postgresql://postgres@127.0.0.1:{free_port()}/metrics": "Connection refused",
-    }
-    for url, reason in cases.items():
+    nobody = dsn_with_user(pg_admin_dsn, "nobody:pw-not-printed")
+    port = free_port()
+    cases = [
+        (nobody, f"{hosts(nobody)}, database 'postgres'", 'role "nobody" does not exist'),
+        (f"postgresql://u@127.0.0.1:{port}/metrics", f"127.0.0.1:{port}, database 'metrics'", "Connection refused"),
+    ]
+    for url, where, reason in cases:
         for command in ("status", "migrate"):
             code, out, err = await cli(command, "--database-url", url)
-            where = urlsplit(url)
             assert code == 2, err
             assert err.count("\n") == 1 and "Traceback" not in err, err
-            assert f"at {where.hostname}:{where.port}, database '{where.path[1:]}': {reason}" in err, err
+            assert f"at {where}: {reason}" in err, err
             assert "pw-not-printed" not in err
