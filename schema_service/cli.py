@@ -19,6 +19,7 @@ from typing import Any
 
 from schema_service import database
 from schema_service.config import MigrationSettings, Settings
+from schema_service.drift.repair import RepairPlan
 from schema_service.errors import SchemaServiceError
 from schema_service.migrate.events import (
     Event,
@@ -28,7 +29,6 @@ from schema_service.migrate.events import (
     PlanReady,
     StatementFinished,
 )
-from schema_service.repair import RepairPlan
 from servicekit.settings import add_flags
 
 AddDatabaseArgs = Callable[[argparse.ArgumentParser], None]
@@ -180,7 +180,7 @@ async def _status(args: argparse.Namespace, settings: Settings, dsn: str) -> int
 
 
 async def _verify(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
-    from schema_service.verify import verification
+    from schema_service.drift.verify import verification
 
     scratch_url = settings.migration.scratch_dsn
     report = await verification(
@@ -236,7 +236,7 @@ def _repair_plan(args: argparse.Namespace, migrations_dir: Path, repair: RepairP
 
 
 async def _lint(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
-    from schema_service.lint import lint_dir
+    from schema_service.migrate.lint import lint_dir
 
     findings = await lint_dir(settings.migration.migrations_dir, settings.migration.file_format)
     if args.json:

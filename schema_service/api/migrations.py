@@ -11,12 +11,12 @@ import grpc
 from schema_service.api import protomap
 from schema_service.app import App
 from schema_service.dberrors import database_errors
+from schema_service.drift.verify import verify
 from schema_service.errors import InvalidRequest, SchemaServiceError
-from schema_service.lint import lint_dir
 from schema_service.migrate import RunOptions, migrate
+from schema_service.migrate.lint import lint_dir
 from schema_service.migrate.ops import status
 from schema_service.migrate.wait import wait_for_version
-from schema_service.verify import verify
 from schemaservice.v1 import migration_service_pb2 as pb
 from schemaservice.v1 import migration_service_pb2_grpc
 from servicekit.boundary import ErrorBoundary, bind_request_id

@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from schema_service.lint import Finding
+from schema_service.drift.verify import Difference
 from schema_service.metrics import queries
 from schema_service.migrate import events as ev
+from schema_service.migrate.lint import Finding
 from schema_service.migrate.lock import LockHolder
 from schema_service.migrate.ops import Status
-from schema_service.verify import Difference
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from schemaservice.v1 import migration_service_pb2 as pb
 

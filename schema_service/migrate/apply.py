@@ -29,7 +29,7 @@ _COPY_LINE = re.compile(r"^COPY [^,]+, line (\d+)")
 
 
 @dataclass(frozen=True)
-class Limits:
+class TimeoutPolicy:
     """Timeouts and lock-timeout retries for one run (see MigrationSettings)."""
 
     statement_timeout_ms: int = 600_000
@@ -96,32 +96,32 @@ def _copy_row_line(file: MigrationFile, statement: Statement, context: str) -> t
 
 
 async def with_lock_retries(
-    limits: Limits, file: MigrationFile, blocked: Callable[[], Statement], attempt: Callable[[], Awaitable[T]]
+    timeouts: TimeoutPolicy, file: MigrationFile, blocked: Callable[[], Statement], attempt: Callable[[], Awaitable[T]]
 ) -> T:
     """Retry on lock_timeout (55P03) with exponential backoff, then report it; never hang behind a query.
 
     `blocked()` names the statement that was waiting when the lock timeout struck.
     """
-    delay = limits.lock_retry_backoff_s
-    for tries in range(limits.lock_retries + 1):
+    delay = timeouts.lock_retry_backoff_s
+    for tries in range(timeouts.lock_retries + 1):
         try:
             return await attempt()
         except asyncpg.LockNotAvailableError as exc:
-            if tries == limits.lock_retries:
-                raise _lock_exhausted(limits, file, blocked(), tries + 1, delay, exc) from exc
+            if tries == timeouts.lock_retries:
+                raise _lock_exhausted(timeouts, file, blocked(), tries + 1, delay, exc) from exc
             await asyncio.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
 
 
 def _lock_exhausted(
-    limits: Limits, file: MigrationFile, statement: Statement, tries: int, delay: float, exc: Exception
+    timeouts: TimeoutPolicy, file: MigrationFile, statement: Statement, tries: int, delay: float, exc: Exception
 ) -> LockRetriesExhausted:
     line, column = line_column(file.sql, statement.start)
     first_line = statement.text.splitlines()[0] if statement.text else ""
     return LockRetriesExhausted(
         f"{file.filename}:{line}:{column}: statement {statement.index} ({first_line[:80]}) could not take its "
-        f"lock: lock not available after {tries} attempts (lock_timeout {limits.for_file(file)[1]} ms): {exc}",
+        f"lock: lock not available after {tries} attempts (lock_timeout {timeouts.for_file(file)[1]} ms): {exc}",
         filename=file.filename,
         line=line,
         column=column,
@@ -131,7 +131,7 @@ def _lock_exhausted(
 
 
 async def run_transactional(
-    work: WorkConnection, file: MigrationFile, statements: list[Statement], limits: Limits
+    work: WorkConnection, file: MigrationFile, statements: list[Statement], timeouts: TimeoutPolicy
 ) -> AsyncIterator[StatementDone]:
     """Run the whole file and record it in one transaction on the work connection, reporting each
     statement as it finishes (again from the first one when a lock timeout restarts the transaction).
@@ -140,7 +140,7 @@ async def run_transactional(
     progress (a gRPC client) never holds the file's locks open longer.
     """
     queue: asyncio.Queue[StatementDone | None] = asyncio.Queue()
-    task = asyncio.ensure_future(_transaction(work, file, statements, limits, queue))
+    task = asyncio.ensure_future(_transaction(work, file, statements, timeouts, queue))
     try:
         while (done := await queue.get()) is not None:
             yield done
@@ -156,13 +156,13 @@ async def _transaction(
     work: WorkConnection,
     file: MigrationFile,
     statements: list[Statement],
-    limits: Limits,
+    timeouts: TimeoutPolicy,
     queue: asyncio.Queue[StatementDone | None],
 ) -> None:
     try:
-        statement_ms, lock_ms = limits.for_file(file)
+        statement_ms, lock_ms = timeouts.for_file(file)
         conn = await work.acquire(statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
-        await _run_transaction(conn, file, statements, limits, queue.put_nowait, durable=work.durable)
+        await _run_transaction(conn, file, statements, timeouts, queue.put_nowait, durable=work.durable)
     finally:
         queue.put_nowait(None)
 
@@ -171,12 +171,12 @@ async def _run_transaction(
     conn: asyncpg.Connection,
     file: MigrationFile,
     statements: list[Statement],
-    limits: Limits,
+    timeouts: TimeoutPolicy,
     report: Callable[[StatementDone], None],
     *,
     durable: bool,
 ) -> None:
-    statement_ms, lock_ms = limits.for_file(file)
+    statement_ms, lock_ms = timeouts.for_file(file)
     started = time.monotonic()
     current = statements[0] if statements else Statement(1, "", 0, None)
 
@@ -199,7 +199,7 @@ async def _run_transaction(
                     success=True,
                 )
 
-    await with_lock_retries(limits, file, lambda: current, attempt)
+    await with_lock_retries(timeouts, file, lambda: current, attempt)
 
 
 async def _execute(conn: asyncpg.Connection, file: MigrationFile, statement: Statement) -> None:
@@ -220,7 +220,11 @@ async def _send(conn: asyncpg.Connection, statement: Statement) -> None:
 
 
 async def run_no_transaction(
-    work: WorkConnection, book: asyncpg.Connection, file: MigrationFile, statements: list[Statement], limits: Limits
+    work: WorkConnection,
+    book: asyncpg.Connection,
+    file: MigrationFile,
+    statements: list[Statement],
+    timeouts: TimeoutPolicy,
 ) -> AsyncIterator[StatementDone]:
     """Statement by statement outside a transaction, skipping those an earlier run journaled.
 
@@ -229,7 +233,7 @@ async def run_no_transaction(
     and none of that may reach the bookkeeping. A journaled SET runs again on resume, so what follows
     sees its session.
     """
-    statement_ms, lock_ms = limits.for_file(file)
+    statement_ms, lock_ms = timeouts.for_file(file)
     conn = await work.acquire(statement_timeout_ms=statement_ms, lock_timeout_ms=lock_ms)
     done = await history.journal(book, file.version)
     check_journal(file, statements, done)
@@ -242,7 +246,7 @@ async def run_no_transaction(
             continue
         t0 = time.monotonic()
         run_one = functools.partial(_run_one, conn, file, statement)
-        await with_lock_retries(limits, file, _fixed(statement), run_one)
+        await with_lock_retries(timeouts, file, _fixed(statement), run_one)
         async with _bookkeeping(file):
             await history.journal_statement(book, file.version, statement.index, statement.checksum, _elapsed_ms(t0))
         yield StatementDone(statement.index, len(statements), time.monotonic() - t0, resumed=False)

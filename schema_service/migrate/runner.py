@@ -15,7 +15,7 @@ from schema_service.config import MigrationSettings
 from schema_service.database import DATABASE_FAILURES
 from schema_service.errors import MigrationError
 from schema_service.migrate import history
-from schema_service.migrate.apply import Limits, run_no_transaction, run_transactional
+from schema_service.migrate.apply import TimeoutPolicy, run_no_transaction, run_transactional
 from schema_service.migrate.connections import WorkConnection, connect, terminate_orphans
 from schema_service.migrate.errors import LockWaitTimeout
 from schema_service.migrate.events import (
@@ -55,9 +55,9 @@ class RunOptions:
         return cls(settings=MigrationSettings(**setting_values), **rest)
 
     @property
-    def limits(self) -> Limits:
+    def timeouts(self) -> TimeoutPolicy:
         s = self.settings
-        return Limits(
+        return TimeoutPolicy(
             statement_timeout_ms=int(s.statement_timeout_s * 1000),
             lock_timeout_ms=int(s.lock_timeout_s * 1000),
             lock_retries=s.lock_retries,
@@ -118,7 +118,7 @@ async def _locked_run(
     try:
         for file in plan.pending:
             work.durable = file is plan.pending[-1]
-            async for event in _apply(work, lock, file, statements[file.version], options.limits):
+            async for event in _apply(work, lock, file, statements[file.version], options.timeouts):
                 yield event
     finally:
         await work.close()
@@ -127,7 +127,7 @@ async def _locked_run(
 
 
 async def _apply(
-    work: WorkConnection, lock: MigrationLock, file: MigrationFile, statements: list[Statement], limits: Limits
+    work: WorkConnection, lock: MigrationLock, file: MigrationFile, statements: list[Statement], timeouts: TimeoutPolicy
 ) -> AsyncIterator[Event]:
     yield MigrationStarted(
         file.version, file.name, statement_count(file, statements), file.filename, file.transactional
@@ -135,9 +135,9 @@ async def _apply(
     started = time.monotonic()
     try:
         if file.transactional:
-            run = run_transactional(work, file, statements, limits)
+            run = run_transactional(work, file, statements, timeouts)
         else:
-            run = run_no_transaction(work, lock.conn, file, statements, limits)
+            run = run_no_transaction(work, lock.conn, file, statements, timeouts)
         async for done in run:
             yield StatementFinished(file.version, done.index, done.count, done.duration_s, done.resumed)
     except MigrationError as exc:

@@ -47,6 +47,7 @@ def test_the_services_never_import_each_other() -> None:
         "gateway_service/limits",
         "schema_service/migrate",
         "schema_service/metrics",
+        "schema_service/drift",
     ],
 )
 def test_domain_packages_never_import_grpc(folder: str) -> None:

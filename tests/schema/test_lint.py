@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from schema_service.config import PACKAGE_MIGRATIONS
-from schema_service.lint import Finding, lint_dir
+from schema_service.migrate.lint import Finding, lint_dir
 from tests.schema.migration_fixtures.helpers import FIXTURES, write_migrations
 
 

@@ -14,8 +14,8 @@ import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from schema_service.config import MetricsSettings, MigrationSettings
+from schema_service.drift.verify import verify
 from schema_service.metrics.jobs import Housekeeping
-from schema_service.verify import verify
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
 from servicekit.procs import ServiceProcess

@@ -10,10 +10,10 @@ import asyncpg
 import pytest
 
 from schema_service.config import PACKAGE_MIGRATIONS, MigrationSettings
+from schema_service.drift.verify import verify
 from schema_service.migrate import apply_migrations
 from schema_service.migrate.errors import BaselineRefused, MigrationFailed
 from schema_service.migrate.ops import baseline
-from schema_service.verify import verify
 from tests.schema.migration_fixtures.helpers import FIXTURES, fetch, fetchval, history
 
 OUTAGE_STATE = """

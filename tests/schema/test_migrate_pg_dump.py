@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from schema_service.lint import lint_dir
 from schema_service.migrate import apply_migrations
 from schema_service.migrate.errors import MigrationFailed, MigrationFileError
 from schema_service.migrate.files import read_file
+from schema_service.migrate.lint import lint_dir
 from schema_service.migrate.statements import parse
 from tests.schema.migration_fixtures.helpers import fetch, fetchval, history, write_migrations
 

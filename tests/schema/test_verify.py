@@ -10,9 +10,9 @@ import pytest
 
 from schema_service.config import MigrationSettings
 from schema_service.database import with_database
+from schema_service.drift.verify import Difference, verify
 from schema_service.migrate import apply_migrations
 from schema_service.migrate.errors import ScratchDatabaseUnavailable
-from schema_service.verify import Difference, verify
 from tests.pg import dsn_with_user
 from tests.schema.migration_fixtures.helpers import fetchval, write_migrations
 

@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 from schema_service.config import MigrationSettings
+from schema_service.drift.verify import verification, verify
 from schema_service.migrate import apply_migrations
 from schema_service.migrate.errors import ScratchBuildFailed
-from schema_service.verify import verification, verify
 from tests.pg import database_of
 from tests.schema.migration_fixtures.helpers import fetchval, write_migrations
 from tests.schema.test_migrate_cli import cli

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 from schema_service.config import PACKAGE_MIGRATIONS, MigrationSettings
+from schema_service.drift.verify import verification, verify
 from schema_service.migrate import apply_migrations
-from schema_service.verify import verification, verify
 from tests.schema.migration_fixtures.helpers import fetchval, write_migrations
 from tests.schema.test_migrate_cli import cli
 from tests.schema.test_verify_drift import KINDS

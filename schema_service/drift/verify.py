@@ -1,7 +1,7 @@
 """Is the live schema what the migrations produce? Build it in a scratch database and diff catalogs.
 
 No hand-maintained list of expected objects: the scratch database, migrated to the live
-database's version, is the expectation (what is compared: schema_service.catalog). The scratch
+database's version, is the expectation (what is compared: schema_service.drift.catalog). The scratch
 database first gets the live database's `ALTER DATABASE ... SET` settings (search_path, custom
 settings the migrations read), so that it is built as the live one was; the report names them.
 A failure while building it is a ScratchBuildFailed that says so, never a live migration failure.
@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from schema_service.catalog import Difference, Snapshot, diff, snapshot
 from schema_service.config import MigrationSettings
 from schema_service.database import DATABASE_FAILURES, with_database
+from schema_service.drift.catalog import Difference, Snapshot, diff, snapshot
+from schema_service.drift.repair import Creations, RepairPlan, creations, plan
 from schema_service.errors import SchemaServiceError
 from schema_service.migrate import history
 from schema_service.migrate.connections import connect
 from schema_service.migrate.errors import ScratchBuildFailed, ScratchDatabaseUnavailable
 from schema_service.migrate.runner import apply_migrations
-from schema_service.repair import Creations, RepairPlan, creations, plan
 
 __all__ = ["Difference", "Verification", "diff", "verification", "verify"]
 
@@ -43,7 +43,7 @@ class Verification:
 
     differences: list[Difference]
     settings: list[str] = field(default_factory=list)
-    # With plan_repair: the SQL that brings the live database back (schema_service.repair).
+    # With plan_repair: the SQL that brings the live database back (schema_service.drift.repair).
     repair: RepairPlan | None = None
 
 

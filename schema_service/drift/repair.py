@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from schema_service.catalog import USER_SCHEMA, Difference
+from schema_service.drift.catalog import USER_SCHEMA, Difference
 
 _SCHEMAS = USER_SCHEMA.format("n.nspname")
 _CLASS = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
