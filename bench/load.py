@@ -6,11 +6,12 @@ Three kinds of process: the upstream (`python -m llm_simulator`, OpenAI wire for
 the gateway (`gateway-service serve`; with `--workers N`, N of them sharing one port with SO_REUSEPORT,
 switched on explicitly for this case only) and this one, which keeps `--streams` StreamChat calls open at
 all times for `--seconds`. A share `--fault-rate` of the requests carries a fault marker, chosen in turn
-from FAULTS; each must end with exactly the status the README promises for it, and every other request
-must succeed. Printed: outcomes by kind (expected and unexpected), time to first token p50/p99, streams
-per second (and per core used by the gateways), and the gateways' RSS idle and at peak (targets: peak
-<= 400 MB, idle <= 150 MB per process), sampled every 100 ms. The baseline for TTFT is the same request
-straight to the upstream with the `openai` SDK, measured in the same run before the load starts.
+from FAULTS; each must end with exactly the status docs/gateway.md#what-a-caller-sees promises for it,
+and every other request must succeed. Printed: outcomes by kind (expected and unexpected), time to first
+token p50/p99, streams per second (and per core used by the gateways), and the gateways' RSS idle and at
+peak (targets: peak <= 400 MB, idle <= 150 MB per process), sampled every 100 ms. The baseline for TTFT is
+the same request straight to the upstream with the `openai` SDK, measured in the same run before the load
+starts.
 """
 
 from __future__ import annotations

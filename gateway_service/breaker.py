@@ -1,4 +1,4 @@
-"""A circuit breaker per provider/model that judges health over a window, not a streak (README "Breakers").
+"""A circuit breaker per provider/model that judges health over a window, not a streak (docs/failover.md).
 
 Closed: each result of the current generation goes into a sliding window of `window_s` seconds; the
 breaker opens when the window holds at least `min_requests` results of which `error_rate` or more

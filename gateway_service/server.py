@@ -30,7 +30,7 @@ SERVICE_NAMES = (
     chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
     provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
 )
-# The role each method needs (README "Security").
+# The role each method needs (docs/security.md).
 ROLES = {
     **roles_of(chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"], "chat"),
     **roles_of(provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"], "providers.read"),

@@ -33,7 +33,7 @@ SERVICE_NAMES = (
     migration_service_pb2.DESCRIPTOR.services_by_name["MigrationService"].full_name,
     metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
 )
-# The role each method needs (README "Security").
+# The role each method needs (docs/security.md).
 ROLES = {
     **roles_of(
         metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"],

@@ -8,7 +8,8 @@
   real ones used when their key variables are set), reporting metrics to the schema service.
 
 All three run in insecure development mode on purpose (`--insecure-dev`: plaintext, no callers file,
-every caller allowed), listening on 127.0.0.1 only; README "Security" shows a server with TLS and tokens.
+every caller allowed), listening on 127.0.0.1 only; README.md#the-same-with-tls-and-a-token shows a server
+with TLS and tokens.
 If one of the ports already answers (another `make run`?), nothing is started.
 
 Ctrl-C (or SIGTERM) stops all three gracefully.

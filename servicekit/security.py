@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class Security(ServiceSettings):
-    """How a server is reached and who may call it (README "Security"); the same flags on both services."""
+    """How a server is reached and who may call it (docs/security.md); the same flags on both services."""
 
     tls_cert: Path | None = setting(None, flag="--tls-cert", env="TLS_CERT_FILE", metavar="FILE")
     """The server's certificate chain (PEM); with --tls-key, the server speaks TLS only."""

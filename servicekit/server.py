@@ -38,7 +38,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """Transport options set on purpose; see README "Server options"."""
+    """Transport options set on purpose; see docs/operations.md#server-options-both-services."""
 
     # Each service sets its own; a request over it is refused by gRPC before it is read (RESOURCE_EXHAUSTED).
     max_message_bytes: int = 4 * 1024 * 1024

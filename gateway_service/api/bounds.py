@@ -1,4 +1,4 @@
-"""Checks of JSON and Struct values against the request limits (config `requests:`, README "Request limits").
+"""Checks of JSON and Struct values against the request limits (config `requests:`, docs/gateway.md#request-limits).
 
 A request over a limit is refused with INVALID_ARGUMENT naming the field. The size of a whole request is
 bounded before it is read, by the server's `max_request_bytes` (gRPC answers RESOURCE_EXHAUSTED "Received

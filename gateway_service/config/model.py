@@ -36,7 +36,7 @@ Target = Annotated[tuple[str, str], BeforeValidator(_target)]
 
 
 class FailoverSettings(Frozen):
-    """How attempts are run (README "Failover")."""
+    """How attempts are run (docs/failover.md)."""
 
     min_attempt_budget_s: NonNegativeFloat = 0.05
     """No attempt starts with less of the caller's deadline left."""
@@ -55,7 +55,7 @@ class FailoverSettings(Frozen):
     breaker_failures: NonNegativeInt = 5
     """Consecutive failures (5xx, timeouts, resets, malformed) that open the breaker."""
     breaker_open_s: NonNegativeFloat = 2.0
-    """First open of a breaker; doubles for each failed probe (README "Breakers")."""
+    """First open of a breaker; doubles for each failed probe (docs/failover.md)."""
     breaker_max_open_s: NonNegativeFloat = 30.0
     """Longest open of a breaker, however many probes failed."""
     breaker_window_s: PositiveFloat = 10.0
@@ -87,7 +87,7 @@ PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 
 
 class RequestLimits(Frozen):
-    """What one chat request may hold (README "Request limits"); over a limit: INVALID_ARGUMENT naming the field."""
+    """What one chat request may hold (docs/gateway.md#request-limits); over one: INVALID_ARGUMENT naming the field."""
 
     max_request_bytes: PositiveInt = 4 * 1024 * 1024
     """Largest gRPC message in or out; larger requests get RESOURCE_EXHAUSTED before they are read."""

@@ -31,7 +31,7 @@ from gateway_service.config.limits import Budget
 ProviderType = Literal["openai", "gemini", "anthropic", "openai_compatible"]
 # Anthropic takes a final assistant turn as a prefill the answer continues from; the others do not.
 PREFILL_BY_DEFAULT = ("anthropic",)
-# OpenAI-family models always take reasoning_effort, so only these provider types have the choice (README "Reasoning").
+# OpenAI-family models always take reasoning_effort, so only these provider types have the choice (docs/reasoning.md).
 REASONING_FORM_TYPES = ("anthropic", "gemini")
 
 
@@ -96,7 +96,7 @@ class ProviderSpec(ProviderTimeouts):
     """The provider's upstream rate limits, shared by its models."""
     http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     """HTTP stack under the SDK: aiohttp (the SDK's aiohttp-backed client) or httpx (the SDK's own httpx2 stack,
-    which reuses no connection). See Performance notes."""
+    which reuses no connection). See docs/performance.md."""
     max_connections: PositiveInt = 100
     """Connections to this provider's origin at once; more requests wait for one."""
     keepalive_expiry_s: NonNegativeFloat = 5.0

@@ -136,7 +136,7 @@ class OpenAIAdapter(SdkAdapter[object]):
         params = convert(lambda: build_params(request, model, compatible=self._compatible))
         params.update(params.pop("extra_body", None) or {})  # as `create(extra_body=...)` merges it
         # The request `chat.completions.create(**params)` sends, through the client's documented way to
-        # post a body as is (README "Undocumented endpoints"), without create's first step: re-walking
+        # post a body as is (docs/performance.md), without create's first step: re-walking
         # ~40 parameters against the SDK's TypedDicts to apply aliases and formats that no chat
         # completions parameter has (about 0.2 ms a request, before the request leaves, and twice on a
         # failover). build_params already yields the wire JSON; test_openai_body.py checks the two agree.

@@ -1,6 +1,6 @@
 """Rendering with kubectl's built-in kustomize, as `kubectl apply -k` would: overlays, and overlays plus
 components composed in a scratch kustomization (the way an operator's own overlay would list them, with
-the overlay's namespace, as README "Deploying" tells operators to)."""
+the overlay's namespace, as docs/deploy.md tells operators to)."""
 
 from __future__ import annotations
 

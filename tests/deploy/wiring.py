@@ -19,7 +19,7 @@ from tests.deploy.netpol import EXTERNAL, Pod, allowed, selects
 from tests.deploy.rendered import Rendered, address, connections
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ClusterIssuer"}
-# Labels that callers outside these manifests carry to be let in (README "Deploying"): no pod here has them.
+# Labels that callers outside these manifests carry to be let in (docs/deploy.md): no pod here has them.
 CLIENT_LABELS = ({"llm-platform/gateway-client": "true"}, {"llm-platform/schema-client": "true"})
 PSA = {"pod-security.kubernetes.io/enforce": "restricted"}
 

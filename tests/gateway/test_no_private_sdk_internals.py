@@ -1,7 +1,7 @@
 """Production code uses the SDKs' public API only: no underscore modules or names of openai, anthropic,
 google-genai (google.genai), httpx2, httpx or aiohttp, no attribute starting with an underscore on them, and
 no request options (`options=`, typed by the SDKs' private RequestOptions) on their request methods. The
-client's documented `post()` (README "Undocumented endpoints") is public. A newer SDK that moves a public name
+client's documented `post()` (docs/performance.md) is public. A newer SDK that moves a public name
 then fails at import, not in a private corner."""
 
 from __future__ import annotations

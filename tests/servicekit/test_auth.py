@@ -128,7 +128,7 @@ async def test_missing_or_unknown_credentials_are_unauthenticated_alike(
 
 
 async def test_a_subject_of_several_names_is_matched_as_rfc_2253_prints_it(auth_port: int, pki: Pki) -> None:
-    """README: `tls_subject` is the subject as gRPC prints it, e.g. `CN=web-frontend,O=Example`."""
+    """docs/security.md: `tls_subject` is the subject as gRPC prints it, e.g. `CN=web-frontend,O=Example`."""
     credentials = pki.client("web-frontend", organization="Example")
     async with grpc.aio.secure_channel(f"127.0.0.1:{auth_port}", credentials) as channel:
         exc = await invoke(channel, "/llmgateway.v1.ChatService/Chat")

@@ -1,4 +1,7 @@
-"""grpcurl (the venv's .venv/bin/grpcurl) against a gateway served with TLS and a callers file, as README shows."""
+"""grpcurl (the venv's .venv/bin/grpcurl) against a gateway served with TLS and a callers file.
+
+As README.md#the-same-with-tls-and-a-token shows it.
+"""
 
 from __future__ import annotations
 
