@@ -5,6 +5,8 @@ A handler's behaviour is a coroutine function (unary responses, or streams writt
 shape, so gRPC drives it the same way. `Around` is entered before the behaviour runs (it may end
 the call there, as the drain does) and exited after it ended, seeing the exception (cancellation
 included) it ended with, which is all the drain, the Prometheus counts and the trace spans need.
+An `Around` may yield a stand-in for the call's context, which the hooks inside it and the behaviour
+then get instead (the counts do, to see `abort()`); yielding None keeps the context.
 Wrapped handlers are cached per method, and only for methods the server knows, so unknown method
 names cannot grow the cache.
 """
@@ -52,14 +54,14 @@ def _wrap(around: Around, method: str, kind: str, behavior: Behavior) -> Behavio
     if inspect.isasyncgenfunction(behavior):
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with around(method, kind, context):
-                async for response in behavior(request, context):
+            async with around(method, kind, context) as seen:
+                async for response in behavior(request, seen or context):
                     yield response
 
         return streaming
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with around(method, kind, context):
-            return await behavior(request, context)
+        async with around(method, kind, context) as seen:
+            return await behavior(request, seen or context)
 
     return call

@@ -82,20 +82,46 @@ class MetricsInterceptor(WrappingInterceptor):
         return series
 
     @asynccontextmanager
-    async def _measure(self, method: str, kind: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def _measure(self, method: str, kind: str, context: grpc.aio.ServicerContext) -> AsyncIterator[_Counted]:
         labels, started, latency = self._series_of(method, kind)
         started.inc()
-        begin, code = time.perf_counter(), None
+        call = _Counted(context, self.metrics, labels, latency)
         try:
-            yield
+            yield call
         except BaseException as exc:
-            code = _failed_code(context, exc)
+            call.ended(_failed_code(context, exc))
             raise
-        finally:
-            latency.observe(time.perf_counter() - begin)
-            final = code or context.code() or grpc.StatusCode.OK
-            # The auth interceptor (inside this one) set the caller in this call's context.
-            self.metrics.handled.labels(*labels, _code_name(final), caller_var.get() or "none").inc()
+        call.ended(context.code() or grpc.StatusCode.OK)
+
+
+class _Counted:
+    """The call's context as the hooks inside and the servicer see it, counting the call once as it ends.
+
+    grpc.aio's `abort()` sends the status before it raises, so a count taken while the exception leaves
+    the handler could come after the caller has the status (and after a scrape it makes then): an
+    aborted call is counted here, before the status is sent.
+    """
+
+    __slots__ = ("_context", "_metrics", "_labels", "_latency", "_begin", "_counted")
+
+    def __init__(self, context: grpc.aio.ServicerContext, metrics: Registry, labels: tuple[str, ...], latency: Any):
+        self._context, self._metrics, self._labels, self._latency = context, metrics, labels, latency
+        self._begin, self._counted = time.perf_counter(), False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def abort(self, code: Any, *args: Any, **kwargs: Any) -> None:
+        self.ended(code)
+        await self._context.abort(code, *args, **kwargs)
+
+    def ended(self, code: Any) -> None:
+        if self._counted:
+            return
+        self._counted = True
+        self._latency.observe(time.perf_counter() - self._begin)
+        # The auth interceptor (inside this one) set the caller in this call's context.
+        self._metrics.handled.labels(*self._labels, _code_name(code), caller_var.get() or "none").inc()
 
 
 def _failed_code(context: grpc.aio.ServicerContext, exc: BaseException) -> grpc.StatusCode:

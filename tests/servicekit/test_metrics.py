@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -13,6 +14,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from servicekit.handlers import WrappingInterceptor
 from servicekit.metrics import Endpoint, MetricsInterceptor, Registry
 from servicekit.security import Security, listen
 from servicekit.server import Lifecycle, ServerOptions, build_server
@@ -136,3 +138,58 @@ async def test_calls_are_counted_by_authenticated_caller(pki: Pki) -> None:
     }
     assert samples[handled(chat.lstrip("/"), "unary", "UNIMPLEMENTED", "only-chat")] == 1
     assert samples[handled(chat.lstrip("/"), "unary", "UNAUTHENTICATED", "none")] == 1
+
+
+async def _refuse(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
+    raise AssertionError("unreachable: abort raises")
+
+
+async def _refuse_after_one(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    yield b"one"
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
+
+
+@pytest.mark.parametrize(("method", "grpc_type"), [("Refuse", "unary"), ("RefuseAfterOne", "server_stream")])
+async def test_an_aborted_call_is_counted_before_its_caller_has_the_status(method: str, grpc_type: str) -> None:
+    # abort() sends the status before it raises: a count taken as the call unwinds would come after the
+    # caller has the status. A hook inside the metrics holds the unwinding until the count was read.
+    released = asyncio.Event()
+
+    @asynccontextmanager
+    async def held(method: str, kind: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await released.wait()
+
+    metrics = Registry()
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), WrappingInterceptor(held)])
+    handlers = {
+        "Refuse": grpc.unary_unary_rpc_method_handler(_refuse),
+        "RefuseAfterOne": grpc.unary_stream_rpc_method_handler(_refuse_after_one),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Refusals", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = getattr(channel, f"unary_{'unary' if grpc_type == 'unary' else 'stream'}")(
+                f"/test.Refusals/{method}"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                if grpc_type == "unary":
+                    await call(b"", timeout=5)
+                else:
+                    assert [r async for r in call(b"", timeout=5)] == [b"one"]
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+                for s in family.samples
+            }
+            released.set()
+    finally:
+        released.set()
+        await server.stop(0)
+    assert samples[handled(f"test.Refusals/{method}", grpc_type, "PERMISSION_DENIED")] == 1
