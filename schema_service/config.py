@@ -137,6 +137,26 @@ class MetricsSettings(ServiceSettings):
     22003); at most 1e150, whose square still fits."""
 
 
+class UsageSettings(ServiceSettings):
+    """Limits and housekeeping of the usage ledger (see docs "Usage ledger")."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHEMA_SERVICE_USAGE_")
+
+    max_batch_records: Annotated[int, Field(gt=0, le=10_000)] = 1_000
+    """Records per RecordUsage batch."""
+    max_time_ahead_s: Seconds = 3_600.0
+    """How far in the future a record's start_time may lie."""
+    retention_months: Annotated[int, Field(gt=0)] = 25
+    """Monthly partitions that ended more than this many months ago are dropped (two years and a month by default:
+    the ledger is what invoices are checked against)."""
+    partitions_ahead_months: Annotated[int, Field(ge=0)] = 1
+    """Monthly partitions created ahead."""
+    query_timeout_s: Seconds = 10.0
+    """Statement timeout of one QueryUsage; a longer query is cancelled (UNAVAILABLE, DATABASE_CONFLICT)."""
+    max_query_days: Annotated[int, Field(gt=0)] = 400
+    """Longest time range one QueryUsage may cover."""
+
+
 class Settings(ServiceSettings):
     """Everything `schema-service serve` needs."""
 
@@ -168,6 +188,8 @@ class Settings(ServiceSettings):
     """SCHEMA_SERVICE_MIGRATION_* (below)."""
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     """SCHEMA_SERVICE_METRICS_* (below)."""
+    usage: UsageSettings = Field(default_factory=UsageSettings)
+    """SCHEMA_SERVICE_USAGE_* (below)."""
     security: Security = Field(default_factory=Security)
     """TLS, callers and the rest of the security flags both services share (servicekit.security)."""
 
@@ -184,7 +206,11 @@ class Settings(ServiceSettings):
     @classmethod
     def from_flags(cls, args: argparse.Namespace) -> Settings:
         """Flags on this command line, else the environment, else the defaults; SettingsError names a bad one."""
-        nested = {"migration": build(MigrationSettings, args), "metrics": build(MetricsSettings)}
+        nested = {
+            "migration": build(MigrationSettings, args),
+            "metrics": build(MetricsSettings),
+            "usage": build(UsageSettings),
+        }
         return build(cls, args, security=build(Security, args), **nested)
 
     @property

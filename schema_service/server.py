@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -20,7 +22,8 @@ from schema_service.metrics.jobs import run_housekeeping
 from schema_service.migrate import history
 from schema_service.migrate.files import load_dir
 from schema_service.migrate.startup import migrate_at_start
-from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
+from schema_service.usage.jobs import run_ledger_housekeeping
+from schemaservice.v1 import metrics_service_pb2, migration_service_pb2, usage_service_pb2
 from servicekit.auth import roles_of
 from servicekit.metrics import Endpoint, Registry
 from servicekit.security import listen
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     migration_service_pb2.DESCRIPTOR.services_by_name["MigrationService"].full_name,
     metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
+    usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
 )
 # The role each method needs (docs/security.md).
 ROLES = {
@@ -41,6 +45,7 @@ ROLES = {
         WriteMetrics="metrics.write",
         StreamMetrics="metrics.write",
     ),
+    **roles_of(usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"], "usage.read", RecordUsage="usage.write"),
     **roles_of(
         migration_service_pb2.DESCRIPTOR.services_by_name["MigrationService"],
         "migrations.read",
@@ -76,7 +81,7 @@ async def run(settings: Settings) -> None:
     await lifecycle.start(ready=False)
     watcher = asyncio.create_task(_watch_readiness(app, lifecycle))
     # Metrics partitions ahead of time, retention, baselines and anomalies (starts once app.ready is set).
-    housekeeping = asyncio.create_task(run_housekeeping(app))
+    housekeeping = asyncio.create_task(_gather(run_housekeeping(app), run_ledger_housekeeping(app)))
     log.info("schema service listening", extra={"port": port, "settings": repr(settings)})
     try:
         health_port = settings.security.health_port
@@ -93,6 +98,10 @@ async def run(settings: Settings) -> None:
         if endpoint is not None:
             endpoint.close()
         tracing.shutdown()
+
+
+async def _gather(*jobs: Coroutine[Any, Any, None]) -> None:
+    await asyncio.gather(*jobs)
 
 
 async def _watch_readiness(app: App, lifecycle: Lifecycle) -> None:

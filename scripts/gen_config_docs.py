@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings
 from gateway_service import __main__ as gateway_cli
 from gateway_service.config import GatewayConfig, RateLimits, ServeSettings
 from schema_service import __main__ as schema_cli
-from schema_service.config import MetricsSettings, MigrationSettings, Settings
+from schema_service.config import MetricsSettings, MigrationSettings, Settings, UsageSettings
 from servicekit.security import Security
 from servicekit.settings import FLAG_USERS, LogSettings, default_text, env_name, extra
 
@@ -173,6 +173,8 @@ def render() -> str:
     parts += [*settings_table(MigrationSettings, "schema-service"), ""]
     parts.append("### Metrics settings\n")
     parts += [*settings_table(MetricsSettings, "schema-service"), ""]
+    parts.append("### Usage ledger settings\n")
+    parts += [*settings_table(UsageSettings, "schema-service"), ""]
     return "\n".join(parts)
 
 

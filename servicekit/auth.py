@@ -11,11 +11,13 @@ probes and `grpcurl list` need no credentials.
 
 The messages never depend on which callers exist, and a refusal is logged with the peer address and
 method, never the token. The caller's name is set in `caller_var` for the rest of the call (logs,
-the gateway's budgets): `current_caller()` reads it.
+the gateway's budgets): `current_caller()` reads it, and `caller_holds(role)` asks whether the caller
+also holds a role that widens what a method shows (e.g. `usage.read_all`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -46,6 +48,8 @@ OPEN_SERVICES = frozenset(
     }
 )
 NO_ROLE = "(none)"  # what a method missing from the roles table needs: nobody has it
+# The authenticated caller's roles; None while no caller was authenticated (a server without callers, or a test).
+_roles_var: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("caller_roles", default=None)
 
 
 class Unauthenticated(ServiceError):
@@ -71,6 +75,12 @@ def roles_of(service: ServiceDescriptor, role: str, **by_method: str) -> dict[st
 def current_caller() -> str:
     """The name of the authenticated caller of the current call ("" when the server runs without callers)."""
     return caller_var.get()
+
+
+def caller_holds(role: str) -> bool:
+    """Whether the current call's caller holds `role`; True on a server that authenticates nobody (development)."""
+    roles = _roles_var.get()
+    return roles is None or role in roles
 
 
 def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
@@ -111,6 +121,7 @@ class AuthInterceptor(WrappingInterceptor):
             _log_refusal("unauthenticated", context, method)
             await abort(context, Unauthenticated("missing or unknown credentials", metadata=details))
         caller_var.set(caller.name)
+        _roles_var.set(frozenset(caller.roles))
         if role not in caller.roles:
             _log_refusal("permission denied", context, method, role)
             await abort(context, PermissionDenied(f"this method needs the role {role}", metadata=details))

@@ -27,7 +27,17 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 log = logging.getLogger(__name__)
 
-Role = Literal["chat", "providers.read", "metrics.write", "metrics.read", "migrations.read", "migrations.admin"]
+Role = Literal[
+    "chat",
+    "providers.read",
+    "metrics.write",
+    "metrics.read",
+    "migrations.read",
+    "migrations.admin",
+    "usage.write",
+    "usage.read",
+    "usage.read_all",
+]
 RateName = Literal["requests_per_second", "requests_per_minute", "requests_per_hour", "requests_per_day"]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]

@@ -31,15 +31,15 @@ def test_a_stale_reference_fails_the_check(tmp_path: Path) -> None:
 
 def test_every_key_flag_and_variable_is_in_the_reference() -> None:
     from gateway_service.config import ServeSettings
-    from schema_service.config import MetricsSettings, MigrationSettings, Settings
+    from schema_service.config import MetricsSettings, MigrationSettings, Settings, UsageSettings
     from servicekit.security import Security
     from servicekit.settings import env_name, extra
 
     text = (ROOT / "docs" / "configuration.md").read_text()
-    for model in (ServeSettings, Settings, MigrationSettings, MetricsSettings, Security):
+    for model in (ServeSettings, Settings, MigrationSettings, MetricsSettings, UsageSettings, Security):
         for name, info in model.model_fields.items():
             assert info.description, f"{model.__name__}.{name} has no docstring"
-            if name in ("migration", "metrics", "security"):
+            if name in ("migration", "metrics", "usage", "security"):
                 continue  # groups of their own, each field listed under its own variable
             assert f"`{env_name(model, name)}`" in text
             if extra(info).get("flag"):

@@ -18,9 +18,10 @@ from grpc_status import rpc_status
 from schema_service.api import add_to_server
 from schema_service.app import App
 from schema_service.config import MetricsSettings, Settings
-from schema_service.server import SERVICE_NAMES
+from schema_service.server import ROLES, SERVICE_NAMES
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
+from servicekit.security import Security
 from servicekit.server import Lifecycle, ServerOptions, build_server
 
 
@@ -30,23 +31,34 @@ class Running:
     lifecycle: Lifecycle
     server: grpc.aio.Server
     stub: metrics_service_pb2_grpc.MetricsServiceStub
+    channel: grpc.aio.Channel
 
 
 @asynccontextmanager
-async def metrics_server(dsn: str, *, connect: bool = True, **metrics: Any) -> AsyncIterator[Running]:
-    """The schema service's servicers on a real server; `metrics` overrides MetricsSettings fields."""
+async def metrics_server(
+    dsn: str, *, connect: bool = True, security: Security | None = None, **metrics: Any
+) -> AsyncIterator[Running]:
+    """The schema service's servicers on a real server; `metrics` overrides MetricsSettings fields; `security`
+    (plaintext, e.g. a callers file) turns on authentication with the service's roles."""
     settings = Settings(database_url=dsn, metrics=MetricsSettings(**metrics))
     app = App(settings=settings, dsn=dsn)
     if connect:
         await app.connect()
     lifecycle = Lifecycle(SERVICE_NAMES)
     options = ServerOptions(max_message_bytes=settings.max_message_bytes)
-    server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
+    server = build_server(
+        options,
+        lifecycle,
+        [lambda s: add_to_server(s, app, lifecycle)],
+        SERVICE_NAMES,
+        security=security,
+        roles=ROLES,
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Running(app, lifecycle, server, metrics_service_pb2_grpc.MetricsServiceStub(channel))
+        yield Running(app, lifecycle, server, metrics_service_pb2_grpc.MetricsServiceStub(channel), channel)
     finally:
         await channel.close()
         await server.stop(None)

@@ -18,7 +18,7 @@ from google.protobuf import descriptor_pool, message_factory
 from gateway_service import server as gateway_server
 from llmgateway.v1 import chat_service_pb2_grpc, provider_service_pb2_grpc
 from schema_service import server as schema_server
-from schemaservice.v1 import metrics_service_pb2_grpc, migration_service_pb2_grpc
+from schemaservice.v1 import metrics_service_pb2_grpc, migration_service_pb2_grpc, usage_service_pb2_grpc
 from servicekit.security import Security, listen
 from servicekit.server import Lifecycle, ServerOptions, build_server
 from servicekit.tls import TlsFiles
@@ -85,6 +85,7 @@ def add_base_servicers(server: grpc.aio.Server) -> None:
     migration_service_pb2_grpc.add_MigrationServiceServicer_to_server(
         migration_service_pb2_grpc.MigrationServiceServicer(), server
     )
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(usage_service_pb2_grpc.UsageServiceServicer(), server)
 
 
 async def start(security: Security, lifecycle: Lifecycle | None = None) -> tuple[grpc.aio.Server, int]:

@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 from gateway_service.server import ROLES as GATEWAY_ROLES
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from schema_service.server import ROLES as SCHEMA_ROLES
-from schemaservice.v1 import metrics_service_pb2, migration_service_pb2
+from schemaservice.v1 import metrics_service_pb2, migration_service_pb2, usage_service_pb2
 from tests.servicekit.certs import Authority
 from tests.servicekit.conftest import ALL_ROLES, ROLES, Pki, invoke, token_of
 
@@ -34,6 +34,8 @@ EXPECTED_ROLES = {
     "/schemaservice.v1.MigrationService/LintMigrations": "migrations.read",
     "/schemaservice.v1.MigrationService/WaitForVersion": "migrations.read",
     "/schemaservice.v1.MigrationService/Migrate": "migrations.admin",
+    "/schemaservice.v1.UsageService/RecordUsage": "usage.write",
+    "/schemaservice.v1.UsageService/QueryUsage": "usage.read",
 }
 METHODS = sorted(EXPECTED_ROLES)
 
@@ -41,7 +43,13 @@ METHODS = sorted(EXPECTED_ROLES)
 def test_every_method_of_both_services_has_the_documented_role() -> None:
     served = {
         f"/{service.full_name}/{method.name}"
-        for module in (chat_service_pb2, provider_service_pb2, metrics_service_pb2, migration_service_pb2)
+        for module in (
+            chat_service_pb2,
+            provider_service_pb2,
+            metrics_service_pb2,
+            migration_service_pb2,
+            usage_service_pb2,
+        )
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
@@ -175,4 +183,6 @@ def test_the_roles_listed_are_the_callers_file_roles() -> None:
 
     from servicekit.callers import Role
 
-    assert sorted(get_args(Role)) == ALL_ROLES
+    # Roles that widen what a method shows rather than open a method (the caller still needs the method's role).
+    widening = {"usage.read_all"}
+    assert sorted(get_args(Role)) == sorted({*ALL_ROLES, *widening})
