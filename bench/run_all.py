@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = {
     "migrations": (["migrations.py"], ["--rounds", "2"]),
     "metrics_ingest": (["metrics_ingest.py"], ["--rows", "50000", "--rounds", "1"]),
+    "usage_ledger": (["usage_ledger.py"], ["--rows", "10000", "--rounds", "1"]),
     "gateway_overhead": (["gateway_overhead.py"], ["--requests", "100", "--seconds", "2"]),
     "chaos": (["chaos.py"], ["--seconds", "12", "--steady-seconds", "3"]),
     "watchdog": (["watchdog.py"], ["--chunks", "5000", "--rounds", "3"]),

@@ -93,7 +93,7 @@ async def test_a_batch_with_bad_records_is_refused_whole_naming_each_field(migra
     bad_cost = record("r-1", cost="0.1234567890123")  # 13 decimal places
     no_outcome = record("r-2", outcome=pb.USAGE_OUTCOME_UNSPECIFIED)
     negative = record("r-3", output_tokens=-1)
-    no_time = pb.UsageRecord(request_id="r 4", attempt=0, provider="p", model="m", cost_usd="1e3")
+    no_time = pb.UsageRecord(request_id="r 4", attempt=0, provider="p", model="m", cost_usd="1000")
     async with metrics_server(migrated_db) as running:
         stub = usage_service_pb2_grpc.UsageServiceStub(running.channel)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -121,8 +121,8 @@ def test_a_decimal_cost_is_parsed_exactly_and_floats_never_enter() -> None:
     from schema_service.usage.records import parse_cost
 
     assert parse_cost("0.000000000001") == Decimal("1E-12")
-    assert parse_cost("1e3") == Decimal(1000)
-    for bad in ("", "-0.1", "NaN", "inf", "0x10", "1" * 13, "0.0000000000001", "1,5"):
+    assert parse_cost("999999999999.999999999999") == Decimal("999999999999.999999999999")
+    for bad in ("", "-0.1", "NaN", "inf", "0x10", "1" * 13, "0.0000000000001", "1,5", "1e3", ".5", "1.", " 1", "١"):
         assert parse_cost(bad) is None, bad
 
 
