@@ -15,7 +15,7 @@ from gateway_service.chat.failover import ChatRun, Failover
 from gateway_service.chat.router import Router
 from gateway_service.config import GatewayConfig, ProviderSpec
 from gateway_service.domain.request import ChatRequest
-from gateway_service.health import Health, HealthState
+from gateway_service.health import Health, HealthState, MemoryHealth, provider_state
 from gateway_service.instruments import GatewayMetrics
 from gateway_service.limits.budgets import Budgets, build_limiter, has_budgets
 from gateway_service.limits.callers import CallerRates
@@ -75,21 +75,8 @@ class Gateway:
     _telemetry_task: asyncio.Task[None] | None = None
 
     def provider_state(self, spec: ProviderSpec) -> tuple[HealthState, float | None]:
-        """Health as callers and operators see it: breakers and cooldowns, then budgets this replica saw run out.
-
-        A healthy provider whose budget ran out shows as cooling down until it frees (degraded when only
-        some of its models are out). The second value is the wall-clock end of the block, if any.
-        """
-        key_id = spec.key_id if spec.configured else None
-        state, until = self.health.state(spec.name, [m.name for m in spec.models], key_id)
-        if self.budgets is None or state not in (HealthState.HEALTHY, HealthState.DEGRADED):
-            return state, until
-        ends = [end for m in spec.models if (end := self.budgets.exhausted_until(spec.name, m.name)) is not None]
-        if not ends:
-            return state, until
-        if len(ends) == len(spec.models):
-            return HealthState.COOLING_DOWN, min(ends)
-        return HealthState.DEGRADED, until
+        """Health as callers and operators see it, budgets included (the policy is health/state.py)."""
+        return provider_state(self.health, spec, self.budgets.exhausted_until if self.budgets else None)
 
     def provider_states(self) -> list[tuple[str, str]]:
         """Each provider's name and health state, as `provider_state` tells it (for the metrics)."""
@@ -138,7 +125,7 @@ def build_gateway(
     tracing = tracing or Tracing()
     http_tracer = tracing.tracer("gateway_service.http") if tracing.enabled else None  # None: no HTTP hooks
     adapters = {p.name: factory(provider_config(p, http_tracer)) for p in config.providers if p.configured}
-    health, ledger = Health(config.failover), Ledger()
+    health, ledger = MemoryHealth(config.failover), Ledger()
     telemetry = Telemetry(config.telemetry, send, tracing.tracer("gateway_service.telemetry"))
     observe, count = telemetry.observe, telemetry.count
     if instruments is not None:

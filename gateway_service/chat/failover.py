@@ -25,7 +25,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from gateway_service.accounting import Ledger
-from gateway_service.breaker import Phase
 from gateway_service.chat import spans
 from gateway_service.chat.attempt import Attempt, Limits
 from gateway_service.chat.budgeting import RunBudget
@@ -39,7 +38,7 @@ from gateway_service.config import FailoverSettings
 from gateway_service.domain.events import AttemptRecord, AttemptStarted, Completed, FailedOver, GatewayEvent
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, FinishReason
-from gateway_service.health import Health, Ticket
+from gateway_service.health import BreakerState, Health, Ticket
 from gateway_service.limits.budgets import Budgets
 
 
@@ -61,7 +60,7 @@ class ChatRun:
         self._min_context = 0
         self._spans: dict[int, Span] = {}  # attempt number -> its trace span, until the attempt's record
         self._deferred: list[Candidate] = []  # skipped on the gateway's own guess: a last resort
-        self._failed: list[tuple[Candidate, tuple[int, Phase]]] = []  # and the breaker's state right after
+        self._failed: list[tuple[Candidate, BreakerState]] = []  # and the breaker's state right after
         budgets = failover.budgets
         self.budget = RunBudget(budgets, request) if budgets is not None else None
 
@@ -123,7 +122,7 @@ class ChatRun:
         # Never fail on the gateway's own guess alone: one candidate skipped on advice is tried after all, or
         # one that failed earlier whose breaker has moved on since (its failure is old news by now).
         health = self.failover.health
-        stale = [c for c, state in self._failed if health.breaker_state(c.provider.name, c.model.name) != state]
+        stale = [c for c, state in self._failed if health.breaker_state(c.target) != state]
         waited = any(r.outcome is FailureKind.TIMEOUT for r in self.attempts)
         fallback = last_resort([*self._deferred, *stale], health, waited_out_a_stall=waited)
         if fallback is not None:
@@ -168,7 +167,7 @@ class ChatRun:
         limits = Limits.share(candidate, self.request, self.settings, self.deadline, candidates_left)
         health = self.failover.health
         patience_s = limits.first_token_by - self._loop.time()
-        ticket = health.admit(candidate.provider.name, candidate.model.name, candidate.key_id, patience_s)
+        ticket = health.admit(candidate.target, patience_s)
         attempt = Attempt(candidate, request, limits, on_first_token=lambda: health.first_token(ticket))
         skipped = self.records.skipped_since_last_attempt()
         span = self._spans[number] = spans.start(
@@ -237,8 +236,7 @@ class ChatRun:
         first_token_s = attempt.state.first_token_s
         self.failover.reporter.attempt_ended(self.request, candidate, record, error, first_token_s, ticket, cancelled)
         if error is not None:
-            state = self.failover.health.breaker_state(candidate.provider.name, candidate.model.name)
-            self._failed.append((candidate, state))
+            self._failed.append((candidate, self.failover.health.breaker_state(candidate.target)))
         return record
 
 

@@ -84,11 +84,11 @@ def _retry_after(
     The soonest end of a cooldown, breaker or budget; a candidate free at once (it failed without being
     blocked) caps it at rate_limit_cooldown_s, a short pause rather than an invitation to retry in a loop.
     """
-    keys = [(c.provider.name, c.model.name, c.key_id) for c in candidates if c.adapter is not None]
-    blocked = [k for k in keys if health.blocked(*k) is not None]
-    waits = [w for w in (health.soonest_unblock(keys), *(r.retry_after_s for r in budgets)) if w is not None]
+    targets = [c.target for c in candidates if c.adapter is not None]
+    blocked = [t for t in targets if health.blocked(t) is not None]
+    waits = [w for w in (health.soonest_unblock(targets), *(r.retry_after_s for r in budgets)) if w is not None]
     budget_blocked = {(r.provider, r.model) for r in budgets}
-    free = any(k not in blocked and k[:2] not in budget_blocked for k in keys)
+    free = any(t not in blocked and t.provider_model not in budget_blocked for t in targets)
     if free or not waits:
         waits.append(settings.rate_limit_cooldown_s)
     return min(waits)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from gateway_service.config import GatewayConfig, ModelSpec, ProviderSpec
 from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import InvalidRequest, UnknownModel
+from gateway_service.health import Target
 from gateway_service.limits.budgets import Budgets
 from gateway_service.limits.core import Slot
 from gateway_service.providers.base import ProviderAdapter
@@ -30,6 +31,11 @@ class Candidate:
         """The provider's key_id, hashed once per candidate (candidates are made once per provider/model, see
         Router._candidate) rather than on every request."""
         return self.provider.key_id
+
+    @functools.cached_property
+    def target(self) -> Target:
+        """What health knows this candidate by (made once per candidate, like key_id)."""
+        return Target(self.provider.name, self.model.name, self.key_id)
 
     @property
     def label(self) -> str:

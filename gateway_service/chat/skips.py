@@ -54,9 +54,9 @@ def skip_reason(
     window = candidate.model.context_window
     if window and window <= min_context:
         return Skip(SkipReason.CONTEXT_TOO_SMALL, f"context window {window} too small")
-    block = health.blocked(candidate.provider.name, candidate.model.name, candidate.key_id)
+    block = health.blocked(candidate.target)
     if block is not None and not (last_resort and not block.hard):
-        left = max(0.0, block.until - health.clock())
+        left = max(0.0, block.until - health.now())
         soft = not block.hard
         if block.kind is None:
             return Skip(SkipReason.UNHEALTHY, f"{block.what} for {left:.3f}s", left, soft)
@@ -76,7 +76,7 @@ def last_resort(deferred: Sequence[Candidate], health: Health, *, waited_out_a_s
         return None
 
     def ends(candidate: Candidate) -> float:
-        block = health.blocked(candidate.provider.name, candidate.model.name, candidate.key_id)
+        block = health.blocked(candidate.target)
         if block is None:
             return -math.inf
         return math.inf if block.hard or (block.stall and waited_out_a_stall) else block.until

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from gateway_service.breaker import Breaker, BreakerSettings, Phase
-from gateway_service.stalls import StallSettings, StallWatch
+from dataclasses import replace
+
+from gateway_service.config import FailoverSettings
+from gateway_service.health.breaker import Breaker, Phase
+from gateway_service.health.settings import breaker_settings, stall_settings
+from gateway_service.health.stalls import StallWatch
+
+DEFAULTS = FailoverSettings()  # the config owns the defaults; a test changes only what it is about
 
 
 def breaker(**kw: float) -> Breaker:
-    return Breaker(BreakerSettings(**kw))  # type: ignore[arg-type]
+    return Breaker(replace(breaker_settings(DEFAULTS), **kw))
 
 
 def fail(b: Breaker, now: float, count: int = 1) -> None:
@@ -115,7 +121,7 @@ def test_a_last_resort_try_while_open_closes_on_success_and_changes_nothing_on_f
 
 
 def watch(**kw: float) -> StallWatch:
-    return StallWatch(StallSettings(**kw))  # type: ignore[arg-type]
+    return StallWatch(replace(stall_settings(DEFAULTS), **kw))
 
 
 def test_an_attempt_far_past_the_usual_first_token_makes_the_provider_suspect() -> None:

@@ -13,7 +13,7 @@ from gateway_service.accounting import Ledger
 from gateway_service.chat.attempt import Attempt
 from gateway_service.chat.failover import Failover
 from gateway_service.chat.router import Router
-from gateway_service.config import GatewayConfig, ModelSpec
+from gateway_service.config import GatewayConfig, ModelSpec, ProviderSpec
 from gateway_service.domain.events import (
     AttemptRecord,
     AttemptStarted,
@@ -45,7 +45,7 @@ from gateway_service.errors import (
     NotConfigured,
     ProviderRejectedRequest,
 )
-from gateway_service.health import Health, HealthState
+from gateway_service.health import HealthState, MemoryHealth, provider_state
 from tests.gateway.pipeline_helpers import Pause, ScriptedAdapter, Step, chat_request, gateway_config, spec, words
 
 M = ModelSpec(name="m", context_window=1000, input_usd_per_mtok=1.0, output_usd_per_mtok=2.0)
@@ -58,7 +58,7 @@ class Pipeline:
     observed: list[AttemptRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.health = Health(self.config.failover)
+        self.health = MemoryHealth(self.config.failover)
         self.failover = Failover(
             self.config.failover, self.health, Ledger(), lambda _r, rec, _t: self.observed.append(rec)
         )
@@ -68,6 +68,11 @@ class Pipeline:
         request = request or chat_request()
         run = self.failover.run(request, self.router.candidates(request), deadline_s)
         return [event async for event in run.events()]
+
+    def spec(self, name: str) -> ProviderSpec:
+        found = self.config.provider(name)
+        assert found is not None
+        return found
 
     async def fail(
         self, request: ChatRequest | None = None, deadline_s: float = 5.0
@@ -117,7 +122,7 @@ async def test_rate_limit_fails_over_at_once_and_remembers_the_cooldown() -> Non
     assert (skip.provider, skip.attempt, skip.outcome) == ("a", 0, FailureKind.RATE_LIMITED)
     assert skip.retry_after_s is not None and 1.0 < skip.retry_after_s <= 2.0
     assert len(p.adapters["a"].calls) == 1
-    assert p.health.state("a", ["m"], p.router.candidates(chat_request())[0].key_id)[0] is HealthState.COOLING_DOWN
+    assert provider_state(p.health, p.spec("a"))[0] is HealthState.COOLING_DOWN
 
 
 async def test_a_failover_is_logged_with_where_from_where_to_and_why(caplog: pytest.LogCaptureFixture) -> None:
@@ -199,8 +204,7 @@ async def test_auth_failure_fails_over_and_flags_the_provider_misconfigured() ->
     )
     events = await p.run()
     assert texts(events) == "ok"
-    key = p.router.candidates(chat_request())[0].key_id
-    assert p.health.state("a", ["m"], key)[0] is HealthState.MISCONFIGURED
+    assert provider_state(p.health, p.spec("a"))[0] is HealthState.MISCONFIGURED
 
 
 async def test_mid_stream_failure_with_policy_fail_is_unavailable_and_says_what_was_delivered() -> None:
@@ -376,8 +380,7 @@ async def test_breaker_opens_after_consecutive_failures() -> None:
     for _ in range(3):
         await p.run()
     assert len(p.adapters["a"].calls) == 2
-    key = p.router.candidates(chat_request())[0].key_id
-    assert p.health.state("a", ["m"], key)[0] is HealthState.UNHEALTHY
+    assert provider_state(p.health, p.spec("a"))[0] is HealthState.UNHEALTHY
 
 
 async def test_restart_without_a_candidate_left_fails_mid_stream() -> None:

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
 from gateway_service.accounting import Ledger
 from gateway_service.chat.failover import ChatRun, Failover
 from gateway_service.chat.router import Router
-from gateway_service.config import ModelSpec
+from gateway_service.config import FailoverSettings, ModelSpec
 from gateway_service.domain.events import AttemptStarted, Completed, GatewayEvent, SkipReason
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import AllProvidersFailed, AllProvidersRateLimited, GatewayError
-from gateway_service.health import Health
-from gateway_service.stalls import StallSettings
+from gateway_service.health import MemoryHealth, Target
+from gateway_service.health.settings import stall_settings
+from gateway_service.health.stalls import StallSettings
 from tests.gateway.pipeline_helpers import Gate, ScriptedAdapter, Step, chat_request, gateway_config, spec, words
 
 M = ModelSpec(name="m", context_window=1000)
@@ -41,12 +42,12 @@ class Clock:
 class Flapping:
     adapters: dict[str, ScriptedAdapter]
     failover_settings: dict[str, float]
-    stalls: StallSettings = field(default_factory=StallSettings)
+    stalls: StallSettings = field(default_factory=lambda: stall_settings(FailoverSettings()))
     clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
         config = gateway_config(*(spec(name, M) for name in self.adapters), **self.failover_settings)
-        self.health = Health(config.failover, self.clock, stalls=self.stalls)
+        self.health = MemoryHealth(config.failover, self.clock, stalls=self.stalls)
         self.failover = Failover(config.failover, self.health, Ledger())
         self.router = Router(config, self.adapters)
 
@@ -70,7 +71,7 @@ def flapping(
     scripts: dict[str, Sequence[Sequence[Step]]], stalls: StallSettings | None = None, **failover: float
 ) -> Flapping:
     adapters = {name: ScriptedAdapter(name, s) for name, s in scripts.items()}
-    return Flapping(adapters, failover, stalls or StallSettings())
+    return Flapping(adapters, failover, stalls or stall_settings(FailoverSettings()))
 
 
 def started(events: Sequence[GatewayEvent]) -> list[AttemptStarted]:
@@ -100,7 +101,7 @@ async def test_with_every_breaker_open_the_call_still_tries_the_one_that_reopens
     [attempt] = started(events)
     unhealthy = SkipReason.UNHEALTHY
     assert [(s.provider, s.outcome) for s in attempt.skipped] == [("a", unhealthy), ("b", unhealthy)]
-    assert f.health.blocked("b", "m", f.router.candidates(chat_request())[1].key_id) is None  # its success closed it
+    assert f.health.blocked(f.router.candidates(chat_request())[1].target) is None  # its success closed it
 
 
 async def test_a_retry_after_is_a_hard_block_and_retry_info_is_the_shortest_real_wait() -> None:
@@ -141,7 +142,7 @@ async def test_a_stream_started_before_the_breaker_opened_cannot_close_it() -> N
     gate.set()
     assert answered_by([e async for e in old]) == "a"
     key = f.router.candidates(chat_request())[0].key_id
-    block = f.health.blocked("a", "m", key)
+    block = f.health.blocked(Target("a", "m", key))
     assert block is not None and block.what == "circuit breaker open"
 
 
@@ -184,7 +185,7 @@ async def test_an_attempt_far_past_the_usual_first_token_turns_new_calls_away_be
     gate = asyncio.Event()
     f = flapping(
         {"a": [*[words("a")] * 3, [Gate(gate), *words("late")], words("a")], "b": [words("b")]},
-        stalls=StallSettings(floor_s=0.5, min_samples=3),
+        stalls=replace(stall_settings(FailoverSettings()), floor_s=0.5, min_samples=3),
     )
     for _ in range(3):
         f.clock.now += 0.01
@@ -192,7 +193,7 @@ async def test_an_attempt_far_past_the_usual_first_token_turns_new_calls_away_be
     stalled = f.start().events()
     assert isinstance(await anext(stalled), AttemptStarted)
     f.clock.now += 0.4
-    assert f.health.blocked("a", "m", f.router.candidates(chat_request())[0].key_id) is None  # below the floor
+    assert f.health.blocked(f.router.candidates(chat_request())[0].target) is None  # below the floor
     f.clock.now += 0.2
     events = await f.run()
     assert answered_by(events) == "b"
@@ -212,7 +213,7 @@ async def test_a_suspected_stall_is_a_last_resort_only_for_a_call_that_has_not_w
             "a": [*[words("a")] * 3, [Gate(gate), *words("late")], words("a, as a last resort")],
             "b": [[timeout], [timeout]],
         },
-        stalls=StallSettings(min_samples=3),
+        stalls=replace(stall_settings(FailoverSettings()), min_samples=3),
     )
     for _ in range(3):
         await f.run()
@@ -248,4 +249,4 @@ async def test_a_candidate_tried_earlier_is_the_last_resort_once_its_breaker_has
     events += [e async for e in run]
     assert [(e.provider, e.attempt) for e in started(events)] == [("a", 1), ("b", 2), ("a", 3)]
     assert answered_by(events) == "a"
-    assert f.health.blocked("a", "m", f.router.candidates(chat_request())[0].key_id) is None  # the probe closed it
+    assert f.health.blocked(f.router.candidates(chat_request())[0].target) is None  # the probe closed it

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class StallSettings:
-    factor: float = 4.0  # how many times the usual (p90) time to first token counts as a stall
-    floor_s: float = 0.5  # never suspect a wait shorter than this
-    min_samples: int = 5  # first tokens seen before "usual" means anything
-    samples: int = 50  # recent times to first token kept
+    """The stall threshold; factor and floor come from the config (health/settings.py)."""
+
+    factor: float  # how many times the usual (p90) time to first token counts as a stall
+    floor_s: float  # never suspect a wait shorter than this
+    min_samples: int = 5  # first tokens seen before "usual" means anything (not configurable)
+    samples: int = 50  # recent times to first token kept (not configurable)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ failed, or at once after `consecutive` failures in a row (the fast path for a pr
 
 Open: the candidate is skipped for `first_open_s`, doubled for each probe that failed since the last
 close, at most `max_open_s` (Envoy's base_ejection_time growing with the ejection count). Skipping is
-advice: a route whose candidates are all blocked still tries one (chat/skips.py `last_resort`).
+advice: a route whose candidates are all blocked still tries one (chat/rules.py, the last resort).
 
 Half-open: the first attempt after the wait is the probe, the only one let through while it runs; its
 success closes the breaker, its failure reopens it for longer; a probe the caller cancelled frees the slot.
@@ -21,22 +21,35 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
 class BreakerSettings:
-    consecutive: int = 5  # failures in a row that open the breaker at once
-    window_s: float = 10.0  # the sliding window the error rate is measured over
-    min_requests: int = 10  # results the window must hold before its error rate may open the breaker
-    error_rate: float = 0.5  # failed share of the window that opens the breaker
-    first_open_s: float = 2.0  # the first open; doubled for each failed probe
-    max_open_s: float = 30.0  # the longest open
+    """The breaker's thresholds; the values (and their defaults) come from the config (health/settings.py)."""
+
+    consecutive: int  # failures in a row that open the breaker at once
+    window_s: float  # the sliding window the error rate is measured over
+    min_requests: int  # results the window must hold before its error rate may open the breaker
+    error_rate: float  # failed share of the window that opens the breaker
+    first_open_s: float  # the first open; doubled for each failed probe
+    max_open_s: float  # the longest open
 
 
 class Phase(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"  # waiting out open_until
     HALF_OPEN = "half_open"  # the wait is over: the next attempt is the probe (or the probe is running)
+
+
+class BreakerState(NamedTuple):
+    """A breaker's generation (it moves on at each open and close) and phase: compared to tell a change."""
+
+    generation: int
+    phase: Phase
+
+
+CLOSED = BreakerState(0, Phase.CLOSED)  # a breaker that has seen no attempt yet
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,9 @@ class Breaker:
         if self.open_until is None:
             return Phase.CLOSED
         return Phase.OPEN if now < self.open_until else Phase.HALF_OPEN
+
+    def state(self, now: float) -> BreakerState:
+        return BreakerState(self.generation, self.phase(now))
 
     def admit(self, now: float, patience_s: float) -> Admission:
         """An attempt starts now; in the half-open phase the first one becomes the probe."""

@@ -1,0 +1,38 @@
+"""Provider health: what failover may try, and how providers look to callers and operators.
+
+Rooms, from the vocabulary up:
+    core.py        Target (provider + model + key), Block, Ticket, and the Health interface the pipeline calls
+    breaker.py     a circuit breaker per provider + model: window, half-open probe, generations
+    stalls.py      stall suspicion: a first token far later than usual
+    statistics.py  rolling statistics per provider (ListProviders)
+    blocks.py      which failures block a target, hard or soft, and for how long
+    settings.py    breaker and stall settings from the config (the config owns the defaults)
+    memory.py      MemoryHealth: the Health of one replica, kept in memory
+    state.py       HealthState and the policy that names a provider's state
+
+Public: what `__all__` names, imported from this package. Breakers, stall watches and their settings are
+health's own business: nothing outside health/ imports breaker.py or stalls.py (tests/contracts checks it).
+Health is a Protocol so a store shared by replicas can stand beside memory.py later, behind the same calls.
+"""
+
+from __future__ import annotations
+
+from gateway_service.health.breaker import BreakerState
+from gateway_service.health.core import ANY_MODEL, Block, Health, Target, Ticket
+from gateway_service.health.memory import MemoryHealth
+from gateway_service.health.state import ExhaustedUntil, HealthState, provider_state
+from gateway_service.health.statistics import Stats
+
+__all__ = [
+    "ANY_MODEL",
+    "Block",
+    "BreakerState",
+    "ExhaustedUntil",
+    "Health",
+    "HealthState",
+    "MemoryHealth",
+    "Stats",
+    "Target",
+    "Ticket",
+    "provider_state",
+]

@@ -1,0 +1,109 @@
+"""What health speaks in: a Target, a Block, an attempt's Ticket, and the Health interface failover calls.
+
+`Health` is a Protocol so that where health is kept can change without touching its callers: today one
+replica keeps it in memory (health/memory.py); a store shared by replicas would implement the same calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.health.breaker import Admission, BreakerState
+from gateway_service.health.statistics import Stats
+
+ANY_MODEL = "*"  # a cooldown's model for a failure of the key itself (auth, quota): every model of it
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One provider + model + key: cooldowns follow the key; breakers and stall watches the provider + model."""
+
+    provider: str
+    model: str
+    key_id: str
+
+    @property
+    def provider_model(self) -> tuple[str, str]:
+        return (self.provider, self.model)
+
+    def any_model(self) -> Target:
+        return Target(self.provider, ANY_MODEL, self.key_id)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Why a target may not be tried now, and until when (monotonic seconds).
+
+    `kind` is the failure behind a cooldown, None for the breaker and the stall watch; `hard` blocks are
+    never tried before `until`, soft ones may be tried as a last resort.
+    """
+
+    kind: FailureKind | None
+    until: float
+    hard: bool = False
+    what: str = "circuit breaker open"
+    stall: bool = False  # an attempt is stalled there now: a last resort would most likely wait it out too
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One attempt as health sees it, from `admit` to its result."""
+
+    target: Target
+    id: int
+    admission: Admission
+    started: float
+
+
+class Health(Protocol):
+    """What the pipeline asks of provider health (reads) and tells it about each attempt (writes)."""
+
+    def now(self) -> float:
+        """The monotonic clock every `Block.until` is on."""
+        ...
+
+    def blocked(self, target: Target) -> Block | None:
+        """The reason this target should be skipped now (hard blocks first), or None when it may be tried."""
+        ...
+
+    def soonest_unblock(self, targets: Iterable[Target]) -> float | None:
+        """Seconds until the first of these targets may be tried again, if any is blocked."""
+        ...
+
+    def breaker_state(self, target: Target) -> BreakerState:
+        """The breaker's generation and phase, to tell whether it moved on since."""
+        ...
+
+    def admit(self, target: Target, patience_s: float) -> Ticket:
+        """An attempt starts now and waits at most `patience_s` for its first token."""
+        ...
+
+    def first_token(self, ticket: Ticket) -> None: ...
+
+    def record_success(self, ticket: Ticket, ttft_s: float | None, total_s: float) -> None: ...
+
+    def record_cancelled(self, ticket: Ticket) -> None: ...
+
+    def record_failure(self, ticket: Ticket, error: ProviderError, total_s: float) -> None: ...
+
+    def stats(self, provider: str) -> Stats: ...
+
+    def last_error(self, provider: str) -> str: ...
+
+    def last_failed(self, provider: str) -> bool:
+        """Whether the provider's latest attempt failed."""
+        ...
+
+    def watch(self) -> asyncio.Queue[str]:
+        """A queue that gets a provider's name whenever its health changes."""
+        ...
+
+    def unwatch(self, queue: asyncio.Queue[str]) -> None: ...
+
+    def notify(self, provider: str) -> None:
+        """Tell watchers of a change health does not track itself (a rate-limit budget ran out)."""
+        ...
