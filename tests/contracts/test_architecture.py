@@ -44,6 +44,7 @@ def test_the_services_never_import_each_other() -> None:
         "gateway_service/domain",
         "gateway_service/chat",
         "gateway_service/providers",
+        "gateway_service/health",
         "gateway_service/limits",
         "schema_service/migrate",
         "schema_service/metrics",
@@ -59,6 +60,23 @@ def test_providers_never_import_chat() -> None:
     assert offenders(sources("gateway_service/providers"), ("gateway_service.chat", "gateway_service.api")) == []
     above_domain = ("gateway_service.chat", "gateway_service.providers", "gateway_service.api", "gateway_service.app")
     assert offenders(sources("gateway_service/domain"), above_domain) == []
+
+
+HEALTH_ROOMS = tuple(f"gateway_service.health.{p.stem}" for p in sorted((ROOT / "gateway_service/health").glob("*.py")))
+
+
+def test_health_stands_below_the_pipeline() -> None:
+    """Health is told about attempts and asked about targets; it knows nothing of who asks."""
+    above = ("gateway_service.chat", "gateway_service.providers", "gateway_service.limits", "gateway_service.api")
+    assert offenders(sources("gateway_service/health"), (*above, "gateway_service.app")) == []
+
+
+def test_only_the_face_of_health_is_imported_from_outside() -> None:
+    """Breakers, stall watches and the in-memory store are health's own: others use `gateway_service.health`."""
+    outside = [p for p in sources("gateway_service") if "health" not in p.relative_to(ROOT).parts]
+    assert offenders(outside, HEALTH_ROOMS) == []
+    # Guard against a check that cannot fail: the breaker's own test reaches inside, and is seen to.
+    assert offenders([ROOT / "tests/gateway/test_breaker.py"], HEALTH_ROOMS) != []
 
 
 def test_provider_sdks_stay_inside_providers() -> None:
