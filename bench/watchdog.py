@@ -1,4 +1,4 @@
-"""Micro-benchmark: one stream's per-chunk deadline, gateway_service.watchdog against asyncio's own timeouts.
+"""Micro-benchmark: one stream's per-chunk deadline, gateway_service.providers.watchdog against asyncio's own timeouts.
 
     .venv/bin/python bench/watchdog.py [--chunks 30000] [--rounds 15]
 
@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bench.results import save
-from gateway_service.watchdog import Watchdog
+from gateway_service.providers.watchdog import Watchdog
 
 Way = Callable[[int], Awaitable[None]]
 IDLE_S = 30.0

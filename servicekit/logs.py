@@ -1,7 +1,7 @@
 """Structured JSON log lines carrying the current request id.
 
 Secrets never reach a log: settings print secrets as `**********`, and provider
-error text is scrubbed before it is logged (gateway_service.scrub).
+error text is scrubbed before it is logged (gateway_service.providers.scrub).
 """
 
 from __future__ import annotations

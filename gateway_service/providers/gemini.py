@@ -35,7 +35,7 @@ from httpx_aiohttp.httpx2 import Httpx2AiohttpClient
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest
 from gateway_service.providers.base import ProviderConfig
-from gateway_service.providers.errors import (
+from gateway_service.providers.classify import (
     body_error,
     kind_for_status,
     make_error,

@@ -20,7 +20,7 @@ from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, ProviderEvent
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.http_spans import end_unanswered
-from gateway_service.watchdog import Expired, Watchdog
+from gateway_service.providers.watchdog import Expired, Watchdog
 
 T = TypeVar("T")
 C = TypeVar("C")

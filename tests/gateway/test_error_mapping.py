@@ -30,8 +30,8 @@ from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.providers import anthropic as anthropic_adapter
 from gateway_service.providers import gemini as gemini_adapter
 from gateway_service.providers import openai as openai_adapter
-from gateway_service.providers.errors import AIOHTTP_KINDS, classify_transport, retry_after_s
-from gateway_service.scrub import REDACTED, scrub
+from gateway_service.providers.classify import AIOHTTP_KINDS, classify_transport, retry_after_s
+from gateway_service.providers.scrub import REDACTED, scrub
 
 K = FailureKind
 

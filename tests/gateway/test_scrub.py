@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway_service.scrub import MAX_UPSTREAM_TEXT_CHARS, REDACTED, scrub
+from gateway_service.providers.scrub import MAX_UPSTREAM_TEXT_CHARS, REDACTED, scrub
 from llm_simulator import SimulatorHandle
 from llm_simulator.wire_openai import echo_key
 from llmgateway.v1 import chat_service_pb2 as pb

@@ -32,7 +32,7 @@ import httpx2
 import pydantic
 
 from gateway_service.domain.failures import FailureKind, ProviderError
-from gateway_service.scrub import scrub
+from gateway_service.providers.scrub import scrub
 
 # Order matters: the first matching class wins, so subclasses come before their bases.
 _TRANSPORT_KINDS: tuple[tuple[type[BaseException], FailureKind], ...] = (
