@@ -4,6 +4,8 @@ MigrationError (schema_service.errors)      MIGRATION_FAILED: a file failed in P
  +-- MigrationFileError                     MIGRATION_FILE_INVALID: bad name, header, duplicate version
  +-- StatementRefused                       MIGRATION_STATEMENT_REFUSED: BEGIN/COMMIT or a
  |                                          non-transactional statement in a transactional file
+ +-- UnsafeStatement                        MIGRATION_UNSAFE_STATEMENT: SQL that reaches outside the
+ |                                          database without its `allow-unsafe` override (migrate/unsafe.py)
  +-- ChecksumMismatch                       CHECKSUM_MISMATCH: an applied file was changed
  +-- OutOfOrder                             MIGRATION_OUT_OF_ORDER: a new file older than the applied version
  +-- JournalMismatch                        JOURNAL_MISMATCH: a half-run no-transaction file was changed
@@ -61,6 +63,10 @@ class MigrationFileError(_Located):
 
 class StatementRefused(_Located):
     reason = "MIGRATION_STATEMENT_REFUSED"
+
+
+class UnsafeStatement(_Located):
+    reason = "MIGRATION_UNSAFE_STATEMENT"
 
 
 class ChecksumMismatch(_Located):

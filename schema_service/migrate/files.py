@@ -2,7 +2,8 @@
 header directives and checksums.
 
 A file's header is its leading run of comment and blank lines; directives there look like
-`-- migrate: no-transaction` or `-- migrate: statement-timeout 30min`.
+`-- migrate: no-transaction`, `-- migrate: statement-timeout 30min` or `-- migrate: allow-unsafe
+copy-program` (one per kind of SQL that reaches outside the database, see unsafe.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from schema_service.config import FileFormat
 from schema_service.migrate import layouts
 from schema_service.migrate.errors import MigrationFileError
+from schema_service.migrate.unsafe import UNSAFE_KINDS
 
 DIRECTIVE = re.compile(r"^--\s*migrate:\s*(?P<key>[a-z\-]+)(?:\s+(?P<value>\S+))?\s*$", re.IGNORECASE)
 DURATION = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>ms|s|sec|min|m|h)?$")
@@ -28,6 +30,7 @@ class FileOptions:
     transactional: bool = True
     statement_timeout_ms: int | None = None
     lock_timeout_ms: int | None = None
+    allowed_unsafe: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ def parse_duration_ms(text: str) -> int:
 def parse_header(sql: str, filename: str) -> FileOptions:
     """Directives from the leading comment lines; an unknown directive is an error, not ignored."""
     values: dict[str, object] = {}
+    allowed: set[str] = set()
     for number, raw in enumerate(sql.splitlines(), start=1):
         line = raw.strip()
         if line and not line.startswith("--"):
@@ -70,10 +74,20 @@ def parse_header(sql: str, filename: str) -> FileOptions:
             continue
         key, value = match["key"].lower(), match["value"]
         try:
-            values.update(_directive(key, value))
+            if key == "allow-unsafe":
+                allowed.add(_unsafe_kind(value))
+            else:
+                values.update(_directive(key, value))
         except ValueError as exc:
             raise MigrationFileError(f"{filename}:{number}: {exc}", filename=filename, line=number) from exc
-    return FileOptions(**values)  # type: ignore[arg-type]
+    return FileOptions(**values, allowed_unsafe=frozenset(allowed))  # type: ignore[arg-type]
+
+
+def _unsafe_kind(kind: str | None) -> str:
+    """The kind an `allow-unsafe <kind>` directive names: one kind each, never "all"."""
+    if kind is None or kind.lower() not in UNSAFE_KINDS:
+        raise ValueError(f"allow-unsafe needs one of {', '.join(UNSAFE_KINDS)} (got {kind or 'nothing'!r})")
+    return kind.lower()
 
 
 def _directive(key: str, value: str | None) -> dict[str, object]:

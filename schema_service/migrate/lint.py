@@ -1,11 +1,14 @@
 """Lint migration files: Squawk (PyPI `squawk-cli`) plus our own rules, which Squawk cannot know.
 
-Our rules (all errors):
+Our rules (errors unless noted):
   transaction-control              BEGIN/COMMIT/ROLLBACK in a transactional file, also inside a PL/pgSQL
                                    DO block (the runner owns the transaction)
   non-transactional-statement      CONCURRENTLY, VACUUM and the like in a transactional file
   no-transaction-not-rerunnable    a statement of a no-transaction file that cannot safely run twice
   if-not-exists-assumes-columns    CREATE TABLE IF NOT EXISTS, then statements that rely on the table's columns
+  unsafe-sql                       SQL that reaches outside the database (COPY ... PROGRAM, server files,
+                                   large-object files, ALTER SYSTEM; see migrate/unsafe.py) without its
+                                   `-- migrate: allow-unsafe <kind>` header line; with it, a warning
   invalid-file                     bad file name, unknown header directive or syntax error
 
 Squawk runs with `--assume-in-transaction` on transactional files (see schema_service.migrate.squawk;
@@ -39,6 +42,8 @@ from schema_service.migrate.statements import (
     non_transactional_reason,
     parse,
     sql_only,
+    unsafe_message,
+    unsafe_uses,
 )
 
 Severity = Literal["warning", "error"]
@@ -85,6 +90,7 @@ def lint_file(file: MigrationFile) -> list[Finding]:
             line, column = line_column(file.sql, statement.start)
             found.append(Finding(file.filename, line, column, rule, message, severity))
     found.extend(_assumed_columns(file, statements))
+    found.extend(_unsafe(file, statements))
     if file.transactional:
         found.extend(_transaction_control_in_do(file, statement) for statement in statements)
     return [finding for finding in found if finding is not None]
@@ -116,6 +122,19 @@ def _statement_rules(file: MigrationFile, statement: Statement) -> list[tuple[st
     if verdict is None:
         return []
     return [("no-transaction-not-rerunnable", verdict[0], verdict[1])]
+
+
+def _unsafe(file: MigrationFile, statements: list[Statement]) -> list[Finding]:
+    """Unsafe SQL: an error, as migrate refuses it; allowed by the header, still shown for review."""
+    found = []
+    for statement, use in unsafe_uses(statements):
+        line, column = line_column(file.sql, statement.start)
+        if use.kind in file.options.allowed_unsafe:
+            message = f"{use.what} reaches outside the database, allowed by `-- migrate: allow-unsafe {use.kind}`"
+            found.append(Finding(file.filename, line, column, "unsafe-sql", message, "warning"))
+        else:
+            found.append(Finding(file.filename, line, column, "unsafe-sql", unsafe_message(use), "error"))
+    return found
 
 
 _PLPGSQL_TXN = ("PLpgSQL_stmt_commit", "PLpgSQL_stmt_rollback")

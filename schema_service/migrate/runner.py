@@ -31,7 +31,7 @@ from schema_service.migrate.events import (
 from schema_service.migrate.files import MigrationFile, load_dir
 from schema_service.migrate.lock import MigrationLock
 from schema_service.migrate.plan import Plan, build_plan, refuse_unsafe
-from schema_service.migrate.statements import Statement, check_transactional, parse
+from schema_service.migrate.statements import Statement, check_transactional, check_unsafe, parse
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,10 @@ class RunOptions:
 
 
 def parse_checked(file: MigrationFile) -> list[Statement]:
-    """Statements of a file; transactional files are checked for what cannot run in them."""
+    """Statements of a file, checked for SQL that reaches outside the database without its override;
+    transactional files also for what cannot run in them."""
     statements = parse(file)
+    check_unsafe(file, statements)
     if file.transactional:
         check_transactional(file, statements)
     return statements

@@ -16,8 +16,9 @@ from pglast import ast, enums
 from pglast.parser import ParseError
 
 from schema_service.migrate.copydata import UnsupportedCopy, copy_arguments
-from schema_service.migrate.errors import MigrationFileError, StatementRefused
+from schema_service.migrate.errors import MigrationFileError, StatementRefused, UnsafeStatement
 from schema_service.migrate.files import MigrationFile
+from schema_service.migrate.unsafe import Use, uses
 
 # BEGIN/COMMIT/ROLLBACK end the runner's own transaction; savepoints nest inside it and are fine.
 _TXN_CONTROL = {
@@ -300,3 +301,29 @@ def check_transactional(file: MigrationFile, statements: list[Statement]) -> Non
                 line=line,
                 column=column,
             )
+
+
+def unsafe_uses(statements: list[Statement]) -> list[tuple[Statement, Use]]:
+    """Each statement's SQL that reaches outside the database (see unsafe.py), allowed or not."""
+    return [(statement, use) for statement in statements for use in uses(statement.node, statement.text)]
+
+
+def check_unsafe(file: MigrationFile, statements: list[Statement]) -> None:
+    """Refuse, before anything runs, unsafe SQL that the file's header does not allow by name."""
+    for statement, use in unsafe_uses(statements):
+        if use.kind not in file.options.allowed_unsafe:
+            line, column = line_column(file.sql, statement.start)
+            raise UnsafeStatement(
+                f"{file.filename}:{line}:{column}: {unsafe_message(use)}",
+                filename=file.filename,
+                line=line,
+                column=column,
+                extra={"unsafe": use.kind},
+            )
+
+
+def unsafe_message(use: Use) -> str:
+    return (
+        f"{use.what} reaches outside the database ({use.kind}); if that is intended, "
+        f"name it in the file's header: `-- migrate: allow-unsafe {use.kind}`"
+    )
