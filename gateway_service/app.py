@@ -101,8 +101,7 @@ class Gateway:
             self._telemetry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._telemetry_task
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.telemetry.flush(), 2.0)
+            await self.telemetry.close(self.config.telemetry.shutdown_flush_s)
         for adapter in self.adapters.values():
             await adapter.aclose()
         if self.limiter is not None:

@@ -10,7 +10,9 @@
     llm_gateway_limit_events_total{event}                         rate-limit budgets: fail_open, skips, refusals
     llm_gateway_provider_health{provider, state}                  1 for each provider's current state (at scrape)
     llm_gateway_telemetry_buffered_metrics                        metrics waiting for the schema service
-    llm_gateway_telemetry_sent_metrics_total / _dropped_metrics_total
+    llm_gateway_telemetry_sent_metrics_total
+    llm_gateway_telemetry_dropped_metrics_total{reason}          buffer_full, rejected, expired, shutdown
+    llm_gateway_telemetry_send_failures_total{code}              failed WriteMetrics calls by status code
 
 Labels are provider and model names from the configuration and the gateway's own enums: a caller
 cannot add a label value (an unknown model is refused before any attempt).
@@ -25,6 +27,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway_service.sender import DROP_REASONS
 from gateway_service.telemetry import Telemetry
 from servicekit.metrics import Registry
 
@@ -111,17 +114,28 @@ class _GatewayState(Collector):
         for provider, state in self._states():
             health.add_metric((provider, state), 1)
         yield health
-        telemetry = self._telemetry
+        sender = self._telemetry.sender
         yield GaugeMetricFamily(
             "llm_gateway_telemetry_buffered_metrics",
-            "Metrics waiting to be sent to the schema service.",
-            value=len(telemetry.buffer),
+            "Metrics waiting to be sent to the schema service (queued or in flight).",
+            value=sender.waiting,
         )
         yield CounterMetricFamily(
-            "llm_gateway_telemetry_sent_metrics", "Metrics the schema service acknowledged.", value=telemetry.sent
+            "llm_gateway_telemetry_sent_metrics", "Metrics the schema service acknowledged.", value=sender.sent
         )
-        yield CounterMetricFamily(
+        dropped = CounterMetricFamily(
             "llm_gateway_telemetry_dropped_metrics",
-            "Metrics dropped (buffer full, or refused).",
-            value=telemetry.dropped,
+            "Metrics dropped, by reason: buffer_full, rejected, expired (retried too long), shutdown.",
+            labels=("reason",),
         )
+        for reason in DROP_REASONS:
+            dropped.add_metric((reason,), sender.dropped[reason])
+        yield dropped
+        failures = CounterMetricFamily(
+            "llm_gateway_telemetry_send_failures",
+            "WriteMetrics calls that failed (and were retried or dropped), by gRPC status code.",
+            labels=("code",),
+        )
+        for code, count in sorted(sender.failures.items()):
+            failures.add_metric((code,), count)
+        yield failures

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import logging
 from dataclasses import dataclass
 
@@ -13,9 +12,9 @@ from gateway_service.api.servicers import add_to_server
 from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_factory
 from gateway_service.config import GatewayConfig, ServeSettings
 from gateway_service.instruments import GatewayMetrics
-from gateway_service.telemetry import Send, Undeliverable
+from gateway_service.schema_channel import SchemaChannel, metrics_sender
+from gateway_service.telemetry import Send
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
-from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from servicekit.auth import roles_of
 from servicekit.metrics import Endpoint, Registry
 from servicekit.security import listen
@@ -37,35 +36,16 @@ ROLES = {
 }
 
 
-RETRYABLE = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
-
-
-def metrics_sender(
-    address: str, tracing: Tracing | None = None, client: ClientCredentials | None = None
-) -> tuple[Send, grpc.aio.Channel]:
-    """WriteMetrics to the schema service through the generated stub (never its code), as `client` says."""
-    # round_robin spreads batches over every schema-service pod behind a headless Service
-    # (dns:///schema-service-headless:50052); with one address it is the same as pick_first.
-    service_config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-    channel = (client or ClientCredentials()).channel(
-        address,
-        options=[("grpc.service_config", service_config)],
-        interceptors=tracing.client_interceptors() if tracing else None,  # trace context to the schema service
-    )
-    stub = metrics_service_pb2_grpc.MetricsServiceStub(channel)
-
-    async def send(batch: metrics_service_pb2.WriteMetricsRequest) -> None:
-        try:
-            await stub.WriteMetrics(batch, timeout=5.0)
-        except grpc.aio.AioRpcError as exc:
-            # Only these can succeed on a retry of the same request_id; the rest are dropped at once.
-            if exc.code() in RETRYABLE:
-                raise
-            raise Undeliverable(f"{exc.code().name}: {exc.details()}") from exc
-
-    return send, channel
+def schema_reporting(
+    address: str | None, config: GatewayConfig, tracing: Tracing, client: ClientCredentials
+) -> tuple[Send | None, SchemaChannel | None]:
+    """WriteMetrics to the schema service (when there is one) on a channel that follows credential rotation."""
+    if not address:
+        return None, None
+    # gRPC's reconnect backoff no longer than the sender's, and 5 s at most: a schema service that is back
+    # is found within seconds.
+    channel = SchemaChannel(address, client, tracing, reconnect_max_s=min(config.telemetry.retry_max_s, 5.0))
+    return metrics_sender(channel), channel
 
 
 @dataclass
@@ -76,7 +56,7 @@ class Running:
     port: int
     gateway: Gateway
     lifecycle: Lifecycle
-    channel: grpc.aio.Channel | None
+    channel: SchemaChannel | None
     metrics: Registry
     tracing: Tracing
     endpoint: Endpoint | None = None
@@ -102,7 +82,7 @@ async def prepare(
     """
     tracing = tracing or configure_tracing("gateway")
     address, security = config.schema_service, settings.security
-    send, channel = metrics_sender(address, tracing, settings.schema_client) if address else (None, None)
+    send, channel = schema_reporting(address, config, tracing, settings.schema_client)
     metrics = Registry()
     gateway = build_gateway(
         config,

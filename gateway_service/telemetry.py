@@ -6,39 +6,30 @@ most one log line a second saying how many. `count` (the rate-limit budgets' fai
 and refusals) only adds one to a number per series: each flush turns the numbers into one metric
 per series, the count since the last flush (unit `count`; sum them over time for totals), so an
 event that happens on every call (fail-open while Redis is down) costs a dict update, not a metric.
-A background task sends batches with WriteMetrics (through `send`, which server.py builds on the
-generated `schemaservice.v1` stub); a batch that fails is retried with the same request_id, so the
-schema service stores it once.
+Delivery is gateway_service.sender's: a bounded queue, batches with a request_id kept across retries
+(the schema service stores a batch once), retries with backoff over minutes, drops counted by reason.
+`send` (server.py builds it on the generated `schemaservice.v1` stub) raises `SendError` for a failure.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from opentelemetry import trace
 
 from gateway_service.config import TelemetrySettings
 from gateway_service.domain.events import AttemptRecord
 from gateway_service.domain.request import ChatRequest
+from gateway_service.sender import BufferedSender, SenderSettings
 from schemaservice.v1 import metrics_service_pb2 as mpb
 
 Send = Callable[[mpb.WriteMetricsRequest], Awaitable[None]]
 Series = tuple[str, tuple[tuple[str, str], ...]]  # metric name and sorted labels
 
 
-class Undeliverable(Exception):
-    """The schema service refused the batch for good (e.g. INVALID_ARGUMENT): retrying cannot help."""
-
-
-SEND_ATTEMPTS = 3
 MAX_LINKS = 128  # chats a batch's span links to, at most (the newest)
-
-log = logging.getLogger(__name__)
 
 
 def attempt_metrics(record: AttemptRecord, first_token_s: float | None, now_ns: int) -> list[mpb.Metric]:
@@ -81,32 +72,31 @@ class Telemetry:
         self.tracer = tracer or trace.NoOpTracer()
         self._tracing = not isinstance(self.tracer, trace.NoOpTracer)
         self._links: deque[trace.SpanContext] = deque(maxlen=MAX_LINKS)
-        self.buffer: deque[mpb.Metric] = deque()
-        self.dropped = 0
-        self.sent = 0
-        self._dropped_logged = 0
-        self._last_drop_log = 0.0
-        self._wake = asyncio.Event()
         self._counts: dict[Series, int] = {}
+        self.sender: BufferedSender[mpb.Metric] = BufferedSender(
+            "metrics", sender_settings(settings), self._write, before_flush=self._drain_counts
+        )
 
     @property
     def enabled(self) -> bool:
         return self.send is not None
 
+    @property
+    def sent(self) -> int:
+        return self.sender.sent
+
+    @property
+    def dropped(self) -> int:
+        return self.sender.dropped.total()
+
     def observe(self, request: ChatRequest, record: AttemptRecord, first_token_s: float | None) -> None:
         """Queue an attempt's metrics; drops (counted) rather than wait when the buffer is full."""
         if self.send is None:
             return
-        metrics = attempt_metrics(record, first_token_s, time.time_ns())
-        room = self.settings.buffer_size - len(self.buffer)
-        if room < len(metrics):
-            self._drop(len(metrics))
+        if not self.sender.put(attempt_metrics(record, first_token_s, time.time_ns())):
             return
-        self.buffer.extend(metrics)
         if self._tracing and (chat := trace.get_current_span().get_span_context()).is_valid:
             self._links.append(chat)
-        if len(self.buffer) >= self.settings.batch_size:
-            self._wake.set()
 
     def count(self, name: str, labels: Mapping[str, str]) -> None:
         """One more of a named, labelled event; sent with the next flush. Never blocks or awaits."""
@@ -117,54 +107,37 @@ class Telemetry:
 
     def _drain_counts(self) -> None:
         """The counts so far become metrics, as many as the buffer has room for; the others wait, still counting."""
-        room = self.settings.buffer_size - len(self.buffer)
         now_ns = time.time_ns()
-        for series in list(self._counts)[: max(room, 0)]:
-            self.buffer.append(count_metric(series, self._counts.pop(series), now_ns))
-
-    def _drop(self, count: int) -> None:
-        self.dropped += count
-        now = time.monotonic()
-        if now - self._last_drop_log >= 1.0:
-            log.warning(
-                "telemetry buffer full; metrics dropped",
-                extra={"dropped": self.dropped - self._dropped_logged, "dropped_total": self.dropped},
-            )
-            self._dropped_logged, self._last_drop_log = self.dropped, now
+        for series in list(self._counts)[: self.sender.room]:
+            self.sender.put([count_metric(series, self._counts.pop(series), now_ns)])
 
     async def run(self) -> None:
         """Send batches until cancelled."""
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.flush_interval_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            await self.flush()
+        await self.sender.run()
 
     async def flush(self) -> None:
-        self._drain_counts()
-        while self.buffer and self.send is not None:
-            batch = [self.buffer.popleft() for _ in range(min(len(self.buffer), self.settings.batch_size))]
-            links = [trace.Link(chat) for chat in self._links]
-            self._links.clear()
-            with self.tracer.start_as_current_span("send metrics", links=links, attributes={"metrics": len(batch)}):
-                await self._send(mpb.WriteMetricsRequest(request_id=uuid.uuid4().hex, metrics=batch))
+        """Send what waits now (retrying as the sender's rules say)."""
+        await self.sender.flush()
 
-    async def _send(self, batch: mpb.WriteMetricsRequest) -> None:
+    async def close(self, grace_s: float) -> None:
+        """Send what waits within `grace_s` (the loop already stopped); the rest is dropped and counted."""
+        if self.send is not None:
+            await self.sender.close(grace_s)
+
+    async def _write(self, request_id: str, metrics: Sequence[mpb.Metric]) -> None:
         assert self.send is not None
-        for attempt in range(1, SEND_ATTEMPTS + 1):
-            try:
-                await self.send(batch)
-                self.sent += len(batch.metrics)
-                return
-            except Undeliverable as exc:
-                log.warning("metrics batch refused", extra={"error": str(exc), "metrics": len(batch.metrics)})
-                break
-            except Exception as exc:  # any transport failure: retry the same request_id, then drop
-                log.warning(
-                    "metrics batch not delivered",
-                    extra={"attempt": attempt, "error": type(exc).__name__, "metrics": len(batch.metrics)},
-                )
-                await asyncio.sleep(0.1 * attempt)
-        self._drop(len(batch.metrics))
+        links = [trace.Link(chat) for chat in self._links]
+        self._links.clear()
+        with self.tracer.start_as_current_span("send metrics", links=links, attributes={"metrics": len(metrics)}):
+            await self.send(mpb.WriteMetricsRequest(request_id=request_id, metrics=metrics))
+
+
+def sender_settings(settings: TelemetrySettings) -> SenderSettings:
+    return SenderSettings(
+        buffer_size=settings.buffer_size,
+        batch_size=max(settings.batch_size, 1),
+        flush_interval_s=settings.flush_interval_s,
+        retry_initial_s=settings.retry_initial_s,
+        retry_max_s=settings.retry_max_s,
+        retry_for_s=settings.retry_for_s,
+    )

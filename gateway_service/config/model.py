@@ -76,11 +76,20 @@ class TelemetrySettings(Frozen):
     """Metrics sent to the schema service; only used with `schema_service`."""
 
     buffer_size: NonNegativeInt = 10_000
-    """Metrics held in memory; beyond it they are dropped and counted (logged)."""
+    """Metrics held in memory, queued or in flight (while the schema service is away too); beyond it new ones
+    are dropped, counted and logged (reason `buffer_full`)."""
     batch_size: NonNegativeInt = 500
     """Metrics per WriteMetrics call."""
     flush_interval_s: NonNegativeFloat = 1.0
     """Longest wait before a partial batch is sent."""
+    retry_initial_s: PositiveFloat = 0.5
+    """First wait before a failed batch is sent again; it doubles on each failure (with jitter)."""
+    retry_max_s: PositiveFloat = 30.0
+    """Longest wait between two tries of a batch (a RetryInfo from the schema service may ask for more)."""
+    retry_for_s: PositiveFloat = 600.0
+    """How long a batch is retried, from its first try, before it is dropped (counted, reason `expired`)."""
+    shutdown_flush_s: NonNegativeFloat = 5.0
+    """On shutdown, how long what waits may take to be sent; the rest is dropped (reason `shutdown`)."""
 
 
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]

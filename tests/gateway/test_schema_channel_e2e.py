@@ -3,7 +3,9 @@ gateway's own token (the wiring of the Kubernetes base), and are refused without
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +15,7 @@ import grpc
 import pytest
 
 from gateway_service import server
-from gateway_service.config import ServeSettings
+from gateway_service.config import ServeSettings, TelemetrySettings
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
@@ -109,11 +111,40 @@ async def test_metrics_travel_over_tls_with_the_gateways_token(
         assert sum(b.count for b in answer.buckets) == 1
 
 
-async def test_a_token_without_metrics_write_gets_its_metrics_dropped(
-    sim: SimulatorHandle, migrated_db: str, tmp_path: Path
+async def test_a_token_without_metrics_write_is_logged_as_refused_and_its_metrics_wait(
+    sim: SimulatorHandle, migrated_db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with tls_schema_service(migrated_db, tmp_path) as (address, ca):
         token = tmp_path / "token"
         token.write_text("read-token")
-        sent, dropped = await chat_and_flush(sim, address, ca, token)
-        assert sent == 0 and dropped > 0  # PERMISSION_DENIED is not retried: dropped and counted
+        cfg = gateway_config(
+            sim.base_url,
+            [Upstream("p", "openai", "m", patient=True)],
+            env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address},
+        )
+        cfg = cfg.model_copy(update={"telemetry": TelemetrySettings(flush_interval_s=0.05, shutdown_flush_s=0)})
+        settings = ServeSettings(
+            host="127.0.0.1",
+            port=0,
+            security=Security(insecure_dev=True),
+            schema_service_ca=ca,
+            schema_service_token_file=token,
+        )
+        running = await server.start(cfg, settings)
+        sender = running.gateway.telemetry.sender
+        try:
+            with caplog.at_level(logging.WARNING, logger="gateway_service.sender"):
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                    chat = chat_service_pb2_grpc.ChatServiceStub(channel)
+                    await chat.Chat(pb.ChatRequest(model="default", messages=user("[[reply:ok]]")), timeout=10)
+                await asyncio.wait_for(sender.until(lambda: sender.failures["PERMISSION_DENIED"] > 0), 10)
+            # Refused, said so with its code, and kept for a retry (a rotated token would get it through).
+            assert sender.sent == 0 and sender.waiting > 0 and not sender.dropped
+            (line,) = [r for r in caplog.records if r.getMessage().startswith("metrics refused")]
+            assert line.getMessage() == "metrics refused by the schema service; retrying"
+            assert line.code == "PERMISSION_DENIED"  # type: ignore[attr-defined]
+            assert not [r for r in caplog.records if "full" in r.getMessage()]
+        finally:
+            await running.server.stop(0)
+            await running.close()
+        assert sender.dropped == {"shutdown": sender.dropped["shutdown"]} and sender.dropped["shutdown"] > 0

@@ -18,6 +18,8 @@ from gateway_service import config
 from gateway_service.config import TelemetrySettings
 from gateway_service.domain.events import AttemptRecord
 from gateway_service.domain.failures import FailureKind
+from gateway_service.schema_channel import SchemaChannel, metrics_sender
+from gateway_service.sender import SendError
 from gateway_service.telemetry import Telemetry
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
@@ -28,6 +30,7 @@ from schema_service.server import SERVICE_NAMES
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from schemaservice.v1 import metrics_service_pb2_grpc
 from servicekit.server import Lifecycle, ServerOptions, build_server
+from servicekit.tls import ClientCredentials
 from tests.gateway.e2e_helpers import Upstream, gateway, serving, stream, user
 from tests.gateway.pipeline_helpers import chat_request
 
@@ -124,7 +127,7 @@ async def test_counts_wait_for_room_in_a_full_buffer_and_none_is_lost() -> None:
 
     disabled = Telemetry(TelemetrySettings(), None)
     disabled.count("llm.limits.fail_open", {})  # without a schema service counting is a no-op
-    assert not disabled.buffer and not disabled._counts
+    assert not disabled.sender.waiting and not disabled._counts
 
 
 async def test_a_full_buffer_drops_and_counts_without_blocking(caplog: pytest.LogCaptureFixture) -> None:
@@ -137,28 +140,28 @@ async def test_a_full_buffer_drops_and_counts_without_blocking(caplog: pytest.Lo
 
     telemetry = Telemetry(TelemetrySettings(buffer_size=4, batch_size=2, flush_interval_s=60), slow_send)
     record = AttemptRecord(1, "p", "m", FailureKind.TIMEOUT, "slow", 0.5)
-    with caplog.at_level(logging.WARNING, logger="gateway_service.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="gateway_service.sender"):
         for _ in range(10):
             telemetry.observe(chat_request(), record, None)  # synchronous: can never wait on the schema service
-    assert len(telemetry.buffer) == 4 and telemetry.dropped == 6
-    assert [r.getMessage() for r in caplog.records] == ["telemetry buffer full; metrics dropped"]
-    assert caplog.records[0].dropped == 1  # type: ignore[attr-defined]
+    assert telemetry.sender.waiting == 4 and telemetry.sender.dropped == {"buffer_full": 6}
+    assert [r.getMessage() for r in caplog.records] == ["metrics dropped (buffer full)"]  # once, not six times
+    assert caplog.records[0].dropped == 1 and caplog.records[0].reason == "buffer_full"  # type: ignore[attr-defined]
     flushing = asyncio.create_task(telemetry.flush())
     release.set()
     await flushing
     assert sent == [2, 2] and telemetry.sent == 4
 
 
-async def test_a_batch_the_schema_service_refuses_is_dropped_at_once_not_retried(migrated_db: str) -> None:
-    from gateway_service.server import metrics_sender
-    from gateway_service.telemetry import Undeliverable
-
+async def test_a_batch_the_schema_service_refuses_is_dropped_at_once_not_retried(
+    migrated_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async with schema_service(migrated_db) as (address, _):
-        send, channel = metrics_sender(address)
+        channel = SchemaChannel(address, ClientCredentials())
         try:
             bad = mpb.WriteMetricsRequest(request_id="bad", metrics=[mpb.Metric(name="", value=1.0, unit="ms")])
-            with pytest.raises(Undeliverable, match="INVALID_ARGUMENT"):
-                await send(bad)
+            with pytest.raises(SendError, match="^INVALID_ARGUMENT") as caught:
+                await metrics_sender(channel)(bad)
+            assert caught.value.code == "INVALID_ARGUMENT" and not caught.value.retryable
         finally:
             await channel.close()
 
@@ -166,10 +169,14 @@ async def test_a_batch_the_schema_service_refuses_is_dropped_at_once_not_retried
 
     async def refusing(batch: mpb.WriteMetricsRequest) -> None:
         calls.append(batch.request_id)
-        raise Undeliverable("INVALID_ARGUMENT: bad batch")
+        raise SendError("INVALID_ARGUMENT", "metrics[0].name: required", retryable=False)
 
     telemetry = Telemetry(TelemetrySettings(buffer_size=10, batch_size=5, flush_interval_s=60), refusing)
     telemetry.observe(chat_request(), AttemptRecord(1, "p", "m", None, "", 0.1), None)
-    await telemetry.flush()
+    with caplog.at_level(logging.WARNING, logger="gateway_service.sender"):
+        await telemetry.flush()
     assert len(calls) == 1
-    assert telemetry.sent == 0 and telemetry.dropped > 0
+    assert telemetry.sent == 0 and telemetry.sender.dropped == {"rejected": 1}
+    (line,) = caplog.records
+    assert line.getMessage() == "metrics dropped (rejected)"
+    assert (line.code, line.cause) == ("INVALID_ARGUMENT", "metrics[0].name: required")  # type: ignore[attr-defined]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 import pytest
 
-from gateway_service.server import metrics_sender
-from gateway_service.telemetry import Undeliverable
+from gateway_service.schema_channel import SchemaChannel, metrics_sender
+from gateway_service.sender import SendError
 from schemaservice.v1 import metrics_service_pb2
 from servicekit.callers import SetupError
 from servicekit.tls import ClientCredentials
@@ -29,30 +28,31 @@ def credentials(pki: Pki, common_name: str, token: str | None) -> ClientCredenti
 
 
 async def send_once(port: int, client: ClientCredentials) -> None:
-    send, channel = metrics_sender(f"127.0.0.1:{port}", client=client)
+    channel = SchemaChannel(f"127.0.0.1:{port}", client)
     try:
-        await send(BATCH)
+        await metrics_sender(channel)(BATCH)
     finally:
         await channel.close()
 
 
 async def test_the_gateway_token_reaches_the_schema_service_over_mtls(auth_port: int, pki: Pki) -> None:
     # Past authentication the base servicer answers UNIMPLEMENTED: the token and role were accepted.
-    with pytest.raises(Undeliverable, match="^UNIMPLEMENTED"):
+    with pytest.raises(SendError, match="^UNIMPLEMENTED"):
         await send_once(auth_port, credentials(pki, "gateway", token_of("metrics.write")))
 
 
 async def test_without_its_token_the_gateway_is_unauthenticated(auth_port: int, pki: Pki) -> None:
-    with pytest.raises(Undeliverable, match="^UNAUTHENTICATED: missing or unknown credentials"):
+    with pytest.raises(SendError, match="^UNAUTHENTICATED: missing or unknown credentials") as caught:
         await send_once(auth_port, credentials(pki, "gateway", None))
+    assert caught.value.retryable  # a rotated token may fix it: the sender waits and tries again
 
 
 async def test_a_server_certificate_from_another_ca_is_not_trusted(auth_port: int, pki: Pki) -> None:
     client = credentials(pki, "gateway", token_of("metrics.write"))
     other = Authority("other").write(pki.folder / "other-ca.crt")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:  # UNAVAILABLE is retried by the telemetry sender
+    with pytest.raises(SendError) as caught:  # UNAVAILABLE is retried by the telemetry sender
         await send_once(auth_port, ClientCredentials(True, other, client.cert, client.key, client.token_file))
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.code == "UNAVAILABLE" and caught.value.retryable
 
 
 def test_a_token_is_never_sent_in_plaintext(tmp_path: Path) -> None:
@@ -60,6 +60,8 @@ def test_a_token_is_never_sent_in_plaintext(tmp_path: Path) -> None:
     token.write_text("t")
     with pytest.raises(SetupError, match="only sent over TLS"):
         ClientCredentials(token_file=token).channel("127.0.0.1:1")
+    with pytest.raises(SetupError, match="only sent over TLS"):
+        SchemaChannel("127.0.0.1:1", ClientCredentials(token_file=token))
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
