@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from gateway_service.accounting import estimate_tokens
 from gateway_service.chat.router import Candidate
-from gateway_service.chat.skips import Skip
+from gateway_service.chat.rules import Skip
 from gateway_service.domain.events import AttemptRecord, SkipReason
 from gateway_service.domain.request import ChatRequest
 from gateway_service.limits.budgets import Budgets, describe, user_budget_exhausted

@@ -8,11 +8,11 @@ The caller's deadline is split: each attempt's first token must come within its 
 (remaining / candidates left, at least `min_attempt_budget_s`), and no attempt starts with less
 than that minimum left. Output, once flowing, may use the whole remaining deadline.
 
-Rate-limit budgets, when configured, are taken through a RunBudget (chat/budgeting.py): the user's
-before anything else, each candidate's just before its attempt (skipped like a cooldown without room).
-Skipped candidates are kept as records with attempt number 0 and ride on the next AttemptStarted.
-When nothing answered, one candidate skipped only on the gateway's own guess (an open breaker, a
-probe in flight, a suspected stall) gets a last try (chat/skips.py `last_resort`).
+Which candidate is skipped, what blocks hard, the last resort and which failure ends the call are the
+rules of chat/rules.py, in order; this module applies them. Rate-limit budgets, when configured, are
+taken through a RunBudget (chat/budgeting.py): the user's before anything else, each candidate's just
+before its attempt. Skipped candidates are kept as records with attempt number 0 and ride on the next
+AttemptStarted.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from gateway_service.chat.outcome import final_error, provider_rejected
 from gateway_service.chat.records import AttemptFailed, Pending, Records, attempt_record, reported
 from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter
 from gateway_service.chat.router import Candidate
-from gateway_service.chat.skips import last_resort, skip_reason
+from gateway_service.chat.rules import Ending, after_failure, last_resort, skip_reason
 from gateway_service.config import FailoverSettings
 from gateway_service.domain.events import AttemptRecord, AttemptStarted, Completed, FailedOver, GatewayEvent
 from gateway_service.domain.failures import FailureKind, ProviderError
@@ -105,7 +105,7 @@ class ChatRun:
                 pending = self._after_failure(candidate, failed)
                 if reported(pending.record.usage):
                     yield pending.record.usage
-                if failed.error.kind is FailureKind.CONTENT_FILTERED:
+                if pending.ends is Ending.FILTERED:
                     yield self._completed(candidate, FinishReason.CONTENT_FILTER, failed.error.upstream_request_id)
                     return
                 request = self.delivered.next_request(self.request)
@@ -119,12 +119,9 @@ class ChatRun:
         """(candidate, candidates left, advice ignored): the route in order, then one last resort if any."""
         for index, candidate in enumerate(self.candidates):
             yield candidate, len(self.candidates) - index, False
-        # Never fail on the gateway's own guess alone: one candidate skipped on advice is tried after all, or
-        # one that failed earlier whose breaker has moved on since (its failure is old news by now).
-        health = self.failover.health
-        stale = [c for c, state in self._failed if health.breaker_state(c.target) != state]
+        # Rule 3 of chat/rules.py: never fail on the gateway's own guess alone.
         waited = any(r.outcome is FailureKind.TIMEOUT for r in self.attempts)
-        fallback = last_resort([*self._deferred, *stale], health, waited_out_a_stall=waited)
+        fallback = last_resort(self._deferred, self._failed, self.failover.health, waited_out_a_stall=waited)
         if fallback is not None:
             yield fallback, 1, True
 
@@ -204,14 +201,15 @@ class ChatRun:
         yield self._completed(candidate, finished.reason, finished.upstream_request_id)
 
     def _after_failure(self, candidate: Candidate, failed: AttemptFailed) -> Pending:
-        error = failed.error
+        """Rule 4 of chat/rules.py: what this failure does to the call."""
+        error, rule = failed.error, after_failure(failed.error.kind)
         record = self._record(candidate, failed.attempt, failed.number, error, failed.ticket)
-        if error.kind is FailureKind.INVALID_REQUEST:
+        if rule.ends is Ending.REJECTED:
             raise provider_rejected(candidate, error)
-        if error.kind is FailureKind.CONTEXT_TOO_LONG:
+        if rule.larger_context:
             self._min_context = max(self._min_context, candidate.model.context_window or 1)
-        discard = error.kind is not FailureKind.CONTENT_FILTERED and self.delivered.after_failure(record, self.records)
-        return Pending(record, error, discard)
+        discard = rule.mid_stream and self.delivered.after_failure(record, self.records)
+        return Pending(record, error, discard, rule.ends)
 
     def _completed(self, candidate: Candidate, reason: FinishReason, upstream_request_id: str) -> Completed:
         return self.records.completed(candidate, reason, upstream_request_id, self.request.request_id)
@@ -234,9 +232,10 @@ class ChatRun:
         if self.budget is not None:
             self.budget.attempt_ended(record)
         first_token_s = attempt.state.first_token_s
-        self.failover.reporter.attempt_ended(self.request, candidate, record, error, first_token_s, ticket, cancelled)
-        if error is not None:
-            self._failed.append((candidate, self.failover.health.breaker_state(candidate.target)))
+        reporter = self.failover.reporter
+        breaker = reporter.attempt_ended(self.request, candidate, record, error, first_token_s, ticket, cancelled)
+        if breaker is not None:
+            self._failed.append((candidate, breaker))  # a last resort once its breaker moves on
         return record
 
 

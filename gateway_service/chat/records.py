@@ -9,7 +9,7 @@ from typing import TypeGuard
 from gateway_service.accounting import cost_usd, estimate_tokens
 from gateway_service.chat.attempt import Attempt
 from gateway_service.chat.router import Candidate
-from gateway_service.chat.skips import Skip
+from gateway_service.chat.rules import Ending, Skip
 from gateway_service.domain.events import AttemptRecord, AttemptUsage, Completed, FailedOver
 from gateway_service.domain.failures import ProviderError
 from gateway_service.domain.request import ChatRequest, FinishReason
@@ -66,6 +66,7 @@ class Pending:
     record: AttemptRecord
     error: ProviderError
     discard: bool  # the caller must discard the output it holds (RESTART after output)
+    ends: Ending | None = None  # the failure ends the call by itself (chat/rules.py, rule 4)
 
     def failed_over(self, to: Candidate) -> FailedOver:
         record = self.record

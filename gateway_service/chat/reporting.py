@@ -14,7 +14,7 @@ from gateway_service.chat.router import Candidate
 from gateway_service.domain.events import AttemptRecord, FailedOver
 from gateway_service.domain.failures import ProviderError
 from gateway_service.domain.request import ChatRequest
-from gateway_service.health import Health, Ticket
+from gateway_service.health import BreakerState, Health, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,12 @@ class Reporter:
         first_token_s: float | None,
         ticket: Ticket,
         cancelled: bool,
-    ) -> None:
-        """Health, ledger, log and telemetry for a finished attempt."""
+    ) -> BreakerState | None:
+        """Health, ledger, log and telemetry for a finished attempt; after a failure, the breaker's state."""
         name, model = candidate.provider.name, candidate.model.name
+        breaker = None
         if error is not None:
-            self.health.record_failure(ticket, error, record.duration_s)
+            breaker = self.health.record_failure(ticket, error, record.duration_s)
         elif cancelled:
             self.health.record_cancelled(ticket)
         else:
@@ -69,6 +70,7 @@ class Reporter:
             )
         if self.observer is not None:
             self.observer(request, record, first_token_s)
+        return breaker
 
     def failed_over(self, event: FailedOver) -> None:
         log.warning(

@@ -93,13 +93,13 @@ class MemoryHealth:
     def record_cancelled(self, ticket: Ticket) -> None:
         self._breaker(self._ended(ticket)).cancelled(ticket.admission)
 
-    def record_failure(self, ticket: Ticket, error: ProviderError, total_s: float) -> None:
+    def record_failure(self, ticket: Ticket, error: ProviderError, total_s: float) -> BreakerState:
         target = self._ended(ticket)
         breaker = self._breaker(target)
         if error.kind in REQUEST_FAULTS:
             breaker.cancelled(ticket.admission)  # no verdict on the provider
             self.statistics.record(target.provider, True, None, total_s)
-            return
+            return breaker.state(self.clock())
         self.statistics.failed(target.provider, f"{error.kind.value}: {error.message}")
         self.statistics.record(target.provider, False, None, total_s)
         block = cooldown(error, self.settings, self.clock())
@@ -109,6 +109,7 @@ class MemoryHealth:
         else:
             breaker.failed(ticket.admission, self.clock())
         self._changed(target.provider)
+        return breaker.state(self.clock())
 
     def _breaker(self, target: Target) -> Breaker:
         return self._breakers.setdefault(target.provider_model, Breaker(self.breaker_settings))
