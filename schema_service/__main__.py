@@ -20,7 +20,7 @@ SERVE_MIGRATION_FLAGS = ("migrations_dir", "migrate_on_start", "scratch_url", "a
 
 def add_database_args(parser: argparse.ArgumentParser) -> None:
     """The flags every command takes: where the database is, and the migrations."""
-    add_flags(parser, Settings, ("database_url", "data_dir"))
+    add_flags(parser, Settings, ("database_url", "embedded", "data_dir"))
     add_flags(parser, MigrationSettings, ("migrations_dir", "file_format"))
 
 

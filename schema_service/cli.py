@@ -96,7 +96,7 @@ def _sync(
         async def main() -> int:
             nonlocal dsn
             if args.command != "lint":
-                dsn = await database.resolve_dsn(settings.dsn, settings.data_dir, settings.embedded_database)
+                dsn = await database.resolve_dsn(settings)
             return await command(args, settings, dsn)
 
         try:

@@ -163,9 +163,12 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SCHEMA_SERVICE_")
 
     database_url: PostgresUrl = setting(None, flag="--database-url", env="DATABASE_URL", metavar="URL")
-    """PostgreSQL URL; without one an embedded PostgreSQL is started (every command)."""
+    """PostgreSQL URL (every command but lint); without one, --embedded is needed."""
+    embedded: bool = setting(False, flag="--embedded", const=True)
+    """Without a database URL, use the embedded PostgreSQL under data_dir, started on demand (make run passes it).
+    Without either, every command but lint stops with exit 2 rather than work on a throwaway database."""
     data_dir: Path = setting(Path(".data/postgres"), flag="--data-dir", metavar="DIR")
-    """Data folder of the embedded PostgreSQL (every command)."""
+    """Data folder of the embedded PostgreSQL (with --embedded)."""
     embedded_database: str = "app"
     """The database the service uses inside the embedded PostgreSQL."""
     host: str = setting("[::]", flag="--host")

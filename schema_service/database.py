@@ -1,6 +1,6 @@
 """Connections to PostgreSQL: a pool for the service, DSN helpers, and what a lost database looks like.
 
-Without a URL the service uses the embedded server (schema_service.embedded).
+Without a URL, and only when told to (--embedded), the service uses the embedded server (schema_service.embedded).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeAlias
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -19,6 +18,8 @@ from asyncpg.connect_utils import SessionAttribute
 from asyncpg.pool import PoolConnectionProxy
 
 from schema_service import embedded
+from schema_service.config import Settings
+from servicekit.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +152,20 @@ def unreachable(dsn: str, exc: BaseException) -> str:
     return f"PostgreSQL at {hosts(dsn)}, database {database!r}: {reason}"
 
 
-async def resolve_dsn(dsn: str | None, data_dir: Path, embedded_database: str) -> str:
-    """The configured URL, or database `embedded_database` of the embedded server under `data_dir` (started
-    on demand): what both `serve` and the CLI commands connect to."""
-    if dsn:
-        return dsn
-    admin = await asyncio.to_thread(embedded.start_postgres, data_dir)
-    await ensure_database(admin, embedded_database)
-    return with_database(admin, embedded_database)
+NO_DATABASE = (
+    "no database given: set DATABASE_URL or pass --database-url URL "
+    "(or --embedded for a throwaway embedded PostgreSQL under --data-dir, as make run does)"
+)
+
+
+async def resolve_dsn(settings: Settings) -> str:
+    """The configured URL, or with --embedded database `embedded_database` of the embedded server under
+    `data_dir` (started on demand): what both `serve` and the CLI commands connect to. Neither is a
+    SettingsError: a DBA who forgot DATABASE_URL must not migrate a throwaway database and see success."""
+    if settings.dsn:
+        return settings.dsn
+    if not settings.embedded:
+        raise SettingsError(NO_DATABASE)
+    admin = await asyncio.to_thread(embedded.start_postgres, settings.data_dir)
+    await ensure_database(admin, settings.embedded_database)
+    return with_database(admin, settings.embedded_database)

@@ -57,7 +57,7 @@ ROLES = {
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM; readiness follows the database."""
     settings.security.check()  # before an embedded PostgreSQL is started for nothing
-    dsn = await database.resolve_dsn(settings.dsn, settings.data_dir, settings.embedded_database)
+    dsn = await database.resolve_dsn(settings)
     metrics, tracing = Registry(), configure_tracing("schema-service")
     instruments = SchemaMetrics(metrics)
     app = App(settings=settings, dsn=dsn, schema_gate=True, instruments=instruments)

@@ -67,6 +67,7 @@ async def serve(args: argparse.Namespace, procs: Processes) -> int:
         "schema-service",
         "serve",
         "--insecure-dev",
+        "--embedded",  # used only without DATABASE_URL
         "--host",
         "127.0.0.1",
         "--port",

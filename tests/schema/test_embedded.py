@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_serve_without_database_url_runs_embedded_postgres() -> None:
     data_dir = ROOT / ".data" / "test-embedded"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    service = ServiceProcess("schema-service", "--data-dir", str(data_dir), "--readiness-interval", "0.2", env=env)
+    service = ServiceProcess(
+        "schema-service", "--embedded", "--data-dir", str(data_dir), "--readiness-interval", "0.2", env=env
+    )
     with service:
         await service.wait_serving("readiness", timeout_s=150)
         assert (data_dir / "PG_VERSION").read_text().strip() == "16"
@@ -59,7 +61,9 @@ async def test_a_killed_service_does_not_leave_its_embedded_postgres_running(tmp
     service is gone, however it went: here SIGKILL, where no exit handler of the service runs."""
     data_dir = tmp_path / "pgdata"  # fresh: pgserver never forgets a holder that was killed itself
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    service = ServiceProcess("schema-service", "--data-dir", str(data_dir), "--readiness-interval", "0.2", env=env)
+    service = ServiceProcess(
+        "schema-service", "--embedded", "--data-dir", str(data_dir), "--readiness-interval", "0.2", env=env
+    )
     with service:
         await service.wait_serving("readiness", timeout_s=150)
         postmaster = _postmaster_pid(data_dir)
