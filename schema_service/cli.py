@@ -1,4 +1,4 @@
-"""The migration commands of `schema-service`: migrate, status, verify, lint, repair, baseline.
+"""The commands of `schema-service` over the database: migrate, status, verify, lint, repair, baseline, usage.
 
 Exit codes: 0 success, 1 the command found or hit a problem (failed migration, drift, lint
 error, changed file), 2 bad configuration.
@@ -29,6 +29,7 @@ from schema_service.migrate.events import (
     PlanReady,
     StatementFinished,
 )
+from schema_service.usage.report import add_usage_args, usage_report
 from servicekit.settings import add_flags
 
 AddDatabaseArgs = Callable[[argparse.ArgumentParser], None]
@@ -82,6 +83,10 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     )
     add_database_args(imported)
     imported.set_defaults(handler=_sync(_import_history))
+    usage = commands.add_parser("usage", help="spend and tokens from the usage ledger, grouped, as a table")
+    add_flags(usage, Settings, ("database_url", "data_dir"))  # not the migration flags: --format is the output's
+    add_usage_args(usage)
+    usage.set_defaults(handler=_sync(_usage))
 
 
 def _sync(
@@ -274,4 +279,13 @@ async def _import_history(args: argparse.Namespace, settings: Settings, dsn: str
     for file in imported.files:
         print(f"recorded {file.filename} as applied")
     print(f"imported {len(imported.files)} applied versions from {imported.source}")
+    return 0
+
+
+async def _usage(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
+    pool = await database.create_pool(dsn)
+    try:
+        print(await usage_report(pool, args, settings.usage))
+    finally:
+        await pool.close()
     return 0

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from itertools import repeat
 
 from schema_service.config import UsageSettings
 from schema_service.errors import BatchTooLarge, InvalidRequest
@@ -143,9 +142,10 @@ def _columns(records: Sequence[pb.UsageRecord], writer: str, latest_s: float) ->
     provider, model, key_id, reason, version = texts
     flags = [[getattr(r, name) for r in records] for name in ("estimated", "failover", "hedge")]
     outcome_names = [OUTCOMES[o] for o in outcomes]
-    columns = (times, callers, ids, attempts, users, provider, model, key_id, outcome_names, reason, *tokens)
     costs = list(map(Decimal, cost_texts))
-    return list(zip(*columns, costs, version, flags[0], ttfts, durations, flags[1], flags[2], repeat(writer)))
+    columns: list[Sequence[object]] = [times, callers, ids, attempts, users, provider, model, key_id, outcome_names]
+    columns += [reason, *tokens, costs, version, flags[0], ttfts, durations, flags[1], flags[2], [writer] * len(ids)]
+    return list(zip(*columns, strict=True))
 
 
 def _seconds_or_none(record: pb.UsageRecord) -> float | None:

@@ -49,6 +49,7 @@ def test_the_services_never_import_each_other() -> None:
         "schema_service/migrate",
         "schema_service/metrics",
         "schema_service/drift",
+        "schema_service/usage",
     ],
 )
 def test_domain_packages_never_import_grpc(folder: str) -> None:

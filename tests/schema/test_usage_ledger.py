@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -248,3 +249,26 @@ async def test_housekeeping_makes_monthly_partitions_ahead_and_drops_old_ones(mi
     assert report.dropped == [old]
     assert again.created == [] and again.dropped == []
     assert LEDGER.name(this_month) == f"usage_ledger_p{this_month:%Y%m}"
+
+
+async def test_the_cli_prints_spend_by_user_as_a_table_and_as_json(migrated_db: str) -> None:
+    from tests.schema.test_migrate_cli import cli
+
+    batch = [record("a", user="u-1", cost="0.5"), record("b", user="u-1", cost="0.25"), record("c", user="u-2")]
+    async with metrics_server(migrated_db) as running:
+        await usage_service_pb2_grpc.UsageServiceStub(running.channel).RecordUsage(pb.RecordUsageRequest(records=batch))
+    code, out, err = await cli("usage", "--database-url", migrated_db, "--by", "user", "--since", "7d")
+    assert code == 0, err
+    lines = out.splitlines()
+    header = "user attempts requests failed input cached cache_write output reasoning cost_usd"
+    assert lines[0].split() == header.split()
+    assert lines[1].split() == ["u-1", "2", "2", "0", "200", "20,000", "0", "100", "0", "0.75"]
+    assert lines[2].split() == ["u-2", "1", "1", "0", "100", "10,000", "0", "50", "0", "0.008"]
+    assert lines[3].split() == ["total", "3", "3", "0", "300", "30,000", "0", "150", "0", "0.758"]
+    code, out, err = await cli("usage", "--database-url", migrated_db, "--by", "user", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert [(g["user"], g["cost_usd"]) for g in data["groups"]] == [("u-1", "0.75"), ("u-2", "0.008")]
+    assert data["total"]["attempts"] == 3
+    code, out, err = await cli("usage", "--database-url", migrated_db, "--since", "last week")
+    assert code == 2 and "give a span such as 7d" in err
