@@ -1,4 +1,4 @@
-"""Checks of JSON and Struct values against the request limits (config `requests:`, docs/gateway.md#request-limits).
+"""Checks of JSON and Struct values against the request bounds (config `requests:`, docs/gateway.md#request-bounds).
 
 A request over a limit is refused with INVALID_ARGUMENT naming the field. The size of a whole request is
 bounded before it is read, by the server's `max_request_bytes` (gRPC answers RESOURCE_EXHAUSTED "Received
@@ -13,10 +13,10 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from gateway_service.config import RequestLimits
+from gateway_service.config import RequestBounds
 
 # The limits are settings of the gateway config (`requests:`); these are its defaults.
-DEFAULT_BOUNDS = RequestLimits()
+DEFAULT_BOUNDS = RequestBounds()
 
 
 def json_problem(text: str, max_depth: int) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from gateway_service.api import protoevents, protomap, providers_view
+from gateway_service.api import from_proto, providers_view, to_proto
 from gateway_service.app import Gateway
 from gateway_service.chat.aggregate import Answer
 from gateway_service.domain.events import AttemptRecord, AttemptStarted, FailedOver, GatewayEvent, OutputDelta
@@ -30,7 +30,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     def __init__(self, gateway: Gateway, drain: Drain) -> None:
         self.gateway = gateway
         self.drain = drain
-        self.limits = gateway.config.requests
+        self.bounds = gateway.config.requests
 
     async def StreamChat(self, request: pb.StreamChatRequest, context: grpc.aio.ServicerContext) -> None:
         # Written with context.write rather than `yield` so that a cancelled call closes the pipeline
@@ -39,19 +39,19 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         sent = _Sent()
         async with BOUNDARY(context, "StreamChat"):
             with _cut_short(sent.cut_short), self.gateway.in_flight("StreamChat"):
-                chat = protomap.chat_request(request, request_id, self.limits)
+                chat = from_proto.chat_request(request, request_id, self.bounds)
                 run = self.gateway.start_chat(chat, context.time_remaining())
                 async with self.drain.cut_scope(), aclosing(run.events()) as events:
                     async for event in events:
                         sent.note(event)
-                        await context.write(protoevents.stream_event(event))
+                        await context.write(to_proto.stream_event(event))
 
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> pb.ChatResponse:
         request_id = bind_request_id(context, request.request_id)
         answer = Answer()
         async with BOUNDARY(context, "Chat"):
             with _cut_short(_nothing_sent), self.gateway.in_flight("Chat"):
-                chat = protomap.chat_request(request, request_id, self.limits)
+                chat = from_proto.chat_request(request, request_id, self.bounds)
                 run = self.gateway.start_chat(chat, context.time_remaining())
                 async with self.drain.cut_scope(), aclosing(run.events()) as events:
                     async for event in events:
@@ -60,14 +60,14 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         assert done is not None  # a run ends with Completed or raises
         return pb.ChatResponse(
             message=_message(answer),
-            finish_reason=protoevents.FINISH[done.finish_reason],
+            finish_reason=to_proto.FINISH[done.finish_reason],
             provider=done.provider,
             model=done.model,
             usage=_total_usage(run.attempts),
-            attempts=[protoevents.attempt(r) for r in run.attempts],
+            attempts=[to_proto.attempt(r) for r in run.attempts],
             request_id=request_id,
             upstream_request_id=done.upstream_request_id,
-            skipped=[protoevents.skipped(r) for r in run.skipped],
+            skipped=[to_proto.skipped(r) for r in run.skipped],
         )
 
 

@@ -1,6 +1,6 @@
-"""One attempt against one candidate: its time limits, the commit window, usage, and closing upstream.
+"""One attempt against one candidate: its timing (stream deadlines, commit window), usage, closing upstream.
 
-The limits are set here, where the caller's deadline split across candidates is known, and enforced
+The timing is set here, where the caller's deadline split across candidates is known, and enforced
 by the adapter's Pacer (providers/streaming.py), the one owner of stream timeouts. What this module
 times itself is the commit window: when held output is released.
 """
@@ -31,8 +31,9 @@ Piece = TextDelta | ReasoningDelta | ToolCallDelta
 
 
 @dataclass(frozen=True)
-class Limits:
-    """One attempt's stream deadlines (loop time) and its commit window."""
+class AttemptTiming:
+    """One attempt's stream deadlines (loop time) and its commit window: when output must come, and when
+    held output is released."""
 
     stream: StreamDeadlines
     window_ms: int = 0
@@ -50,7 +51,7 @@ class Limits:
         settings: FailoverSettings,
         deadline: float,
         candidates_left: int,
-    ) -> Limits:
+    ) -> AttemptTiming:
         """The first token within this attempt's share of what is left of `deadline` (loop time)."""
         now = asyncio.get_running_loop().time()
         remaining = max(0.0, deadline - now)
@@ -94,12 +95,12 @@ class Attempt:
         self,
         candidate: Candidate,
         request: ChatRequest,
-        limits: Limits,
+        timing: AttemptTiming,
         on_first_token: Callable[[], None] | None = None,
     ) -> None:
         self.candidate = candidate
         self.request = request
-        self.limits = limits
+        self.timing = timing
         self._on_first_token = on_first_token  # health's stall watch
         self.state = AttemptState()
         self._held: list[Piece] = []
@@ -115,7 +116,7 @@ class Attempt:
         adapter = self.candidate.adapter
         assert adapter is not None  # failover skips unconfigured candidates
         # Reasoning text the caller asked not to see is dropped here, for every adapter alike.
-        events = adapter.stream(self.request, self.candidate.model.name, deadlines=self.limits.stream)
+        events = adapter.stream(self.request, self.candidate.model.name, deadlines=self.timing.stream)
         self._stream = shown(self.request, events)
         self._read = asyncio.ensure_future(anext(self._stream))
 
@@ -190,14 +191,14 @@ class Attempt:
                 self._on_first_token()
         state.pieces_received += 1
         state.chars_received += len(getattr(piece, "text", "")) + len(getattr(piece, "arguments_json", ""))
-        if state.committed or not (self.limits.window_ms or self.limits.window_pieces):
+        if state.committed or not (self.timing.window_ms or self.timing.window_pieces):
             state.released.append(piece)
             return [piece]
         self._held.append(piece)
-        if self._window_end is None and self.limits.window_ms:
-            self._window_end = now + self.limits.window_ms / 1000
+        if self._window_end is None and self.timing.window_ms:
+            self._window_end = now + self.timing.window_ms / 1000
         window_over = self._window_end is not None and now >= self._window_end
-        if window_over or (self.limits.window_pieces and len(self._held) >= self.limits.window_pieces):
+        if window_over or (self.timing.window_pieces and len(self._held) >= self.timing.window_pieces):
             return self._release()
         return []
 

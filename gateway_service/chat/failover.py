@@ -26,7 +26,7 @@ from opentelemetry.trace import Span
 
 from gateway_service.accounting import Ledger
 from gateway_service.chat import spans
-from gateway_service.chat.attempt import Attempt, Limits
+from gateway_service.chat.attempt import Attempt, AttemptTiming
 from gateway_service.chat.budgeting import RunBudget
 from gateway_service.chat.midstream import Delivered
 from gateway_service.chat.outcome import final_error, provider_rejected
@@ -161,11 +161,11 @@ class ChatRun:
         candidates_left: int,
         failed_over: FailedOver | None,
     ) -> AsyncGenerator[GatewayEvent, None]:
-        limits = Limits.share(candidate, self.request, self.settings, self.deadline, candidates_left)
+        timing = AttemptTiming.share(candidate, self.request, self.settings, self.deadline, candidates_left)
         health = self.failover.health
-        patience_s = limits.first_token_by - self._loop.time()
+        patience_s = timing.first_token_by - self._loop.time()
         ticket = health.admit(candidate.target, patience_s)
-        attempt = Attempt(candidate, request, limits, on_first_token=lambda: health.first_token(ticket))
+        attempt = Attempt(candidate, request, timing, on_first_token=lambda: health.first_token(ticket))
         skipped = self.records.skipped_since_last_attempt()
         span = self._spans[number] = spans.start(
             self.failover.tracer, candidate.provider.type, candidate.provider.name, candidate.model.name, request

@@ -12,13 +12,18 @@ from the environment. Secrets (provider keys, the Redis URL) are SecretStr: they
     loading.py    YAML + `${VAR}` -> models, errors naming the key path
     serve.py      the `serve` command's settings (flags and environment, pydantic-settings)
     summary.py    what `serve --check-config` prints
+
+"Limits" means one thing in the gateway: rate limits and the budgets kept for them (the `limits:`
+sections, limits.py here, the gateway_service/limits/ package). What one chat request may hold are its
+bounds (RequestBounds, the `requests:` section); an attempt's deadlines and commit window its timing
+(chat/attempt.py AttemptTiming).
 """
 
 from __future__ import annotations
 
 from gateway_service.config.limits import Budget, LimitSettings, Rate, RateLimits
 from gateway_service.config.loading import DEFAULT_CONFIG_YAML, interpolate, load, parse
-from gateway_service.config.model import FailoverSettings, GatewayConfig, RequestLimits, TelemetrySettings
+from gateway_service.config.model import FailoverSettings, GatewayConfig, RequestBounds, TelemetrySettings
 from gateway_service.config.providers import DEFAULT_TIMEOUTS, ModelSpec, ProviderSpec, ProviderTimeouts
 from gateway_service.config.serve import ServeSettings
 
@@ -32,7 +37,7 @@ __all__ = [
     "ModelSpec",
     "ProviderSpec",
     "ProviderTimeouts",
-    "RequestLimits",
+    "RequestBounds",
     "Rate",
     "RateLimits",
     "ServeSettings",

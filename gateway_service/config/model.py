@@ -32,7 +32,7 @@ def _target(value: Any) -> Any:
     return (provider, model)
 
 
-Target = Annotated[tuple[str, str], BeforeValidator(_target)]
+RouteTarget = Annotated[tuple[str, str], BeforeValidator(_target)]  # health's Target adds the key
 
 
 class FailoverSettings(Frozen):
@@ -95,8 +95,8 @@ class TelemetrySettings(Frozen):
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 
 
-class RequestLimits(Frozen):
-    """What one chat request may hold (docs/gateway.md#request-limits); over one: INVALID_ARGUMENT naming the field."""
+class RequestBounds(Frozen):
+    """What one chat request may hold (docs/gateway.md#request-bounds); over one: INVALID_ARGUMENT naming the field."""
 
     max_request_bytes: PositiveInt = 4 * 1024 * 1024
     """Largest gRPC message in or out; larger requests get RESOURCE_EXHAUSTED before they are read."""
@@ -121,7 +121,7 @@ class GatewayConfig(Frozen):
     """host:port of the schema service; metrics go there (WriteMetrics batches). SCHEMA_SERVICE_ADDR wins."""
     providers: tuple[ProviderSpec, ...] = Field(min_length=1)
     """The upstreams, each with its models (non-empty, names unique)."""
-    routes: Mapping[str, Annotated[tuple[Target, ...], Field(min_length=1)]] = {}
+    routes: Mapping[str, Annotated[tuple[RouteTarget, ...], Field(min_length=1)]] = {}
     """Alias -> ordered `provider/model` targets, each naming a provider and model above."""
     failover: FailoverSettings = FailoverSettings()
     """How attempts are run."""
@@ -129,8 +129,8 @@ class GatewayConfig(Frozen):
     """The metrics buffer."""
     limits: LimitSettings = LimitSettings()
     """Where rate-limit budgets are kept, and each caller's budget (see "Rate-limit budgets")."""
-    requests: RequestLimits = RequestLimits()
-    """Sizes, counts and nesting a chat request may have (see "Request limits")."""
+    requests: RequestBounds = RequestBounds()
+    """Sizes, counts and nesting a chat request may have (see "Request bounds")."""
     source: str = Field("<built-in default>", json_schema_extra=DERIVED)
     """The file this was read from (set by the loader, never written in the file)."""
 

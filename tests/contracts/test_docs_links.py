@@ -1,7 +1,7 @@
 """Every link in README.md and docs/, and every README/docs path the code names, resolves.
 
 A link or a mention resolves when its file exists and its `#anchor`, if any, is a heading of that file
-(GitHub's anchor for it). Code points at docs by path (`docs/security.md`, `docs/gateway.md#request-limits`),
+(GitHub's anchor for it). Code points at docs by path (`docs/security.md`, `docs/gateway.md#request-bounds`),
 never by a heading's name in quotes (`README "Security"`), which nothing can check and which broke when the
 README was split into docs/.
 """

@@ -14,7 +14,7 @@ from google.protobuf import struct_pb2
 
 from gateway_service import config
 from gateway_service.api.bounds import DEFAULT_BOUNDS
-from gateway_service.config import RequestLimits
+from gateway_service.config import RequestBounds
 from gateway_service.errors import ConfigError
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
@@ -184,7 +184,7 @@ async def test_a_request_over_the_size_limit_is_refused_unread(h: Harness) -> No
 
 async def test_the_limits_are_settings_of_the_config(sim: SimulatorHandle) -> None:
     cfg = gateway_config(sim.base_url, [Upstream("p", "openai", "primary", patient=True)])
-    cfg = cfg.model_copy(update={"requests": RequestLimits(max_messages=2, max_request_bytes=64 * 1024)})
+    cfg = cfg.model_copy(update={"requests": RequestBounds(max_messages=2, max_request_bytes=64 * 1024)})
     async with serving(sim, cfg) as h:
         failed = await stream_failure(h, pb.StreamChatRequest(model="default", messages=user("a") * 3))
         assert _fields(failed) == ["messages"]

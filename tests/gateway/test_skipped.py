@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from gateway_service import config
-from gateway_service.api import protoevents
+from gateway_service.api import to_proto
 from gateway_service.domain.events import AttemptRecord, SkipReason
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
@@ -183,6 +183,6 @@ async def test_a_model_without_prefill_is_listed_when_continue_needs_one(sim: Si
 
 
 def test_every_skip_reason_has_its_own_failure_reason() -> None:
-    mapped = {reason: protoevents.skipped(AttemptRecord(0, "a", "m", reason, "x")).reason for reason in SkipReason}
+    mapped = {reason: to_proto.skipped(AttemptRecord(0, "a", "m", reason, "x")).reason for reason in SkipReason}
     assert pb.FAILURE_REASON_UNSPECIFIED not in mapped.values()
     assert mapped[SkipReason.DEADLINE] == pb.FAILURE_REASON_DEADLINE_TOO_SHORT

@@ -1,11 +1,11 @@
 """Proto requests -> the pipeline's domain types, with validation (no grpc import here).
 
-The other direction, pipeline events -> proto messages, is in protoevents.py.
+The other direction, pipeline events -> proto messages, is to_proto.py.
 
 Validation collects every bad field at once and raises InvalidRequest with BadRequest field
 violations named by path (`messages[2].role`, `tools[0].name`). Sizes, counts and nesting are held
-to gateway_service.bounds; a request with too many messages or tools is refused before any of them
-is looked at, so a flood of empty messages costs nothing.
+to the config's RequestBounds (JSON depth checked by bounds.py); a request with too many messages or
+tools is refused before any of them is looked at, so a flood of empty messages costs nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from gateway_service.api.bounds import DEFAULT_BOUNDS, json_problem, struct_problem
-from gateway_service.config import RequestLimits
+from gateway_service.config import RequestBounds
 from gateway_service.domain import request as domain
 from gateway_service.errors import InvalidRequest
 from llmgateway.v1 import chat_service_pb2 as pb
@@ -24,7 +24,7 @@ from servicekit.auth import current_caller
 from servicekit.errors import FieldViolation
 from servicekit.ids import ID_RULE, valid_id
 
-ROLES = {
+MESSAGE_ROLES = {  # chat message roles (servicekit's caller roles are another thing)
     pb.ROLE_SYSTEM: domain.Role.SYSTEM,
     pb.ROLE_USER: domain.Role.USER,
     pb.ROLE_ASSISTANT: domain.Role.ASSISTANT,
@@ -64,7 +64,7 @@ AnyChatRequest = pb.StreamChatRequest | pb.ChatRequest
 
 
 def chat_request(
-    message: AnyChatRequest, request_id: str, bounds: RequestLimits = DEFAULT_BOUNDS
+    message: AnyChatRequest, request_id: str, bounds: RequestBounds = DEFAULT_BOUNDS
 ) -> domain.ChatRequest:
     """The domain request, or InvalidRequest naming every bad field."""
     _raise_if_any(_counts(message, bounds))
@@ -112,7 +112,7 @@ def _raise_if_any(violations: list[FieldViolation]) -> None:
         )
 
 
-def _counts(message: AnyChatRequest, bounds: RequestLimits) -> list[FieldViolation]:
+def _counts(message: AnyChatRequest, bounds: RequestBounds) -> list[FieldViolation]:
     """Violations of the count limits: checked first, so that no per-item work is done for a flood."""
     counted = [
         ("messages", len(message.messages), bounds.max_messages),
@@ -148,8 +148,8 @@ def _check_lengths(texts: Iterable[tuple[str, str]], limit: int, violations: lis
     violations.extend(FieldViolation(path, too_long) for path, text in texts if len(text) > limit)
 
 
-def _message(message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestLimits) -> domain.Message:
-    role = ROLES.get(message.role)
+def _message(message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestBounds) -> domain.Message:
+    role = MESSAGE_ROLES.get(message.role)
     if role is None:
         violations.append(FieldViolation(f"{path}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"))
         role = domain.Role.USER
@@ -174,7 +174,7 @@ def _message(message: pb.Message, path: str, violations: list[FieldViolation], b
 
 
 def _check_message_sizes(
-    message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestLimits
+    message: pb.Message, path: str, violations: list[FieldViolation], bounds: RequestBounds
 ) -> None:
     lists = (("tool_calls", len(message.tool_calls)), ("reasoning", len(message.reasoning)))
     violations.extend(
@@ -199,7 +199,7 @@ def _check_message_sizes(
     _check_lengths(texts, bounds.max_text_chars, violations)
 
 
-def _tool(tool: pb.Tool, path: str, violations: list[FieldViolation], bounds: RequestLimits) -> domain.Tool:
+def _tool(tool: pb.Tool, path: str, violations: list[FieldViolation], bounds: RequestBounds) -> domain.Tool:
     if not tool.name:
         violations.append(FieldViolation(f"{path}.name", "a tool needs a name"))
     _check_lengths([(f"{path}.name", tool.name)], bounds.max_name_chars, violations)
@@ -215,7 +215,7 @@ def _tool(tool: pb.Tool, path: str, violations: list[FieldViolation], bounds: Re
 
 
 def _check_options(
-    message: AnyChatRequest, tool_names: set[str], violations: list[FieldViolation], bounds: RequestLimits
+    message: AnyChatRequest, tool_names: set[str], violations: list[FieldViolation], bounds: RequestBounds
 ) -> None:
     sampling = message.sampling
     if sampling.HasField("temperature") and not 0.0 <= sampling.temperature <= 2.0:
