@@ -13,7 +13,7 @@ from opentelemetry import trace
 from gateway_service.accounting import Ledger
 from gateway_service.chat.failover import ChatRun, Failover
 from gateway_service.chat.router import Router
-from gateway_service.config import GatewayConfig, ProviderSpec
+from gateway_service.config import GatewayConfig, ProviderSpec, ProviderTimeouts, ProviderTransport
 from gateway_service.domain.request import ChatRequest
 from gateway_service.health import Health, HealthState, MemoryHealth, provider_state
 from gateway_service.instruments import GatewayMetrics
@@ -29,27 +29,22 @@ AdapterFactory = Callable[[ProviderConfig], ProviderAdapter]
 
 
 def provider_config(spec: ProviderSpec, http_tracer: trace.Tracer | None = None) -> ProviderConfig:
-    """What the adapter needs; the key is revealed only here, on its way into the SDK client."""
+    """What the adapter needs; the key is revealed only here, on its way into the SDK client.
+
+    The timeouts and the transport go over as their config groups (ProviderTimeouts, ProviderTransport),
+    key by key under the same names, so a key added to a group reaches the adapter without a line here.
+    """
+    timeouts = {key: getattr(spec, key) for key in ProviderTimeouts.model_fields}
+    transport = {key: getattr(spec, key) for key in ProviderTransport.model_fields}
     return ProviderConfig(
         name=spec.name,
         type=spec.type,
         base_url=spec.base_url,
         api_key=spec.api_key.get_secret_value() if spec.api_key else None,
         api_version=spec.api_version,
-        connect_timeout_s=spec.connect_timeout_s,
-        first_token_timeout_s=spec.first_token_timeout_s,
-        idle_timeout_s=spec.idle_timeout_s,
-        timeout_s=spec.timeout_s,
-        transport=TransportSettings(
-            http_client=spec.http_client,
-            max_connections=spec.max_connections,
-            keepalive_expiry_s=spec.keepalive_expiry_s,
-            ca_bundle=spec.ca_bundle,
-            client_cert=spec.client_cert,
-            client_key=spec.client_key,
-            tracer=http_tracer,
-        ),
+        transport=TransportSettings(**transport, tracer=http_tracer),
         effort_models=frozenset(m.name for m in spec.models if m.reasoning == "effort"),
+        **timeouts,
     )
 
 

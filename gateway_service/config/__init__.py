@@ -6,7 +6,7 @@ model, a bad value or a missing file raises ConfigError naming the file and the 
 from the environment. Secrets (provider keys, the Redis URL) are SecretStr: they print as `**********`.
 
     base.py       what every section shares (frozen, extra="forbid", strict numbers)
-    providers.py  providers, their keys, timeouts and models
+    providers.py  providers, their keys, timeouts, transport and models
     limits.py     rate-limit budgets and the limits backend
     model.py      the file as a whole: routes, failover, telemetry
     loading.py    YAML + `${VAR}` -> models, errors naming the key path
@@ -24,12 +24,20 @@ from __future__ import annotations
 from gateway_service.config.limits import Budget, LimitSettings, Rate, RateLimits
 from gateway_service.config.loading import DEFAULT_CONFIG_YAML, interpolate, load, parse
 from gateway_service.config.model import FailoverSettings, GatewayConfig, RequestBounds, TelemetrySettings
-from gateway_service.config.providers import DEFAULT_TIMEOUTS, ModelSpec, ProviderSpec, ProviderTimeouts
+from gateway_service.config.providers import (
+    DEFAULT_TIMEOUTS,
+    DEFAULT_TRANSPORT,
+    ModelSpec,
+    ProviderSpec,
+    ProviderTimeouts,
+    ProviderTransport,
+)
 from gateway_service.config.serve import ServeSettings
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",
     "DEFAULT_TIMEOUTS",
+    "DEFAULT_TRANSPORT",
     "Budget",
     "FailoverSettings",
     "GatewayConfig",
@@ -37,6 +45,7 @@ __all__ = [
     "ModelSpec",
     "ProviderSpec",
     "ProviderTimeouts",
+    "ProviderTransport",
     "RequestBounds",
     "Rate",
     "RateLimits",

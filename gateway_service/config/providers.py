@@ -71,7 +71,28 @@ class ProviderTimeouts(Frozen):
 DEFAULT_TIMEOUTS = ProviderTimeouts()
 
 
-class ProviderSpec(ProviderTimeouts):
+class ProviderTransport(Frozen):
+    """How one provider's SDK reaches its upstream; the adapters' defaults are these (providers/http.py)."""
+
+    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    """HTTP stack under the SDK: aiohttp (the SDK's aiohttp-backed client) or httpx (the SDK's own httpx2 stack,
+    which reuses no connection). See docs/performance.md."""
+    max_connections: PositiveInt = 100
+    """Connections to this provider's origin at once; more requests wait for one."""
+    keepalive_expiry_s: NonNegativeFloat = 5.0
+    """An idle connection older than this is closed rather than reused."""
+    ca_bundle: Text | None = None
+    """PEM file of the CAs to trust instead of the system's (self-hosted servers, corporate proxies)."""
+    client_cert: Text | None = None
+    """PEM file of the client certificate (chain) shown to the upstream, for mutual TLS."""
+    client_key: Text | None = None
+    """PEM file of its private key, when not in client_cert's file."""
+
+
+DEFAULT_TRANSPORT = ProviderTransport()
+
+
+class ProviderSpec(ProviderTransport, ProviderTimeouts):
     """One upstream: exactly one of api_key_env, api_key_file or no_api_key: true."""
 
     name: Text
@@ -94,19 +115,6 @@ class ProviderSpec(ProviderTimeouts):
     """Read from api_key_env or api_key_file when the file is loaded; never written in the file."""
     limits: Budget = ()
     """The provider's upstream rate limits, shared by its models."""
-    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
-    """HTTP stack under the SDK: aiohttp (the SDK's aiohttp-backed client) or httpx (the SDK's own httpx2 stack,
-    which reuses no connection). See docs/performance.md."""
-    max_connections: PositiveInt = 100
-    """Connections to this provider's origin at once; more requests wait for one."""
-    keepalive_expiry_s: NonNegativeFloat = 5.0
-    """An idle connection older than this is closed rather than reused."""
-    ca_bundle: Text | None = None
-    """PEM file of the CAs to trust instead of the system's (self-hosted servers, corporate proxies)."""
-    client_cert: Text | None = None
-    """PEM file of the client certificate (chain) shown to the upstream, for mutual TLS."""
-    client_key: Text | None = None
-    """PEM file of its private key, when not in client_cert's file."""
 
     @model_validator(mode="before")
     @classmethod

@@ -34,6 +34,7 @@ from typing import Any
 import httpx2
 from opentelemetry import trace
 
+from gateway_service.config.providers import DEFAULT_TRANSPORT
 from gateway_service.providers.http_spans import HttpSpans
 
 HTTP_CLIENTS = ("aiohttp", "httpx")
@@ -43,9 +44,10 @@ HTTP_CLIENTS = ("aiohttp", "httpx")
 class TransportSettings:
     """How one provider's SDK reaches its upstream."""
 
-    http_client: str = "aiohttp"  # aiohttp: the SDK's aiohttp-backed client | httpx: the SDK's default stack
-    max_connections: int = 100  # per provider, hence per origin: each provider has one base URL
-    keepalive_expiry_s: float = 5.0  # an idle connection older than this is closed, not reused
+    # The defaults are the config's, written once (config/providers.py ProviderTransport).
+    http_client: str = DEFAULT_TRANSPORT.http_client  # aiohttp: the SDK's aiohttp-backed client | httpx: its own
+    max_connections: int = DEFAULT_TRANSPORT.max_connections  # per provider, hence per origin: one base URL each
+    keepalive_expiry_s: float = DEFAULT_TRANSPORT.keepalive_expiry_s  # an idle connection older is closed
     ca_bundle: str | None = None  # PEM file of the CAs to trust instead of the default ones
     client_cert: str | None = None  # PEM certificate (chain) presented to the upstream (mutual TLS)
     client_key: str | None = None  # its private key, when not in client_cert's file

@@ -207,3 +207,16 @@ def test_transport_keys_reach_the_adapter(tmp_path: Path) -> None:
     assert (transport.ca_bundle, transport.client_cert, transport.client_key) == (str(ca), str(ca), None)
     defaults = provider_config(cfg.providers[1]).transport
     assert (defaults.http_client, defaults.max_connections, defaults.keepalive_expiry_s) == ("aiohttp", 100, 5.0)
+
+
+def test_the_adapters_defaults_are_the_configs() -> None:
+    """Defaults are written once, in the config models; the adapter's config only repeats them."""
+    from gateway_service.providers.base import ProviderConfig
+    from gateway_service.providers.http import TransportSettings
+
+    adapter = ProviderConfig(name="p", type="openai", base_url=None, api_key=None)
+    for key in config.ProviderTimeouts.model_fields:
+        assert getattr(adapter, key) == getattr(config.DEFAULT_TIMEOUTS, key), key
+    transport = TransportSettings()
+    for key in config.ProviderTransport.model_fields:
+        assert getattr(transport, key) == getattr(config.DEFAULT_TRANSPORT, key), key
