@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from schema_service.config import FileFormat
-from schema_service.migrate import layouts
+from schema_service.migrate import layouts, reading
 from schema_service.migrate.errors import MigrationFileError
 from schema_service.migrate.unsafe import UNSAFE_KINDS
 
@@ -100,10 +100,11 @@ def _directive(key: str, value: str | None) -> dict[str, object]:
 
 def read_file(path: Path, file_format: FileFormat = "native") -> MigrationFile:
     """One migration file; a file the layout ignores (golang-migrate's .down.sql) is not one."""
+    reading.check_entry(path)
     named = layouts.name(path, file_format)
     if named is None:
         raise MigrationFileError(f"{path.name}: not a migration in the {file_format} layout", filename=path.name)
-    data = path.read_bytes()
+    data = reading.read_bounded(path)
     try:
         sql = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -122,9 +123,7 @@ def _sha256(data: bytes) -> str:
 
 def migration_paths(directory: Path, file_format: FileFormat = "native") -> list[Path]:
     """The migration files of a folder in the layout (golang-migrate's .down.sql left out)."""
-    if not directory.is_dir():
-        raise MigrationFileError(f"migrations directory not found: {directory}")
-    paths = sorted(directory.glob("*.sql"))
+    paths = reading.sql_entries(directory)
     layouts.refuse_foreign(paths, file_format)
     return [p for p in paths if file_format != "golang-migrate" or not p.name.endswith(".down.sql")]
 

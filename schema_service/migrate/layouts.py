@@ -21,10 +21,15 @@ from schema_service.migrate.errors import MigrationFileError
 
 FORMATS: tuple[FileFormat, ...] = ("native", "dbmate", "golang-migrate", "flyway")
 
-NATIVE_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
-GOLANG_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*?)\.(?P<direction>up|down)\.sql$")
-FLYWAY_NAME = re.compile(r"^V(?P<version>\d+)__(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$")
-FLYWAY_OTHER = re.compile(r"^(?:V\d+[._]\d|R__|U\d)")
+NATIVE_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$", re.ASCII)
+GOLANG_NAME = re.compile(
+    r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*?)\.(?P<direction>up|down)\.sql$", re.ASCII
+)
+FLYWAY_NAME = re.compile(r"^V(?P<version>\d+)__(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\.sql$", re.ASCII)
+FLYWAY_OTHER = re.compile(r"^(?:V\d+[._]\d|R__|U\d)", re.ASCII)
+# Versions are stored as bigint (and sent as int64); digits are ASCII only (re.ASCII above), since
+# int() would read full-width or Arabic-Indic digits as a version nobody sees in the name.
+MAX_VERSION = 2**63 - 1
 DBMATE_MARK = re.compile(r"^--\s*migrate:(?P<section>up|down)\b(?P<options>.*)$", re.MULTILINE)
 
 
@@ -42,7 +47,7 @@ def name(path: Path, file_format: FileFormat) -> Named | None:
         match = GOLANG_NAME.match(path.name)
         if match is None:
             raise _misnamed(path, "<version>_<name>.up.sql or .down.sql")
-        return Named(int(match["version"]), match["name"]) if match["direction"] == "up" else None
+        return _named(path, match) if match["direction"] == "up" else None
     if file_format == "flyway":
         if FLYWAY_OTHER.match(path.name):
             raise MigrationFileError(
@@ -53,14 +58,25 @@ def name(path: Path, file_format: FileFormat) -> Named | None:
         match = FLYWAY_NAME.match(path.name)
         if match is None:
             raise _misnamed(path, "V<version>__<name>.sql")
-        return Named(int(match["version"]), match["name"])
+        return _named(path, match)
     match = NATIVE_NAME.match(path.name)
     if match is None:
         raise _misnamed(path, "<version>_<description>.sql", hint=_foreign_hint([path]))
-    return Named(int(match["version"]), match["name"])
+    return _named(path, match)
+
+
+def _named(path: Path, match: re.Match[str]) -> Named:
+    digits = match["version"]
+    if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:
+        raise MigrationFileError(
+            f"{path.name}: version {digits[:40]} is over the largest version, {MAX_VERSION}", filename=path.name
+        )
+    return Named(int(digits), match["name"])
 
 
 def _misnamed(path: Path, expected: str, hint: str = "") -> MigrationFileError:
+    if any(c.isdigit() and not c.isascii() for c in path.name):
+        hint = "; versions are ASCII digits 0-9" + hint
     return MigrationFileError(f"{path.name}: not named {expected}{hint}", filename=path.name)
 
 
@@ -85,7 +101,10 @@ def _foreign_hint(paths: list[Path]) -> str:
 
 
 def _head(path: Path) -> str:
+    """The start of a regular file, for the hint only (a FIFO would block; reading.py refuses it later)."""
     try:
+        if not path.is_file():
+            return ""
         with path.open(encoding="utf-8", errors="replace") as file:
             return file.read(4096)
     except OSError:

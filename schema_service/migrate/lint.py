@@ -32,6 +32,7 @@ from pglast import ast, enums
 from pglast.visitors import referenced_relations
 
 from schema_service.config import FileFormat
+from schema_service.migrate import reading
 from schema_service.migrate.errors import MigrationFileError
 from schema_service.migrate.files import MigrationFile, migration_paths, read_file
 from schema_service.migrate.squawk import squawk_report, unreadable
@@ -339,7 +340,7 @@ def _squawk_path(file: MigrationFile, scratch: Path) -> Path:
         text = sql_only(file, parse(file))
     except MigrationFileError:  # reported by our rules; squawk reports its own view of it
         return file.path
-    if text == file.path.read_text(encoding="utf-8"):
+    if text == reading.read_bounded(file.path).decode("utf-8"):
         return file.path
     copy = scratch / file.filename
     copy.write_text(text)
