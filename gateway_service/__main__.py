@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from gateway_service.config.serve import ServeSettings
 from gateway_service.errors import ConfigError
@@ -13,6 +12,7 @@ from servicekit import logs
 from servicekit.callers import SetupError
 from servicekit.security import Security
 from servicekit.settings import LogSettings, SettingsError, add_flags, build
+from servicekit.startup import run_forever
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,19 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.check_config:
         print(summary(settings, serve_settings), end="")
         return 0
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(server.run(settings, serve_settings))
+    run_forever(server.run(settings, serve_settings))
     return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed: much of the served gateway's CPU goes to the event loop and its transports."""
-    try:
-        import uvloop
-    except ImportError:  # not built for this platform: the standard loop serves the same way
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,8 @@ from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from servicekit.auth import roles_of
 from servicekit.metrics import Endpoint, Registry
 from servicekit.security import listen
-from servicekit.server import Lifecycle, ServerOptions, build_server, serve
+from servicekit.server import Lifecycle, ServerOptions, build_server
+from servicekit.startup import StartedServer, metrics_endpoint, until_stopped
 from servicekit.tls import ClientCredentials
 from servicekit.tracing import Tracing
 from servicekit.tracing import configure as configure_tracing
@@ -49,8 +50,8 @@ def schema_reporting(
 
 
 @dataclass
-class Running:
-    """A started server: its port, the gateway state and the lifecycle (for tests and `run`)."""
+class Running(StartedServer):
+    """A prepared server: its port, the gateway state and the lifecycle; `async with` stops and closes it."""
 
     server: grpc.aio.Server
     port: int
@@ -107,7 +108,7 @@ async def prepare(
         admit=gateway.caller_rates.admit if gateway.caller_rates is not None else None,
     )
     port = listen(server, settings.host, settings.port, security)
-    endpoint = Endpoint(metrics, settings.host, settings.metrics_port) if settings.metrics_port else None
+    endpoint = metrics_endpoint(metrics, settings)
     await lifecycle.start(ready=True)
     gateway.start_background()
     unconfigured = [f"{p.name} ({p.credential_source})" for p in config.providers if not p.configured]
@@ -142,8 +143,4 @@ async def run(config: GatewayConfig, settings: ServeSettings) -> None:
     # The SDKs, protobuf and pydantic leave a large heap of objects that live as long as the process;
     # frozen, they are never traversed again by a full collection (which otherwise pauses a request).
     gc.freeze()
-    health_port = settings.security.health_port
-    probes = (settings.host, health_port) if health_port is not None else None
-    await serve(
-        running.server, running.lifecycle, grace_s=settings.shutdown_grace_s, on_stop=running.close, probes=probes
-    )
+    await until_stopped(running, settings)
