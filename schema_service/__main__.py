@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from schema_service import cli
 from schema_service.config import MigrationSettings, Settings
+from schema_service.errors import ConfigError
 from servicekit import logs
 from servicekit.callers import SetupError
 from servicekit.security import Security
-from servicekit.settings import LogSettings, SettingsError, add_flags, build
+from servicekit.settings import LogSettings, add_flags, build
+from servicekit.startup import run_forever
 
 SERVE_MIGRATION_FLAGS = ("migrations_dir", "migrate_on_start", "scratch_url", "allow_out_of_order")
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from schema_service import server
 
-    asyncio.run(server.run(Settings.from_flags(args)))
+    run_forever(server.run(Settings.from_flags(args)))
     return 0
 
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         logs.configure(build(LogSettings, args).log_level)
         code: int = args.handler(args)
-    except (SettingsError, SetupError) as exc:
+    except (ConfigError, SetupError) as exc:
         print(f"schema-service: {exc}", file=sys.stderr)
         return 2
     return code

@@ -23,32 +23,33 @@ class App:
     settings: Settings
     dsn: str
     pool: asyncpg.Pool | None = None
+    # Set by readiness once the schema has reached the migrations' version (schema_service.background), and
+    # kept: until then writes and queries would fail on missing tables, so they are refused (require_pool).
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set by the server: until the schema reaches the packaged migrations' version, writes and
-    # queries would fail on missing tables, so they are refused as UNAVAILABLE with RetryInfo.
-    schema_gate: bool = False
     instruments: SchemaMetrics | None = None  # Prometheus families, when the server has a registry
+    _connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def require_pool(self) -> asyncpg.Pool:
         """The pool, or DatabaseUnavailable (UNAVAILABLE + RetryInfo) while the database is unreachable
-        or, behind the schema gate, not yet migrated."""
+        or not yet migrated (the schema gate)."""
         if self.pool is None:
             raise DatabaseUnavailable("database not reachable yet", retry_after_s=1.0)
-        if self.schema_gate and not self.ready.is_set():
+        if not self.ready.is_set():
             raise DatabaseUnavailable("database schema not migrated yet", retry_after_s=1.0)
         return self.pool
 
     async def connect(self) -> asyncpg.Pool:
-        """Open the pool, retrying with backoff until the database answers."""
+        """Open the pool, retrying with backoff until the database answers; callers at once share one pool."""
         delay = 0.2
-        while self.pool is None:
-            try:
-                self.pool = await database.create_pool(self.dsn)
-            except database.DATABASE_FAILURES as exc:
-                where = database.unreachable(self.dsn, exc)
-                log.warning(f"database not reachable: {where}", extra={"retry_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        async with self._connecting:
+            while self.pool is None:
+                try:
+                    self.pool = await database.create_pool(self.dsn)
+                except database.DATABASE_FAILURES as exc:
+                    where = database.unreachable(self.dsn, exc)
+                    log.warning(f"database not reachable: {where}", extra={"retry_s": delay})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
         return self.pool
 
     async def close(self) -> None:

@@ -18,13 +18,11 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.security import Security
-from servicekit.settings import ServiceSettings, SettingsError, build, invalid, setting
+from servicekit.settings import ServiceSettings, build, invalid, setting
 
 PACKAGE_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Layouts of migration folders (schema_service.migrate.layouts; `--format`).
 FileFormat = Literal["native", "dbmate", "golang-migrate", "flyway"]
-
-ConfigError = SettingsError  # the name the schema service's callers know
 
 
 def redact_url(url: str) -> str:
@@ -208,7 +206,7 @@ class Settings(ServiceSettings):
 
     @classmethod
     def from_flags(cls, args: argparse.Namespace) -> Settings:
-        """Flags on this command line, else the environment, else the defaults; SettingsError names a bad one."""
+        """Flags on this command line, else the environment, else the defaults; ConfigError names a bad one."""
         nested = {
             "migration": build(MigrationSettings, args),
             "metrics": build(MetricsSettings),

@@ -19,6 +19,11 @@
           +-- Overloaded                RESOURCE_EXHAUSTED + RetryInfo: too many writes in flight
           +-- DeadlineExceeded          DEADLINE_EXCEEDED: waited too long
 
+ConfigError is not a ServiceError: it stops the process at start-up (exit code 2), naming the setting, its flag
+and its environment variable. The service's only configuration is its flags and environment, so it is
+servicekit.settings' SettingsError itself (the gateway's ConfigError is about its YAML file).
+
+Domain code raises these; only the servicer boundary (schema_service.api.boundary) turns them into a status.
 schema_service.dberrors turns every database failure into one of the Database*/SchemaMismatch/ValueRejected
 errors, with the SQLSTATE in the ErrorInfo metadata; its docstring has the table.
 """
@@ -28,6 +33,9 @@ from __future__ import annotations
 from google.rpc import code_pb2
 
 from servicekit.errors import ServiceError
+from servicekit.settings import SettingsError
+
+ConfigError = SettingsError
 
 
 class SchemaServiceError(ServiceError):

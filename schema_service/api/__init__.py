@@ -1,21 +1,11 @@
-"""Thin gRPC servicers: proto in, domain call, proto out, domain errors to status.
+"""The schema service's gRPC face: thin servicers (proto in, domain call, proto out) and proto <-> domain mapping.
+
+    servicers.py    add_to_server: every servicer this service serves, registered on a server (as the gateway's)
+    boundary.py     BOUNDARY, the one error boundary of every servicer method
+    migrations.py   MigrationService
+    metrics.py      MetricsService (write batches read by metrics/wire.py)
+    usage.py        UsageService (the usage ledger)
+    protomap.py     proto <-> domain
 
 RPCs not built yet answer UNIMPLEMENTED (the generated base classes do that).
 """
-
-from __future__ import annotations
-
-import grpc
-
-from schema_service.api.metrics import add_metrics_service
-from schema_service.api.migrations import MigrationServicer
-from schema_service.api.usage import UsageServicer
-from schema_service.app import App
-from schemaservice.v1 import migration_service_pb2_grpc, usage_service_pb2_grpc
-from servicekit.server import Lifecycle
-
-
-def add_to_server(server: grpc.aio.Server, app: App, lifecycle: Lifecycle) -> None:
-    migration_service_pb2_grpc.add_MigrationServiceServicer_to_server(MigrationServicer(app, lifecycle), server)
-    add_metrics_service(server, app, lifecycle)
-    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(app), server)

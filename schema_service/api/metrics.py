@@ -8,19 +8,17 @@ from collections.abc import AsyncIterator
 import grpc
 
 from schema_service.api import protomap
+from schema_service.api.boundary import BOUNDARY
 from schema_service.app import App
-from schema_service.errors import SchemaServiceError
 from schema_service.metrics import queries
 from schema_service.metrics.ingest import Ingest
 from schema_service.metrics.wire import Received, size_limited_parser
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
-from servicekit.boundary import ErrorBoundary, bind_request_id
+from servicekit.boundary import bind_request_id
 from servicekit.drain import ServerShuttingDown
 from servicekit.server import Lifecycle
 
-# Bugs are INTERNAL, never UNKNOWN; the writer and the queries raise SchemaServiceErrors themselves.
-BOUNDARY = ErrorBoundary(SchemaServiceError.domain)
 SERVICE = pb.DESCRIPTOR.services_by_name["MetricsService"].full_name
 
 

@@ -9,26 +9,23 @@ from collections.abc import AsyncIterator
 import grpc
 
 from schema_service.api import protomap
+from schema_service.api.boundary import BOUNDARY
 from schema_service.app import App
-from schema_service.dberrors import database_errors
 from schema_service.drift.verify import verify
-from schema_service.errors import InvalidRequest, SchemaServiceError
+from schema_service.errors import InvalidRequest
 from schema_service.migrate import RunOptions, migrate
 from schema_service.migrate.lint import lint_dir
 from schema_service.migrate.ops import status
 from schema_service.migrate.wait import wait_for_version
 from schemaservice.v1 import migration_service_pb2 as pb
 from schemaservice.v1 import migration_service_pb2_grpc
-from servicekit.boundary import ErrorBoundary, bind_request_id
+from servicekit.boundary import bind_request_id
 from servicekit.drain import ServerShuttingDown
 from servicekit.errors import FieldViolation
 from servicekit.server import Lifecycle
 
 # Margin kept from the caller's deadline so we answer DEADLINE_EXCEEDED with details ourselves.
 _DEADLINE_MARGIN_S = 0.05
-# Every failure leaves as a typed status, never UNKNOWN: domain errors pass through, database failures are
-# mapped by schema_service.dberrors (SQLSTATE in the metadata, RetryInfo when retryable), bugs are INTERNAL.
-BOUNDARY = ErrorBoundary(SchemaServiceError.domain, translate=database_errors)
 
 
 class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf import timestamp_pb2
 
+from schema_service.api.boundary import BOUNDARY
 from schema_service.app import App
-from schema_service.errors import InvalidRequest, SchemaServiceError
+from schema_service.errors import InvalidRequest
 from schema_service.usage import records
 from schema_service.usage.ledger import LedgerWriter
 from schema_service.usage.queries import (
@@ -24,10 +25,9 @@ from schema_service.usage.queries import (
 from schemaservice.v1 import usage_service_pb2 as pb
 from schemaservice.v1 import usage_service_pb2_grpc
 from servicekit.auth import PermissionDenied, caller_holds, current_caller
-from servicekit.boundary import ErrorBoundary, bind_request_id
+from servicekit.boundary import bind_request_id
 from servicekit.errors import FieldViolation
 
-BOUNDARY = ErrorBoundary(SchemaServiceError.domain)
 SERVICE = pb.DESCRIPTOR.services_by_name["UsageService"].full_name
 READ_ALL = "usage.read_all"
 DIMENSIONS = {

@@ -1,4 +1,4 @@
-"""Housekeeping of the metrics store, run periodically by the server once the database is reachable.
+"""Housekeeping of the metrics store, run periodically by the server (schema_service.background) once ready.
 
 Each run: partitions for today and `partitions_ahead_days` ahead, retention (whole partitions older
 than `retention_days`, request ids older than `idempotency_window_s`), then baselines and anomalies.
@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from schema_service.app import App
 from schema_service.config import MetricsSettings
 from schema_service.database import DATABASE_FAILURES
 from schema_service.metrics.baselines import BaselineRun, compute_baselines
@@ -86,14 +85,3 @@ class Housekeeping:
             except DATABASE_FAILURES as exc:
                 log.warning("metrics housekeeping failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             await asyncio.sleep(self.settings.housekeeping_interval_s)
-
-
-async def run_housekeeping(app: App) -> None:
-    """The server's background task: wait until start-up work is done (schema migrated), then run forever."""
-    await app.ready.wait()
-
-    def seen(report: HousekeepingReport) -> None:
-        if app.instruments is not None:
-            app.instruments.database.partitions = report.partitions
-
-    await Housekeeping(app.settings.metrics).run_forever(app.require_pool(), seen)

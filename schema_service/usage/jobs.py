@@ -1,21 +1,18 @@
 """Housekeeping of the usage ledger: monthly partitions ahead of time, and retention by whole partitions.
 
-Run by the server once the schema is ready, every metrics.housekeeping_interval_s; a failing run is logged
-and retried at the next interval, never stopping the server.
+Run by the server (schema_service.background) once the schema is ready, every metrics.housekeeping_interval_s;
+a failing run is logged and retried at the next interval, never stopping the server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import asyncpg
 
-from schema_service.app import App
 from schema_service.config import UsageSettings
-from schema_service.database import DATABASE_FAILURES
 from schema_service.metrics.partitions import create_partitions, drop_partitions_before
 from schema_service.usage.ledger import LEDGER
 
@@ -44,16 +41,3 @@ async def ledger_housekeeping(pool: asyncpg.Pool, settings: UsageSettings, now: 
         cutoff = months_from(today, -settings.retention_months)
         dropped = await drop_partitions_before(conn, cutoff, lock_timeout_s=DROP_LOCK_TIMEOUT_S, table=LEDGER)
     return LedgerHousekeeping(created, dropped)
-
-
-async def run_ledger_housekeeping(app: App) -> None:
-    """The server's background task: wait for the schema, then run every housekeeping interval."""
-    await app.ready.wait()
-    while True:
-        try:
-            report = await ledger_housekeeping(app.require_pool(), app.settings.usage, datetime.now(UTC))
-            if report.created or report.dropped:
-                log.info("usage ledger housekeeping", extra={"report": repr(report)})
-        except DATABASE_FAILURES as exc:
-            log.warning("usage ledger housekeeping failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-        await asyncio.sleep(app.settings.metrics.housekeeping_interval_s)

@@ -25,16 +25,11 @@ from gateway_service import server
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
-from schema_service.api import add_to_server
-from schema_service.app import App
-from schema_service.config import Settings
-from schema_service.instruments import SchemaMetrics
-from schema_service.server import SERVICE_NAMES
 from servicekit.metrics import Registry
 from servicekit.procs import ServiceProcess, free_port
-from servicekit.server import Lifecycle, ServerOptions, build_server
 from servicekit.tracing import Tracing
 from tests.gateway.e2e_helpers import Upstream, gateway_config, user
+from tests.schemaserver import schema_server, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-sim-7f3a9c-SECRET"  # both upstreams' API key: no span attribute may carry it
@@ -64,27 +59,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 @asynccontextmanager
 async def schema_service(dsn: str, tracing: Tracing) -> AsyncIterator[tuple[str, Registry]]:
-    metrics = Registry()
-    instruments = SchemaMetrics(metrics)
-    app = App(settings=Settings(database_url=dsn), dsn=dsn, instruments=instruments)
-    instruments.watch_pool(lambda: app.pool)
-    await app.connect()
-    lifecycle = Lifecycle(SERVICE_NAMES)
-    grpc_server = build_server(
-        ServerOptions(),
-        lifecycle,
-        [lambda s: add_to_server(s, app, lifecycle)],
-        SERVICE_NAMES,
-        metrics=metrics,
-        tracing=tracing,
-    )
-    port = grpc_server.add_insecure_port("127.0.0.1:0")
-    await grpc_server.start()
-    try:
-        yield f"127.0.0.1:{port}", metrics
-    finally:
-        await grpc_server.stop(None)
-        await app.close()
+    """The schema service as `serve` starts it (tests/schemaserver.py), traced into `tracing`."""
+    async with schema_server(settings_for(dsn), tracing=tracing) as running:
+        yield f"127.0.0.1:{running.port}", running.metrics
 
 
 async def test_a_failover_shows_in_metrics_and_is_one_trace(sim: SimulatorHandle, migrated_db: str) -> None:

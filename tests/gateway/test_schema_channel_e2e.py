@@ -19,15 +19,11 @@ from gateway_service.config import ServeSettings, TelemetrySettings
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
-from schema_service.api import add_to_server
-from schema_service.app import App
-from schema_service.config import Settings
-from schema_service.server import ROLES, SERVICE_NAMES
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from schemaservice.v1 import metrics_service_pb2_grpc
-from servicekit.security import Security, listen
-from servicekit.server import Lifecycle, ServerOptions, build_server
+from servicekit.security import Security
 from tests.gateway.e2e_helpers import Upstream, gateway_config, user
+from tests.schemaserver import schema_server, settings_for
 from tests.servicekit.certs import Authority
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,20 +45,8 @@ async def tls_schema_service(dsn: str, folder: Path) -> AsyncIterator[tuple[str,
         f'  - {{name: reader, token_sha256: "{sha256("read-token")}", roles: [metrics.read]}}\n'
     )
     security = Security(tls_cert=cert, tls_key=key, callers=callers)
-    app = App(settings=Settings(database_url=dsn), dsn=dsn)
-    await app.connect()
-    lifecycle = Lifecycle(SERVICE_NAMES)
-    options = ServerOptions(max_message_bytes=app.settings.max_message_bytes)
-    grpc_server = build_server(
-        options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES, security=security, roles=ROLES
-    )
-    port = listen(grpc_server, "127.0.0.1", 0, security)
-    await grpc_server.start()
-    try:
-        yield f"127.0.0.1:{port}", ca.write(folder / "ca.crt")
-    finally:
-        await grpc_server.stop(None)
-        await app.close()
+    async with schema_server(settings_for(dsn, security=security)) as running:
+        yield f"127.0.0.1:{running.port}", ca.write(folder / "ca.crt")
 
 
 async def chat_and_flush(sim: SimulatorHandle, address: str, ca: Path, token_file: Path) -> tuple[int, int]:

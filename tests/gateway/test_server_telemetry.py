@@ -23,35 +23,21 @@ from gateway_service.sender import SendError
 from gateway_service.telemetry import Telemetry
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
-from schema_service.api import add_to_server
-from schema_service.app import App
-from schema_service.config import Settings
-from schema_service.server import SERVICE_NAMES
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from schemaservice.v1 import metrics_service_pb2_grpc
-from servicekit.server import Lifecycle, ServerOptions, build_server
 from servicekit.tls import ClientCredentials
 from tests.gateway.e2e_helpers import Upstream, gateway, serving, stream, user
 from tests.gateway.pipeline_helpers import chat_request
+from tests.schemaserver import schema_server, settings_for
 
 
 @asynccontextmanager
 async def schema_service(dsn: str) -> AsyncIterator[tuple[str, metrics_service_pb2_grpc.MetricsServiceStub]]:
-    """The real schema service's servicers on 127.0.0.1:0 (as in tests/schema), with its address."""
-    app = App(settings=Settings(database_url=dsn), dsn=dsn)
-    await app.connect()
-    lifecycle = Lifecycle(SERVICE_NAMES)
-    options = ServerOptions(max_message_bytes=app.settings.max_message_bytes)
-    server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield f"127.0.0.1:{port}", metrics_service_pb2_grpc.MetricsServiceStub(channel)
-    finally:
-        await channel.close()
-        await server.stop(None)
-        await app.close()
+    """The real schema service as `serve` starts it (tests/schemaserver.py), with its address."""
+    async with schema_server(settings_for(dsn)) as running:
+        address = f"127.0.0.1:{running.port}"
+        async with grpc.aio.insecure_channel(address) as channel:
+            yield address, metrics_service_pb2_grpc.MetricsServiceStub(channel)
 
 
 async def test_attempt_metrics_reach_the_schema_service(sim: SimulatorHandle, migrated_db: str) -> None:

@@ -17,12 +17,10 @@ from grpc_status import rpc_status
 
 from gateway_service import server as gateway_server
 from llm_simulator import start_simulator
-from schema_service.api import add_to_server
-from schema_service.app import App
-from schema_service.config import Settings
 from schema_service.server import SERVICE_NAMES as SCHEMA_SERVICES
-from servicekit.server import Lifecycle, ServerOptions, build_server
+from servicekit.server import Lifecycle
 from tests.gateway.e2e_helpers import Upstream, gateway_config
+from tests.schemaserver import schema_server, settings_for
 
 HEALTH = "grpc.health.v1.Health"
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
@@ -58,23 +56,10 @@ async def gateway() -> AsyncIterator[Served]:
 
 @contextlib.asynccontextmanager
 async def schema_service(dsn: str) -> AsyncIterator[Served]:
-    """The schema service (migrations and metrics) on a migrated database."""
-    app = App(settings=Settings(database_url=dsn), dsn=dsn)
-    await app.connect()
-    app.ready.set()
-    lifecycle = Lifecycle(SCHEMA_SERVICES)
-    options = ServerOptions(max_message_bytes=app.settings.max_message_bytes)
-    server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SCHEMA_SERVICES)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await lifecycle.start(ready=True)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Served(channel, (*SCHEMA_SERVICES, HEALTH, REFLECTION), lifecycle)
-    finally:
-        await channel.close()
-        await server.stop(0)
-        await app.close()
+    """The schema service (migrations and metrics) on a migrated database, as `serve` starts it."""
+    async with schema_server(settings_for(dsn)) as running:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield Served(channel, (*SCHEMA_SERVICES, HEALTH, REFLECTION), running.lifecycle)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Test helpers for the metrics service: a real grpc.aio server on 127.0.0.1:0 built like server.py."""
+"""Test helpers for the metrics service: the schema service on 127.0.0.1:0, started as `serve` starts it."""
 
 from __future__ import annotations
 
@@ -15,54 +15,46 @@ from google.protobuf import message as pb_message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from schema_service.api import add_to_server
+from schema_service import server
 from schema_service.app import App
-from schema_service.config import MetricsSettings, Settings
-from schema_service.server import ROLES, SERVICE_NAMES
+from schema_service.config import MetricsSettings, MigrationSettings
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
 from servicekit.security import Security
-from servicekit.server import Lifecycle, ServerOptions, build_server
+from servicekit.server import Lifecycle
+from tests.schemaserver import schema_server, settings_for
 
 
 @dataclass
-class Running:
-    app: App
-    lifecycle: Lifecycle
-    server: grpc.aio.Server
+class Served:
+    running: server.Running
     stub: metrics_service_pb2_grpc.MetricsServiceStub
     channel: grpc.aio.Channel
+
+    @property
+    def app(self) -> App:
+        return self.running.app
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self.running.lifecycle
 
 
 @asynccontextmanager
 async def metrics_server(
-    dsn: str, *, connect: bool = True, security: Security | None = None, **metrics: Any
-) -> AsyncIterator[Running]:
-    """The schema service's servicers on a real server; `metrics` overrides MetricsSettings fields; `security`
-    (plaintext, e.g. a callers file) turns on authentication with the service's roles."""
-    settings = Settings(database_url=dsn, metrics=MetricsSettings(**metrics))
-    app = App(settings=settings, dsn=dsn)
-    if connect:
-        await app.connect()
-    lifecycle = Lifecycle(SERVICE_NAMES)
-    options = ServerOptions(max_message_bytes=settings.max_message_bytes)
-    server = build_server(
-        options,
-        lifecycle,
-        [lambda s: add_to_server(s, app, lifecycle)],
-        SERVICE_NAMES,
-        security=security,
-        roles=ROLES,
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Running(app, lifecycle, server, metrics_service_pb2_grpc.MetricsServiceStub(channel), channel)
-    finally:
-        await channel.close()
-        await server.stop(None)
-        await app.close()
+    dsn: str,
+    *,
+    ready: bool = True,
+    migration: MigrationSettings | None = None,
+    security: Security | None = None,
+    **metrics: Any,
+) -> AsyncIterator[Served]:
+    """The schema service as `serve` starts it (tests/schemaserver.py); `metrics` overrides MetricsSettings fields;
+    `security` (plaintext, e.g. a callers file) turns on authentication with the service's roles."""
+    settings = settings_for(dsn, migration=migration, security=security, metrics=MetricsSettings(**metrics))
+    async with schema_server(settings, ready=ready) as running:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield Served(running, metrics_service_pb2_grpc.MetricsServiceStub(channel), channel)
 
 
 def metric(

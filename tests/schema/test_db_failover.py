@@ -16,14 +16,21 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
 from schema_service import database
+from schema_service.config import MigrationSettings
 from schema_service.migrate import apply_migrations
 from schemaservice.v1 import metrics_service_pb2 as pb
+from schemaservice.v1.metrics_service_pb2_grpc import MetricsServiceStub
 from tests.pgcluster import Cluster, primary_and_standby
 from tests.schema.metrics_helpers import details, metric, metrics_server
 from tests.schema.migration_fixtures.helpers import fetchval, write_migrations
 from tests.schema.test_metrics_connection_loss import BATCH_SIZE, BATCHES, WRITERS, Progress, writer
+from tests.schemaserver import schema_server, settings_for, wait_for_readiness
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +55,12 @@ async def _stored(dsn: str) -> asyncpg.Record:
 @pytest.mark.timeout(120)
 async def test_a_standby_is_a_retryable_unavailable_and_not_ready(cluster: Cluster) -> None:
     # target_session_attrs=any: the pool takes whatever server answers, as it did before the fix.
-    async with metrics_server(cluster.standby.dsn + "?target_session_attrs=any") as running:
+    standby = cluster.standby.dsn + "?target_session_attrs=any"
+    async with metrics_server(standby, ready=False, migration=MigrationSettings(migrate_on_start=False)) as running:
+        # As after a demotion: the service was ready on a primary, then the server became a standby. (Readiness
+        # itself never becomes ready on a standby: the schema gate would refuse the write first.)
+        await running.app.connect()
+        running.app.ready.set()
         request = pb.WriteMetricsRequest(request_id="on-standby", metrics=[metric(1.0)])
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await running.stub.WriteMetrics(request, timeout=10)
@@ -77,30 +89,20 @@ async def test_promoting_the_standby_during_writes_loses_and_doubles_nothing(
 ) -> None:
     progress = Progress()
     caplog.set_level(logging.INFO, logger="schema_service.database")
-    async with metrics_server(cluster.dsn) as running:
-        assert running.app.pool is not None
-        availability = database.Availability(cluster.dsn)
-        watching, seen_down = asyncio.Event(), asyncio.Event()
-
-        async def readiness() -> None:
-            while not watching.is_set():
-                availability.observe(await database.check(running.app.pool, timeout_s=1.0))  # type: ignore[arg-type]
-                if availability.down_since is not None:
-                    seen_down.set()
-                await asyncio.sleep(0.05)
-
-        watcher = asyncio.create_task(readiness())
-        writers = asyncio.gather(*(writer(running.stub, n, progress) for n in range(WRITERS)))
+    # The service's own readiness watches the database (and logs the outage), as in production.
+    settings = settings_for(cluster.dsn, readiness_interval_s=0.05)
+    async with schema_server(settings) as running, grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = MetricsServiceStub(channel)
+        writers = asyncio.gather(*(writer(stub, n, progress) for n in range(WRITERS)))
         await progress.reached(WRITERS * 3)
         refused_before = progress.refused
         await cluster.kill_primary()
-        # Promoted only once a check has seen the outage: a promotion that beats the next check (a busy machine
+        # Promoted only once readiness has seen the outage: a promotion that beats the next check (a busy machine
         # delays the loop) would leave nothing for the log lines below to report.
-        await asyncio.wait_for(seen_down.wait(), 30)
+        await asyncio.wait_for(wait_for_readiness(channel, NOT_SERVING), 30)
         await cluster.promote_standby()
         acknowledged = sum(await writers)
-        watching.set()
-        await watcher
+        await asyncio.wait_for(wait_for_readiness(channel, SERVING), 30)
 
     stored = await _stored(cluster.standby.dsn)
     assert acknowledged == WRITERS * BATCHES * BATCH_SIZE

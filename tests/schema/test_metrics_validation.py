@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from schema_service.config import ConfigError, MetricsSettings, Settings
-from schema_service.errors import BatchTooLarge, InvalidRequest
+from schema_service.config import MetricsSettings, Settings
+from schema_service.errors import BatchTooLarge, ConfigError, InvalidRequest
 from schema_service.metrics.validation import MAX_LISTED_VIOLATIONS, BatchParser
 from schema_service.metrics.wire import parse_batch, received
 from schemaservice.v1 import metrics_service_pb2 as pb

@@ -18,6 +18,7 @@ from schema_service.metrics.validation import BatchParser
 from schema_service.metrics.wire import received
 from schema_service.metrics.writer import MetricsWriter, WriteResult
 from schemaservice.v1 import metrics_service_pb2 as pb
+from servicekit.procs import free_port
 from tests.pg import database_of
 from tests.schema.metrics_helpers import count_rows, details, metric, metrics_server, wait_for_lock_waiters
 
@@ -134,8 +135,9 @@ async def test_stream_ends_with_the_error_of_a_bad_batch_after_acknowledging_the
     assert await count_rows(migrated_db) == 1
 
 
-async def test_database_not_reachable_gives_unavailable_with_retry_info(migrated_db: str) -> None:
-    async with metrics_server(migrated_db, connect=False) as running:
+async def test_database_not_reachable_gives_unavailable_with_retry_info() -> None:
+    nothing_there = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    async with metrics_server(nothing_there, ready=False) as running:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await running.stub.WriteMetrics(pb.WriteMetricsRequest(request_id="x", metrics=[metric()]))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -14,14 +14,12 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from schema_service.api import add_to_server
-from schema_service.app import App
-from schema_service.config import MigrationSettings, Settings
+from schema_service import server
+from schema_service.config import MigrationSettings
 from schema_service.database import with_database
-from schema_service.server import SERVICE_NAMES
 from schemaservice.v1 import migration_service_pb2 as pb
 from schemaservice.v1 import migration_service_pb2_grpc
-from servicekit.server import Lifecycle, ServerOptions, build_server
+from servicekit.server import Lifecycle
 from tests.schema.migration_fixtures.helpers import (
     FIXTURES,
     READ_HISTORY,
@@ -30,31 +28,28 @@ from tests.schema.migration_fixtures.helpers import (
     wait_for_lock_wait,
     write_migrations,
 )
+from tests.schemaserver import schema_server, settings_for
 
 
 @dataclass
-class Running:
-    app: App
-    lifecycle: Lifecycle
+class Served:
+    running: server.Running
     stub: migration_service_pb2_grpc.MigrationServiceStub
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self.running.lifecycle
 
 
 @asynccontextmanager
-async def migration_server(dsn: str, folder: Path, **migration: object) -> AsyncIterator[Running]:
-    settings = Settings(database_url=dsn, migration=MigrationSettings(migrations_dir=folder, **migration))  # type: ignore[arg-type]
-    app = App(settings=settings, dsn=dsn)
-    lifecycle = Lifecycle(SERVICE_NAMES)
-    options = ServerOptions(max_message_bytes=settings.max_message_bytes)
-    server = build_server(options, lifecycle, [lambda s: add_to_server(s, app, lifecycle)], SERVICE_NAMES)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Running(app, lifecycle, migration_service_pb2_grpc.MigrationServiceStub(channel))
-    finally:
-        await channel.close()
-        await server.stop(None)
-        await app.close()
+async def migration_server(dsn: str, folder: Path, **migration: object) -> AsyncIterator[Served]:
+    """The schema service as `serve --no-migrate` starts it (the migrations are the test's to run) on `folder`;
+    not waiting for readiness, which waits for those migrations."""
+    migrations = MigrationSettings(migrations_dir=folder, migrate_on_start=False, **migration)  # type: ignore[arg-type]
+    settings = settings_for(dsn, migration=migrations)
+    async with schema_server(settings, ready=False) as running:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield Served(running, migration_service_pb2_grpc.MigrationServiceStub(channel))
 
 
 def _details(error: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo, error_details_pb2.BadRequest | None]:

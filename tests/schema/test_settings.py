@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from schema_service.config import ConfigError, MigrationSettings, Settings, redact_url
+from schema_service.config import MigrationSettings, Settings, redact_url
+from schema_service.errors import ConfigError
 from servicekit.procs import BIN
 from servicekit.settings import build
 
