@@ -175,9 +175,8 @@ def report(rates: dict[str, float], total: int, rounds: int) -> None:
     for label, rate in rates.items():
         print(f"  {label:<50} {rate:>10,.0f}  {rate / floor:8.2f}x")
     ratio = rates["RecordUsage, 1 in flight"] / floor
-    print(
-        f"  RecordUsage 1 in flight / raw COPY: {ratio:.2f} (target >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})"
-    )
+    verdict = "met" if ratio >= TARGET else "NOT met"
+    print(f"  RecordUsage 1 in flight / raw COPY: {ratio:.2f} (target >= {TARGET}: {verdict})")
     path = save("usage_ledger", {"records": total, "rounds": rounds, "rates": rates, "ratio": ratio})
     print(f"  figures saved to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
