@@ -7,6 +7,12 @@ timeout after each chunk) only stores a float, and the timer, when it fires befo
 deadline, re-arms itself for it. The cancellation protocol is `asyncio.timeout()`'s: the task is
 cancelled, and the cancellation becomes Expired (a TimeoutError) unless someone else cancelled it too.
 
+The timer alone cannot bound a fast stream: when the upstream sends faster than the gateway reads, every
+read finds its bytes already buffered and returns without suspending, so the task only ever waits
+elsewhere (writing to the caller), the timer always fires between two reads, and there is nothing to
+cancel. So each wait first compares the clock with its deadline, and one already past raises at once:
+a stream is cut at its deadline however fast it is (tests/hostile/test_upstream_timeouts.py).
+
 Kept because it wins, measured by bench/watchdog.py (2026-12-01, the 2-core machine under load, best of
 25 rounds of 30,000 chunks; per chunk, a future a loop callback resolves):
 
@@ -52,6 +58,9 @@ class Watchdog:
         """`await awaitable`, raising Expired if loop time `when` passes first."""
         task = asyncio.current_task()
         assert task is not None, "Watchdog.wait runs inside a task"
+        if self._loop.time() >= when:
+            _discard(awaitable)
+            raise Expired
         if when < self._armed_for:
             self._arm(when)
         self._when, self._task, cancelling = when, task, task.cancelling()
@@ -87,3 +96,10 @@ class Watchdog:
             return
         self._fired = True
         self._task.cancel()
+
+
+def _discard(awaitable: Awaitable[object]) -> None:
+    """Close an awaitable that will never be awaited (a coroutine would warn it never was)."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
