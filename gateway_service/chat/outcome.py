@@ -84,11 +84,13 @@ def _retry_after(
     The soonest end of a cooldown, breaker or budget; a candidate free at once (it failed without being
     blocked) caps it at rate_limit_cooldown_s, a short pause rather than an invitation to retry in a loop.
     """
-    targets = [c.target for c in candidates if c.adapter is not None]
-    blocked = [t for t in targets if health.blocked(t) is not None]
-    waits = [w for w in (health.soonest_unblock(targets), *(r.retry_after_s for r in budgets)) if w is not None]
+    blocks = {c.target: health.blocked(c.target) for c in candidates if c.adapter is not None}
+    ends = [b.until for b in blocks.values() if b is not None]
+    waits = [r.retry_after_s for r in budgets if r.retry_after_s is not None]
+    if ends:
+        waits.append(max(0.0, min(ends) - health.now()))
     budget_blocked = {(r.provider, r.model) for r in budgets}
-    free = any(t not in blocked and t.provider_model not in budget_blocked for t in targets)
+    free = any(b is None and t.provider_model not in budget_blocked for t, b in blocks.items())
     if free or not waits:
         waits.append(settings.rate_limit_cooldown_s)
     return min(waits)

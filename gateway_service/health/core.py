@@ -7,7 +7,6 @@ replica keeps it in memory (health/memory.py); a store shared by replicas would 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,10 +67,6 @@ class Health(Protocol):
 
     def blocked(self, target: Target) -> Block | None:
         """The reason this target should be skipped now (hard blocks first), or None when it may be tried."""
-        ...
-
-    def soonest_unblock(self, targets: Iterable[Target]) -> float | None:
-        """Seconds until the first of these targets may be tried again, if any is blocked."""
         ...
 
     def breaker_state(self, target: Target) -> BreakerState:

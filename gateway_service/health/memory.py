@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from gateway_service.config import FailoverSettings
 from gateway_service.domain.failures import ProviderError
@@ -66,10 +66,6 @@ class MemoryHealth:
         watch = self._stalls.get(target.provider_model)
         suspect = watch.suspect(now) if watch is not None else None
         return stall_block(suspect, now) if suspect is not None else None
-
-    def soonest_unblock(self, targets: Iterable[Target]) -> float | None:
-        ends = [b.until for t in targets if (b := self.blocked(t)) is not None]
-        return max(0.0, min(ends) - self.clock()) if ends else None
 
     def breaker_state(self, target: Target) -> BreakerState:
         breaker = self._breakers.get(target.provider_model)
