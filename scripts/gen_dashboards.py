@@ -56,11 +56,12 @@ GATEWAY: list[Panel] = GRPC + [
     ("Provider health (1 = in state)", "short", [gauge("llm_gateway_provider_health", "provider, state", "max")]),
     ("Rate-limit budget events", "short", [rate("llm_gateway_limit_events_total", "event")]),
     (
-        "Metrics waiting to be sent / dropped per second",
+        "Metrics waiting to be sent / dropped per second by reason / failed sends by code",
         "short",
         [
             gauge("llm_gateway_telemetry_buffered_metrics", ""),
-            rate("llm_gateway_telemetry_dropped_metrics_total", "job"),
+            rate("llm_gateway_telemetry_dropped_metrics_total", "reason"),
+            rate("llm_gateway_telemetry_send_failures_total", "code"),
         ],
     ),
 ]
