@@ -223,6 +223,8 @@ class ChatRun:
         ticket: Ticket,
         cancelled: bool = False,
     ) -> AttemptRecord:
+        """The one place an attempt's end is told: the run's records, the attempt's span, the run's budget,
+        and the reporter (health, ledger, log, telemetry), whose breaker state feeds the last resort."""
         record = attempt_record(candidate, attempt, number, error, cancelled)
         self.records.append(record)
         finished = attempt.state.finished

@@ -2,6 +2,8 @@
 
 `Health` is a Protocol so that where health is kept can change without touching its callers: today one
 replica keeps it in memory (health/memory.py); a store shared by replicas would implement the same calls.
+They are synchronous and on the request path (several per attempt), so such a store would answer from a
+local copy and exchange changes with the others in the background, never a round trip per call.
 """
 
 from __future__ import annotations
