@@ -17,14 +17,11 @@ from gateway_service.sender import BufferedSender
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
-from schema_service.api import add_to_server
-from schema_service.app import App
-from schema_service.config import Settings
-from schema_service.server import ROLES, SERVICE_NAMES
+from schema_service import server as schema_server
 from schemaservice.v1 import metrics_service_pb2 as mpb
-from servicekit.security import Security, listen
-from servicekit.server import Lifecycle, ServerOptions, build_server
+from servicekit.security import Security
 from tests.gateway.e2e_helpers import Upstream, gateway_config, user
+from tests.schemaserver import settings_for
 
 METRICS_PER_CHAT = 5  # one successful attempt: duration, ttft, input and output tokens, cost
 # Batches leave at once and failed ones are tried again within tenths of a second: the faults under test
@@ -35,41 +32,28 @@ FAST_TELEMETRY = TelemetrySettings(
 
 
 class SchemaService:
-    """Start, stop and start again on the same port, as a restarted pod behind its Service."""
+    """Start, stop and start again on the same port, as a restarted pod behind its Service (started as `serve`
+    starts it: tests/schemaserver.py)."""
 
     def __init__(self, dsn: str, security: Security | None = None) -> None:
         self.dsn, self.security = dsn, security or Security(insecure_dev=True)
         self.port = 0
-        self._app: App | None = None
-        self._server: grpc.aio.Server | None = None
+        self._running: schema_server.Running | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._app = app = App(settings=Settings(database_url=self.dsn), dsn=self.dsn)
-        await app.connect()
-        lifecycle = Lifecycle(SERVICE_NAMES)
-        options = ServerOptions(max_message_bytes=app.settings.max_message_bytes)
-        roles = ROLES if self.security.callers is not None else None
-        self._server = build_server(
-            options,
-            lifecycle,
-            [lambda s: add_to_server(s, app, lifecycle)],
-            SERVICE_NAMES,
-            security=self.security,
-            roles=roles,
-        )
-        self.port = listen(self._server, "127.0.0.1", self.port, self.security)
-        await self._server.start()
+        settings = settings_for(self.dsn, security=self.security).model_copy(update={"port": self.port})
+        self._running = running = await schema_server.start(settings)
+        self.port = running.port
+        await running.app.ready.wait()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop(None)
-        if self._app is not None:
-            await self._app.close()
-        self._server = self._app = None
+        if self._running is not None:
+            await self._running.stop()
+        self._running = None
 
 
 @dataclass
