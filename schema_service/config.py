@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -38,9 +38,37 @@ def redact_url(url: str) -> str:
 
 
 def _postgres_url(url: SecretStr | None) -> SecretStr | None:
-    if url is not None and not url.get_secret_value().startswith(("postgres://", "postgresql://")):
+    if url is None:
+        return url
+    if not url.get_secret_value().startswith(("postgres://", "postgresql://")):
         raise ValueError("must start with postgresql:// or postgres://")
+    problem = address_problem(url.get_secret_value())
+    if problem:
+        raise ValueError(problem)
     return url
+
+
+def address_problem(url: str) -> str | None:
+    """What is wrong with the servers a URL names (each host of a multi-host URL, and `port=`), naming the host
+    but never the password: caught here, a port `:abc` or `:99999` or a bad IPv6 address is one line at start-up
+    instead of a traceback from deep inside asyncpg (or, under `serve`, a readiness that never comes)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # urllib's words: "Invalid IPv6 URL", "'zz::1' does not appear to be an IPv4 ..."
+        return f"has a malformed host: {exc}"
+    ports = [port for value in parse_qs(parts.query).get("port", []) for port in value.split(",")]
+    for host in filter(None, parts.netloc.rpartition("@")[2].split(",")):
+        try:
+            valid = urlsplit(f"//{host}").port != 0
+        except ValueError:  # not a number, or above 65535
+            valid = False
+        if not valid:
+            return f"host {host}: {_PORT_RANGE}"
+    bad = [port for port in ports if not (port.isdigit() and 0 < int(port) < 65536)]
+    return f"port={bad[0]}: {_PORT_RANGE}" if bad else None
+
+
+_PORT_RANGE = "the port must be a number from 1 to 65535"
 
 
 def _directory(path: Path) -> Path:

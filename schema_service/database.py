@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -148,7 +149,10 @@ def unreachable(dsn: str, exc: BaseException) -> str:
     parts = urlsplit(dsn)
     database = parts.path.lstrip("/") or parts.username or "postgres"
     errno = exc.errno if isinstance(exc, OSError) else None
-    reason = (os.strerror(errno) if errno else str(exc)) or type(exc).__name__
+    if isinstance(exc, socket.gaierror):  # its errno is the resolver's (-2), which os.strerror calls `Unknown error -2`
+        reason = f"cannot resolve the host ({exc.strerror})"  # `Name or service not known`
+    else:
+        reason = (os.strerror(errno) if errno else str(exc)) or type(exc).__name__
     return f"PostgreSQL at {hosts(dsn)}, database {database!r}: {reason}"
 
 
