@@ -1,14 +1,15 @@
 """The servicer boundary: the one place a call's failures become its status, and the call's request id.
 
-Every servicer method of both services runs its body inside an `ErrorBoundary`:
+Every servicer method of both services runs its body inside its service's one `ErrorBoundary` (`BOUNDARY` in
+gateway_service/api/servicers.py and schema_service/api/boundary.py; tests/contracts/test_start_shape.py):
 
-    async with self.boundary(context, "GetStatus"):
+    async with BOUNDARY(context, "GetStatus"):
         report = await status(...)
 
 A ServiceError (domain errors, ServerShuttingDown) leaves as its own status with details; anything else is
 a bug, logged with its traceback and answered INTERNAL (never UNKNOWN) without the exception's text. A
 service may also pass `translate`, a context manager per method that turns a library's failures into
-ServiceErrors first (the schema service's database_errors). Below both servers' servicers and
+ServiceErrors first (the schema service's dberrors.database_errors). Below both servers' servicers and
 servicekit.drain, importing neither.
 """
 
