@@ -16,6 +16,7 @@ caller cannot grow the label sets.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+from servicekit.callers import SetupError
 from servicekit.handlers import WrappingInterceptor
 from servicekit.logs import caller_var
 
@@ -150,8 +152,14 @@ class Endpoint:
     """The `/metrics` HTTP endpoint of one registry (port 0 picks a free port; see `port`)."""
 
     def __init__(self, metrics: Registry, host: str, port: int) -> None:
-        # gRPC spells "all IPv6 interfaces" [::]; the HTTP server wants the bare address.
-        self._server, self._thread = start_http_server(port, addr=host.strip("[]"), registry=metrics.registry)
+        """SetupError (exit 2, one line) when the port cannot be had, as for the gRPC port."""
+        try:
+            # gRPC spells "all IPv6 interfaces" [::]; the HTTP server wants the bare address.
+            self._server, self._thread = start_http_server(port, addr=host.strip("[]"), registry=metrics.registry)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SetupError(f"metrics port {port} is in use (another server listens on {host}:{port})") from None
+            raise SetupError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
         self.port: int = self._server.server_port
 
     def close(self) -> None:
