@@ -1,4 +1,4 @@
-"""One run's dealings with the rate-limit budgets (limits.py): what it took, and squaring it with usage.
+"""One run's dealings with the rate-limit budgets (gateway_service/limits/): what it took, squared with usage.
 
 The caller's user_id pays one request and the estimated input tokens before the first attempt (with
 that candidate's budgets, in one round trip); each candidate's provider and model budgets are taken
