@@ -88,7 +88,7 @@ class GatewayMetrics:
         if record.usage is not None:
             self.tokens.labels(*pm, "input").inc(record.usage.input_tokens)
             self.tokens.labels(*pm, "output").inc(record.usage.output_tokens)
-            self.cost.labels(*pm).inc(record.usage.cost_usd)
+            self.cost.labels(*pm).inc(float(record.usage.cost_usd))
 
     def observe_failover(self, event: FailedOver) -> None:
         self.failovers.labels(event.from_provider, event.from_model, event.reason.value).inc()

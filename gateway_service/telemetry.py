@@ -46,7 +46,7 @@ def attempt_metrics(record: AttemptRecord, first_token_s: float | None, now_ns: 
         values += [
             ("llm.attempt.input_tokens", record.usage.input_tokens, "tokens"),
             ("llm.attempt.output_tokens", record.usage.output_tokens, "tokens"),
-            ("llm.attempt.cost", record.usage.cost_usd, "usd"),
+            ("llm.attempt.cost", float(record.usage.cost_usd), "usd"),
         ]
     metrics = []
     for name, value, unit in values:

@@ -17,6 +17,7 @@ import sys
 import types
 import typing
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,7 +92,14 @@ def type_text(annotation: Any) -> str:
         return "budget" if args and getattr(args[0], "__name__", "") == "Rate" else "list"
     if origin in (dict, Mapping) or annotation is dict:
         return "mapping"
-    simple = {bool: "bool", int: "integer", float: "number", str: "string", SecretStr: "string (secret)"}
+    simple = {
+        bool: "bool",
+        int: "integer",
+        float: "number",
+        Decimal: "decimal",
+        str: "string",
+        SecretStr: "string (secret)",
+    }
     if annotation in simple:
         return simple[annotation]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

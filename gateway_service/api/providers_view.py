@@ -58,8 +58,8 @@ def provider(gateway: Gateway, spec: ProviderSpec) -> ppb.Provider:
             ppb.Model(
                 name=m.name,
                 context_window=m.context_window,
-                input_usd_per_mtok=m.input_usd_per_mtok,
-                output_usd_per_mtok=m.output_usd_per_mtok,
+                input_usd_per_mtok=float(m.input_usd_per_mtok),
+                output_usd_per_mtok=float(m.output_usd_per_mtok),
             )
             for m in spec.models
         ],
@@ -71,7 +71,7 @@ def provider(gateway: Gateway, spec: ProviderSpec) -> ppb.Provider:
             ttft_p95_ms=stats.ttft_p95_ms,
             latency_p50_ms=stats.latency_p50_ms,
             latency_p95_ms=stats.latency_p95_ms,
-            cost_usd=totals.cost_usd,
+            cost_usd=float(totals.cost_usd),
             input_tokens=totals.input_tokens,
             output_tokens=totals.output_tokens,
         ),

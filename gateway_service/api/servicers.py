@@ -13,6 +13,7 @@ import grpc
 from gateway_service.api import from_proto, providers_view, to_proto
 from gateway_service.app import Gateway
 from gateway_service.chat.aggregate import Answer
+from gateway_service.chat.records import total_usage
 from gateway_service.domain.events import AttemptRecord, AttemptStarted, FailedOver, GatewayEvent, OutputDelta
 from gateway_service.errors import GatewayError, MidStreamFailure
 from llmgateway.v1 import chat_service_pb2 as pb
@@ -128,15 +129,7 @@ def _message(answer: Answer) -> pb.Message:
 
 
 def _total_usage(records: list[AttemptRecord]) -> pb.Usage:
-    usages = [r.usage for r in records if r.usage is not None]
-    total = pb.Usage(
-        input_tokens=sum(u.input_tokens for u in usages),
-        output_tokens=sum(u.output_tokens for u in usages),
-        cost_usd=sum(u.cost_usd for u in usages),
-        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
-        cached_input_tokens=sum(u.cached_input_tokens for u in usages),
-    )
-    return total
+    return to_proto.usage(total_usage(records))
 
 
 class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):

@@ -77,6 +77,7 @@ def stream_event(event: GatewayEvent) -> pb.StreamChatResponse:
             attempts=event.attempts,
             upstream_request_id=event.upstream_request_id,
             request_id=event.request_id,
+            usage=usage(event.usage) if event.usage is not None else None,
         )
     )
 
@@ -95,12 +96,15 @@ def usage(event: AttemptUsage) -> pb.Usage:
     return pb.Usage(
         input_tokens=event.input_tokens,
         output_tokens=event.output_tokens,
-        cost_usd=event.cost_usd,
+        cost_usd=float(event.cost_usd),
         provider=event.provider,
         model=event.model,
         attempt=event.attempt,
         reasoning_tokens=event.reasoning_tokens,
         cached_input_tokens=event.cached_input_tokens,
+        cache_write_tokens=event.cache_write_tokens,
+        cost=format(event.cost_usd, "f"),
+        estimated=event.estimated,
     )
 
 

@@ -30,7 +30,7 @@ from gateway_service.chat.attempt import Attempt, AttemptTiming
 from gateway_service.chat.budgeting import RunBudget
 from gateway_service.chat.midstream import Delivered
 from gateway_service.chat.outcome import final_error, provider_rejected
-from gateway_service.chat.records import AttemptFailed, Pending, Records, attempt_record, reported
+from gateway_service.chat.records import AttemptFailed, Pending, Records, attempt_record, reported, total_usage
 from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter
 from gateway_service.chat.router import Candidate
 from gateway_service.chat.rules import Ending, after_failure, last_resort, skip_reason
@@ -38,6 +38,7 @@ from gateway_service.config import FailoverSettings
 from gateway_service.domain.events import AttemptRecord, AttemptStarted, Completed, FailedOver, GatewayEvent
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, FinishReason
+from gateway_service.errors import GatewayError
 from gateway_service.health import BreakerState, Health, Ticket
 from gateway_service.limits.budgets import Budgets
 
@@ -86,34 +87,39 @@ class ChatRun:
             budget.call_ended(self.records)
 
     async def _candidate_events(self) -> AsyncGenerator[GatewayEvent, None]:
-        pending: Pending | None = None
-        request = self.request
-        for candidate, candidates_left, advice_ignored in self._tries():
-            if self._skip(candidate, advice_ignored) or (
-                self.budget is not None and not await self._take_budget(candidate)
-            ):
-                continue
-            number = len(self.attempts) + 1
-            failed_over = pending.failed_over(candidate) if pending is not None else None
-            try:
-                attempt = self._attempt(candidate, request, number, candidates_left, failed_over)
-                async with aclosing(attempt) as events:
-                    async for event in events:
-                        yield event
-                return
-            except AttemptFailed as failed:
-                pending = self._after_failure(candidate, failed)
-                if reported(pending.record.usage):
-                    yield pending.record.usage
-                if pending.ends is Ending.FILTERED:
-                    yield self._completed(candidate, FinishReason.CONTENT_FILTER, failed.error.upstream_request_id)
+        try:
+            pending: Pending | None = None
+            request = self.request
+            for candidate, candidates_left, advice_ignored in self._tries():
+                if self._skip(candidate, advice_ignored) or (
+                    self.budget is not None and not await self._take_budget(candidate)
+                ):
+                    continue
+                number = len(self.attempts) + 1
+                failed_over = pending.failed_over(candidate) if pending is not None else None
+                try:
+                    attempt = self._attempt(candidate, request, number, candidates_left, failed_over)
+                    async with aclosing(attempt) as events:
+                        async for event in events:
+                            yield event
                     return
-                request = self.delivered.next_request(self.request)
-        if pending is not None:
-            self.delivered.check_retracted(pending.record, pending.discard, self.records)
-        if self.budget is not None:
-            await self.budget.take_user()  # over budget is the answer even when no candidate could be tried
-        raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)
+                except AttemptFailed as failed:
+                    pending = self._after_failure(candidate, failed)
+                    if reported(pending.record.usage):
+                        yield pending.record.usage
+                    if pending.ends is Ending.FILTERED:
+                        yield self._completed(candidate, FinishReason.CONTENT_FILTER, failed.error.upstream_request_id)
+                        return
+                    request = self.delivered.next_request(self.request)
+            if pending is not None:
+                self.delivered.check_retracted(pending.record, pending.discard, self.records)
+            if self.budget is not None:
+                await self.budget.take_user()  # over budget is the answer even when no candidate could be tried
+            raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)
+        except GatewayError as exc:
+            # The caller learns what the call cost so far even when it ends in an error (ErrorInfo metadata).
+            exc.metadata["cost_usd"] = format(total_usage(self.records).cost_usd, "f")
+            raise
 
     def _tries(self) -> Iterator[tuple[Candidate, int, bool]]:
         """(candidate, candidates left, advice ignored): the route in order, then one last resort if any."""

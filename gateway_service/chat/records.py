@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeGuard
 
-from gateway_service.accounting import cost_usd, estimate_tokens
+from gateway_service.accounting import Tokens, estimate_tokens, price_of
 from gateway_service.chat.attempt import Attempt
 from gateway_service.chat.router import Candidate
 from gateway_service.chat.rules import Ending, Skip
 from gateway_service.domain.events import AttemptRecord, AttemptUsage, Completed, FailedOver
 from gateway_service.domain.failures import ProviderError
-from gateway_service.domain.request import ChatRequest, FinishReason
+from gateway_service.domain.request import ChatRequest, FinishReason, UsageReport
 from gateway_service.health import Ticket
 
 
@@ -54,9 +55,8 @@ class Records(list[AttemptRecord]):
         return tuple(self[-count:]) if count else ()
 
     def completed(self, candidate: Candidate, reason: FinishReason, upstream_id: str, request_id: str) -> Completed:
-        return Completed(
-            reason, candidate.provider.name, candidate.model.name, len(self.attempts), upstream_id, request_id
-        )
+        name, model = candidate.provider.name, candidate.model.name
+        return Completed(reason, name, model, len(self.attempts), upstream_id, request_id, total_usage(self))
 
 
 @dataclass
@@ -102,18 +102,42 @@ def attempt_usage(candidate: Candidate, attempt: Attempt, number: int) -> Attemp
     usage, state = attempt.state.usage, attempt.state
     if usage is None and not state.pieces_received:
         return None
-    input_tokens = usage.input_tokens if usage else estimate_tokens(_request_chars(attempt.request))
-    output_tokens = usage.output_tokens if usage else estimate_tokens(state.chars_received)
+    if usage is None:
+        input_tokens = estimate_tokens(_request_chars(attempt.request))
+        usage = UsageReport(input_tokens, estimate_tokens(state.chars_received))
+        estimated = True
+    else:
+        estimated = False
+    price = price_of(candidate.model)
     return AttemptUsage(
         provider=candidate.provider.name,
         model=candidate.model.name,
         attempt=number,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost_usd(candidate.model, input_tokens, output_tokens),
-        reasoning_tokens=usage.reasoning_tokens if usage else 0,
-        cached_input_tokens=usage.cached_input_tokens if usage else 0,
-        estimated=usage is None,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_usd=price.cost(Tokens.of(usage)),
+        reasoning_tokens=usage.reasoning_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        estimated=estimated,
+        price_version=price.version,
+    )
+
+
+def total_usage(records: list[AttemptRecord]) -> AttemptUsage:
+    """Every attempt's usage summed, estimated ones included (what the call cost); provider and model empty."""
+    usages = [r.usage for r in records if r.usage is not None]
+    return AttemptUsage(
+        provider="",
+        model="",
+        attempt=0,
+        input_tokens=sum(u.input_tokens for u in usages),
+        output_tokens=sum(u.output_tokens for u in usages),
+        cost_usd=sum((u.cost_usd for u in usages), Decimal(0)),
+        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
+        cached_input_tokens=sum(u.cached_input_tokens for u in usages),
+        cache_write_tokens=sum(u.cache_write_tokens for u in usages),
+        estimated=any(u.estimated for u in usages),
     )
 
 

@@ -9,8 +9,9 @@ it still starts, and ListProviders names where the key was looked for.
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, model_validator
 
@@ -29,6 +30,8 @@ from gateway_service.config.base import (
 from gateway_service.config.limits import Budget
 
 ProviderType = Literal["openai", "gemini", "anthropic", "openai_compatible"]
+# Dollars per million tokens: exact decimals (a YAML 0.15 is the decimal 0.15), never summed as floats.
+UsdPerMtok = Annotated[Decimal, Field(ge=0, le=1_000_000, decimal_places=9)]
 # Anthropic takes a final assistant turn as a prefill the answer continues from; the others do not.
 PREFILL_BY_DEFAULT = ("anthropic",)
 # OpenAI-family models always take reasoning_effort, so only these provider types have the choice (docs/reasoning.md).
@@ -42,10 +45,23 @@ class ModelSpec(Frozen):
     """The provider's model name, as routes and `provider/model` name it; unique within the provider."""
     context_window: NonNegativeInt = 0
     """Tokens; after "context too long" only models with larger windows are tried (0 = unknown)."""
-    input_usd_per_mtok: NonNegativeFloat = 0.0
-    """Price of a million input tokens, for Usage.cost_usd and ProviderStats.cost_usd."""
-    output_usd_per_mtok: NonNegativeFloat = 0.0
+    input_usd_per_mtok: UsdPerMtok = Decimal(0)
+    """Price of a million input tokens read neither from nor into a prompt cache (docs/costs.md)."""
+    cached_input_usd_per_mtok: UsdPerMtok | None = None
+    """Price of a million input tokens read from the provider's prompt cache (OpenAI `cached_tokens`, Anthropic
+    `cache_read_input_tokens`, Gemini `cached_content_token_count`); unset means input_usd_per_mtok, which
+    `--check-config` warns about."""
+    cache_write_usd_per_mtok: UsdPerMtok | None = None
+    """Price of a million input tokens written to the prompt cache (Anthropic `cache_creation_input_tokens`, 1.25x
+    input for the 5-minute cache); unset means input_usd_per_mtok."""
+    output_usd_per_mtok: UsdPerMtok = Decimal(0)
     """Price of a million output tokens."""
+    reasoning_usd_per_mtok: UsdPerMtok | None = None
+    """Price of a million reasoning ("thinking") tokens; unset means output_usd_per_mtok, as all three providers
+    bill them today."""
+    price_version: Text | None = None
+    """Names this price entry in the usage ledger, so a price change never rewrites past rows; unset means a hash
+    of the five prices."""
     assistant_prefill: Flag = False
     """Can continue a partial assistant turn (the default is true for anthropic models, false for the others)."""
     limits: Budget = ()
@@ -53,6 +69,21 @@ class ModelSpec(Frozen):
     reasoning: Literal["budget", "effort"] = "budget"
     """Anthropic and Gemini models only: how the model is asked to reason: budget (a thinking token budget) or
     effort (a thinking level). See "Reasoning"."""
+
+
+def price_version(model: ModelSpec) -> str:
+    """The model's price_version, or a short hash of its five prices (the same prices give the same version)."""
+    if model.price_version:
+        return model.price_version
+    prices = (
+        model.input_usd_per_mtok,
+        model.cached_input_usd_per_mtok,
+        model.cache_write_usd_per_mtok,
+        model.output_usd_per_mtok,
+        model.reasoning_usd_per_mtok,
+    )
+    text = ",".join("-" if p is None else format(p.normalize(), "f") for p in prices)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class ProviderTimeouts(Frozen):

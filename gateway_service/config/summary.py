@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from gateway_service.config.limits import LimitSettings, Rate
 from gateway_service.config.model import GatewayConfig
-from gateway_service.config.providers import ModelSpec, ProviderSpec
+from gateway_service.config.providers import ModelSpec, ProviderSpec, price_version
 from gateway_service.config.serve import ServeSettings
 
 SECRET = "**********"
@@ -49,6 +49,23 @@ def _lines(config: GatewayConfig, serve: ServeSettings) -> Iterator[str]:
     yield f"failover: {_changed(config.failover)}"
     yield f"telemetry: {_changed(config.telemetry)}"
     yield from _limits(config.limits)
+    yield from price_warnings(config)
+
+
+def price_warnings(config: GatewayConfig) -> Iterator[str]:
+    """A warning per routed model without prices: its attempts would be recorded as free."""
+    models = {(p.name, m.name): m for p in config.providers for m in p.models}
+    seen: set[tuple[str, str]] = set()
+    for alias, targets in config.routes.items():
+        for target in targets:
+            model = models.get(target)
+            if model is None or target in seen or model.input_usd_per_mtok or model.output_usd_per_mtok:
+                continue
+            seen.add(target)
+            yield (
+                f"warning: {target[0]}/{target[1]} (route {alias}) has no prices: its usage is costed at $0 "
+                "(set input_usd_per_mtok and output_usd_per_mtok)"
+            )
 
 
 def _provider(provider: ProviderSpec) -> Iterator[str]:
@@ -73,12 +90,23 @@ def _provider(provider: ProviderSpec) -> Iterator[str]:
 def _model(model: ModelSpec) -> str:
     parts = [
         f"context {model.context_window or 'unknown'}",
-        f"${model.input_usd_per_mtok:g}/${model.output_usd_per_mtok:g} per Mtok in/out",
+        f"${model.input_usd_per_mtok:g}/${model.output_usd_per_mtok:g} per Mtok in/out"
+        + _cache_prices(model)
+        + f", price version {price_version(model)}",
         f"reasoning {model.reasoning}",
     ]
     if model.assistant_prefill:
         parts.append("assistant prefill")
     return ", ".join(parts) + _budget(", limits ", model.limits)
+
+
+def _cache_prices(model: ModelSpec) -> str:
+    cached = model.cached_input_usd_per_mtok
+    written = model.cache_write_usd_per_mtok
+    text = f", cached ${cached:g}" if cached is not None else ", cached = input"
+    text += f", cache write ${written:g}" if written is not None else ""
+    reasoning = model.reasoning_usd_per_mtok
+    return text + (f", reasoning ${reasoning:g}" if reasoning is not None else "")
 
 
 def _budget(prefix: str, rates: tuple[Rate, ...]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from decimal import Decimal
 
 from gateway_service.domain.failures import FailureKind
 from gateway_service.domain.request import FinishReason, ReasoningDelta, TextDelta, ToolCallDelta
@@ -62,12 +63,14 @@ class AttemptUsage:
     provider: str
     model: str
     attempt: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
+    input_tokens: int  # all input, cached and cache writes included
+    output_tokens: int  # all output, reasoning included
+    cost_usd: Decimal
     reasoning_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
     estimated: bool = False  # counted by the gateway (attempt cut short), not reported by the provider
+    price_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Completed:
     attempts: int
     upstream_request_id: str
     request_id: str
+    usage: AttemptUsage | None = None  # every attempt's usage summed: what the call cost
 
 
 GatewayEvent = AttemptStarted | OutputDelta | FailedOver | AttemptUsage | Completed

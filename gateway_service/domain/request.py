@@ -166,10 +166,17 @@ class ToolCallDelta:
 
 @dataclass(frozen=True)
 class UsageReport:
+    """Usage as the provider reports it: input and output totals, and the parts of them billed apart.
+
+    cached_input_tokens and cache_write_tokens are parts of input_tokens; reasoning_tokens is part of
+    output_tokens (gateway_service.accounting splits them for pricing).
+    """
+
     input_tokens: int
     output_tokens: int
     reasoning_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,7 @@ class EventTranslator:
         self._tool_index: dict[int, int] = {}
         self._input_tokens = 0
         self._cached_tokens = 0
+        self._cache_write_tokens = 0
         self._output_tokens = 0
         self._thinking_tokens = 0
         self._stop: FinishReason | None = None
@@ -208,6 +209,7 @@ class EventTranslator:
             (usage.input_tokens or 0) + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
         )
         self._cached_tokens = usage.cache_read_input_tokens or 0
+        self._cache_write_tokens = usage.cache_creation_input_tokens or 0
         return []
 
     def _on_content_block_start(self, event: Any) -> list[ProviderEvent]:
@@ -258,5 +260,6 @@ class EventTranslator:
             self._output_tokens,
             reasoning_tokens=self._thinking_tokens,
             cached_input_tokens=self._cached_tokens,
+            cache_write_tokens=self._cache_write_tokens,
         )
         return [usage, Finished(self._stop, self._request_id)]

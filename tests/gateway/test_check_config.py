@@ -9,6 +9,7 @@ import pytest
 
 from gateway_service import config
 from gateway_service.config import ServeSettings
+from gateway_service.config.providers import price_version
 from gateway_service.config.summary import summary
 from servicekit.settings import SettingsError, build
 
@@ -52,14 +53,25 @@ def test_summary_names_providers_models_routes_and_limits_never_a_secret(tmp_pat
         "    timeouts: attempt 60 s, connect 5 s, first token 2.5 s, idle 30 s; http_client aiohttp, "
         "limits requests_per_minute=500" in lines
     )
-    assert "    - gpt-4o-mini: context 128000, $0.15/$0.6 per Mtok in/out, reasoning budget" in lines
-    assert "    - claude-x: context unknown, $0/$0 per Mtok in/out, reasoning effort, assistant prefill" in lines
+    gpt, claude = (price_version(p.models[0]) for p in cfg.providers)
+    assert (
+        f"    - gpt-4o-mini: context 128000, $0.15/$0.6 per Mtok in/out, cached = input, price version {gpt}, "
+        "reasoning budget" in lines
+    )
+    assert (
+        f"    - claude-x: context unknown, $0/$0 per Mtok in/out, cached = input, price version {claude}, "
+        "reasoning effort, assistant prefill" in lines
+    )
+    assert [line for line in lines if line.startswith("warning:")] == [
+        "warning: claude/claude-x (route default) has no prices: its usage is costed at $0 "
+        "(set input_usd_per_mtok and output_usd_per_mtok)"
+    ]
     assert "  default: openai/gpt-4o-mini, claude/claude-x" in lines
     assert "failover: breaker_failures=4" in lines and "telemetry: defaults" in lines
     assert "limits: redis **********, prefix llmgateway:limits; users requests_per_minute=60" in lines
     assert "  user batch: requests_per_minute=600" in lines
     assert "sk-live-123" not in text and "hunter2" not in text
-    assert len(text) < 1500 and "Spec(" not in text  # a summary, not a repr
+    assert len(text) < 1800 and "Spec(" not in text  # a summary, not a repr
 
 
 def test_serve_settings_take_flags_over_the_environment_over_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 
 import pydantic
@@ -53,7 +54,7 @@ def test_full_file_loads_into_frozen_settings(tmp_path: Path) -> None:
     assert gemini.api_key is not None and gemini.api_key.get_secret_value() == "AIza-secret-from-file"
     assert not claude.configured and claude.credential_source == "ANTHROPIC_API_KEY"
     assert claude.models[0].assistant_prefill and not openai.models[0].assistant_prefill
-    assert openai.first_token_timeout_s == 2.5 and openai.models[0].output_usd_per_mtok == 0.60
+    assert openai.first_token_timeout_s == 2.5 and openai.models[0].output_usd_per_mtok == Decimal("0.60")
     assert (openai.http_client, gemini.http_client) == ("httpx", "aiohttp")
     assert cfg.routes["default"] == (("gemini", "gemini-2.0-flash"), ("openai", "gpt-4o-mini"))
     assert cfg.failover.min_attempt_budget_s == 0.2 and cfg.failover.commit_window_tokens == 3

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import pytest
 
@@ -14,6 +16,7 @@ from gateway_service.chat.attempt import Attempt
 from gateway_service.chat.failover import Failover
 from gateway_service.chat.router import Router
 from gateway_service.config import GatewayConfig, ModelSpec, ProviderSpec
+from gateway_service.config.providers import price_version
 from gateway_service.domain.events import (
     AttemptRecord,
     AttemptStarted,
@@ -112,7 +115,7 @@ async def test_rate_limit_fails_over_at_once_and_remembers_the_cooldown() -> Non
         AttemptStarted("b", "m", 2),
         OutputDelta(1, TextDelta("Hel")),
         OutputDelta(2, TextDelta("lo")),
-        Completed(FinishReason.STOP, "b", "m", 2, "up-1", "req-1"),
+        Completed(FinishReason.STOP, "b", "m", 2, "up-1", "req-1", usage=events[-1].usage),  # type: ignore[union-attr]
     ]
     # The next request skips the cooling provider without calling it, and says so on the attempt it starts.
     events = await p.run()
@@ -195,7 +198,9 @@ async def test_content_filter_ends_with_done_and_that_reason() -> None:
     assert isinstance(events[-1], Completed) and events[-1].finish_reason is FinishReason.CONTENT_FILTER
     p = pipeline({"a": [words("part", reason=FinishReason.CONTENT_FILTER)]})
     events = await p.run()
-    assert events[-1] == Completed(FinishReason.CONTENT_FILTER, "a", "m", 1, "up-1", "req-1")
+    assert dataclasses.replace(events[-1], usage=None) == Completed(  # type: ignore[type-var]
+        FinishReason.CONTENT_FILTER, "a", "m", 1, "up-1", "req-1"
+    )
 
 
 async def test_auth_failure_fails_over_and_flags_the_provider_misconfigured() -> None:
@@ -346,8 +351,25 @@ async def test_usage_is_reported_with_cost() -> None:
     p = pipeline({"a": [[TextDelta("x"), UsageReport(1000, 500), Finished(FinishReason.STOP)]]})
     events = await p.run()
     usage = next(e for e in events if isinstance(e, AttemptUsage))
-    assert usage == AttemptUsage("a", "m", 1, 1000, 500, pytest.approx(0.002))  # type: ignore[arg-type]
+    assert usage == AttemptUsage("a", "m", 1, 1000, 500, Decimal("0.002"), price_version=price_version(M))
     assert p.failover.ledger.totals("a").output_tokens == 500
+    assert p.failover.ledger.totals("a").cost_usd == Decimal("0.002")
+
+
+async def test_done_carries_what_every_attempt_cost_and_an_error_the_cost_so_far() -> None:
+    """1000/500 tokens reported by the failed attempt, and an estimate for the answer that carried no usage."""
+    failed = [UsageReport(1000, 500), ProviderError(FailureKind.SERVER_ERROR, "boom", status_code=500)]
+    p = pipeline({"a": [[TextDelta("x"), *failed]], "b": [[TextDelta("12345678"), Finished(FinishReason.STOP)]]})
+    events = await p.run(chat_request(mid_stream_policy=MidStreamPolicy.RESTART))
+    done = events[-1]
+    assert isinstance(done, Completed) and done.usage is not None
+    # a: 1000 x $1 + 500 x $2 per Mtok; b estimated: the request's characters / 4 in, 8 characters / 4 = 2 out.
+    prompt_tokens = done.usage.input_tokens - 1000
+    assert done.usage.output_tokens == 502 and done.usage.estimated
+    assert done.usage.cost_usd == Decimal("0.002") + (prompt_tokens * 1 + 2 * 2) / Decimal(1_000_000)
+    p = pipeline({"a": [[TextDelta("x"), *failed]], "b": [[rate_limited()]]})
+    error, _ = await p.fail(chat_request(mid_stream_policy=MidStreamPolicy.RESTART))
+    assert error.metadata["cost_usd"] == "0.002000000000"
 
 
 async def test_no_keys_is_failed_precondition_naming_the_variable() -> None:

@@ -389,7 +389,7 @@ class Failover(_message.Message):
     def __init__(self, from_provider: _Optional[str] = ..., from_model: _Optional[str] = ..., to_provider: _Optional[str] = ..., to_model: _Optional[str] = ..., reason: _Optional[_Union[FailureReason, str]] = ..., message: _Optional[str] = ..., discard_output: _Optional[bool] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "provider", "model", "attempt", "reasoning_tokens", "cached_input_tokens")
+    __slots__ = ("input_tokens", "output_tokens", "cost_usd", "provider", "model", "attempt", "reasoning_tokens", "cached_input_tokens", "cache_write_tokens", "cost", "estimated")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
@@ -398,6 +398,9 @@ class Usage(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     cost_usd: float
@@ -406,23 +409,28 @@ class Usage(_message.Message):
     attempt: int
     reasoning_tokens: int
     cached_input_tokens: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., attempt: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ...) -> None: ...
+    cache_write_tokens: int
+    cost: str
+    estimated: bool
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., attempt: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost: _Optional[str] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class Done(_message.Message):
-    __slots__ = ("finish_reason", "provider", "model", "attempts", "upstream_request_id", "request_id")
+    __slots__ = ("finish_reason", "provider", "model", "attempts", "upstream_request_id", "request_id", "usage")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     finish_reason: FinishReason
     provider: str
     model: str
     attempts: int
     upstream_request_id: str
     request_id: str
-    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., attempts: _Optional[int] = ..., upstream_request_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., attempts: _Optional[int] = ..., upstream_request_id: _Optional[str] = ..., request_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("attempt", "provider", "model", "failure_reason", "message", "duration", "usage")
