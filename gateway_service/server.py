@@ -16,6 +16,7 @@ from gateway_service.schema_channel import SchemaChannel, metrics_sender
 from gateway_service.telemetry import Send
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from servicekit.auth import roles_of
+from servicekit.concurrency import Limits
 from servicekit.metrics import Endpoint, Registry
 from servicekit.security import listen
 from servicekit.server import Lifecycle, ServerOptions, build_server
@@ -35,6 +36,13 @@ ROLES = {
     **roles_of(chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"], "chat"),
     **roles_of(provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"], "providers.read"),
 }
+# Long-lived calls, limited per kind as well as with all calls (servicekit.concurrency; docs "Limits").
+KINDS = {
+    "/llmgateway.v1.ChatService/Chat": "chats",
+    "/llmgateway.v1.ChatService/StreamChat": "chats",
+    "/llmgateway.v1.ProviderService/WatchProviders": "watches",
+}
+LIMITS = Limits(max_calls=256, max_calls_per_caller=64, max_streams=256, max_streams_per_caller=64)
 
 
 def schema_reporting(
@@ -106,6 +114,8 @@ async def prepare(
         security=security,
         roles=ROLES,
         admit=gateway.caller_rates.admit if gateway.caller_rates is not None else None,
+        limits=LIMITS,
+        kinds=KINDS,
     )
     port = listen(server, settings.host, settings.port, security)
     endpoint = metrics_endpoint(metrics, settings)

@@ -1,26 +1,26 @@
-"""Who may call: a server interceptor that authenticates each call and checks its method's role.
+"""Who may call: credentials, roles and the refusals they end in (checked by servicekit.gate on the headers).
 
-A call proves who it is with `authorization: Bearer <token>` metadata or, failing that, with the
+A call proves who it is with one `authorization: Bearer <token>` header or, failing that, with the
 subject of a verified client certificate (mTLS); either must name a caller in the callers file
-(servicekit.callers). Each method needs one role (`Roles`); Health and reflection stay open, so
-probes and `grpcurl list` need no credentials.
+(servicekit.callers). Two `authorization` headers are refused rather than one of them picked. Each
+method needs one role (`Roles`); Health and reflection stay open, so probes and `grpcurl list` need
+no credentials.
 
     no or unknown credentials    UNAUTHENTICATED    ErrorInfo reason UNAUTHENTICATED, metadata {role, method}
     a role the caller lacks      PERMISSION_DENIED  ErrorInfo reason PERMISSION_DENIED, metadata {role, method}
     over its own request rate    RESOURCE_EXHAUSTED ErrorInfo reason CALLER_RATE_LIMITED + RetryInfo
 
 The messages never depend on which callers exist, and a refusal is logged with the peer address and
-method, never the token. The caller's name is set in `caller_var` for the rest of the call (logs,
-the gateway's budgets): `current_caller()` reads it, and `caller_holds(role)` asks whether the caller
-also holds a role that widens what a method shows (e.g. `usage.read_all`).
+method (at most once a minute per connection and method), never the token. The caller's name is set
+in `caller_var` for the rest of the call (logs, the gateway's budgets): `current_caller()` reads it, and
+`caller_holds(role)` asks whether the caller also holds a role that widens what a method shows (e.g.
+`usage.read_all`).
 """
 
 from __future__ import annotations
 
 import contextvars
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -28,13 +28,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2
 
-from servicekit.boundary import abort
-from servicekit.callers import Caller, CallersSource
+from servicekit.callers import Caller
 from servicekit.errors import ServiceError
-from servicekit.handlers import WrappingInterceptor
 from servicekit.logs import caller_var
-
-log = logging.getLogger(__name__)
 
 Roles = Mapping[str, str]  # full method name (`/pkg.Service/Method`) -> the role it needs
 # Seconds until `caller` may call again, or None when this call is within its rate.
@@ -62,6 +58,11 @@ class PermissionDenied(ServiceError):
     reason = "PERMISSION_DENIED"
 
 
+class MissingRequest(ServiceError):
+    code = code_pb2.INVALID_ARGUMENT
+    reason = "MISSING_REQUEST"
+
+
 class CallerRateLimited(ServiceError):
     code = code_pb2.RESOURCE_EXHAUSTED
     reason = "CALLER_RATE_LIMITED"
@@ -83,63 +84,31 @@ def caller_holds(role: str) -> bool:
     return roles is None or role in roles
 
 
+def authenticated(caller: Caller) -> None:
+    """Record `caller` as the current call's (its name and roles, for the rest of the call)."""
+    caller_var.set(caller.name)
+    _roles_var.set(frozenset(caller.roles))
+
+
+class BadCredentials(ValueError):
+    """Credentials that cannot be read as one token: the message says why, never the token."""
+
+
 def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
-    """The token of an `authorization: Bearer <token>` header, if the call carries one."""
-    for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
-    return None
+    """The token of the `authorization: Bearer <token>` header, if the call carries one ("" for another scheme).
+
+    BadCredentials for more than one `authorization` header: which one counts would be a guess.
+    """
+    values = [value for key, value in metadata or () if key == "authorization"]
+    if len(values) > 1:
+        raise BadCredentials("more than one authorization header")
+    if not values or not isinstance(values[0], str):
+        return None
+    scheme, _, token = values[0].partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def certificate_subject(context: grpc.aio.ServicerContext) -> str | None:
     """The subject of the client certificate the TLS handshake verified against the client CA, if any."""
     subjects = context.auth_context().get("x509_subject")
     return subjects[0].decode("utf-8", "replace") if subjects else None
-
-
-class AuthInterceptor(WrappingInterceptor):
-    """Authenticates every call of a method outside OPEN_SERVICES, then checks its role and rate."""
-
-    def __init__(self, callers: CallersSource, roles: Roles, admit: Admit | None = None) -> None:
-        super().__init__(self._checked)
-        self.callers = callers
-        self.roles = roles
-        self.admit = admit
-
-    @asynccontextmanager
-    async def _checked(self, method: str, kind: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        if method.lstrip("/").rpartition("/")[0] not in OPEN_SERVICES:
-            await self._check(method, context)
-        yield
-
-    async def _check(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        role = self.roles.get(method, NO_ROLE)
-        details = {"role": role, "method": method}
-        caller = self._identify(context)
-        if caller is None:
-            _log_refusal("unauthenticated", context, method)
-            await abort(context, Unauthenticated("missing or unknown credentials", metadata=details))
-        caller_var.set(caller.name)
-        _roles_var.set(frozenset(caller.roles))
-        if role not in caller.roles:
-            _log_refusal("permission denied", context, method, role)
-            await abort(context, PermissionDenied(f"this method needs the role {role}", metadata=details))
-        retry_after = await self.admit(caller) if self.admit is not None else None
-        if retry_after is not None:
-            await abort(context, CallerRateLimited("the caller's request rate is used up", retry_after_s=retry_after))
-
-    def _identify(self, context: grpc.aio.ServicerContext) -> Caller | None:
-        callers = self.callers.current()
-        token = bearer_token(context.invocation_metadata())
-        if token is not None:  # a token present decides, even next to a certificate
-            return callers.by_bearer(token)
-        subject = certificate_subject(context)
-        return callers.by_certificate(subject) if subject is not None else None
-
-
-def _log_refusal(what: str, context: grpc.aio.ServicerContext, method: str, role: str | None = None) -> None:
-    extra = {"peer": context.peer(), "method": method}
-    if role is not None:
-        extra["role"] = role
-    log.warning(f"call refused: {what}", extra=extra)

@@ -7,6 +7,7 @@ is given, and then says so with a WARNING at start-up. The port is bound without
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import socket
@@ -16,6 +17,7 @@ import grpc
 from pydantic import model_validator
 
 from servicekit.callers import CallersSource, SetupError
+from servicekit.concurrency import Limits
 from servicekit.settings import ServiceSettings, setting
 from servicekit.tls import TlsFiles, server_credentials
 
@@ -41,6 +43,24 @@ class Security(ServiceSettings):
     """Share the port with other processes (SO_REUSEPORT), e.g. one per core; off, a port in use stops the start."""
     health_port: int | None = setting(None, flag="--health-port", env="HEALTH_PORT", metavar="PORT", ge=0, le=65535)
     """Also serve the health service alone on this port, in plaintext, for probes that cannot speak TLS."""
+    max_calls: int | None = setting(None, flag="--max-calls", env="MAX_CALLS", metavar="N", gt=0, shown="per service")
+    """Calls served at once, all callers together (gateway 256, schema service 96); at the limit readiness is
+    NOT_SERVING and more calls are refused with RESOURCE_EXHAUSTED + RetryInfo before their messages are read."""
+    max_calls_per_caller: int | None = setting(
+        None, flag="--max-calls-per-caller", env="MAX_CALLS_PER_CALLER", metavar="N", gt=0, shown="per service"
+    )
+    """Calls one caller of the callers file may have at once (gateway 64, schema service 8)."""
+    max_streams: int | None = setting(
+        None, flag="--max-streams", env="MAX_STREAMS", metavar="N", gt=0, shown="per service"
+    )
+    """Long-lived calls at once per kind (chats; watches; metric streams), all callers together (gateway 256,
+    schema service 32)."""
+    max_streams_per_caller: int | None = setting(
+        None, flag="--max-streams-per-caller", env="MAX_STREAMS_PER_CALLER", metavar="N", gt=0, shown="per service"
+    )
+    """Long-lived calls of one kind one caller may have at once (gateway 64, schema service 4)."""
+    max_open_streams: int = setting(32, flag="--max-open-streams", env="MAX_OPEN_STREAMS", metavar="N", gt=0)
+    """Health Watch and reflection streams (no credentials needed) at once, on each port (--health-port too)."""
 
     @model_validator(mode="after")
     def _pairs(self) -> Security:
@@ -70,6 +90,11 @@ class Security(ServiceSettings):
                 " and ".join(missing),
                 extra={"insecure_dev": True},
             )
+
+    def limits(self, defaults: Limits) -> Limits:
+        """The service's `defaults` with the limits given as flags or environment in their place."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(Limits) if getattr(self, f.name) is not None}
+        return dataclasses.replace(defaults, **given)
 
     def callers_source(self) -> CallersSource | None:
         return CallersSource(self.callers) if self.callers is not None else None

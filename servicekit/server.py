@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from servicekit.auth import Admit, AuthInterceptor, Roles
+from servicekit.auth import Admit, Roles
+from servicekit.concurrency import Kinds, Limits, Slots
 from servicekit.decoding import DecodeGuard
 from servicekit.drain import Drain, DrainInterceptor
+from servicekit.gate import GateInterceptor
 from servicekit.metrics import MetricsInterceptor, Registry
 from servicekit.reflection import add_reflection
 from servicekit.security import Security, listen
@@ -38,7 +40,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """Transport options set on purpose; see docs/operations.md#server-options-both-services."""
+    """Transport limits set on purpose (gRPC channel arguments); see docs/operations.md#server-options-both-services."""
 
     # Each service sets its own; a request over it is refused by gRPC before it is read (RESOURCE_EXHAUSTED).
     max_message_bytes: int = 4 * 1024 * 1024
@@ -46,8 +48,25 @@ class ServerOptions:
     keepalive_timeout_ms: int = 10_000
     max_connection_age_ms: int = 300_000
     max_connection_age_grace_ms: int = 60_000
-    # Calls beyond this are refused with RESOURCE_EXHAUSTED before their messages are read, which
-    # bounds the memory that large requests can hold; None leaves it unbounded.
+    # A connection with no call for this long is closed (GOAWAY): idle connections hold memory and a port.
+    max_connection_idle_ms: int = 300_000
+    # From accepting the TCP connection to the client's HTTP/2 SETTINGS (TLS handshake included): a client
+    # that connects and says nothing is dropped after this, not after gRPC's default of 120 s.
+    handshake_timeout_ms: int = 10_000
+    # Streams (calls) open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    max_concurrent_streams: int = 100
+    # Largest HTTP/2 frame the client may send (SETTINGS_MAX_FRAME_SIZE; 16 KiB is HTTP/2's default and minimum).
+    max_frame_bytes: int = 16 * 1024
+    # Headers of one call (SETTINGS_MAX_HEADER_LIST_SIZE): over the soft limit some calls are refused, over the
+    # hard one all are. Credentials and a trace context fit in far less.
+    max_header_bytes: int = 8 * 1024
+    absolute_max_header_bytes: int = 16 * 1024
+    # The flow-control window a stream starts with; gRPC's BDP probe may grow it on a fast link, and a call
+    # whose message is being read is let send the whole message (bounded by max_message_bytes and the slots).
+    initial_window_bytes: int = 1024 * 1024
+    bdp_probe: bool = True
+    # Calls beyond this are refused by gRPC itself with RESOURCE_EXHAUSTED, before any interceptor: a backstop
+    # above the gate's own limits (servicekit.concurrency); None leaves it to those.
     max_concurrent_rpcs: int | None = None
 
     def channel_args(self) -> list[tuple[str, int]]:
@@ -58,10 +77,25 @@ class ServerOptions:
             ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.max_ping_strikes", 2),
             # Closing connections after a while makes clients re-resolve and spread over new replicas.
             ("grpc.max_connection_age_ms", self.max_connection_age_ms),
             ("grpc.max_connection_age_grace_ms", self.max_connection_age_grace_ms),
+            ("grpc.max_connection_idle_ms", self.max_connection_idle_ms),
+            ("grpc.server_handshake_timeout_ms", self.handshake_timeout_ms),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.http2.max_frame_size", self.max_frame_bytes),
+            ("grpc.max_metadata_size", self.max_header_bytes),
+            ("grpc.absolute_max_metadata_size", self.absolute_max_header_bytes),
+            ("grpc.http2.lookahead_bytes", self.initial_window_bytes),
+            ("grpc.http2.bdp_probe", int(self.bdp_probe)),
         ]
+
+
+# The plaintext health port: Health requests are a service name, so messages stay small.
+HEALTH_PORT_OPTIONS = ServerOptions(max_message_bytes=64 * 1024, max_concurrent_streams=16)
+# Limits of a server whose service gives none (tests): sized like the gateway's.
+DEFAULT_LIMITS = Limits(max_calls=256, max_calls_per_caller=64, max_streams=256, max_streams_per_caller=64)
 
 
 class DrainingHealthServicer(health.aio.HealthServicer):
@@ -100,13 +134,30 @@ class Lifecycle:
         self.drain = Drain()
         # Set at shutdown: long-lived streams (watches, waits) end when they see it.
         self.stopping = self.drain.stopping
-        self._ready: bool | None = None
+        self._ready: bool | None = None  # what the health states say now
+        self._service_ready = False  # what the service says (set_ready)
+        self.saturated = False  # no slot for another call (servicekit.concurrency)
+        self._updates: set[asyncio.Task[None]] = set()
+        self.limits = DEFAULT_LIMITS  # the server's, as build_server resolved them (the health port's too)
 
     async def start(self, *, ready: bool) -> None:
         await self.health.set(LIVENESS, SERVING)
         await self.set_ready(ready)
 
     async def set_ready(self, ready: bool) -> None:
+        """The service can do its work (or not); readiness also needs a free slot for a call."""
+        self._service_ready = ready
+        await self._publish()
+
+    def set_saturated(self, saturated: bool) -> None:
+        """Called by the slots when the server fills up or has room again (synchronously, from a call)."""
+        self.saturated = saturated
+        task = asyncio.get_running_loop().create_task(self._publish())
+        self._updates.add(task)
+        task.add_done_callback(self._updates.discard)
+
+    async def _publish(self) -> None:
+        ready = self._service_ready and not self.saturated
         if self.stopping.is_set() or ready == self._ready:
             return
         self._ready = ready
@@ -115,7 +166,8 @@ class Lifecycle:
             await self.health.set(name, state)
 
     async def begin_shutdown(self) -> None:
-        await self.set_ready(False)
+        self._service_ready = False
+        await self._publish()
         self.stopping.set()
         await self.health.enter_graceful_shutdown()
 
@@ -131,21 +183,26 @@ def build_server(
     security: Security | None = None,
     roles: Roles | None = None,
     admit: Admit | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    kinds: Kinds | None = None,
 ) -> grpc.aio.Server:
     """A grpc.aio server with the servicers, health and reflection registered.
 
     Interceptors, outermost first: the trace span (so it covers everything), the Prometheus counts
-    (so calls refused unauthenticated or while draining are counted too), authentication, the drain.
-    With a callers file in `security`, every call outside Health and reflection is authenticated and
-    needs its method's role from `roles` (servicekit.auth); `admit` then applies per-caller rates.
+    (so calls refused unauthenticated or while draining are counted too), the gate, the drain.
+    The gate (servicekit.gate) decides on the headers: with a callers file in `security`, every call
+    outside Health and reflection is authenticated and needs its method's role from `roles`; `admit`
+    then applies per-caller rates; every call takes a slot of `limits` (the service's defaults, flags
+    override them), long-lived ones by their kind in `kinds`.
     """
     security = security or Security(insecure_dev=True)
     interceptors: list[grpc.aio.ServerInterceptor] = [*(tracing.server_interceptors() if tracing else [])]
     if metrics is not None:
         interceptors.append(MetricsInterceptor(metrics))
-    callers = security.callers_source()
-    if callers is not None:
-        interceptors.append(AuthInterceptor(callers, roles or {}, admit))
+    lifecycle.limits = security.limits(limits)
+    slots = Slots(lifecycle.limits, kinds, metrics=metrics, on_saturated=lifecycle.set_saturated)
+    mtls = security.tls is not None and security.tls.client_ca is not None
+    interceptors.append(GateInterceptor(slots, security.callers_source(), roles, admit, mtls=mtls))
     interceptors.append(DrainInterceptor(lifecycle.drain))
     # Innermost, so that the drain, the counts and the spans see undecodable calls too.
     interceptors.append(DecodeGuard())
@@ -163,9 +220,15 @@ def build_server(
     return server
 
 
-def health_only_server(lifecycle: Lifecycle, host: str, port: int) -> grpc.aio.Server:
-    """A plaintext server of the health service alone, for probes that cannot speak TLS (the kubelet's)."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+def health_only_server(lifecycle: Lifecycle, host: str, port: int, limits: Limits = DEFAULT_LIMITS) -> grpc.aio.Server:
+    """A plaintext server of the health service alone, for probes that cannot speak TLS (the kubelet's).
+
+    Its Watch streams have slots of their own (`limits.max_open_streams`), apart from the main port's.
+    """
+    gate = GateInterceptor(Slots(limits))
+    server = grpc.aio.server(
+        options=[*HEALTH_PORT_OPTIONS.channel_args(), ("grpc.so_reuseport", 0)], interceptors=[gate, DecodeGuard()]
+    )
     health_pb2_grpc.add_HealthServicer_to_server(lifecycle.health, server)
     listen(server, host, port, Security(insecure_dev=True))
     return server
@@ -181,13 +244,14 @@ async def serve(
 ) -> None:
     """Run until SIGTERM/SIGINT, then drain: refuse new calls, give in-flight ones `grace_s`.
 
-    `probes` (host, port): also serve Health alone there, in plaintext (`--health-port`).
+    `probes` (host, port): also serve Health alone there, in plaintext (`--health-port`), its Watch streams
+    limited to `max_open_streams` of the limits `build_server` was given.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    probe_server = health_only_server(lifecycle, *probes) if probes is not None else None
+    probe_server = health_only_server(lifecycle, *probes, limits=lifecycle.limits) if probes is not None else None
     await server.start()
     if probe_server is not None:
         await probe_server.start()
