@@ -139,6 +139,7 @@ class Lifecycle:
         self.saturated = False  # no slot for another call (servicekit.concurrency)
         self._updates: set[asyncio.Task[None]] = set()
         self.limits = DEFAULT_LIMITS  # the server's, as build_server resolved them (the health port's too)
+        self.slots: Slots | None = None  # the main port's calls in flight (set by build_server)
 
     async def start(self, *, ready: bool) -> None:
         await self.health.set(LIVENESS, SERVING)
@@ -200,7 +201,7 @@ def build_server(
     if metrics is not None:
         interceptors.append(MetricsInterceptor(metrics))
     lifecycle.limits = security.limits(limits)
-    slots = Slots(lifecycle.limits, kinds, metrics=metrics, on_saturated=lifecycle.set_saturated)
+    slots = lifecycle.slots = Slots(lifecycle.limits, kinds, metrics=metrics, on_saturated=lifecycle.set_saturated)
     mtls = security.tls is not None and security.tls.client_ca is not None
     interceptors.append(GateInterceptor(slots, security.callers_source(), roles, admit, mtls=mtls))
     interceptors.append(DrainInterceptor(lifecycle.drain))
