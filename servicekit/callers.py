@@ -9,14 +9,22 @@ secret) or the subject of a client certificate signed by the server's client CA 
 `limits` are request rates the gateway enforces per caller. The file is YAML (PyYAML) validated with
 pydantic; `CallersSource` reloads it when its modification time changes, keeping the last good one
 when the new one is invalid.
+
+A version is taken only whole: a regular file (a FIFO or device is refused, never waited on) of at most
+MAX_FILE_BYTES, unchanged while it was read, and ending with a newline, so a file caught half-written
+(a `tls_subject` cut short would name a shorter subject) is refused rather than loaded. Write it in
+one step: a rename, or a Kubernetes Secret (which swaps a symlink). Reloads read the file in a worker
+thread, so a hung filesystem holds that thread, never the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,12 +127,39 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "(top)"
 
 
+MAX_FILE_BYTES = 1024 * 1024  # some thousands of callers
+
+
 def load(path: Path) -> Callers:
     try:
-        text = path.read_text()
+        text = read_whole(path)
     except OSError as exc:
         raise SetupError(f"callers file {path}: {exc.strerror}") from None
     return parse(text, str(path))
+
+
+def read_whole(path: Path) -> str:
+    """The text of `path` when it is a complete regular file of a bounded size; SetupError saying why not."""
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise SetupError(f"callers file {path}: not a regular file")
+        if before.st_size > MAX_FILE_BYTES:
+            raise SetupError(f"callers file {path}: {before.st_size} bytes, more than {MAX_FILE_BYTES}")
+        data = os.read(fd, MAX_FILE_BYTES + 1)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(data) != after.st_size:
+        raise SetupError(f"callers file {path}: changed while it was read (write it in one step: a rename)")
+    if not data.endswith(b"\n"):
+        raise SetupError(f"callers file {path}: does not end with a newline (written half-way?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SetupError(f"callers file {path}: not UTF-8") from None
 
 
 @dataclass
@@ -136,7 +171,8 @@ class _Loaded:
 class CallersSource:
     """The callers file, reloaded when it changes (checked at most every `check_interval_s`).
 
-    Kubernetes updates a mounted Secret by swapping a symlink, so the stamp is taken through it.
+    Kubernetes updates a mounted Secret by swapping a symlink, so the stamp is taken through it. On an
+    event loop the check runs in a worker thread, one at a time, and its result is used once it is done.
     """
 
     def __init__(self, path: Path, *, check_interval_s: float = 1.0) -> None:
@@ -145,13 +181,24 @@ class CallersSource:
         self._loaded = _Loaded(load(path), _stamp(path))
         self._refused: tuple[int, int, int] | None = None  # a bad version, logged once rather than every check
         self._next_check = time.monotonic() + check_interval_s
+        self.checking: asyncio.Future[None] | None = None  # a check running in a worker thread
 
     def current(self) -> Callers:
         now = time.monotonic()
-        if now >= self._next_check:
+        if now >= self._next_check and self.checking is None:
             self._next_check = now + self.check_interval_s
-            self._reload_if_changed()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (the CLI, tests): look now
+                self._reload_if_changed()
+            else:
+                self.checking = loop.run_in_executor(None, self._reload_if_changed)
+                self.checking.add_done_callback(self._checked)
         return self._loaded.callers
+
+    def _checked(self, _: object) -> None:
+        self.checking = None
+        self._next_check = time.monotonic() + self.check_interval_s
 
     def _reload_if_changed(self) -> None:
         stamp = None

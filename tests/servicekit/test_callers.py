@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from servicekit.callers import CallersSource, SetupError, parse
+from servicekit.callers import MAX_FILE_BYTES, CallersSource, SetupError, load, parse
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -65,7 +65,7 @@ def test_a_bad_file_is_refused_naming_the_entry_and_never_echoing_it(text: str, 
 
 
 def write(path: Path, text: str, mtime_ns: int) -> None:
-    path.write_text(text)
+    path.write_text(text + "\n")
     os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
@@ -101,3 +101,42 @@ def test_changes_are_looked_for_at_most_once_per_interval(tmp_path: Path) -> Non
 def test_a_missing_file_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(SetupError, match="No such file"):
         CallersSource(tmp_path / "absent.yaml")
+
+
+def test_a_file_cut_short_is_not_taken(tmp_path: Path) -> None:
+    """A file caught half-written still parses when the cut falls inside a value: it must not be loaded."""
+    path = tmp_path / "callers.yaml"
+    whole = "callers:\n  - name: web\n    roles: [chat, migrations.admin]\n    tls_subject: CN=web-frontend\n"
+    path.write_text(whole)
+    source = CallersSource(path, check_interval_s=0)
+    path.write_text(whole[: -len("-frontend\n")])  # the same file, written again, caught half-way
+    assert source.current().by_certificate("CN=web") is None
+    assert source.current().by_certificate("CN=web-frontend") is not None  # the last complete version stays
+    with pytest.raises(SetupError, match="does not end with a newline"):
+        load(path)
+
+
+def test_a_fifo_at_the_callers_path_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "callers.yaml"
+    os.mkfifo(path)
+    with pytest.raises(SetupError, match="not a regular file"):
+        CallersSource(path)
+
+
+async def test_a_reload_reads_the_file_off_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "callers.yaml"
+    write(path, f'callers: [{{name: first, token_sha256: "{HASH}", roles: [chat]}}]', 1_000_000_000)
+    source = CallersSource(path, check_interval_s=0)
+    path.unlink()
+    os.mkfifo(path)  # read on the loop, a FIFO without a writer froze the whole server
+    assert source.current().by_bearer(TOKEN).name == "first"  # type: ignore[union-attr]
+    assert source.checking is not None
+    await source.checking  # the worker thread refused the FIFO
+    assert source.current().by_bearer(TOKEN).name == "first"  # type: ignore[union-attr]
+
+
+def test_a_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "callers.yaml"
+    path.write_text("callers: []\n" + "#" * MAX_FILE_BYTES + "\n")
+    with pytest.raises(SetupError, match="more than"):
+        load(path)
