@@ -5,6 +5,10 @@ at each new handshake, and it answers with a new one only when a file's modifica
 changed and the new files load (a certificate written before its key is not taken half-way).
 Connections already open keep the session they negotiated, so rotation drops no stream.
 
+A certificate outside its validity is never taken silently: at start-up it is served with an ERROR
+(clients will refuse it, and the log says why), and a rotation to one is refused (the valid pair stays);
+one that ends within EXPIRY_WARNING gets a WARNING at start and at each rotation.
+
 With `client_ca` (mTLS), every client must present a certificate chaining to that CA: gRPC's Python
 credentials either require a client certificate or never ask for one. A caller may still send a
 bearer token over such a connection, and the token then decides who it is (servicekit.auth).
@@ -12,6 +16,7 @@ bearer token over such a connection, and the token then decides who it is (servi
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import ssl
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 from servicekit.callers import SetupError
 
@@ -41,6 +47,10 @@ class TlsFiles:
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
         """The files as a gRPC certificate configuration, once the key is known to match the certificate."""
+        return self.load()[0]
+
+    def load(self) -> tuple[grpc.ServerCertificateConfiguration, x509.Certificate]:
+        """The configuration and the server's own (first) certificate."""
         try:
             # The standard library's loader checks the chain, the key and that they belong together.
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.cert, self.key)
@@ -48,13 +58,29 @@ class TlsFiles:
                 ssl.create_default_context(cafile=self.client_ca)
             cert, key = self.cert.read_bytes(), self.key.read_bytes()
             ca = self.client_ca.read_bytes() if self.client_ca is not None else None
-        except (OSError, ssl.SSLError) as exc:
+            leaf = x509.load_pem_x509_certificate(cert)
+        except (OSError, ssl.SSLError, ValueError) as exc:
             raise SetupError(f"TLS files {self.describe()}: {exc}") from None
-        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca), leaf
 
     def describe(self) -> str:
         ca = f", client CA {self.client_ca}" if self.client_ca is not None else ""
         return f"certificate {self.cert}, key {self.key}{ca}"
+
+
+EXPIRY_WARNING = datetime.timedelta(days=7)
+
+
+def validity(leaf: x509.Certificate, now: datetime.datetime | None = None) -> tuple[str, str] | None:
+    """("expired" | "not yet valid" | "expires soon", when) for a certificate a server should not serve quietly."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if now >= leaf.not_valid_after_utc:
+        return "expired", leaf.not_valid_after_utc.isoformat()
+    if now < leaf.not_valid_before_utc:
+        return "not yet valid", leaf.not_valid_before_utc.isoformat()
+    if leaf.not_valid_after_utc - now < EXPIRY_WARNING:
+        return "expires soon", leaf.not_valid_after_utc.isoformat()
+    return None
 
 
 class CertificateReloader:
@@ -62,7 +88,11 @@ class CertificateReloader:
 
     def __init__(self, files: TlsFiles) -> None:
         self.files = files
-        self.initial = files.configuration()
+        self.initial, leaf = files.load()
+        problem = validity(leaf)
+        if problem is not None:
+            level = logging.WARNING if problem[0] == "expires soon" else logging.ERROR
+            log.log(level, f"TLS certificate {problem[0]}", extra={"files": files.describe(), "at": problem[1]})
         self.stamp = files.stamp()
         self._refused: tuple[tuple[int, int, int], ...] | None = None
 
@@ -72,7 +102,10 @@ class CertificateReloader:
             stamp = self.files.stamp()
             if stamp in (self.stamp, self._refused):
                 return None
-            configuration = self.files.configuration()
+            configuration, leaf = self.files.load()
+            problem = validity(leaf)
+            if problem is not None and problem[0] != "expires soon":
+                raise SetupError(f"the new certificate is {problem[0]} ({problem[1]})")
         except (OSError, SetupError) as exc:
             # Mid-rotation (one file written, not the other) or a bad file: keep serving the old pair.
             self._refused = stamp
@@ -80,6 +113,8 @@ class CertificateReloader:
             return None
         self.stamp = stamp
         log.info("TLS certificate reloaded", extra={"files": self.files.describe()})
+        if problem is not None:
+            log.warning("TLS certificate expires soon", extra={"files": self.files.describe(), "at": problem[1]})
         return configuration
 
 

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ONE_DAY = datetime.timedelta(days=1)
+VALID_FOR = datetime.timedelta(days=30)  # past servicekit.tls's EXPIRY_WARNING, so servers start quietly
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Authority:
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - ONE_DAY)
-            .not_valid_after(now + ONE_DAY)
+            .not_valid_after(now + VALID_FOR)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .sign(self.key, hashes.SHA256())
@@ -55,8 +56,16 @@ class Authority:
         path.write_bytes(self.pem)
         return path
 
-    def issue(self, common_name: str, *, server: bool, organization: str | None = None) -> Pem:
-        """A leaf certificate: for a server on 127.0.0.1/localhost, or a client named `common_name`."""
+    def issue(
+        self,
+        common_name: str,
+        *,
+        server: bool,
+        organization: str | None = None,
+        valid_for: datetime.timedelta = VALID_FOR,
+    ) -> Pem:
+        """A leaf certificate: for a server on 127.0.0.1/localhost, or a client named `common_name`; valid from a day
+        ago for `valid_for` from now (a negative one has expired)."""
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
         if organization is not None:
             attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
@@ -69,8 +78,8 @@ class Authority:
             .issuer_name(self.name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - ONE_DAY)
-            .not_valid_after(now + ONE_DAY)
+            .not_valid_before(now - ONE_DAY - max(-valid_for, datetime.timedelta(0)))
+            .not_valid_after(now + valid_for)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )

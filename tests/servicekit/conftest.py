@@ -88,11 +88,13 @@ def add_base_servicers(server: grpc.aio.Server) -> None:
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(usage_service_pb2_grpc.UsageServiceServicer(), server)
 
 
-async def start(security: Security, lifecycle: Lifecycle | None = None) -> tuple[grpc.aio.Server, int]:
+async def start(
+    security: Security, lifecycle: Lifecycle | None = None, options: ServerOptions | None = None
+) -> tuple[grpc.aio.Server, int]:
     """A started server of the base servicers with `security`, on 127.0.0.1; and its port."""
     lifecycle = lifecycle or Lifecycle(SERVICE_NAMES)
     server = build_server(
-        ServerOptions(), lifecycle, [add_base_servicers], SERVICE_NAMES, security=security, roles=ROLES
+        options or ServerOptions(), lifecycle, [add_base_servicers], SERVICE_NAMES, security=security, roles=ROLES
     )
     port = listen(server, "127.0.0.1", 0, security)
     await lifecycle.start(ready=True)

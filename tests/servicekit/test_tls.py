@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import logging
 import os
+import ssl
 from pathlib import Path
 
 import grpc
@@ -12,10 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from servicekit.callers import SetupError
 from servicekit.security import Security
-from servicekit.server import NOT_SERVING, SERVING, Lifecycle
+from servicekit.server import NOT_SERVING, SERVING, Lifecycle, ServerOptions
 from servicekit.tls import TlsFiles
 from tests.servicekit.certs import Authority, Pem
-from tests.servicekit.conftest import SERVICE_NAMES, start
+from tests.servicekit.conftest import SERVICE_NAMES, Pki, start
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -133,5 +136,48 @@ async def test_a_rotated_callers_file_is_used_without_a_restart(tmp_path: Path) 
             assert (await invoke(channel, method, (("authorization", "Bearer old-token"),))).code() == (
                 grpc.StatusCode.UNAUTHENTICATED
             )
+    finally:
+        await server.stop(0)
+
+
+async def test_an_expired_certificate_is_said_at_start_and_a_rotation_to_one_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = Authority()
+    cert, key = ca.issue("server", server=True, valid_for=-datetime.timedelta(hours=1)).write(tmp_path, "server")
+    with caplog.at_level(logging.WARNING, logger="servicekit.tls"):
+        server, port = await start(Security(tls_cert=cert, tls_key=key, insecure_dev=True))
+    try:
+        [said] = [r for r in caplog.records if r.name == "servicekit.tls"]
+        assert (said.levelname, said.getMessage()) == ("ERROR", "TLS certificate expired")
+        fresh = ca.issue("server", server=True)
+        replace(key, fresh.key)
+        replace(cert, fresh.cert)
+        assert await check(port, ca) == SERVING  # the valid one is taken
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="servicekit.tls"):
+            expired = ca.issue("server", server=True, valid_for=-datetime.timedelta(hours=1))
+            replace(key, expired.key)
+            replace(cert, expired.cert)
+            assert await check(port, ca) == SERVING  # still the valid pair: the expired one was refused
+        assert any("expired" in str(getattr(r, "error", "")) for r in caplog.records)
+    finally:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plaintext"])
+async def test_a_connection_that_never_speaks_http2_is_dropped(tmp_path: Path, pki: Pki, tls: bool) -> None:
+    """gRPC's default handshake timeout is 120 s; ServerOptions sets 10 s (here 0.3 s, the fault under test)."""
+    security = Security(tls_cert=pki.server.cert, tls_key=pki.server.key, insecure_dev=True) if tls else None
+    server, port = await start(security or Security(insecure_dev=True), options=ServerOptions(handshake_timeout_ms=300))
+    try:
+        context = ssl.create_default_context(cafile=pki.ca_file) if tls else None
+        if context is not None:
+            context.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        async with asyncio.timeout(10):
+            said = await reader.read()  # to the end: the server closes the connection
+        assert reader.at_eof() and b"handshake timeout" in said  # its GOAWAY says why
+        writer.close()
     finally:
         await server.stop(0)
