@@ -31,10 +31,12 @@ test: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
-## Benchmarks (each prints ratios against a baseline measured in the same run); figures and PNGs in bench/results/.
+## Benchmarks (each prints ratios against a baseline measured in the same run, then every target met / NOT met);
+## figures and PNGs in .data/bench/. BENCH_FLAGS: --record (into the committed bench/results/), --check (exit 1
+## on a missed target), --quick.
+BENCH_FLAGS ?=
 bench: $(STAMP)
-	$(PY) bench/run_all.py
-	$(PY) bench/plot.py
+	$(PY) bench/run_all.py $(BENCH_FLAGS)
 
 ## Regenerate the committed stubs after a .proto change (then update the buf snapshot on purpose).
 protos: $(STAMP)

@@ -34,6 +34,7 @@ import psutil
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from bench.results import target
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
 from servicekit.procs import BIN, free_port, wait_for_health
@@ -198,7 +199,7 @@ def report(
         wrong += count if got != expected else 0
         shown = ["/".join(o).strip("/") or "OK" for o in (expected, got)]
         print(f"    {mark:<10} {fault:<18} expected {shown[0]:<40} got {shown[1]:<40} {count}")
-    print(f"  unexpected outcomes: {wrong}")
+    target("unexpected outcomes", wrong, at_most=0)
     b50, b99 = pct(base, 0.5), pct(base, 0.99)
     g50, g99 = pct(tally.ttft, 0.5), pct(tally.ttft, 0.99)
     print(f"  TTFT through the gateway under load: p50 {g50:.1f} ms  p99 {g99:.1f} ms")
@@ -207,7 +208,8 @@ def report(
         f" ratio p50 {g50 / b50:.1f}x  p99 {g99 / b99:.1f}x"
     )
     for i, (before, peak) in enumerate(zip(idle, rss.peak, strict=True)):
-        print(f"  gateway {i}: RSS idle {before / mb:.0f} MB (target <= 150), peak {peak / mb:.0f} MB (target <= 400)")
+        target(f"gateway {i}: RSS idle", before / mb, at_most=150, unit=" MB")
+        target(f"gateway {i}: RSS peak", peak / mb, at_most=400, unit=" MB")
 
 
 async def _main(args: argparse.Namespace) -> int:

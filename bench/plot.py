@@ -1,6 +1,6 @@
 """Draws the figures the benchmarks left in bench/results/ as PNG, and indexes them in its README.md.
 
-    .venv/bin/python bench/plot.py        # after `make bench` (which runs it)
+    .venv/bin/python bench/plot.py        # after a benchmark; `make bench` runs it (BENCH_RESULTS_DIR: bench/results.py)
 
 Each picture names the machine and date of its run; a benchmark that has not run is left out.
 """
@@ -70,21 +70,28 @@ def chaos(data: dict[str, Any], out: Path) -> None:
     runs = data["runs"]
     fig, (ax, states) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, height_ratios=(3, 1))
     started = ax.twinx()
+    # The success lines above everything else: the twin axis (faint counts) behind the main one, and the dashed
+    # reference under the lines, which at 100 % would otherwise hide the gateway's own line.
+    ax.set_zorder(started.get_zorder() + 1)
+    ax.patch.set_visible(False)
     for run in runs:
         # A second in which no call started (every caller waiting on a stall) is a gap, not a 0 %.
         rates = [math.nan if r is None else 100 * r for r in run["rates"]]
-        line = ax.step(range(len(rates) + 1), [*rates, rates[-1]], where="post", label=f"{run['label']}")[0]
+        steps = ax.step(range(len(rates) + 1), [*rates, rates[-1]], where="post", label=f"{run['label']}")
+        line = steps[0]
+        line.set(linewidth=2.2, zorder=3)
         counts = run["started"]
         started.step(
             range(len(counts) + 1), [*counts, counts[-1]], where="post", color=line.get_color(), alpha=0.3, linewidth=1
         )
     started.set_ylabel("calls started per second (faint)", color="grey")
-    ax.axhline(100 * data["steady"]["success"], color="grey", linestyle="--", linewidth=1, label="steady upstreams")
+    steady = 100 * data["steady"]["success"]
+    ax.axhline(steady, color="grey", linestyle=(0, (2, 4)), linewidth=0.8, zorder=2, label="steady upstreams")
     ax.set_ylabel("calls answered (%)")
-    ax.set_ylim(-2, 102)
-    ax.set_title("StreamChat success per second, three upstreams flapping out of phase")
+    ax.set_ylim(-3, 108)
+    ax.set_title("StreamChat success per second, three upstreams flapping out of phase", pad=22)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, fontsize=8, frameon=False)  # over no line
     outages: dict[int, list[tuple[float, float, str]]] = {}
     begun: dict[int, tuple[float, str]] = {}
     for at, upstream, fault in runs[0]["outages"]:
@@ -122,6 +129,7 @@ def main() -> int:
         draw(data, DIR / file)
         lines += [f"## {name}", "", f"{_caption(data)}", "", f"![{name}]({file})", ""]
         print(f"wrote {DIR / file}")
+    DIR.mkdir(parents=True, exist_ok=True)
     (DIR / "README.md").write_text("\n".join(lines))
     return 0
 

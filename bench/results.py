@@ -1,7 +1,12 @@
-"""Where benchmarks leave their figures: `bench/results/<name>.json`, with the machine they ran on.
+"""Where benchmarks leave their figures, and how each states a target.
 
-`bench/plot.py` draws them (PNG, linked from bench/results/README.md); `make bench` runs both.
-The JSON holds raw samples (not only summaries) so a picture can show a whole distribution.
+Figures go to `$BENCH_RESULTS_DIR/<name>.json` (default `.data/bench/`, outside the committed files), with the
+machine they ran on; `bench/run_all.py --record` points it at the committed `bench/results/`. `bench/plot.py`
+draws them (PNG, indexed in a README.md beside them); `make bench` runs both. The JSON holds raw samples (not
+only summaries) so a picture can show a whole distribution.
+
+`target(...)` prints one figure against its bound with `met` / `NOT met` and, under `run_all.py`, appends it to
+`$BENCH_TARGETS` (JSON lines), from which run_all prints the summary and `--check` takes its exit code.
 """
 
 from __future__ import annotations
@@ -9,11 +14,32 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-DIR = Path(__file__).resolve().parent / "results"
+COMMITTED = Path(__file__).resolve().parent / "results"
+SCRATCH = COMMITTED.parent.parent / ".data" / "bench"
+DIR = Path(os.environ.get("BENCH_RESULTS_DIR") or SCRATCH)
+
+
+def target(
+    what: str, value: float, *, at_most: float | None = None, at_least: float | None = None, unit: str = ""
+) -> bool:
+    """Print `what` against its bound (exactly one of `at_most`, `at_least`) with met / NOT met; record it for
+    run_all. Whether it is met is returned, so a script can say more about a miss."""
+    bound = at_most if at_most is not None else at_least
+    assert bound is not None and (at_most is None) != (at_least is None)
+    met = value <= bound if at_most is not None else value >= bound
+    sign = "<=" if at_most is not None else ">="
+    line = f"{what} {value:.3g}{unit} (target {sign} {bound:g}{unit}): {'met' if met else 'NOT met'}"
+    print(f"  target: {line}", flush=True)
+    record = os.environ.get("BENCH_TARGETS")
+    if record:
+        with open(record, "a") as out:
+            out.write(json.dumps({"bench": Path(sys.argv[0]).stem, "line": line, "met": met}) + "\n")
+    return met
 
 
 def machine() -> dict[str, Any]:

@@ -32,7 +32,7 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.results import save
+from bench.results import save, target
 from schema_service.config import UsageSettings
 from schema_service.database import with_database
 from schema_service.metrics.partitions import create_partitions
@@ -175,8 +175,7 @@ def report(rates: dict[str, float], total: int, rounds: int) -> None:
     for label, rate in rates.items():
         print(f"  {label:<50} {rate:>10,.0f}  {rate / floor:8.2f}x")
     ratio = rates["RecordUsage, 1 in flight"] / floor
-    verdict = "met" if ratio >= TARGET else "NOT met"
-    print(f"  RecordUsage 1 in flight / raw COPY: {ratio:.2f} (target >= {TARGET}: {verdict})")
+    target("RecordUsage 1 in flight / raw COPY", ratio, at_least=TARGET)
     path = save("usage_ledger", {"records": total, "rounds": rounds, "rates": rates, "ratio": ratio})
     print(f"  figures saved to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
