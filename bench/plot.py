@@ -1,6 +1,7 @@
-"""Draws the figures the benchmarks left in bench/results/ as PNG, and indexes them in its README.md.
+"""Draws the figures the benchmarks left (bench/results.py DIR: .data/bench/, or bench/results/ with --record) as
+PNG beside them, and indexes them in a README.md there.
 
-    .venv/bin/python bench/plot.py        # after a benchmark; `make bench` runs it (BENCH_RESULTS_DIR: bench/results.py)
+    .venv/bin/python bench/plot.py        # after a benchmark; `make bench` runs it
 
 Each picture names the machine and date of its run; a benchmark that has not run is left out.
 """
