@@ -42,7 +42,7 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     migrate.add_argument("--target", type=int, help="stop after this version")
     migrate.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     timeouts = ("lock_timeout_s", "statement_timeout_s", "lock_wait_s")
-    add_flags(migrate, MigrationSettings, ("allow_out_of_order", *timeouts))
+    add_flags(migrate, MigrationSettings, ("allow_out_of_order", "wait_for_database", *timeouts))
     migrate.set_defaults(handler=_sync(_migrate))
     status = commands.add_parser("status", help="applied version, history, pending files, lock holder")
     add_database_args(status)
@@ -102,6 +102,8 @@ def _sync(
             nonlocal dsn
             if args.command != "lint":
                 dsn = await database.resolve_dsn(settings)
+            if settings.migration.wait_for_database and args.command == "migrate":
+                await database.wait_until_reachable(dsn, settings.migration.lock_wait_s, _say)
             return await command(args, settings, dsn)
 
         try:
@@ -116,6 +118,10 @@ def _sync(
             return 2
 
     return run
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _reader_went_away() -> int:

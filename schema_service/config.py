@@ -112,6 +112,10 @@ class MigrationSettings(ServiceSettings):
     """How long to wait for the migration lock another replica holds."""
     allow_out_of_order: bool = setting(False, flag="--allow-out-of-order", const=True)
     """Apply files older than the applied version."""
+    wait_for_database: bool = setting(False, flag="--wait-for-database", const=True)
+    """migrate: while the database cannot be reached yet (nothing listens, the name does not resolve, PostgreSQL
+    is starting up), retry within lock_wait_s, printing a line each time, instead of exiting 2 at once; the
+    manifests' init container passes it, so a pod starting beside its PostgreSQL waits instead of crash-looping."""
     lock_retries: Annotated[int, Field(ge=0)] = 3
     """A statement that hits lock_timeout is retried this many times, waiting lock_retry_backoff_s, then twice that,
     ..."""

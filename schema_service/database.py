@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -141,6 +142,31 @@ class Availability:
             extra = {"hosts": hosts(self.dsn), "down_s": round(now - self.down_since, 3), "reason": self.reason}
             log.warning("database available again", extra=extra)
             self.down_since = self.reason = None
+
+
+# "Not yet" rather than "wrong": nothing listens (PostgreSQL still starting, its Service without endpoints), the
+# name does not resolve yet, a connect timeout, or SQLSTATE 57P03 "the database system is starting up". A refused
+# password or an unknown role is not among them: waiting cannot mend it.
+NOT_YET: tuple[type[Exception], ...] = (OSError, TimeoutError, asyncpg.CannotConnectNowError)
+
+
+async def wait_until_reachable(dsn: str, budget_s: float, say: Callable[[str], None]) -> None:
+    """Return once a connection to `dsn` opens; while it cannot yet, `say` why and retry (backoff 0.5 s to 5 s)
+    until `budget_s` is spent, then raise the last failure."""
+    deadline, delay = time.monotonic() + budget_s, 0.5
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=max(0.1, min(10.0, deadline - time.monotonic())))
+        except NOT_YET as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            say(f"waiting for {unreachable(dsn, exc)} ({left:.0f} s left of --lock-wait)")
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 5.0)
+            continue
+        await conn.close()
+        return
 
 
 def unreachable(dsn: str, exc: BaseException) -> str:

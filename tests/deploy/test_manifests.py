@@ -126,6 +126,7 @@ def test_migrations_gate_the_schema_service_pods(docs: list[dict[str, Any]]) -> 
     assert migrate["image"] == serve["image"] and migrate["env"][0] == serve["env"][0]  # same image, same database
     assert migrate["command"] == ["schema-service"] and migrate["args"][0] == "migrate"
     assert float(migrate["args"][migrate["args"].index("--lock-wait") + 1]) > 0  # bounded wait for other pods
+    assert "--wait-for-database" in migrate["args"]  # a PostgreSQL still starting is waited for, not a crash loop
     assert "--no-migrate" in serve["args"]
 
 

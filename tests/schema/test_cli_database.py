@@ -3,6 +3,7 @@ URL that names no reachable server is one line saying which and why, exit 2."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from schema_service.__main__ import main
-from servicekit.procs import BIN
+from servicekit.procs import BIN, free_port
+from tests.tcpproxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_DATABASE = "no database given: set DATABASE_URL or pass --database-url URL"
@@ -90,3 +92,44 @@ def test_a_host_that_does_not_resolve_says_so_in_words(capsys: pytest.CaptureFix
     line = one_line(capsys)
     assert line.startswith("schema-service status: cannot connect to PostgreSQL at no-such-host.invalid:5432")
     assert "Unknown error" not in line
+
+
+async def _migrate(dsn: str, *flags: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(BIN / "schema-service"),
+        "migrate",
+        "--database-url",
+        dsn,
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_migrate_waits_for_a_database_that_is_starting(empty_db: str) -> None:
+    """The init container's case: PostgreSQL not listening yet. With --wait-for-database migrate says what it
+    waits for, and applies the migrations once the server is there (here: once the proxy to it listens)."""
+    proxy, through = await TcpProxy.for_database(empty_db)
+    await proxy.cut()
+    proc = await _migrate(through, "--wait-for-database", "--lock-wait", "50")
+    assert proc.stdout is not None
+    first = (await proc.stdout.readline()).decode()
+    assert (
+        first.startswith(f"waiting for PostgreSQL at 127.0.0.1:{proxy.port}, database ")
+        and "Connection refused" in first
+    )
+    assert "s left of --lock-wait)" in first
+    await proxy.restore()
+    out, err = await proc.communicate()
+    await proxy.cut()
+    assert proc.returncode == 0, err
+    assert out.decode().strip().endswith("applied")
+
+
+@pytest.mark.timeout(60)
+async def test_the_wait_ends_with_the_lock_wait_budget() -> None:
+    proc = await _migrate(f"postgresql://u@127.0.0.1:{free_port()}/db", "--wait-for-database", "--lock-wait", "1")
+    out, err = await proc.communicate()
+    assert proc.returncode == 2 and out.decode().startswith("waiting for PostgreSQL at 127.0.0.1:")
+    assert err.decode().count("\n") == 1 and "Connection refused" in err.decode()
