@@ -149,3 +149,22 @@ def test_no_password_is_written_in_a_manifest(docs: list[dict[str, Any]]) -> Non
     assert literals  # the overlays do write some: the check looks at them
     for literal in literals:
         assert urlsplit(literal).password is None, "a URL with a password is written in a manifest"
+
+
+DEPLOY_DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+
+
+def test_the_network_policy_text_matches_the_manifests(docs: list[dict[str, Any]]) -> None:
+    """docs/deploy.md names the one namespace Prometheus may scrape from, and says callers are admitted by pod
+    label in the policy's own namespace only: what the rules below do, checked rule by rule."""
+    text = " ".join(DEPLOY_DOC.read_text().split())
+    for policy in of_kind(docs, "NetworkPolicy"):
+        if policy["metadata"]["name"] not in ("gateway", "schema-service"):
+            continue
+        scrape, *callers = policy["spec"]["ingress"]
+        assert [p["port"] for p in scrape["ports"]] == [9464]
+        (peer,) = scrape["from"]
+        namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        assert f"only from a namespace named `{namespace}`" in text
+        assert all(set(p) == {"podSelector"} for rule in callers for p in rule["from"])  # no namespaceSelector
+        assert "in the same namespace: the NetworkPolicies select callers by pod label only" in text
