@@ -11,6 +11,11 @@ go-grpc-prometheus made the convention, so existing dashboards and alerts apply:
 Labels come from the server's own method table (unknown methods are never wrapped) and the
 callers file (`caller`: the authenticated caller's name, `none` for calls without one), so a
 caller cannot grow the label sets.
+
+Each registry also holds the standard process_* (CPU, memory, file descriptors, start time) and python_*
+(version, GC) collectors, which stock dashboards and alerts expect. Counters and histograms export no
+`_created` series: they doubled the exposition and no query here reads them (Prometheus' created-timestamp
+handling does not need them in the text format).
 """
 
 from __future__ import annotations
@@ -24,7 +29,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from servicekit.callers import SetupError
 from servicekit.handlers import WrappingInterceptor
@@ -32,6 +46,8 @@ from servicekit.logs import caller_var
 
 # Seconds; from a health check (sub-millisecond) to a long streamed answer (minutes).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+disable_created_metrics()  # process-wide in prometheus_client; every family of both services is made after this
 
 _KINDS = {
     "unary_unary": "unary",
@@ -48,6 +64,9 @@ class Registry:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
 
     def __post_init__(self) -> None:
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         labels = ("grpc_service", "grpc_method", "grpc_type")
         self.started = Counter("grpc_server_started", "RPCs started on the server.", labels, registry=self.registry)
         self.handled = Counter(

@@ -193,3 +193,13 @@ async def test_an_aborted_call_is_counted_before_its_caller_has_the_status(metho
         released.set()
         await server.stop(0)
     assert samples[handled(f"test.Refusals/{method}", grpc_type, "PERMISSION_DENIED")] == 1
+
+
+async def test_process_and_python_collectors_and_no_created_series(served: tuple[grpc.aio.Channel, Endpoint]) -> None:
+    channel, endpoint = served
+    await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    names = {name for name, _ in scrape(endpoint)}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"} <= names
+    assert {"python_info", "python_gc_objects_collected_total"} <= names
+    assert "grpc_server_handled_total" in names
+    assert not [name for name in names if name.endswith("_created")]
