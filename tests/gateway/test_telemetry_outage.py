@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_service.schema_channel import SchemaChannel, metrics_sender
 from gateway_service.sender import BufferedSender, SendError, SenderSettings
@@ -20,6 +22,7 @@ from tests.gateway.schema_helpers import METRICS_PER_CHAT, Reporting, SchemaServ
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
+Exposed = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 BUDGET_S = 20  # only a broken sender waits this long
 
 
@@ -41,6 +44,11 @@ async def test_metrics_of_chats_during_a_restart_arrive_once_it_is_back(
         await gateway.chats(5)
         await asyncio.wait_for(gateway.until(lambda s: s.sent == 20 * METRICS_PER_CHAT), BUDGET_S)
         assert not gateway.sender.dropped
+        exposed = exposition(gateway)
+        assert exposed[("llm_gateway_telemetry_send_failures_total", (("code", "UNAVAILABLE"),))] >= 6
+        assert exposed[("llm_gateway_telemetry_sent_metrics_total", ())] == 20 * METRICS_PER_CHAT
+        for reason in ("buffer_full", "rejected", "expired", "shutdown"):
+            assert exposed[("llm_gateway_telemetry_dropped_metrics_total", (("reason", reason),))] == 0
 
     try:
         with caplog.at_level(logging.INFO, logger="gateway_service.sender"):
@@ -54,6 +62,16 @@ async def test_metrics_of_chats_during_a_restart_arrive_once_it_is_back(
     assert len(failed) == 1  # rate-limited: one line for the outage, not one per try
     assert [r.getMessage() for r in lines if r.levelno == logging.INFO] == ["metrics delivered again"]
     assert not [r for r in lines if "dropped" in r.getMessage()]
+
+
+def exposition(gateway: Reporting) -> Exposed:
+    """The gateway's Prometheus samples, as a scrape reads them."""
+    text = generate_latest(gateway.running.metrics.registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_a_retried_batch_keeps_its_request_id_and_is_stored_once(migrated_db: str) -> None:
