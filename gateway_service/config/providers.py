@@ -118,6 +118,14 @@ class ProviderTransport(Frozen):
     """PEM file of the client certificate (chain) shown to the upstream, for mutual TLS."""
     client_key: Text | None = None
     """PEM file of its private key, when not in client_cert's file."""
+    max_sse_line_bytes: PositiveInt = 1 << 20
+    """Longest line of a streamed answer; a longer one fails the attempt (malformed_response) as it is read."""
+    max_sse_event_bytes: PositiveInt = 1 << 20
+    """Largest event of a streamed answer (its lines together), checked the same way."""
+    max_body_bytes: PositiveInt = 1 << 20
+    """An error response's body is read up to this much (its status still decides the failure)."""
+    max_response_bytes: PositiveInt = 64 << 20
+    """Every byte of one attempt's streamed answer, at most; past it the attempt fails as malformed_response."""
 
 
 DEFAULT_TRANSPORT = ProviderTransport()

@@ -19,7 +19,9 @@ reuses a connection: h11 keeps whatever bytes follow a response (a smuggled seco
 sent before the request) and hands them to the next request on that connection, another caller's.
 tests/gateway/test_http_framing.py shows both, on both stacks.
 
-With tracing on, hooks on the same client give each request its CLIENT span (providers/http_spans.py).
+A second hook caps what the upstream may send, on the bytes as they are read, and refuses a redirect to
+another origin (providers/bounds.py). With tracing on, hooks on the same client give each request its
+CLIENT span (providers/http_spans.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import httpx2
 from opentelemetry import trace
 
 from gateway_service.config.providers import DEFAULT_TRANSPORT
+from gateway_service.providers.bounds import Bounds, Caps
 from gateway_service.providers.http_spans import HttpSpans
 
 HTTP_CLIENTS = ("aiohttp", "httpx")
@@ -51,6 +54,11 @@ class TransportSettings:
     ca_bundle: str | None = None  # PEM file of the CAs to trust instead of the default ones
     client_cert: str | None = None  # PEM certificate (chain) presented to the upstream (mutual TLS)
     client_key: str | None = None  # its private key, when not in client_cert's file
+    # What the upstream may send (providers/bounds.py), in bytes.
+    max_sse_line_bytes: int = DEFAULT_TRANSPORT.max_sse_line_bytes
+    max_sse_event_bytes: int = DEFAULT_TRANSPORT.max_sse_event_bytes
+    max_body_bytes: int = DEFAULT_TRANSPORT.max_body_bytes
+    max_response_bytes: int = DEFAULT_TRANSPORT.max_response_bytes
     # A CLIENT span per request (providers/http_spans.py) when tracing is on; None: no hook at all.
     tracer: trace.Tracer | None = None
 
@@ -63,10 +71,16 @@ class TransportSettings:
             raise ValueError("keepalive_expiry_s must not be negative")
         if self.client_key and not self.client_cert:
             raise ValueError("client_key needs client_cert")
+        if min(self.max_sse_line_bytes, self.max_sse_event_bytes, self.max_body_bytes, self.max_response_bytes) < 1:
+            raise ValueError("the max_*_bytes caps must be at least 1")
 
     @property
     def aiohttp(self) -> bool:
         return self.http_client == "aiohttp"
+
+    @property
+    def caps(self) -> Caps:
+        return Caps(self.max_sse_line_bytes, self.max_sse_event_bytes, self.max_body_bytes, self.max_response_bytes)
 
 
 def ssl_context(settings: TransportSettings) -> ssl.SSLContext:
@@ -114,13 +128,15 @@ def client_options(
         max_keepalive_connections=settings.max_connections if settings.aiohttp else 0,  # see the module doc
         keepalive_expiry=settings.keepalive_expiry_s,
     )
-    requests, responses = [*request_hooks], [refuse_unframed, *response_hooks]
+    # The caps right after refuse_unframed: they refuse on the head alone too, and wrap the body first, so the
+    # span's wrapper (outside theirs) sees a cap's failure.
+    requests, responses = [*request_hooks], [refuse_unframed, Bounds(settings.caps).on_response, *response_hooks]
     if settings.tracer is not None:
         spans = HttpSpans(settings.tracer)
-        # Last of the request hooks: the span starts as the request leaves. Right after refuse_unframed: a
+        # Last of the request hooks: the span starts as the request leaves. Right after the refusals: a
         # refused response is a request that got no (usable) response, ended as such by drive().
         requests.append(spans.on_request)
-        responses.insert(1, spans.on_response)
+        responses.insert(2, spans.on_response)
     hooks = {"request": requests, "response": responses}
     return {"limits": limits, "verify": ssl_context(settings), "trust_env": True, "event_hooks": hooks}
 

@@ -53,8 +53,8 @@ def adapter(kind: str, port: int, stack: str, **overrides: float) -> ProviderAda
     return create_adapter(config_for(kind, f"http://127.0.0.1:{port}", stack, **overrides))
 
 
-def with_transport(kind: str, port: int, stack: str, **transport: object) -> ProviderAdapter:
-    config = config_for(kind, f"http://127.0.0.1:{port}", stack)
+def with_transport(kind: str, port: int, stack: str, timeout_s: float = 5.0, **transport: object) -> ProviderAdapter:
+    config = config_for(kind, f"http://127.0.0.1:{port}", stack, timeout_s=timeout_s)
     return create_adapter(replace(config, transport=replace(config.transport, **transport)))  # type: ignore[arg-type]
 
 
@@ -73,3 +73,24 @@ async def read(
     finally:
         await provider.aclose()
     return events, None
+
+
+class Sent:
+    """Counts the bytes a body generator produced: how far the gateway let the upstream go."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def body(self, status: bytes, content_type: bytes, first: bytes, repeated: bytes) -> Body:
+        """A chunked response: `first`, then `repeated` forever."""
+
+        def pieces() -> Iterator[bytes]:
+            yield head(b"transfer-encoding: chunked", status=status).replace(b"text/event-stream", content_type)
+            if first:
+                yield chunk(first)
+            batch = chunk(repeated * max(1, 16_384 // len(repeated)))
+            while True:
+                self.bytes += len(batch)
+                yield batch
+
+        return pieces
