@@ -67,3 +67,17 @@ def test_a_token_is_never_sent_in_plaintext(tmp_path: Path) -> None:
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(SetupError, match=f"{tmp_path / 'absent'}: No such file"):
         ClientCredentials(tls=True, ca=tmp_path / "absent").channel("127.0.0.1:1")
+    with pytest.raises(SetupError, match=f"{tmp_path / 'absent'}"):
+        SchemaChannel("127.0.0.1:1", ClientCredentials(tls=True, ca=tmp_path / "absent"))
+    with pytest.raises(SetupError, match=f"{tmp_path / 'token'}: No such file"):
+        SchemaChannel("127.0.0.1:1", ClientCredentials(tls=True, token_file=tmp_path / "token"))
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SetupError, match="the token file is empty"):
+        SchemaChannel("127.0.0.1:1", ClientCredentials(tls=True, token_file=tmp_path / "empty"))
+
+
+def test_a_certificate_and_key_that_do_not_belong_together_are_refused_at_start(pki: Pki) -> None:
+    first, _ = pki.ca.issue("a", server=False).write(pki.folder, "a")
+    _, second = pki.ca.issue("b", server=False).write(pki.folder, "b")
+    with pytest.raises(SetupError, match="client certificate .*a.crt, key .*b.key"):
+        SchemaChannel("127.0.0.1:1", ClientCredentials(tls=True, ca=pki.ca_file, cert=first, key=second))
