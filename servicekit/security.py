@@ -59,7 +59,9 @@ class Security(ServiceSettings):
         None, flag="--max-streams-per-caller", env="MAX_STREAMS_PER_CALLER", metavar="N", gt=0, shown="per service"
     )
     """Long-lived calls of one kind one caller may have at once (gateway 64, schema service 4)."""
-    max_open_streams: int = setting(32, flag="--max-open-streams", env="MAX_OPEN_STREAMS", metavar="N", gt=0)
+    max_open_streams: int | None = setting(
+        None, flag="--max-open-streams", env="MAX_OPEN_STREAMS", metavar="N", gt=0, shown="32"
+    )
     """Health Watch and reflection streams (no credentials needed) at once, on each port (--health-port too)."""
 
     @model_validator(mode="after")

@@ -55,16 +55,13 @@ class ServerOptions:
     handshake_timeout_ms: int = 10_000
     # Streams (calls) open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     max_concurrent_streams: int = 100
-    # Largest HTTP/2 frame the client may send (SETTINGS_MAX_FRAME_SIZE; 16 KiB is HTTP/2's default and minimum).
-    max_frame_bytes: int = 16 * 1024
-    # Headers of one call (SETTINGS_MAX_HEADER_LIST_SIZE): over the soft limit some calls are refused, over the
-    # hard one all are. Credentials and a trace context fit in far less.
+    # Headers of one call: over the soft limit some calls are refused, over the hard one (announced as
+    # SETTINGS_MAX_HEADER_LIST_SIZE) all are. Credentials and a trace context fit in far less.
     max_header_bytes: int = 8 * 1024
     absolute_max_header_bytes: int = 16 * 1024
-    # The flow-control window a stream starts with; gRPC's BDP probe may grow it on a fast link, and a call
-    # whose message is being read is let send the whole message (bounded by max_message_bytes and the slots).
-    initial_window_bytes: int = 1024 * 1024
-    bdp_probe: bool = True
+    # Not settable here: gRPC Python 1.85's server announces a 4 MiB stream window and 4 MiB frames whatever
+    # grpc.http2.lookahead_bytes / max_frame_size say (tests/hostile/test_transport_limits.py measures it), and
+    # lets a call whose message is being read send all of it; memory is bounded by max_message_bytes x slots.
     # Calls beyond this are refused by gRPC itself with RESOURCE_EXHAUSTED, before any interceptor: a backstop
     # above the gate's own limits (servicekit.concurrency); None leaves it to those.
     max_concurrent_rpcs: int | None = None
@@ -84,11 +81,8 @@ class ServerOptions:
             ("grpc.max_connection_idle_ms", self.max_connection_idle_ms),
             ("grpc.server_handshake_timeout_ms", self.handshake_timeout_ms),
             ("grpc.max_concurrent_streams", self.max_concurrent_streams),
-            ("grpc.http2.max_frame_size", self.max_frame_bytes),
             ("grpc.max_metadata_size", self.max_header_bytes),
             ("grpc.absolute_max_metadata_size", self.absolute_max_header_bytes),
-            ("grpc.http2.lookahead_bytes", self.initial_window_bytes),
-            ("grpc.http2.bdp_probe", int(self.bdp_probe)),
         ]
 
 
