@@ -33,14 +33,23 @@ from gateway_service.chat.outcome import final_error, provider_rejected
 from gateway_service.chat.records import AttemptFailed, Pending, Records, attempt_record, reported, total_usage
 from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter
 from gateway_service.chat.router import Candidate
-from gateway_service.chat.rules import Ending, after_failure, last_resort, skip_reason
+from gateway_service.chat.rules import Ending, Skip, after_failure, last_resort, skip_reason
 from gateway_service.config import FailoverSettings
-from gateway_service.domain.events import AttemptRecord, AttemptStarted, Completed, FailedOver, GatewayEvent
+from gateway_service.domain.events import (
+    AttemptRecord,
+    AttemptStarted,
+    Completed,
+    FailedOver,
+    GatewayEvent,
+    SkipReason,
+)
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, FinishReason
 from gateway_service.errors import GatewayError
 from gateway_service.health import BreakerState, Health, Ticket
 from gateway_service.limits.budgets import Budgets
+from gateway_service.limits.shares import RETRY_AFTER_S as SHARE_RETRY_AFTER_S
+from gateway_service.limits.shares import ConnectionShares, Release, share_of
 
 
 class ChatRun:
@@ -91,9 +100,13 @@ class ChatRun:
             pending: Pending | None = None
             request = self.request
             for candidate, candidates_left, advice_ignored in self._tries():
-                if self._skip(candidate, advice_ignored) or (
-                    self.budget is not None and not await self._take_budget(candidate)
-                ):
+                if self._skip(candidate, advice_ignored):
+                    continue
+                release = self._take_share(candidate)  # before the budget: a skip here leaves no budget held
+                if release is None:
+                    continue
+                if self.budget is not None and not await self._take_budget(candidate):
+                    release()
                     continue
                 number = len(self.attempts) + 1
                 failed_over = pending.failed_over(candidate) if pending is not None else None
@@ -111,6 +124,8 @@ class ChatRun:
                         yield self._completed(candidate, FinishReason.CONTENT_FILTER, failed.error.upstream_request_id)
                         return
                     request = self.delivered.next_request(self.request)
+                finally:
+                    release()  # the attempt's connection is back in the pool: so is its share
             if pending is not None:
                 self.delivered.check_retracted(pending.record, pending.discard, self.records)
             if self.budget is not None:
@@ -158,6 +173,16 @@ class ChatRun:
             return True
         self.records.skip(candidate, skip)
         return False
+
+    def _take_share(self, candidate: Candidate) -> Release | None:
+        """One connection of the caller's share of the provider (limits/shares.py); None when it has none."""
+        provider = candidate.provider
+        share = share_of(provider.max_connections, provider.max_connections_per_caller)
+        release = self.failover.shares.take(provider.name, self.request.caller, share)
+        if release is None:
+            detail = f"this caller's share of the provider's connections ({share}) is in use"
+            self.records.skip(candidate, Skip(SkipReason.BUDGET_EXHAUSTED, detail, SHARE_RETRY_AFTER_S))
+        return release
 
     async def _attempt(
         self,
@@ -266,6 +291,7 @@ class Failover:
         self.budgets = budgets
         self.tracer = tracer or trace.NoOpTracer()
         self.reporter = Reporter(health, ledger, observer, on_failover)
+        self.shares = ConnectionShares()
 
     def run(self, request: ChatRequest, candidates: list[Candidate], deadline_s: float | None) -> ChatRun:
         return ChatRun(self, request, candidates, deadline_s)

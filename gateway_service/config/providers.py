@@ -136,6 +136,9 @@ class ProviderSpec(ProviderTransport, ProviderTimeouts):
 
     name: Text
     """Unique; used in routes, provider_order and `provider/model`."""
+    max_connections_per_caller: PositiveInt | None = None
+    """Of `max_connections`, the most one caller's attempts may hold (default: half, at least 1); past it that
+    caller's calls skip this provider (gateway_service/limits/shares.py), so no caller can take every one."""
     type: ProviderType
     """The wire format, each spoken through its official SDK."""
     models: tuple[ModelSpec, ...] = Field(min_length=1)
