@@ -39,6 +39,7 @@ T = TypeVar("T")
 Deliver = Callable[[str, Sequence[T]], Awaitable[None]]  # (request_id, items); raises SendError or any error
 
 LOG_INTERVAL_S = 10.0
+MIN_FLUSH_INTERVAL_S = 0.01
 DROP_REASONS = ("buffer_full", "rejected", "expired", "shutdown")
 
 
@@ -148,9 +149,11 @@ class BufferedSender(Generic[T]):
 
     async def run(self) -> None:
         """Deliver until cancelled: whenever a batch is full, else every `flush_interval_s`."""
+        # A flush_interval_s of 0 means "as soon as possible", not a loop that never rests.
+        interval = max(self.settings.flush_interval_s, MIN_FLUSH_INTERVAL_S)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.flush_interval_s)
+                await asyncio.wait_for(self._wake.wait(), interval)
             self._wake.clear()
             await self.flush()
 

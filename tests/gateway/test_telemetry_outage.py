@@ -157,3 +157,27 @@ async def test_backoff_doubles_with_jitter_up_to_its_cap_and_a_batch_expires() -
     assert fast.put([1, 2]) and fast.put([3, 4]) and not fast.put([5])  # bounded: the fifth has no room
     await fast.flush()
     assert fast.dropped == {"buffer_full": 1, "expired": 4} and fast.waiting == 0
+
+
+async def test_what_waits_at_shutdown_is_sent_within_the_grace(migrated_db: str) -> None:
+    schema = SchemaService(migrated_db)
+    await schema.start()
+    channel = SchemaChannel(schema.address, ClientCredentials())
+    write = metrics_sender(channel)
+
+    async def deliver(request_id: str, metrics: Sequence[mpb.Metric]) -> None:
+        await write(mpb.WriteMetricsRequest(request_id=request_id, metrics=metrics))
+
+    sender: BufferedSender[mpb.Metric] = BufferedSender("metrics", SenderSettings(100, 4, 60), deliver)
+    metrics = [mpb.Metric(name="llm.attempt.duration", value=float(i), unit="ms") for i in range(10)]
+    for metric in metrics:
+        metric.time.FromSeconds(int(time.time()))
+    try:
+        assert sender.put(metrics)  # no loop runs and the interval is a minute: only the shutdown sends these
+        await sender.close(5.0)
+        assert not sender.put(metrics[:1])  # closed: counted as dropped at shutdown, not queued
+    finally:
+        await channel.close()
+        await schema.stop()
+    assert sender.sent == 10 and sender.dropped == {"shutdown": 1}
+    assert await stored(migrated_db) == (10, 0)
