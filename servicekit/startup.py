@@ -21,6 +21,7 @@ from typing import Any, Protocol, Self
 
 import grpc
 
+from servicekit import native_logs
 from servicekit.metrics import Endpoint, Registry
 from servicekit.security import Security
 from servicekit.server import Lifecycle, serve
@@ -71,6 +72,7 @@ def metrics_endpoint(metrics: Registry, settings: Listening) -> Endpoint | None:
 
 async def until_stopped(running: StartedServer, settings: Listening) -> None:
     """Serve until SIGTERM/SIGINT, drain within the grace, then close (servicekit.server.serve)."""
+    native_logs.route()  # gRPC core's lines (TLS handshake failures) into the JSON log from here on
     health_port = settings.security.health_port
     probes = (settings.host, health_port) if health_port is not None else None
     await serve(
