@@ -7,12 +7,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from gateway_service.schema_channel import SchemaChannel
 from llm_simulator import SimulatorHandle
+from schemaservice.v1 import metrics_service_pb2 as mpb
+from schemaservice.v1 import metrics_service_pb2_grpc
 from servicekit.security import Security
+from servicekit.tls import ClientCredentials
 from tests.gateway.schema_helpers import METRICS_PER_CHAT, Reporting, SchemaService, replace, stored, with_reporting
 from tests.servicekit.certs import Authority
 
@@ -119,3 +125,46 @@ async def test_a_rotated_client_certificate_opens_a_new_channel_and_no_metric_is
     messages = [r.getMessage() for r in caplog.records]
     assert "schema-service TLS files not reloaded; the previous ones stay in use" in messages  # cert without key
     assert "schema-service client TLS files reloaded; new connections use them" in messages
+
+
+async def test_a_call_in_flight_when_the_certificate_changes_ends_ok_on_the_old_channel(
+    migrated_db: str, tmp_path: Path
+) -> None:
+    server_ca, client_ca = Authority("server CA"), Authority("client CA")
+    cert, key = server_ca.issue("schema-service", server=True).write(tmp_path, "schema")
+    callers_file = tmp_path / "callers.yaml"
+    callers_file.write_text('callers:\n  - {name: gateway, tls_subject: "CN=gateway", roles: [metrics.write]}\n')
+    ca_file = client_ca.write(tmp_path / "client-ca.crt")
+    schema = SchemaService(
+        migrated_db, Security(tls_cert=cert, tls_key=key, tls_client_ca=ca_file, callers=callers_file)
+    )
+    await schema.start()
+    gateway_cert, gateway_key = client_ca.issue("gateway", server=False).write(tmp_path, "gateway")
+    client = ClientCredentials(
+        tls=True, ca=server_ca.write(tmp_path / "server-ca.crt"), cert=gateway_cert, key=gateway_key
+    )
+    channel = SchemaChannel(schema.address, client)
+    batch = mpb.WriteMetricsRequest(
+        request_id="in-flight", metrics=[mpb.Metric(name="llm.attempt.duration", value=1.0, unit="ms")]
+    )
+    batch.metrics[0].time.FromSeconds(int(time.time()))
+    blocker = await asyncpg.connect(migrated_db)
+    try:
+        # The batch's commit waits behind this lock, so its call is still in flight when the files change.
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("LOCK TABLE metric_write_requests IN ACCESS EXCLUSIVE MODE")
+        old = await channel.current()
+        call = metrics_service_pb2_grpc.MetricsServiceStub(old).WriteMetrics(batch, timeout=20)
+        rotated = client_ca.issue("gateway", server=False)
+        replace(gateway_cert, rotated.cert)
+        replace(gateway_key, rotated.key)
+        assert await channel.current() is not old  # the next batches go on a new channel
+        await holding.rollback()
+        answer = await call  # the old channel was closed with a grace: its call ended on its own
+        assert answer.written_count == 1
+    finally:
+        await blocker.close()
+        await channel.close()
+        await schema.stop()
+    assert await stored(migrated_db) == (1, 0)
