@@ -20,6 +20,7 @@ from gateway_service.instruments import GatewayMetrics
 from gateway_service.limits.budgets import Budgets, build_limiter, has_budgets
 from gateway_service.limits.callers import CallerRates
 from gateway_service.limits.core import Clock, Limiter
+from gateway_service.limits.spend import Spend, build_store
 from gateway_service.providers.base import ProviderAdapter, ProviderConfig
 from gateway_service.providers.http import TransportSettings
 from gateway_service.telemetry import Send, Telemetry
@@ -67,6 +68,7 @@ class Gateway:
     instruments: GatewayMetrics | None = None  # Prometheus families, when the server has a registry
     caller_rates: CallerRates | None = None  # per-caller request rates (callers file), when callers are checked
     limiter: Limiter | None = None  # what budgets and caller rates are kept in
+    spend: Spend | None = None  # dollar budgets, when limits.spend sets any
     _telemetry_task: asyncio.Task[None] | None = None
 
     def provider_state(self, spec: ProviderSpec) -> tuple[HealthState, float | None]:
@@ -101,6 +103,8 @@ class Gateway:
             await adapter.aclose()
         if self.limiter is not None:
             await self.limiter.aclose()
+        if self.spend is not None:
+            await self.spend.aclose()
 
 
 def build_gateway(
@@ -131,6 +135,7 @@ def build_gateway(
             budgets = Budgets(config, limiter, on_exhausted=health.notify, count=count)
         if caller_rates:
             rates = CallerRates(limiter, config.limits.key_prefix, count)
+    spend = Spend(config.limits, build_store(config.limits), count) if config.limits.spend.configured else None
     failover = Failover(
         config.failover,
         health,
@@ -139,10 +144,11 @@ def build_gateway(
         budgets,
         tracing.tracer("gateway_service.chat"),
         instruments.observe_failover if instruments else None,
+        spend,
     )
     router = Router(config, adapters, budgets)
     gateway = Gateway(
-        config, adapters, router, failover, health, ledger, telemetry, budgets, instruments, rates, limiter
+        config, adapters, router, failover, health, ledger, telemetry, budgets, instruments, rates, limiter, spend
     )
     if instruments is not None:
         instruments.watch(gateway.provider_states, telemetry)

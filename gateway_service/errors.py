@@ -12,6 +12,10 @@
           |    +-- AllProvidersRateLimited  RESOURCE_EXHAUSTED + RetryInfo: every candidate was rate limited or
           |                                 over its configured budget (QuotaFailure names those)
           +-- UserBudgetExhausted           RESOURCE_EXHAUSTED + QuotaFailure + RetryInfo: the user_id is over budget
+          +-- SpendBudgetExhausted          RESOURCE_EXHAUSTED + QuotaFailure + RetryInfo: a dollar budget (the
+          |                                 caller's or the user's, per day or month) cannot take the estimate
+          +-- SpendBudgetUnavailable        UNAVAILABLE + RetryInfo: dollar budgets cannot be checked (Redis down,
+          |                                 on_backend_error: deny)
           +-- MidStreamFailure              UNAVAILABLE: a provider failed after output was sent (policy FAIL)
           +-- DeadlineExhausted             DEADLINE_EXCEEDED: too little of the deadline left for an attempt
 
@@ -75,6 +79,16 @@ class AllProvidersRateLimited(AllProvidersFailed):
 class UserBudgetExhausted(GatewayError):
     code = code_pb2.RESOURCE_EXHAUSTED
     reason = "USER_BUDGET_EXHAUSTED"
+
+
+class SpendBudgetExhausted(GatewayError):
+    code = code_pb2.RESOURCE_EXHAUSTED
+    reason = "SPEND_BUDGET_EXHAUSTED"
+
+
+class SpendBudgetUnavailable(GatewayError):
+    code = code_pb2.UNAVAILABLE
+    reason = "SPEND_BUDGET_UNAVAILABLE"
 
 
 class MidStreamFailure(GatewayError):

@@ -34,6 +34,7 @@ from gateway_service.chat.records import AttemptFailed, Pending, Records, attemp
 from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter
 from gateway_service.chat.router import Candidate
 from gateway_service.chat.rules import Ending, Skip, after_failure, last_resort, skip_reason
+from gateway_service.chat.spending import RunSpend
 from gateway_service.config import FailoverSettings
 from gateway_service.domain.events import (
     AttemptRecord,
@@ -50,6 +51,7 @@ from gateway_service.health import BreakerState, Health, Ticket
 from gateway_service.limits.budgets import Budgets
 from gateway_service.limits.shares import RETRY_AFTER_S as SHARE_RETRY_AFTER_S
 from gateway_service.limits.shares import ConnectionShares, Release, share_of
+from gateway_service.limits.spend import Spend
 
 
 class ChatRun:
@@ -73,6 +75,7 @@ class ChatRun:
         self._failed: list[tuple[Candidate, BreakerState]] = []  # and the breaker's state right after
         budgets = failover.budgets
         self.budget = RunBudget(budgets, request) if budgets is not None else None
+        self.spend = RunSpend(failover.spend, request) if failover.spend is not None else None
 
     @property
     def attempts(self) -> list[AttemptRecord]:
@@ -105,8 +108,13 @@ class ChatRun:
                 release = self._take_share(candidate)  # before the budget: a skip here leaves no budget held
                 if release is None:
                     continue
+                if self.spend is not None and not await self._reserve_spend(candidate):
+                    release()
+                    continue
                 if self.budget is not None and not await self._take_budget(candidate):
                     release()
+                    if self.spend is not None:
+                        self.spend.give_back()  # no attempt: the dollars reserved for it are free again
                     continue
                 number = len(self.attempts) + 1
                 failed_over = pending.failed_over(candidate) if pending is not None else None
@@ -130,11 +138,22 @@ class ChatRun:
                 self.delivered.check_retracted(pending.record, pending.discard, self.records)
             if self.budget is not None:
                 await self.budget.take_user()  # over budget is the answer even when no candidate could be tried
+            if self.spend is not None and (refused := self.spend.refusal()) is not None:
+                raise refused  # a dollar budget is why nothing answered: say that, with its QuotaFailure
             raise final_error(self.request, self.records, self.failover.health, self.candidates, self.settings)
         except GatewayError as exc:
             # The caller learns what the call cost so far even when it ends in an error (ErrorInfo metadata).
             exc.metadata["cost_usd"] = format(total_usage(self.records).cost_usd, "f")
             raise
+
+    async def _reserve_spend(self, candidate: Candidate) -> bool:
+        """Reserve the attempt's estimated cost on the dollar budgets; False when it does not fit."""
+        assert self.spend is not None
+        skip = await self.spend.reserve(candidate)
+        if skip is None:
+            return True
+        self.records.skip(candidate, skip)
+        return False
 
     def _tries(self) -> Iterator[tuple[Candidate, int, bool]]:
         """(candidate, candidates left, advice ignored): the route in order, then one last resort if any."""
@@ -264,6 +283,8 @@ class ChatRun:
             spans.end(span, record, finished.reason.value if finished else None)
         if self.budget is not None:
             self.budget.attempt_ended(record)
+        if self.spend is not None:
+            self.spend.attempt_ended(record)
         first_token_s = attempt.state.first_token_s
         reporter = self.failover.reporter
         breaker = reporter.attempt_ended(self.request, candidate, record, error, first_token_s, ticket, cancelled)
@@ -284,11 +305,13 @@ class Failover:
         budgets: Budgets | None = None,
         tracer: trace.Tracer | None = None,
         on_failover: FailoverObserver | None = None,
+        spend: Spend | None = None,
     ) -> None:
         self.settings = settings
         self.health = health
         self.ledger = ledger
         self.budgets = budgets
+        self.spend = spend
         self.tracer = tracer or trace.NoOpTracer()
         self.reporter = Reporter(health, ledger, observer, on_failover)
         self.shares = ConnectionShares()

@@ -21,7 +21,7 @@ bounds (RequestBounds, the `requests:` section); an attempt's deadlines and comm
 
 from __future__ import annotations
 
-from gateway_service.config.limits import Budget, LimitSettings, Rate, RateLimits
+from gateway_service.config.limits import Budget, LimitSettings, Rate, RateLimits, SpendLimits, SpendSettings
 from gateway_service.config.loading import DEFAULT_CONFIG_YAML, interpolate, load, parse
 from gateway_service.config.model import FailoverSettings, GatewayConfig, RequestBounds, TelemetrySettings
 from gateway_service.config.providers import (
@@ -42,6 +42,8 @@ __all__ = [
     "FailoverSettings",
     "GatewayConfig",
     "LimitSettings",
+    "SpendLimits",
+    "SpendSettings",
     "ModelSpec",
     "ProviderSpec",
     "ProviderTimeouts",

@@ -1,4 +1,5 @@
-"""Rate-limit budgets in the gateway config: `limits:` of a provider or model, and the top-level `limits:` section.
+"""Budgets in the gateway config: `limits:` of a provider or model, and the top-level `limits:` section with its
+dollar budgets (`limits.spend`).
 
 A budget is written as a mapping of rates named `{requests|tokens}_per_{second|minute|hour|day}`,
 each a positive integer (RateLimits), and held as a tuple of Rate: what the limiter counts.
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, GetCoreSchemaHandler, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, GetCoreSchemaHandler, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError, core_schema
 
 from gateway_service.config.base import Frozen, NonNegativeFloat, PositiveFloat, Text, invalid
@@ -92,6 +94,66 @@ class _BudgetSchema:
 Budget = Annotated[tuple[Rate, ...], _BudgetSchema]
 
 
+# US dollars, exact: a YAML 50 or 0.5 is that decimal.
+UsdAmount = Annotated[Decimal, Field(gt=0, le=10**9, decimal_places=6)]
+
+
+class SpendLimits(Frozen):
+    """A dollar budget as written: leave one out for no limit. Windows are UTC calendar days and months."""
+
+    usd_per_day: UsdAmount | None = None
+    """At most this many US dollars per UTC day (resets at 00:00 UTC)."""
+    usd_per_month: UsdAmount | None = None
+    """At most this many US dollars per UTC calendar month (resets on the 1st, 00:00 UTC)."""
+
+    def merged(self, override: SpendLimits | None) -> SpendLimits:
+        """An override replaces the amounts it names and keeps the others."""
+        if override is None:
+            return self
+        return SpendLimits(
+            usd_per_day=override.usd_per_day if override.usd_per_day is not None else self.usd_per_day,
+            usd_per_month=override.usd_per_month if override.usd_per_month is not None else self.usd_per_month,
+        )
+
+    @property
+    def any(self) -> bool:
+        return self.usd_per_day is not None or self.usd_per_month is not None
+
+
+class SpendSettings(Frozen):
+    """`limits.spend:` dollar budgets per caller and per user, kept where the rate budgets are (`limits.backend`).
+
+    Before each attempt the gateway reserves its estimated cost (the prompt's estimated tokens at the input price
+    plus max_output_tokens, or `default_output_tokens`, at the output price) and afterwards replaces it by the real
+    cost; see docs/costs.md.
+    """
+
+    callers: SpendLimits = SpendLimits()
+    """The budget of each caller (the authenticated caller of the chat)."""
+    caller_overrides: Mapping[str, SpendLimits] = {}
+    """Per caller name: replaces the amounts it names, keeps the others of `callers`."""
+    users: SpendLimits = SpendLimits()
+    """The budget of each user_id, within its caller (the same user_id of two callers is two users)."""
+    user_overrides: Mapping[str, SpendLimits] = {}
+    """Per user_id: replaces the amounts it names, keeps the others of `users`."""
+    default_output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = 4096
+    """Output tokens reserved for a request that sets no max_output_tokens."""
+    on_backend_error: Literal["deny", "allow"] = "deny"
+    """When Redis cannot be reached: deny (UNAVAILABLE, the default: a dollar budget holds or nothing runs) or allow
+    (the call runs unbudgeted; logged and counted). Rate budgets always fail open."""
+
+    @property
+    def configured(self) -> bool:
+        overrides = (*self.caller_overrides.values(), *self.user_overrides.values())
+        return self.callers.any or self.users.any or any(o.any for o in overrides)
+
+    def caller_limits(self, caller: str) -> SpendLimits:
+        return self.callers.merged(self.caller_overrides.get(caller))
+
+    def user_limits(self, user_id: str) -> SpendLimits:
+        return self.users.merged(self.user_overrides.get(user_id))
+
+
 class LimitSettings(Frozen):
     """The top-level `limits:` section: where budgets are kept and what each caller (user_id) may use."""
 
@@ -109,6 +171,8 @@ class LimitSettings(Frozen):
     """The budget of each user_id (ChatRequest.user_id); same rate names as a provider's limits."""
     user_overrides: Mapping[str, Budget] = {}
     """Per user_id: replaces the rates it names, keeps the others of `users`. The key "" is calls without a user_id."""
+    spend: SpendSettings = SpendSettings()
+    """Dollar budgets per caller and per user (below)."""
 
     @field_validator("redis_url")
     @classmethod

@@ -118,6 +118,8 @@ def _limits(limits: LimitSettings) -> Iterator[str]:
     yield f"limits: {where}" + _budget("; users ", limits.users)
     for user, rates in limits.user_overrides.items():
         yield f"  user {user or '(no user_id)'}: " + " ".join(f"{r.name}={r.limit}" for r in rates)
+    if limits.spend.configured:
+        yield f"spend (dollar budgets, on backend error {limits.spend.on_backend_error}): {_changed(limits.spend)}"
 
 
 def _changed(section: BaseModel) -> str:
