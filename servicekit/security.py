@@ -44,21 +44,21 @@ class Security(ServiceSettings):
     health_port: int | None = setting(None, flag="--health-port", env="HEALTH_PORT", metavar="PORT", ge=0, le=65535)
     """Also serve the health service alone on this port, in plaintext, for probes that cannot speak TLS."""
     max_calls: int | None = setting(None, flag="--max-calls", env="MAX_CALLS", metavar="N", gt=0, shown="per service")
-    """Calls served at once, all callers together (gateway 256, schema service 96); at the limit readiness is
+    """Calls served at once, all callers together (gateway 128, schema service 96); at the limit readiness is
     NOT_SERVING and more calls are refused with RESOURCE_EXHAUSTED + RetryInfo before their messages are read."""
     max_calls_per_caller: int | None = setting(
         None, flag="--max-calls-per-caller", env="MAX_CALLS_PER_CALLER", metavar="N", gt=0, shown="per service"
     )
-    """Calls one caller of the callers file may have at once (gateway 64, schema service 8)."""
+    """Calls one caller of the callers file may have at once (gateway 32, schema service 8)."""
     max_streams: int | None = setting(
         None, flag="--max-streams", env="MAX_STREAMS", metavar="N", gt=0, shown="per service"
     )
-    """Long-lived calls at once per kind (chats; watches; metric streams), all callers together (gateway 256,
+    """Long-lived calls at once per kind (chats; watches; metric streams), all callers together (gateway 128,
     schema service 32)."""
     max_streams_per_caller: int | None = setting(
         None, flag="--max-streams-per-caller", env="MAX_STREAMS_PER_CALLER", metavar="N", gt=0, shown="per service"
     )
-    """Long-lived calls of one kind one caller may have at once (gateway 64, schema service 4)."""
+    """Long-lived calls of one kind one caller may have at once (gateway 32, schema service 4)."""
     max_open_streams: int | None = setting(
         None, flag="--max-open-streams", env="MAX_OPEN_STREAMS", metavar="N", gt=0, shown="32"
     )
