@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from gateway_service.config.serve import ServeSettings
 from gateway_service.errors import ConfigError
-from servicekit import logs
+from servicekit import callers, logs
 from servicekit.callers import SetupError
 from servicekit.security import Security
 from servicekit.settings import LogSettings, SettingsError, add_flags, build
@@ -36,10 +36,22 @@ def _serve(args: argparse.Namespace) -> int:
     serve_settings = build(ServeSettings, args, security=build(Security, args))
     settings = config.load(serve_settings.config)
     if args.check_config:
+        _refusals(serve_settings.security)
         print(summary(settings, serve_settings), end="")
         return 0
     run_forever(server.run(settings, serve_settings))
     return 0
+
+
+def _refusals(security: Security) -> None:
+    """What `serve` would refuse before it listens, as the SetupError it would stop with: serving insecure without
+    --insecure-dev, TLS files that do not load, a callers file that does not parse. --check-config exits 2 on
+    these too, so a config it passes is one `serve` starts with."""
+    security.check()
+    if security.tls is not None:
+        security.tls.load()
+    if security.callers is not None:
+        callers.load(security.callers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

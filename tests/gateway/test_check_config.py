@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,35 @@ def test_summary_says_how_the_gateway_is_secured(tmp_path: Path) -> None:
     lines = summary(config.load(path, env={}), serve).splitlines()
     assert "security: TLS /tls/crt.pem, callers /etc/callers.yaml" in lines
     assert "schema_service: 127.0.0.1:50052 over TLS with a token" in lines
+
+
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_check_config_refuses_what_serve_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway_service.__main__ import main
+
+    for variable in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "CALLERS_FILE", "INSECURE_DEV"):
+        monkeypatch.delenv(variable, raising=False)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(textwrap.dedent(CONFIG))
+    check = ["serve", "--check-config", "--config", str(path)]
+    assert main(check) == 2
+    assert "gateway-service: refusing to serve without TLS and a callers file" in capsys.readouterr().err
+    broken = tmp_path / "callers.yaml"
+    broken.write_text("callers: [{name: x}]\n")
+    missing = ["--tls-cert", str(tmp_path / "none.crt"), "--tls-key", str(tmp_path / "none.key")]
+    assert main([*check, *missing, "--callers", str(broken)]) == 2
+    assert "gateway-service: TLS files" in capsys.readouterr().err
+    assert main([*check, "--insecure-dev", "--callers", str(broken)]) == 2
+    assert f"gateway-service: {broken}" in capsys.readouterr().err
+    assert main([*check, "--insecure-dev"]) == 0
+    assert capsys.readouterr().out.startswith(f"config: {path}\n")
