@@ -10,6 +10,7 @@ called on its own gets its provider's (`provider_deadlines`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
-from gateway_service.domain.request import ChatRequest, ProviderEvent
+from gateway_service.domain.request import ChatRequest, Finished, ProviderEvent, ToolCallDelta
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.http_spans import end_unanswered
+from gateway_service.providers.scrub import scrub, scrub_id
 from gateway_service.providers.watchdog import Expired, Watchdog
 
 T = TypeVar("T")
@@ -113,6 +115,7 @@ class SdkAdapter(Generic[C]):
             self._map_error,
             provider=self.config.name,
             model=model,
+            secrets=(self.config.api_key,),
         )
 
     def _translate(self, upstream: Upstream[C]) -> Translator[C]:
@@ -138,13 +141,19 @@ async def drive(
     *,
     provider: str = "",
     model: str = "",
+    secrets: tuple[str | None, ...] = (),
 ) -> AsyncGenerator[ProviderEvent, None]:
-    """Run one attempt; every failure leaves as ProviderError and the HTTP response is always closed."""
+    """Run one attempt; every failure leaves as ProviderError and the HTTP response is always closed.
+
+    Every id the upstream chose (its request id, from a header or a chunk, a tool call's id) leaves scrubbed
+    of `secrets` and bounded (scrub.scrub_id), here, on its one way out to the caller, the logs and spans.
+    """
     upstream: Upstream[C] | None = None
     started = asyncio.get_running_loop().time()
     outcome = "cancelled"
     try:
         upstream = await pacer.wait(opener())
+        upstream.request_id = scrub_id(upstream.request_id, secrets)
         state = translator(upstream)
         while True:
             try:
@@ -157,17 +166,17 @@ async def drive(
                 break  # the answer is whole; only trailing events (usage, [DONE], message_stop) were lost
             for event in state.feed(chunk):
                 pacer.output_started()
-                yield event
+                yield _scrub_ids(event, secrets)
         finished = state.finish()
         outcome = "ok"  # whole, even if the caller stops reading after the last event
         for event in finished:
-            yield event
+            yield _scrub_ids(event, secrets)
     except ProviderError as exc:
         outcome = exc.kind.value
-        _tag(exc, upstream)
+        _tag(exc, upstream, secrets)
         raise
     except Exception as exc:
-        error = _tag(map_error(exc), upstream)
+        error = _tag(map_error(exc), upstream, secrets)
         outcome = error.kind.value
         raise error from exc
     finally:
@@ -191,8 +200,25 @@ async def drive(
             )
 
 
-def _tag(error: ProviderError, upstream: Upstream[Any] | None) -> ProviderError:
-    """Give a mid-stream failure the upstream's request id, which the SDK exception did not carry."""
+def _tag(error: ProviderError, upstream: Upstream[Any] | None, secrets: tuple[str | None, ...]) -> ProviderError:
+    """Give a mid-stream failure the upstream's request id, which the SDK exception did not carry; scrub the
+    one it did carry (from the response's headers)."""
     if upstream is not None and not error.upstream_request_id:
         error.upstream_request_id = upstream.request_id
+    else:
+        error.upstream_request_id = scrub_id(error.upstream_request_id, secrets)
+    # A translator's message may quote the upstream (an unknown finish reason); the SDK's passed make_error.
+    error.message = scrub(error.message, secrets)
+    error.args = (error.message,)
     return error
+
+
+def _scrub_ids(event: ProviderEvent, secrets: tuple[str | None, ...]) -> ProviderEvent:
+    """`event` with the upstream's id in it scrubbed (the first delta of a tool call, the Finished event)."""
+    if isinstance(event, ToolCallDelta) and event.id:
+        clean = scrub_id(event.id, secrets)
+        return event if clean == event.id else dataclasses.replace(event, id=clean)
+    if isinstance(event, Finished) and event.upstream_request_id:
+        clean = scrub_id(event.upstream_request_id, secrets)
+        return event if clean == event.upstream_request_id else dataclasses.replace(event, upstream_request_id=clean)
+    return event

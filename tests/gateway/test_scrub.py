@@ -4,12 +4,14 @@ nor the logs; and upstream text is capped in length."""
 
 from __future__ import annotations
 
+import base64
 import logging
+import textwrap
 from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway_service.providers.scrub import MAX_UPSTREAM_TEXT_CHARS, REDACTED, scrub
+from gateway_service.providers.scrub import MAX_UPSTREAM_ID_CHARS, MAX_UPSTREAM_TEXT_CHARS, REDACTED, scrub, scrub_id
 from llm_simulator import SimulatorHandle
 from llm_simulator.wire_openai import echo_key
 from llmgateway.v1 import chat_service_pb2 as pb
@@ -36,6 +38,62 @@ def test_every_form_of_the_configured_key_is_scrubbed(form: str) -> None:
     cleaned = scrub(text, [KEY])
     assert leaks(cleaned) == [] and REDACTED in cleaned, cleaned
     assert cleaned.endswith("You can find your API key at https://x/keys.")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# Every form the scrubber must hold (issue #18, point 8), beyond echo_key's: each decoded by the standard
+# library in the scrubber (urllib.parse, html, unicodedata), none by a decoder of its own.
+CORPUS = {
+    "percent-every-byte": "".join(f"%{b:02X}" for b in KEY.encode()),
+    "percent-only-dash": KEY.replace("-", "%2D"),
+    "percent-lower": "".join(f"%{b:02x}" for b in KEY.encode()),
+    "html-decimal": "".join(f"&#{ord(c)};" for c in KEY),
+    "html-hex-and-named": "".join("&plus;" if c == "+" else f"&#x{ord(c):x};" for c in KEY),
+    "full-width": "".join(chr(ord(c) + 0xFEE0) for c in KEY),
+    "hex-colons": ":".join(f"{b:02x}" for b in KEY.encode()),
+    "hex-spaced-upper": " ".join(f"{b:02X}" for b in KEY.encode()),
+    "four-spaces-apart": "    ".join(KEY),
+    "tabs-and-newlines": "\t\n".join(KEY),
+    "base64-wrapped": "\n".join(textwrap.wrap(b64(KEY.encode()), 10)),
+    "base64-crlf-wrapped": "\r\n".join(textwrap.wrap(b64(f"user:{KEY}".encode()), 8)),
+    "base64-reversed": b64(KEY[::-1].encode()),
+    "base64url-unpadded": b64(KEY.encode()).replace("+", "-").replace("/", "_").rstrip("="),
+    "second-half": KEY[len(KEY) // 2 :],
+    "first-12": KEY[:12],
+    "middle-12": KEY[8:20],
+    "reversed-spaced": " ".join(KEY[::-1]),
+    "mixed-case-dotted": ".".join(KEY.swapcase()),
+}
+
+
+def pieces_left(text: str) -> list[str]:
+    """Runs of 12 characters of KEY (or of it reversed) still in `text` as they are."""
+    forms = (KEY, KEY[::-1])
+    return [f[i : i + 12] for f in forms for i in range(len(f) - 11) if f[i : i + 12] in text]
+
+
+@pytest.mark.parametrize("form", sorted(CORPUS))
+def test_the_corpus_of_forms_is_scrubbed(form: str) -> None:
+    leaked = CORPUS[form]
+    text = f"Incorrect API key provided: {leaked}. You can find your API key at https://x/keys."
+    cleaned = scrub(text, [KEY])
+    assert REDACTED in cleaned and leaked not in cleaned and pieces_left(cleaned) == [], cleaned
+    assert cleaned.startswith("Incorrect API key provided: ") and cleaned.endswith("at https://x/keys."), cleaned
+
+
+@pytest.mark.parametrize("form", sorted(CORPUS))
+def test_an_id_holding_the_key_in_any_form_is_scrubbed(form: str) -> None:
+    cleaned = scrub_id(f"chatcmpl-{CORPUS[form]}", [KEY])
+    assert CORPUS[form] not in cleaned and pieces_left(cleaned) == [] and REDACTED in cleaned, cleaned
+
+
+def test_an_id_is_bounded_and_only_a_string() -> None:
+    assert len(scrub_id("a" * (1 << 20))) == MAX_UPSTREAM_ID_CHARS
+    assert scrub_id("req_123abc") == "req_123abc"
+    assert scrub_id(None) == "" and scrub_id(12) == "" and scrub_id({"id": KEY}) == ""
 
 
 @pytest.mark.parametrize(
