@@ -2,7 +2,8 @@
 
 Rotation follows servicekit.tls's for server certificates: a file's stamp (inode, mtime, size, taken
 through the symlink Kubernetes swaps) is compared before each batch, and a changed set is taken only
-once it loads (a certificate written before its key is not used half-way; the old one stays meanwhile).
+once it loads (a certificate written before its key is not used half-way; the old one stays meanwhile)
+and did not change while being read (a writer at work: it is read again at the next look).
 - The bearer token is call credentials: gRPC asks `TokenFile` for it on each call (on its own thread,
   off the event loop), and the file is read again when its stamp changed.
 - A client certificate, its key or the CA are channel credentials, fixed for a channel's life: a change
@@ -23,7 +24,7 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
@@ -38,6 +39,7 @@ from servicekit.tracing import Tracing
 log = logging.getLogger(__name__)
 
 Stamp = tuple[tuple[int, int, int], ...]
+T = TypeVar("T")
 WRITE_TIMEOUT_S = 5.0
 RETIRE_GRACE_S = 10.0  # a replaced channel's calls in flight get this long to finish
 # Only these can never pass on a retry of the same batch; every other failure waits and tries again.
@@ -57,41 +59,58 @@ def stamp(paths: Sequence[Path]) -> Stamp:
     return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
 
 
+class Reloaded(Generic[T]):
+    """A value read from files, read again when their stamp changed: the rules of the module docstring.
+
+    A read that fails keeps the previous value and refuses that stamp (logged once, until the files change
+    again); a read during which the files changed is not taken, and the next look reads them again.
+    """
+
+    def __init__(self, paths: Sequence[Path], read: Callable[[], T], what: str) -> None:
+        self.paths, self._read, self.what = paths, read, what
+        self.stamp = stamp_or_setup_error(paths)
+        self.value = read()
+        self._refused: Stamp | None = None
+        self._error: str | None = None
+
+    def current(self) -> tuple[T, bool]:
+        """The value, and whether it is new since the last look."""
+        seen = stamp_or_none(self.paths)
+        if seen is not None and seen in (self.stamp, self._refused):
+            return self.value, False
+        try:
+            checked = seen if seen is not None else stamp(self.paths)  # the OSError says which file is away
+            value = self._read()
+        except (OSError, SetupError) as exc:
+            self._refused = seen
+            if str(exc) != self._error:  # once per new error, not at every look
+                self._error = str(exc)
+                log.error(f"{self.what} not reloaded; the previous one stays in use", extra={"error": str(exc)})
+            return self.value, False
+        if stamp_or_none(self.paths) != checked:
+            return self.value, False  # written while being read: looked at again next time
+        self.stamp, self.value, self._error = checked, value, None
+        log.info(f"{self.what} reloaded", extra={"files": [str(p) for p in self.paths]})
+        return value, True
+
+
 class TokenFile(grpc.AuthMetadataPlugin):
     """`authorization: Bearer <token>` for each call, from a file read again whenever it changed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()  # gRPC may ask from more than one of its threads
-        self._stamp, self._token = self._load()
-        self._refused: Stamp | None = None
-        self._error: str | None = None
+        self._token = Reloaded([path], self._load, "schema-service token")
 
-    def _load(self) -> tuple[Stamp, str]:
-        try:
-            seen, token = stamp([self.path]), self.path.read_text().strip()
-        except OSError as exc:
-            raise SetupError(f"{self.path}: {exc.strerror}") from None
+    def _load(self) -> str:
+        token = (_read(self.path) or b"").decode().strip()
         if not token:
             raise SetupError(f"{self.path}: the token file is empty")
-        return seen, token
+        return token
 
     def current(self) -> str:
         with self._lock:
-            try:
-                if stamp([self.path]) not in (self._stamp, self._refused):
-                    self._stamp, self._token = self._load()
-                    self._error = None
-                    log.info("schema-service token reloaded", extra={"path": str(self.path)})
-            except (OSError, SetupError) as exc:
-                # Mid-rotation (the file away or empty for a moment): keep sending the previous token.
-                self._refused = stamp_or_none([self.path])
-                if str(exc) != self._error:  # once per new error, not on every call
-                    self._error = str(exc)
-                    log.error(
-                        "schema-service token not reloaded; the previous one stays in use", extra={"error": str(exc)}
-                    )
-            return self._token
+            return self._token.current()[0]
 
     def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
         callback((("authorization", f"Bearer {self.current()}"),), None)
@@ -102,6 +121,13 @@ def stamp_or_none(paths: Sequence[Path]) -> Stamp | None:
         return stamp(paths)
     except OSError:
         return None
+
+
+def stamp_or_setup_error(paths: Sequence[Path]) -> Stamp:
+    try:
+        return stamp(paths)
+    except OSError as exc:
+        raise SetupError(f"{exc.filename}: {exc.strerror}") from None
 
 
 class SchemaChannel:
@@ -118,17 +144,11 @@ class SchemaChannel:
         self._interceptors = tracing.client_interceptors() if tracing else None  # trace context to the schema service
         self._options = channel_options(reconnect_max_s)
         self._token = TokenFile(client.token_file) if client.token_file is not None else None
-        self._files = [p for p in (client.ca, client.cert, client.key) if p is not None] if client.tls else []
-        self._stamp = self._stamp_now()
-        self._refused: Stamp | None = None
-        self.channel = self._open(self._credentials())
+        files = [p for p in (client.ca, client.cert, client.key) if p is not None] if client.tls else []
+        self._files = files
+        self._tls = Reloaded(files, self._credentials, "schema-service client TLS files")
+        self.channel = self._open(self._tls.value)
         self._retiring: set[asyncio.Task[None]] = set()
-
-    def _stamp_now(self) -> Stamp:
-        try:
-            return stamp(self._files)
-        except OSError as exc:
-            raise SetupError(f"schema-service TLS files: {exc.strerror}: {exc.filename}") from None
 
     def _credentials(self) -> grpc.ChannelCredentials | None:
         if not self.client.tls:
@@ -155,27 +175,13 @@ class SchemaChannel:
         """The channel for the next call; the files are looked at off the event loop (a hung mount waits alone)."""
         if not self._files:
             return self.channel
-        try:
-            seen = await asyncio.to_thread(stamp, self._files)
-            if seen in (self._stamp, self._refused):
-                return self.channel
-            credentials = await asyncio.to_thread(self._credentials)
-        except (OSError, SetupError) as exc:
-            self._refused = await asyncio.to_thread(stamp_or_none, self._files)
-            log.error("schema-service TLS files not reloaded; the previous ones stay in use", extra={"error": str(exc)})
-            return self.channel
-        self._swap(self._open(credentials), seen)
+        credentials, changed = await asyncio.to_thread(self._tls.current)
+        if changed:
+            old, self.channel = self.channel, self._open(credentials)
+            task = asyncio.create_task(old.close(RETIRE_GRACE_S))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         return self.channel
-
-    def _swap(self, channel: grpc.aio.Channel, seen: Stamp) -> None:
-        old, self.channel, self._stamp = self.channel, channel, seen
-        task = asyncio.create_task(old.close(RETIRE_GRACE_S))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
-        log.info(
-            "schema-service client TLS files reloaded; new connections use them",
-            extra={"files": [str(p) for p in self._files]},
-        )
 
     async def close(self) -> None:
         await self.channel.close()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
-from gateway_service.schema_channel import SchemaChannel, metrics_sender
+from gateway_service.schema_channel import Reloaded, SchemaChannel, TokenFile, metrics_sender
 from gateway_service.sender import SendError
 from schemaservice.v1 import metrics_service_pb2
 from servicekit.callers import SetupError
@@ -81,3 +82,34 @@ def test_a_certificate_and_key_that_do_not_belong_together_are_refused_at_start(
     _, second = pki.ca.issue("b", server=False).write(pki.folder, "b")
     with pytest.raises(SetupError, match="client certificate .*a.crt, key .*b.key"):
         SchemaChannel("127.0.0.1:1", ClientCredentials(tls=True, ca=pki.ca_file, cert=first, key=second))
+
+
+def test_a_token_file_written_in_place_is_taken_once_written(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    plugin = TokenFile(token)
+    token.write_text("")  # `echo new > token` truncates first: an empty file is not a token
+    assert plugin.current() == "first"
+    token.write_text("second\n")
+    assert plugin.current() == "second"
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "schema-service token not reloaded; the previous one stays in use"
+    ]
+
+
+def test_files_that_change_while_being_read_are_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "value"
+    path.write_text("1")
+    reads: list[str] = []
+
+    def read() -> str:
+        text = path.read_text()
+        reads.append(text)
+        if text == "22":  # a writer at work: the file changes again before this read is over
+            path.write_text("333")  # (each version a new size: a stamp tells them apart within one mtime tick)
+        return text
+
+    value = Reloaded([path], read, "value")
+    path.write_text("22")
+    assert value.current() == ("1", False)  # "22" was read, but the file changed meanwhile
+    assert value.current() == ("333", True) and reads == ["1", "22", "333"]
