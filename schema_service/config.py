@@ -161,6 +161,9 @@ class MetricsSettings(ServiceSettings):
     """Samples needed before a baseline is used."""
     anomaly_z_score: Seconds = 4.0
     """Distance from the mean, in standard deviations, that makes an anomaly."""
+    query_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Statement timeout of one QueryMetrics, ListBaselines or ListAnomalies (at most 300 s); a longer query is
+    cancelled by PostgreSQL (UNAVAILABLE, DATABASE_CONFLICT)."""
     max_abs_value: Annotated[float, Field(gt=0, le=1e150)] = 1e100
     """Largest magnitude of a value; larger ones are refused naming the field. Sums, averages and the squares behind
     standard deviations of such values stay below float8's 1.8e308, so no aggregate or baseline overflows (SQLSTATE

@@ -40,6 +40,7 @@ Role = Literal[
     "providers.read",
     "metrics.write",
     "metrics.read",
+    "metrics.read_all",
     "migrations.read",
     "migrations.admin",
     "usage.write",

@@ -1,8 +1,15 @@
-"""schemaservice.v1.MetricsService servicer: proto in, metrics domain call, proto out."""
+"""schemaservice.v1.MetricsService servicer: proto in, metrics domain call, proto out.
+
+Metrics are scoped by caller. A batch is written into the series of the authenticated caller
+(`current_caller()`), always: there is no role to write as another, so no caller can forge the
+gateway's series. A read covers the reader's own series; `caller` in the request names another
+writer's, or `*` every writer's, which needs the role metrics.read_all.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import grpc
@@ -10,16 +17,39 @@ import grpc
 from schema_service.api import protomap
 from schema_service.api.boundary import BOUNDARY
 from schema_service.app import App
+from schema_service.errors import InvalidRequest
 from schema_service.metrics import queries
 from schema_service.metrics.ingest import Ingest
 from schema_service.metrics.wire import Received, size_limited_parser
 from schemaservice.v1 import metrics_service_pb2 as pb
 from schemaservice.v1 import metrics_service_pb2_grpc
+from servicekit.auth import PermissionDenied, caller_holds, current_caller
 from servicekit.boundary import bind_request_id
 from servicekit.drain import ServerShuttingDown
+from servicekit.errors import FieldViolation
 from servicekit.server import Lifecycle
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MetricsService"].full_name
+READ_ALL = "metrics.read_all"
+EVERY_WRITER = "*"
+# The callers file's rule for a name (servicekit.callers.Name).
+_CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def whose_series(asked: str) -> str | None:
+    """The writer whose series a read covers (None: every writer's): `asked` as the request names it,
+    "" for the reader's own; another writer's, or `*`, only with metrics.read_all."""
+    own = current_caller()
+    if asked in ("", own):
+        return own
+    if asked != EVERY_WRITER and not _CALLER_NAME.fullmatch(asked):
+        rule = f'a caller\'s name (1-64 of [A-Za-z0-9._@-]), "{EVERY_WRITER}" for every writer, or empty for yours'
+        raise InvalidRequest("invalid caller", field_violations=[FieldViolation("caller", rule)])
+    if not caller_holds(READ_ALL):
+        raise PermissionDenied(
+            f"reading another caller's metrics needs the role {READ_ALL}", metadata={"role": READ_ALL}
+        )
+    return None if asked == EVERY_WRITER else asked
 
 
 def add_metrics_service(server: grpc.aio.Server, app: App, lifecycle: Lifecycle) -> None:
@@ -60,11 +90,14 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         self.app = app
         self.lifecycle = lifecycle
         self.ingest = Ingest(app.require_pool, app.settings.metrics, app.instruments)
+        self._timeout_s = app.settings.metrics.query_timeout_s
 
     async def WriteMetrics(self, request: Received, context: grpc.aio.ServicerContext) -> pb.WriteMetricsResponse:
         bind_request_id(context, request.batch.request_id)
         async with BOUNDARY(context, "WriteMetrics"):
-            request_id, result = await self.ingest.store(request, context.time_remaining, "WriteMetrics")
+            request_id, result = await self.ingest.store(
+                request, context.time_remaining, "WriteMetrics", current_caller()
+            )
         return pb.WriteMetricsResponse(
             written_count=result.written_count,
             duplicate=result.duplicate,
@@ -76,7 +109,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     ) -> AsyncIterator[pb.StreamMetricsResponse]:
         """Acknowledgements in arrival order; at shutdown those already taken, then UNAVAILABLE."""
         bind_request_id(context)
-        acks = self.ingest.stream(request_iterator, self.lifecycle.stopping, context.time_remaining)
+        acks = self.ingest.stream(request_iterator, self.lifecycle.stopping, context.time_remaining, current_caller())
         async with BOUNDARY(context, "StreamMetrics"), contextlib.aclosing(acks):
             async for request_id, result in acks:
                 yield pb.StreamMetricsResponse(
@@ -95,7 +128,8 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     ) -> pb.QueryMetricsResponse:
         bind_request_id(context)
         async with BOUNDARY(context, "QueryMetrics"):
-            buckets = await queries.query_metrics(self.app.require_pool(), protomap.metric_query(request))
+            query = protomap.metric_query(request, whose_series(request.caller))
+            buckets = await queries.query_metrics(self.app.require_pool(), query, timeout_s=self._timeout_s)
         return protomap.query_response(buckets)
 
     async def ListBaselines(
@@ -103,7 +137,8 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     ) -> pb.ListBaselinesResponse:
         bind_request_id(context)
         async with BOUNDARY(context, "ListBaselines"):
-            rows = await queries.list_baselines(self.app.require_pool(), request.name)
+            whose = whose_series(request.caller)
+            rows = await queries.list_baselines(self.app.require_pool(), request.name, whose, timeout_s=self._timeout_s)
         return protomap.baselines_response(rows)
 
     async def ListAnomalies(
@@ -111,6 +146,8 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     ) -> pb.ListAnomaliesResponse:
         bind_request_id(context)
         async with BOUNDARY(context, "ListAnomalies"):
-            since = protomap.anomalies_since(request)
-            rows = await queries.list_anomalies(self.app.require_pool(), request.name, since, request.page_size)
+            since, whose = protomap.anomalies_since(request), whose_series(request.caller)
+            rows = await queries.list_anomalies(
+                self.app.require_pool(), request.name, since, request.page_size, whose, timeout_s=self._timeout_s
+            )
         return protomap.anomalies_response(rows)

@@ -164,8 +164,9 @@ def lint_response(findings: Sequence[Finding]) -> pb.LintMigrationsResponse:
 # MetricsService
 
 
-def metric_query(request: mpb.QueryMetricsRequest) -> queries.MetricQuery:
-    """Unset end_time means now; unset start_time means an hour before the end."""
+def metric_query(request: mpb.QueryMetricsRequest, caller: str | None) -> queries.MetricQuery:
+    """Unset end_time means now; unset start_time means an hour before the end; `caller` is whose series
+    (None: every writer's), as the servicer resolved it from request.caller."""
     queries.check_ranges(
         {"start_time": request.start_time, "end_time": request.end_time, "bucket_width": request.bucket_width}
     )
@@ -184,6 +185,7 @@ def metric_query(request: mpb.QueryMetricsRequest) -> queries.MetricQuery:
         aggregates=frozenset(
             AGGREGATE_NAMES.get(a, f"#{a}") for a in request.aggregates if a != mpb.AGGREGATE_UNSPECIFIED
         ),
+        caller=caller,
     )
 
 
@@ -213,6 +215,7 @@ def baselines_response(rows: Sequence[queries.BaselineRow]) -> mpb.ListBaselines
                 window_start=timestamp(r.window_start),
                 window_end=timestamp(r.window_end),
                 computed_at=timestamp(r.computed_at),
+                caller=r.caller,
             )
             for r in rows
         ],
@@ -230,6 +233,7 @@ def anomalies_response(rows: Sequence[queries.AnomalyRow]) -> mpb.ListAnomaliesR
                 baseline_stddev=r.baseline_stddev,
                 z_score=r.z_score,
                 time=timestamp(r.time),
+                caller=r.caller,
             )
             for r in rows
         ]

@@ -34,12 +34,13 @@ class Ingest:
         self.parser = BatchParser(settings)
         self.writer = MetricsWriter(pool, settings, instruments.copy.observe if instruments else None)
 
-    async def store(self, received: Received, time_remaining: Deadline, method: str) -> Ack:
-        """Write one batch; `method` (WriteMetrics, StreamMetrics) labels the counts in `instruments`."""
+    async def store(self, received: Received, time_remaining: Deadline, method: str, caller: str = "") -> Ack:
+        """Write one batch of `caller` (the authenticated writer, whose series it goes to); `method`
+        (WriteMetrics, StreamMetrics) labels the counts in `instruments`."""
         try:
             check_size(received.size, self.settings.max_batch_bytes)
             async with self.writer.admitted():
-                batch = self.parser.parse(received)
+                batch = self.parser.parse(received, caller=caller)
                 result = await self.writer.write(batch, timeout_s=time_remaining())
         except SchemaServiceError:
             if self.instruments is not None:
@@ -50,12 +51,12 @@ class Ingest:
         return batch.request_id, result
 
     async def stream(
-        self, batches: AsyncIterator[Received], stopping: asyncio.Event, time_remaining: Deadline
+        self, batches: AsyncIterator[Received], stopping: asyncio.Event, time_remaining: Deadline, caller: str = ""
     ) -> AsyncGenerator[Ack, None]:
         """Up to stream_window batches are written at once; acknowledgements come in arrival order."""
         acks: asyncio.Queue[asyncio.Task[Ack] | None] = asyncio.Queue()
         window = asyncio.Semaphore(self.settings.stream_window)
-        reader = asyncio.create_task(self._read(batches, acks, window, time_remaining))
+        reader = asyncio.create_task(self._read(batches, acks, window, time_remaining, caller))
         stopper = asyncio.create_task(_cancel_when(stopping, reader))
         try:
             while (task := await acks.get()) is not None:
@@ -74,11 +75,12 @@ class Ingest:
         acks: asyncio.Queue[asyncio.Task[Ack] | None],
         window: asyncio.Semaphore,
         time_remaining: Deadline,
+        caller: str,
     ) -> None:
         try:
             async for received in batches:
                 await window.acquire()
-                acks.put_nowait(asyncio.create_task(self.store(received, time_remaining, "StreamMetrics")))
+                acks.put_nowait(asyncio.create_task(self.store(received, time_remaining, "StreamMetrics", caller)))
         except asyncio.CancelledError:
             pass  # shutdown: stop reading; batches already taken are still acknowledged
         finally:

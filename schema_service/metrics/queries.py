@@ -1,4 +1,9 @@
-"""Reading the metrics store: bucketed aggregates of one metric, baselines, anomalies."""
+"""Reading the metrics store: bucketed aggregates of one metric, baselines, anomalies.
+
+Each read covers the series of one writing caller (`caller`), or of every writer (None); who may ask
+for which is the servicer's business (metrics.read_all). Each runs in a read-only transaction under
+a statement timeout (MetricsSettings.query_timeout_s), and a query takes at most MAX_LABELS labels.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from schema_service.dberrors import database_errors
 from schema_service.errors import InvalidRequest
-from schema_service.metrics.validation import NAME_RE, NO_NUL, NUL
+from schema_service.metrics.validation import MAX_LABEL_VALUE_CHARS, MAX_LABELS, NAME_RE, NO_NUL, NUL
 from servicekit.errors import FieldViolation
 
 MAX_BUCKETS = 10_000
@@ -41,7 +46,8 @@ AGGREGATES = {
 
 @dataclass(frozen=True)
 class MetricQuery:
-    """One metric (series carrying all `labels`), [start, end), buckets of `bucket` (None: one bucket)."""
+    """One metric (series carrying all `labels`, written by `caller`; None: by anyone), [start, end),
+    buckets of `bucket` (None: one bucket)."""
 
     name: str
     labels: dict[str, str]
@@ -49,6 +55,7 @@ class MetricQuery:
     end: datetime
     bucket: timedelta | None
     aggregates: frozenset[str]
+    caller: str | None = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class BaselineRow:
     window_start: datetime
     window_end: datetime
     computed_at: datetime
+    caller: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class AnomalyRow:
     baseline_stddev: float
     z_score: float
     time: datetime
+    caller: str
 
 
 def range_violation(value: timestamp_pb2.Timestamp | duration_pb2.Duration, path: str) -> FieldViolation | None:
@@ -110,9 +119,13 @@ def check_query(query: MetricQuery) -> None:
     bad: list[FieldViolation] = []
     if not NAME_RE.fullmatch(query.name):
         bad.append(FieldViolation("name", NAME_RULE))
-    for key, value in query.labels.items():
+    if len(query.labels) > MAX_LABELS:
+        bad.append(FieldViolation("labels", f"at most {MAX_LABELS} labels (a series has no more)"))
+    for key, value in list(query.labels.items())[:MAX_LABELS]:
         if NUL in key or NUL in value:
             bad.append(FieldViolation(f"labels[{key[:64]!r}]", f"label keys and values {NO_NUL}"))
+        elif len(key) > MAX_LABEL_VALUE_CHARS or len(value) > MAX_LABEL_VALUE_CHARS:
+            bad.append(FieldViolation(f"labels[{key[:64]!r}]", f"at most {MAX_LABEL_VALUE_CHARS} characters"))
     if query.end <= query.start:
         bad.append(FieldViolation("end_time", "must be after start_time"))
     elif query.bucket is not None:
@@ -127,7 +140,18 @@ def check_query(query: MetricQuery) -> None:
         raise InvalidRequest("invalid metrics query", field_violations=bad)
 
 
-async def query_metrics(pool: asyncpg.Pool, query: MetricQuery) -> list[Bucket]:
+async def _fetch(pool: asyncpg.Pool, timeout_s: float, sql: str, *args: object) -> list[asyncpg.Record]:
+    """One read in a read-only transaction under `statement_timeout` (PostgreSQL cancels it, SQLSTATE 57014)."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+        return list(await conn.fetch(sql, *args))
+
+
+# `$n::text IS NULL` (every writer) or the one writer: both a plain condition on metric_series.
+_WRITER = "({0}::text IS NULL OR s.caller = {0})"
+
+
+async def query_metrics(pool: asyncpg.Pool, query: MetricQuery, *, timeout_s: float) -> list[Bucket]:
     """Non-empty buckets, oldest first."""
     check_query(query)
     wanted = [a for a in AGGREGATES if a in query.aggregates]
@@ -135,43 +159,54 @@ async def query_metrics(pool: asyncpg.Pool, query: MetricQuery) -> list[Bucket]:
     sql = (
         f"SELECT date_bin($3::interval, m.time, $1) AS bucket, count(*) AS count{columns} "
         "FROM system_performance_metrics m WHERE m.time >= $1 AND m.time < $2 AND m.series_id IN "
-        "(SELECT series_id FROM metric_series WHERE name = $4 AND labels @> $5::jsonb) "
+        f"(SELECT series_id FROM metric_series s WHERE name = $4 AND labels @> $5::jsonb AND {_WRITER.format('$6')}) "
         "GROUP BY 1 ORDER BY 1"
     )
     width = query.bucket or (query.end - query.start)
+    args = (query.start, query.end, width, query.name, json.dumps(query.labels), query.caller)
     with database_errors("query"):
-        rows = await pool.fetch(sql, query.start, query.end, width, query.name, json.dumps(query.labels))
+        rows = await _fetch(pool, timeout_s, sql, *args)
     return [Bucket(r["bucket"], r["count"], {a: float(r[a]) for a in wanted}) for r in rows]
 
 
-async def list_baselines(pool: asyncpg.Pool, name: str) -> list[BaselineRow]:
-    """Baselines of metric `name` (all metrics when empty), by name and labels."""
+async def list_baselines(pool: asyncpg.Pool, name: str, caller: str | None, *, timeout_s: float) -> list[BaselineRow]:
+    """Baselines of metric `name` (all metrics when empty) of `caller`'s series (None: anyone's)."""
     check_name(name, optional=True)
     with database_errors("list baselines"):
-        rows = await pool.fetch(
+        rows = await _fetch(
+            pool,
+            timeout_s,
             "SELECT s.name, s.labels, b.mean, b.stddev, b.sample_count, b.window_start, b.window_end, "
-            "b.computed_at FROM performance_baselines b JOIN metric_series s USING (series_id) "
-            "WHERE $1 = '' OR s.name = $1 ORDER BY s.name, s.labels::text LIMIT $2",
+            "b.computed_at, s.caller FROM performance_baselines b JOIN metric_series s USING (series_id) "
+            f"WHERE ($1 = '' OR s.name = $1) AND {_WRITER.format('$3')} "
+            "ORDER BY s.name, s.caller, s.labels::text LIMIT $2",
             name,
             MAX_PAGE_SIZE,
+            caller,
         )
     return [BaselineRow(**{**dict(r), "labels": json.loads(r["labels"])}) for r in rows]
 
 
-async def list_anomalies(pool: asyncpg.Pool, name: str, since: datetime, page_size: int) -> list[AnomalyRow]:
-    """Anomalies at or after `since`, newest first."""
+async def list_anomalies(
+    pool: asyncpg.Pool, name: str, since: datetime, page_size: int, caller: str | None, *, timeout_s: float
+) -> list[AnomalyRow]:
+    """Anomalies at or after `since` of `caller`'s series (None: anyone's), newest first."""
     check_name(name, optional=True)
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidRequest(
             "invalid page_size", field_violations=[FieldViolation("page_size", f"must be 0-{MAX_PAGE_SIZE}")]
         )
     with database_errors("list anomalies"):
-        rows = await pool.fetch(
-            "SELECT s.name, s.labels, a.value, a.baseline_mean, a.baseline_stddev, a.z_score, a.time "
+        rows = await _fetch(
+            pool,
+            timeout_s,
+            "SELECT s.name, s.labels, a.value, a.baseline_mean, a.baseline_stddev, a.z_score, a.time, s.caller "
             "FROM performance_anomalies a JOIN metric_series s USING (series_id) "
-            "WHERE ($1 = '' OR s.name = $1) AND a.time >= $2 ORDER BY a.time DESC, a.anomaly_id DESC LIMIT $3",
+            f"WHERE ($1 = '' OR s.name = $1) AND a.time >= $2 AND {_WRITER.format('$4')} "
+            "ORDER BY a.time DESC, a.anomaly_id DESC LIMIT $3",
             name,
             since,
             page_size or DEFAULT_PAGE_SIZE,
+            caller,
         )
     return [AnomalyRow(**{**dict(r), "labels": json.loads(r["labels"])}) for r in rows]

@@ -33,13 +33,14 @@ MAX_KNOWN_SERIES = 1_000_000
 # Less time than this left before the caller's deadline: refuse at once rather than start a write that cannot finish.
 MIN_WRITE_TIME_S = 0.01
 
+# Request ids are unique per writing caller (migration 016): one caller's ids never meet another's.
 _CLAIM = """
-INSERT INTO metric_write_requests (request_id, written_count, batch_digest) VALUES ($1, $2, $3)
-ON CONFLICT (request_id) DO NOTHING RETURNING written_count
+INSERT INTO metric_write_requests (caller, request_id, written_count, batch_digest) VALUES ($1, $2, $3, $4)
+ON CONFLICT (caller, request_id) DO NOTHING RETURNING written_count
 """
 _INSERT_SERIES = """
-INSERT INTO metric_series (series_id, name, unit, labels)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[])
+INSERT INTO metric_series (series_id, name, unit, labels, caller)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::text[])
 ON CONFLICT (series_id) DO NOTHING
 """
 
@@ -125,7 +126,7 @@ class MetricsWriter:
         async with pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    if await conn.fetchval(_CLAIM, batch.request_id, count, batch.digest) is None:
+                    if await conn.fetchval(_CLAIM, batch.caller, batch.request_id, count, batch.digest) is None:
                         return await _duplicate(conn, batch)
                     new = [s for sid, s in batch.series.items() if sid not in self._known_series]
                     if new:
@@ -150,7 +151,9 @@ class MetricsWriter:
 async def _duplicate(conn: Conn, batch: Batch) -> WriteResult:
     """The request_id was committed before (the claim found its row); check it is the same content."""
     stored = await conn.fetchrow(
-        "SELECT written_count, batch_digest FROM metric_write_requests WHERE request_id = $1", batch.request_id
+        "SELECT written_count, batch_digest FROM metric_write_requests WHERE caller = $1 AND request_id = $2",
+        batch.caller,
+        batch.request_id,
     )
     if stored is None:  # purged since the claim found it (older than idempotency_window_s): try again afresh
         raise DatabaseUnavailable(
@@ -167,10 +170,11 @@ async def _duplicate(conn: Conn, batch: Batch) -> WriteResult:
     return WriteResult(count, duplicate=True)
 
 
-def _series_columns(series: list[Series]) -> tuple[list[int], list[str], list[str], list[str]]:
+def _series_columns(series: list[Series]) -> tuple[list[int], list[str], list[str], list[str], list[str]]:
     return (
         [s.series_id for s in series],
         [s.name for s in series],
         [s.unit for s in series],
         [s.labels_json for s in series],
+        [s.caller for s in series],
     )

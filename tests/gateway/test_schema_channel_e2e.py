@@ -42,7 +42,7 @@ async def tls_schema_service(dsn: str, folder: Path) -> AsyncIterator[tuple[str,
     callers.write_text(
         "callers:\n"
         f'  - {{name: gateway, token_sha256: "{sha256("gw-token")}", roles: [metrics.write]}}\n'
-        f'  - {{name: reader, token_sha256: "{sha256("read-token")}", roles: [metrics.read]}}\n'
+        f'  - {{name: reader, token_sha256: "{sha256("read-token")}", roles: [metrics.read, metrics.read_all]}}\n'
     )
     security = Security(tls_cert=cert, tls_key=key, callers=callers)
     async with schema_server(settings_for(dsn, security=security)) as running:
@@ -84,8 +84,8 @@ async def test_metrics_travel_over_tls_with_the_gateways_token(
         token.write_text("gw-token\n")
         sent, dropped = await chat_and_flush(sim, address, ca, token)
         assert sent > 0 and dropped == 0
-        # What was sent is stored: a caller with metrics.read finds it.
-        query = mpb.QueryMetricsRequest(name="llm.attempt.duration", aggregates=[mpb.AGGREGATE_COUNT])
+        # What was sent is stored as the gateway's: a caller with metrics.read_all finds it there.
+        query = mpb.QueryMetricsRequest(name="llm.attempt.duration", aggregates=[mpb.AGGREGATE_COUNT], caller="gateway")
         query.start_time.FromSeconds(0)
         query.end_time.FromSeconds(int(time.time()) + 60)
         async with grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca.read_bytes())) as channel:

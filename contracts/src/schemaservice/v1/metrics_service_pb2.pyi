@@ -128,7 +128,7 @@ class StreamMetricsResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., written_count: _Optional[int] = ..., duplicate: _Optional[bool] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class QueryMetricsRequest(_message.Message):
-    __slots__ = ("name", "labels", "start_time", "end_time", "bucket_width", "aggregates")
+    __slots__ = ("name", "labels", "start_time", "end_time", "bucket_width", "aggregates", "caller")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -142,13 +142,15 @@ class QueryMetricsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     BUCKET_WIDTH_FIELD_NUMBER: _ClassVar[int]
     AGGREGATES_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     name: str
     labels: _containers.ScalarMap[str, str]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     bucket_width: _duration_pb2.Duration
     aggregates: _containers.RepeatedScalarFieldContainer[Aggregate]
-    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_width: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, str]]] = ...) -> None: ...
+    caller: str
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_width: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., aggregates: _Optional[_Iterable[_Union[Aggregate, str]]] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class QueryMetricsResponse(_message.Message):
     __slots__ = ("buckets",)
@@ -179,10 +181,12 @@ class MetricBucket(_message.Message):
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ..., sum: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., avg: _Optional[float] = ..., p50: _Optional[float] = ..., p95: _Optional[float] = ..., p99: _Optional[float] = ...) -> None: ...
 
 class ListBaselinesRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "caller")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    caller: str
+    def __init__(self, name: _Optional[str] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class ListBaselinesResponse(_message.Message):
     __slots__ = ("baselines", "summary")
@@ -193,7 +197,7 @@ class ListBaselinesResponse(_message.Message):
     def __init__(self, baselines: _Optional[_Iterable[_Union[Baseline, _Mapping]]] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class Baseline(_message.Message):
-    __slots__ = ("name", "labels", "mean", "stddev", "sample_count", "window_start", "window_end", "computed_at")
+    __slots__ = ("name", "labels", "mean", "stddev", "sample_count", "window_start", "window_end", "computed_at", "caller")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +213,7 @@ class Baseline(_message.Message):
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     WINDOW_END_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     name: str
     labels: _containers.ScalarMap[str, str]
     mean: float
@@ -217,17 +222,20 @@ class Baseline(_message.Message):
     window_start: _timestamp_pb2.Timestamp
     window_end: _timestamp_pb2.Timestamp
     computed_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., mean: _Optional[float] = ..., stddev: _Optional[float] = ..., sample_count: _Optional[int] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    caller: str
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., mean: _Optional[float] = ..., stddev: _Optional[float] = ..., sample_count: _Optional[int] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class ListAnomaliesRequest(_message.Message):
-    __slots__ = ("name", "start_time", "page_size")
+    __slots__ = ("name", "start_time", "page_size", "caller")
     NAME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     name: str
     start_time: _timestamp_pb2.Timestamp
     page_size: int
-    def __init__(self, name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ...) -> None: ...
+    caller: str
+    def __init__(self, name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class ListAnomaliesResponse(_message.Message):
     __slots__ = ("anomalies",)
@@ -236,7 +244,7 @@ class ListAnomaliesResponse(_message.Message):
     def __init__(self, anomalies: _Optional[_Iterable[_Union[Anomaly, _Mapping]]] = ...) -> None: ...
 
 class Anomaly(_message.Message):
-    __slots__ = ("name", "labels", "value", "baseline_mean", "baseline_stddev", "z_score", "time")
+    __slots__ = ("name", "labels", "value", "baseline_mean", "baseline_stddev", "z_score", "time", "caller")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +259,7 @@ class Anomaly(_message.Message):
     BASELINE_STDDEV_FIELD_NUMBER: _ClassVar[int]
     Z_SCORE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     name: str
     labels: _containers.ScalarMap[str, str]
     value: float
@@ -258,4 +267,5 @@ class Anomaly(_message.Message):
     baseline_stddev: float
     z_score: float
     time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., value: _Optional[float] = ..., baseline_mean: _Optional[float] = ..., baseline_stddev: _Optional[float] = ..., z_score: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    caller: str
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., value: _Optional[float] = ..., baseline_mean: _Optional[float] = ..., baseline_stddev: _Optional[float] = ..., z_score: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., caller: _Optional[str] = ...) -> None: ...
