@@ -167,12 +167,14 @@ def pct(values: list[float], q: float) -> float:
 def serve_flags() -> set[str]:
     """Flags this gateway build knows (--insecure-dev and --reuse-port arrived with authentication)."""
     help_text = subprocess.run([str(BIN / "gateway-service"), "serve", "--help"], capture_output=True, text=True).stdout
-    return {flag for flag in ("--insecure-dev", "--reuse-port") if flag in help_text}
+    return {flag for flag in ("--insecure-dev", "--reuse-port", "--max-calls") if flag in help_text}
 
 
-def start_gateways(config: str, port: int, workers: int) -> list[subprocess.Popen[bytes]]:
+def start_gateways(config: str, port: int, workers: int, streams: int = 0) -> list[subprocess.Popen[bytes]]:
     known = serve_flags()
     flags = ["--insecure-dev"] if "--insecure-dev" in known else []
+    if streams and "--max-calls" in known:  # the load is the point here: room for every stream (docs/security.md)
+        flags += ["--max-calls", str(streams), "--max-streams", str(streams)]
     if workers > 1 and "--reuse-port" in known:
         flags.append("--reuse-port")  # only here: N processes share the port on purpose
     env = {**os.environ, "BENCH_KEY": "sk-bench", "LOG_LEVEL": "WARNING"}
@@ -221,7 +223,7 @@ async def _main(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{up_port}"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
         config.write(CONFIG.format(url=url))
-    gateways = start_gateways(config.name, gw_port, args.workers)
+    gateways = start_gateways(config.name, gw_port, args.workers, args.streams)
     try:
         for proc in gateways:
             await wait_for_health(f"127.0.0.1:{gw_port}", "readiness", 1, proc=proc, timeout_s=60)
