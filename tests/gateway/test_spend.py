@@ -84,7 +84,15 @@ def spend_config(sim: SimulatorHandle, key_prefix: str, **spend: Any) -> config.
     data = {
         "providers": [entry],
         "routes": {"default": ["p/primary"]},
-        "limits": {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": key_prefix, "spend": spend},
+        # Dollar budgets fail closed: on a loaded test machine the default 50 ms Redis timeout would turn a slow
+        # reservation into a refusal, which is not what these tests look at.
+        "limits": {
+            "backend": "redis",
+            "redis_url": REDIS_URL,
+            "key_prefix": key_prefix,
+            "redis_timeout_ms": 5000,
+            "spend": spend,
+        },
     }
     return config.parse(data, source="test", env={"SIM_KEY": "sk-sim-key-1234"})
 
