@@ -188,7 +188,7 @@ def test_cli_reports_config_errors_and_checks_config_without_secrets(
         assert main(["serve", "--config", str(bad)]) == 2
         assert f"{bad}: bogus: unknown key" in capsys.readouterr().err
         monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret-value")
-        assert main(["serve", "--check-config"]) == 0
+        assert main(["serve", "--check-config", "--insecure-dev"]) == 0  # the security flags are checked too
         printed = capsys.readouterr().out
         assert "**********" in printed and "sk-very-secret-value" not in printed
         assert main(["serve", "--port", "fifty"]) == 2
