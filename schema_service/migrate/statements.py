@@ -18,7 +18,7 @@ from pglast.parser import ParseError
 from schema_service.migrate.copydata import UnsupportedCopy, copy_arguments
 from schema_service.migrate.errors import MigrationFileError, StatementRefused, UnsafeStatement
 from schema_service.migrate.files import MigrationFile
-from schema_service.migrate.unsafe import Use, uses
+from schema_service.migrate.unsafe import UNSAFE_KINDS, Use, uses
 
 # BEGIN/COMMIT/ROLLBACK end the runner's own transaction; savepoints nest inside it and are fine.
 _TXN_CONTROL = {
@@ -323,6 +323,8 @@ def check_unsafe(file: MigrationFile, statements: list[Statement]) -> None:
 
 
 def unsafe_message(use: Use) -> str:
+    if use.kind not in UNSAFE_KINDS:
+        return f"{use.what} cannot be checked for SQL that reaches outside the database; nest less deeply"
     return (
         f"{use.what} reaches outside the database ({use.kind}); if that is intended, "
         f"name it in the file's header: `-- migrate: allow-unsafe {use.kind}`"

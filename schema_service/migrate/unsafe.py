@@ -12,7 +12,9 @@ The override is a header directive, one per kind: `-- migrate: allow-unsafe copy
 each use as an error without it (a warning with it), and `migrate` refuses the whole run before any file
 runs (UnsafeStatement, FAILED_PRECONDITION).
 
-Looked into: top-level statements, SQL and PL/pgSQL bodies of CREATE FUNCTION/PROCEDURE and DO blocks.
+Looked into: top-level statements, SQL and PL/pgSQL bodies of CREATE FUNCTION/PROCEDURE and DO blocks,
+and bodies within bodies up to MAX_DEPTH; deeper nesting cannot be checked and is refused with no
+override (kind `too-deep`).
 Not seen, by nature: SQL built at run time (`EXECUTE 'COPY ' || ...`) and bodies in other languages. This
 is a review guard, not a sandbox; the sandbox is a migrating role without superuser or the
 pg_execute_server_program / pg_read_server_files / pg_write_server_files roles (docs/security.md).
@@ -30,6 +32,7 @@ from pglast.parser import ParseError, scan
 from pglast.visitors import Visitor
 
 UNSAFE_KINDS = ("copy-program", "server-files", "large-object-files", "alter-system")
+MAX_DEPTH = 8
 
 _FUNCTIONS = {
     "pg_read_file": "server-files",
@@ -51,18 +54,25 @@ class Use:
     what: str
 
 
-def uses(node: Any, text: str) -> list[Use]:
-    """The unsafe uses in one top-level statement (its parse tree and its text), in order, once each."""
-    found = _Finder()
+TOO_DEEP = Use("too-deep", f"function or DO bodies nested more than {MAX_DEPTH} deep")
+
+
+def uses(node: Any, text: str, depth: int = 0) -> list[Use]:
+    """The unsafe uses in one statement (its parse tree and its text), in order, once each; `depth`
+    counts the bodies it sits in."""
+    if depth > MAX_DEPTH:
+        return [TOO_DEEP]
+    found = _Finder(depth)
     found(node)
     if isinstance(node, ast.DoStmt | ast.CreateFunctionStmt) and _language(node) == "plpgsql":
-        found.found.extend(_in_plpgsql(text))
+        found.found.extend(_in_plpgsql(text, depth + 1))
     return list(dict.fromkeys(found.found))
 
 
 class _Finder(Visitor):
-    def __init__(self) -> None:
+    def __init__(self, depth: int) -> None:
         self.found: list[Use] = []
+        self.depth = depth
 
     def visit_CopyStmt(self, ancestors: Any, node: ast.CopyStmt) -> None:
         direction = "FROM" if node.is_from else "TO"
@@ -82,7 +92,7 @@ class _Finder(Visitor):
     def visit_CreateFunctionStmt(self, ancestors: Any, node: ast.CreateFunctionStmt) -> None:
         if _language(node) == "sql":
             for body in _bodies(node):
-                self.found.extend(_in_sql(body))
+                self.found.extend(_in_sql(body, self.depth + 1))
 
 
 def _language(node: ast.DoStmt | ast.CreateFunctionStmt) -> str:
@@ -98,21 +108,22 @@ def _bodies(node: ast.CreateFunctionStmt) -> list[str]:
     return [item.sval for item in items if isinstance(getattr(item, "sval", None), str)]
 
 
-def _in_sql(sql: str) -> list[Use]:
+def _in_sql(sql: str, depth: int) -> list[Use]:
+    """The uses in a body of SQL statements, each looked into as a statement of its own."""
     try:
         statements = pglast.parse_sql(sql)
     except ParseError:  # PostgreSQL reports it at CREATE FUNCTION time; there is nothing to look into
         return []
     found = []
     for raw in statements:
-        finder = _Finder()
+        at = raw.stmt_location or 0
+        text = sql[at : at + raw.stmt_len] if raw.stmt_len else sql[at:]
         if raw.stmt is not None:
-            finder(raw.stmt)
-        found.extend(finder.found)
+            found.extend(uses(raw.stmt, text, depth))
     return found
 
 
-def _in_plpgsql(text: str) -> list[Use]:
+def _in_plpgsql(text: str, depth: int) -> list[Use]:
     """Each SQL statement and expression of a PL/pgSQL body, parsed as PostgreSQL would."""
     try:
         tree = pglast.parse_plpgsql(text)
@@ -121,9 +132,9 @@ def _in_plpgsql(text: str) -> list[Use]:
     found = []
     for query, mode in _expressions(tree):
         if mode == _STATEMENT:
-            found.extend(_in_sql(query))
+            found.extend(_in_sql(query, depth))
         elif mode == _EXPRESSION:
-            found.extend(_in_sql(f"SELECT {query}"))
+            found.extend(_in_sql(f"SELECT {query}", depth))
         else:
             found.extend(_called(query))
     return found

@@ -9,6 +9,7 @@ import pytest
 from schema_service.migrate.errors import MigrationFileError
 from schema_service.migrate.files import read_file
 from schema_service.migrate.lint import Finding, lint_dir, lint_file
+from schema_service.migrate.unsafe import MAX_DEPTH, UNSAFE_KINDS
 from tests.schema.migration_fixtures.helpers import write_migrations
 
 # (kind, SQL): each form the parser must see, top level and inside bodies.
@@ -31,6 +32,12 @@ UNSAFE = [
     (
         "server-files",
         "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_ls_dir('.'); END $$;",
+    ),
+    ("copy-program", "DO $a$ BEGIN DO $b$ BEGIN COPY (SELECT 1) TO PROGRAM 'id'; END $b$; END $a$;"),
+    (
+        "server-files",
+        "DO $a$ BEGIN CREATE FUNCTION f() RETURNS text LANGUAGE plpgsql AS $b$ BEGIN RETURN pg_read_file('/x'); "
+        "END $b$; END $a$;",
     ),
 ]
 
@@ -91,3 +98,19 @@ async def test_lint_dir_reports_it_with_the_other_rules(tmp_path: Path) -> None:
     findings = await lint_dir(folder)
 
     assert ("001_x.sql", 1, "unsafe-sql", "error") in {(f.file, f.line, f.rule, f.severity) for f in findings}
+
+
+def _nested(depth: int) -> str:
+    sql = "COPY (SELECT 1) TO PROGRAM 'id';"
+    for level in range(depth):
+        sql = f"DO $l{level}$ BEGIN {sql} END $l{level}$;"
+    return sql
+
+
+def test_bodies_nested_too_deep_to_check_are_refused_whatever_the_header_allows(tmp_path: Path) -> None:
+    header = "".join(f"-- migrate: allow-unsafe {kind}\n" for kind in UNSAFE_KINDS)
+
+    assert [f.severity for f in _findings(tmp_path / "ok", header + _nested(MAX_DEPTH) + "\n")] == ["warning"]
+    too_deep = _findings(tmp_path / "deep", header + _nested(MAX_DEPTH + 1) + "\n")
+    assert [f.severity for f in too_deep] == ["error"]
+    assert "nested more than 8 deep" in too_deep[0].message
