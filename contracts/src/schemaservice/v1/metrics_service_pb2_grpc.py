@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class MetricsServiceStub:
-    """MetricsService stores performance metrics exactly once and answers queries over them.
+    """MetricsService stores performance metrics exactly once and answers queries over them. Metrics are
+    scoped by caller: a write always goes into the authenticated caller's own series (request ids are
+    per caller too), and a read covers the reader's own unless it names another writer with metrics.read_all.
     """
 
     def __init__(self, channel):
@@ -63,7 +65,9 @@ class MetricsServiceStub:
 
 
 class MetricsServiceServicer:
-    """MetricsService stores performance metrics exactly once and answers queries over them.
+    """MetricsService stores performance metrics exactly once and answers queries over them. Metrics are
+    scoped by caller: a write always goes into the authenticated caller's own series (request ids are
+    per caller too), and a read covers the reader's own unless it names another writer with metrics.read_all.
     """
 
     def WriteMetrics(self, request, context):
@@ -138,7 +142,9 @@ def add_MetricsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MetricsService:
-    """MetricsService stores performance metrics exactly once and answers queries over them.
+    """MetricsService stores performance metrics exactly once and answers queries over them. Metrics are
+    scoped by caller: a write always goes into the authenticated caller's own series (request ids are
+    per caller too), and a read covers the reader's own unless it names another writer with metrics.read_all.
     """
 
     @staticmethod
