@@ -118,10 +118,11 @@ class ProviderTransport(Frozen):
     """PEM file of the client certificate (chain) shown to the upstream, for mutual TLS."""
     client_key: Text | None = None
     """PEM file of its private key, when not in client_cert's file."""
-    max_sse_line_bytes: PositiveInt = 1 << 20
+    max_sse_line_bytes: PositiveInt = Field(default=1 << 20, le=3 << 20)
     """Longest line of a streamed answer; a longer one fails the attempt (malformed_response) as it is read."""
-    max_sse_event_bytes: PositiveInt = 1 << 20
-    """Largest event of a streamed answer (its lines together), checked the same way."""
+    max_sse_event_bytes: PositiveInt = Field(default=1 << 20, le=3 << 20)
+    """Largest event of a streamed answer (its lines together), checked the same way. At most 3 MiB: the delta
+    an event carries must fit in one gRPC message to the caller (4 MiB)."""
     max_body_bytes: PositiveInt = 1 << 20
     """An error response's body is read up to this much (its status still decides the failure)."""
     max_response_bytes: PositiveInt = 64 << 20

@@ -12,7 +12,10 @@ httpx2.AsyncByteStream that providers/http_spans.py wraps the same way) is wrapp
   the SDK parses (on the loop) at most that much JSON;
 - a 2xx that is not an event stream (an HTML page, a JSON answer, an endless body) is refused at its head,
   named for what it is, rather than read to its end and reported as a truncated answer;
-- a redirect to another origin is refused: the SDKs follow redirects, and a 307 re-sends the prompt.
+- a redirect to another origin is refused: the SDKs follow redirects, and a 307 re-sends the prompt;
+- an event stream that is not UTF-8 fails (two SDKs raised on it, google-genai replaced the bytes);
+- a compressed body is refused: the request asks for `identity` (`ask_identity`, a request hook), so the
+  caps count the bytes the SDK reads, not the compressed ones a small gzip bomb would unfold from.
 
 A refusal is an httpx2 error (a DecodingError, or TooManyRedirects for the redirect), so each adapter's
 `transport_failure` classifies it like any failure below the SDK: MALFORMED_RESPONSE (SERVER_ERROR for the
@@ -21,6 +24,7 @@ redirect), which fails over when nothing was sent yet. The scan costs a few `byt
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +42,10 @@ class UpstreamTooLarge(httpx2.DecodingError):
 
 class NotAnEventStream(httpx2.DecodingError):
     """A successful response to a streaming request that is no event stream."""
+
+
+class NotUtf8(httpx2.DecodingError):
+    """An event stream with bytes that are not UTF-8."""
 
 
 class CrossOriginRedirect(httpx2.TooManyRedirects):
@@ -65,6 +73,7 @@ class Bounds:
         if problem:
             await response.aclose()
             error = CrossOriginRedirect if response.has_redirect_location else NotAnEventStream
+            # (a compressed body is one too: its bytes are not the event stream the caps would count)
             raise error(f"{problem} from {response.url.host}", request=response.request)
         body = response.stream
         if not isinstance(body, httpx2.AsyncByteStream):
@@ -75,8 +84,16 @@ class Bounds:
             response.stream = CutBody(body, self._caps.body)
 
 
+async def ask_identity(request: httpx2.Request) -> None:
+    """The request hook: no compressed answer (see the module doc)."""
+    request.headers["accept-encoding"] = "identity"
+
+
 def head_problem(response: httpx2.Response) -> str:
     """Why a response is refused on its head alone ("" when it is not)."""
+    encoding = response.headers.get("content-encoding", "identity")
+    if encoding.strip().lower() != "identity":
+        return f"a {response.status_code} body with Content-Encoding {encoding[:40]!r}, though identity was asked"
     if response.has_redirect_location:
         target = response.request.url.join(response.headers["location"])
         origin = response.request.url
@@ -135,6 +152,7 @@ class BoundedEvents(_Wrapped):
         self._step = min(caps.sse_line, caps.sse_event)
         self._total = self._line = self._event = 0
         self._tail = b""  # the last bytes scanned, so an event's blank line split across chunks is seen
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = self._body.__aiter__()
@@ -145,7 +163,9 @@ class BoundedEvents(_Wrapped):
                     self._refuse(f"a response over {self._caps.response} bytes (max_response_bytes)")
                 for start in range(0, len(chunk), self._step):
                     self._scan(chunk[start : start + self._step] if len(chunk) > self._step else chunk)
+                self._check_utf8(chunk)
                 yield chunk
+            self._check_utf8(b"", final=True)
         finally:
             if isinstance(chunks, AsyncGenerator):
                 await chunks.aclose()
@@ -163,6 +183,12 @@ class BoundedEvents(_Wrapped):
             self._refuse(f"an event over {self._caps.sse_event} bytes (max_sse_event_bytes)")
         self._event = self._event + len(piece) if last < 0 else len(scanned) - last
         self._tail = scanned[-1:]
+
+    def _check_utf8(self, chunk: bytes, final: bool = False) -> None:
+        try:
+            self._utf8.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            raise NotUtf8(f"an event stream that is not UTF-8 ({exc.reason})", request=self._request) from None
 
     def _refuse(self, what: str) -> None:
         raise UpstreamTooLarge(f"{what} from {self._request.url.host}", request=self._request)

@@ -37,7 +37,7 @@ import httpx2
 from opentelemetry import trace
 
 from gateway_service.config.providers import DEFAULT_TRANSPORT
-from gateway_service.providers.bounds import Bounds, Caps
+from gateway_service.providers.bounds import Bounds, Caps, ask_identity
 from gateway_service.providers.http_spans import HttpSpans
 
 HTTP_CLIENTS = ("aiohttp", "httpx")
@@ -111,10 +111,20 @@ RequestHook = Callable[[httpx2.Request], Awaitable[None]]
 ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
 
 
+# The SDKs and the HTTP stacks under them log whole requests at DEBUG: the prompt, its tool arguments, the
+# request options (openai, anthropic: "Request options: {... json_data ...}"), headers. They are kept at INFO
+# or above, whatever the root level, so LOG_LEVEL=DEBUG shows the gateway's own lines but no prompt.
+SDK_LOGGERS = ("openai", "anthropic", "google_genai", "google.genai", "httpx", "httpx2", "httpcore", "httpcore2")
+
+
 def quiet_sdk_request_log() -> None:
     """httpx2 logs every request at INFO as its response head arrives, on the way to the first token; the
     gateway's own access line (providers/streaming.py) replaces it, written after the attempt. WARNING and
-    above from httpx2 still pass."""
+    above from httpx2 still pass. The other SDK loggers stay at INFO at least (no prompts at DEBUG)."""
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:  # NOTSET (inherit the root's DEBUG) or DEBUG
+            logger.setLevel(logging.INFO)
     logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 
@@ -130,7 +140,8 @@ def client_options(
     )
     # The caps right after refuse_unframed: they refuse on the head alone too, and wrap the body first, so the
     # span's wrapper (outside theirs) sees a cap's failure.
-    requests, responses = [*request_hooks], [refuse_unframed, Bounds(settings.caps).on_response, *response_hooks]
+    requests = [ask_identity, *request_hooks]
+    responses = [refuse_unframed, Bounds(settings.caps).on_response, *response_hooks]
     if settings.tracer is not None:
         spans = HttpSpans(settings.tracer)
         # Last of the request hooks: the span starts as the request leaves. Right after the refusals: a

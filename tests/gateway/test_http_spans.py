@@ -22,6 +22,7 @@ from gateway_service.domain.failures import FailureKind
 from gateway_service.domain.request import Finished
 from gateway_service.providers import ProviderAdapter, create_adapter
 from gateway_service.providers import openai as openai_adapter
+from gateway_service.providers.bounds import ask_identity
 from gateway_service.providers.http import TransportSettings, client_options, refuse_unframed
 from gateway_service.providers.http_spans import redacted_url
 from llm_simulator import SimulatorHandle
@@ -184,9 +185,10 @@ def test_url_full_keeps_no_credentials_or_query_values() -> None:
 
 async def test_no_hook_without_a_tracer(sim: SimulatorHandle) -> None:
     hooks = client_options(TransportSettings())["event_hooks"]
-    assert hooks["request"] == [] and hooks["response"][0] is refuse_unframed and len(hooks["response"]) == 2
+    assert hooks["request"] == [ask_identity] and hooks["response"][0] is refuse_unframed
+    assert len(hooks["response"]) == 2  # and the caps (providers/bounds.py)
     traced = client_options(TransportSettings(tracer=TracerProvider().get_tracer("t")))["event_hooks"]
-    assert len(traced["request"]) == 1 and len(traced["response"]) == 3
+    assert len(traced["request"]) == 2 and len(traced["response"]) == 3
     cfg = gateway_config(sim.base_url, [Upstream("p", "openai", "m")], env={"SIM_KEY": KEY})
     for tracing, on in ((Tracing(), False), (Tracing(TracerProvider()), True)):
         gateway = build_gateway(cfg, tracing=tracing)

@@ -9,11 +9,14 @@ for the OpenAI format, 2,582 MiB for a 2 GiB body on the Gemini path) and report
 
 from __future__ import annotations
 
+import gzip
+import logging
+
 import pytest
 
 from gateway_service.domain.failures import FailureKind
-from gateway_service.domain.request import TextDelta
-from tests.gateway.rawhttp import Answer, head, raw_upstream
+from gateway_service.domain.request import ChatRequest, Message, Role, TextDelta
+from tests.gateway.rawhttp import Answer, chunk, head, raw_upstream, sse_frames
 from tests.hostile.upstream import KINDS, STACKS, Sent, opening, read, text_frame, with_transport
 
 CAP = 64 * 1024
@@ -94,3 +97,40 @@ async def test_a_redirect_to_another_origin_is_not_followed(kind: str, stack: st
     assert error is not None and error.kind is FailureKind.SERVER_ERROR, error
     assert "a 307 redirect to another origin (http://127.0.0.1) from 127.0.0.1" in error.message
     assert other.requests == 0
+
+
+async def test_an_event_stream_that_is_not_utf8_fails(kind: str, stack: str) -> None:
+    """google-genai replaced the bytes and passed the text on; the other two raised their decoder's error."""
+    body = b"".join(sse_frames(kind, "hello")).replace(b"hello", b"he\xff\xfello")
+    async with raw_upstream(lambda _: Answer(head(b"transfer-encoding: chunked") + chunk(body) + chunk(b""))) as (
+        _,
+        port,
+    ):
+        events, error = await read(with_transport(kind, port, stack))
+    assert error is not None and error.kind is FailureKind.MALFORMED_RESPONSE, error
+    assert "an event stream that is not UTF-8 (invalid start byte)" in error.message
+    assert not any(isinstance(e, TextDelta) for e in events)
+
+
+async def test_a_compressed_body_is_refused(kind: str, stack: str) -> None:
+    """The request asks for identity, so the caps count what the SDK reads; a gzip bomb would unfold past them."""
+    body = gzip.compress(b"".join(sse_frames(kind, "hello")))
+    answer = head(b"content-encoding: gzip", b"content-length: %d" % len(body)) + body
+    async with raw_upstream(lambda _: Answer(answer)) as (_, port):
+        _, error = await read(with_transport(kind, port, stack))
+    assert error is not None and error.kind is FailureKind.MALFORMED_RESPONSE, error
+    assert "a 200 body with Content-Encoding 'gzip', though identity was asked" in error.message
+
+
+async def test_at_debug_no_sdk_logs_the_prompt(kind: str, stack: str, caplog: pytest.LogCaptureFixture) -> None:
+    """openai and anthropic log each request's options, the prompt in them, at DEBUG."""
+    prompt = "the-prompt-is-private-7f3a"
+    answer = head(b"transfer-encoding: chunked") + chunk(b"".join(sse_frames(kind, "hello"))) + chunk(b"")
+    async with raw_upstream(lambda _: Answer(answer)) as (_, port):
+        provider = with_transport(kind, port, stack)
+        with caplog.at_level(logging.DEBUG):
+            request = ChatRequest(model="m", messages=(Message(Role.USER, prompt),), request_id="t")
+            _, error = await read(provider, request=request)
+    assert error is None, error
+    assert caplog.records  # DEBUG was on: the gateway's own lines were kept
+    assert not [r.name for r in caplog.records if prompt in r.getMessage() or prompt in str(r.__dict__)]
