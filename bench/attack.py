@@ -31,8 +31,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llm_simulator.h2client import H2Client
 from servicekit.procs import BIN, free_port, wait_for_health
-from tests.hostile.h2client import H2Client
 
 TOKEN = "bench-attack-token"
 GATEWAY_CONFIG = """

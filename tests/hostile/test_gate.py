@@ -1,6 +1,6 @@
 """Nothing for the unauthenticated, and no caller can take every slot (issue #18, points 1-3 and 10).
 
-The attacks come from a raw HTTP/2 client (tests/hostile/h2client.py): calls announcing a 16 MiB
+The attacks come from a raw HTTP/2 client (llm_simulator/h2client.py): calls announcing a 16 MiB
 message and withholding the rest. Before the gate, such a call was answered only once its whole
 message had arrived (never), so each one held its partial message in the server's memory.
 """
@@ -16,8 +16,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from llm_simulator.h2client import H2Client
 from servicekit.concurrency import Limits
-from tests.hostile.h2client import H2Client
 from tests.hostile.walls import HOG, OTHER, SIXTEEN_MIB, STREAM_CHAT, WRITE_METRICS, bearer, call, until, walled_server
 
 pytestmark = pytest.mark.timeout(30)

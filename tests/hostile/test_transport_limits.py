@@ -12,16 +12,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from servicekit.concurrency import Limits
-from servicekit.procs import free_port
-from servicekit.server import ServerOptions, health_only_server
-from tests.hostile.h2client import (
+from llm_simulator.h2client import (
     INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS,
     MAX_FRAME_SIZE,
     MAX_HEADER_LIST_SIZE,
     H2Client,
 )
+from servicekit.concurrency import Limits
+from servicekit.procs import free_port
+from servicekit.server import ServerOptions, health_only_server
 from tests.hostile.walls import walled_server
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,6 +1,7 @@
 """A hostile HTTP/2 client written with the `h2` state machine over asyncio streams.
 
-It does what a gRPC library never would: announce a large message and send only part of it (the
+For tests/hostile and bench/attack.py; like the simulator, a development tool that shipped code never
+imports. It does what a gRPC library never would: announce a large message and send only part of it (the
 slow drip), send headers a stub would not, and read the server's HTTP/2 SETTINGS as they are.
 """
 
@@ -34,7 +35,7 @@ class H2Client:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, authority: str) -> None:
         self.reader, self.writer, self.authority = reader, writer, authority
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.streams: dict[int, Stream] = {}
         self.settings: dict[int, int] = {}
         self.settled = asyncio.Event()  # the server's first SETTINGS arrived
@@ -131,10 +132,10 @@ class H2Client:
             self.settled.set()
         elif isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
             stream = self.streams.get(event.stream_id)
-            headers = dict(event.headers or ())
-            if stream is not None and "grpc-status" in headers:
-                stream.status = int(headers["grpc-status"])
-                stream.message = headers.get("grpc-message", "")
+            headers = {bytes(k): bytes(v) for k, v in event.headers or ()}
+            if stream is not None and b"grpc-status" in headers:
+                stream.status = int(headers[b"grpc-status"])
+                stream.message = headers.get(b"grpc-message", b"").decode("utf-8", "replace")
         elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
             if event.stream_id in self.streams:
                 self.streams[event.stream_id].ended.set()
