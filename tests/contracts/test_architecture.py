@@ -94,7 +94,14 @@ def test_the_simulator_is_a_development_tool() -> None:
 def test_nothing_imports_tests_or_bench() -> None:
     shipped = sources("gateway_service", "schema_service", "servicekit", "bench", "scripts")
     assert offenders(shipped, ("tests",)) == []
-    assert offenders(sources("gateway_service", "schema_service", "servicekit", "tests"), ("bench",)) == []
+    # Only the benchmarks' own tests (tests/bench/) may import bench: they test its --record/--check handling.
+    others = [
+        p
+        for p in sources("gateway_service", "schema_service", "servicekit", "tests")
+        if "bench" not in p.relative_to(ROOT).parts
+    ]
+    assert offenders(others, ("bench",)) == []
+    assert offenders(sources("tests/bench"), ("bench",)) != []  # the exception is real, not a check that cannot fail
 
 
 def test_the_check_sees_imports() -> None:
