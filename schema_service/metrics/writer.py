@@ -22,7 +22,8 @@ from asyncpg import exceptions as pg
 from schema_service.config import MetricsSettings
 from schema_service.database import DATABASE_FAILURES, Conn
 from schema_service.dberrors import RETRY_AFTER_S, database_errors
-from schema_service.errors import DatabaseUnavailable, DeadlineExceeded, Overloaded, RequestIdReused
+from schema_service.deadlines import within_deadline
+from schema_service.errors import DatabaseUnavailable, Overloaded, RequestIdReused
 from schema_service.metrics.partitions import PARENT, PartitionCache
 from schema_service.metrics.series import Series
 from schema_service.metrics.validation import Batch
@@ -30,8 +31,6 @@ from servicekit.errors import FieldViolation
 
 COLUMNS = ("time", "series_id", "value", "metadata")
 MAX_KNOWN_SERIES = 1_000_000
-# Less time than this left before the caller's deadline: refuse at once rather than start a write that cannot finish.
-MIN_WRITE_TIME_S = 0.01
 
 # Request ids are unique per writing caller (migration 016): one caller's ids never meet another's.
 _CLAIM = """
@@ -94,15 +93,7 @@ class MetricsWriter:
         DatabaseUnavailable or DeadlineExceeded when it cannot be known to have happened: the retry with
         the same request_id then stores it, or finds it stored.
         """
-        if timeout_s is not None and timeout_s < MIN_WRITE_TIME_S:
-            raise DeadlineExceeded(f"{timeout_s * 1000:.0f} ms left before the deadline: too little to start a write")
-        try:
-            async with asyncio.timeout(timeout_s) as scope:
-                return await self._write(batch)
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            raise DeadlineExceeded(f"the write did not finish within the call's deadline ({timeout_s:.3f} s)") from None
+        return await within_deadline(self._write(batch), timeout_s)
 
     async def _write(self, batch: Batch) -> WriteResult:
         with database_errors("write"):

@@ -10,7 +10,6 @@ there and counts the rest as duplicates. A batch is acknowledged only after its 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,12 +18,11 @@ from asyncpg import exceptions as pg
 
 from schema_service.database import DATABASE_FAILURES
 from schema_service.dberrors import database_errors
-from schema_service.errors import DeadlineExceeded
+from schema_service.deadlines import within_deadline
 from schema_service.metrics.partitions import PartitionCache, Partitioned
 from schema_service.usage.records import COLUMNS, UsageBatch
 
 LEDGER = Partitioned("usage_ledger", lock_key=0x75736167, monthly=True)  # "usag"
-MIN_WRITE_TIME_S = 0.01
 
 _TYPES = (
     "timestamptz",
@@ -75,15 +73,7 @@ class LedgerWriter:
 
     async def write(self, batch: UsageBatch, *, timeout_s: float | None = None) -> Recorded:
         """Store the batch's records exactly once, within `timeout_s` (the call's remaining deadline)."""
-        if timeout_s is not None and timeout_s < MIN_WRITE_TIME_S:
-            raise DeadlineExceeded(f"{timeout_s * 1000:.0f} ms left before the deadline: too little to start a write")
-        try:
-            async with asyncio.timeout(timeout_s) as scope:
-                return await self._write(batch)
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            raise DeadlineExceeded(f"the write did not finish within the call's deadline ({timeout_s:.3f} s)") from None
+        return await within_deadline(self._write(batch), timeout_s)
 
     async def _write(self, batch: UsageBatch) -> Recorded:
         with database_errors("record usage"):
