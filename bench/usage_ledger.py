@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from bench.results import save, target
 from schema_service.config import UsageSettings
@@ -40,6 +39,7 @@ from schema_service.migrate import apply_migrations
 from schema_service.usage.ledger import LEDGER
 from schema_service.usage.records import COLUMNS, parse_batch
 from schemaservice.v1 import usage_service_pb2 as pb
+from servicekit.procs import free_port, wait_for_health
 
 TARGET = 0.8
 BATCH = 1_000
@@ -101,27 +101,13 @@ async def record_usage(channel: grpc.aio.Channel, batches: list[bytes], in_fligh
     await asyncio.gather(*(worker() for _ in range(in_flight)))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def start_service(dsn: str) -> tuple[subprocess.Popen[bytes], grpc.aio.Channel]:
     port = free_port()
     args = [sys.executable, "-m", "schema_service", "serve", "--database-url", dsn, "--port", str(port)]
     args += ["--no-migrate", "--insecure-dev"]  # plaintext on 127.0.0.1, no callers: the benchmark measures writes
     process = subprocess.Popen(args, env={**os.environ, "LOG_LEVEL": "WARNING"})
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(channel)
-    while True:  # poll: the process offers nothing to await until it serves
-        try:
-            reply = await health.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return process, channel
-        except grpc.aio.AioRpcError:
-            pass
-        await asyncio.sleep(0.1)
+    await wait_for_health(f"127.0.0.1:{port}", "readiness", health_pb2.HealthCheckResponse.SERVING, proc=process)
+    return process, grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 
 
 async def best_rate(
