@@ -149,11 +149,7 @@ class ChatRun:
     async def _reserve_spend(self, candidate: Candidate) -> bool:
         """Reserve the attempt's estimated cost on the dollar budgets; False when it does not fit."""
         assert self.spend is not None
-        skip = await self.spend.reserve(candidate)
-        if skip is None:
-            return True
-        self.records.skip(candidate, skip)
-        return False
+        return self._admitted(candidate, await self.spend.reserve(candidate))
 
     def _tries(self) -> Iterator[tuple[Candidate, int, bool]]:
         """(candidate, candidates left, advice ignored): the route in order, then one last resort if any."""
@@ -187,7 +183,10 @@ class ChatRun:
     async def _take_budget(self, candidate: Candidate) -> bool:
         """Take the candidate's budget (and the user's, the first time); False when it had no room."""
         assert self.budget is not None
-        skip = await self.budget.take(candidate)
+        return self._admitted(candidate, await self.budget.take(candidate))
+
+    def _admitted(self, candidate: Candidate, skip: Skip | None) -> bool:
+        """True without a reason to skip; else the skip is recorded (it rides on the next attempt) and False."""
         if skip is None:
             return True
         self.records.skip(candidate, skip)
