@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway_service.config.serve import ServeSettings
+from gateway_service.config.serve import GatewaySecurity, ServeSettings
 from gateway_service.errors import ConfigError
 from servicekit import callers, logs
 from servicekit.callers import SetupError
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC gateway")
     add_flags(serve, ServeSettings)
-    add_flags(serve, Security)
+    add_flags(serve, GatewaySecurity)
     serve.add_argument(
         "--check-config", action="store_true", help="validate the configuration, print a summary (no secrets) and exit"
     )
@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway_service import config, server
     from gateway_service.config.summary import summary
 
-    serve_settings = build(ServeSettings, args, security=build(Security, args))
+    serve_settings = build(ServeSettings, args, security=build(GatewaySecurity, args))
     settings = config.load(serve_settings.config)
     if args.check_config:
         _refusals(serve_settings.security)

@@ -11,12 +11,12 @@ import grpc
 from gateway_service.api.servicers import add_to_server
 from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_factory
 from gateway_service.config import GatewayConfig, ServeSettings
+from gateway_service.config.serve import LIMITS
 from gateway_service.instruments import GatewayMetrics
 from gateway_service.schema_channel import SchemaChannel, metrics_sender
 from gateway_service.telemetry import Send
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from servicekit.auth import roles_of
-from servicekit.concurrency import Limits
 from servicekit.metrics import Endpoint, Registry
 from servicekit.security import listen
 from servicekit.server import Lifecycle, ServerOptions, build_server
@@ -42,8 +42,6 @@ KINDS = {
     "/llmgateway.v1.ChatService/StreamChat": "chats",
     "/llmgateway.v1.ProviderService/WatchProviders": "watches",
 }
-# A chat may hold up to max_request_bytes (4 MiB) while it arrives: 32 per caller is 128 MiB (bench/attack.py).
-LIMITS = Limits(max_calls=128, max_calls_per_caller=32, max_streams=128, max_streams_per_caller=32)
 
 
 def schema_reporting(

@@ -8,11 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from schema_service import cli
-from schema_service.config import MigrationSettings, Settings
+from schema_service.config import MigrationSettings, SchemaSecurity, Settings
 from schema_service.errors import ConfigError
 from servicekit import logs
 from servicekit.callers import SetupError
-from servicekit.security import Security
 from servicekit.settings import LogSettings, add_flags, build
 from servicekit.startup import run_forever
 
@@ -32,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server")
     add_flags(serve, Settings)
     add_flags(serve, MigrationSettings, SERVE_MIGRATION_FLAGS)
-    add_flags(serve, Security)
+    add_flags(serve, SchemaSecurity)
     serve.set_defaults(handler=_serve)
     cli.register(commands, add_database_args)
     return parser

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.concurrency import Limits
 from servicekit.security import Security
 from servicekit.settings import ServiceSettings, build, invalid, setting
 
@@ -190,6 +191,11 @@ class UsageSettings(ServiceSettings):
     """Longest time range one QueryUsage may cover."""
 
 
+# A WriteMetrics call may hold up to max_message_bytes (17 MiB) while it arrives: 8 per caller is 136 MiB.
+LIMITS = Limits(max_calls=96, max_calls_per_caller=8, max_streams=32, max_streams_per_caller=4)
+SchemaSecurity = Security.with_limits("SchemaSecurity", LIMITS)
+
+
 class Settings(ServiceSettings):
     """Everything `schema-service serve` needs."""
 
@@ -226,7 +232,7 @@ class Settings(ServiceSettings):
     """SCHEMA_SERVICE_METRICS_* (below)."""
     usage: UsageSettings = Field(default_factory=UsageSettings)
     """SCHEMA_SERVICE_USAGE_* (below)."""
-    security: Security = Field(default_factory=Security)
+    security: Security = Field(default_factory=SchemaSecurity)
     """TLS, callers and the rest of the security flags both services share (servicekit.security)."""
 
     @model_validator(mode="after")
@@ -247,7 +253,7 @@ class Settings(ServiceSettings):
             "metrics": build(MetricsSettings),
             "usage": build(UsageSettings),
         }
-        return build(cls, args, security=build(Security, args), **nested)
+        return build(cls, args, security=build(SchemaSecurity, args), **nested)
 
     @property
     def dsn(self) -> str | None:

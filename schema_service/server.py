@@ -12,11 +12,10 @@ from schema_service import database
 from schema_service.api.servicers import add_to_server
 from schema_service.app import App
 from schema_service.background import Background
-from schema_service.config import Settings
+from schema_service.config import LIMITS, Settings
 from schema_service.instruments import SchemaMetrics
 from schemaservice.v1 import metrics_service_pb2, migration_service_pb2, usage_service_pb2
 from servicekit.auth import roles_of
-from servicekit.concurrency import Limits
 from servicekit.metrics import Endpoint, Registry
 from servicekit.security import listen
 from servicekit.server import Lifecycle, ServerOptions, build_server
@@ -46,13 +45,11 @@ ROLES = {
         Migrate="migrations.admin",
     ),
 }
-# Long-lived calls, limited per kind as well as with all calls (servicekit.concurrency; docs "Limits"). A
-# WriteMetrics call may hold up to max_message_bytes (17 MiB) while it arrives: 8 per caller is 136 MiB.
+# Long-lived calls, limited per kind as well as with all calls (servicekit.concurrency; docs "Limits").
 KINDS = {
     "/schemaservice.v1.MetricsService/StreamMetrics": "metric_streams",
     "/schemaservice.v1.MigrationService/WaitForVersion": "watches",
 }
-LIMITS = Limits(max_calls=96, max_calls_per_caller=8, max_streams=32, max_streams_per_caller=4)
 
 
 @dataclass

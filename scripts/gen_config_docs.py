@@ -16,7 +16,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -28,9 +28,9 @@ from pydantic_settings import BaseSettings
 
 from gateway_service import __main__ as gateway_cli
 from gateway_service.config import GatewayConfig, RateLimits, ServeSettings
+from gateway_service.config.serve import GatewaySecurity
 from schema_service import __main__ as schema_cli
-from schema_service.config import MetricsSettings, MigrationSettings, Settings, UsageSettings
-from servicekit.security import Security
+from schema_service.config import MetricsSettings, MigrationSettings, SchemaSecurity, Settings, UsageSettings
 from servicekit.settings import FLAG_USERS, LogSettings, default_text, env_name, extra
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -58,8 +58,11 @@ def meaning(info: FieldInfo, where: str) -> str:
     return cell(info.description)
 
 
-def settings_table(model: type[BaseSettings], prog: str) -> Iterator[str]:
-    """One row per setting; the commands taking a flag as add_flags registered them while the parsers were built."""
+def settings_table(
+    model: type[BaseSettings], prog: str, default: Callable[[str, FieldInfo], str] | None = None
+) -> Iterator[str]:
+    """One row per setting; the commands taking a flag as add_flags registered them while the parsers were built;
+    `default(name, info)` words a default the model alone does not know."""
     programs = {p for users in FLAG_USERS.values() for p in users if p.startswith(prog + " ")}
     yield "| setting | flag | environment | default | meaning |"
     yield "|---|---|---|---|---|"
@@ -75,9 +78,20 @@ def settings_table(model: type[BaseSettings], prog: str) -> Iterator[str]:
         elif flag:
             where += " (before the command)"
         yield (
-            f"| `{name}` | {where} | `{env_name(model, name)}` | {cell(default_text(info))} "
+            f"| `{name}` | {where} | `{env_name(model, name)}` | {cell((default or _default)(name, info))} "
             f"| {meaning(info, f'{model.__name__}.{name}')} |"
         )
+
+
+def _default(_: str, info: FieldInfo) -> str:
+    return default_text(info)
+
+
+def security_default(name: str, info: FieldInfo) -> str:
+    """A security setting's default, per service where each service's model sets its own (its limits)."""
+    gateway = default_text(GatewaySecurity.model_fields[name])
+    schema = default_text(SchemaSecurity.model_fields[name])
+    return gateway if gateway == schema else f"gateway {gateway}, schema service {schema}"
 
 
 def type_text(annotation: Any) -> str:
@@ -176,7 +190,7 @@ def render() -> str:
     parts += [*settings_table(LogSettings, "schema-service"), ""]
     parts += [*settings_table(Settings, "schema-service"), ""]
     parts.append("### Security settings (`serve` of both services)\n")
-    parts += [*settings_table(Security, "schema-service"), ""]
+    parts += [*settings_table(SchemaSecurity, "schema-service", security_default), ""]
     parts.append("### Migration settings\n")
     parts += [*settings_table(MigrationSettings, "schema-service"), ""]
     parts.append("### Metrics settings\n")

@@ -12,13 +12,14 @@ import errno
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import grpc
-from pydantic import model_validator
+from pydantic import create_model, model_validator
 
 from servicekit.callers import CallersSource, SetupError
 from servicekit.concurrency import Limits
-from servicekit.settings import ServiceSettings, setting
+from servicekit.settings import ServiceSettings, env_name, extra, setting
 from servicekit.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
@@ -43,26 +44,43 @@ class Security(ServiceSettings):
     """Share the port with other processes (SO_REUSEPORT), e.g. one per core; off, a port in use stops the start."""
     health_port: int | None = setting(None, flag="--health-port", env="HEALTH_PORT", metavar="PORT", ge=0, le=65535)
     """Also serve the health service alone on this port, in plaintext, for probes that cannot speak TLS."""
-    max_calls: int | None = setting(None, flag="--max-calls", env="MAX_CALLS", metavar="N", gt=0, shown="per service")
-    """Calls served at once, all callers together (gateway 128, schema service 96); at the limit readiness is
-    NOT_SERVING and more calls are refused with RESOURCE_EXHAUSTED + RetryInfo before their messages are read."""
+    max_calls: int | None = setting(None, flag="--max-calls", env="MAX_CALLS", metavar="N", gt=0)
+    """Calls served at once, all callers together; at the limit readiness is NOT_SERVING and more calls are refused
+    with RESOURCE_EXHAUSTED + RetryInfo before their messages are read."""
     max_calls_per_caller: int | None = setting(
-        None, flag="--max-calls-per-caller", env="MAX_CALLS_PER_CALLER", metavar="N", gt=0, shown="per service"
+        None, flag="--max-calls-per-caller", env="MAX_CALLS_PER_CALLER", metavar="N", gt=0
     )
-    """Calls one caller of the callers file may have at once (gateway 32, schema service 8)."""
-    max_streams: int | None = setting(
-        None, flag="--max-streams", env="MAX_STREAMS", metavar="N", gt=0, shown="per service"
-    )
-    """Long-lived calls at once per kind (chats; watches; metric streams), all callers together (gateway 128,
-    schema service 32)."""
+    """Calls one caller of the callers file may have at once."""
+    max_streams: int | None = setting(None, flag="--max-streams", env="MAX_STREAMS", metavar="N", gt=0)
+    """Long-lived calls at once per kind (chats; watches; metric streams), all callers together."""
     max_streams_per_caller: int | None = setting(
-        None, flag="--max-streams-per-caller", env="MAX_STREAMS_PER_CALLER", metavar="N", gt=0, shown="per service"
+        None, flag="--max-streams-per-caller", env="MAX_STREAMS_PER_CALLER", metavar="N", gt=0
     )
-    """Long-lived calls of one kind one caller may have at once (gateway 32, schema service 4)."""
-    max_open_streams: int | None = setting(
-        None, flag="--max-open-streams", env="MAX_OPEN_STREAMS", metavar="N", gt=0, shown="32"
-    )
+    """Long-lived calls of one kind one caller may have at once."""
+    max_open_streams: int | None = setting(None, flag="--max-open-streams", env="MAX_OPEN_STREAMS", metavar="N", gt=0)
     """Health Watch and reflection streams (no credentials needed) at once, on each port (--health-port too)."""
+
+    @classmethod
+    def with_limits(cls, name: str, limits: Limits) -> type[Security]:
+        """This model with a service's `limits` as the defaults of its limit settings: written once, in the
+        service's config, they are what its server uses, what `--help` shows and what the reference lists."""
+        fields: dict[str, Any] = {}
+        for limit in dataclasses.fields(Limits):
+            info = cls.model_fields[limit.name]
+            spec = extra(info)
+            default = getattr(limits, limit.name)
+            fields[limit.name] = (
+                int,
+                setting(
+                    default,
+                    flag=spec["flag"],
+                    env=env_name(cls, limit.name),
+                    metavar=spec["metavar"],
+                    gt=0,
+                    description=info.description,
+                ),
+            )
+        return create_model(name, __base__=cls, __doc__=cls.__doc__, **fields)
 
     @model_validator(mode="after")
     def _pairs(self) -> Security:
@@ -94,7 +112,8 @@ class Security(ServiceSettings):
             )
 
     def limits(self, defaults: Limits) -> Limits:
-        """The service's `defaults` with the limits given as flags or environment in their place."""
+        """The limits this model holds (a service's model, `with_limits`, holds all of them), `defaults` for any
+        it leaves unset."""
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(Limits) if getattr(self, f.name) is not None}
         return dataclasses.replace(defaults, **given)
 

@@ -7,9 +7,14 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.concurrency import Limits
 from servicekit.security import Security
 from servicekit.settings import ServiceSettings, setting
 from servicekit.tls import ClientCredentials
+
+# A chat may hold up to max_request_bytes (4 MiB) while it arrives: 32 per caller is 128 MiB (bench/attack.py).
+LIMITS = Limits(max_calls=128, max_calls_per_caller=32, max_streams=128, max_streams_per_caller=32)
+GatewaySecurity = Security.with_limits("GatewaySecurity", LIMITS)
 
 
 class ServeSettings(ServiceSettings):
@@ -28,7 +33,7 @@ class ServeSettings(ServiceSettings):
     """Seconds in-flight streams get to finish after SIGTERM."""
     metrics_port: int = setting(0, flag="--metrics-port", env="METRICS_PORT", metavar="PORT", ge=0, le=65535)
     """Prometheus /metrics port on all interfaces (the manifests use 9464); 0 turns it off."""
-    security: Security = Field(default_factory=Security)
+    security: Security = Field(default_factory=GatewaySecurity)
     """TLS, callers and the rest of the security flags both services share (servicekit.security)."""
     schema_service_tls: bool = setting(False, flag="--schema-service-tls", env="SCHEMA_SERVICE_TLS", const=True)
     """Reach the schema service over TLS, trusting the system's CAs unless --schema-service-ca names one."""
