@@ -19,13 +19,28 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from gateway_service.config import ModelSpec
 from gateway_service.config.providers import price_version
-from gateway_service.domain.request import UsageReport
 
 MILLION = Decimal(1_000_000)
 COST_SCALE = Decimal("1e-12")  # the usage ledger's numeric(24, 12)
+
+
+class Counts(Protocol):
+    """Usage as the adapters read it (UsageReport) or as an attempt reported it (AttemptUsage)."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_input_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    @property
+    def reasoning_tokens(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +54,7 @@ class Tokens:
     reasoning: int = 0
 
     @classmethod
-    def of(cls, usage: UsageReport) -> Tokens:
+    def of(cls, usage: Counts) -> Tokens:
         cached, written = max(usage.cached_input_tokens, 0), max(usage.cache_write_tokens, 0)
         reasoning = max(usage.reasoning_tokens, 0)
         return cls(

@@ -23,7 +23,9 @@ from gateway_service.limits.core import Clock, Limiter
 from gateway_service.limits.spend import Spend, build_store
 from gateway_service.providers.base import ProviderAdapter, ProviderConfig
 from gateway_service.providers.http import TransportSettings
+from gateway_service.schema_channel import UsageSend
 from gateway_service.telemetry import Send, Telemetry
+from gateway_service.usage import UsageFeed
 from servicekit.tracing import Tracing
 
 AdapterFactory = Callable[[ProviderConfig], ProviderAdapter]
@@ -69,7 +71,9 @@ class Gateway:
     caller_rates: CallerRates | None = None  # per-caller request rates (callers file), when callers are checked
     limiter: Limiter | None = None  # what budgets and caller rates are kept in
     spend: Spend | None = None  # dollar budgets, when limits.spend sets any
+    usage: UsageFeed | None = None  # usage records to the ledger, when there is a schema service
     _telemetry_task: asyncio.Task[None] | None = None
+    _usage_task: asyncio.Task[None] | None = None
 
     def provider_state(self, spec: ProviderSpec) -> tuple[HealthState, float | None]:
         """Health as callers and operators see it, budgets included (the policy is health/state.py)."""
@@ -92,13 +96,16 @@ class Gateway:
     def start_background(self) -> None:
         if self.telemetry.enabled:
             self._telemetry_task = asyncio.create_task(self.telemetry.run())
+        if self.usage is not None:
+            self._usage_task = asyncio.create_task(self.usage.run())
 
     async def close(self) -> None:
         if self._telemetry_task is not None:
-            self._telemetry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._telemetry_task
+            await _stopped(self._telemetry_task)
             await self.telemetry.close(self.config.telemetry.shutdown_flush_s)
+        if self._usage_task is not None and self.usage is not None:
+            await _stopped(self._usage_task)
+            await self.usage.close()
         for adapter in self.adapters.values():
             await adapter.aclose()
         if self.limiter is not None:
@@ -115,10 +122,12 @@ def build_gateway(
     instruments: GatewayMetrics | None = None,
     tracing: Tracing | None = None,
     caller_rates: bool = False,
+    record_usage: UsageSend | None = None,
 ) -> Gateway:
     """Adapters for every provider that has a key; the others stay unconfigured but listed.
 
     `caller_rates`: callers are authenticated, so their request rates (callers file `limits`) are kept.
+    `record_usage`: RecordUsage to the schema service, where the usage feed sends each attempt's record.
     """
     tracing = tracing or Tracing()
     http_tracer = tracing.tracer("gateway_service.http") if tracing.enabled else None  # None: no HTTP hooks
@@ -136,6 +145,7 @@ def build_gateway(
         if caller_rates:
             rates = CallerRates(limiter, config.limits.key_prefix, count)
     spend = Spend(config.limits, build_store(config.limits), count) if config.limits.spend.configured else None
+    usage = UsageFeed(config.usage, record_usage) if record_usage is not None and config.usage.enabled else None
     failover = Failover(
         config.failover,
         health,
@@ -145,14 +155,33 @@ def build_gateway(
         tracing.tracer("gateway_service.chat"),
         instruments.observe_failover if instruments else None,
         spend,
+        usage.record if usage is not None else None,
     )
     router = Router(config, adapters, budgets)
     gateway = Gateway(
-        config, adapters, router, failover, health, ledger, telemetry, budgets, instruments, rates, limiter, spend
+        config,
+        adapters,
+        router,
+        failover,
+        health,
+        ledger,
+        telemetry,
+        budgets,
+        instruments,
+        rates,
+        limiter,
+        spend,
+        usage,
     )
     if instruments is not None:
-        instruments.watch(gateway.provider_states, telemetry)
+        instruments.watch(gateway.provider_states, telemetry, usage)
     return gateway
+
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _both(first: Callable[..., None], second: Callable[..., None]) -> Callable[..., None]:

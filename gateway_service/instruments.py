@@ -13,6 +13,10 @@
     llm_gateway_telemetry_sent_metrics_total
     llm_gateway_telemetry_dropped_metrics_total{reason}          buffer_full, rejected, expired, shutdown
     llm_gateway_telemetry_send_failures_total{code}              failed WriteMetrics calls by status code
+    llm_gateway_usage_buffered_records                           usage records waiting for the schema service
+    llm_gateway_usage_sent_records_total
+    llm_gateway_usage_dropped_records_total{reason}              buffer_full, spool_full, rejected, expired, shutdown
+    llm_gateway_usage_send_failures_total{code}                  failed RecordUsage calls by status code
 
 Labels are provider and model names from the configuration and the gateway's own enums: a caller
 cannot add a label value (an unknown model is refused before any attempt).
@@ -21,14 +25,15 @@ cannot add a label value (an unknown model is refused before any attempt).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway_service.sender import DROP_REASONS
+from gateway_service.sender import DROP_REASONS, BufferedSender
 from gateway_service.telemetry import Telemetry
+from gateway_service.usage import UsageFeed
 from servicekit.metrics import Registry
 
 if TYPE_CHECKING:
@@ -97,15 +102,20 @@ class GatewayMetrics:
         """The limits' event hook (`llm.limits.fail_open` ...): counted by event only (its labels may hold ids)."""
         self.limit_events.labels(name.rsplit(".", 1)[-1]).inc()
 
-    def watch(self, states: Callable[[], Iterable[tuple[str, str]]], telemetry: Telemetry) -> None:
-        """State read at scrape time: each provider's health state (name, state), the telemetry backlog."""
-        self._registry.register(_GatewayState(states, telemetry))
+    def watch(
+        self, states: Callable[[], Iterable[tuple[str, str]]], telemetry: Telemetry, usage: UsageFeed | None = None
+    ) -> None:
+        """State read at scrape time: each provider's health state (name, state), the telemetry and usage backlogs."""
+        self._registry.register(_GatewayState(states, telemetry, usage))
 
 
 class _GatewayState(Collector):
-    def __init__(self, states: Callable[[], Iterable[tuple[str, str]]], telemetry: Telemetry) -> None:
+    def __init__(
+        self, states: Callable[[], Iterable[tuple[str, str]]], telemetry: Telemetry, usage: UsageFeed | None
+    ) -> None:
         self._states = states
         self._telemetry = telemetry
+        self._usage = usage
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         health = GaugeMetricFamily(
@@ -114,28 +124,37 @@ class _GatewayState(Collector):
         for provider, state in self._states():
             health.add_metric((provider, state), 1)
         yield health
-        sender = self._telemetry.sender
-        yield GaugeMetricFamily(
-            "llm_gateway_telemetry_buffered_metrics",
-            "Metrics waiting to be sent to the schema service (queued or in flight).",
-            value=sender.waiting,
-        )
-        yield CounterMetricFamily(
-            "llm_gateway_telemetry_sent_metrics", "Metrics the schema service acknowledged.", value=sender.sent
-        )
-        dropped = CounterMetricFamily(
-            "llm_gateway_telemetry_dropped_metrics",
-            "Metrics dropped, by reason: buffer_full, rejected, expired (retried too long), shutdown.",
-            labels=("reason",),
-        )
-        for reason in DROP_REASONS:
-            dropped.add_metric((reason,), sender.dropped[reason])
-        yield dropped
-        failures = CounterMetricFamily(
-            "llm_gateway_telemetry_send_failures",
-            "WriteMetrics calls that failed (and were retried or dropped), by gRPC status code.",
-            labels=("code",),
-        )
-        for code, count in sorted(sender.failures.items()):
-            failures.add_metric((code,), count)
-        yield failures
+        yield from sender_families(self._telemetry.sender, "llm_gateway_telemetry", "metrics", "WriteMetrics")
+        if self._usage is not None:
+            yield from sender_families(self._usage.sender, "llm_gateway_usage", "records", "RecordUsage")
+
+
+def sender_families(
+    sender: BufferedSender[Any], prefix: str, noun: str, call: str
+) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """A buffered sender's backlog, deliveries, drops by reason and failed calls by code."""
+    yield GaugeMetricFamily(
+        f"{prefix}_buffered_{noun}",
+        f"{noun.capitalize()} waiting to be sent to the schema service (queued or in flight).",
+        value=sender.waiting,
+    )
+    yield CounterMetricFamily(
+        f"{prefix}_sent_{noun}", f"{noun.capitalize()} the schema service acknowledged.", value=sender.sent
+    )
+    dropped = CounterMetricFamily(
+        f"{prefix}_dropped_{noun}",
+        f"{noun.capitalize()} dropped, by reason: buffer_full, spool_full, rejected, expired (retried too long), "
+        "shutdown.",
+        labels=("reason",),
+    )
+    for reason in DROP_REASONS:
+        dropped.add_metric((reason,), sender.dropped[reason])
+    yield dropped
+    failures = CounterMetricFamily(
+        f"{prefix}_send_failures",
+        f"{call} calls that failed (and were retried or dropped), by gRPC status code.",
+        labels=("code",),
+    )
+    for code, count in sorted(sender.failures.items()):
+        failures.add_metric((code,), count)
+    yield failures

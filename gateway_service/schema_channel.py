@@ -10,8 +10,8 @@ and did not change while being read (a writer at work: it is read again at the n
   opens a new channel for the next batches, and the old one is closed with a grace that lets a call in
   flight finish (a call that fails there anyway is retried by the sender, with its request_id).
 
-`metrics_sender` turns the stub's AioRpcError into the sender's SendError: the code's name, the server's
-message, whether a retry can help, and the RetryInfo delay when the server gave one.
+`metrics_sender` and `usage_sender` turn the stub's AioRpcError into the sender's SendError: the code's name,
+the server's message, whether a retry can help, and the RetryInfo delay when the server gave one.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway_service.sender import SendError
-from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc, usage_service_pb2, usage_service_pb2_grpc
 from servicekit.callers import SetupError
 from servicekit.tls import ClientCredentials
 from servicekit.tracing import Tracing
@@ -215,15 +215,32 @@ def _read(path: Path | None) -> bytes | None:
 
 
 Send = Callable[[metrics_service_pb2.WriteMetricsRequest], Awaitable[None]]
+UsageSend = Callable[[usage_service_pb2.RecordUsageRequest], Awaitable[None]]
+M = TypeVar("M")
 
 
 def metrics_sender(channel: SchemaChannel) -> Send:
     """WriteMetrics through the generated stub (never the schema service's code) on the current channel."""
+    return _sender(
+        channel,
+        lambda ch, batch: metrics_service_pb2_grpc.MetricsServiceStub(ch).WriteMetrics(batch, timeout=WRITE_TIMEOUT_S),
+    )
 
-    async def send(batch: metrics_service_pb2.WriteMetricsRequest) -> None:
-        stub = metrics_service_pb2_grpc.MetricsServiceStub(await channel.current())
+
+def usage_sender(channel: SchemaChannel) -> UsageSend:
+    """RecordUsage through the generated stub on the current channel (the usage ledger's writer)."""
+    return _sender(
+        channel,
+        lambda ch, batch: usage_service_pb2_grpc.UsageServiceStub(ch).RecordUsage(batch, timeout=WRITE_TIMEOUT_S),
+    )
+
+
+def _sender(
+    channel: SchemaChannel, call: Callable[[grpc.aio.Channel, M], Awaitable[object]]
+) -> Callable[[M], Awaitable[None]]:
+    async def send(batch: M) -> None:
         try:
-            await stub.WriteMetrics(batch, timeout=WRITE_TIMEOUT_S)
+            await call(await channel.current(), batch)
         except grpc.aio.AioRpcError as exc:
             raise send_error(exc) from exc
 

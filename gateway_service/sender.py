@@ -40,7 +40,7 @@ Deliver = Callable[[str, Sequence[T]], Awaitable[None]]  # (request_id, items); 
 
 LOG_INTERVAL_S = 10.0
 MIN_FLUSH_INTERVAL_S = 0.01
-DROP_REASONS = ("buffer_full", "rejected", "expired", "shutdown")
+DROP_REASONS = ("buffer_full", "spool_full", "rejected", "expired", "shutdown")
 
 
 class SendError(Exception):

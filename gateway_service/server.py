@@ -13,7 +13,7 @@ from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_
 from gateway_service.config import GatewayConfig, ServeSettings
 from gateway_service.config.serve import LIMITS
 from gateway_service.instruments import GatewayMetrics
-from gateway_service.schema_channel import SchemaChannel, metrics_sender
+from gateway_service.schema_channel import SchemaChannel, UsageSend, metrics_sender, usage_sender
 from gateway_service.telemetry import Send
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from servicekit.auth import roles_of
@@ -46,14 +46,16 @@ KINDS = {
 
 def schema_reporting(
     address: str | None, config: GatewayConfig, tracing: Tracing, client: ClientCredentials
-) -> tuple[Send | None, SchemaChannel | None]:
-    """WriteMetrics to the schema service (when there is one) on a channel that follows credential rotation."""
+) -> tuple[Send | None, UsageSend | None, SchemaChannel | None]:
+    """WriteMetrics and RecordUsage to the schema service (when there is one) on one channel that follows
+    credential rotation."""
     if not address:
-        return None, None
-    # gRPC's reconnect backoff no longer than the sender's, and 5 s at most: a schema service that is back
+        return None, None, None
+    # gRPC's reconnect backoff no longer than the senders', and 5 s at most: a schema service that is back
     # is found within seconds.
-    channel = SchemaChannel(address, client, tracing, reconnect_max_s=min(config.telemetry.retry_max_s, 5.0))
-    return metrics_sender(channel), channel
+    retry_max_s = min(config.telemetry.retry_max_s, config.usage.retry_max_s, 5.0)
+    channel = SchemaChannel(address, client, tracing, reconnect_max_s=retry_max_s)
+    return metrics_sender(channel), usage_sender(channel), channel
 
 
 @dataclass
@@ -90,12 +92,13 @@ async def prepare(
     """
     tracing = tracing or configure_tracing("gateway")
     address, security = config.schema_service, settings.security
-    send, channel = schema_reporting(address, config, tracing, settings.schema_client)
+    send, record_usage, channel = schema_reporting(address, config, tracing, settings.schema_client)
     metrics = Registry()
     gateway = build_gateway(
         config,
         factory,
         send,
+        record_usage=record_usage,
         instruments=GatewayMetrics(metrics),
         tracing=tracing,
         caller_rates=security.callers is not None,

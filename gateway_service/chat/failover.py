@@ -31,7 +31,7 @@ from gateway_service.chat.budgeting import RunBudget
 from gateway_service.chat.midstream import Delivered
 from gateway_service.chat.outcome import final_error, provider_rejected
 from gateway_service.chat.records import AttemptFailed, Pending, Records, attempt_record, reported, total_usage
-from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter
+from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter, UsageObserver
 from gateway_service.chat.router import Candidate
 from gateway_service.chat.rules import Ending, Skip, after_failure, last_resort, skip_reason
 from gateway_service.chat.spending import RunSpend
@@ -305,6 +305,7 @@ class Failover:
         tracer: trace.Tracer | None = None,
         on_failover: FailoverObserver | None = None,
         spend: Spend | None = None,
+        on_usage: UsageObserver | None = None,
     ) -> None:
         self.settings = settings
         self.health = health
@@ -312,7 +313,7 @@ class Failover:
         self.budgets = budgets
         self.spend = spend
         self.tracer = tracer or trace.NoOpTracer()
-        self.reporter = Reporter(health, ledger, observer, on_failover)
+        self.reporter = Reporter(health, ledger, observer, on_failover, on_usage)
         self.shares = ConnectionShares()
 
     def run(self, request: ChatRequest, candidates: list[Candidate], deadline_s: float | None) -> ChatRun:

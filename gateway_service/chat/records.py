@@ -1,4 +1,5 @@
-"""What one attempt is reported as: its record and its usage (provider-reported, or estimated when cut short)."""
+"""What one attempt is reported as: its record, its usage (provider-reported, or estimated when cut short), and
+its ledger entry (what the usage feed sends to the schema service's ledger)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,23 @@ class Records(list[AttemptRecord]):
     def completed(self, candidate: Candidate, reason: FinishReason, upstream_id: str, request_id: str) -> Completed:
         name, model = candidate.provider.name, candidate.model.name
         return Completed(reason, name, model, len(self.attempts), upstream_id, request_id, total_usage(self))
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One attempt as the usage ledger keeps it: who asked, with which key, when, and how it ended."""
+
+    request: ChatRequest  # request_id, caller and user_id
+    record: AttemptRecord  # provider, model, attempt number, outcome, duration and usage
+    key_id: str  # the credential's hash (ProviderSpec.key_id), never the key
+    start_time_ns: int  # wall clock, nanoseconds since the epoch: part of the row's identity
+    first_token_s: float | None
+    cancelled: bool
+
+    @property
+    def failover(self) -> bool:
+        """Attempts run one after another: any after the first followed a failed one."""
+        return self.record.attempt > 1
 
 
 @dataclass

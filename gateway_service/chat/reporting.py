@@ -7,9 +7,11 @@ observer (telemetry and the usage ledger) only queues for its buffered senders.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from gateway_service.accounting import Ledger
+from gateway_service.chat.records import LedgerEntry
 from gateway_service.chat.router import Candidate
 from gateway_service.domain.events import AttemptRecord, FailedOver
 from gateway_service.domain.failures import ProviderError
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 
 AttemptObserver = Callable[[ChatRequest, AttemptRecord, "float | None"], None]
 FailoverObserver = Callable[[FailedOver], None]
+UsageObserver = Callable[[LedgerEntry], None]  # the usage feed: queues, never blocks
 
 
 class Reporter:
@@ -29,11 +32,13 @@ class Reporter:
         ledger: Ledger,
         observer: AttemptObserver | None = None,
         on_failover: FailoverObserver | None = None,
+        on_usage: UsageObserver | None = None,
     ) -> None:
         self.health = health
         self.ledger = ledger
         self.observer = observer
         self.on_failover = on_failover  # metrics: one more failover
+        self.on_usage = on_usage  # the usage ledger: one entry per attempt made, whatever its end
 
     def attempt_ended(
         self,
@@ -70,6 +75,9 @@ class Reporter:
             )
         if self.observer is not None:
             self.observer(request, record, first_token_s)
+        if self.on_usage is not None:
+            started_ns = time.time_ns() - int(record.duration_s * 1e9)
+            self.on_usage(LedgerEntry(request, record, candidate.key_id, started_ns, first_token_s, cancelled))
         return breaker
 
     def failed_over(self, event: FailedOver) -> None:

@@ -8,6 +8,7 @@ from the environment. Secrets (provider keys, the Redis URL) are SecretStr: they
     base.py       what every section shares (frozen, extra="forbid", strict numbers)
     providers.py  providers, their keys, timeouts, transport and models
     limits.py     rate-limit budgets and the limits backend
+    usage.py      the usage feed to the schema service's ledger, and its spool
     model.py      the file as a whole: routes, failover, telemetry
     loading.py    YAML + `${VAR}` -> models, errors naming the key path
     serve.py      the `serve` command's settings (flags and environment, pydantic-settings)
@@ -33,6 +34,7 @@ from gateway_service.config.providers import (
     ProviderTransport,
 )
 from gateway_service.config.serve import ServeSettings
+from gateway_service.config.usage import UsageFeedSettings
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",
@@ -53,6 +55,7 @@ __all__ = [
     "RateLimits",
     "ServeSettings",
     "TelemetrySettings",
+    "UsageFeedSettings",
     "interpolate",
     "load",
     "parse",

@@ -1,4 +1,4 @@
-"""The gateway config as a whole: providers, routes, failover, telemetry and limits sections."""
+"""The gateway config as a whole: providers, routes, failover, telemetry, usage and limits sections."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from gateway_service.config.base import (
 )
 from gateway_service.config.limits import LimitSettings
 from gateway_service.config.providers import ModelSpec, ProviderSpec
+from gateway_service.config.usage import UsageFeedSettings
 
 
 def _target(value: Any) -> Any:
@@ -127,6 +128,8 @@ class GatewayConfig(Frozen):
     """How attempts are run."""
     telemetry: TelemetrySettings = TelemetrySettings()
     """The metrics buffer."""
+    usage: UsageFeedSettings = UsageFeedSettings()
+    """Usage records to the schema service's ledger, and their spool (docs/usage.md)."""
     limits: LimitSettings = LimitSettings()
     """Where rate-limit budgets are kept, and each caller's budget (see "Rate-limit budgets")."""
     requests: RequestBounds = RequestBounds()
