@@ -1,4 +1,4 @@
-"""A local upstream that speaks the OpenAI, Anthropic and Gemini wire formats and injects faults.
+"""A local upstream that speaks the OpenAI, Anthropic, Gemini and Cohere wire formats and injects faults.
 
 One HTTP/1.1 server (plain asyncio, no framework) answers:
 
@@ -6,17 +6,19 @@ One HTTP/1.1 server (plain asyncio, no framework) answers:
     POST /v1/messages                                        Anthropic Messages (stream or not)
     POST /v1beta/models/{model}:streamGenerateContent?alt=sse   Gemini, streaming
     POST /v1beta/models/{model}:generateContent              Gemini, one response
+    POST /v2/chat                                            Cohere v2 chat (stream or not)
 
 Any API key is accepted. Streams replay each provider's documented sequence, one
 word per chunk: OpenAI's role chunk, deltas, finish_reason chunk, usage chunk with
 empty `choices` (when `stream_options.include_usage` is set) and `data: [DONE]`;
 Anthropic's message_start, content_block_start, ping, content_block_delta,
 content_block_stop, message_delta, message_stop; Gemini's `alt=sse` chunks with
-usageMetadata and a final finishReason.
+usageMetadata and a final finishReason; Cohere's message-start, content-start/-delta/-end,
+tool-plan-delta, tool-call-start/-delta/-end and message-end with finish_reason and usage.
 
 Run it:  python -m llm_simulator --port 8089 [--chunk-delay-ms 30]   (30 ms between words by default)
 Point a provider at it:  base_url: http://127.0.0.1:8089/v1   (openai, openai_compatible)
-                         base_url: http://127.0.0.1:8089      (anthropic; gemini with api_version v1beta)
+                         base_url: http://127.0.0.1:8089      (anthropic, cohere; gemini with api_version v1beta)
 
 What the model answers (deterministic, so tests can assert exact output)
 -----------------------------------------------------------------------
@@ -37,7 +39,7 @@ Faults
 Ask for a fault with a marker  [[fault:KIND key=value ...]]  in the last user message, or
 queue one on the server (the next matching requests get it):
     curl -XPOST localhost:8089/_sim/faults -d '{"fault": "429 retry_after=2", "times": 1}'
-Options on any fault: api=openai|anthropic|gemini and model=NAME restrict it to one wire
+Options on any fault: api=openai|anthropic|gemini|cohere and model=NAME restrict it to one wire
 format / model (so the same conversation fails on one provider and succeeds on the next).
 
   before the stream (HTTP error status, each provider's own error body):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llm_simulator.wire_anthropic as wire_anthropic
+import llm_simulator.wire_cohere as wire_cohere
 import llm_simulator.wire_gemini as wire_gemini
 import llm_simulator.wire_openai as wire_openai
 from llm_simulator.faults import Fault, FaultSpecError, parse_fault
@@ -226,6 +227,8 @@ def _route(request: Request) -> tuple[Wire, str, bool | None] | None:
         return wire_openai, "", None
     if request.path.endswith("/messages"):
         return wire_anthropic, "", None
+    if request.path.endswith("/v2/chat"):
+        return wire_cohere, "", None
     if "/models/" in request.path and ":" in request.path:
         model, _, method = request.path.split("/models/", 1)[1].partition(":")
         if method in ("streamGenerateContent", "generateContent"):

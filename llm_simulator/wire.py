@@ -25,6 +25,16 @@ def sse(payload: object, event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
+def retry_headers(fault: Fault) -> dict[str, str]:
+    """Retry-After and retry-after-ms as the fault asks (the OpenAI, Anthropic and Cohere error headers)."""
+    headers = {}
+    if fault.retry_after is not None:
+        headers["retry-after"] = f"{fault.retry_after:g}"
+    if fault.retry_after_ms is not None:
+        headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+    return headers
+
+
 def signature(text: str) -> str:
     """A stable stand-in for the opaque reasoning signatures providers hand out."""
     return "sig_" + hashlib.sha256(text.encode()).hexdigest()[:24]

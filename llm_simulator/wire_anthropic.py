@@ -22,7 +22,7 @@ from typing import Any
 
 from llm_simulator.faults import Fault
 from llm_simulator.plan import Plan, Prompt, split_json
-from llm_simulator.wire import Frame, signature, sse
+from llm_simulator.wire import Frame, retry_headers, signature, sse
 
 REQUEST_ID_HEADER = "request-id"
 _EFFORTS = ("low", "medium", "high", "xhigh", "max")
@@ -155,11 +155,7 @@ _STATUS_TYPES = {
 
 
 def error(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-    headers = {}
-    if fault.retry_after is not None:
-        headers["retry-after"] = f"{fault.retry_after:g}"
-    if fault.retry_after_ms is not None:
-        headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+    headers = retry_headers(fault)
     if fault.kind in _ERRORS:
         status, etype, message = _ERRORS[fault.kind]
         status = fault.status if fault.kind == "overloaded" and fault.status else status

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from llm_simulator.faults import Fault
 from llm_simulator.plan import Plan, Prompt, split_json
-from llm_simulator.wire import Frame, sse
+from llm_simulator.wire import Frame, retry_headers, sse
 
 REQUEST_ID_HEADER = "x-request-id"
 _EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -59,11 +59,7 @@ def _content(content: Any) -> str:
 
 
 def error(fault: Fault, prompt: Prompt, api_key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-    headers = {}
-    if fault.retry_after is not None:
-        headers["retry-after"] = f"{fault.retry_after:g}"
-    if fault.retry_after_ms is not None:
-        headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+    headers = retry_headers(fault)
     status, message, etype, code = _error_fields(fault, prompt, api_key)
     return status, {"error": {"message": message, "type": etype, "param": None, "code": code}}, headers
 

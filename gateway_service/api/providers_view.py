@@ -12,6 +12,7 @@ TYPES = {
     "gemini": ppb.PROVIDER_TYPE_GEMINI,
     "anthropic": ppb.PROVIDER_TYPE_ANTHROPIC,
     "openai_compatible": ppb.PROVIDER_TYPE_OPENAI_COMPATIBLE,
+    "cohere": ppb.PROVIDER_TYPE_COHERE,
 }
 STATES = {
     HealthState.UNCONFIGURED: ppb.HEALTH_STATE_UNCONFIGURED,
@@ -26,6 +27,7 @@ DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
     "gemini": "https://generativelanguage.googleapis.com",
+    "cohere": "https://api.cohere.com",
 }
 
 

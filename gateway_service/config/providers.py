@@ -29,7 +29,7 @@ from gateway_service.config.base import (
 )
 from gateway_service.config.limits import Budget
 
-ProviderType = Literal["openai", "gemini", "anthropic", "openai_compatible"]
+ProviderType = Literal["openai", "gemini", "anthropic", "openai_compatible", "cohere"]
 # Dollars per million tokens: exact decimals (a YAML 0.15 is the decimal 0.15), never summed as floats.
 UsdPerMtok = Annotated[Decimal, Field(ge=0, le=1_000_000, decimal_places=9)]
 # Anthropic takes a final assistant turn as a prefill the answer continues from; the others do not.

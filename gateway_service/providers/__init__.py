@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway_service.providers.base import ProviderAdapter, ProviderConfig
 
-PROVIDER_TYPES = ("openai", "openai_compatible", "anthropic", "gemini")
+PROVIDER_TYPES = ("openai", "openai_compatible", "anthropic", "gemini", "cohere")
 
 
 def create_adapter(config: ProviderConfig) -> ProviderAdapter:
@@ -21,6 +21,10 @@ def create_adapter(config: ProviderConfig) -> ProviderAdapter:
         from gateway_service.providers.gemini import GeminiAdapter
 
         return GeminiAdapter(config)
+    if config.type == "cohere":
+        from gateway_service.providers.cohere import CohereAdapter
+
+        return CohereAdapter(config)
     raise ValueError(f"unknown provider type {config.type!r}; expected one of {', '.join(PROVIDER_TYPES)}")
 
 

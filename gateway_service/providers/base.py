@@ -22,7 +22,7 @@ class ProviderConfig:
     """What an adapter needs to reach one upstream."""
 
     name: str
-    type: str  # openai | gemini | anthropic | openai_compatible
+    type: str  # openai | gemini | anthropic | openai_compatible | cohere
     base_url: str | None
     api_key: str | None
     api_version: str | None = None

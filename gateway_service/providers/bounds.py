@@ -17,6 +17,9 @@ httpx2.AsyncByteStream that providers/http_spans.py wraps the same way) is wrapp
 - a compressed body is refused: the request asks for `identity` (`ask_identity`, a request hook), so the
   caps count the bytes the SDK reads, not the compressed ones a small gzip bomb would unfold from.
 
+The hook serves httpx2 clients (openai, anthropic, google-genai) and cohere's httpx one alike: both libraries
+share the API used here, and the wrapped bodies are byte streams of both (`AnyByteStream`).
+
 A refusal is an httpx2 error (a DecodingError, or TooManyRedirects for the redirect), so each adapter's
 `transport_failure` classifies it like any failure below the SDK: MALFORMED_RESPONSE (SERVER_ERROR for the
 redirect), which fails over when nothing was sent yet. The scan costs a few `bytes.find` calls per chunk.
@@ -29,11 +32,16 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+import httpx
 import httpx2
 
 LINE_ENDS = (b"\n", b"\r")
 EVENT_ENDS = (b"\n\n", b"\r\r", b"\n\r")  # a blank line, whichever line ends meet ("\r\n\r\n" holds "\n\r")
 EVENT_STREAM = "text/event-stream"
+
+
+# A response body of either library: httpx2 reads only an httpx2.AsyncByteStream, httpx an httpx.AsyncByteStream.
+ASYNC_BYTE_STREAMS = (httpx2.AsyncByteStream, httpx.AsyncByteStream)
 
 
 class UpstreamTooLarge(httpx2.DecodingError):
@@ -76,7 +84,7 @@ class Bounds:
             # (a compressed body is one too: its bytes are not the event stream the caps would count)
             raise error(f"{problem} from {response.url.host}", request=response.request)
         body = response.stream
-        if not isinstance(body, httpx2.AsyncByteStream):
+        if not isinstance(body, ASYNC_BYTE_STREAMS):
             return  # a sync body never comes from an AsyncClient
         if response.is_success:
             response.stream = BoundedEvents(body, self._caps, response.request)
@@ -106,7 +114,7 @@ def head_problem(response: httpx2.Response) -> str:
     return ""
 
 
-class _Wrapped(httpx2.AsyncByteStream):
+class _Wrapped(httpx2.AsyncByteStream, httpx.AsyncByteStream):
     def __init__(self, body: httpx2.AsyncByteStream) -> None:
         self._body = body
 

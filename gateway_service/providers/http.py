@@ -114,7 +114,17 @@ ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
 # The SDKs and the HTTP stacks under them log whole requests at DEBUG: the prompt, its tool arguments, the
 # request options (openai, anthropic: "Request options: {... json_data ...}"), headers. They are kept at INFO
 # or above, whatever the root level, so LOG_LEVEL=DEBUG shows the gateway's own lines but no prompt.
-SDK_LOGGERS = ("openai", "anthropic", "google_genai", "google.genai", "httpx", "httpx2", "httpcore", "httpcore2")
+SDK_LOGGERS = (
+    "openai",
+    "anthropic",
+    "google_genai",
+    "google.genai",
+    "cohere",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+)
 
 
 def quiet_sdk_request_log() -> None:
@@ -126,6 +136,7 @@ def quiet_sdk_request_log() -> None:
         if logger.level < logging.INFO:  # NOTSET (inherit the root's DEBUG) or DEBUG
             logger.setLevel(logging.INFO)
     logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the same line from cohere's client (httpx, not httpx2)
 
 
 def client_options(

@@ -33,6 +33,7 @@ import contextvars
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import timedelta
 
+import httpx
 import httpx2
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -74,7 +75,7 @@ class HttpSpans:
         if response.status_code >= 400:
             span.set_attribute("error.type", str(response.status_code))
             span.set_status(Status(StatusCode.ERROR))
-        if isinstance(response.stream, httpx2.AsyncByteStream):
+        if isinstance(response.stream, httpx2.AsyncByteStream | httpx.AsyncByteStream):  # cohere's client is httpx
             response.stream = SpanEndingBody(response.stream, span)
         else:  # a sync body never comes from an AsyncClient; end rather than leak the span
             span.end()
@@ -92,7 +93,7 @@ def end_unanswered(error_type: str) -> None:
     span.end()
 
 
-class SpanEndingBody(httpx2.AsyncByteStream):
+class SpanEndingBody(httpx2.AsyncByteStream, httpx.AsyncByteStream):
     """A response body that ends its request's span once read to the end, failed, or closed."""
 
     def __init__(self, body: httpx2.AsyncByteStream, span: Span) -> None:

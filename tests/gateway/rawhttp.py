@@ -25,10 +25,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from llm_simulator import wire_anthropic, wire_gemini, wire_openai
+from llm_simulator import wire_anthropic, wire_cohere, wire_gemini, wire_openai
 from llm_simulator.plan import Plan, Prompt
 
-WIRES = {"openai": wire_openai, "openai_compatible": wire_openai, "anthropic": wire_anthropic, "gemini": wire_gemini}
+WIRES = {
+    "openai": wire_openai,
+    "openai_compatible": wire_openai,
+    "anthropic": wire_anthropic,
+    "gemini": wire_gemini,
+    "cohere": wire_cohere,
+}
 
 
 def sse_frames(kind: str, text: str) -> list[bytes]:

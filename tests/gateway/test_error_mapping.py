@@ -28,6 +28,7 @@ from yarl import URL
 
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.providers import anthropic as anthropic_adapter
+from gateway_service.providers import cohere as cohere_adapter
 from gateway_service.providers import gemini as gemini_adapter
 from gateway_service.providers import openai as openai_adapter
 from gateway_service.providers.classify import AIOHTTP_KINDS, classify_transport, retry_after_s
@@ -546,7 +547,7 @@ TRANSPORT = [
 @pytest.mark.parametrize("exc,kind", TRANSPORT, ids=[type(e).__module__ + "." + type(e).__name__ for e, _ in TRANSPORT])
 def test_transport_exceptions_the_sdks_let_through(exc: Exception, kind: FailureKind) -> None:
     assert classify_transport(exc) is kind
-    for adapter in (openai_adapter, anthropic_adapter, gemini_adapter):
+    for adapter in (openai_adapter, anthropic_adapter, gemini_adapter, cohere_adapter):
         assert adapter.map_error(exc).kind is kind
 
 
@@ -706,7 +707,7 @@ def test_every_aiohttp_exception_class_is_classified() -> None:
     for name, cls in classes.items():
         assert cls in AIOHTTP_KINDS, f"{name} is not in errors.AIOHTTP_KINDS itself"
         exc = as_the_sdk_raises_it(build_aiohttp(cls))
-        for adapter in (openai_adapter, anthropic_adapter, gemini_adapter):
+        for adapter in (openai_adapter, anthropic_adapter, gemini_adapter, cohere_adapter):
             assert adapter.map_error(exc).kind is AIOHTTP_EXPECTED[name], (name, adapter.__name__)  # type: ignore[arg-type]
 
 

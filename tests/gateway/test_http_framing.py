@@ -153,7 +153,7 @@ CORPUS: dict[str, Case] = {
 }
 
 STACKS = ["aiohttp", "httpx"]
-KINDS = ["openai_compatible", "anthropic", "gemini"]
+KINDS = ["openai_compatible", "anthropic", "gemini", "cohere"]
 
 
 def request() -> ChatRequest:

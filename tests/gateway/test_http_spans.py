@@ -39,7 +39,7 @@ from tests.gateway.test_provider_streams import (
     words,
 )
 
-KINDS = ("openai", "anthropic", "gemini")
+KINDS = ("openai", "anthropic", "gemini", "cohere")
 STACKS = ("aiohttp", "httpx")
 
 

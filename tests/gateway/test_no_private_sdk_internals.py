@@ -14,7 +14,7 @@ import pytest
 import gateway_service
 
 ROOT = Path(gateway_service.__file__).parent
-SDKS = ("openai", "anthropic", "google.genai", "httpx2", "httpx", "aiohttp", "httpx_aiohttp")
+SDKS = ("openai", "anthropic", "google.genai", "cohere", "httpx2", "httpx", "aiohttp", "httpx_aiohttp")
 LOW_LEVEL_KEYWORDS = {"options"}  # RequestOptions (openai._types, anthropic._types) goes in through it
 
 

@@ -32,7 +32,7 @@ from gateway_service.providers.http import TransportSettings
 from gateway_service.providers.streaming import provider_deadlines
 from llm_simulator import SimulatorHandle
 
-TYPES = ["openai", "openai_compatible", "anthropic", "gemini"]
+TYPES = ["openai", "openai_compatible", "anthropic", "gemini", "cohere"]
 # An idle budget that chunks sent back to back (the simulator's default) always beat, on a busy machine too
 # (make test runs two workers; a full GC or a descheduled process pauses for tens of ms): short budgets are for
 # the timeouts under test, and the other chunks must never trip them.
@@ -165,7 +165,9 @@ async def test_reasoning_stream(adapter: ProviderAdapter) -> None:
 async def test_content_filter_finishes_with_that_reason(adapter: ProviderAdapter) -> None:
     events = await collect(adapter, chat("one two three [[fault:filter]]"))
     assert events[:-2] == words(ANSWER)[:4]
-    assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.CONTENT_FILTER
+    # Cohere v2 has no content-filter finish reason: a filtered answer just ends (llm_simulator/wire_cohere.py).
+    expected = FinishReason.STOP if adapter.config.type == "cohere" else FinishReason.CONTENT_FILTER
+    assert isinstance(events[-1], Finished) and events[-1].reason is expected
 
 
 async def test_max_tokens_finishes_with_length(adapter: ProviderAdapter) -> None:
@@ -224,6 +226,7 @@ IN_STREAM_KINDS = {
         "openai_compatible": FailureKind.SERVER_ERROR,
         "anthropic": FailureKind.OVERLOADED,
         "gemini": FailureKind.OVERLOADED,
+        "cohere": FailureKind.SERVER_ERROR,  # message-end with finish_reason ERROR
     },
     "stall": {"*": FailureKind.TIMEOUT},
 }

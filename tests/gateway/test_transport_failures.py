@@ -38,7 +38,7 @@ from tests.gateway.rawhttp import with_length as framed
 from tests.gateway.test_provider_streams import config_for
 
 STACKS = ["aiohttp", "httpx"]
-KINDS = ["openai_compatible", "anthropic", "gemini"]
+KINDS = ["openai_compatible", "anthropic", "gemini", "cohere"]
 MODULES = {"openai_compatible": openai_adapter, "anthropic": anthropic_adapter, "gemini": gemini_adapter}
 pytestmark = pytest.mark.timeout(20)
 
@@ -141,7 +141,7 @@ async def test_reset_mid_stream_is_a_connection_error(kind: str, stack: str) -> 
 
 
 @pytest.mark.parametrize("stack", STACKS)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(MODULES))  # the httpx2 clients; cohere's httpx one: tests/gateway/test_cohere.py
 async def test_read_timeout_below_the_sdk_is_a_timeout(kind: str, stack: str) -> None:
     """The stack's own read timeout (the Pacer's budgets are longer here), through the adapter's client."""
     silent = Answer(b"", then=KEEP)  # reads the request, never answers

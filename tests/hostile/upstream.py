@@ -18,10 +18,10 @@ from gateway_service.providers.streaming import provider_deadlines
 from tests.gateway.rawhttp import chunk, head, sse_frames
 from tests.gateway.test_provider_streams import config_for
 
-KINDS = ["openai_compatible", "anthropic", "gemini"]
+KINDS = ["openai_compatible", "anthropic", "gemini", "cohere"]
 STACKS = ["aiohttp", "httpx"]
 # How many of the simulator's frames open an answer before its first text (role, message_start, block start).
-OPENING = {"openai_compatible": 1, "anthropic": 3, "gemini": 0}
+OPENING = {"openai_compatible": 1, "anthropic": 3, "gemini": 0, "cohere": 2}
 
 Body = Callable[[], Iterator[bytes]]
 

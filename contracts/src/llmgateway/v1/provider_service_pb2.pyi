@@ -17,6 +17,7 @@ class ProviderType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROVIDER_TYPE_GEMINI: _ClassVar[ProviderType]
     PROVIDER_TYPE_ANTHROPIC: _ClassVar[ProviderType]
     PROVIDER_TYPE_OPENAI_COMPATIBLE: _ClassVar[ProviderType]
+    PROVIDER_TYPE_COHERE: _ClassVar[ProviderType]
 
 class HealthState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,6 +33,7 @@ PROVIDER_TYPE_OPENAI: ProviderType
 PROVIDER_TYPE_GEMINI: ProviderType
 PROVIDER_TYPE_ANTHROPIC: ProviderType
 PROVIDER_TYPE_OPENAI_COMPATIBLE: ProviderType
+PROVIDER_TYPE_COHERE: ProviderType
 HEALTH_STATE_UNSPECIFIED: HealthState
 HEALTH_STATE_UNCONFIGURED: HealthState
 HEALTH_STATE_HEALTHY: HealthState
