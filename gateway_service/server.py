@@ -13,6 +13,7 @@ from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_
 from gateway_service.config import GatewayConfig, ServeSettings
 from gateway_service.config.serve import LIMITS
 from gateway_service.instruments import GatewayMetrics
+from gateway_service.openai_http.server import Doors, Serving, serve
 from gateway_service.schema_channel import SchemaChannel, UsageSend, metrics_sender, usage_sender
 from gateway_service.telemetry import Send
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
@@ -70,8 +71,11 @@ class Running(StartedServer):
     metrics: Registry
     tracing: Tracing
     endpoint: Endpoint | None = None
+    openai: Serving | None = None  # the OpenAI-compatible HTTP port, with --openai-port
 
     async def close(self) -> None:
+        if self.openai is not None:
+            await self.openai.close()
         await self.gateway.close()
         if self.channel is not None:
             await self.channel.close()
@@ -121,6 +125,7 @@ async def prepare(
     )
     port = listen(server, settings.host, settings.port, security)
     endpoint = metrics_endpoint(metrics, settings)
+    openai = await openai_port(gateway, lifecycle, settings) if settings.openai_port is not None else None
     await lifecycle.start(ready=True)
     gateway.start_background()
     unconfigured = [f"{p.name} ({p.credential_source})" for p in config.providers if not p.configured]
@@ -128,12 +133,27 @@ async def prepare(
         "gateway listening",
         extra={
             "port": port,
+            "openai_port": openai.port if openai is not None else None,
             "config": config.source,
             "schema_service": config.schema_service,
             "unconfigured_providers": unconfigured,
         },
     )
-    return Running(server, port, gateway, lifecycle, channel, metrics, tracing, endpoint)
+    return Running(server, port, gateway, lifecycle, channel, metrics, tracing, endpoint, openai)
+
+
+async def openai_port(gateway: Gateway, lifecycle: Lifecycle, settings: ServeSettings) -> Serving:
+    """The OpenAI-compatible face: the gRPC port's callers, TLS files and call slots (gateway_service.openai_http)."""
+    security = settings.security
+    assert lifecycle.slots is not None  # build_server made them
+    doors = Doors(
+        lifecycle.slots,
+        security.callers_source(),
+        gateway.caller_rates.admit if gateway.caller_rates is not None else None,
+        mtls=security.tls is not None and security.tls.client_ca is not None,
+    )
+    assert settings.openai_port is not None
+    return await serve(gateway, doors, lifecycle.drain, settings.host, settings.openai_port, security.tls)
 
 
 async def start(

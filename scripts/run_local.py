@@ -5,7 +5,8 @@
 - the upstream simulator on 127.0.0.1:8090 (OpenAI, Anthropic and Gemini wire formats),
   so that streaming and failover can be tried without provider keys;
 - the gateway on 127.0.0.1:50051 with deploy/local/gateway.yaml (simulated providers first,
-  real ones used when their key variables are set), reporting metrics to the schema service.
+  real ones used when their key variables are set), reporting metrics to the schema service,
+  and its OpenAI-compatible HTTP API on 127.0.0.1:8080 (docs/openai.md).
 
 All three run in insecure development mode on purpose (`--insecure-dev`: plaintext, no callers file,
 every caller allowed), listening on 127.0.0.1 only; README.md#the-same-with-tls-and-a-token shows a server
@@ -89,12 +90,15 @@ async def serve(args: argparse.Namespace, procs: Processes) -> int:
         str(args.gateway_port),
         "--metrics-port",
         str(args.gateway_metrics_port),
+        "--openai-port",
+        str(args.openai_port),
     )
     await wait_for_health(gateway_address, "readiness", SERVING, proc=gateway, timeout_s=READY_TIMEOUT_S)
     print(
         f"\nready: gateway {gateway_address}, schema service {schema_address}, "
         f"simulator http://127.0.0.1:{args.simulator_port}\n"
         f"metrics: {_metrics_urls(args)}\n"
+        f"OpenAI-compatible API: http://127.0.0.1:{args.openai_port}/v1\n"
         f"try: grpcurl -plaintext {gateway_address} list"
         "\n(see README.md for the walkthrough; Ctrl-C stops everything)\n",
         flush=True,
@@ -146,6 +150,7 @@ def main() -> int:
     parser.add_argument("--schema-port", type=int, default=50052)
     parser.add_argument("--gateway-port", type=int, default=50051)
     parser.add_argument("--simulator-port", type=int, default=8090)
+    parser.add_argument("--openai-port", type=int, default=8080, help="the gateway's OpenAI-compatible HTTP API")
     parser.add_argument("--gateway-metrics-port", type=int, default=9464, help="Prometheus /metrics (0: off)")
     parser.add_argument("--schema-metrics-port", type=int, default=9465, help="Prometheus /metrics (0: off)")
     parser.add_argument("--config", default=str(ROOT / "deploy" / "local" / "gateway.yaml"))
@@ -154,6 +159,7 @@ def main() -> int:
         "gateway": args.gateway_port,
         "schema service": args.schema_port,
         "simulator": args.simulator_port,
+        "gateway OpenAI API": args.openai_port,
         "gateway metrics": args.gateway_metrics_port,
         "schema service metrics": args.schema_metrics_port,
     }

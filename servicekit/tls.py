@@ -163,3 +163,39 @@ def _read(path: Path | None) -> bytes | None:
         return path.read_bytes()
     except OSError as exc:
         raise SetupError(f"{path}: {exc.strerror}") from None
+
+
+class HttpsContexts:
+    """The same TLS files as an `ssl.SSLContext` for an HTTP server (aiohttp), reloaded like the gRPC ones.
+
+    At each handshake the files' stamp is compared (one stat per file); when they changed and the new pair
+    loads and is within its validity, the handshake and the ones after it use a new context (set through
+    `sni_callback`, the standard library's way to pick a context per connection). TLS 1.2 at least, as on the
+    gRPC ports; with `client_ca`, a client certificate chaining to it is required.
+    """
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self._grpc = CertificateReloader(files)  # the same start-up checks and log lines as the gRPC port
+        self.context = self._build()
+        self._current = self.context
+        self.stamp = self._grpc.stamp
+
+    def _build(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.files.cert, self.files.key)
+        if self.files.client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=self.files.client_ca)
+        context.sni_callback = self._pick
+        return context
+
+    def _pick(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        if self._grpc() is not None:  # the files changed and the new ones are valid
+            try:
+                self._current = self._build()
+            except (OSError, ssl.SSLError) as exc:
+                log.error("TLS files not reloaded for HTTPS", extra={"error": str(exc)})
+        if self._current is not context:
+            connection.context = self._current

@@ -29,6 +29,9 @@ class ServeSettings(ServiceSettings):
     """Listen address."""
     port: int = setting(50051, flag="--port", metavar="PORT", ge=0, le=65535)
     """Listen port (0 picks a free one)."""
+    openai_port: int | None = setting(None, flag="--openai-port", env="OPENAI_PORT", metavar="PORT", ge=0, le=65535)
+    """Also serve the OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models) on this port, with
+    the same TLS and callers (docs/openai.md); off unless given (0 picks a free one)."""
     shutdown_grace_s: float = setting(20.0, flag="--shutdown-grace", ge=0, metavar="S")
     """Seconds in-flight streams get to finish after SIGTERM."""
     metrics_port: int = setting(0, flag="--metrics-port", env="METRICS_PORT", metavar="PORT", ge=0, le=65535)

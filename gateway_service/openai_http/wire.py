@@ -1,0 +1,314 @@
+"""OpenAI Chat Completions requests -> the gateway's chat request, through the same validation as gRPC.
+
+The body is parsed and shaped by pydantic (JSON by pydantic-core, never by hand): wrong types, unknown
+roles or part types are refused naming the parameter (`messages[2].content[0].type`). What passes is
+written as the gRPC `StreamChatRequest` it means and goes through api/from_proto.py, so both faces keep
+the same bounds and the same rules (RequestBounds, tool names, reasoning budgets); a violation found
+there is reported under the OpenAI parameter's name (`max_output_tokens` -> `max_completion_tokens`).
+
+Accepted and ignored, as the OpenAI API documents them as hints: `parallel_tool_calls`, `store`,
+`metadata`, `service_tier`, `logit_bias` when empty. Refused with 400 naming the parameter, rather than
+silently answered differently: `n` other than 1, `logprobs`/`top_logprobs`, `audio`, `modalities`
+other than text, `prediction`, `web_search_options`, and image, audio and file content parts (the
+gateway's message parts are not in the contract yet).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from google.protobuf import struct_pb2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway_service.api import from_proto
+from gateway_service.config import RequestBounds
+from gateway_service.domain.request import ChatRequest
+from gateway_service.errors import InvalidRequest
+from llmgateway.v1 import chat_service_pb2 as pb
+from servicekit.errors import FieldViolation
+
+
+class _Loose(BaseModel):
+    """A part of the body: fields OpenAI may add later are ignored, the ones read are typed strictly."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class TextPart(_Loose):
+    type: Literal["text"]
+    text: str
+
+
+class OtherPart(_Loose):
+    type: Literal["image_url", "input_audio", "file", "refusal"]
+
+
+Part = Annotated[TextPart | OtherPart, Field(discriminator="type")]
+
+
+class FunctionCall(_Loose):
+    name: str
+    arguments: str = ""
+
+
+class ToolCallIn(_Loose):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class MessageIn(_Loose):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[Part] | None = None
+    name: str = ""
+    tool_calls: list[ToolCallIn] = []
+    tool_call_id: str = ""
+
+
+class FunctionDef(_Loose):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+
+
+class ToolIn(_Loose):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Loose):
+    name: str
+
+
+class NamedToolChoice(_Loose):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(_Loose):
+    name: str = ""
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormatIn(_Loose):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StreamOptions(_Loose):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Loose):
+    """The Chat Completions body as the gateway reads it (https://platform.openai.com/docs/api-reference/chat)."""
+
+    model: str
+    messages: list[MessageIn]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_completion_tokens: int | None = None
+    max_tokens: int | None = None  # the older name; max_completion_tokens wins
+    temperature: float | int | None = None
+    top_p: float | int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | int | None = None
+    frequency_penalty: float | int | None = None
+    tools: list[ToolIn] = []
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormatIn | None = None
+    user: str = ""
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    n: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+ROLES = {
+    "system": pb.ROLE_SYSTEM,
+    "developer": pb.ROLE_SYSTEM,
+    "user": pb.ROLE_USER,
+    "assistant": pb.ROLE_ASSISTANT,
+    "tool": pb.ROLE_TOOL,
+}
+CHOICES = {"auto": pb.TOOL_CHOICE_MODE_AUTO, "none": pb.TOOL_CHOICE_MODE_NONE, "required": pb.TOOL_CHOICE_MODE_REQUIRED}
+FORMATS = {
+    "text": pb.RESPONSE_FORMAT_TYPE_TEXT,
+    "json_object": pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
+    "json_schema": pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+}
+EFFORTS = {
+    "none": pb.REASONING_EFFORT_NONE,
+    "minimal": pb.REASONING_EFFORT_MINIMAL,
+    "low": pb.REASONING_EFFORT_LOW,
+    "medium": pb.REASONING_EFFORT_MEDIUM,
+    "high": pb.REASONING_EFFORT_HIGH,
+    "xhigh": pb.REASONING_EFFORT_XHIGH,
+}
+# The gRPC request's field paths that have another name in the OpenAI body (prefixes, longest first).
+OPENAI_NAMES = (
+    ("max_output_tokens", "max_completion_tokens"),
+    ("sampling.stop_sequences", "stop"),
+    ("sampling.", ""),
+    ("user_id", "user"),
+    ("reasoning.effort", "reasoning_effort"),
+    ("response_format.json_schema", "response_format.json_schema.schema"),
+    ("response_format.schema_name", "response_format.json_schema.name"),
+    ("tool_choice.tool_name", "tool_choice.function.name"),
+    ("tools[", "tools["),
+)
+
+
+def parse(body: bytes, request_id: str, bounds: RequestBounds) -> tuple[ChatCompletionRequest, ChatRequest]:
+    """The body as read and as the pipeline's request; InvalidRequest naming every bad parameter."""
+    try:
+        wanted = ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid(_violations(exc.errors(include_url=False))) from None
+    unsupported = list(_unsupported(wanted))
+    if unsupported:
+        raise _invalid(unsupported)
+    message = _as_proto(wanted)
+    try:
+        chat = from_proto.chat_request(message, request_id, bounds)
+    except InvalidRequest as exc:
+        raise _invalid([FieldViolation(openai_name(v.field), v.description) for v in exc.field_violations]) from None
+    return wanted, chat
+
+
+def openai_name(path: str) -> str:
+    """A gRPC request field path as the OpenAI body names it (`tools[0].parameters` -> its function's)."""
+    for ours, theirs in OPENAI_NAMES:
+        if path.startswith(ours):
+            path = theirs + path[len(ours) :]
+            break
+    if path.startswith("tools["):
+        index, _, rest = path.partition("].")
+        path = f"{index}].function.{rest}" if rest else path
+    return path.replace(".tool_calls[", ".tool_calls[").replace("].arguments_json", "].function.arguments")
+
+
+def _invalid(violations: list[FieldViolation]) -> InvalidRequest:
+    first = violations[0]
+    return InvalidRequest(f"invalid request: {first.field}: {first.description}", field_violations=violations)
+
+
+def _violations(errors: list[Any]) -> list[FieldViolation]:
+    """Pydantic's errors as body parameters, one per parameter and the deepest one where a union tried several
+    members (`content` is a string or a list of parts: a bad part is reported, not "should be a string")."""
+    found: dict[str, FieldViolation] = {}
+    for error in errors:
+        violation = _violation(error)
+        found.setdefault(violation.field, violation)
+    paths = list(found)
+    return [v for p, v in found.items() if not any(o.startswith((f"{p}[", f"{p}.")) for o in paths)]
+
+
+# What pydantic puts in an error's location besides the parameters: the union member or tagged branch it tried.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "TextPart", "OtherPart", "NamedToolChoice"})
+_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
+
+
+def _violation(error: Any) -> FieldViolation:
+    if error["type"] == "json_invalid":
+        return FieldViolation("body", "is not valid JSON")
+    path = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in _UNION_TAGS or any(c in part for c in "[('"):
+            continue
+        elif part in _PART_TYPES and path.endswith("]") and ".content[" in path:
+            continue
+        else:
+            path += f".{part}" if path else part
+    if error["type"] == "model_type" and not path:
+        return FieldViolation("body", "must be a JSON object")
+    return FieldViolation(path or "body", str(error["msg"]))
+
+
+def _unsupported(wanted: ChatCompletionRequest) -> list[FieldViolation]:
+    refused = []
+    if wanted.n not in (None, 1):
+        refused.append(FieldViolation("n", "only n=1 is supported: ask again for another choice"))
+    if wanted.logprobs or wanted.top_logprobs:
+        refused.append(FieldViolation("logprobs", "log probabilities are not supported by the gateway"))
+    for name in ("audio", "prediction", "web_search_options"):
+        if getattr(wanted, name) is not None:
+            refused.append(FieldViolation(name, "not supported by the gateway"))
+    if wanted.modalities is not None and wanted.modalities != ["text"]:
+        refused.append(FieldViolation("modalities", 'only ["text"] is supported'))
+    for i, message in enumerate(wanted.messages):
+        if isinstance(message.content, list):
+            refused.extend(
+                FieldViolation(f"messages[{i}].content[{j}].type", f"{part.type} parts are not supported yet")
+                for j, part in enumerate(message.content)
+                if isinstance(part, OtherPart)
+            )
+    return refused
+
+
+def _as_proto(wanted: ChatCompletionRequest) -> pb.StreamChatRequest:
+    message = pb.StreamChatRequest(model=wanted.model, user_id=wanted.user)
+    for given in wanted.messages:
+        message.messages.append(_message(given))
+    limit = wanted.max_completion_tokens if wanted.max_completion_tokens is not None else wanted.max_tokens
+    if limit is not None:
+        message.max_output_tokens = limit
+    sampling = message.sampling
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
+        value = getattr(wanted, name)
+        if value is not None:
+            setattr(sampling, name, value)
+    if wanted.stop is not None:
+        sampling.stop_sequences.extend([wanted.stop] if isinstance(wanted.stop, str) else wanted.stop)
+    for tool in wanted.tools:
+        proto_tool = message.tools.add(name=tool.function.name, description=tool.function.description)
+        if tool.function.parameters is not None:
+            proto_tool.parameters.CopyFrom(_struct(tool.function.parameters))
+    if isinstance(wanted.tool_choice, NamedToolChoice):
+        message.tool_choice.mode = pb.TOOL_CHOICE_MODE_TOOL
+        message.tool_choice.tool_name = wanted.tool_choice.function.name
+    elif wanted.tool_choice is not None:
+        message.tool_choice.mode = CHOICES[wanted.tool_choice]
+    if wanted.response_format is not None:
+        message.response_format.type = FORMATS[wanted.response_format.type]
+        schema = wanted.response_format.json_schema
+        if schema is not None:
+            message.response_format.schema_name = schema.name
+            if schema.schema_ is not None:
+                message.response_format.json_schema.CopyFrom(_struct(schema.schema_))
+    if wanted.reasoning_effort is not None:
+        message.reasoning.effort = EFFORTS[wanted.reasoning_effort]
+    return message
+
+
+def _message(given: MessageIn) -> pb.Message:
+    if isinstance(given.content, list):
+        content = "".join(part.text for part in given.content if isinstance(part, TextPart))
+    else:
+        content = given.content or ""
+    return pb.Message(
+        role=ROLES[given.role],
+        content=content,
+        name=given.name,
+        tool_call_id=given.tool_call_id,
+        tool_calls=[
+            pb.ToolCall(id=c.id, name=c.function.name, arguments_json=c.function.arguments) for c in given.tool_calls
+        ],
+    )
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct

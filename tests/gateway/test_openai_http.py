@@ -1,0 +1,307 @@
+"""The OpenAI-compatible HTTP face end to end: the official openai SDK (async and sync) against the real gateway
+(`--openai-port`), which runs the same pipeline over the real adapters to the simulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import openai
+import pytest
+
+from gateway_service import config, server
+from llm_simulator import SimulatorHandle
+from servicekit.security import Security
+from tests.gateway.e2e_helpers import Upstream, gateway_config
+
+pytestmark = pytest.mark.timeout(60)
+FIRST = Upstream("first", "openai", "gpt-first", patient=True)
+SECOND = Upstream("second", "anthropic", "claude-second", patient=True)
+USER = [{"role": "user", "content": "[[reply:Hello there friend]]"}]
+
+
+@contextlib.asynccontextmanager
+async def gateway_with_openai(
+    cfg: config.GatewayConfig, security: Security | None = None
+) -> AsyncIterator[server.Running]:
+    settings = server.ServeSettings(
+        host="127.0.0.1", port=0, openai_port=0, security=security or Security(insecure_dev=True)
+    )
+    running = await server.start(cfg, settings)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def base_url(running: server.Running) -> str:
+    assert running.openai is not None
+    return f"http://127.0.0.1:{running.openai.port}/v1"
+
+
+@pytest.fixture
+async def running(sim: SimulatorHandle) -> AsyncIterator[server.Running]:
+    sim.simulator.clear()
+    async with gateway_with_openai(gateway_config(sim.base_url, [FIRST, SECOND])) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(running: server.Running) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=base_url(running), api_key="unused", max_retries=0) as client:
+        yield client
+
+
+async def test_a_completion_through_the_sdk(client: openai.AsyncOpenAI) -> None:
+    raw = await client.chat.completions.with_raw_response.create(model="default", messages=USER)  # type: ignore[arg-type]
+    answer = raw.parse()
+    assert answer.choices[0].message.content == "Hello there friend"
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.model == "gpt-first"
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+    assert raw.headers["x-gateway-provider"] == "first/gpt-first"
+    assert answer.id == f"chatcmpl-{raw.headers['x-request-id']}"
+
+
+async def test_a_stream_through_the_sdk_ends_with_usage(client: openai.AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model="default",
+        messages=USER,  # type: ignore[arg-type]
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello there friend"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert len({c.id for c in chunks}) == 1
+
+
+async def test_a_request_id_given_is_kept(running: server.Running) -> None:
+    async with aiohttp.ClientSession() as session:
+        body = {"model": "default", "messages": USER}
+        async with session.post(
+            f"{base_url(running)}/chat/completions", json=body, headers={"x-request-id": "trace-42"}
+        ) as response:
+            assert response.status == 200
+            assert response.headers["x-request-id"] == "trace-42"
+            assert (await response.json())["id"] == "chatcmpl-trace-42"
+
+
+async def test_the_sync_client_streams_too(running: server.Running) -> None:
+    def call() -> str:
+        with openai.OpenAI(base_url=base_url(running), api_key="unused", max_retries=0) as sync:
+            stream = sync.chat.completions.create(model="default", messages=USER, stream=True)  # type: ignore[arg-type]
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    assert await asyncio.to_thread(call) == "Hello there friend"
+
+
+async def test_tools_and_tool_calls_round_trip(client: openai.AsyncOpenAI) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    messages: list[Any] = [{"role": "user", "content": '[[call:get_weather {"city": "Paris"}]]'}]
+    first = await client.chat.completions.create(model="default", messages=messages, tools=tools)  # type: ignore[arg-type]
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    second = await client.chat.completions.create(model="default", messages=messages, tools=tools)  # type: ignore[arg-type]
+    assert second.choices[0].message.content == "The tool answered: sunny"
+
+    stream = await client.chat.completions.create(model="default", messages=messages[:1], tools=tools, stream=True)  # type: ignore[arg-type]
+    deltas = [c.choices[0].delta.tool_calls for c in [chunk async for chunk in stream] if c.choices]
+    pieces = [d[0] for d in deltas if d]
+    assert pieces[0].id == call.id or pieces[0].id  # the first piece carries the call's id and name
+    assert pieces[0].function is not None and pieces[0].function.name == "get_weather"
+    assert json.loads("".join(p.function.arguments or "" for p in pieces if p.function)) == {"city": "Paris"}
+
+
+async def test_a_rate_limited_provider_fails_over_before_the_answer(
+    client: openai.AsyncOpenAI, sim: SimulatorHandle
+) -> None:
+    sim.simulator.push_fault("429 retry_after=30 api=openai", times=1)
+    raw = await client.chat.completions.with_raw_response.create(model="default", messages=USER)  # type: ignore[arg-type]
+    assert raw.parse().choices[0].message.content == "Hello there friend"
+    assert raw.headers["x-gateway-provider"] == "second/claude-second"
+
+
+async def test_every_provider_rate_limited_is_a_429_with_retry_after(
+    client: openai.AsyncOpenAI, sim: SimulatorHandle
+) -> None:
+    sim.simulator.push_fault("429 retry_after=7", times=2)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.chat.completions.create(model="default", messages=USER)  # type: ignore[arg-type]
+    assert caught.value.status_code == 429
+    assert caught.value.response.headers["retry-after"] == "7"
+    assert caught.value.response.headers["x-should-retry"] == "true"
+    assert isinstance(caught.value.body, dict) and caught.value.body["type"] == "rate_limit_error"
+
+
+async def test_a_failure_mid_stream_is_an_error_not_a_clean_end(
+    client: openai.AsyncOpenAI, sim: SimulatorHandle
+) -> None:
+    messages = [{"role": "user", "content": "[[reply:one two three four]] [[fault:disconnect at=2]]"}]
+    stream = await client.chat.completions.create(model="default", messages=messages, stream=True)  # type: ignore[arg-type]
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        async for chunk in stream:
+            received.append(chunk)
+    assert "".join(c.choices[0].delta.content or "" for c in received if c.choices) == "one two"
+    assert "cut off" in caught.value.message or "failed" in caught.value.message
+    assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "mid_stream_failure"
+
+
+async def test_models_lists_the_routes(client: openai.AsyncOpenAI) -> None:
+    ids = [m.id async for m in client.models.list()]
+    assert ids == ["default", "first/gpt-first", "second/claude-second"]
+
+
+# --- what the SDK would never send: raw HTTP, answered 4xx with OpenAI's error JSON, never a 500
+
+
+async def post(running: server.Running, body: bytes | str, **headers: str) -> tuple[int, dict[str, Any]]:
+    raw = body.encode() if isinstance(body, str) else body
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{base_url(running)}/chat/completions",
+            content=raw,
+            headers={"content-type": "application/json", **headers},
+        )
+    return response.status_code, response.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ("{not json", "body"),
+        ("[1, 2]", "body"),
+        ('{"model": "default"}', "messages"),
+        ('{"model": 7, "messages": []}', "model"),
+        ('{"model": "default", "messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
+        ('{"model": "default", "messages": [{"role": "user", "content": 5}]}', "messages[0].content"),
+        ('{"model": "default", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', "temperature"),
+        ('{"model": "default", "messages": [{"role": "user", "content": "x"}], "n": 3}', "n"),
+        (
+            '{"model": "default", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}',
+            "max_completion_tokens",
+        ),
+        (
+            '{"model": "default", "messages": [{"role": "user", "content": [{"type": "image_url", '
+            '"image_url": {"url": "https://example.com/a.png"}}]}]}',
+            "messages[0].content[0].type",
+        ),
+        (
+            '{"model": "default", "messages": [{"role": "user", "content": [{"type": "video"}]}]}',
+            "messages[0].content[0]",
+        ),
+    ],
+)
+async def test_bad_bodies_get_a_400_naming_the_parameter(running: server.Running, body: str, param: str) -> None:
+    status, answer = await post(running, body)
+    assert status == 400, answer
+    assert answer["error"]["type"] == "invalid_request_error"
+    assert answer["error"]["param"] == param, answer
+
+
+async def test_a_body_over_the_bound_is_413_before_it_is_read(sim: SimulatorHandle) -> None:
+    data = {"providers": [FIRST.entry(sim.base_url)], "requests": {"max_request_bytes": 4096}}
+    cfg = config.parse(data, source="test", env={"SIM_KEY": "sk-sim-key-1234"})
+    async with gateway_with_openai(cfg) as running:
+        too_big = {"model": "first/gpt-first", "messages": USER, "x": "a" * 9000}
+        status, answer = await post(running, json.dumps(too_big))
+    assert status == 413
+    assert answer["error"]["code"] == "request_too_large"
+
+
+async def test_wrong_content_type_method_and_path(running: server.Running) -> None:
+    status, answer = await post(running, "model=default", **{"content-type": "application/x-www-form-urlencoded"})
+    assert status == 400 and answer["error"]["param"] == "content-type"
+    async with httpx.AsyncClient() as http:
+        missing = await http.get(f"{base_url(running)}/nothing-here")
+        wrong = await http.get(f"{base_url(running)}/chat/completions")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert wrong.status_code == 405 and "error" in wrong.json()
+
+
+async def test_a_slow_body_is_cut_with_408(running: server.Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway_service.openai_http import server as face
+
+    monkeypatch.setattr(face, "BODY_TIMEOUT_S", 0.3)
+    assert running.openai is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.openai.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"model"'
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 408"), head
+    writer.close()
+
+
+# --- the callers file: the same doors as the gRPC port
+
+
+def callers_file(tmp_path: Path) -> Path:
+    def sha(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    path = tmp_path / "callers.yaml"
+    path.write_text(
+        "callers:\n"
+        f'  - {{name: app, token_sha256: "{sha("app-token")}", roles: [chat]}}\n'
+        f'  - {{name: reader, token_sha256: "{sha("reader-token")}", roles: [providers.read]}}\n'
+        f'  - {{name: slow, token_sha256: "{sha("slow-token")}", roles: [chat], '
+        "limits: {requests_per_minute: 1}}\n"
+    )
+    return path
+
+
+async def test_bearer_tokens_and_roles_as_on_grpc(sim: SimulatorHandle, tmp_path: Path) -> None:
+    cfg = gateway_config(sim.base_url, [FIRST])
+    async with (
+        gateway_with_openai(cfg, Security(callers=callers_file(tmp_path), insecure_dev=True)) as running,
+        contextlib.AsyncExitStack() as clients,
+    ):
+
+        async def as_caller(token: str) -> openai.AsyncOpenAI:
+            client = openai.AsyncOpenAI(base_url=base_url(running), api_key=token, max_retries=0)
+            return await clients.enter_async_context(client)
+
+        app = await as_caller("app-token")
+        assert (await app.chat.completions.create(model="default", messages=USER)).choices  # type: ignore[arg-type]
+        with pytest.raises(openai.AuthenticationError) as unknown:
+            await (await as_caller("guess")).chat.completions.create(model="default", messages=USER)  # type: ignore[arg-type]
+        assert unknown.value.body["code"] == "unauthenticated"  # type: ignore[index]
+        with pytest.raises(openai.PermissionDeniedError):
+            await (await as_caller("reader-token")).chat.completions.create(model="default", messages=USER)  # type: ignore[arg-type]
+        slow = await as_caller("slow-token")
+        await slow.chat.completions.create(model="default", messages=USER)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError) as limited:
+            await slow.chat.completions.create(model="default", messages=USER)  # type: ignore[arg-type]
+        assert int(limited.value.response.headers["retry-after"]) > 0
+        status, _ = await post(running, "{", authorization="Bearer guess")
+        assert status == 401, "credentials are checked before the body is read"
