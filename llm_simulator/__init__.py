@@ -67,6 +67,13 @@ format / model (so the same conversation fails on one provider and succeeds on t
     filter                       half the answer, then a content-filter finish
                                  (content_filter / refusal / SAFETY)
 
+Rate limits
+-----------
+`--rate-limit "requests=3 window=60 model=gpt-4o-mini-3rpm"` (repeatable; or POST /_sim/ratelimits
+'{"limits": ["requests=3 window=60"]}') enforces a limit per wire format, model and key, states what is
+left in each provider's own headers (OpenAI/Groq `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`) and
+refuses a request past it with 429 and `retry-after` (Gemini: RetryInfo). llm_simulator/ratelimit.py.
+
 Observations
 ------------
 Every request is recorded (api, model, fault, status, content chunks sent, outcome:
@@ -105,6 +112,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llm_simulator.httpserver import serve_connection
+from llm_simulator.ratelimit import parse_limit
 from llm_simulator.server import Observation, Simulator
 
 __all__ = ["Observation", "Simulator", "SimulatorHandle", "main", "start_simulator"]
@@ -135,9 +143,12 @@ class SimulatorHandle:
             await asyncio.wait_for(self.server.wait_closed(), 1.0)
 
 
-async def start_simulator(host: str = "127.0.0.1", port: int = 0, *, chunk_delay_s: float = 0.0) -> SimulatorHandle:
-    """Start a simulator on host:port (0 picks a free port)."""
+async def start_simulator(
+    host: str = "127.0.0.1", port: int = 0, *, chunk_delay_s: float = 0.0, rate_limits: Sequence[str] = ()
+) -> SimulatorHandle:
+    """Start a simulator on host:port (0 picks a free port), enforcing `rate_limits` (ratelimit.py specs)."""
     simulator = Simulator(chunk_delay_s)
+    simulator.set_rate_limits([parse_limit(spec) for spec in rate_limits])
     connections: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -163,13 +174,25 @@ def main(argv: Sequence[str] | None = None, loop_factory: Callable[[], asyncio.A
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8089, help="port to listen on, 0 picks a free one (default 8089)")
     parser.add_argument("--chunk-delay-ms", type=float, default=30.0, help="pause between words (default 30)")
+    parser.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help='a rate limit to enforce and state in headers, e.g. "requests=3 window=60 model=M" (repeatable)',
+    )
     args = parser.parse_args(argv)
+    for spec in args.rate_limit:
+        try:
+            parse_limit(spec)
+        except ValueError as exc:
+            parser.error(str(exc))
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(args.host, args.port, args.chunk_delay_ms / 1000))
+        runner.run(_serve(args.host, args.port, args.chunk_delay_ms / 1000, args.rate_limit))
     return 0
 
 
-async def _serve(host: str, port: int, chunk_delay_s: float) -> None:
-    handle = await start_simulator(host, port, chunk_delay_s=chunk_delay_s)
+async def _serve(host: str, port: int, chunk_delay_s: float, rate_limits: Sequence[str]) -> None:
+    handle = await start_simulator(host, port, chunk_delay_s=chunk_delay_s, rate_limits=rate_limits)
     print(f"simulator listening on {handle.base_url}", file=sys.stderr, flush=True)
     await handle.server.serve_forever()

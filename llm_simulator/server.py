@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ import llm_simulator.wire_openai as wire_openai
 from llm_simulator.faults import Fault, FaultSpecError, parse_fault
 from llm_simulator.httpserver import Request, Responder
 from llm_simulator.plan import Plan, Prompt, make_plan, marker_fault
+from llm_simulator.ratelimit import Limit, RateLimiter, Verdict, parse_limit
 from llm_simulator.wire import Frame, Wire
 
 
@@ -56,6 +58,11 @@ class Simulator:
         self._standing: Fault | None = None
         self._ids = itertools.count(1)
         self._new_request = asyncio.Condition()
+        self.rate_limiter = RateLimiter()
+
+    def set_rate_limits(self, limits: list[Limit]) -> None:
+        """Enforce `limits` (llm_simulator/ratelimit.py) from now on, each window empty; []: none."""
+        self.rate_limiter.set(limits)
 
     def set_standing_fault(self, spec: str | None) -> None:
         """Give every request `spec` (after markers and queued faults) until changed; None: none."""
@@ -123,6 +130,12 @@ class Simulator:
         self, wire: Wire, prompt: Prompt, plan: Plan, request: Request, out: Responder, obs: Observation
     ) -> None:
         request_id = f"req_sim{next(self._ids):06d}"
+        limited = self.rate_limiter.check(prompt, _api_key(request))
+        headers = {**limited.headers, wire.REQUEST_ID_HEADER: request_id}
+        if limited.retry_after_s is not None:
+            obs.fault = "rate_limit"
+            obs.status, obs.outcome = await self._refuse(wire, limited, prompt, request, headers, out)
+            return
         fault = plan.fault
         if fault is not None and fault.kind not in ("slow", "filter") and not fault.in_stream:
             obs.status, obs.outcome = await self._error(wire, fault, prompt, request, request_id, out)
@@ -130,10 +143,10 @@ class Simulator:
         if not prompt.stream:
             if fault is not None and fault.kind == "slow":
                 await asyncio.sleep((fault.ms or 0) / 1000)
-            await out.send_json(200, wire.complete(plan, prompt, request_id), {wire.REQUEST_ID_HEADER: request_id})
+            await out.send_json(200, wire.complete(plan, prompt, request_id), headers)
             obs.outcome = "answered"
             return
-        await out.start_stream({wire.REQUEST_ID_HEADER: request_id})
+        await out.start_stream(headers)
         await self._stream(wire, wire.frames(plan, prompt, request_id), fault, out, obs)
 
     async def _error(
@@ -141,6 +154,16 @@ class Simulator:
     ) -> tuple[int, str]:
         status, body, headers = wire.error(fault, prompt, _api_key(request))
         await out.send_json(status, body, {**headers, wire.REQUEST_ID_HEADER: request_id})
+        return status, "error"
+
+    async def _refuse(
+        self, wire: Wire, limited: Verdict, prompt: Prompt, request: Request, headers: dict[str, str], out: Responder
+    ) -> tuple[int, str]:
+        """A request past a rate limit: 429 in the provider's own form, saying when to come back."""
+        assert limited.retry_after_s is not None
+        fault = parse_fault(f"429 retry_after={max(1, math.ceil(limited.retry_after_s))}")
+        status, body, error_headers = wire.error(fault, prompt, _api_key(request))
+        await out.send_json(status, body, {**error_headers, **headers})
         return status, "error"
 
     async def _stream(
@@ -212,6 +235,13 @@ class Simulator:
                 await out.send_json(400, {"error": {"message": str(exc)}})
                 return
             await out.send_json(200, {"queued": len(self._script)})
+        elif request.path == "/_sim/ratelimits" and request.method == "POST":
+            try:
+                self.set_rate_limits([parse_limit(str(spec)) for spec in request.json().get("limits", [])])
+            except (FaultSpecError, ValueError, AttributeError) as exc:
+                await out.send_json(400, {"error": {"message": str(exc)}})
+                return
+            await out.send_json(200, {"limits": len(self.rate_limiter.limits)})
         elif request.path == "/_sim/reset" and request.method == "POST":
             self.clear()
             await out.send_json(200, {})

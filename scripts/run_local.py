@@ -76,7 +76,18 @@ async def serve(args: argparse.Namespace, procs: Processes) -> int:
         "--metrics-port",
         str(args.schema_metrics_port),
     )
-    procs.start("python", "-m", "llm_simulator", "--host", "127.0.0.1", "--port", str(args.simulator_port))
+    # One simulated model is rate limited (3 a minute, stated in its headers) to show headroom: route `limited`.
+    procs.start(
+        "python",
+        "-m",
+        "llm_simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.simulator_port),
+        "--rate-limit",
+        "requests=3 window=60 model=gpt-4o-mini-3rpm",
+    )
     await wait_for_health(schema_address, "readiness", SERVING, proc=schema, timeout_s=READY_TIMEOUT_S)
     gateway = procs.start(
         "gateway-service",

@@ -24,13 +24,21 @@ from contextlib import aclosing
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from gateway_service.accounting import Ledger
+from gateway_service.accounting import Ledger, estimate_tokens
 from gateway_service.chat import spans
 from gateway_service.chat.attempt import Attempt, AttemptTiming
 from gateway_service.chat.budgeting import RunBudget
 from gateway_service.chat.midstream import Delivered
 from gateway_service.chat.outcome import final_error, provider_rejected
-from gateway_service.chat.records import AttemptFailed, Pending, Records, attempt_record, reported, total_usage
+from gateway_service.chat.records import (
+    AttemptFailed,
+    Pending,
+    Records,
+    attempt_record,
+    reported,
+    request_chars,
+    total_usage,
+)
 from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter, UsageObserver
 from gateway_service.chat.router import Candidate
 from gateway_service.chat.rules import Ending, Skip, after_failure, last_resort, skip_reason
@@ -47,7 +55,7 @@ from gateway_service.domain.events import (
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest, FinishReason
 from gateway_service.errors import GatewayError
-from gateway_service.health import BreakerState, Health, Ticket
+from gateway_service.health import BreakerState, Health, Need, Ticket
 from gateway_service.limits.budgets import Budgets
 from gateway_service.limits.shares import RETRY_AFTER_S as SHARE_RETRY_AFTER_S
 from gateway_service.limits.shares import ConnectionShares, Release, share_of
@@ -76,6 +84,7 @@ class ChatRun:
         budgets = failover.budgets
         self.budget = RunBudget(budgets, request) if budgets is not None else None
         self.spend = RunSpend(failover.spend, request) if failover.spend is not None else None
+        self.need = Need(estimate_tokens(request_chars(request)), request.max_output_tokens or 0)  # of headroom
 
     @property
     def attempts(self) -> list[AttemptRecord]:
@@ -169,6 +178,7 @@ class ChatRun:
             min_context=self._min_context,
             time_left_s=self.deadline - self._loop.time(),
             min_attempt_budget_s=self.settings.min_attempt_budget_s,
+            need=self.need,
             last_resort=advice_ignored,
         )
         if skip is None:
@@ -214,14 +224,16 @@ class ChatRun:
         health = self.failover.health
         patience_s = timing.first_token_by - self._loop.time()
         ticket = health.admit(candidate.target, patience_s)
+        health.headroom.spend(candidate.target, self.need)
         attempt = Attempt(candidate, request, timing, on_first_token=lambda: health.first_token(ticket))
         skipped = self.records.skipped_since_last_attempt()
         span = self._spans[number] = spans.start(
             self.failover.tracer, candidate.provider.type, candidate.provider.name, candidate.model.name, request
         )
         # The upstream request leaves before the caller is told, so telling it costs no time to first token.
-        # The span is current while the read task is created, so the HTTP request is traced under it.
-        with trace.use_span(span, end_on_exit=False):
+        # The span is current while the read task is created, so the HTTP request is traced under it; and
+        # its responses tell the target's headroom.
+        with trace.use_span(span, end_on_exit=False), health.headroom.listen(candidate.target):
             attempt.open()
         cancelled = False
         try:

@@ -21,7 +21,14 @@ from gateway_service.errors import (
 from gateway_service.health import Health
 from servicekit.errors import FieldViolation, QuotaViolation
 
-_RATE_LIMITS = (FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED, SkipReason.BUDGET_EXHAUSTED)
+_RATE_LIMITS = (
+    FailureKind.RATE_LIMITED,
+    FailureKind.QUOTA_EXHAUSTED,
+    SkipReason.BUDGET_EXHAUSTED,
+    SkipReason.PREDICTED_RATE_LIMIT,
+)
+# Skips whose own retry_after_s says when the candidate has room again (health does not block it).
+_NO_ROOM = (SkipReason.BUDGET_EXHAUSTED, SkipReason.PREDICTED_RATE_LIMIT)
 
 
 def attempts_metadata(records: Sequence[AttemptRecord]) -> dict[str, str]:
@@ -61,7 +68,7 @@ def final_error(
     if outcomes[-1] is SkipReason.DEADLINE:
         return DeadlineExhausted(f"deadline too short for another attempt after: {summary}", metadata=metadata)
     budgets = [r for r in records if r.outcome is SkipReason.BUDGET_EXHAUSTED]
-    retry_after = _retry_after(health, candidates, budgets, settings)
+    retry_after = _retry_after(health, candidates, [r for r in records if r.outcome in _NO_ROOM], settings)
     if not tried:
         summary = f"no candidate can be tried for {retry_after:.3f}s: {summary}"
     if all(o in _RATE_LIMITS for o in outcomes):
@@ -81,8 +88,9 @@ def _retry_after(
 ) -> float:
     """RetryInfo: the time until some candidate can really be tried again.
 
-    The soonest end of a cooldown, breaker or budget; a candidate free at once (it failed without being
-    blocked) caps it at rate_limit_cooldown_s, a short pause rather than an invitation to retry in a loop.
+    The soonest end of a cooldown, breaker, budget or predicted rate limit (`budgets`: those skips); a
+    candidate free at once (it failed without being blocked) caps it at rate_limit_cooldown_s, a short pause
+    rather than an invitation to retry in a loop.
     """
     blocks = {c.target: health.blocked(c.target) for c in candidates if c.adapter is not None}
     ends = [b.until for b in blocks.values() if b is not None]

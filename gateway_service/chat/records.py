@@ -121,7 +121,7 @@ def attempt_usage(candidate: Candidate, attempt: Attempt, number: int) -> Attemp
     if usage is None and not state.pieces_received:
         return None
     if usage is None:
-        input_tokens = estimate_tokens(_request_chars(attempt.request))
+        input_tokens = estimate_tokens(request_chars(attempt.request))
         usage = UsageReport(input_tokens, estimate_tokens(state.chars_received))
         estimated = True
     else:
@@ -164,5 +164,5 @@ def reported(usage: AttemptUsage | None) -> TypeGuard[AttemptUsage]:
     return usage is not None and not usage.estimated
 
 
-def _request_chars(request: ChatRequest) -> int:
+def request_chars(request: ChatRequest) -> int:
     return sum(len(m.content) for m in request.messages)

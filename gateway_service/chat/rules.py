@@ -6,12 +6,15 @@ carry them out.
 1. Skipped, without a request, checked in this order before each attempt (`skip_reason`):
    no credentials; a CONTINUE that needs an assistant prefill the model cannot take; a context window no
    larger than one that already answered "context too long"; a block of its target in health (a cooldown
-   per provider, model and key, an open breaker, a probe in flight, a suspected stall); less than
-   `min_attempt_budget_s` of the caller's deadline left. Then its rate-limit budgets are taken
+   per provider, model and key, an open breaker, a probe in flight, a suspected stall); headroom its
+   provider's rate-limit headers left that cannot take the request's estimated tokens (health/headroom.py:
+   a predicted rate limit, skipped before any 429); less than `min_attempt_budget_s` of the caller's
+   deadline left. Then its rate-limit budgets are taken
    (budgeting.py, apart since taking them may need a round trip to Redis): one without room is skipped.
 2. A hard block is what the provider said itself: a Retry-After, a billing failure, a refused key
-   (health/blocks.py). It is never tried before it ends, not even as the last resort. Every other block
-   is the gateway's own guess, and only advice: the candidate is skipped as `soft`.
+   (health/blocks.py), no requests or tokens left by its headers. It is never tried before it ends, not
+   even as the last resort. Every other block is the gateway's own guess, and only advice: the candidate
+   is skipped as `soft`.
 3. The last resort (`last_resort`): once the route is done without an answer, one more attempt goes to a
    soft-skipped candidate, or to one that failed earlier in the run whose breaker has moved on since
    (opened, half-opened or closed: on a provider that flaps, a failure seconds old is old news). The one
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 from gateway_service.chat.router import Candidate
 from gateway_service.domain.events import SkipReason
 from gateway_service.domain.failures import FailureKind
-from gateway_service.health import BreakerState, Health
+from gateway_service.health import BreakerState, Health, Need
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ def skip_reason(
     min_context: int,
     time_left_s: float,
     min_attempt_budget_s: float,
+    need: Need | None = None,
     last_resort: bool = False,
 ) -> Skip | None:
     """Rules 1 and 2: the reason to pass `candidate` over, or None to try it (as a `last_resort`, despite a
@@ -77,6 +81,10 @@ def skip_reason(
         if block.kind is None:
             return Skip(SkipReason.UNHEALTHY, f"{block.what} for {left:.3f}s", left, soft)
         return Skip(block.kind, f"cooling down for {left:.3f}s after {block.kind.value}", left, soft)
+    short = health.headroom.shortage(candidate.target, need) if need is not None else None
+    if short is not None and not (last_resort and not short.hard):
+        left = max(0.0, short.until - health.now())
+        return Skip(SkipReason.PREDICTED_RATE_LIMIT, short.what, left, soft=not short.hard)
     if time_left_s < min_attempt_budget_s:
         return Skip(SkipReason.DEADLINE, "less than the minimum attempt budget of the deadline left")
     return None

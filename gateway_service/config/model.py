@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from gateway_service.config.base import (
     DERIVED,
+    Flag,
     Frozen,
     NonNegativeFloat,
     NonNegativeInt,
@@ -71,6 +72,9 @@ class FailoverSettings(Frozen):
     """...but never one that waited less than this."""
     stats_window: NonNegativeInt = 200
     """Attempts kept per provider for ListProviders statistics."""
+    rate_limit_headers: Flag = True
+    """Read each provider's rate-limit response headers and skip a candidate whose stated headroom cannot take
+    the request, before any 429 (docs/rate-limits.md)."""
 
 
 class TelemetrySettings(Frozen):

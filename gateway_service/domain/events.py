@@ -25,6 +25,7 @@ class SkipReason(enum.Enum):
     NO_PREFILL = "no_prefill"  # cannot continue a partial answer (mid-stream policy CONTINUE)
     DEADLINE = "deadline"  # less than the minimum attempt budget left
     BUDGET_EXHAUSTED = "budget_exhausted"  # its configured rate-limit budget (limits:) has no room now
+    PREDICTED_RATE_LIMIT = "predicted_rate_limit"  # its provider's rate-limit headers left no room for it
 
 
 Outcome = FailureKind | SkipReason

@@ -1,10 +1,13 @@
 """Provider health: what failover may try, and how providers look to callers and operators.
 
 Rooms, from the vocabulary up:
-    core.py        Target (provider + model + key), Block, Ticket, and the Health interface the pipeline calls
+    target.py      Target: provider + model + key
+    core.py        Block, Ticket, and the Health interface the pipeline calls
     breaker.py     a circuit breaker per provider + model: window, half-open probe, generations
     stalls.py      stall suspicion: a first token far later than usual
     statistics.py  rolling statistics per provider (ListProviders)
+    ratelimit_headers.py  what a response's rate-limit headers state (OpenAI, Groq, Anthropic, Retry-After)
+    headroom.py    Headroom: what each target's provider said it has left, until its reset
     blocks.py      which failures block a target, hard or soft, and for how long
     settings.py    breaker and stall settings from the config (the config owns the defaults)
     memory.py      MemoryHealth: the Health of one replica, kept in memory
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 from gateway_service.health.breaker import BreakerState
 from gateway_service.health.core import ANY_MODEL, Block, Health, Target, Ticket
+from gateway_service.health.headroom import Headroom, Need, Shortage, Window
 from gateway_service.health.memory import MemoryHealth
+from gateway_service.health.ratelimit_headers import Quota, RateLimits, rate_limits, retry_after_s
 from gateway_service.health.state import ExhaustedUntil, HealthState, provider_state
 from gateway_service.health.statistics import Stats
 
@@ -28,11 +33,19 @@ __all__ = [
     "Block",
     "BreakerState",
     "ExhaustedUntil",
+    "Headroom",
     "Health",
     "HealthState",
     "MemoryHealth",
+    "Need",
+    "Quota",
+    "RateLimits",
+    "Shortage",
     "Stats",
     "Target",
     "Ticket",
+    "Window",
     "provider_state",
+    "rate_limits",
+    "retry_after_s",
 ]

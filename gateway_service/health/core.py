@@ -1,4 +1,4 @@
-"""What health speaks in: a Target, a Block, an attempt's Ticket, and the Health interface failover calls.
+"""What health speaks in: a Target (target.py), a Block, an attempt's Ticket, and the Health interface failover calls.
 
 `Health` is a Protocol so that where health is kept can change without touching its callers: today one
 replica keeps it in memory (health/memory.py); a store shared by replicas would implement the same calls.
@@ -14,25 +14,11 @@ from typing import Protocol
 
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.health.breaker import Admission, BreakerState
+from gateway_service.health.headroom import Headroom
 from gateway_service.health.statistics import Stats
+from gateway_service.health.target import ANY_MODEL, Target
 
-ANY_MODEL = "*"  # a cooldown's model for a failure of the key itself (auth, quota): every model of it
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One provider + model + key: cooldowns follow the key; breakers and stall watches the provider + model."""
-
-    provider: str
-    model: str
-    key_id: str
-
-    @property
-    def provider_model(self) -> tuple[str, str]:
-        return (self.provider, self.model)
-
-    def any_model(self) -> Target:
-        return Target(self.provider, ANY_MODEL, self.key_id)
+__all__ = ["ANY_MODEL", "Block", "Health", "Target", "Ticket"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +48,8 @@ class Ticket:
 
 class Health(Protocol):
     """What the pipeline asks of provider health (reads) and tells it about each attempt (writes)."""
+
+    headroom: Headroom  # what each target's provider said it has left (headroom.py)
 
     def now(self) -> float:
         """The monotonic clock every `Block.until` is on."""

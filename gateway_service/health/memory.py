@@ -18,6 +18,7 @@ from gateway_service.domain.failures import ProviderError
 from gateway_service.health.blocks import KEY_REFUSED, REQUEST_FAULTS, breaker_block, cooldown, stall_block
 from gateway_service.health.breaker import CLOSED, Breaker, BreakerSettings, BreakerState
 from gateway_service.health.core import Block, Target, Ticket
+from gateway_service.health.headroom import Headroom
 from gateway_service.health.settings import breaker_settings, stall_settings
 from gateway_service.health.stalls import StallSettings, StallWatch
 from gateway_service.health.statistics import Statistics, Stats
@@ -38,6 +39,7 @@ class MemoryHealth:
         self.breaker_settings = breaker or breaker_settings(settings)
         self.stall_settings = stalls or stall_settings(settings)
         self.statistics = Statistics(settings.stats_window)
+        self.headroom = Headroom(clock, enabled=settings.rate_limit_headers)
         self._cooldowns: dict[Target, Block] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self._stalls: dict[tuple[str, str], StallWatch] = {}

@@ -18,6 +18,7 @@ import httpx2
 
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest
+from gateway_service.health import retry_after_s
 from gateway_service.providers.anthropic_convert import EventTranslator, build_params
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.classify import (
@@ -26,7 +27,6 @@ from gateway_service.providers.classify import (
     make_error,
     nearest_named_kind,
     other_error,
-    retry_after_s,
     transport_failure,
 )
 from gateway_service.providers.http import TransportSettings, client_options

@@ -15,11 +15,9 @@ under them names what happened: refused, DNS, an untrusted certificate.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import socket
 import ssl
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -243,30 +241,6 @@ def kind_for_status(status: int) -> FailureKind:
     if 400 <= status < 500:
         return FailureKind.INVALID_REQUEST
     return FailureKind.SERVER_ERROR
-
-
-def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, parsed.timestamp() - time.time())
 
 
 def body_error(body: object) -> Mapping[str, Any]:

@@ -34,6 +34,7 @@ from cohere.core.parse_error import ParsingError
 
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest
+from gateway_service.health import retry_after_s
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.classify import (
     body_error,
@@ -41,7 +42,6 @@ from gateway_service.providers.classify import (
     make_error,
     nearest_kind,
     other_error,
-    retry_after_s,
     transport_failure,
 )
 from gateway_service.providers.cohere_convert import EventTranslator, build_params

@@ -21,7 +21,8 @@ tests/gateway/test_http_framing.py shows both, on both stacks.
 
 A second hook caps what the upstream may send, on the bytes as they are read, and refuses a redirect to
 another origin (providers/bounds.py). With tracing on, hooks on the same client give each request its
-CLIENT span (providers/http_spans.py).
+CLIENT span (providers/http_spans.py). The last hook hands every response's headers to the attempt that
+sent it (domain/headers.py), whose target's headroom they state (health/headroom.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import httpx2
 from opentelemetry import trace
 
 from gateway_service.config.providers import DEFAULT_TRANSPORT
+from gateway_service.domain.headers import response_headers
 from gateway_service.providers.bounds import Bounds, Caps, ask_identity
 from gateway_service.providers.http_spans import HttpSpans
 
@@ -152,7 +154,7 @@ def client_options(
     # The caps right after refuse_unframed: they refuse on the head alone too, and wrap the body first, so the
     # span's wrapper (outside theirs) sees a cap's failure.
     requests = [ask_identity, *request_hooks]
-    responses = [refuse_unframed, Bounds(settings.caps).on_response, *response_hooks]
+    responses = [refuse_unframed, Bounds(settings.caps).on_response, *response_hooks, tell_headers]
     if settings.tracer is not None:
         spans = HttpSpans(settings.tracer)
         # Last of the request hooks: the span starts as the request leaves. Right after the refusals: a
@@ -161,6 +163,13 @@ def client_options(
         responses.insert(2, spans.on_response)
     hooks = {"request": requests, "response": responses}
     return {"limits": limits, "verify": ssl_context(settings), "trust_env": True, "event_hooks": hooks}
+
+
+async def tell_headers(response: httpx2.Response) -> None:
+    """Hand the response's headers to the attempt that sent the request, if it listens (a 429's too)."""
+    sink = response_headers.get()
+    if sink is not None:
+        sink(response.headers)
 
 
 async def refuse_unframed(response: httpx2.Response) -> None:

@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletion
 
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest
+from gateway_service.health import retry_after_s
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.classify import (
     body_error,
@@ -21,7 +22,6 @@ from gateway_service.providers.classify import (
     make_error,
     nearest_named_kind,
     other_error,
-    retry_after_s,
     transport_failure,
 )
 from gateway_service.providers.http import TransportSettings, client_options

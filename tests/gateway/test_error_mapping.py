@@ -27,11 +27,12 @@ from openai.types.chat import ChatCompletion
 from yarl import URL
 
 from gateway_service.domain.failures import FailureKind, ProviderError
+from gateway_service.health import retry_after_s
 from gateway_service.providers import anthropic as anthropic_adapter
 from gateway_service.providers import cohere as cohere_adapter
 from gateway_service.providers import gemini as gemini_adapter
 from gateway_service.providers import openai as openai_adapter
-from gateway_service.providers.classify import AIOHTTP_KINDS, classify_transport, retry_after_s
+from gateway_service.providers.classify import AIOHTTP_KINDS, classify_transport
 from gateway_service.providers.scrub import REDACTED, scrub
 
 K = FailureKind

@@ -186,9 +186,9 @@ def test_url_full_keeps_no_credentials_or_query_values() -> None:
 async def test_no_hook_without_a_tracer(sim: SimulatorHandle) -> None:
     hooks = client_options(TransportSettings())["event_hooks"]
     assert hooks["request"] == [ask_identity] and hooks["response"][0] is refuse_unframed
-    assert len(hooks["response"]) == 2  # and the caps (providers/bounds.py)
+    assert len(hooks["response"]) == 3  # and the caps (providers/bounds.py), and the headers to headroom
     traced = client_options(TransportSettings(tracer=TracerProvider().get_tracer("t")))["event_hooks"]
-    assert len(traced["request"]) == 2 and len(traced["response"]) == 3
+    assert len(traced["request"]) == 2 and len(traced["response"]) == 4
     cfg = gateway_config(sim.base_url, [Upstream("p", "openai", "m")], env={"SIM_KEY": KEY})
     for tracing, on in ((Tracing(), False), (Tracing(TracerProvider()), True)):
         gateway = build_gateway(cfg, tracing=tracing)

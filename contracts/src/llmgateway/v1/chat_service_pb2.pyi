@@ -71,6 +71,7 @@ class FailureReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_REASON_BUDGET_EXHAUSTED: _ClassVar[FailureReason]
     FAILURE_REASON_PREFILL_UNSUPPORTED: _ClassVar[FailureReason]
     FAILURE_REASON_DEADLINE_TOO_SHORT: _ClassVar[FailureReason]
+    FAILURE_REASON_PREDICTED_RATE_LIMIT: _ClassVar[FailureReason]
 
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -122,6 +123,7 @@ FAILURE_REASON_UNHEALTHY: FailureReason
 FAILURE_REASON_BUDGET_EXHAUSTED: FailureReason
 FAILURE_REASON_PREFILL_UNSUPPORTED: FailureReason
 FAILURE_REASON_DEADLINE_TOO_SHORT: FailureReason
+FAILURE_REASON_PREDICTED_RATE_LIMIT: FailureReason
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
