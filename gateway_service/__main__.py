@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway_service.config.serve import GatewaySecurity, ServeSettings
+from gateway_service.config.serve import GatewaySecurity, ServeSettings, redis_host_problem
 from gateway_service.errors import ConfigError
 from servicekit import callers, logs
 from servicekit.callers import SetupError
@@ -35,6 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve_settings = build(ServeSettings, args, security=build(GatewaySecurity, args))
     settings = config.load(serve_settings.config)
+    redis = redis_host_problem(settings.limits)
+    if redis:
+        raise ConfigError(f"{settings.source}: {redis}")
     if args.check_config:
         _refusals(serve_settings.security)
         print(summary(settings, serve_settings), end="")

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.addresses import PORT_RANGE, host_port_problem
 from servicekit.concurrency import Limits
 from servicekit.security import Security
 from servicekit.settings import ServiceSettings, build, invalid, setting
@@ -59,17 +60,11 @@ def address_problem(url: str) -> str | None:
         return f"has a malformed host: {exc}"
     ports = [port for value in parse_qs(parts.query).get("port", []) for port in value.split(",")]
     for host in filter(None, parts.netloc.rpartition("@")[2].split(",")):
-        try:
-            valid = urlsplit(f"//{host}").port != 0
-        except ValueError:  # not a number, or above 65535
-            valid = False
-        if not valid:
-            return f"host {host}: {_PORT_RANGE}"
+        problem = host_port_problem(host)
+        if problem:
+            return f"host {problem}"
     bad = [port for port in ports if not (port.isdigit() and 0 < int(port) < 65536)]
-    return f"port={bad[0]}: {_PORT_RANGE}" if bad else None
-
-
-_PORT_RANGE = "the port must be a number from 1 to 65535"
+    return f"port={bad[0]}: {PORT_RANGE}" if bad else None
 
 
 def _directory(path: Path) -> Path:

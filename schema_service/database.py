@@ -196,6 +196,8 @@ async def resolve_dsn(settings: Settings) -> str:
         return settings.dsn
     if not settings.embedded:
         raise SettingsError(NO_DATABASE)
+    if not embedded.installed():
+        raise SettingsError(embedded.NOT_INSTALLED)
     admin = await asyncio.to_thread(embedded.start_postgres, settings.data_dir)
     await ensure_database(admin, settings.embedded_database)
     return with_database(admin, settings.embedded_database)

@@ -9,6 +9,9 @@ the server's URI and holds its handle until its stdin closes: when the process t
 or exits in any way (SIGKILL included, so a killed service no longer leaves its PostgreSQL running).
 pgserver counts the handles of all processes on one data folder: the server stops with the last.
 
+pgserver is the optional extra `embedded` (`pip install 'llm-platform[embedded]'`; make installs it, the image
+does not): without it, --embedded is one line naming the extra (NOT_INSTALLED), checked before anything starts.
+
 The server listens on a Unix socket only. Run as root, pgserver creates an OS user `pgserver` and opens
 read/execute permissions on the data folder's parent directories, so keep the data folder somewhere that
 is harmless (the default `./.data/postgres` inside the checkout is).
@@ -17,6 +20,7 @@ is harmless (the default `./.data/postgres` inside the checkout is).
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import logging
 import signal
 import subprocess
@@ -29,6 +33,19 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 60.0
 
 _helpers: dict[Path, tuple[subprocess.Popen[bytes], str]] = {}
+
+NOT_INSTALLED = (
+    "--embedded needs the embedded PostgreSQL (pgserver), which is not installed here: "
+    "pip install 'llm-platform[embedded]', or give a database URL (DATABASE_URL or --database-url)"
+)
+
+
+def installed() -> bool:
+    """Whether pgserver can be imported here (located, not imported: its import warns without XDG_RUNTIME_DIR)."""
+    try:
+        return importlib.util.find_spec("pgserver") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def start_postgres(data_dir: Path) -> str:

@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 from gateway_service.config.base import DERIVED
 from gateway_service.config.model import GatewayConfig
 from gateway_service.errors import ConfigError
+from servicekit.addresses import grpc_target_problem
 from servicekit.settings import problem
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -70,6 +71,9 @@ def parse(data: Any, *, source: str, env: Mapping[str, str]) -> GatewayConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: <top level>: must be a mapping")
     if env.get("SCHEMA_SERVICE_ADDR"):
+        problem = grpc_target_problem(env["SCHEMA_SERVICE_ADDR"])
+        if problem:  # the variable's fault, not the file's
+            raise ConfigError(f"SCHEMA_SERVICE_ADDR: {problem}")
         data = {**data, "schema_service": env["SCHEMA_SERVICE_ADDR"]}
     try:
         config = GatewayConfig.model_validate(data, context={"env": env})

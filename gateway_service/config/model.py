@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, Strict, ValidationInfo, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
 from gateway_service.config.base import (
@@ -22,6 +22,7 @@ from gateway_service.config.base import (
 from gateway_service.config.limits import LimitSettings
 from gateway_service.config.providers import ModelSpec, ProviderSpec
 from gateway_service.config.usage import UsageFeedSettings
+from servicekit.addresses import grpc_target_problem
 
 
 def _target(value: Any) -> Any:
@@ -32,6 +33,13 @@ def _target(value: Any) -> Any:
         raise PydanticCustomError("config", "must be a `provider/model` string, got {value}", {"value": repr(value)})
     provider, _, model = value.partition("/")
     return (provider, model)
+
+
+def _grpc_target(value: str | None) -> str | None:
+    problem = grpc_target_problem(value) if value else None
+    if problem:
+        raise PydanticCustomError("config", "{message}", {"message": problem})
+    return value
 
 
 RouteTarget = Annotated[tuple[str, str], BeforeValidator(_target)]  # health's Target adds the key
@@ -122,8 +130,9 @@ class RequestBounds(Frozen):
 class GatewayConfig(Frozen):
     """The whole gateway config file."""
 
-    schema_service: Text | None = None
-    """host:port of the schema service; metrics go there (WriteMetrics batches). SCHEMA_SERVICE_ADDR wins."""
+    schema_service: Annotated[Text | None, AfterValidator(_grpc_target)] = None
+    """host:port of the schema service (a gRPC target: dns:///host:port too); metrics go there (WriteMetrics
+    batches). SCHEMA_SERVICE_ADDR wins."""
     providers: tuple[ProviderSpec, ...] = Field(min_length=1)
     """The upstreams, each with its models (non-empty, names unique)."""
     routes: Mapping[str, Annotated[tuple[RouteTarget, ...], Field(min_length=1)]] = {}

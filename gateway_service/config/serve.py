@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from gateway_service.config.limits import LimitSettings
 from servicekit.concurrency import Limits
 from servicekit.security import Security
 from servicekit.settings import ServiceSettings, setting
@@ -68,3 +71,23 @@ class ServeSettings(ServiceSettings):
             key=self.schema_service_key,
             token_file=self.schema_service_token_file,
         )
+
+
+def redis_host_problem(limits: LimitSettings) -> str | None:
+    """With `backend: redis`, whether the Redis host is a name that does not exist (the resolver says so: a typo
+    or a wrong Service name, which no retry mends), as the one line `serve` and --check-config stop with. A
+    resolver that cannot answer now (EAI_AGAIN) or a Redis that refuses is an outage, not a config error: the
+    gateway starts and budgets follow their documented outage behaviour (rate budgets fail open, dollar budgets
+    `on_backend_error`)."""
+    if limits.backend != "redis" or limits.redis_url is None:
+        return None
+    parts = urlsplit(limits.redis_url.get_secret_value())
+    if parts.scheme == "unix" or not parts.hostname:
+        return None
+    try:
+        socket.getaddrinfo(parts.hostname, parts.port or 6379, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None)):
+            return None
+        return f"limits.redis_url: cannot resolve the Redis host {parts.hostname!r} ({exc.strerror})"
+    return None

@@ -69,6 +69,7 @@ def test_the_runtime_stage_installs_only_the_built_wheels(image_stages: list[doc
     assert Path(install[install.index("--find-links") + 1]).resolve() == build.host("/wheels").resolve()
     names = {p.name.split("-")[0] for p in build.host("/wheels").iterdir()}
     assert {"llm_platform", "llm_platform_contracts", "grpcio", "asyncpg"} <= names
+    assert "pgserver" not in names  # the `embedded` extra (34 MB) is for make run and the tests, not the image
 
 
 def test_the_service_wheel_holds_its_packages_and_each_migration_once(image_stages: list[dockerbuild.Stage]) -> None:
@@ -110,6 +111,16 @@ def test_the_image_migrates_a_fresh_database(image_bin: Path, empty_db: str, tmp
     status = run_in_image(image_bin, tmp_path, "schema-service", "status", DATABASE_URL=empty_db)
     assert status.returncode == 0, status.stderr
     assert shipped[-1].split("_")[0].lstrip("0") in status.stdout + status.stderr
+
+
+def test_the_image_refuses_embedded_in_one_line(image_bin: Path, tmp_path: Path) -> None:
+    refused = run_in_image(image_bin, tmp_path, "schema-service", "status", "--embedded")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "schema-service: --embedded needs the embedded PostgreSQL (pgserver), which is not installed here: "
+        "pip install 'llm-platform[embedded]', or give a database URL (DATABASE_URL or --database-url)"
+    ]
+    assert not (tmp_path / ".data").exists()
 
 
 @pytest.mark.parametrize("config", ["deploy/k8s/base/gateway/gateway.yaml", "deploy/local/gateway.yaml"])

@@ -153,3 +153,73 @@ def test_check_config_refuses_what_serve_refuses(
     assert f"gateway-service: {broken}" in capsys.readouterr().err
     assert main([*check, "--insecure-dev"]) == 0
     assert capsys.readouterr().out.startswith(f"config: {path}\n")
+
+
+@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.parametrize("address", ["schema:99999", "schema:abc", "schema:0", "schema", "dns:///schema:x"])
+@pytest.mark.parametrize("command", [["serve", "--check-config"], ["serve"]])
+def test_a_schema_service_address_with_a_bad_port_is_one_line_and_exit_2(
+    address: str,
+    command: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Accepted silently, such an address left every metrics write failing; both `serve` and --check-config
+    refuse it before listening, naming where it came from: the variable, or the file and its key."""
+    from gateway_service.__main__ import main
+
+    monkeypatch.setenv("INSECURE_DEV", "1")
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(textwrap.dedent(CONFIG).replace("127.0.0.1:50052", address))
+    target = address.removeprefix("dns:///")
+    assert main([*command, "--config", str(path), "--port", "0"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"gateway-service: {path}: schema_service: {target}: "), line
+    monkeypatch.setenv("SCHEMA_SERVICE_ADDR", address)
+    assert main([*command, "--port", "0"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"gateway-service: SCHEMA_SERVICE_ADDR: {target}: "), line
+    assert ("the port must be a number from 1 to 65535" in line) != (address == "schema")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:50052", "[::1]:50052", "dns:///schema-service-headless:50052"])
+def test_good_schema_service_addresses_are_taken(address: str) -> None:
+    assert config.load(None, env={"SCHEMA_SERVICE_ADDR": address}).schema_service == address
+
+
+@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.parametrize("command", [["serve", "--check-config"], ["serve"]])
+@pytest.mark.parametrize("on_backend_error", ["deny", "allow"])
+def test_a_redis_host_that_does_not_exist_is_one_line_and_exit_2(
+    command: list[str],
+    on_backend_error: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name no resolver knows is a config mistake, not an outage that on_backend_error speaks of."""
+    from gateway_service.__main__ import main
+
+    monkeypatch.setenv("INSECURE_DEV", "1")
+    monkeypatch.delenv("SCHEMA_SERVICE_ADDR", raising=False)
+    path = tmp_path / "gateway.yaml"
+    text = textwrap.dedent(CONFIG).replace("127.0.0.1:6379", "no-such-redis.invalid:6379")
+    path.write_text(text + f"  spend: {{callers: {{usd_per_day: 5}}, on_backend_error: {on_backend_error}}}\n")
+    assert main([*command, "--config", str(path), "--port", "0"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        f"gateway-service: {path}: limits.redis_url: cannot resolve the Redis host 'no-such-redis.invalid' ("
+    ), line
+    assert "hunter2" not in line
+
+
+def test_a_redis_that_refuses_is_an_outage_not_a_config_error(tmp_path: Path) -> None:
+    """Nothing listens on the port: the gateway would start (budgets follow their outage rules)."""
+    from gateway_service.config.serve import redis_host_problem
+    from servicekit.procs import free_port
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(textwrap.dedent(CONFIG).replace("127.0.0.1:6379", f"127.0.0.1:{free_port()}"))
+    assert redis_host_problem(config.load(path, env={}).limits) is None

@@ -7,11 +7,13 @@ import asyncio
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from schema_service import embedded
 from schema_service.__main__ import main
 from servicekit.procs import BIN, free_port
 from tests.tcpproxy import TcpProxy
@@ -60,6 +62,24 @@ def test_embedded_is_used_when_asked_for(tmp_path: Path) -> None:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("version ")
+
+
+WITHOUT_PGSERVER = (
+    "import sys; sys.modules['pgserver'] = None; from schema_service.__main__ import main; sys.exit(main())"
+)
+
+
+@pytest.mark.parametrize("command", ["status", "migrate", "serve --insecure-dev"])
+def test_embedded_without_the_extra_is_one_line_naming_it(command: str, tmp_path: Path) -> None:
+    """pgserver is the `embedded` extra, not in the image: --embedded without it says so, starts nothing."""
+    argv = [sys.executable, "-c", WITHOUT_PGSERVER, *command.split(), "--embedded", "--data-dir", "pg"]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+    assert line == f"schema-service: {embedded.NOT_INSTALLED}"
+    assert "pip install 'llm-platform[embedded]'" in line
+    assert not (tmp_path / "pg").exists()
 
 
 def test_a_url_wins_over_embedded(capsys: pytest.CaptureFixture[str]) -> None:
