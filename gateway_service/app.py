@@ -47,6 +47,7 @@ def provider_config(spec: ProviderSpec, http_tracer: trace.Tracer | None = None)
         api_version=spec.api_version,
         transport=TransportSettings(**transport, tracer=http_tracer),
         effort_models=frozenset(m.name for m in spec.models if m.reasoning == "effort"),
+        stream_options=spec.stream_options,
         **timeouts,
     )
 

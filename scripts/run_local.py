@@ -2,7 +2,7 @@
 
 - schema service on 127.0.0.1:50052, on an embedded PostgreSQL under ./.data/postgres
   (or on DATABASE_URL when set), applying migrations at start;
-- the upstream simulator on 127.0.0.1:8090 (OpenAI, Anthropic and Gemini wire formats),
+- the upstream simulator on 127.0.0.1:8090 (OpenAI, Anthropic, Gemini and Cohere wire formats),
   so that streaming and failover can be tried without provider keys;
 - the gateway on 127.0.0.1:50051 with deploy/local/gateway.yaml (simulated providers first,
   real ones used when their key variables are set), reporting metrics to the schema service,

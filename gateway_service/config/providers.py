@@ -158,6 +158,10 @@ class ProviderSpec(ProviderTransport, ProviderTimeouts):
     """Read from api_key_env or api_key_file when the file is loaded; never written in the file."""
     limits: Budget = ()
     """The provider's upstream rate limits, shared by its models."""
+    stream_options: Flag = True
+    """openai_compatible only: send `stream_options: {include_usage: true}` (usage in a last chunk); false for
+    endpoints that refuse the field (Cohere's compatibility API, older servers): usage is then what the server
+    sends unasked, else estimated. See docs/providers.md."""
 
     @model_validator(mode="before")
     @classmethod
@@ -178,6 +182,9 @@ class ProviderSpec(ProviderTransport, ProviderTimeouts):
     def _consistent(self) -> ProviderSpec:
         if self.type == "openai_compatible" and not self.base_url:
             raise invalid("base_url", "is required for type openai_compatible")
+        if self.type != "openai_compatible" and "stream_options" in self.model_fields_set:
+            # Refused rather than ignored, as `reasoning` is: OpenAI itself always takes the field.
+            raise invalid("stream_options", f"only openai_compatible providers take it, not {self.type}")
         if self.client_key and not self.client_cert:
             raise invalid("client_key", "needs client_cert")
         for key in ("ca_bundle", "client_cert", "client_key"):

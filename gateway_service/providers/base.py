@@ -34,6 +34,8 @@ class ProviderConfig:
     transport: TransportSettings = TransportSettings()  # the HTTP stack under the SDK (providers/http.py)
     # Models configured `reasoning: effort`: asked for a thinking level instead of a token budget.
     effort_models: frozenset[str] = frozenset()
+    # openai_compatible: ask for usage with `stream_options` (false: leave the field out; config/providers.py).
+    stream_options: bool = True
 
 
 class ProviderAdapter(Protocol):

@@ -66,7 +66,9 @@ def build_params(request: ChatRequest, model: str) -> dict[str, Any]:
         params["tool_choice"] = _TOOL_CHOICE[request.tool_choice]
     if request.response_format is not ResponseFormat.TEXT:
         schema = request.json_schema if request.response_format is ResponseFormat.JSON_SCHEMA else None
-        params["response_format"] = cohere.JsonObjectResponseFormatV2(json_schema=schema)
+        # Unset rather than null without a schema: any JSON object.
+        fields: dict[str, Any] = {"json_schema": schema} if schema is not None else {}
+        params["response_format"] = cohere.JsonObjectResponseFormatV2(**fields)
     options = request.reasoning
     if options is not None and options.disabled:
         params["thinking"] = cohere.Thinking(type="disabled")
@@ -106,11 +108,17 @@ def _message(m: Message) -> Any:
         )
         for c in m.tool_calls
     ]
+    if not calls:
+        return cohere.AssistantChatMessageV2(content=m.content)
+    # The plan Cohere streamed before its calls (tool-plan-delta, reported as reasoning) goes back with them; a
+    # field left unset is left out of the body (None would be sent as null).
+    fields: dict[str, Any] = {"tool_calls": calls}
     plan = "".join(r.text for r in m.reasoning)
-    if calls:
-        # The plan Cohere streamed before its calls (tool-plan-delta, reported as reasoning) goes back with them.
-        return cohere.AssistantChatMessageV2(content=m.content or None, tool_calls=calls, tool_plan=plan or None)
-    return cohere.AssistantChatMessageV2(content=m.content)
+    if plan:
+        fields["tool_plan"] = plan
+    if m.content:
+        fields["content"] = m.content
+    return cohere.AssistantChatMessageV2(**fields)
 
 
 def _arguments(arguments_json: str) -> str:

@@ -133,7 +133,9 @@ class OpenAIAdapter(SdkAdapter[object]):
         )
 
     async def _open(self, request: ChatRequest, model: str) -> Upstream[object]:
-        params = convert(lambda: build_params(request, model, compatible=self._compatible))
+        params = convert(
+            lambda: build_params(request, model, compatible=self._compatible, stream_options=self.config.stream_options)
+        )
         params.update(params.pop("extra_body", None) or {})  # as `create(extra_body=...)` merges it
         # The request `chat.completions.create(**params)` sends, through the client's documented way to
         # post a body as is (docs/performance.md), without create's first step: re-walking

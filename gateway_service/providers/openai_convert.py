@@ -32,14 +32,12 @@ _FINISH = {
 }
 
 
-def build_params(request: ChatRequest, model: str, *, compatible: bool) -> dict[str, Any]:
-    """Keyword arguments for `chat.completions.create`, streaming with usage."""
-    params: dict[str, Any] = {
-        "model": model,
-        "messages": [_message(m) for m in request.messages],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+def build_params(request: ChatRequest, model: str, *, compatible: bool, stream_options: bool = True) -> dict[str, Any]:
+    """Keyword arguments for `chat.completions.create`, streaming with usage (asked for with `stream_options`
+    unless a compatible server refuses the field)."""
+    params: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages], "stream": True}
+    if stream_options or not compatible:
+        params["stream_options"] = {"include_usage": True}
     params.update(_sampling(request, compatible))
     if request.max_output_tokens:
         # OpenAI deprecated max_tokens; most compatible servers only know max_tokens.

@@ -202,7 +202,7 @@ def assistant_turn(events: list[ProviderEvent]) -> Message:
     return Message(Role.ASSISTANT, text, tool_calls=tool_calls, reasoning=(reasoning,))
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini", "cohere"])
 async def test_tool_loop_round_trip(sim: SimulatorHandle, adapters: Adapters, kind: str) -> None:
     first = ChatRequest(
         model="m",
@@ -225,6 +225,7 @@ SENT_BACK = {
     "openai": lambda body: body["messages"][1:],
     "anthropic": lambda body: body["messages"][1:],
     "gemini": lambda body: body["contents"][1:],
+    "cohere": lambda body: body["messages"][1:],
 }
 EXPECTED_SENT_BACK = {
     "openai": lambda turn: [
@@ -268,6 +269,21 @@ EXPECTED_SENT_BACK = {
             "role": "user",
             "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": {"temp_c": 21}}}}],
         },
+    ],
+    # Cohere's tool plan (streamed before its calls, reported as reasoning) goes back with the calls.
+    "cohere": lambda turn: [
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": turn.tool_calls[0].id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+            "tool_plan": "need weather",
+        },
+        {"role": "tool", "tool_call_id": turn.tool_calls[0].id, "content": '{"temp_c": 21}'},
     ],
 }
 
@@ -345,11 +361,12 @@ async def test_anthropic_redacted_thinking_goes_back_unchanged(sim: SimulatorHan
     ]
 
 
-@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+@pytest.mark.parametrize("kind", ["anthropic", "gemini", "cohere"])
 async def test_unconvertible_request_is_invalid_and_never_sent(
     sim: SimulatorHandle, adapters: Adapters, kind: str
 ) -> None:
-    """Tool-call arguments that are not JSON cannot become Anthropic `input` / Gemini `args`."""
+    """Tool-call arguments that are not JSON cannot become Anthropic `input` / Gemini `args` (nor does Cohere take
+    them: refused before sending, as the other two)."""
     turn = Message(Role.ASSISTANT, tool_calls=(ToolCall("call_1", "get_weather", "{not json"),))
     request = ChatRequest(
         model="m",
