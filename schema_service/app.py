@@ -23,6 +23,9 @@ class App:
     settings: Settings
     dsn: str
     pool: asyncpg.Pool | None = None
+    # The write paths' own pool (COPY of metrics and usage rows), its times as integers (database.micro_times_codec);
+    # opened and closed with `pool`.
+    write_pool: asyncpg.Pool | None = None
     # Set by readiness once the schema has reached the migrations' version (schema_service.background), and
     # kept: until then writes and queries would fail on missing tables, so they are refused (require_pool).
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -38,12 +41,20 @@ class App:
             raise DatabaseUnavailable("database schema not migrated yet", retry_after_s=1.0)
         return self.pool
 
+    def require_write_pool(self) -> asyncpg.Pool:
+        """The writers' pool, refused as require_pool refuses."""
+        self.require_pool()
+        assert self.write_pool is not None  # opened before `pool`
+        return self.write_pool
+
     async def connect(self) -> asyncpg.Pool:
         """Open the pool, retrying with backoff until the database answers; callers at once share one pool."""
         delay = 0.2
         async with self._connecting:
             while self.pool is None:
                 try:
+                    if self.write_pool is None:
+                        self.write_pool = await database.create_pool(self.dsn, micro_times=True)
                     self.pool = await database.create_pool(self.dsn)
                 except database.DATABASE_FAILURES as exc:
                     where = database.unreachable(self.dsn, exc)
@@ -53,5 +64,6 @@ class App:
         return self.pool
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
+        for pool in (self.pool, self.write_pool):
+            if pool is not None:
+                await pool.close()

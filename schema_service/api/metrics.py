@@ -89,7 +89,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self, app: App, lifecycle: Lifecycle) -> None:
         self.app = app
         self.lifecycle = lifecycle
-        self.ingest = Ingest(app.require_pool, app.settings.metrics, app.instruments)
+        self.ingest = Ingest(app.require_write_pool, app.settings.metrics, app.instruments, micro_times=True)
         self._timeout_s = app.settings.metrics.query_timeout_s
 
     async def WriteMetrics(self, request: Received, context: grpc.aio.ServicerContext) -> pb.WriteMetricsResponse:

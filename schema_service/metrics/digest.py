@@ -19,8 +19,9 @@ DIGEST_BYTES = 16
 Record = tuple[datetime, int, float, str | None]
 
 
-def batch_digest(micros: Sequence[int], records: Sequence[Record]) -> bytes:
-    """blake2b of the records in order; `micros` holds their times as integer microseconds since the epoch."""
+def batch_digest(micros: Sequence[int], records: Sequence[tuple[object, int, float, str | None]]) -> bytes:
+    """blake2b of the records in order; `micros` holds their times as integer microseconds since the epoch
+    (the records' own first items, whatever their form, are not read)."""
     digest = blake2b(digest_size=DIGEST_BYTES)
     digest.update(len(records).to_bytes(8, "big"))
     digest.update(array("q", micros).tobytes())

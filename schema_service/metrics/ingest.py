@@ -27,12 +27,19 @@ Deadline = Callable[[], float | None]  # seconds left for the call (grpc's conte
 
 class Ingest:
     def __init__(
-        self, pool: Callable[[], asyncpg.Pool], settings: MetricsSettings, instruments: SchemaMetrics | None = None
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        settings: MetricsSettings,
+        instruments: SchemaMetrics | None = None,
+        *,
+        micro_times: bool = False,
     ) -> None:
+        """`micro_times`: the pool's connections take times as integers (database.micro_times_codec)."""
         self.settings = settings
         self.instruments = instruments
         self.parser = BatchParser(settings)
-        self.writer = MetricsWriter(pool, settings, instruments.copy.observe if instruments else None)
+        observe = instruments.copy.observe if instruments else None
+        self.writer = MetricsWriter(pool, settings, observe, micro_times=micro_times)
 
     async def store(self, received: Received, time_remaining: Deadline, method: str, caller: str = "") -> Ack:
         """Write one batch of `caller` (the authenticated writer, whose series it goes to); `method`

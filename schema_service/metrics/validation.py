@@ -20,6 +20,7 @@ from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import DecodeError
 
 from schema_service.config import MetricsSettings
+from schema_service.database import PG_EPOCH_US
 from schema_service.errors import BatchTooLarge, InvalidRequest
 from schema_service.metrics.digest import Record, batch_digest
 from schema_service.metrics.series import Series, make_series
@@ -37,33 +38,46 @@ MAX_METADATA_BYTES = 4096
 MAX_METADATA_FIELDS = 32
 MAX_CACHED_SERIES = 100_000
 MAX_CACHED_CALLERS = 16  # writers of metrics are few (the gateway, a service or two); past that, start over
-# Times become datetimes through a float of seconds: below 2**53 microseconds (year 2255) its error is
-# under 0.2 us, so rounding to the microsecond gives exactly the microsecond sent; 1.5x faster than timedelta.
+DAY_US = 86_400 * 1_000_000
+EPOCH_DAY = date(1970, 1, 1)
 # PostgreSQL text and jsonb cannot hold U+0000: refused here, or the database would refuse the whole batch.
 NUL = "\x00"
 NO_NUL = "must not contain NUL (U+0000) characters"
 
 SeriesKey = tuple[str, str, tuple[object, ...]]
+Row = tuple[tuple[int], int, float, str | None]
 
 
 @dataclass
 class Batch:
-    """A valid batch: COPY records (time, series_id, value, metadata), the series they use, and the
-    digest of its content (see metrics/digest.py)."""
+    """A valid batch: COPY rows (time, series_id, value, metadata), the series they use, and the digest of
+    its content (see metrics/digest.py).
+
+    `rows` hold each time as asyncpg's tuple form, (microseconds since 2000-01-01 UTC,), for a connection that
+    exchanges times so (database.micro_times_codec); `records` are the same rows with datetimes, for any other.
+    `micros` are the times as integer microseconds since the Unix epoch, in row order.
+    """
 
     request_id: str
-    records: list[Record]
+    rows: list[Row]
+    micros: list[int]
     series: dict[int, Series]
     digest: bytes
     caller: str = ""
 
+    @property
+    def records(self) -> list[Record]:
+        # A float of seconds names each microsecond exactly below 2**53 us (year 2255; error under 0.2 us),
+        # so fromtimestamp's rounding gives the microsecond sent, 1.5x faster than epoch + timedelta.
+        from_ts = datetime.fromtimestamp
+        rows = zip(self.micros, self.rows, strict=True)
+        return [(from_ts(us / 1e6, UTC), series_id, value, metadata) for us, (_, series_id, value, metadata) in rows]
+
     def days(self) -> set[date]:
-        """UTC days the batch has values on (records hold UTC times; the batch is never empty)."""
-        stamps = [r[0] for r in self.records]
-        first, last = min(stamps).date(), max(stamps).date()
-        if (last - first).days <= 1:
-            return {first, last}
-        return {stamp.date() for stamp in stamps}
+        """UTC days the batch has values on (the batch is never empty)."""
+        first, last = min(self.micros) // DAY_US, max(self.micros) // DAY_US
+        numbers = range(first, last + 1) if last - first <= 1 else {us // DAY_US for us in self.micros}
+        return {EPOCH_DAY + timedelta(days=n) for n in numbers}
 
 
 @dataclass
@@ -100,19 +114,19 @@ class BatchParser:
         low = int((now - timedelta(days=self.settings.retention_days)).timestamp())
         high = int(now.timestamp() + self.settings.max_time_ahead_s)
         bad = _Violations()
-        records: list[Record] = []
+        rows: list[Row] = []
         micros: list[int] = []
         used: dict[int, Series] = {}
-        self._rows(request.metrics, (low, high), bad, (records, micros), used)
+        self._rows(request.metrics, (low, high), bad, (rows, micros), used)
         if request.HasField("columns"):
-            self._columns(request.columns, (low, high), bad, (records, micros), used)
+            self._columns(request.columns, (low, high), bad, (rows, micros), used)
         if bad.total:
             raise InvalidRequest(
                 f"{bad.total} invalid field(s) in the batch",
                 field_violations=bad.listed,
                 omitted_violations=bad.total - len(bad.listed),
             )
-        return Batch(request.request_id, records, used, batch_digest(micros, records), caller)
+        return Batch(request.request_id, rows, micros, used, batch_digest(micros, rows), caller)
 
     def _use_caller(self, caller: str) -> None:
         if caller not in self._by_caller and len(self._by_caller) >= MAX_CACHED_CALLERS:
@@ -143,12 +157,12 @@ class BatchParser:
         metrics: Sequence[WireMetric],
         window: tuple[int, int],
         bad: _Violations,
-        out: tuple[list[Record], list[int]],
+        out: tuple[list[Row], list[int]],
         used: dict[int, Series],
     ) -> None:
         low, high = window
         append, append_us = out[0].append, out[1].append
-        cached, from_ts, bound = self._series.get, datetime.fromtimestamp, self.settings.max_abs_value
+        cached, bound = self._series.get, self.settings.max_abs_value
         for i, m in enumerate(metrics):
             key = (m.name, m.unit, tuple(m.labels))
             series = cached(key) or self._new_series(key, _decoded_labels(m.labels), f"metrics[{i}]", bad)
@@ -164,22 +178,21 @@ class BatchParser:
                 bad.add(f"metrics[{i}].time.nanos", "must be 0-999,999,999")
             raw_metadata = m.metadata
             metadata = _metadata(raw_metadata, f"metrics[{i}].metadata", bad) if raw_metadata else None
-            if series is not None and not bad.total:  # a bad batch is refused: no record (nor datetime) is made
-                used[series.series_id] = series
+            if series is not None and not bad.total:  # a bad batch is refused: no row is made
+                used[series_id := series.series_id] = series
                 micros = seconds * 1_000_000 + nanos // 1000
                 append_us(micros)
-                append((from_ts(micros / 1e6, UTC), series.series_id, value, metadata))
+                append(((micros - PG_EPOCH_US,), series_id, value, metadata))
 
     def _columns(
         self,
         columns: pb.MetricColumns,
         window: tuple[int, int],
         bad: _Violations,
-        out: tuple[list[Record], list[int]],
+        out: tuple[list[Row], list[int]],
         used: dict[int, Series],
     ) -> None:
         values, indexes, times = list(columns.values), list(columns.series_indexes), list(columns.times_unix_nanos)
-        from_ts = datetime.fromtimestamp
         series = [
             self._series.get(k) or self._new_series(k, list(s.labels.items()), f"columns.series[{j}]", bad)
             for j, s in enumerate(columns.series)
@@ -208,7 +221,7 @@ class BatchParser:
         ids = [s.series_id if s is not None else 0 for s in series]
         used.update((s.series_id, s) for s in series if s is not None)
         micros = [t // 1000 for t in times]
-        stamps = [from_ts(us / 1e6, UTC) for us in micros]
+        stamps = [(us - PG_EPOCH_US,) for us in micros]
         out[0].extend(zip(stamps, [ids[j] for j in indexes], values, [None] * len(values), strict=True))
         out[1].extend(micros)
 

@@ -60,9 +60,12 @@ class MetricsWriter:
         pool: Callable[[], asyncpg.Pool],
         settings: MetricsSettings,
         on_copy: Callable[[float], None] | None = None,
+        *,
+        micro_times: bool = False,
     ) -> None:
         self._pool = pool
         self.settings = settings
+        self._micro_times = micro_times  # the pool's connections take times as integers (database.micro_times_codec)
         self._on_copy = on_copy  # told each batch's COPY time (seconds), for the copy latency histogram
         self.partitions = PartitionCache()
         self._slots = asyncio.Semaphore(settings.max_in_flight_batches)
@@ -113,7 +116,7 @@ class MetricsWriter:
         raise AssertionError("unreachable")
 
     async def _commit(self, pool: asyncpg.Pool, batch: Batch) -> WriteResult:
-        count = len(batch.records)
+        count = len(batch.rows)
         async with pool.acquire() as conn:
             try:
                 async with conn.transaction():
@@ -123,7 +126,8 @@ class MetricsWriter:
                     if new:
                         await conn.execute(_INSERT_SERIES, *_series_columns(new))
                     began = time.perf_counter()
-                    await conn.copy_records_to_table(PARENT, records=batch.records, columns=COLUMNS)
+                    rows = batch.rows if self._micro_times else batch.records
+                    await conn.copy_records_to_table(PARENT, records=rows, columns=COLUMNS)
                     if self._on_copy is not None:
                         self._on_copy(time.perf_counter() - began)
             except DATABASE_FAILURES:
@@ -150,7 +154,7 @@ async def _duplicate(conn: Conn, batch: Batch) -> WriteResult:
         raise DatabaseUnavailable(
             f"request_id {batch.request_id!r} expired while being checked; retry", retry_after_s=RETRY_AFTER_S
         )
-    count, stored_count = len(batch.records), stored["written_count"]
+    count, stored_count = len(batch.rows), stored["written_count"]
     digest = stored["batch_digest"]  # NULL for ids recorded before migration 011: compared by count only
     if stored_count != count or (digest is not None and bytes(digest) != batch.digest):
         raise RequestIdReused(
