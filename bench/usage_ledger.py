@@ -78,10 +78,11 @@ def payloads(recs: list[pb.UsageRecord]) -> list[bytes]:
 
 
 def copy_rows(recs: list[pb.UsageRecord]) -> list[list[tuple[object, ...]]]:
-    """The rows the service would write, made by its own validation, batch by batch."""
+    """The rows the service would write, made by its own validation, batch by batch, with datetimes (as a
+    client on asyncpg's own codecs holds them)."""
     now, settings = datetime.now(UTC), UsageSettings()
     batches = [pb.RecordUsageRequest(records=recs[i : i + BATCH]) for i in range(0, len(recs), BATCH)]
-    return [parse_batch(b, "gateway", settings, now).rows for b in batches]
+    return [parse_batch(b, "gateway", settings, now).rows(micro_times=False) for b in batches]
 
 
 async def raw_copy(conn: asyncpg.Connection, batches: list[list[tuple[object, ...]]]) -> None:

@@ -45,7 +45,7 @@ class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.writer = LedgerWriter(app.require_pool)
+        self.writer = LedgerWriter(app.require_write_pool, micro_times=True)
 
     async def RecordUsage(
         self, request: pb.RecordUsageRequest, context: grpc.aio.ServicerContext

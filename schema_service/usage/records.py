@@ -9,12 +9,13 @@ COST_DIGITS digits before the point and COST_SCALE after it, the shape of the co
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 
 from schema_service.config import UsageSettings
+from schema_service.database import PG_EPOCH_US
 from schema_service.errors import BatchTooLarge, InvalidRequest
 from schemaservice.v1 import usage_service_pb2 as pb
 from servicekit.errors import MAX_LISTED_VIOLATIONS, FieldViolation
@@ -34,7 +35,12 @@ TEXT_FIELDS = ("provider", "model", "key_id", "failure_reason", "price_version")
 REQUIRED_TEXTS = (0, 1)  # provider and model, by position in TEXT_FIELDS
 MAX_ATTEMPT = 1000
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-EARLIEST_S = EARLIEST.timestamp()
+EARLIEST_US = int(EARLIEST.timestamp()) * 1_000_000
+DAY_US = 86_400 * 1_000_000
+CHUNK = 250  # records parsed while the chunk before is being stored (see ledger.py)
+EPOCH_DAY = date(1970, 1, 1)
+_ATTEMPT, _OUTCOME, _COST_TEXT = attrgetter("attempt"), attrgetter("outcome"), attrgetter("cost_usd")
+_START, _DURATION = attrgetter("start_time"), attrgetter("duration")
 _IDS = re.compile(r"(?:[\x21-\x7e]{1,%d}\n)*[\x21-\x7e]{1,%d}" % (MAX_ID_CHARS, MAX_ID_CHARS))
 _OPTIONAL_IDS = re.compile(r"(?:[\x21-\x7e]{0,%d}\n)*[\x21-\x7e]{0,%d}" % (MAX_ID_CHARS, MAX_ID_CHARS))
 _COST_PATTERN = r"[0-9]{1,%d}(?:\.[0-9]{1,%d})?" % (COST_DIGITS, COST_SCALE)
@@ -68,23 +74,75 @@ COLUMNS = (
 Row = tuple[object, ...]
 
 
-@dataclass(frozen=True)
 class UsageBatch:
-    """A valid batch: one ledger row per record, in COLUMNS order."""
+    """A RecordUsage batch on its way into ledger rows (COLUMNS order), parsed CHUNK records at a time, so that
+    the writer can COPY one chunk while the next is parsed; refused whole, naming every bad field, as soon as
+    any chunk holds one (check() for all of it at once).
 
-    rows: list[Row]
+    Rows hold the start time in asyncpg's tuple form, (microseconds since 2000-01-01 UTC,), for a connection that
+    exchanges times so (database.micro_times_codec); with `micro_times=False` they hold datetimes, for any other.
+    `micros` are the start times as integer microseconds since the Unix epoch, in record order.
+
+    Each chunk takes the fast path: each field read once per record into a column, and each column checked as a
+    whole (one regular expression over the joined ids, min and max of the numbers). Only a batch that fails
+    there is checked record by record, to name every bad field.
+    """
+
+    def __init__(self, records: Sequence[pb.UsageRecord], writer: str, latest: datetime) -> None:
+        # One wrapper per record, kept for every column: walking the container again makes them anew each time.
+        self._records = list(records)
+        self._writer, self._latest = writer, latest
+        # An unset start_time reads as 1970, before EARLIEST: refused here without asking HasField.
+        self.micros = [t.seconds * 1_000_000 + t.nanos // 1000 for t in map(_START, self._records)]
+        self._chunks: list[list[Row]] = []
+        if not EARLIEST_US <= min(self.micros) or max(self.micros) > latest.timestamp() * 1e6:
+            raise self._refusal()  # before days() names a partition for a time that is never stored
+
+    def __len__(self) -> int:
+        return len(self._records)
 
     def days(self) -> set[date]:
-        return {row[0].date() for row in self.rows}  # type: ignore[attr-defined]
+        first, last = min(self.micros) // DAY_US, max(self.micros) // DAY_US
+        numbers = range(first, last + 1) if last - first <= 1 else {us // DAY_US for us in self.micros}
+        return {EPOCH_DAY + timedelta(days=n) for n in numbers}
+
+    def chunks(self, *, micro_times: bool = True) -> Iterator[list[Row]]:
+        """The rows, CHUNK records at a time, each parsed when asked for (and kept); InvalidRequest at the
+        first chunk holding a bad field."""
+        for index, start in enumerate(range(0, len(self._records), CHUNK)):
+            if index == len(self._chunks):
+                end = start + CHUNK
+                rows = _rows(self._records[start:end], self.micros[start:end], self._writer)
+                if rows is None:
+                    raise self._refusal()
+                self._chunks.append(rows)
+            yield self._chunks[index] if micro_times else _with_datetimes(self._chunks[index])
+
+    def rows(self, *, micro_times: bool = True) -> list[Row]:
+        """Every row (InvalidRequest as chunks())."""
+        return [row for chunk in self.chunks(micro_times=micro_times) for row in chunk]
+
+    def check(self) -> None:
+        """InvalidRequest naming every bad field, if the batch has one."""
+        for _ in self.chunks():
+            pass
+
+    def _refusal(self) -> InvalidRequest:
+        latest = self._latest
+        problems = [v for i, record in enumerate(self._records) for v in _check(record, f"records[{i}]", latest)]
+        # The two checks state the same rules; should they ever disagree at an edge, refuse rather than store.
+        problems = problems or [_v("records", "a record breaks a rule of the ledger (see docs/usage.md)")]
+        listed = problems[:MAX_LISTED_VIOLATIONS]
+        return InvalidRequest(
+            f"{len(problems)} bad field(s) in the batch; nothing was stored",
+            field_violations=listed,
+            omitted_violations=len(problems) - len(listed),
+        )
 
 
 def parse_batch(request: pb.RecordUsageRequest, writer: str, settings: UsageSettings, now: datetime) -> UsageBatch:
-    """The batch as ledger rows written by `writer`, or InvalidRequest naming every bad field.
-
-    Valid batches take the fast path: each field read once per record into a column, and each column checked
-    as a whole (one regular expression over the joined ids, min and max of the numbers). Only a batch that
-    fails there is checked record by record, to name every bad field.
-    """
+    """The batch written by `writer`, to be parsed into ledger rows as it is written; InvalidRequest or
+    BatchTooLarge at once for a batch empty, too large, or with a start time out of range."""
     count = len(request.records)
     if count == 0:
         raise InvalidRequest("a batch needs at least one record", field_violations=[_v("records", "is empty")])
@@ -94,33 +152,18 @@ def parse_batch(request: pb.RecordUsageRequest, writer: str, settings: UsageSett
             metadata={"limit": "max_batch_records", "max": str(settings.max_batch_records)},
             field_violations=[_v("records", f"has {count} records; at most {settings.max_batch_records}")],
         )
-    latest = now + timedelta(seconds=settings.max_time_ahead_s)
-    rows = _columns(request.records, writer, latest.timestamp())
-    if rows is not None:
-        return UsageBatch(rows)
-    problems = [v for index, record in enumerate(request.records) for v in _check(record, f"records[{index}]", latest)]
-    # The two checks state the same rules; should they ever disagree at an edge, refuse rather than store.
-    problems = problems or [_v("records", "a record breaks a rule of the ledger (see docs/usage.md)")]
-    listed = problems[:MAX_LISTED_VIOLATIONS]
-    raise InvalidRequest(
-        f"{len(problems)} bad field(s) in the batch; nothing was stored",
-        field_violations=listed,
-        omitted_violations=len(problems) - len(listed),
-    )
+    return UsageBatch(request.records, writer, now + timedelta(seconds=settings.max_time_ahead_s))
 
 
-def _columns(records: Sequence[pb.UsageRecord], writer: str, latest_s: float) -> list[Row] | None:
-    """The ledger rows of valid records, or None when any field of any record is bad."""
-    ids = [r.request_id for r in records]
-    callers, users = [r.caller for r in records], [r.user_id for r in records]
-    texts = [[getattr(r, name) for r in records] for name in TEXT_FIELDS]
-    attempts, outcomes = [r.attempt for r in records], [r.outcome for r in records]
-    tokens = [[getattr(r, name) for r in records] for name in TOKEN_FIELDS]
-    cost_texts = [r.cost_usd for r in records]
-    starts = [r.start_time for r in records]
-    seconds = [t.seconds + t.nanos * 1e-9 for t in starts]
-    durations = [d.seconds + d.nanos * 1e-9 for d in (r.duration for r in records)]
-    ttfts = [_seconds_or_none(r) for r in records]
+def _rows(records: list[pb.UsageRecord], micros: list[int], writer: str) -> list[Row] | None:
+    """The ledger rows of valid records (start times checked already), or None when any field of any is bad."""
+    ids, callers, users = (list(map(attrgetter(name), records)) for name in ("request_id", "caller", "user_id"))
+    texts = [list(map(attrgetter(name), records)) for name in TEXT_FIELDS]
+    attempts, outcomes = list(map(_ATTEMPT, records)), list(map(_OUTCOME, records))
+    tokens = [list(map(attrgetter(name), records)) for name in TOKEN_FIELDS]
+    cost_texts = list(map(_COST_TEXT, records))
+    durations = [d.seconds + d.nanos * 1e-9 for d in map(_DURATION, records)]
+    ttfts = list(map(_seconds_or_none, records))
     checks = (
         _IDS.fullmatch("\n".join(ids)) is not None,
         _OPTIONAL_IDS.fullmatch("\n".join(callers + users)) is not None,
@@ -130,22 +173,26 @@ def _columns(records: Sequence[pb.UsageRecord], writer: str, latest_s: float) ->
         set(outcomes) <= OUTCOMES.keys(),
         all(0 <= min(column) and max(column) <= MAX_TOKENS for column in tokens),
         _COSTS.fullmatch("\n".join(cost_texts)) is not None,
-        all(r.HasField("start_time") for r in records) and EARLIEST_S <= min(seconds) and max(seconds) <= latest_s,
         0 <= min(durations) and max(durations) <= MAX_DURATION_S,
         all(t is None or 0 <= t <= MAX_DURATION_S for t in ttfts),
     )
     if not all(checks):
         return None
-    # A float of seconds names each microsecond exactly (error under 0.3 us until 2255) and fromtimestamp rounds
-    # to the nearest: the microsecond sent, at half the cost of epoch + timedelta.
-    times = [datetime.fromtimestamp(t, UTC) for t in seconds]
+    times = [(us - PG_EPOCH_US,) for us in micros]
     provider, model, key_id, reason, version = texts
-    flags = [[getattr(r, name) for r in records] for name in ("estimated", "failover", "hedge")]
-    outcome_names = [OUTCOMES[o] for o in outcomes]
+    flags = [list(map(attrgetter(name), records)) for name in ("estimated", "failover", "hedge")]
+    outcome_names = list(map(OUTCOMES.__getitem__, outcomes))
     costs = list(map(Decimal, cost_texts))
     columns: list[Sequence[object]] = [times, callers, ids, attempts, users, provider, model, key_id, outcome_names]
     columns += [reason, *tokens, costs, version, flags[0], ttfts, durations, flags[1], flags[2], [writer] * len(ids)]
     return list(zip(*columns, strict=True))
+
+
+def _with_datetimes(rows: list[Row]) -> list[Row]:
+    # A float of seconds names each microsecond exactly (error under 0.3 us until 2255) and fromtimestamp
+    # rounds to the nearest: the microsecond sent, at half the cost of epoch + timedelta.
+    from_ts = datetime.fromtimestamp
+    return [(from_ts((row[0][0] + PG_EPOCH_US) / 1e6, UTC), *row[1:]) for row in rows]  # type: ignore[index]
 
 
 def _seconds_or_none(record: pb.UsageRecord) -> float | None:
