@@ -17,6 +17,7 @@
     llm_gateway_usage_sent_records_total
     llm_gateway_usage_dropped_records_total{reason}              buffer_full, spool_full, rejected, expired, shutdown
     llm_gateway_usage_send_failures_total{code}                  failed RecordUsage calls by status code
+    llm_gateway_usage_spool_bytes                                size of the usage spool's files (with a spool_dir)
 
 Labels are provider and model names from the configuration and the gateway's own enums: a caller
 cannot add a label value (an unknown model is refused before any attempt).
@@ -127,6 +128,10 @@ class _GatewayState(Collector):
         yield from sender_families(self._telemetry.sender, "llm_gateway_telemetry", "metrics", "WriteMetrics")
         if self._usage is not None:
             yield from sender_families(self._usage.sender, "llm_gateway_usage", "records", "RecordUsage")
+            if self._usage.spool is not None:
+                yield GaugeMetricFamily(
+                    "llm_gateway_usage_spool_bytes", "Size of the usage spool's files.", value=self._usage.spool.size
+                )
 
 
 def sender_families(

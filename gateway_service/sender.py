@@ -14,7 +14,8 @@ The rules, in order:
   once (reason `rejected`). A refused credential (UNAUTHENTICATED, PERMISSION_DENIED) is retried: a
   rotated token or certificate is read again, and its batches go through once it is right.
 - `close(grace_s)` stops the loop and sends what is left within the grace; the rest is dropped (reason
-  `shutdown`).
+  `shutdown`), unless the caller keeps it elsewhere (`keep_left`: the usage spool replays it at the next start).
+- `on_drop` hears of every batch given up after it was queued (`rejected`, `expired`), with its items.
 - Logs say what happened: the status code and the server's message for a failed attempt (the first of an
   outage, then at most one line per `LOG_INTERVAL_S` with the count since), a line when batches go through
   again, and for drops the reason and how many (at most one line per reason per `LOG_INTERVAL_S`).
@@ -96,9 +97,11 @@ class BufferedSender(Generic[T]):
         *,
         before_flush: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        on_drop: Callable[[str, Sequence[T]], None] | None = None,
     ) -> None:
         self.name, self.settings, self._deliver = name, settings, deliver
         self._before_flush = before_flush or (lambda: None)
+        self._on_drop = on_drop or (lambda reason, items: None)
         self._rng = rng or random.Random()
         self._log = logging.getLogger(f"gateway_service.sender.{name}")
         self._queue: deque[T] = deque()
@@ -167,18 +170,24 @@ class BufferedSender(Generic[T]):
             if not self._queue:
                 self._settled.set()
 
-    async def close(self, grace_s: float) -> None:
-        """No more items; what is queued gets `grace_s` to be delivered, the rest is dropped and counted."""
+    async def close(self, grace_s: float, *, keep_left: bool = False) -> int:
+        """No more items; what is queued gets `grace_s` to be delivered, the rest is dropped and counted (unless
+        the caller keeps it: `keep_left`). Returns how many were left."""
         self._closing.set()
         with contextlib.suppress(TimeoutError):  # a call in flight at the end of the grace is cut short too
             await asyncio.wait_for(self.flush(time.monotonic() + grace_s), grace_s)
         left = self.waiting
         self._queue.clear()
         self._pending = None
-        if left:
+        if left and not keep_left:
             self._drop("shutdown", left)
         self._settled.set()
         self._tell()
+        return left
+
+    def drop(self, reason: str, count: int, cause: str = "") -> None:
+        """Items given up before they were queued (the usage spool's `spool_full`): counted and logged."""
+        self._drop(reason, count, SendError(reason, cause, retryable=False) if cause else None)
 
     def _next_batch(self) -> _Batch[T] | None:
         if self._pending is None and self._queue:
@@ -223,12 +232,10 @@ class BufferedSender(Generic[T]):
         self.failures[error.code] += 1
         assert batch.first_try is not None
         if not error.retryable:
-            self._pending = None
-            self._drop("rejected", len(batch.items), error)
+            self._give_up(batch, "rejected", error)
             return None
         if time.monotonic() - batch.first_try >= self.settings.retry_for_s:
-            self._pending = None
-            self._drop("expired", len(batch.items), error)
+            self._give_up(batch, "expired", error)
             return None
         delay = max(self._backoff(batch.attempts), error.retry_after_s or 0.0)
         self._outage = self._outage if self._outage is not None else time.monotonic()
@@ -246,6 +253,11 @@ class BufferedSender(Generic[T]):
                 },
             )
         return delay
+
+    def _give_up(self, batch: _Batch[T], reason: str, error: SendError) -> None:
+        self._pending = None
+        self._drop(reason, len(batch.items), error)
+        self._on_drop(reason, batch.items)
 
     def _backoff(self, attempts: int) -> float:
         ceiling = min(self.settings.retry_max_s, self.settings.retry_initial_s * 2 ** min(attempts - 1, 30))

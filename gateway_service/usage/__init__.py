@@ -1,7 +1,7 @@
 """The gateway's side of the usage ledger: one UsageRecord per attempt made, to UsageService/RecordUsage.
 
     feed.py     LedgerEntry -> UsageRecord, queued for the bounded batching sender (gateway_service/sender.py)
-    metrics.py  the feed's Prometheus families (buffered, sent, dropped by reason, failed calls)
+    spool.py    `usage.spool_dir`: segment files of length-prefixed RecordUsageRequest frames, fsync per batch
 
 Nothing here runs on the request path but `UsageFeed.record`, which only queues.
 """
