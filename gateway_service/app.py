@@ -10,7 +10,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from gateway_service.accounting import Ledger
+from gateway_service.accounting import Ledger, cl100k, openai_family
 from gateway_service.chat.failover import ChatRun, Failover
 from gateway_service.chat.router import Router
 from gateway_service.config import GatewayConfig, ProviderSpec, ProviderTimeouts, ProviderTransport
@@ -75,6 +75,7 @@ class Gateway:
     usage: UsageFeed | None = None  # usage records to the ledger, when there is a schema service
     _telemetry_task: asyncio.Task[None] | None = None
     _usage_task: asyncio.Task[None] | None = None
+    _tokenizer: asyncio.Future[object] | None = None
 
     def provider_state(self, spec: ProviderSpec) -> tuple[HealthState, float | None]:
         """Health as callers and operators see it, budgets included (the policy is health/state.py)."""
@@ -99,6 +100,8 @@ class Gateway:
             self._telemetry_task = asyncio.create_task(self.telemetry.run())
         if self.usage is not None:
             self._usage_task = asyncio.create_task(self.usage.run())
+        if any(openai_family(m.name) for p in self.config.providers for m in p.models):
+            self._tokenizer = asyncio.get_running_loop().run_in_executor(None, cl100k)  # off the loop, once
 
     async def close(self) -> None:
         if self._telemetry_task is not None:
@@ -107,6 +110,8 @@ class Gateway:
         if self._usage_task is not None and self.usage is not None:
             await _stopped(self._usage_task)
             await self.usage.close()
+        if self._tokenizer is not None:
+            await self._tokenizer
         for adapter in self.adapters.values():
             await adapter.aclose()
         if self.limiter is not None:

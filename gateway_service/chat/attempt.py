@@ -190,7 +190,7 @@ class Attempt:
             if self._on_first_token is not None:
                 self._on_first_token()
         state.pieces_received += 1
-        state.chars_received += len(getattr(piece, "text", "")) + len(getattr(piece, "arguments_json", ""))
+        state.chars_received += len(piece_text(piece))
         if state.committed or not (self.timing.window_ms or self.timing.window_pieces):
             state.released.append(piece)
             return [piece]
@@ -202,8 +202,17 @@ class Attempt:
             return self._release()
         return []
 
+    def received_text(self) -> str:
+        """Every piece's text received so far, released or held (what a cut attempt's output is counted from)."""
+        return "".join(piece_text(p) for p in (*self.state.released, *self._held))
+
     def _release(self) -> list[Piece]:
         held, self._held = self._held, []
         self._window_end = None
         self.state.released.extend(held)
         return held
+
+
+def piece_text(piece: Piece) -> str:
+    """The text a piece carries: output or reasoning text, or a tool call's arguments."""
+    return str(getattr(piece, "text", "")) + str(getattr(piece, "arguments_json", ""))

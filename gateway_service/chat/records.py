@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeGuard
 
-from gateway_service.accounting import Tokens, estimate_tokens, price_of
+from gateway_service.accounting import Tokens, count_tokens, openai_family, price_of
 from gateway_service.chat.attempt import Attempt
 from gateway_service.chat.router import Candidate
 from gateway_service.chat.rules import Ending, Skip
@@ -121,8 +121,9 @@ def attempt_usage(candidate: Candidate, attempt: Attempt, number: int) -> Attemp
     if usage is None and not state.pieces_received:
         return None
     if usage is None:
-        input_tokens = estimate_tokens(request_chars(attempt.request))
-        usage = UsageReport(input_tokens, estimate_tokens(state.chars_received))
+        openai = openai_family(candidate.model.name)
+        input_tokens = count_tokens(_request_text(attempt.request), openai=openai)
+        usage = UsageReport(input_tokens, count_tokens(attempt.received_text(), openai=openai))
         estimated = True
     else:
         estimated = False
@@ -166,3 +167,7 @@ def reported(usage: AttemptUsage | None) -> TypeGuard[AttemptUsage]:
 
 def request_chars(request: ChatRequest) -> int:
     return sum(len(m.content) for m in request.messages)
+
+
+def _request_text(request: ChatRequest) -> str:
+    return "".join(m.content for m in request.messages)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +33,12 @@ UPSTREAMS = [
 ]
 
 
-def usage_config(sim: SimulatorHandle, address: str, **usage: Any) -> GatewayConfig:
+def usage_config(
+    sim: SimulatorHandle, address: str, upstreams: Sequence[Upstream] = UPSTREAMS, **usage: Any
+) -> GatewayConfig:
     cfg = gateway_config(
         sim.base_url,
-        UPSTREAMS,
+        upstreams,
         env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address},
         breaker_failures=1_000_000,
         breaker_error_rate=1.0,
@@ -97,10 +99,12 @@ class UsageGateway:
 
 
 @contextlib.asynccontextmanager
-async def usage_gateway(sim: SimulatorHandle, address: str, **usage: Any) -> AsyncIterator[UsageGateway]:
+async def usage_gateway(
+    sim: SimulatorHandle, address: str, upstreams: Sequence[Upstream] = UPSTREAMS, **usage: Any
+) -> AsyncIterator[UsageGateway]:
     sim.simulator.clear()
     settings = ServeSettings(host="127.0.0.1", port=0, security=Security(insecure_dev=True))
-    running = await server.start(usage_config(sim, address, **usage), settings)
+    running = await server.start(usage_config(sim, address, upstreams, **usage), settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             yield UsageGateway(running, chat_service_pb2_grpc.ChatServiceStub(channel))
@@ -127,6 +131,3 @@ async def ledger_counts(dsn: str) -> tuple[int, int]:
 
 async def within(seconds: float, awaitable: Awaitable[None]) -> None:
     await asyncio.wait_for(awaitable, seconds)
-
-
-Body = Callable[[UsageGateway], Awaitable[None]]
