@@ -93,7 +93,7 @@ class Gateway:
 
     def start_chat(self, request: ChatRequest, deadline_s: float | None) -> ChatRun:
         """A run over the request's candidates; raises UnknownModel / InvalidRequest for a bad route."""
-        return self.failover.run(request, self.router.candidates(request), deadline_s)
+        return self.failover.run(request, self.router.rank(request), deadline_s)
 
     def start_background(self) -> None:
         if self.telemetry.enabled:
@@ -129,16 +129,19 @@ def build_gateway(
     tracing: Tracing | None = None,
     caller_rates: bool = False,
     record_usage: UsageSend | None = None,
+    health_clock: Callable[[], float] | None = None,
 ) -> Gateway:
     """Adapters for every provider that has a key; the others stay unconfigured but listed.
 
     `caller_rates`: callers are authenticated, so their request rates (callers file `limits`) are kept.
     `record_usage`: RecordUsage to the schema service, where the usage feed sends each attempt's record.
+    `health_clock`: health's monotonic clock (breakers, cooldowns, the slow ramp), time.monotonic unless given.
     """
     tracing = tracing or Tracing()
     http_tracer = tracing.tracer("gateway_service.http") if tracing.enabled else None  # None: no HTTP hooks
     adapters = {p.name: factory(provider_config(p, http_tracer)) for p in config.providers if p.configured}
-    health, ledger = MemoryHealth(config.failover), Ledger()
+    health = MemoryHealth(config.failover, health_clock) if health_clock else MemoryHealth(config.failover)
+    ledger = Ledger()
     telemetry = Telemetry(config.telemetry, send, tracing.tracer("gateway_service.telemetry"))
     observe, count = telemetry.observe, telemetry.count
     if instruments is not None:
@@ -163,7 +166,7 @@ def build_gateway(
         spend,
         usage.record if usage is not None else None,
     )
-    router = Router(config, adapters, budgets)
+    router = Router(config, adapters, budgets, health)
     gateway = Gateway(
         config,
         adapters,

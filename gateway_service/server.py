@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -89,10 +90,13 @@ async def prepare(
     settings: ServeSettings,
     factory: AdapterFactory = default_factory,
     tracing: Tracing | None = None,
+    *,
+    health_clock: Callable[[], float] | None = None,
 ) -> Running:
     """Build the gateway and its server bound to `settings.host:port` (port 0 picks a free one), not started.
 
-    Tracing is configured from the OTEL_* environment unless given (tests pass an in-memory exporter).
+    Tracing is configured from the OTEL_* environment unless given (tests pass an in-memory exporter);
+    `health_clock` is the monotonic clock of breakers, cooldowns and the slow ramp (tests move it by hand).
     """
     tracing = tracing or configure_tracing("gateway")
     address, security = config.schema_service, settings.security
@@ -106,6 +110,7 @@ async def prepare(
         instruments=GatewayMetrics(metrics),
         tracing=tracing,
         caller_rates=security.callers is not None,
+        health_clock=health_clock,
     )
     lifecycle = Lifecycle(SERVICE_NAMES)
     # A request larger than a chat needs is refused by gRPC before it is read (RESOURCE_EXHAUSTED).
@@ -161,9 +166,11 @@ async def start(
     settings: ServeSettings,
     factory: AdapterFactory = default_factory,
     tracing: Tracing | None = None,
+    *,
+    health_clock: Callable[[], float] | None = None,
 ) -> Running:
     """Build and start serving (tests; `run` leaves the start to servicekit's `serve`)."""
-    running = await prepare(config, settings, factory, tracing)
+    running = await prepare(config, settings, factory, tracing, health_clock=health_clock)
     await running.server.start()
     return running
 

@@ -15,6 +15,14 @@ from gateway_service.domain.events import (
 from gateway_service.domain.failures import FailureKind
 from llmgateway.v1 import chat_service_pb2 as pb
 
+POLICY = {
+    "priority": pb.ROUTING_POLICY_PRIORITY,
+    "weighted": pb.ROUTING_POLICY_WEIGHTED,
+    "lowest_latency": pb.ROUTING_POLICY_LOWEST_LATENCY,
+    "lowest_cost": pb.ROUTING_POLICY_LOWEST_COST,
+    "least_busy": pb.ROUTING_POLICY_LEAST_BUSY,
+    "caller_order": pb.ROUTING_POLICY_CALLER_ORDER,
+}
 FINISH = {
     domain.FinishReason.STOP: pb.FINISH_REASON_STOP,
     domain.FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
@@ -50,7 +58,13 @@ def stream_event(event: GatewayEvent) -> pb.StreamChatResponse:
         return pb.StreamChatResponse(delta=delta(event))
     if isinstance(event, AttemptStarted):
         response = pb.StreamChatResponse(
-            started=pb.Started(provider=event.provider, model=event.model, attempt=event.attempt)
+            started=pb.Started(
+                provider=event.provider,
+                model=event.model,
+                attempt=event.attempt,
+                policy=POLICY.get(event.policy, pb.ROUTING_POLICY_UNSPECIFIED),
+                score=event.score,
+            )
         )
         if event.skipped:
             response.started.skipped.extend(skipped(r) for r in event.skipped)

@@ -3,7 +3,9 @@
 Nothing here imports grpc; the servicers (api/) drive it through app.Gateway.start_chat.
 
 Rooms, in the order a request meets them:
-    router.py      the candidates for a request (route, provider_order, budget slots)
+    router.py      the candidates for a request, in order (route, policy, slow ramp, provider_order)
+    candidate.py   a Candidate: one provider/model with its adapter and budget slots
+    policies.py    the routing policies: priority, weighted, lowest_latency, lowest_cost, least_busy
     rules.py       the failover decision, its rules in order: read this first
     failover.py    applies the rules: runs attempts across the candidates (ChatRun)
     attempt.py     one attempt: its timing (AttemptTiming), the commit window, closing upstream

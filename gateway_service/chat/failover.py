@@ -40,7 +40,7 @@ from gateway_service.chat.records import (
     total_usage,
 )
 from gateway_service.chat.reporting import AttemptObserver, FailoverObserver, Reporter, UsageObserver
-from gateway_service.chat.router import Candidate
+from gateway_service.chat.router import Candidate, Ranking
 from gateway_service.chat.rules import Ending, Skip, after_failure, last_resort, skip_reason
 from gateway_service.chat.spending import RunSpend
 from gateway_service.config import FailoverSettings
@@ -65,12 +65,11 @@ from gateway_service.limits.spend import Spend
 class ChatRun:
     """One request's run; `events()` drives it, `attempts` lists what was tried."""
 
-    def __init__(
-        self, failover: Failover, request: ChatRequest, candidates: list[Candidate], deadline_s: float | None
-    ) -> None:
+    def __init__(self, failover: Failover, request: ChatRequest, ranking: Ranking, deadline_s: float | None) -> None:
         self.failover = failover
         self.request = request
-        self.candidates = candidates
+        self.ranking = ranking
+        self.candidates = ranking.candidates
         self.settings = failover.settings
         self._loop = asyncio.get_running_loop()
         # Loop time, the clock the Pacer's timers run on (domain/deadlines.py).
@@ -241,7 +240,9 @@ class ChatRun:
             if failed_over is not None:
                 self.failover.reporter.failed_over(failed_over)  # after open(): off the way to the next request
                 yield failed_over
-            yield AttemptStarted(candidate.provider.name, candidate.model.name, number, skipped)
+            choice = self.ranking.choice(candidate)
+            policy, score = (choice.policy, choice.score) if choice is not None else ("", None)
+            yield AttemptStarted(candidate.provider.name, candidate.model.name, number, skipped, policy, score)
             async with aclosing(attempt.pieces()) as pieces:
                 async for piece in pieces:
                     yield self.delivered.deliver(piece)
@@ -328,5 +329,7 @@ class Failover:
         self.reporter = Reporter(health, ledger, observer, on_failover, on_usage)
         self.shares = ConnectionShares()
 
-    def run(self, request: ChatRequest, candidates: list[Candidate], deadline_s: float | None) -> ChatRun:
-        return ChatRun(self, request, candidates, deadline_s)
+    def run(self, request: ChatRequest, candidates: list[Candidate] | Ranking, deadline_s: float | None) -> ChatRun:
+        """A run over the candidates in order (a Ranking also says which policy placed each, for Started)."""
+        ranking = candidates if isinstance(candidates, Ranking) else Ranking(candidates)
+        return ChatRun(self, request, ranking, deadline_s)

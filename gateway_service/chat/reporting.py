@@ -58,7 +58,8 @@ class Reporter:
         elif cancelled:
             self.health.record_cancelled(ticket)
         else:
-            self.health.record_success(ticket, first_token_s, record.duration_s)
+            output = record.usage.output_tokens if record.usage is not None else 0
+            self.health.record_success(ticket, first_token_s, record.duration_s, output)
         if record.usage is not None:
             self.ledger.add(name, record.usage.input_tokens, record.usage.output_tokens, record.usage.cost_usd)
         if cancelled:

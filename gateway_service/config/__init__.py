@@ -9,7 +9,8 @@ from the environment. Secrets (provider keys, the Redis URL) are SecretStr: they
     providers.py  providers, their keys, timeouts, transport and models
     limits.py     rate-limit budgets and the limits backend
     usage.py      the usage feed to the schema service's ledger, and its spool
-    model.py      the file as a whole: routes, failover, telemetry
+    routing.py    routes (targets, policy, weights) and what their policies share
+    model.py      the file as a whole: failover, telemetry, request bounds
     loading.py    YAML + `${VAR}` -> models, errors naming the key path
     serve.py      the `serve` command's settings (flags and environment, pydantic-settings)
     summary.py    what `serve --check-config` prints
@@ -33,6 +34,7 @@ from gateway_service.config.providers import (
     ProviderTimeouts,
     ProviderTransport,
 )
+from gateway_service.config.routing import Policy, Route, RoutingSettings
 from gateway_service.config.serve import ServeSettings
 from gateway_service.config.usage import UsageFeedSettings
 
@@ -50,7 +52,10 @@ __all__ = [
     "ProviderSpec",
     "ProviderTimeouts",
     "ProviderTransport",
+    "Policy",
     "RequestBounds",
+    "Route",
+    "RoutingSettings",
     "Rate",
     "RateLimits",
     "ServeSettings",

@@ -1,11 +1,11 @@
-"""The gateway config as a whole: providers, routes, failover, telemetry, usage and limits sections."""
+"""The gateway config as a whole: providers, routes, routing, failover, telemetry, usage and limits sections."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, Strict, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
 from gateway_service.config.base import (
@@ -21,18 +21,9 @@ from gateway_service.config.base import (
 )
 from gateway_service.config.limits import LimitSettings
 from gateway_service.config.providers import ModelSpec, ProviderSpec
+from gateway_service.config.routing import Route, RoutingSettings
 from gateway_service.config.usage import UsageFeedSettings
 from servicekit.addresses import grpc_target_problem
-
-
-def _target(value: Any) -> Any:
-    """`provider/model` -> (provider, model); both are checked against the providers once all are read."""
-    if isinstance(value, tuple):
-        return value  # already split (code building a config)
-    if not isinstance(value, str):
-        raise PydanticCustomError("config", "must be a `provider/model` string, got {value}", {"value": repr(value)})
-    provider, _, model = value.partition("/")
-    return (provider, model)
 
 
 def _grpc_target(value: str | None) -> str | None:
@@ -40,9 +31,6 @@ def _grpc_target(value: str | None) -> str | None:
     if problem:
         raise PydanticCustomError("config", "{message}", {"message": problem})
     return value
-
-
-RouteTarget = Annotated[tuple[str, str], BeforeValidator(_target)]  # health's Target adds the key
 
 
 class FailoverSettings(Frozen):
@@ -135,8 +123,10 @@ class GatewayConfig(Frozen):
     batches). SCHEMA_SERVICE_ADDR wins."""
     providers: tuple[ProviderSpec, ...] = Field(min_length=1)
     """The upstreams, each with its models (non-empty, names unique)."""
-    routes: Mapping[str, Annotated[tuple[RouteTarget, ...], Field(min_length=1)]] = {}
-    """Alias -> ordered `provider/model` targets, each naming a provider and model above."""
+    routes: Mapping[str, Route] = {}
+    """Alias -> a list of `provider/model` targets tried in that order, or a route in the long form (below)."""
+    routing: RoutingSettings = RoutingSettings()
+    """What the routes' policies share: exploration and the slow ramp after a recovery."""
     failover: FailoverSettings = FailoverSettings()
     """How attempts are run."""
     telemetry: TelemetrySettings = TelemetrySettings()
@@ -162,17 +152,18 @@ class GatewayConfig(Frozen):
         for index, provider in enumerate(self.providers):
             if provider.name in (p.name for p in self.providers[:index]):
                 raise invalid(f"providers[{index}].name", f"duplicate name {provider.name!r}")
-        for alias, targets in self.routes.items():
-            for index, (provider_name, model_name) in enumerate(targets):
+        for alias, route in self.routes.items():
+            for index, (provider_name, model_name) in enumerate(route.targets):
                 spec = self.provider(provider_name)
                 if spec is None:
                     raise invalid(
-                        f"routes.{alias}[{index}]",
+                        f"routes.{route.target_path(alias, index)}",
                         f"unknown provider {provider_name!r} in '{provider_name}/{model_name}'",
                     )
                 if spec.model(model_name) is None:
                     raise invalid(
-                        f"routes.{alias}[{index}]", f"unknown model {model_name!r} of provider {provider_name!r}"
+                        f"routes.{route.target_path(alias, index)}",
+                        f"unknown model {model_name!r} of provider {provider_name!r}",
                     )
         return self
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from gateway_service.config.limits import LimitSettings, Rate
 from gateway_service.config.model import GatewayConfig
 from gateway_service.config.providers import ModelSpec, ProviderSpec, price_version
+from gateway_service.config.routing import Route
 from gateway_service.config.serve import ServeSettings
 
 SECRET = "**********"
@@ -44,8 +45,9 @@ def _lines(config: GatewayConfig, serve: ServeSettings) -> Iterator[str]:
     for provider in config.providers:
         yield from _provider(provider)
     yield f"routes ({len(config.routes)}):"
-    for alias, targets in config.routes.items():
-        yield f"  {alias}: {', '.join(f'{p}/{m}' for p, m in targets)}"
+    for alias, route in config.routes.items():
+        yield f"  {alias}{_policy(route)}: {', '.join(f'{p}/{m}' for p, m in route.targets)}"
+    yield f"routing: {_changed(config.routing)}"
     yield f"failover: {_changed(config.failover)}"
     yield f"telemetry: {_changed(config.telemetry)}"
     yield from _limits(config.limits)
@@ -56,8 +58,8 @@ def price_warnings(config: GatewayConfig) -> Iterator[str]:
     """A warning per routed model without prices: its attempts would be recorded as free."""
     models = {(p.name, m.name): m for p in config.providers for m in p.models}
     seen: set[tuple[str, str]] = set()
-    for alias, targets in config.routes.items():
-        for target in targets:
+    for alias, route in config.routes.items():
+        for target in route.targets:
             model = models.get(target)
             if model is None or target in seen or model.input_usd_per_mtok or model.output_usd_per_mtok:
                 continue
@@ -66,6 +68,14 @@ def price_warnings(config: GatewayConfig) -> Iterator[str]:
                 f"warning: {target[0]}/{target[1]} (route {alias}) has no prices: its usage is costed at $0 "
                 "(set input_usd_per_mtok and output_usd_per_mtok)"
             )
+
+
+def _policy(route: Route) -> str:
+    """` (weighted, weights a/m=3)` after the alias; nothing for the default, priority."""
+    if route.policy == "priority":
+        return ""
+    weights = ", ".join(f"{label}={weight}" for label, weight in route.weights.items())
+    return f" ({route.policy}, weights {weights})" if weights else f" ({route.policy})"
 
 
 def _provider(provider: ProviderSpec) -> Iterator[str]:

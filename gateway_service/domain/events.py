@@ -37,6 +37,8 @@ class AttemptStarted:
     model: str
     attempt: int
     skipped: tuple[AttemptRecord, ...] = ()  # candidates skipped since the previous attempt (or the start)
+    policy: str = ""  # the routing policy that placed this target (chat/policies.py), or "caller_order"
+    score: float | None = None  # its score under that policy (None: nothing to score it by)
 
 
 @dataclass(frozen=True)

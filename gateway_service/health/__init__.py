@@ -5,12 +5,13 @@ Rooms, from the vocabulary up:
     core.py        Block, Ticket, and the Health interface the pipeline calls
     breaker.py     a circuit breaker per provider + model: window, half-open probe, generations
     stalls.py      stall suspicion: a first token far later than usual
-    statistics.py  rolling statistics per provider (ListProviders)
+    statistics.py  rolling statistics per provider (ListProviders), decaying speeds (routing)
     ratelimit_headers.py  what a response's rate-limit headers state (OpenAI, Groq, Anthropic, Retry-After)
     headroom.py    Headroom: what each target's provider said it has left, until its reset
     blocks.py      which failures block a target, hard or soft, and for how long
     settings.py    breaker and stall settings from the config (the config owns the defaults)
     memory.py      MemoryHealth: the Health of one replica, kept in memory
+    ramp.py        the slow ramp: a target's share of traffic after its breaker closed
     state.py       HealthState and the policy that names a provider's state
 
 Public: what `__all__` names, imported from this package. Breakers, stall watches and their settings are
@@ -24,9 +25,10 @@ from gateway_service.health.breaker import BreakerState
 from gateway_service.health.core import ANY_MODEL, Block, Health, Target, Ticket
 from gateway_service.health.headroom import Headroom, Need, Shortage, Window
 from gateway_service.health.memory import MemoryHealth
+from gateway_service.health.ramp import SlowStart
 from gateway_service.health.ratelimit_headers import Quota, RateLimits, rate_limits, retry_after_s
 from gateway_service.health.state import ExhaustedUntil, HealthState, provider_state
-from gateway_service.health.statistics import Stats
+from gateway_service.health.statistics import Speed, Stats
 
 __all__ = [
     "ANY_MODEL",
@@ -41,6 +43,8 @@ __all__ = [
     "Quota",
     "RateLimits",
     "Shortage",
+    "SlowStart",
+    "Speed",
     "Stats",
     "Target",
     "Ticket",

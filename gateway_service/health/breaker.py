@@ -69,6 +69,7 @@ class Breaker:
         self.open_until: float | None = None  # None while closed
         self.probe_until: float | None = None  # while a probe runs: when it gives up waiting for a first token
         self.failed_probes = 0
+        self.closed_at: float | None = None  # when it last closed after an open: the slow ramp starts there
         self._streak = 0
         self._window: deque[tuple[float, bool]] = deque()
         self._window_failures = 0
@@ -94,7 +95,7 @@ class Breaker:
             return False
         if self.open_until is not None:
             # Started after the breaker opened (the probe, or a last-resort try): the provider answers again.
-            self._close()
+            self._close(now)
             return True
         self._streak = 0
         self._add(now, ok=True)
@@ -146,8 +147,9 @@ class Breaker:
         self._new_generation()
         self.open_until = now + wait
 
-    def _close(self) -> None:
+    def _close(self, now: float) -> None:
         self._new_generation()
+        self.closed_at = now
         self.open_until = None
         self.failed_probes = 0
 

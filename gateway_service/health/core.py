@@ -15,7 +15,7 @@ from typing import Protocol
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.health.breaker import Admission, BreakerState
 from gateway_service.health.headroom import Headroom
-from gateway_service.health.statistics import Stats
+from gateway_service.health.statistics import Speed, Stats
 from gateway_service.health.target import ANY_MODEL, Target
 
 __all__ = ["ANY_MODEL", "Block", "Health", "Target", "Ticket"]
@@ -69,12 +69,24 @@ class Health(Protocol):
 
     def first_token(self, ticket: Ticket) -> None: ...
 
-    def record_success(self, ticket: Ticket, ttft_s: float | None, total_s: float) -> None: ...
+    def record_success(self, ticket: Ticket, ttft_s: float | None, total_s: float, output_tokens: int = 0) -> None: ...
 
     def record_cancelled(self, ticket: Ticket) -> None: ...
 
     def record_failure(self, ticket: Ticket, error: ProviderError, total_s: float) -> BreakerState:
         """Record a failure; returns the breaker's state right after it, to tell later whether it moved on."""
+        ...
+
+    def in_flight(self, target: Target) -> int:
+        """Attempts of this target admitted and not yet ended (policy least_busy)."""
+        ...
+
+    def speed(self, target: Target) -> Speed:
+        """Decaying averages of the provider + model's time to first token and tokens/s (policy lowest_latency)."""
+        ...
+
+    def recovered_at(self, target: Target) -> float | None:
+        """When the provider + model's breaker last closed after an open (the slow ramp's start), else None."""
         ...
 
     def stats(self, provider: str) -> Stats: ...

@@ -21,7 +21,7 @@ from gateway_service.health.core import Block, Target, Ticket
 from gateway_service.health.headroom import Headroom
 from gateway_service.health.settings import breaker_settings, stall_settings
 from gateway_service.health.stalls import StallSettings, StallWatch
-from gateway_service.health.statistics import Statistics, Stats
+from gateway_service.health.statistics import Speed, Statistics, Stats, tokens_per_s
 
 
 class MemoryHealth:
@@ -43,6 +43,8 @@ class MemoryHealth:
         self._cooldowns: dict[Target, Block] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self._stalls: dict[tuple[str, str], StallWatch] = {}
+        self._speeds: dict[tuple[str, str], Speed] = {}
+        self._in_flight: dict[Target, int] = {}
         self._watchers: set[asyncio.Queue[str]] = set()
         self._ids = itertools.count(1)
 
@@ -77,15 +79,18 @@ class MemoryHealth:
         now = self.clock()
         ticket = Ticket(target, next(self._ids), self._breaker(target).admit(now, patience_s), now)
         self._watch(target).started(ticket.id, now, patience_s)
+        self._in_flight[target] = self._in_flight.get(target, 0) + 1
         return ticket
 
     def first_token(self, ticket: Ticket) -> None:
         self._watch(ticket.target).first_token(ticket.id, self.clock() - ticket.started)
 
-    def record_success(self, ticket: Ticket, ttft_s: float | None, total_s: float) -> None:
+    def record_success(self, ticket: Ticket, ttft_s: float | None, total_s: float, output_tokens: int = 0) -> None:
         target = self._ended(ticket)
         self._breaker(target).succeeded(ticket.admission, self.clock())
         self.statistics.record(target.provider, True, ttft_s, total_s)
+        speed = self._speeds.get(target.provider_model, Speed())
+        self._speeds[target.provider_model] = speed.add(ttft_s, tokens_per_s(output_tokens, ttft_s, total_s))
         self._changed(target.provider)
 
     def record_cancelled(self, ticket: Ticket) -> None:
@@ -117,7 +122,20 @@ class MemoryHealth:
 
     def _ended(self, ticket: Ticket) -> Target:
         self._watch(ticket.target).ended(ticket.id)
+        left = self._in_flight.pop(ticket.target, 1) - 1
+        if left > 0:
+            self._in_flight[ticket.target] = left
         return ticket.target
+
+    def in_flight(self, target: Target) -> int:
+        return self._in_flight.get(target, 0)
+
+    def speed(self, target: Target) -> Speed:
+        return self._speeds.get(target.provider_model, Speed())
+
+    def recovered_at(self, target: Target) -> float | None:
+        breaker = self._breakers.get(target.provider_model)
+        return breaker.closed_at if breaker is not None else None
 
     def stats(self, provider: str) -> Stats:
         return self.statistics.stats(provider)

@@ -1,4 +1,6 @@
-"""Rolling statistics per provider for ListProviders: the last `window` attempts and the latest error.
+"""Rolling statistics per provider for ListProviders: the last `window` attempts and the latest error; and
+decaying averages per provider + model of the time to first token and tokens per second, which the
+lowest_latency routing policy ranks by (chat/policies.py).
 
 Results whose failure was the request's fault count as successes here: they say nothing of the provider.
 """
@@ -19,6 +21,32 @@ class Stats:
     ttft_p95_ms: float
     latency_p50_ms: float
     latency_p95_ms: float
+
+
+DECAY = 0.2  # weight of the newest attempt in a decaying average: about the last ten attempts count
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Decaying averages of one provider + model's successful attempts (None until one was seen)."""
+
+    ttft_s: float | None = None
+    tokens_per_s: float | None = None  # output tokens over the time from the first token to the end
+
+    def add(self, ttft_s: float | None, tokens_per_s: float | None) -> Speed:
+        return Speed(_decayed(self.ttft_s, ttft_s), _decayed(self.tokens_per_s, tokens_per_s))
+
+
+def _decayed(average: float | None, value: float | None) -> float | None:
+    if value is None:
+        return average
+    return value if average is None else average + DECAY * (value - average)
+
+
+def tokens_per_s(output_tokens: int, ttft_s: float | None, total_s: float) -> float | None:
+    """An attempt's output rate once it flowed; None when it says nothing (no output, or no time to measure)."""
+    flowing = total_s - (ttft_s or 0.0)
+    return output_tokens / flowing if output_tokens > 0 and flowing > 0 else None
 
 
 # One attempt: whether it went well, its time to first token (when one came) and its duration.

@@ -24,6 +24,16 @@ from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.streaming import Pacer
 
 
+@dataclass
+class Clock:
+    """Health's monotonic clock in a test: it moves only when the test moves it."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass(frozen=True)
 class Pause:
     """Wait this long before the next step (a slow or stalled upstream)."""

@@ -150,7 +150,8 @@ async def test_stream_chat(sim: SimulatorHandle, provider_type: str, fault: str)
 
 def assert_failed_over(events: list[pb.StreamChatResponse], reason: int) -> None:
     assert kinds(events)[:3] == ["started", "failover", "started"]
-    assert events[0].started == pb.Started(provider="p", model="primary", attempt=1)
+    priority = pb.ROUTING_POLICY_PRIORITY
+    assert events[0].started == pb.Started(provider="p", model="primary", attempt=1, policy=priority, score=1.0)
     failover = events[1].failover
     assert (failover.from_provider, failover.from_model, failover.to_provider, failover.to_model) == (
         "p",
@@ -161,7 +162,7 @@ def assert_failed_over(events: list[pb.StreamChatResponse], reason: int) -> None
     assert failover.reason == reason, pb.FailureReason.Name(failover.reason)
     assert failover.attempt == 1 and not failover.discard_output and failover.message
     assert "sk-sim-key-1234" not in failover.message
-    assert events[2].started == pb.Started(provider="f", model="fallback", attempt=2)
+    assert events[2].started == pb.Started(provider="f", model="fallback", attempt=2, policy=priority, score=2.0)
     deltas = [e.delta for e in events if e.WhichOneof("event") == "delta"]
     assert [d.sequence for d in deltas] == list(range(1, len(deltas) + 1))
     assert text_of(events) == FALLBACK_TEXT

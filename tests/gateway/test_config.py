@@ -56,7 +56,7 @@ def test_full_file_loads_into_frozen_settings(tmp_path: Path) -> None:
     assert claude.models[0].assistant_prefill and not openai.models[0].assistant_prefill
     assert openai.first_token_timeout_s == 2.5 and openai.models[0].output_usd_per_mtok == Decimal("0.60")
     assert (openai.http_client, gemini.http_client) == ("httpx", "aiohttp")
-    assert cfg.routes["default"] == (("gemini", "gemini-2.0-flash"), ("openai", "gpt-4o-mini"))
+    assert cfg.routes["default"].targets == (("gemini", "gemini-2.0-flash"), ("openai", "gpt-4o-mini"))
     assert cfg.failover.min_attempt_budget_s == 0.2 and cfg.failover.commit_window_tokens == 3
     assert cfg.failover.breaker_failures == 4 and isinstance(cfg.failover.breaker_failures, int)
     assert cfg.telemetry.buffer_size == 100 and cfg.schema_service == "127.0.0.1:50052"
@@ -151,7 +151,7 @@ def test_built_in_default_names_the_common_providers_and_starts_without_keys() -
         "groq": "GROQ_API_KEY",
     }
     assert not any(p.configured for p in cfg.providers)
-    assert len(cfg.routes["default"]) == 4
+    assert len(cfg.routes["default"].targets) == 4
     assert config.load(None, env={"GEMINI_API_KEY": "k"}).provider("gemini").configured  # type: ignore[union-attr]
 
 

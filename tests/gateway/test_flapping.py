@@ -24,18 +24,10 @@ from gateway_service.errors import AllProvidersFailed, AllProvidersRateLimited, 
 from gateway_service.health import MemoryHealth, Target
 from gateway_service.health.settings import stall_settings
 from gateway_service.health.stalls import StallSettings
-from tests.gateway.pipeline_helpers import Gate, ScriptedAdapter, Step, chat_request, gateway_config, spec, words
+from tests.gateway.pipeline_helpers import Clock, Gate, ScriptedAdapter, Step, chat_request, gateway_config, spec, words
 
 M = ModelSpec(name="m", context_window=1000)
 SERVER_ERROR = ProviderError(FailureKind.SERVER_ERROR, "503 Service Unavailable", status_code=503)
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

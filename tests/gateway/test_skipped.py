@@ -70,8 +70,8 @@ async def test_nothing_skipped_leaves_the_lists_empty_and_the_wire_unchanged(sim
     async with serving(sim, skip_config(sim, [PRIMARY, FALLBACK])) as h:
         [started] = await starts(h)
         assert len(started.skipped) == 0
-        # An old client sees exactly the Started it always did.
-        plain = pb.Started(provider="p", model="primary", attempt=1)
+        # An old client sees exactly the Started it always did, but for the additive policy and score.
+        plain = pb.Started(provider="p", model="primary", attempt=1, policy=pb.ROUTING_POLICY_PRIORITY, score=1.0)
         assert started.SerializeToString() == plain.SerializeToString()
         response = await chat(h)
         assert response.provider == "p" and len(response.skipped) == 0

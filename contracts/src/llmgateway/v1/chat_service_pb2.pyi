@@ -52,6 +52,16 @@ class MidStreamPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MID_STREAM_POLICY_RESTART: _ClassVar[MidStreamPolicy]
     MID_STREAM_POLICY_CONTINUE: _ClassVar[MidStreamPolicy]
 
+class RoutingPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUTING_POLICY_UNSPECIFIED: _ClassVar[RoutingPolicy]
+    ROUTING_POLICY_PRIORITY: _ClassVar[RoutingPolicy]
+    ROUTING_POLICY_WEIGHTED: _ClassVar[RoutingPolicy]
+    ROUTING_POLICY_LOWEST_LATENCY: _ClassVar[RoutingPolicy]
+    ROUTING_POLICY_LOWEST_COST: _ClassVar[RoutingPolicy]
+    ROUTING_POLICY_LEAST_BUSY: _ClassVar[RoutingPolicy]
+    ROUTING_POLICY_CALLER_ORDER: _ClassVar[RoutingPolicy]
+
 class FailureReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FAILURE_REASON_UNSPECIFIED: _ClassVar[FailureReason]
@@ -106,6 +116,13 @@ MID_STREAM_POLICY_UNSPECIFIED: MidStreamPolicy
 MID_STREAM_POLICY_FAIL: MidStreamPolicy
 MID_STREAM_POLICY_RESTART: MidStreamPolicy
 MID_STREAM_POLICY_CONTINUE: MidStreamPolicy
+ROUTING_POLICY_UNSPECIFIED: RoutingPolicy
+ROUTING_POLICY_PRIORITY: RoutingPolicy
+ROUTING_POLICY_WEIGHTED: RoutingPolicy
+ROUTING_POLICY_LOWEST_LATENCY: RoutingPolicy
+ROUTING_POLICY_LOWEST_COST: RoutingPolicy
+ROUTING_POLICY_LEAST_BUSY: RoutingPolicy
+ROUTING_POLICY_CALLER_ORDER: RoutingPolicy
 FAILURE_REASON_UNSPECIFIED: FailureReason
 FAILURE_REASON_RATE_LIMITED: FailureReason
 FAILURE_REASON_OVERLOADED: FailureReason
@@ -319,16 +336,20 @@ class ReasoningOptions(_message.Message):
     def __init__(self, effort: _Optional[_Union[ReasoningEffort, str]] = ..., budget_tokens: _Optional[int] = ..., include_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Started(_message.Message):
-    __slots__ = ("provider", "model", "attempt", "skipped")
+    __slots__ = ("provider", "model", "attempt", "skipped", "policy", "score")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     attempt: int
     skipped: _containers.RepeatedCompositeFieldContainer[Skipped]
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., attempt: _Optional[int] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ...) -> None: ...
+    policy: RoutingPolicy
+    score: float
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., attempt: _Optional[int] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., policy: _Optional[_Union[RoutingPolicy, str]] = ..., score: _Optional[float] = ...) -> None: ...
 
 class Skipped(_message.Message):
     __slots__ = ("provider", "model", "reason", "message", "retry_after")
