@@ -17,10 +17,11 @@ from gateway_service.config import GatewayConfig, ProviderSpec, ProviderTimeouts
 from gateway_service.domain.request import ChatRequest
 from gateway_service.health import Health, HealthState, MemoryHealth, provider_state
 from gateway_service.instruments import GatewayMetrics
-from gateway_service.limits.budgets import Budgets, build_limiter, has_budgets
+from gateway_service.limits.backends import build_limiter, build_store
+from gateway_service.limits.budgets import Budgets, has_budgets
 from gateway_service.limits.callers import CallerRates
 from gateway_service.limits.core import Clock, Limiter
-from gateway_service.limits.spend import Spend, build_store
+from gateway_service.limits.spend import Spend
 from gateway_service.providers.base import ProviderAdapter, ProviderConfig
 from gateway_service.providers.http import TransportSettings
 from gateway_service.schema_channel import UsageSend

@@ -23,12 +23,14 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from cryptography import x509
 
 from servicekit.callers import SetupError
+
+if TYPE_CHECKING:  # imported in load(), only when TLS is configured: cryptography is about 8 MB of RSS
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class TlsFiles:
                 ssl.create_default_context(cafile=self.client_ca)
             cert, key = self.cert.read_bytes(), self.key.read_bytes()
             ca = self.client_ca.read_bytes() if self.client_ca is not None else None
+            from cryptography import x509
+
             leaf = x509.load_pem_x509_certificate(cert)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise SetupError(f"TLS files {self.describe()}: {exc}") from None

@@ -19,16 +19,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from servicekit.handlers import WrappingInterceptor
+
+if TYPE_CHECKING:  # the SDK (and the OTLP exporter) are imported only when tracing is on: configure()
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 HEALTH = "grpc.health.v1.Health"
@@ -99,13 +100,21 @@ async def _server_span(tracer: trace.Tracer, method: str, kind: str, context: An
 
 
 def configure(service_name: str, exporter: SpanExporter | None = None) -> Tracing:
-    """Tracing for one server: the given exporter (tests), else OTLP when its endpoint is set, else off."""
+    """Tracing for one server: the given exporter (tests), else OTLP when its endpoint is set, else off.
+
+    The OpenTelemetry SDK, its resource detection (psutil) and the exporter are imported here, only when
+    tracing is on: a server without it loads the API alone (its no-op tracer).
+    """
     if exporter is None:
         if not os.environ.get(ENDPOINT_ENV):
             return Tracing()
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter()
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))

@@ -23,11 +23,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from gateway_service.config import Budget, GatewayConfig, LimitSettings
+from gateway_service.config import Budget, GatewayConfig
 from gateway_service.errors import UserBudgetExhausted
 from gateway_service.limits.core import (
     Charge,
-    Clock,
     Count,
     Exceeded,
     Hold,
@@ -36,22 +35,7 @@ from gateway_service.limits.core import (
     Taken,
     no_count,
 )
-from gateway_service.limits.memory import MemoryLimiter
-from gateway_service.limits.redis_limiter import RedisLimiter
 from servicekit.errors import QuotaViolation
-
-
-def build_limiter(settings: LimitSettings, clock: Clock | None = None, count: Count = no_count) -> Limiter:
-    if settings.backend == "redis":
-        assert settings.redis_url is not None  # config requires it with backend: redis
-        return RedisLimiter(
-            settings.redis_url.get_secret_value(),
-            timeout_s=settings.redis_timeout_ms / 1000,
-            retry_s=settings.redis_retry_s,
-            clock=clock or time.time,
-            count=count,
-        )
-    return MemoryLimiter(clock or time.monotonic)
 
 
 def has_budgets(config: GatewayConfig) -> bool:

@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 from gateway_service import config
 from gateway_service.accounting import estimate_tokens
 from gateway_service.config import LimitSettings
-from gateway_service.limits.spend import MemorySpendStore, RedisSpendStore, Spend, SpendStore, micro_usd
+from gateway_service.limits.spend import MemorySpendStore, Spend, SpendStore, micro_usd
+from gateway_service.limits.spend_redis import RedisSpendStore
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Upstream, serving, user
