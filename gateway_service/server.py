@@ -6,6 +6,7 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -14,7 +15,6 @@ from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_
 from gateway_service.config import GatewayConfig, ServeSettings
 from gateway_service.config.serve import LIMITS
 from gateway_service.instruments import GatewayMetrics
-from gateway_service.openai_http.server import Doors, Serving, serve
 from gateway_service.schema_channel import SchemaChannel, UsageSend, metrics_sender, usage_sender
 from gateway_service.telemetry import Send
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
@@ -26,6 +26,9 @@ from servicekit.startup import StartedServer, metrics_endpoint, until_stopped
 from servicekit.tls import ClientCredentials
 from servicekit.tracing import Tracing
 from servicekit.tracing import configure as configure_tracing
+
+if TYPE_CHECKING:  # aiohttp.web and the HTTP face are imported only with --openai-port (openai_port below)
+    from gateway_service.openai_http.server import Serving
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,8 @@ async def prepare(
 
 async def openai_port(gateway: Gateway, lifecycle: Lifecycle, settings: ServeSettings) -> Serving:
     """The OpenAI-compatible face: the gRPC port's callers, TLS files and call slots (gateway_service.openai_http)."""
+    from gateway_service.openai_http.server import Doors, serve
+
     security = settings.security
     assert lifecycle.slots is not None  # build_server made them
     doors = Doors(

@@ -20,8 +20,17 @@ from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
 from servicekit.procs import ServiceProcess
 
-# Never imported by a gateway with one openai provider, memory limits, no TLS and no OTLP endpoint.
-UNUSED = ("google.genai", "anthropic", "cohere", "redis", "opentelemetry.sdk", "opentelemetry.exporter", "cryptography")
+# Never imported by a gateway with one openai provider, memory limits, no TLS, no OTLP endpoint and no --openai-port.
+UNUSED = (
+    "google.genai",
+    "anthropic",
+    "cohere",
+    "redis",
+    "opentelemetry.sdk",
+    "opentelemetry.exporter",
+    "cryptography",
+    "gateway_service.openai_http",
+)
 KEEP = ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "ANTHROPIC_API_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
