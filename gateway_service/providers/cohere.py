@@ -15,6 +15,9 @@ status, ParsingError for a body it could not read, and SSEError for a stream it 
 `CLASS_KINDS` lists every one, and the table test pins the kind of every class the SDK defines. Error
 bodies are `{"id": ..., "message": ...}`; the id is the upstream's request id.
 
+Events the SDK skips (it drops an event that does not fit its types, and logs it whole) fail the attempt
+and are logged without their text (providers/cohere_skips.py).
+
 The request goes out through `with_raw_response.chat_stream` (the SDK's public raw client), whose context
 holds the HTTP response open: closing the attempt exits it, which closes the response at once.
 """
@@ -35,6 +38,7 @@ from cohere.core.parse_error import ParsingError
 from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.domain.request import ChatRequest
 from gateway_service.health import retry_after_s
+from gateway_service.providers import cohere_skips
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.classify import (
     body_error,
@@ -122,6 +126,7 @@ class CohereAdapter(SdkAdapter[Any]):
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
+        cohere_skips.install()
         self._http = http_client(config.transport, httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s))
         self._client = cohere.AsyncClientV2(
             api_key=config.api_key or "unset",
@@ -141,16 +146,17 @@ class CohereAdapter(SdkAdapter[Any]):
             await asyncio.shield(opened.aclose())
             raise
         sdk_events: AsyncIterator[Any] = response.data
+        checked = cohere_skips.watched(sdk_events)
 
         async def close() -> None:
-            for events in (upstream.chunks, sdk_events):  # the generators, then the HTTP response
+            for events in (upstream.chunks, checked, sdk_events):  # the generators, then the HTTP response
                 aclose = getattr(events, "aclose", None)
                 if aclose is not None:
                     await aclose()
             await opened.aclose()
 
-        upstream: Upstream[Any] = Upstream(sdk_events, close)
-        upstream.chunks = self._noting_id(sdk_events, upstream)
+        upstream: Upstream[Any] = Upstream(checked, close)
+        upstream.chunks = self._noting_id(checked, upstream)
         return upstream
 
     async def _noting_id(self, events: AsyncIterator[Any], upstream: Upstream[Any]) -> AsyncIterator[Any]:

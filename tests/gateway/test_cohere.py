@@ -5,6 +5,7 @@ tests/hostile, test_cohere_errors) run it as every other provider."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
@@ -34,15 +35,17 @@ from gateway_service.domain.request import (
     UsageReport,
 )
 from gateway_service.providers import cohere as cohere_adapter
+from gateway_service.providers import create_adapter
 from gateway_service.providers.cohere_convert import EventTranslator
+from gateway_service.providers.cohere_skips import UNQUOTED
 from gateway_service.providers.http import TransportSettings
 from gateway_service.providers.streaming import provider_deadlines
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Upstream, kinds, serving, stream, text_of, user
-from tests.gateway.rawhttp import KEEP, Answer, raw_upstream
+from tests.gateway.rawhttp import KEEP, Answer, raw_upstream, sse_frames, with_length
 from tests.gateway.test_provider_requests import FULL, WEATHER
-from tests.gateway.test_provider_streams import KEY, Adapters
+from tests.gateway.test_provider_streams import KEY, Adapters, config_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -289,3 +292,37 @@ async def test_a_route_fails_over_to_cohere_and_costs_it(sim: SimulatorHandle) -
     # The simulator bills the prompt's four words and the answer's eight, at $1 and $2 a million (e2e_helpers).
     assert (usage.provider, usage.input_tokens, usage.output_tokens, usage.cost) == ("co", 4, 8, "0.000020000000")
     assert usage.cost_usd == pytest.approx(0.00002)
+
+
+POISON = "SECRET-MODEL-TEXT-42"
+# An event that does not fit the SDK's types (index is no integer), and one whose data is not JSON at all.
+UNFIT = (
+    b'event: content-delta\ndata: {"type":"content-delta","index":"x",'
+    b'"delta":{"message":{"content":{"text":"%s"}}}}\n\n'
+)
+NOT_JSON = b'event: content-delta\ndata: {"type":"content-delta","text":"%s\n\n'
+
+
+@pytest.mark.parametrize("bad", [UNFIT, NOT_JSON], ids=["unfit", "not-json"])
+async def test_an_event_the_sdk_skips_fails_the_attempt_and_is_logged_without_its_text(
+    bad: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames = sse_frames("cohere", "hello")
+    body = b"".join([*frames[:3], bad % POISON.encode(), *frames[3:]])  # after message-start, content-start, "hello"
+    async with raw_upstream(lambda n: Answer(with_length(body))) as (_, port):
+        adapter = create_adapter(config_for("cohere", f"http://127.0.0.1:{port}"))
+        events: list[Any] = []
+        try:
+            with caplog.at_level(logging.DEBUG), pytest.raises(ProviderError) as info:
+                async for e in adapter.stream(chat_request(), "m", deadlines=provider_deadlines(adapter.config, 5)):
+                    events.append(e)
+        finally:
+            await adapter.aclose()
+    assert info.value.kind is FailureKind.MALFORMED_RESPONSE and "could not read" in info.value.message
+    assert events == [TextDelta("hello")]  # nothing after the skipped event: the answer is never passed off whole
+    logged = [r.getMessage() for r in caplog.records]
+    assert UNQUOTED in logged and not [line for line in logged if POISON in line]
+
+
+def chat_request() -> ChatRequest:
+    return ChatRequest(model="m", messages=(Message(Role.USER, "hi"),), request_id="skip")
