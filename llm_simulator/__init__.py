@@ -46,7 +46,8 @@ format / model (so the same conversation fails on one provider and succeeds on t
     429 retry_after=S retry_after_ms=MS   rate limited; headers Retry-After / retry-after-ms
                                  (Gemini: google.rpc.RetryInfo.retryDelay in the body instead)
     quota                        OpenAI 429 insufficient_quota; Anthropic 400 "credit balance is too
-                                 low"; Gemini 429 "prepayment credits are depleted", no RetryInfo
+                                 low"; Gemini 429 "prepayment credits are depleted", no RetryInfo;
+                                 Cohere 429 "Trial key ... 1000 API calls / month"
     401 | 403                    auth failure (401 echoes the key sent, as some upstreams do;
                                  Gemini answers 400 API_KEY_INVALID like the real API); OpenAI's 401
                                  takes echo=raw|urlencoded|base64|basic|masked|reversed|spaced|upper|hex
@@ -63,9 +64,10 @@ format / model (so the same conversation fails on one provider and succeeds on t
                                  (OpenAI finish chunk, usage, [DONE]; Anthropic message_delta, message_stop)
     malformed at=N               send an unparseable chunk, then end
     error at=N [type=T]          an in-stream error: Anthropic `event: error` (type, default
-                                 overloaded_error), OpenAI `data: {"error":...}`, Gemini error chunk
+                                 overloaded_error), OpenAI `data: {"error":...}`, Gemini error chunk,
+                                 Cohere message-end with finish_reason ERROR
     filter                       half the answer, then a content-filter finish
-                                 (content_filter / refusal / SAFETY)
+                                 (content_filter / refusal / SAFETY; Cohere v2 has none: COMPLETE)
 
 Rate limits
 -----------

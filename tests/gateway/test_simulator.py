@@ -134,6 +134,49 @@ async def test_gemini_generate_content(http: httpx.AsyncClient) -> None:
     assert part == {"functionCall": {"name": "f", "args": {"a": 1}}}
 
 
+def cohere_body(text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "command-a", "messages": [{"role": "user", "content": text}], "stream": True, **extra}
+
+
+async def test_cohere_v2_stream_sequence(http: httpx.AsyncClient) -> None:
+    r = await http.post("/v2/chat", json=cohere_body("[[think:hm]] a b"))
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream" and "[DONE]" not in r.text
+    events = sse_events(r.text)
+    chunks = [json.loads(d) for _, d in events]
+    assert [e for e, _ in events] == [c["type"] for c in chunks]  # named by `event:` and by the JSON's type
+    types = [c["type"] for c in chunks]
+    assert types[0] == "message-start" and chunks[0]["id"].startswith("req_sim")
+    assert types[1:4] == ["content-start", "content-delta", "content-end"]  # the thinking block first
+    assert chunks[1]["delta"]["message"]["content"] == {"type": "thinking", "thinking": ""}
+    deltas = [c["delta"]["message"]["content"] for c in chunks if c["type"] == "content-delta"]
+    assert deltas[0] == {"thinking": "hm"}
+    texts = [d["text"] for d in deltas[1:]]
+    assert "".join(texts) == "Hello from the simulator. You said: a b"
+    assert types[-2:] == ["content-end", "message-end"]
+    end = chunks[-1]["delta"]
+    assert end["finish_reason"] == "COMPLETE" and end["usage"]["billed_units"]["output_tokens"] == len(texts) + 1
+
+
+async def test_cohere_tool_calls_errors_and_non_streaming(http: httpx.AsyncClient) -> None:
+    r = await http.post("/v2/chat", json=cohere_body('[[call:f {"a": 1}]]'))
+    chunks = [json.loads(d) for _, d in sse_events(r.text)]
+    assert [c["type"] for c in chunks][1:3] == ["tool-call-start", "tool-call-delta"]
+    assert chunks[1]["delta"]["message"]["tool_calls"]["function"] == {"name": "f", "arguments": ""}
+    pieces = [
+        c["delta"]["message"]["tool_calls"]["function"]["arguments"] for c in chunks if c["type"] == "tool-call-delta"
+    ]
+    assert "".join(pieces) == '{"a": 1}' and chunks[-1]["delta"]["finish_reason"] == "TOOL_CALL"
+    r = await http.post("/v2/chat", json=cohere_body("[[fault:429 retry_after=2]]"))
+    assert (r.status_code, r.headers["retry-after"]) == (429, "2") and set(r.json()) == {"id", "message"}
+    r = await http.post("/v2/chat", json=cohere_body("one [[fault:error at=1]]"))
+    end = json.loads(sse_events(r.text)[-1][1])
+    assert end["type"] == "message-end" and end["delta"]["finish_reason"] == "ERROR" and end["delta"]["error"]
+    r = await http.post("/v2/chat", json=cohere_body("[[reply:fine]]", stream=False))
+    assert (
+        r.json()["message"]["content"] == [{"type": "text", "text": "fine"}] and r.json()["finish_reason"] == "COMPLETE"
+    )
+
+
 async def test_rate_limit_headers_and_bodies(http: httpx.AsyncClient) -> None:
     r = await http.post("/v1/chat/completions", json=openai_body("[[fault:429 retry_after=2 retry_after_ms=1500]]"))
     assert (r.status_code, r.headers["retry-after"], r.headers["retry-after-ms"]) == (429, "2", "1500")
