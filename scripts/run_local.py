@@ -5,7 +5,8 @@
 - the upstream simulator on 127.0.0.1:8090 (OpenAI, Anthropic, Gemini and Cohere wire formats),
   so that streaming and failover can be tried without provider keys;
 - the gateway on 127.0.0.1:50051 with deploy/local/gateway.yaml (simulated providers first,
-  real ones used when their key variables are set), reporting metrics to the schema service,
+  real ones used when their key variables are set), reporting metrics and the usage ledger's records
+  to the schema service (insecure dev mode lets it call RecordUsage without a token),
   and its OpenAI-compatible HTTP API on 127.0.0.1:8080 (docs/openai.md).
 
 All three run in insecure development mode on purpose (`--insecure-dev`: plaintext, no callers file,

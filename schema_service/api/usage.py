@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -111,7 +112,7 @@ def _scoped(filters: dict[str, str]) -> dict[str, str]:
 def usage_response(query: UsageQuery, page: UsagePage) -> pb.QueryUsageResponse:
     total = _group(page.total)
     summary = (
-        f"{page.group_count} group{'' if page.group_count == 1 else 's'}, ${page.total.cost_usd} over "
+        f"{page.group_count} group{'' if page.group_count == 1 else 's'}, ${_dollars(page.total.cost_usd)} over "
         f"{page.total.attempts} attempt{'' if page.total.attempts == 1 else 's'}"
         if page.total.attempts
         else "no usage in the range"
@@ -138,7 +139,7 @@ def _group(s: UsageSum) -> pb.UsageGroup:
         cache_write_tokens=s.cache_write_tokens,
         output_tokens=s.output_tokens,
         reasoning_tokens=s.reasoning_tokens,
-        cost_usd=format(s.cost_usd.normalize(), "f") if s.cost_usd else "0",
+        cost_usd=_dollars(s.cost_usd),
     )
 
 
@@ -148,3 +149,8 @@ def _time(stamp: timestamp_pb2.Timestamp, name: str) -> datetime:
             f"{name} out of range", field_violations=[FieldViolation(name, "must lie in years 1-9999")]
         )
     return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _dollars(cost: Decimal) -> str:
+    """`0.00252`, `0`: no trailing zeros and no exponent (a numeric(24, 12) zero reads back as 0E-12)."""
+    return format(cost.normalize(), "f") if cost else "0"

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
+import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from gateway_service.chat.records import LedgerEntry
 from gateway_service.domain.events import AttemptRecord, AttemptUsage
@@ -15,6 +18,7 @@ from gateway_service.usage import usage_record
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from schemaservice.v1 import usage_service_pb2 as upb
+from schemaservice.v1 import usage_service_pb2_grpc
 from tests.gateway.e2e_helpers import user
 from tests.gateway.schema_helpers import SchemaService
 from tests.gateway.usage_helpers import ledger_rows, usage_gateway, within
@@ -38,6 +42,13 @@ async def test_every_attempt_of_a_chat_is_a_ledger_row(sim: SimulatorHandle, mig
             )
             await within(20, gateway.delivered(2))
             key_id = gateway.running.gateway.config.providers[0].key_id
+        async with grpc.aio.insecure_channel(schema.address) as channel:
+            usage = usage_service_pb2_grpc.UsageServiceStub(channel)
+            since = timestamp_pb2.Timestamp(seconds=int(time.time()) - 3600)
+            failed_only = await usage.QueryUsage(upb.QueryUsageRequest(start_time=since, provider="first"))
+            by_user = await usage.QueryUsage(
+                upb.QueryUsageRequest(start_time=since, group_by=[upb.USAGE_DIMENSION_USER])
+            )
     finally:
         await schema.stop()
     assert [a.provider for a in failed_over.attempts] == ["first", "second"]
@@ -59,6 +70,10 @@ async def test_every_attempt_of_a_chat_is_a_ledger_row(sim: SimulatorHandle, mig
     assert answered["cost_usd"] == expected == Decimal(usage.cost)
     assert answered["price_version"] and answered["user_id"] == "u-7" and answered["caller"] == ""
     assert answered["start_time"] > failed["start_time"]
+    assert failed_only.summary == "1 group, $0 over 1 attempt"  # a zero cost in words, not `$0E-12`
+    (user_group,) = by_user.groups
+    assert (user_group.user_id, user_group.attempts, user_group.failed_attempts) == ("u-7", 2, 1)
+    assert by_user.summary == f"1 group, ${answered['cost_usd'].normalize():f} over 2 attempts"
 
 
 def test_a_record_carries_the_disjoint_counts_and_the_cost_as_a_decimal_string() -> None:
