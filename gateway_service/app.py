@@ -15,7 +15,7 @@ from gateway_service.chat.failover import ChatRun, Failover
 from gateway_service.chat.router import Router
 from gateway_service.config import GatewayConfig, ProviderSpec, ProviderTimeouts, ProviderTransport
 from gateway_service.domain.request import ChatRequest
-from gateway_service.health import Health, HealthState, MemoryHealth, provider_state
+from gateway_service.health import Health, HealthState, MemoryHealth, ModelView, model_views, provider_state
 from gateway_service.instruments import GatewayMetrics
 from gateway_service.limits.backends import build_limiter, build_store
 from gateway_service.limits.budgets import Budgets, has_budgets
@@ -81,6 +81,13 @@ class Gateway:
     def provider_state(self, spec: ProviderSpec) -> tuple[HealthState, float | None]:
         """Health as callers and operators see it, budgets included (the policy is health/state.py)."""
         return provider_state(self.health, spec, self.budgets.exhausted_until if self.budgets else None)
+
+    def model_views(self, spec: ProviderSpec) -> list[ModelView]:
+        """Each model's state, recent statistics, headroom and prices (ListProviders and the metrics)."""
+        return model_views(self.health, spec, self.budgets.exhausted_until if self.budgets else None)
+
+    def all_model_views(self) -> list[ModelView]:
+        return [view for spec in self.config.providers for view in self.model_views(spec)]
 
     def provider_states(self) -> list[tuple[str, str]]:
         """Each provider's name and health state, as `provider_state` tells it (for the metrics)."""
@@ -185,6 +192,7 @@ def build_gateway(
     )
     if instruments is not None:
         instruments.watch(gateway.provider_states, telemetry, usage)
+        instruments.watch_models(gateway.all_model_views)
     return gateway
 
 

@@ -9,6 +9,19 @@
     llm_gateway_streams_in_flight{method}                         StreamChat / Chat calls running now
     llm_gateway_limit_events_total{event}                         rate-limit budgets: fail_open, skips, refusals
     llm_gateway_provider_health{provider, state}                  1 for each provider's current state (at scrape)
+  per provider + model, at scrape (health/views.py; window is 1m, 5m or 60m):
+    llm_gateway_model_health{provider, model, state}              1 for the model's current state
+    llm_gateway_model_cooldown_until_timestamp_seconds{provider, model}   when it has a cooldown (or no headroom)
+    llm_gateway_model_window_attempts{provider, model, window}    attempts that ended in the window
+    llm_gateway_model_window_failures{provider, model, window, reason}    of which failed, by FailureKind
+    llm_gateway_model_success_ratio{provider, model, window}      only for a window with attempts
+    llm_gateway_model_ttft_seconds{provider, model, quantile}     0.5 and 0.95 over recent successes
+    llm_gateway_model_output_tokens_per_second{provider, model}   over recent successes
+    llm_gateway_model_in_flight{provider, model}                  attempts running now
+    llm_gateway_model_headroom_remaining{provider, model, limit}  what the provider's headers say is left
+    llm_gateway_model_headroom_limit{provider, model, limit}      of how much, when it said
+    llm_gateway_model_headroom_reset_timestamp_seconds{provider, model, limit}   when it is whole again
+    llm_gateway_model_price_usd_per_mtok{provider, model, type}   input / output, as configured
     llm_gateway_telemetry_buffered_metrics                        metrics waiting for the schema service
     llm_gateway_telemetry_sent_metrics_total
     llm_gateway_telemetry_dropped_metrics_total{reason}          buffer_full, rejected, expired, shutdown
@@ -40,6 +53,7 @@ from servicekit.metrics import Registry
 if TYPE_CHECKING:
     from gateway_service.domain.events import AttemptRecord, FailedOver
     from gateway_service.domain.request import ChatRequest
+    from gateway_service.health import ModelView
 
 # Seconds: first tokens arrive in tens of milliseconds to tens of seconds (reasoning models).
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 20, 30, 60)
@@ -109,6 +123,10 @@ class GatewayMetrics:
         """State read at scrape time: each provider's health state (name, state), the telemetry and usage backlogs."""
         self._registry.register(_GatewayState(states, telemetry, usage))
 
+    def watch_models(self, views: Callable[[], Iterable[ModelView]]) -> None:
+        """Each model's state, windows, speed, headroom and prices, read at scrape time."""
+        self._registry.register(_ModelState(views))
+
 
 class _GatewayState(Collector):
     def __init__(
@@ -132,6 +150,67 @@ class _GatewayState(Collector):
                 yield GaugeMetricFamily(
                     "llm_gateway_usage_spool_bytes", "Size of the usage spool's files.", value=self._usage.spool.size
                 )
+
+
+WINDOW_LABELS = {60: "1m", 300: "5m", 3600: "60m"}
+
+
+class _ModelState(Collector):
+    def __init__(self, views: Callable[[], Iterable[ModelView]]) -> None:
+        self._views = views
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pm = ("provider", "model")
+        families = {
+            name: GaugeMetricFamily(f"llm_gateway_model_{name}", text, labels=(*pm, *extra))
+            for name, text, extra in _MODEL_FAMILIES
+        }
+        for view in self._views():
+            _add_model(families, view)
+        yield from families.values()
+
+
+_MODEL_FAMILIES = (
+    ("health", "1 for the model's current health state.", ("state",)),
+    ("cooldown_until_timestamp_seconds", "End of the model's cooldown, open breaker or exhausted headroom.", ()),
+    ("window_attempts", "Attempts that ended in the last window (1m, 5m, 60m).", ("window",)),
+    ("window_failures", "Attempts that failed in the last window, by failure kind.", ("window", "reason")),
+    ("success_ratio", "Share of the window's attempts that succeeded (windows with attempts only).", ("window",)),
+    ("ttft_seconds", "Time to first token over recent successful attempts, by quantile.", ("quantile",)),
+    ("output_tokens_per_second", "Output tokens per second after the first token, over recent successes.", ()),
+    ("in_flight", "Attempts running now.", ()),
+    ("headroom_remaining", "What the provider's rate-limit headers say is left, by limit.", ("limit",)),
+    ("headroom_limit", "The whole limit, when the provider's headers said.", ("limit",)),
+    ("headroom_reset_timestamp_seconds", "When the limit is whole again.", ("limit",)),
+    ("price_usd_per_mtok", "Configured price of a million tokens, input or output.", ("type",)),
+)
+
+
+def _add_model(families: dict[str, GaugeMetricFamily], view: ModelView) -> None:
+    pm, stats = (view.provider, view.model.name), view.stats
+    families["health"].add_metric((*pm, view.state.name.lower()), 1)
+    if view.until is not None:
+        families["cooldown_until_timestamp_seconds"].add_metric(pm, view.until)
+    for window in stats.windows:
+        label = WINDOW_LABELS.get(window.window_s, f"{window.window_s}s")
+        families["window_attempts"].add_metric((*pm, label), window.requests)
+        for kind, count in sorted(window.errors.items(), key=lambda item: item[0].value):
+            families["window_failures"].add_metric((*pm, label, kind.value), count)
+        if window.requests:
+            families["success_ratio"].add_metric((*pm, label), window.success_rate)
+    if stats.ttft_p50_ms:
+        families["ttft_seconds"].add_metric((*pm, "0.5"), stats.ttft_p50_ms / 1000)
+        families["ttft_seconds"].add_metric((*pm, "0.95"), stats.ttft_p95_ms / 1000)
+    if stats.output_tokens_per_s:
+        families["output_tokens_per_second"].add_metric(pm, stats.output_tokens_per_s)
+    families["in_flight"].add_metric(pm, stats.in_flight)
+    for limit in view.headroom:
+        families["headroom_remaining"].add_metric((*pm, limit.limit), limit.remaining)
+        if limit.of is not None:
+            families["headroom_limit"].add_metric((*pm, limit.limit), limit.of)
+        families["headroom_reset_timestamp_seconds"].add_metric((*pm, limit.limit), limit.resets_at)
+    families["price_usd_per_mtok"].add_metric((*pm, "input"), float(view.model.input_usd_per_mtok))
+    families["price_usd_per_mtok"].add_metric((*pm, "output"), float(view.model.output_usd_per_mtok))
 
 
 def sender_families(

@@ -8,6 +8,8 @@ Rooms, from the vocabulary up:
     statistics.py  rolling statistics per provider (ListProviders), decaying speeds (routing)
     ratelimit_headers.py  what a response's rate-limit headers state (OpenAI, Groq, Anthropic, Retry-After)
     headroom.py    Headroom: what each target's provider said it has left, until its reset
+    windows.py     recent statistics per target: 1, 5, 60-minute windows, TTFT, tokens/s, in flight
+    views.py       what ListProviders and the metrics show of each model
     blocks.py      which failures block a target, hard or soft, and for how long
     settings.py    breaker and stall settings from the config (the config owns the defaults)
     memory.py      MemoryHealth: the Health of one replica, kept in memory
@@ -27,18 +29,23 @@ from gateway_service.health.headroom import Headroom, Need, Shortage, Window
 from gateway_service.health.memory import MemoryHealth
 from gateway_service.health.ramp import SlowStart
 from gateway_service.health.ratelimit_headers import Quota, RateLimits, rate_limits, retry_after_s
-from gateway_service.health.state import ExhaustedUntil, HealthState, provider_state
+from gateway_service.health.state import ExhaustedUntil, HealthState, model_state, provider_state
 from gateway_service.health.statistics import Speed, Stats
+from gateway_service.health.views import HeadroomView, ModelView, model_views, summed
+from gateway_service.health.windows import WINDOWS_S, TargetStats, WindowCounts
 
 __all__ = [
     "ANY_MODEL",
+    "WINDOWS_S",
     "Block",
     "BreakerState",
     "ExhaustedUntil",
     "Headroom",
+    "HeadroomView",
     "Health",
     "HealthState",
     "MemoryHealth",
+    "ModelView",
     "Need",
     "Quota",
     "RateLimits",
@@ -47,9 +54,14 @@ __all__ = [
     "Speed",
     "Stats",
     "Target",
+    "TargetStats",
     "Ticket",
     "Window",
+    "WindowCounts",
+    "model_state",
+    "model_views",
     "provider_state",
     "rate_limits",
     "retry_after_s",
+    "summed",
 ]

@@ -17,6 +17,7 @@ from gateway_service.health.breaker import Admission, BreakerState
 from gateway_service.health.headroom import Headroom
 from gateway_service.health.statistics import Speed, Stats
 from gateway_service.health.target import ANY_MODEL, Target
+from gateway_service.health.windows import Recent
 
 __all__ = ["ANY_MODEL", "Block", "Health", "Target", "Ticket"]
 
@@ -50,6 +51,7 @@ class Health(Protocol):
     """What the pipeline asks of provider health (reads) and tells it about each attempt (writes)."""
 
     headroom: Headroom  # what each target's provider said it has left (headroom.py)
+    recent: Recent  # each target's attempts and errors over the last 1, 5, 60 minutes, in flight (windows.py)
 
     def now(self) -> float:
         """The monotonic clock every `Block.until` is on."""

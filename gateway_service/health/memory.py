@@ -22,6 +22,7 @@ from gateway_service.health.headroom import Headroom
 from gateway_service.health.settings import breaker_settings, stall_settings
 from gateway_service.health.stalls import StallSettings, StallWatch
 from gateway_service.health.statistics import Speed, Statistics, Stats, tokens_per_s
+from gateway_service.health.windows import Recent
 
 
 class MemoryHealth:
@@ -40,11 +41,11 @@ class MemoryHealth:
         self.stall_settings = stalls or stall_settings(settings)
         self.statistics = Statistics(settings.stats_window)
         self.headroom = Headroom(clock, enabled=settings.rate_limit_headers)
+        self.recent = Recent(clock, settings.stats_window)
         self._cooldowns: dict[Target, Block] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self._stalls: dict[tuple[str, str], StallWatch] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
-        self._in_flight: dict[Target, int] = {}
         self._watchers: set[asyncio.Queue[str]] = set()
         self._ids = itertools.count(1)
 
@@ -79,7 +80,7 @@ class MemoryHealth:
         now = self.clock()
         ticket = Ticket(target, next(self._ids), self._breaker(target).admit(now, patience_s), now)
         self._watch(target).started(ticket.id, now, patience_s)
-        self._in_flight[target] = self._in_flight.get(target, 0) + 1
+        self.recent.started(target)
         return ticket
 
     def first_token(self, ticket: Ticket) -> None:
@@ -91,10 +92,12 @@ class MemoryHealth:
         self.statistics.record(target.provider, True, ttft_s, total_s)
         speed = self._speeds.get(target.provider_model, Speed())
         self._speeds[target.provider_model] = speed.add(ttft_s, tokens_per_s(output_tokens, ttft_s, total_s))
+        self.recent.succeeded(target, ttft_s, total_s, output_tokens)
         self._changed(target.provider)
 
     def record_cancelled(self, ticket: Ticket) -> None:
         self._breaker(self._ended(ticket)).cancelled(ticket.admission)
+        self.recent.cancelled(ticket.target)
 
     def record_failure(self, ticket: Ticket, error: ProviderError, total_s: float) -> BreakerState:
         target = self._ended(ticket)
@@ -102,9 +105,11 @@ class MemoryHealth:
         if error.kind in REQUEST_FAULTS:
             breaker.cancelled(ticket.admission)  # no verdict on the provider
             self.statistics.record(target.provider, True, None, total_s)
+            self.recent.succeeded(target, None, total_s)
             return breaker.state(self.clock())
         self.statistics.failed(target.provider, f"{error.kind.value}: {error.message}")
         self.statistics.record(target.provider, False, None, total_s)
+        self.recent.failed(target, error.kind)
         block = cooldown(error, self.settings, self.clock())
         if block is not None:
             self._cooldowns[target.any_model() if error.kind in KEY_REFUSED else target] = block
@@ -122,13 +127,10 @@ class MemoryHealth:
 
     def _ended(self, ticket: Ticket) -> Target:
         self._watch(ticket.target).ended(ticket.id)
-        left = self._in_flight.pop(ticket.target, 1) - 1
-        if left > 0:
-            self._in_flight[ticket.target] = left
         return ticket.target
 
     def in_flight(self, target: Target) -> int:
-        return self._in_flight.get(target, 0)
+        return self.recent.in_flight(target)
 
     def speed(self, target: Target) -> Speed:
         return self._speeds.get(target.provider_model, Speed())

@@ -84,14 +84,15 @@ class Statistics:
             requests=len(samples),
             failures=failures,
             error_rate=failures / len(samples) if samples else 0.0,
-            ttft_p50_ms=_pct(ttfts, 50),
-            ttft_p95_ms=_pct(ttfts, 95),
-            latency_p50_ms=_pct(totals, 50),
-            latency_p95_ms=_pct(totals, 95),
+            ttft_p50_ms=percentile_ms(ttfts, 50),
+            ttft_p95_ms=percentile_ms(ttfts, 95),
+            latency_p50_ms=percentile_ms(totals, 50),
+            latency_p95_ms=percentile_ms(totals, 95),
         )
 
 
-def _pct(values: list[float], q: int) -> float:
+def percentile_ms(values: list[float], q: int) -> float:
+    """The q-th percentile of `values` (seconds) in milliseconds; 0 for none."""
     if not values:
         return 0.0
     if len(values) == 1:

@@ -30,9 +30,15 @@ async def test_list_providers_reports_configuration_health_stats_and_prices(sim:
         assert (p.type, p.configured, p.health) == (ppb.PROVIDER_TYPE_OPENAI, True, ppb.HEALTH_STATE_HEALTHY)
         assert (f.type, f.base_url) == (ppb.PROVIDER_TYPE_ANTHROPIC, sim.base_url)
         assert (g.configured, g.health, g.credential_source) == (False, ppb.HEALTH_STATE_UNCONFIGURED, "NO_SUCH_KEY")
-        assert p.models[0] == ppb.Model(
-            name="primary", context_window=100_000, input_usd_per_mtok=1.0, output_usd_per_mtok=2.0
+        model = p.models[0]
+        assert (model.name, model.context_window, model.input_usd_per_mtok, model.output_usd_per_mtok) == (
+            "primary",
+            100_000,
+            1.0,
+            2.0,
         )
+        assert model.health == ppb.HEALTH_STATE_HEALTHY and not model.HasField("cooldown_until")
+        assert [w.requests for w in model.stats.windows] == [0, 0, 0] and len(model.headroom) == 0
 
         await stream(
             h, pb.StreamChatRequest(model="default", messages=user("hi [[fault:429 retry_after=30 model=primary]]"))

@@ -22,34 +22,44 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from llmgateway.v1 import chat_service_pb2 as llmgateway_dot_v1_dot_chat__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$llmgateway/v1/provider_service.proto\x12\rllmgateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14ListProvidersRequest\"C\n\x15ListProvidersResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.llmgateway.v1.Provider\"\x17\n\x15WatchProvidersRequest\"C\n\x16WatchProvidersResponse\x12)\n\x08provider\x18\x01 \x01(\x0b\x32\x17.llmgateway.v1.Provider\"\xcb\x02\n\x08Provider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.llmgateway.v1.ProviderType\x12\x12\n\nconfigured\x18\x03 \x01(\x08\x12\x19\n\x11\x63redential_source\x18\x04 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x05 \x01(\t\x12*\n\x06health\x18\x06 \x01(\x0e\x32\x1a.llmgateway.v1.HealthState\x12\x32\n\x0e\x63ooldown_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06models\x18\x08 \x03(\x0b\x32\x14.llmgateway.v1.Model\x12+\n\x05stats\x18\t \x01(\x0b\x32\x1c.llmgateway.v1.ProviderStats\x12\x12\n\nlast_error\x18\n \x01(\t\"f\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x02 \x01(\x03\x12\x1a\n\x12input_usd_per_mtok\x18\x03 \x01(\x01\x12\x1b\n\x13output_usd_per_mtok\x18\x04 \x01(\x01\"\xe0\x01\n\rProviderStats\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x02 \x01(\x03\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x13\n\x0bttft_p50_ms\x18\x04 \x01(\x01\x12\x13\n\x0bttft_p95_ms\x18\x05 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x07 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\t \x01(\x03\x12\x15\n\routput_tokens\x18\n \x01(\x03*\xbd\x01\n\x0cProviderType\x12\x1d\n\x19PROVIDER_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14PROVIDER_TYPE_OPENAI\x10\x01\x12\x18\n\x14PROVIDER_TYPE_GEMINI\x10\x02\x12\x1b\n\x17PROVIDER_TYPE_ANTHROPIC\x10\x03\x12#\n\x1fPROVIDER_TYPE_OPENAI_COMPATIBLE\x10\x04\x12\x18\n\x14PROVIDER_TYPE_COHERE\x10\x05*\xda\x01\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19HEALTH_STATE_UNCONFIGURED\x10\x01\x12\x18\n\x14HEALTH_STATE_HEALTHY\x10\x02\x12\x19\n\x15HEALTH_STATE_DEGRADED\x10\x03\x12\x1d\n\x19HEALTH_STATE_COOLING_DOWN\x10\x04\x12\x1a\n\x16HEALTH_STATE_UNHEALTHY\x10\x05\x12\x1e\n\x1aHEALTH_STATE_MISCONFIGURED\x10\x06\x32\xce\x01\n\x0fProviderService\x12Z\n\rListProviders\x12#.llmgateway.v1.ListProvidersRequest\x1a$.llmgateway.v1.ListProvidersResponse\x12_\n\x0eWatchProviders\x12$.llmgateway.v1.WatchProvidersRequest\x1a%.llmgateway.v1.WatchProvidersResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$llmgateway/v1/provider_service.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a llmgateway/v1/chat_service.proto\"\x16\n\x14ListProvidersRequest\"C\n\x15ListProvidersResponse\x12*\n\tproviders\x18\x01 \x03(\x0b\x32\x17.llmgateway.v1.Provider\"\x17\n\x15WatchProvidersRequest\"C\n\x16WatchProvidersResponse\x12)\n\x08provider\x18\x01 \x01(\x0b\x32\x17.llmgateway.v1.Provider\"\xcb\x02\n\x08Provider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04type\x18\x02 \x01(\x0e\x32\x1b.llmgateway.v1.ProviderType\x12\x12\n\nconfigured\x18\x03 \x01(\x08\x12\x19\n\x11\x63redential_source\x18\x04 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x05 \x01(\t\x12*\n\x06health\x18\x06 \x01(\x0e\x32\x1a.llmgateway.v1.HealthState\x12\x32\n\x0e\x63ooldown_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06models\x18\x08 \x03(\x0b\x32\x14.llmgateway.v1.Model\x12+\n\x05stats\x18\t \x01(\x0b\x32\x1c.llmgateway.v1.ProviderStats\x12\x12\n\nlast_error\x18\n \x01(\t\"\xa4\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x02 \x01(\x03\x12\x1a\n\x12input_usd_per_mtok\x18\x03 \x01(\x01\x12\x1b\n\x13output_usd_per_mtok\x18\x04 \x01(\x01\x12*\n\x06health\x18\x05 \x01(\x0e\x32\x1a.llmgateway.v1.HealthState\x12\x32\n\x0e\x63ooldown_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05stats\x18\x07 \x01(\x0b\x32\x19.llmgateway.v1.ModelStats\x12\x32\n\x08headroom\x18\x08 \x03(\x0b\x32 .llmgateway.v1.RateLimitHeadroom\"\x98\x01\n\nModelStats\x12+\n\x07windows\x18\x01 \x03(\x0b\x32\x1a.llmgateway.v1.WindowStats\x12\x13\n\x0bttft_p50_ms\x18\x02 \x01(\x01\x12\x13\n\x0bttft_p95_ms\x18\x03 \x01(\x01\x12 \n\x18output_tokens_per_second\x18\x04 \x01(\x01\x12\x11\n\tin_flight\x18\x05 \x01(\x03\"\x9d\x01\n\x0bWindowStats\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x03 \x01(\x03\x12\x14\n\x0csuccess_rate\x18\x04 \x01(\x01\x12)\n\x06\x65rrors\x18\x05 \x03(\x0b\x32\x19.llmgateway.v1.ErrorCount\"I\n\nErrorCount\x12,\n\x06reason\x18\x01 \x01(\x0e\x32\x1c.llmgateway.v1.FailureReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"y\n\x11RateLimitHeadroom\x12\r\n\x05limit\x18\x01 \x01(\t\x12\x11\n\tremaining\x18\x02 \x01(\x03\x12\x13\n\x0blimit_value\x18\x03 \x01(\x03\x12-\n\tresets_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x02\n\rProviderStats\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x02 \x01(\x03\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x13\n\x0bttft_p50_ms\x18\x04 \x01(\x01\x12\x13\n\x0bttft_p95_ms\x18\x05 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x07 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\t \x01(\x03\x12\x15\n\routput_tokens\x18\n \x01(\x03\x12+\n\x07windows\x18\x0b \x03(\x0b\x32\x1a.llmgateway.v1.WindowStats\x12\x11\n\tin_flight\x18\x0c \x01(\x03*\xbd\x01\n\x0cProviderType\x12\x1d\n\x19PROVIDER_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14PROVIDER_TYPE_OPENAI\x10\x01\x12\x18\n\x14PROVIDER_TYPE_GEMINI\x10\x02\x12\x1b\n\x17PROVIDER_TYPE_ANTHROPIC\x10\x03\x12#\n\x1fPROVIDER_TYPE_OPENAI_COMPATIBLE\x10\x04\x12\x18\n\x14PROVIDER_TYPE_COHERE\x10\x05*\xda\x01\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19HEALTH_STATE_UNCONFIGURED\x10\x01\x12\x18\n\x14HEALTH_STATE_HEALTHY\x10\x02\x12\x19\n\x15HEALTH_STATE_DEGRADED\x10\x03\x12\x1d\n\x19HEALTH_STATE_COOLING_DOWN\x10\x04\x12\x1a\n\x16HEALTH_STATE_UNHEALTHY\x10\x05\x12\x1e\n\x1aHEALTH_STATE_MISCONFIGURED\x10\x06\x32\xce\x01\n\x0fProviderService\x12Z\n\rListProviders\x12#.llmgateway.v1.ListProvidersRequest\x1a$.llmgateway.v1.ListProvidersResponse\x12_\n\x0eWatchProviders\x12$.llmgateway.v1.WatchProvidersRequest\x1a%.llmgateway.v1.WatchProvidersResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmgateway.v1.provider_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROVIDERTYPE']._serialized_start=941
-  _globals['_PROVIDERTYPE']._serialized_end=1130
-  _globals['_HEALTHSTATE']._serialized_start=1133
-  _globals['_HEALTHSTATE']._serialized_end=1351
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=88
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=110
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=112
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=179
-  _globals['_WATCHPROVIDERSREQUEST']._serialized_start=181
-  _globals['_WATCHPROVIDERSREQUEST']._serialized_end=204
-  _globals['_WATCHPROVIDERSRESPONSE']._serialized_start=206
-  _globals['_WATCHPROVIDERSRESPONSE']._serialized_end=273
-  _globals['_PROVIDER']._serialized_start=276
-  _globals['_PROVIDER']._serialized_end=607
-  _globals['_MODEL']._serialized_start=609
-  _globals['_MODEL']._serialized_end=711
-  _globals['_PROVIDERSTATS']._serialized_start=714
-  _globals['_PROVIDERSTATS']._serialized_end=938
-  _globals['_PROVIDERSERVICE']._serialized_start=1354
-  _globals['_PROVIDERSERVICE']._serialized_end=1560
+  _globals['_PROVIDERTYPE']._serialized_start=1775
+  _globals['_PROVIDERTYPE']._serialized_end=1964
+  _globals['_HEALTHSTATE']._serialized_start=1967
+  _globals['_HEALTHSTATE']._serialized_end=2185
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=154
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=176
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=178
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=245
+  _globals['_WATCHPROVIDERSREQUEST']._serialized_start=247
+  _globals['_WATCHPROVIDERSREQUEST']._serialized_end=270
+  _globals['_WATCHPROVIDERSRESPONSE']._serialized_start=272
+  _globals['_WATCHPROVIDERSRESPONSE']._serialized_end=339
+  _globals['_PROVIDER']._serialized_start=342
+  _globals['_PROVIDER']._serialized_end=673
+  _globals['_MODEL']._serialized_start=676
+  _globals['_MODEL']._serialized_end=968
+  _globals['_MODELSTATS']._serialized_start=971
+  _globals['_MODELSTATS']._serialized_end=1123
+  _globals['_WINDOWSTATS']._serialized_start=1126
+  _globals['_WINDOWSTATS']._serialized_end=1283
+  _globals['_ERRORCOUNT']._serialized_start=1285
+  _globals['_ERRORCOUNT']._serialized_end=1358
+  _globals['_RATELIMITHEADROOM']._serialized_start=1360
+  _globals['_RATELIMITHEADROOM']._serialized_end=1481
+  _globals['_PROVIDERSTATS']._serialized_start=1484
+  _globals['_PROVIDERSTATS']._serialized_end=1772
+  _globals['_PROVIDERSERVICE']._serialized_start=2188
+  _globals['_PROVIDERSERVICE']._serialized_end=2394
 # @@protoc_insertion_point(module_scope)

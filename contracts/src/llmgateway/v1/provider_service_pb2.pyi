@@ -1,6 +1,8 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from llmgateway.v1 import chat_service_pb2 as _chat_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -87,19 +89,75 @@ class Provider(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ProviderType, str]] = ..., configured: _Optional[bool] = ..., credential_source: _Optional[str] = ..., base_url: _Optional[str] = ..., health: _Optional[_Union[HealthState, str]] = ..., cooldown_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., stats: _Optional[_Union[ProviderStats, _Mapping]] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "context_window", "input_usd_per_mtok", "output_usd_per_mtok")
+    __slots__ = ("name", "context_window", "input_usd_per_mtok", "output_usd_per_mtok", "health", "cooldown_until", "stats", "headroom")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
     INPUT_USD_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_USD_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    COOLDOWN_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    HEADROOM_FIELD_NUMBER: _ClassVar[int]
     name: str
     context_window: int
     input_usd_per_mtok: float
     output_usd_per_mtok: float
-    def __init__(self, name: _Optional[str] = ..., context_window: _Optional[int] = ..., input_usd_per_mtok: _Optional[float] = ..., output_usd_per_mtok: _Optional[float] = ...) -> None: ...
+    health: HealthState
+    cooldown_until: _timestamp_pb2.Timestamp
+    stats: ModelStats
+    headroom: _containers.RepeatedCompositeFieldContainer[RateLimitHeadroom]
+    def __init__(self, name: _Optional[str] = ..., context_window: _Optional[int] = ..., input_usd_per_mtok: _Optional[float] = ..., output_usd_per_mtok: _Optional[float] = ..., health: _Optional[_Union[HealthState, str]] = ..., cooldown_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stats: _Optional[_Union[ModelStats, _Mapping]] = ..., headroom: _Optional[_Iterable[_Union[RateLimitHeadroom, _Mapping]]] = ...) -> None: ...
+
+class ModelStats(_message.Message):
+    __slots__ = ("windows", "ttft_p50_ms", "ttft_p95_ms", "output_tokens_per_second", "in_flight")
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    windows: _containers.RepeatedCompositeFieldContainer[WindowStats]
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    output_tokens_per_second: float
+    in_flight: int
+    def __init__(self, windows: _Optional[_Iterable[_Union[WindowStats, _Mapping]]] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p95_ms: _Optional[float] = ..., output_tokens_per_second: _Optional[float] = ..., in_flight: _Optional[int] = ...) -> None: ...
+
+class WindowStats(_message.Message):
+    __slots__ = ("window", "requests", "failures", "success_rate", "errors")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    window: _duration_pb2.Duration
+    requests: int
+    failures: int
+    success_rate: float
+    errors: _containers.RepeatedCompositeFieldContainer[ErrorCount]
+    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., success_rate: _Optional[float] = ..., errors: _Optional[_Iterable[_Union[ErrorCount, _Mapping]]] = ...) -> None: ...
+
+class ErrorCount(_message.Message):
+    __slots__ = ("reason", "count")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    reason: _chat_service_pb2.FailureReason
+    count: int
+    def __init__(self, reason: _Optional[_Union[_chat_service_pb2.FailureReason, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class RateLimitHeadroom(_message.Message):
+    __slots__ = ("limit", "remaining", "limit_value", "resets_at")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RESETS_AT_FIELD_NUMBER: _ClassVar[int]
+    limit: str
+    remaining: int
+    limit_value: int
+    resets_at: _timestamp_pb2.Timestamp
+    def __init__(self, limit: _Optional[str] = ..., remaining: _Optional[int] = ..., limit_value: _Optional[int] = ..., resets_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ProviderStats(_message.Message):
-    __slots__ = ("requests", "failures", "error_rate", "ttft_p50_ms", "ttft_p95_ms", "latency_p50_ms", "latency_p95_ms", "cost_usd", "input_tokens", "output_tokens")
+    __slots__ = ("requests", "failures", "error_rate", "ttft_p50_ms", "ttft_p95_ms", "latency_p50_ms", "latency_p95_ms", "cost_usd", "input_tokens", "output_tokens", "windows", "in_flight")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +168,8 @@ class ProviderStats(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     requests: int
     failures: int
     error_rate: float
@@ -120,4 +180,6 @@ class ProviderStats(_message.Message):
     cost_usd: float
     input_tokens: int
     output_tokens: int
-    def __init__(self, requests: _Optional[int] = ..., failures: _Optional[int] = ..., error_rate: _Optional[float] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p95_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+    windows: _containers.RepeatedCompositeFieldContainer[WindowStats]
+    in_flight: int
+    def __init__(self, requests: _Optional[int] = ..., failures: _Optional[int] = ..., error_rate: _Optional[float] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p95_ms: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[WindowStats, _Mapping]]] = ..., in_flight: _Optional[int] = ...) -> None: ...
