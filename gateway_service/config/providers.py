@@ -94,9 +94,9 @@ class ProviderTimeouts(Frozen):
     connect_timeout_s: NonNegativeFloat = 5.0
     """TCP/TLS connect."""
     first_token_timeout_s: NonNegativeFloat = 30.0
-    """From the start of the attempt to the first output."""
+    """From the start of the attempt to the first output (text, reasoning or a tool call's pieces)."""
     idle_timeout_s: NonNegativeFloat = 30.0
-    """Longest gap between chunks once output flows."""
+    """Longest gap between outputs once output flows; chunks without any (empty deltas, pings) do not reset it."""
 
 
 DEFAULT_TIMEOUTS = ProviderTimeouts()

@@ -186,3 +186,14 @@ class Finished:
 
 
 ProviderEvent = TextDelta | ReasoningDelta | ToolCallDelta | UsageReport | Finished
+
+
+def carries_output(event: ProviderEvent) -> bool:
+    """True for an event with something for the caller in it; False for an empty delta, usage, the end."""
+    if isinstance(event, TextDelta):
+        return bool(event.text)
+    if isinstance(event, ReasoningDelta):
+        return bool(event.text or event.signature or event.redacted_data)
+    if isinstance(event, ToolCallDelta):
+        return bool(event.id or event.name or event.arguments_json)
+    return False

@@ -2,7 +2,7 @@
 
 Stream timeouts are enforced here, and only here (the Pacer), rather than in the SDKs because the SDKs
 only know a per-read timeout: the gateway needs "first token within X" (measured from the start of the
-attempt, across connect, headers and any keep-alive chunks), "no gap longer than Y between chunks" and
+attempt, across connect, headers and any keep-alive chunks), "no gap longer than Y between outputs" and
 "the attempt ends by its deadline". The pipeline sets those limits (domain/deadlines.py); an adapter
 called on its own gets its provider's (`provider_deadlines`).
 """
@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from gateway_service.domain.deadlines import StreamDeadlines
 from gateway_service.domain.failures import FailureKind, ProviderError
-from gateway_service.domain.request import ChatRequest, Finished, ProviderEvent, ToolCallDelta
+from gateway_service.domain.request import ChatRequest, Finished, ProviderEvent, ToolCallDelta, carries_output
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.http_spans import end_unanswered
 from gateway_service.providers.scrub import scrub, scrub_id
@@ -30,20 +30,29 @@ C_contra = TypeVar("C_contra", contravariant=True)
 
 
 class Pacer:
-    """Enforces one attempt's StreamDeadlines around each await on the upstream, in whichever task awaits."""
+    """Enforces one attempt's StreamDeadlines around each await on the upstream, in whichever task awaits.
+
+    The idle timer runs from the first wait after an output (`output`) until the next output: time spent
+    handing the output to the caller is not the upstream's, and the waits for chunks that carry no output
+    (`carries_output`) all count against the same gap.
+    """
 
     def __init__(self, deadlines: StreamDeadlines) -> None:
         self._loop = asyncio.get_running_loop()
         self._deadlines = deadlines
         self._output_started = False
+        self._idle_from: float | None = None  # when the current gap between outputs began
         self._watchdog = Watchdog(self._loop)
 
-    def output_started(self) -> None:
-        self._output_started = True
+    def output(self) -> None:
+        """An output went to the caller: the next wait starts a new gap."""
+        self._output_started, self._idle_from = True, None
 
     async def wait(self, awaitable: Awaitable[T]) -> T:
         """Await `awaitable` within the current limit, raising ProviderError(TIMEOUT) past it."""
-        limit = self._deadlines.limit(self._loop.time(), self._output_started)
+        if self._output_started and self._idle_from is None:
+            self._idle_from = self._loop.time()
+        limit = self._deadlines.limit(self._idle_from)
         try:
             return await self._watchdog.wait(awaitable, limit)
         except Expired as exc:
@@ -165,7 +174,8 @@ async def drive(
                     raise
                 break  # the answer is whole; only trailing events (usage, [DONE], message_stop) were lost
             for event in state.feed(chunk):
-                pacer.output_started()
+                if carries_output(event):
+                    pacer.output()
                 yield _scrub_ids(event, secrets)
         finished = state.finish()
         outcome = "ok"  # whole, even if the caller stops reading after the last event

@@ -19,7 +19,16 @@ from gateway_service.config import (
     ProviderSpec,
 )
 from gateway_service.domain.deadlines import StreamDeadlines
-from gateway_service.domain.request import ChatRequest, Finished, FinishReason, Message, ProviderEvent, Role, TextDelta
+from gateway_service.domain.request import (
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Message,
+    ProviderEvent,
+    Role,
+    TextDelta,
+    carries_output,
+)
 from gateway_service.providers.base import ProviderConfig
 from gateway_service.providers.streaming import Pacer
 
@@ -87,7 +96,8 @@ class ScriptedAdapter:
                 elif isinstance(step, Exception):
                     raise step
                 else:
-                    pacer.output_started()
+                    if carries_output(step):
+                        pacer.output()
                     yield step
         finally:
             pacer.close()

@@ -8,6 +8,7 @@ made as they are sent (tests/gateway/rawhttp.py serves them), read by the real S
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -17,6 +18,13 @@ from gateway_service.providers import ProviderAdapter, create_adapter
 from gateway_service.providers.streaming import provider_deadlines
 from tests.gateway.rawhttp import chunk, head, sse_frames
 from tests.gateway.test_provider_streams import config_for
+
+# The SDKs load at collection, not inside the first test that makes an adapter (create_adapter imports an SDK
+# when first used): anthropic's import alone takes seconds on a loaded machine, which no test here is about.
+importlib.import_module("gateway_service.providers.anthropic")
+importlib.import_module("gateway_service.providers.cohere")
+importlib.import_module("gateway_service.providers.gemini")
+importlib.import_module("gateway_service.providers.openai")
 
 KINDS = ["openai_compatible", "anthropic", "gemini", "cohere"]
 STACKS = ["aiohttp", "httpx"]
