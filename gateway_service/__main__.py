@@ -8,11 +8,10 @@ from collections.abc import Sequence
 
 from gateway_service.config.serve import GatewaySecurity, ServeSettings, redis_host_problem
 from gateway_service.errors import ConfigError
-from servicekit import callers, logs
-from servicekit.callers import SetupError
+from servicekit import callers
 from servicekit.security import Security
-from servicekit.settings import LogSettings, SettingsError, add_flags, build
-from servicekit.startup import run_forever
+from servicekit.settings import LogSettings, add_flags, from_command_line
+from servicekit.startup import run_command, run_forever
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(serve, ServeSettings)
     add_flags(serve, GatewaySecurity)
     serve.add_argument(
-        "--check-config", action="store_true", help="validate the configuration, print a summary (no secrets) and exit"
+        "--check-config",
+        action="store_true",
+        help="validate the configuration as serve would (exit 2 on what it refuses), print a summary (no secrets) "
+        "and exit; default off",
     )
     serve.set_defaults(handler=_serve)
     return parser
@@ -33,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway_service import config, server
     from gateway_service.config.summary import summary
 
-    serve_settings = build(ServeSettings, args, security=build(GatewaySecurity, args))
+    serve_settings = from_command_line(ServeSettings, args)
     settings = config.load(serve_settings.config)
     redis = redis_host_problem(settings.limits)
     if redis:
@@ -58,15 +60,7 @@ def _refusals(security: Security) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        logs.configure(build(LogSettings, args).log_level)
-        code: int = args.handler(args)
-    except (ConfigError, SettingsError, SetupError) as exc:
-        print(f"gateway-service: {exc}", file=sys.stderr)
-        return 2
-    return code
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

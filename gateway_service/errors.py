@@ -19,7 +19,9 @@
           +-- MidStreamFailure              UNAVAILABLE: a provider failed after output was sent (policy FAIL)
           +-- DeadlineExhausted             DEADLINE_EXCEEDED: too little of the deadline left for an attempt
 
-ConfigError is not a ServiceError: it stops the process at start-up, naming the exact key path.
+ConfigError is not a ServiceError: it stops the process at start-up (exit code 2), naming the exact key path of the
+YAML file. It is a servicekit.settings SettingsError, as a bad flag or variable is, so both services report every
+configuration error the same way (servicekit.startup.run_command).
 
 Domain code raises these; only the servicer boundary (servicekit.boundary) turns them into a status.
 ErrorInfo metadata lists each attempt as `attempt_N: "provider/model reason: message"` so a caller learns
@@ -31,9 +33,10 @@ from __future__ import annotations
 from google.rpc import code_pb2
 
 from servicekit.errors import ServiceError
+from servicekit.settings import SettingsError
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingsError):
     """The configuration is invalid; the message names the file and the key path."""
 
 

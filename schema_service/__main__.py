@@ -1,5 +1,6 @@
-"""`schema-service` command line: `serve` runs the gRPC server; `migrate`, `status`, `verify`, `lint`, `repair` and
-`baseline` manage the schema (exit codes: 0 done, 1 the command found or hit a problem, 2 bad configuration)."""
+"""`schema-service` command line: `serve` runs the gRPC server; `migrate`, `status`, `verify`, `lint`, `repair`,
+`baseline` and `import-history` manage the schema, `usage` reports the usage ledger (exit codes: 0 done, 1 the
+command found or hit a problem, 2 bad configuration)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ from collections.abc import Sequence
 
 from schema_service import cli
 from schema_service.config import MigrationSettings, SchemaSecurity, Settings
-from schema_service.errors import ConfigError
-from servicekit import logs
-from servicekit.callers import SetupError
-from servicekit.settings import LogSettings, add_flags, build
-from servicekit.startup import run_forever
+from servicekit.settings import LogSettings, add_flags, from_command_line
+from servicekit.startup import run_command, run_forever
 
-SERVE_MIGRATION_FLAGS = ("migrations_dir", "migrate_on_start", "scratch_url", "allow_out_of_order")
+SERVE_MIGRATION_FLAGS = ("migrations_dir", "file_format", "migrate_on_start", "scratch_url", "allow_out_of_order")
 
 
 def add_database_args(parser: argparse.ArgumentParser) -> None:
@@ -40,19 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from schema_service import server
 
-    run_forever(server.run(Settings.from_flags(args)))
+    run_forever(server.run(from_command_line(Settings, args)))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        logs.configure(build(LogSettings, args).log_level)
-        code: int = args.handler(args)
-    except (ConfigError, SetupError) as exc:
-        print(f"schema-service: {exc}", file=sys.stderr)
-        return 2
-    return code
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

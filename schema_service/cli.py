@@ -30,7 +30,7 @@ from schema_service.migrate.events import (
     StatementFinished,
 )
 from schema_service.usage.report import add_usage_args, usage_report
-from servicekit.settings import add_flags
+from servicekit.settings import add_flags, from_command_line
 
 AddDatabaseArgs = Callable[[argparse.ArgumentParser], None]
 
@@ -39,7 +39,7 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     """Add the migration subcommands to the `schema-service` parser."""
     migrate = commands.add_parser("migrate", help="apply pending migrations")
     add_database_args(migrate)
-    migrate.add_argument("--target", type=int, help="stop after this version")
+    migrate.add_argument("--target", type=int, metavar="VERSION", help="stop after this version (default: the newest)")
     migrate.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     timeouts = ("lock_timeout_s", "statement_timeout_s", "lock_wait_s")
     add_flags(migrate, MigrationSettings, ("allow_out_of_order", "wait_for_database", *timeouts))
@@ -64,11 +64,11 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
         "--write",
         metavar="NNN_NAME.SQL",
         help="with --plan-repair: write the plan as this migration file in the migrations folder (indexes, built "
-        "CONCURRENTLY, go to the next version's file)",
+        "CONCURRENTLY, go to the next version's file); default: print it",
     )
     verify.set_defaults(handler=_sync(_verify))
     lint = commands.add_parser("lint", help="squawk and our rules over the migration files")
-    add_database_args(lint)
+    add_flags(lint, MigrationSettings, ("migrations_dir", "file_format"))  # the files only: no database
     lint.add_argument("--json", action="store_true", help="print the findings as JSON instead of text")
     lint.set_defaults(handler=_sync(_lint))
     repair = commands.add_parser("repair", help="accept changed checksums, forget failed attempts")
@@ -84,7 +84,9 @@ def register(commands: Any, add_database_args: AddDatabaseArgs) -> None:
     add_database_args(imported)
     imported.set_defaults(handler=_sync(_import_history))
     usage = commands.add_parser("usage", help="spend and tokens from the usage ledger, grouped, as a table")
-    add_flags(usage, Settings, ("database_url", "data_dir"))  # not the migration flags: --format is the output's
+    add_flags(
+        usage, Settings, ("database_url", "embedded", "data_dir")
+    )  # not the migration flags: --format is the output's
     add_usage_args(usage)
     usage.set_defaults(handler=_sync(_usage))
 
@@ -95,7 +97,7 @@ def _sync(
     """Run an async command; domain errors print to stderr and exit 1, an unreachable database or a bad setting 2."""
 
     def run(args: argparse.Namespace) -> int:
-        settings = Settings.from_flags(args)
+        settings = from_command_line(Settings, args)
         dsn = ""
 
         async def main() -> int:

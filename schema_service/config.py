@@ -9,7 +9,6 @@ as `**********` (redact_url shows one with only its password hidden).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
@@ -20,7 +19,7 @@ from pydantic_settings import SettingsConfigDict
 from servicekit.addresses import PORT_RANGE, host_port_problem
 from servicekit.concurrency import Limits
 from servicekit.security import Security
-from servicekit.settings import ServiceSettings, build, invalid, setting
+from servicekit.settings import ServiceSettings, invalid, setting
 
 PACKAGE_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Layouts of migration folders (schema_service.migrate.layouts; `--format`).
@@ -89,7 +88,8 @@ class MigrationSettings(ServiceSettings):
         metavar="DIR",
         shown="the packaged schema_service/migrations",
     )
-    """Folder of NNN_name.sql migrations (or of another tool's files, see file_format)."""
+    """Folder of NNN_name.sql migrations, or of another tool's files (--format, env
+    SCHEMA_SERVICE_MIGRATIONS_FORMAT)."""
     file_format: FileFormat = setting(
         "native", flag="--format", env="SCHEMA_SERVICE_MIGRATIONS_FORMAT", metavar="FORMAT"
     )
@@ -110,7 +110,7 @@ class MigrationSettings(ServiceSettings):
     """Apply files older than the applied version."""
     wait_for_database: bool = setting(False, flag="--wait-for-database", const=True)
     """migrate: while the database cannot be reached yet (nothing listens, the name does not resolve, PostgreSQL
-    is starting up), retry within lock_wait_s, printing a line each time, instead of exiting 2 at once; the
+    is starting up), retry within --lock-wait, printing a line each time, instead of exiting 2 at once; the
     manifests' init container passes it, so a pod starting beside its PostgreSQL waits instead of crash-looping."""
     lock_retries: Annotated[int, Field(ge=0)] = 3
     """A statement that hits lock_timeout is retried this many times, waiting lock_retry_backoff_s, then twice that,
@@ -197,9 +197,9 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SCHEMA_SERVICE_")
 
     database_url: PostgresUrl = setting(None, flag="--database-url", env="DATABASE_URL", metavar="URL")
-    """PostgreSQL URL (every command but lint); without one, --embedded is needed."""
+    """PostgreSQL URL; without one, a command stops with exit 2 unless given --embedded."""
     embedded: bool = setting(False, flag="--embedded", const=True)
-    """Without a database URL, use the embedded PostgreSQL under data_dir, started on demand (make run passes it).
+    """Without a database URL, use the embedded PostgreSQL under --data-dir, started on demand (make run passes it).
     Without either, every command but lint stops with exit 2 rather than work on a throwaway database."""
     data_dir: Path = setting(Path(".data/postgres"), flag="--data-dir", metavar="DIR")
     """Data folder of the embedded PostgreSQL (with --embedded)."""
@@ -216,11 +216,11 @@ class Settings(ServiceSettings):
     readiness_interval_s: Seconds = setting(2.0, flag="--readiness-interval", metavar="S")
     """Seconds between the database checks behind readiness."""
     max_message_bytes: Annotated[int, Field(gt=0)] = setting(17 * 1024 * 1024, flag="--max-message-bytes", metavar="N")
-    """Largest gRPC message in or out: a full batch (metrics.max_batch_bytes, 16 MiB) and 1 MiB to spare; larger is
-    refused unread."""
+    """Largest gRPC message in or out: a full batch (SCHEMA_SERVICE_METRICS_MAX_BATCH_BYTES, 16 MiB) and 1 MiB to
+    spare; larger is refused unread."""
     max_concurrent_rpcs: Annotated[int, Field(gt=0)] = setting(128, flag="--max-concurrent-rpcs", metavar="N")
-    """Calls served at once; more are refused with RESOURCE_EXHAUSTED before their messages are read, which bounds
-    memory."""
+    """gRPC's own cap on calls in progress (grpc.aio's maximum_concurrent_rpcs), Health and reflection included;
+    past it gRPC refuses with RESOURCE_EXHAUSTED before reading a message. Callers' calls meet --max-calls first."""
     migration: MigrationSettings = Field(default_factory=MigrationSettings)
     """SCHEMA_SERVICE_MIGRATION_* (below)."""
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
@@ -239,16 +239,6 @@ class Settings(ServiceSettings):
                 f"({self.max_message_bytes})",
             )
         return self
-
-    @classmethod
-    def from_flags(cls, args: argparse.Namespace) -> Settings:
-        """Flags on this command line, else the environment, else the defaults; ConfigError names a bad one."""
-        nested = {
-            "migration": build(MigrationSettings, args),
-            "metrics": build(MetricsSettings),
-            "usage": build(UsageSettings),
-        }
-        return build(cls, args, security=build(SchemaSecurity, args), **nested)
 
     @property
     def dsn(self) -> str | None:

@@ -21,7 +21,7 @@
 
 ConfigError is not a ServiceError: it stops the process at start-up (exit code 2), naming the setting, its flag
 and its environment variable. The service's only configuration is its flags and environment, so it is
-servicekit.settings' SettingsError itself (the gateway's ConfigError is about its YAML file).
+servicekit.settings' SettingsError itself (the gateway's ConfigError, about its YAML file, is one too).
 
 Domain code raises these; only the servicer boundary (schema_service.api.boundary) turns them into a status.
 schema_service.dberrors turns every database failure into one of the Database*/SchemaMismatch/ValueRejected

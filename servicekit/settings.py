@@ -102,8 +102,15 @@ def default_text(info: FieldInfo) -> str:
 
 
 def help_text(model: type[BaseSettings], name: str) -> str:
+    """The meaning, the variable and the default as the flag sees it: a switch is off unless given (`--no-migrate`
+    sets migrate_on_start false, and its variable does the same with `=false`)."""
     info = model.model_fields[name]
     meaning = re.sub(r"\s+", " ", info.description or "").strip()
+    const = extra(info).get("const")
+    if const is not None:
+        variable = f"{env_name(model, name)}={str(const).lower()}"
+        default = "on" if info.default == const else "off"
+        return f"{meaning} (env {variable}; default {default})".replace("%", "%%")
     return f"{meaning} (env {env_name(model, name)}; default {default_text(info)})".replace("%", "%%")
 
 
@@ -130,8 +137,12 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseSettings], names:
 
 
 def flags_given(model: type[BaseSettings], args: argparse.Namespace) -> dict[str, Any]:
-    """The fields set by flags on this command line."""
-    return {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
+    """The fields set by their own flags on this command line (another flag's value of the same name is not one)."""
+    return {
+        name: getattr(args, name)
+        for name, info in model.model_fields.items()
+        if extra(info).get("flag") and getattr(args, name, None) is not None
+    }
 
 
 def build(model: type[S], args: argparse.Namespace | None = None, **values: Any) -> S:
@@ -141,6 +152,25 @@ def build(model: type[S], args: argparse.Namespace | None = None, **values: Any)
         return model(**given)
     except ValidationError as exc:
         raise SettingsError(describe(model, exc.errors()[0])) from None
+
+
+def from_command_line(model: type[S], args: argparse.Namespace) -> S:
+    """A command's settings, the one way both services build them: each section that is settings itself
+    (`security`, `migration`, `metrics`, ...: the class its default is made from) from the same flags and its
+    own environment, then the model around them; flag over variable over default throughout, and a bad value
+    is a SettingsError naming the setting, its flag and its variable."""
+    sections = {name: from_command_line(kind, args) for name, kind in _sections(model).items()}
+    return build(model, args, **sections)
+
+
+def _sections(model: type[BaseSettings]) -> dict[str, type[BaseSettings]]:
+    found = {}
+    for name, info in model.model_fields.items():
+        for kind in (info.default_factory, info.annotation):
+            if isinstance(kind, type) and issubclass(kind, BaseSettings):
+                found[name] = kind
+                break
+    return found
 
 
 def invalid(key: str, message: str) -> PydanticCustomError:

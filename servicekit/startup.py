@@ -14,17 +14,21 @@ is made once per service and tested as it runs.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-from collections.abc import Callable, Coroutine
+import sys
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 import grpc
 
-from servicekit import native_logs
+from servicekit import logs, native_logs
+from servicekit.callers import SetupError
 from servicekit.metrics import Endpoint, Registry
 from servicekit.security import Security
 from servicekit.server import Lifecycle, serve
+from servicekit.settings import LogSettings, SettingsError, build
 
 
 class Listening(Protocol):
@@ -94,6 +98,19 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Both services' `main`: parse the command line, point the logs at stderr at its --log-level, run the
+    command's handler; a bad setting (SettingsError: a flag, a variable, the gateway's file) or a set-up that
+    cannot work (SetupError: TLS files, the callers file) is one line `<prog>: <what and where>`, exit code 2."""
+    args = parser.parse_args(argv)
+    try:
+        logs.configure(build(LogSettings, args).log_level)
+        return int(args.handler(args))
+    except (SettingsError, SetupError) as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
 
 
 def run_forever(main: Coroutine[Any, Any, None]) -> None:

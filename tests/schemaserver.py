@@ -47,16 +47,43 @@ def settings_for(
     )
 
 
+async def _started(settings: Settings, ready: bool, tracing: Tracing | None = None) -> server.Running:
+    running = await server.start(settings, tracing)
+    if ready:
+        await running.app.ready.wait()
+        await running.background.housekept()
+    return running
+
+
 @asynccontextmanager
 async def schema_server(
     settings: Settings, *, ready: bool = True, tracing: Tracing | None = None
 ) -> AsyncIterator[server.Running]:
     """The schema service started as `serve` starts it; stopped and closed on the way out."""
-    async with await server.start(settings, tracing) as running:
-        if ready:
-            await running.app.ready.wait()
-            await running.background.housekept()
+    async with await _started(settings, ready, tracing) as running:
         yield running
+
+
+class RestartableSchemaServer:
+    """schema_server's service, stopped and started again on the port it got first, as a restarted pod behind
+    its Service (the gateway's telemetry, usage and rotation tests)."""
+
+    def __init__(self, dsn: str, security: Security | None = None) -> None:
+        self.settings = settings_for(dsn, security=security)
+        self._running: server.Running | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.settings.port}"
+
+    async def start(self) -> None:
+        self._running = running = await _started(self.settings, ready=True)
+        self.settings = self.settings.model_copy(update={"port": running.port})
+
+    async def stop(self) -> None:
+        if self._running is not None:
+            await self._running.stop()
+        self._running = None
 
 
 async def wait_for_readiness(channel: grpc.aio.Channel, status: HealthStatus) -> None:

@@ -26,8 +26,8 @@ class ServeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
     config: Path | None = setting(None, flag="--config", env="GATEWAY_CONFIG", metavar="FILE")
-    """The YAML config file (its keys: "Gateway config file" below); without one a built-in default names the
-    common providers."""
+    """The YAML config file (its keys: docs/configuration.md); without one a built-in default names the common
+    providers."""
     host: str = setting("[::]", flag="--host")
     """Listen address."""
     port: int = setting(50051, flag="--port", metavar="PORT", ge=0, le=65535)

@@ -5,7 +5,8 @@
     migrations.py   MigrationService
     metrics.py      MetricsService (write batches read by metrics/wire.py)
     usage.py        UsageService (the usage ledger)
-    protomap.py     proto <-> domain
+    from_proto.py   requests -> domain queries (as the gateway's api/from_proto.py)
+    to_proto.py     domain results -> messages (as the gateway's api/to_proto.py)
 
 RPCs not built yet answer UNIMPLEMENTED (the generated base classes do that).
 """

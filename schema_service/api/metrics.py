@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from schema_service.api import protomap
+from schema_service.api import from_proto, to_proto
 from schema_service.api.boundary import BOUNDARY
 from schema_service.app import App
 from schema_service.errors import InvalidRequest
@@ -101,7 +101,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         return pb.WriteMetricsResponse(
             written_count=result.written_count,
             duplicate=result.duplicate,
-            summary=protomap.write_summary(request_id, result.written_count, result.duplicate),
+            summary=to_proto.write_summary(request_id, result.written_count, result.duplicate),
         )
 
     async def StreamMetrics(
@@ -116,7 +116,7 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
                     request_id=request_id,
                     written_count=result.written_count,
                     duplicate=result.duplicate,
-                    summary=protomap.write_summary(request_id, result.written_count, result.duplicate),
+                    summary=to_proto.write_summary(request_id, result.written_count, result.duplicate),
                 )
             if self.lifecycle.stopping.is_set():
                 raise ServerShuttingDown(
@@ -128,9 +128,9 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     ) -> pb.QueryMetricsResponse:
         bind_request_id(context)
         async with BOUNDARY(context, "QueryMetrics"):
-            query = protomap.metric_query(request, whose_series(request.caller))
+            query = from_proto.metric_query(request, whose_series(request.caller))
             buckets = await queries.query_metrics(self.app.require_pool(), query, timeout_s=self._timeout_s)
-        return protomap.query_response(buckets)
+        return to_proto.query_response(buckets)
 
     async def ListBaselines(
         self, request: pb.ListBaselinesRequest, context: grpc.aio.ServicerContext
@@ -139,15 +139,15 @@ class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         async with BOUNDARY(context, "ListBaselines"):
             whose = whose_series(request.caller)
             rows = await queries.list_baselines(self.app.require_pool(), request.name, whose, timeout_s=self._timeout_s)
-        return protomap.baselines_response(rows)
+        return to_proto.baselines_response(rows)
 
     async def ListAnomalies(
         self, request: pb.ListAnomaliesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAnomaliesResponse:
         bind_request_id(context)
         async with BOUNDARY(context, "ListAnomalies"):
-            since, whose = protomap.anomalies_since(request), whose_series(request.caller)
+            since, whose = from_proto.anomalies_since(request), whose_series(request.caller)
             rows = await queries.list_anomalies(
                 self.app.require_pool(), request.name, since, request.page_size, whose, timeout_s=self._timeout_s
             )
-        return protomap.anomalies_response(rows)
+        return to_proto.anomalies_response(rows)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from schema_service.api import protomap
+from schema_service.api import to_proto
 from schema_service.api.boundary import BOUNDARY
 from schema_service.app import App
 from schema_service.drift.verify import verify
@@ -47,13 +47,13 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
                 settings = settings.model_copy(update={"allow_out_of_order": True})
             options = RunOptions(settings=settings, target=request.target_version or None, dry_run=request.dry_run)
             async for event in migrate(self.app.dsn, options):
-                yield protomap.migrate_event(event)
+                yield to_proto.migrate_event(event)
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
         bind_request_id(context)
         async with BOUNDARY(context, "GetStatus"):
             report = await status(self.app.dsn, self.app.settings.migration)
-        return protomap.status_response(report)
+        return to_proto.status_response(report)
 
     async def VerifySchema(
         self, request: pb.VerifySchemaRequest, context: grpc.aio.ServicerContext
@@ -62,7 +62,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
         settings = self.app.settings.migration
         async with BOUNDARY(context, "VerifySchema"):
             differences = await verify(self.app.dsn, settings, scratch_url=settings.scratch_dsn)
-        return protomap.verify_response(differences)
+        return to_proto.verify_response(differences)
 
     async def LintMigrations(
         self, request: pb.LintMigrationsRequest, context: grpc.aio.ServicerContext
@@ -71,7 +71,7 @@ class MigrationServicer(migration_service_pb2_grpc.MigrationServiceServicer):
         async with BOUNDARY(context, "LintMigrations"):
             migration = self.app.settings.migration
             findings = await lint_dir(migration.migrations_dir, migration.file_format)
-        return protomap.lint_response(findings)
+        return to_proto.lint_response(findings)
 
     async def WaitForVersion(
         self, request: pb.WaitForVersionRequest, context: grpc.aio.ServicerContext

@@ -70,3 +70,56 @@ def test_the_command_runs_on_the_shared_loop(service: str) -> None:
         if isinstance(call.func, ast.Attribute) and ast.unparse(call.func.value) in ("asyncio", "uvloop")
     ]
     assert own_loop == [], f"{main} picks its own event loop"
+
+
+SERVE = {
+    "gateway-service": ("gateway_service.__main__", ["serve"], "GATEWAY_"),
+    "schema-service": ("schema_service.__main__", ["serve"], "SCHEMA_SERVICE_"),
+}
+
+
+def refusal(prog: str, argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """Exit code and stderr of `prog serve ...` run in-process through its main()."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+
+    module, command, _ = SERVE[prog]
+    for name in ("GATEWAY_PORT", "SCHEMA_SERVICE_PORT", "MAX_CALLS", "INSECURE_DEV", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            code = importlib.import_module(module).main([*command, *argv])
+    finally:
+        root.handlers[:], root.level = handlers, level
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("prog", SERVE)
+def test_both_services_build_settings_one_way_and_say_what_is_wrong_alike(
+    prog: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """servicekit.settings.from_command_line builds both `serve` commands' settings (nested sections too) and
+    servicekit.startup.run_command reports them: flag over variable, one line naming flag and variable, exit 2."""
+    prefix = SERVE[prog][2]
+    port = f"Config 'port' (--port, env {prefix}PORT) must be an integer, got 'fifty'"
+    assert refusal(prog, ["--port", "fifty"], {}, monkeypatch) == (2, f"{prog}: {port}\n")
+    assert refusal(prog, [], {f"{prefix}PORT": "fifty"}, monkeypatch) == (2, f"{prog}: {port}\n")
+    assert refusal(prog, ["--port", "fifty"], {f"{prefix}PORT": "1"}, monkeypatch) == (2, f"{prog}: {port}\n")
+    calls = "Config 'max_calls' (--max-calls, env MAX_CALLS) must be greater than 0, got '0'"
+    assert refusal(prog, ["--max-calls", "0"], {}, monkeypatch) == (2, f"{prog}: {calls}\n")
+    assert refusal(prog, [], {"MAX_CALLS": "0"}, monkeypatch) == (2, f"{prog}: {calls}\n")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_both_commands_are_run_and_configured_through_servicekit(service: str) -> None:
+    main = ROOT / service / "__main__.py"
+    assert calls_to("run_command", main), f"{main} reports errors its own way"
+    assert calls_to("from_command_line", main), f"{main} builds its settings its own way"
+    assert not calls_to("build", main), f"{main} builds settings by hand"

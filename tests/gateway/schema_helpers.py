@@ -1,5 +1,5 @@
-"""The real schema service (its servicers, PostgreSQL behind them) in-process on a port it keeps across
-restarts, a gateway reporting to it, and what PostgreSQL stored: for the telemetry outage and rotation tests."""
+"""A gateway reporting to the real schema service (started, and restarted on its port, by tests/schemaserver.py's
+RestartableSchemaServer), and what PostgreSQL stored: for the telemetry outage, usage and rotation tests."""
 
 from __future__ import annotations
 
@@ -17,11 +17,9 @@ from gateway_service.sender import BufferedSender
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
-from schema_service import server as schema_server
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from servicekit.security import Security
 from tests.gateway.e2e_helpers import Upstream, gateway_config, user
-from tests.schemaserver import settings_for
 
 METRICS_PER_CHAT = 5  # one successful attempt: duration, ttft, input and output tokens, cost
 # Batches leave at once and failed ones are tried again within tenths of a second: the faults under test
@@ -29,31 +27,6 @@ METRICS_PER_CHAT = 5  # one successful attempt: duration, ttft, input and output
 FAST_TELEMETRY = TelemetrySettings(
     batch_size=10, flush_interval_s=0.02, retry_initial_s=0.05, retry_max_s=0.2, shutdown_flush_s=0
 )
-
-
-class SchemaService:
-    """Start, stop and start again on the same port, as a restarted pod behind its Service (started as `serve`
-    starts it: tests/schemaserver.py)."""
-
-    def __init__(self, dsn: str, security: Security | None = None) -> None:
-        self.dsn, self.security = dsn, security or Security(insecure_dev=True)
-        self.port = 0
-        self._running: schema_server.Running | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        settings = settings_for(self.dsn, security=self.security).model_copy(update={"port": self.port})
-        self._running = running = await schema_server.start(settings)
-        self.port = running.port
-        await running.app.ready.wait()
-
-    async def stop(self) -> None:
-        if self._running is not None:
-            await self._running.stop()
-        self._running = None
 
 
 @dataclass

@@ -19,7 +19,8 @@ from schemaservice.v1 import metrics_service_pb2 as mpb
 from schemaservice.v1 import metrics_service_pb2_grpc
 from servicekit.security import Security
 from servicekit.tls import ClientCredentials
-from tests.gateway.schema_helpers import METRICS_PER_CHAT, Reporting, SchemaService, replace, stored, with_reporting
+from tests.gateway.schema_helpers import METRICS_PER_CHAT, Reporting, replace, stored, with_reporting
+from tests.schemaserver import RestartableSchemaServer
 from tests.servicekit.certs import Authority
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,7 +40,7 @@ async def test_a_rotated_token_file_is_read_again_and_no_metric_is_lost(
     callers_file, token = tmp_path / "callers.yaml", tmp_path / "token"
     replace(callers_file, callers("token-1"))
     replace(token, b"token-1\n")
-    schema = SchemaService(migrated_db, Security(tls_cert=cert, tls_key=key, callers=callers_file))
+    schema = RestartableSchemaServer(migrated_db, Security(tls_cert=cert, tls_key=key, callers=callers_file))
     await schema.start()
 
     async def rotate_during_chats(gateway: Reporting) -> None:
@@ -85,7 +86,7 @@ async def test_a_rotated_client_certificate_opens_a_new_channel_and_no_metric_is
         'callers:\n  - {name: gateway, tls_subject: "CN=gateway", roles: [metrics.write, usage.write]}\n'
     )
     security = Security(tls_cert=cert, tls_key=key, tls_client_ca=client_ca, callers=callers_file)
-    schema = SchemaService(migrated_db, security)
+    schema = RestartableSchemaServer(migrated_db, security)
     await schema.start()
     gateway_cert, gateway_key = tmp_path / "gateway.crt", tmp_path / "gateway.key"
     issued = old_ca.issue("gateway", server=False)
@@ -139,7 +140,7 @@ async def test_a_call_in_flight_when_the_certificate_changes_ends_ok_on_the_old_
         'callers:\n  - {name: gateway, tls_subject: "CN=gateway", roles: [metrics.write, usage.write]}\n'
     )
     ca_file = client_ca.write(tmp_path / "client-ca.crt")
-    schema = SchemaService(
+    schema = RestartableSchemaServer(
         migrated_db, Security(tls_cert=cert, tls_key=key, tls_client_ca=ca_file, callers=callers_file)
     )
     await schema.start()

@@ -18,7 +18,8 @@ from gateway_service.sender import BufferedSender, SendError, SenderSettings
 from llm_simulator import SimulatorHandle
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from servicekit.tls import ClientCredentials
-from tests.gateway.schema_helpers import METRICS_PER_CHAT, Reporting, SchemaService, stored, with_reporting
+from tests.gateway.schema_helpers import METRICS_PER_CHAT, Reporting, stored, with_reporting
+from tests.schemaserver import RestartableSchemaServer
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,7 +30,7 @@ BUDGET_S = 20  # only a broken sender waits this long
 async def test_metrics_of_chats_during_a_restart_arrive_once_it_is_back(
     sim: SimulatorHandle, migrated_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    schema = SchemaService(migrated_db)
+    schema = RestartableSchemaServer(migrated_db)
     await schema.start()
 
     async def restart_during_chats(gateway: Reporting) -> None:
@@ -76,7 +77,7 @@ def exposition(gateway: Reporting) -> Exposed:
 
 async def test_a_retried_batch_keeps_its_request_id_and_is_stored_once(migrated_db: str) -> None:
     """The schema service commits a batch but its answer is lost: the retry, same request_id, is not a double."""
-    schema = SchemaService(migrated_db)
+    schema = RestartableSchemaServer(migrated_db)
     await schema.start()
     channel = SchemaChannel(schema.address, ClientCredentials())
     write = metrics_sender(channel)
@@ -108,7 +109,7 @@ async def test_the_retry_info_of_the_schema_service_is_read_and_honoured(
     migrated_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     proxy, dsn = await TcpProxy.for_database(migrated_db)
-    schema = SchemaService(dsn)
+    schema = RestartableSchemaServer(dsn)
     await schema.start()
     channel = SchemaChannel(schema.address, ClientCredentials())
     try:
@@ -160,7 +161,7 @@ async def test_backoff_doubles_with_jitter_up_to_its_cap_and_a_batch_expires() -
 
 
 async def test_what_waits_at_shutdown_is_sent_within_the_grace(migrated_db: str) -> None:
-    schema = SchemaService(migrated_db)
+    schema = RestartableSchemaServer(migrated_db)
     await schema.start()
     channel = SchemaChannel(schema.address, ClientCredentials())
     write = metrics_sender(channel)

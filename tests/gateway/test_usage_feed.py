@@ -20,14 +20,14 @@ from llmgateway.v1 import chat_service_pb2 as pb
 from schemaservice.v1 import usage_service_pb2 as upb
 from schemaservice.v1 import usage_service_pb2_grpc
 from tests.gateway.e2e_helpers import user
-from tests.gateway.schema_helpers import SchemaService
 from tests.gateway.usage_helpers import ledger_rows, usage_gateway, within
+from tests.schemaserver import RestartableSchemaServer
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_every_attempt_of_a_chat_is_a_ledger_row(sim: SimulatorHandle, migrated_db: str) -> None:
-    schema = SchemaService(migrated_db)
+    schema = RestartableSchemaServer(migrated_db)
     await schema.start()
     try:
         async with usage_gateway(sim, schema.address) as gateway:

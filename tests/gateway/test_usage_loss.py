@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from llm_simulator import SimulatorHandle
-from tests.gateway.schema_helpers import SchemaService
 from tests.gateway.usage_helpers import FAIL_EVERY, Chats, UsageGateway, ledger_counts, ledger_rows, usage_gateway
+from tests.schemaserver import RestartableSchemaServer
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,7 +50,7 @@ async def check_ledger(dsn: str, gateway: UsageGateway, chats: Chats) -> None:
 async def test_a_schema_service_restart_during_chats_loses_no_usage_record(
     sim: SimulatorHandle, migrated_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    schema = SchemaService(migrated_db)
+    schema = RestartableSchemaServer(migrated_db)
     await schema.start()
     try:
         with caplog.at_level(logging.INFO, logger="gateway_service.sender"):
@@ -65,7 +65,7 @@ async def test_a_schema_service_restart_during_chats_loses_no_usage_record(
 
 async def test_a_database_cut_during_chats_loses_no_usage_record(sim: SimulatorHandle, migrated_db: str) -> None:
     proxy, dsn = await TcpProxy.for_database(migrated_db)
-    schema = SchemaService(dsn)
+    schema = RestartableSchemaServer(dsn)
     await schema.start()
     try:
         async with usage_gateway(sim, schema.address) as gateway:

@@ -95,3 +95,38 @@ def test_the_log_level_is_checked_and_any_case_will_do(monkeypatch: pytest.Monke
         "Config 'log_level' (--log-level, env LOG_LEVEL) must be one of DEBUG, INFO, WARNING, "
         "ERROR, CRITICAL, got 'LOUD'"
     )
+
+
+class Section(ServiceSettings):
+    """A nested section with its own prefix and flag."""
+
+    model_config = {"env_prefix": "SECTION_"}
+
+    depth: int = setting(3, flag="--depth", gt=0)
+    """Depth."""
+
+
+class WithSection(Example):
+    section: Section = Field(default_factory=Section)
+    """The section, built from the same command line."""
+
+
+def test_from_command_line_builds_the_sections_from_the_same_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from servicekit.settings import from_command_line
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env/db")
+    parser = argparse.ArgumentParser(prog="example")
+    add_flags(parser, WithSection)
+    add_flags(parser, Section)
+    assert from_command_line(WithSection, parser.parse_args(["--depth", "7"])).section.depth == 7
+    monkeypatch.setenv("SECTION_DEPTH", "5")
+    assert from_command_line(WithSection, parser.parse_args([])).section.depth == 5
+    assert from_command_line(WithSection, parser.parse_args(["--depth", "7"])).section.depth == 7
+    with pytest.raises(SettingsError, match=r"^Config 'depth' \(--depth, env SECTION_DEPTH\) must be greater than 0"):
+        from_command_line(WithSection, parser.parse_args(["--depth", "0"]))
+
+
+def test_only_a_fields_own_flag_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`window` has no flag: another command's argument of that name does not set it."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env/db")
+    assert build(Example, argparse.Namespace(window=99, port="7")).window == 5
