@@ -56,6 +56,19 @@ GATEWAY: list[Panel] = GRPC + [
     ("Provider health (1 = in state)", "short", [gauge("llm_gateway_provider_health", "provider, state", "max")]),
     ("Rate-limit budget events", "short", [rate("llm_gateway_limit_events_total", "event")]),
     (
+        "Success ratio (5m) and attempts in flight by model",
+        "short",
+        [
+            "min by (provider, model) (llm_gateway_model_success_ratio" + SEL[:-1] + ', window="5m"})',
+            gauge("llm_gateway_model_in_flight", "provider, model"),
+        ],
+    ),
+    (
+        "Headroom left by the providers' headers (requests, tokens) by model",
+        "short",
+        [gauge("llm_gateway_model_headroom_remaining", "provider, model, limit", "min")],
+    ),
+    (
         "Metrics waiting to be sent / dropped per second by reason / failed sends by code",
         "short",
         [
