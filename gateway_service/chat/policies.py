@@ -7,7 +7,7 @@
                     drawn at random; score: the weight (times its slow-ramp share)
     lowest_latency  the lowest expected time: the decaying average time to first token plus the request's
                     output (max_output_tokens, else OUTPUT_GUESS tokens) at the decaying tokens per second
-                    (health/statistics.py Speed); a target not measured yet goes after the measured ones;
+                    (health/statistics.py Speed); a target not measured yet goes first, to be measured;
                     `routing.exploration` of the requests, in turn, send another target first, so a slow or
                     recovered one shows when it is fast again; score: the expected milliseconds
     lowest_cost     the request's estimated input tokens and max_output_tokens (else
@@ -79,7 +79,9 @@ class LowestLatency:
 
     def order(self, candidates: Sequence[Candidate], request: ChatRequest) -> Scored:
         output = request.max_output_tokens or OUTPUT_GUESS
-        scored = _ranked([(c, self._expected_ms(c, output)) for c in candidates])
+        expected = [(c, self._expected_ms(c, output)) for c in candidates]
+        # Not measured yet first (in route order): one attempt measures it.
+        scored = sorted(expected, key=lambda pair: (pair[1] is not None, pair[1] or 0.0))
         if self.every and len(scored) > 1 and next(self._requests) % self.every == self.every - 1:
             pick = 1 + next(self._explored) % (len(scored) - 1)
             scored.insert(0, scored.pop(pick))

@@ -4,7 +4,7 @@ and the simulator speaking each provider's wire format over HTTP on 127.0.0.1.""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,14 +99,18 @@ async def gateway(
 
 @contextlib.asynccontextmanager
 async def serving(
-    sim: SimulatorHandle, cfg: config.GatewayConfig, security: Security | None = None
+    sim: SimulatorHandle,
+    cfg: config.GatewayConfig,
+    security: Security | None = None,
+    health_clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[Harness]:
     """A gateway server for `cfg` on 127.0.0.1 and a channel to it; both closed afterwards.
 
-    Plaintext, and every caller allowed unless `security` names a callers file.
+    Plaintext, and every caller allowed unless `security` names a callers file; `health_clock` replaces
+    health's monotonic clock (breakers, cooldowns, the slow ramp) with one the test moves.
     """
     settings = server.ServeSettings(host="127.0.0.1", port=0, security=security or Security(insecure_dev=True))
-    running = await server.start(cfg, settings)
+    running = await server.start(cfg, settings, health_clock=health_clock)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         yield Harness(

@@ -100,22 +100,24 @@ def test_lowest_latency_weighs_tokens_per_second_against_the_first_token() -> No
     r = routed("lowest_latency", exploration=0.0)
     r.answered("a", ttft_s=0.05, total_s=2.05, output_tokens=100)  # quick to start, 50 tokens/s
     r.answered("b", ttft_s=0.3, total_s=0.4, output_tokens=100)  # slower to start, 1000 tokens/s
+    r.answered("c", ttft_s=9.0, total_s=19.0, output_tokens=100)  # slow in every way
     assert r.first(1, max_output_tokens=10) == ["a"]
     assert r.first(1, max_output_tokens=1000) == ["b"]
 
 
-def test_lowest_latency_ranks_unmeasured_targets_after_measured_ones_in_route_order() -> None:
+def test_lowest_latency_tries_unmeasured_targets_first_in_route_order() -> None:
     r = routed("lowest_latency", exploration=0.0)
-    r.answered("c", ttft_s=0.9, total_s=1.0, output_tokens=10)
+    r.answered("a", ttft_s=0.01, total_s=0.02, output_tokens=10)
     ranking = r.router.rank(chat_request())
-    assert [c.provider.name for c in ranking.candidates] == ["c", "a", "b"]
-    assert ranking.choices["a/m"].score is None
+    assert [c.provider.name for c in ranking.candidates] == ["b", "c", "a"]
+    assert ranking.choices["b/m"].score is None
 
 
 def test_lowest_latency_averages_decay_toward_the_recent_attempts() -> None:
     r = routed("lowest_latency", exploration=0.0)
     r.answered("a", ttft_s=0.05, total_s=0.1, output_tokens=10)
     r.answered("b", ttft_s=0.1, total_s=0.2, output_tokens=10)
+    r.answered("c", ttft_s=9.0, total_s=9.1, output_tokens=10)
     assert r.first(1) == ["a"]
     for _ in range(10):
         r.answered("a", ttft_s=0.5, total_s=0.6, output_tokens=10)  # a slowed down
