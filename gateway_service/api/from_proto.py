@@ -10,6 +10,7 @@ tools is refused before any of them is looked at, so a flood of empty messages c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -61,6 +62,7 @@ EFFORTS = {
 }
 
 AnyChatRequest = pb.StreamChatRequest | pb.ChatRequest
+MAX_URL_CHARS = 8192
 
 
 def chat_request(
@@ -68,7 +70,7 @@ def chat_request(
 ) -> domain.ChatRequest:
     """The domain request, or InvalidRequest naming every bad field."""
     _raise_if_any(_counts(message, bounds))
-    violations: list[FieldViolation] = []
+    violations: list[FieldViolation] = _parts_bytes(message, bounds)
     if not message.model:
         violations.append(FieldViolation("model", "a route alias or provider/model is required"))
     if not message.messages:
@@ -127,6 +129,16 @@ def _counts(message: AnyChatRequest, bounds: RequestBounds) -> list[FieldViolati
     ]
 
 
+def _parts_bytes(message: AnyChatRequest, bounds: RequestBounds) -> list[FieldViolation]:
+    """The request's images and documents together against max_parts_bytes."""
+    total = sum(
+        len(p.image.data) + len(p.document.data) for m in message.messages[: bounds.max_messages] for p in m.parts
+    )
+    if total <= bounds.max_parts_bytes:
+        return []
+    return [FieldViolation("messages", f"images and documents of at most {bounds.max_parts_bytes:,} bytes together")]
+
+
 def _check_ids(message: AnyChatRequest, violations: list[FieldViolation]) -> None:
     for name in ("request_id", "user_id"):
         value = getattr(message, name)
@@ -157,7 +169,8 @@ def _message(message: pb.Message, path: str, violations: list[FieldViolation], b
         violations.append(FieldViolation(f"{path}.tool_call_id", "a tool message must name the call it answers"))
     if message.tool_calls and role is not domain.Role.ASSISTANT:
         violations.append(FieldViolation(f"{path}.tool_calls", "only assistant messages carry tool calls"))
-    if role in (domain.Role.SYSTEM, domain.Role.USER) and not message.content:
+    parts = _parts(message, role, path, violations, bounds) if message.parts else ()
+    if role in (domain.Role.SYSTEM, domain.Role.USER) and not message.content and not parts:
         violations.append(FieldViolation(f"{path}.content", "must not be empty"))
     _check_message_sizes(message, path, violations, bounds)
     calls = []
@@ -170,7 +183,89 @@ def _message(message: pb.Message, path: str, violations: list[FieldViolation], b
             violations.append(FieldViolation(f"{path}.tool_calls[{j}].arguments_json", problem))
         calls.append(domain.ToolCall(call.id, call.name, arguments))
     reasoning = tuple(domain.Reasoning(r.text, r.signature, r.redacted_data) for r in message.reasoning)
-    return domain.Message(role, message.content, tuple(calls), message.tool_call_id, message.name, reasoning)
+    content = "".join(p.text for p in parts if isinstance(p, domain.TextPart)) if parts else message.content
+    return domain.Message(role, content, tuple(calls), message.tool_call_id, message.name, reasoning, parts)
+
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+DOCUMENT_TYPES = frozenset({"application/pdf"})
+CACHE_TTLS_S = (0, 300, 3600)  # the provider's default, Anthropic's 5 minutes and 1 hour
+
+
+def _parts(
+    message: pb.Message, role: domain.Role, path: str, violations: list[FieldViolation], bounds: RequestBounds
+) -> tuple[domain.Part, ...]:
+    """The message's parts, each checked: its kind for the role, media type, URL, size and cache hint."""
+    if message.content:
+        violations.append(FieldViolation(f"{path}.content", "must be empty when parts are given"))
+    if len(message.parts) > bounds.max_parts:
+        violations.append(FieldViolation(f"{path}.parts", f"at most {bounds.max_parts:,} entries"))
+        return ()
+    parts: list[domain.Part] = []
+    for j, part in enumerate(message.parts):
+        where = f"{path}.parts[{j}]"
+        kind = part.WhichOneof("kind")
+        cache = _cache(part, where, violations)
+        if kind == "text":
+            _check_lengths([(f"{where}.text", part.text)], bounds.max_text_chars, violations)
+            parts.append(domain.TextPart(part.text, cache))
+            continue
+        if kind is None:
+            violations.append(FieldViolation(where, "set one of text, image, document"))
+            continue
+        if role is not domain.Role.USER:
+            violations.append(FieldViolation(where, f"{kind} parts go in user messages only"))
+            continue
+        media: domain.Part
+        if kind == "image":
+            media = _image(part.image, f"{where}.image", violations, bounds)
+        else:
+            media = _document(part.document, f"{where}.document", violations, bounds)
+        parts.append(dataclasses.replace(media, cache=cache))
+    return tuple(parts)
+
+
+def _cache(part: pb.Part, where: str, violations: list[FieldViolation]) -> domain.CacheHint | None:
+    if part.cache == pb.CACHE_UNSPECIFIED:
+        if part.cache_ttl_s:
+            violations.append(FieldViolation(f"{where}.cache_ttl_s", "needs cache: CACHE_EPHEMERAL"))
+        return None
+    if part.cache != pb.CACHE_EPHEMERAL:
+        violations.append(FieldViolation(f"{where}.cache", "unknown cache hint"))
+        return None
+    if part.cache_ttl_s not in CACHE_TTLS_S:
+        violations.append(FieldViolation(f"{where}.cache_ttl_s", "must be 0 (the default), 300 or 3600"))
+    return domain.CacheHint(part.cache_ttl_s)
+
+
+def _image(image: pb.Image, where: str, violations: list[FieldViolation], bounds: RequestBounds) -> domain.ImagePart:
+    source = image.WhichOneof("source")
+    if source == "url":
+        if not image.url.startswith("https://") or len(image.url) > MAX_URL_CHARS:
+            violations.append(FieldViolation(f"{where}.url", f"an https:// URL of at most {MAX_URL_CHARS} characters"))
+        if image.media_type and image.media_type not in IMAGE_TYPES:
+            violations.append(FieldViolation(f"{where}.media_type", f"one of {', '.join(sorted(IMAGE_TYPES))}"))
+        return domain.ImagePart(url=image.url, media_type=image.media_type)
+    if source is None or not image.data:
+        violations.append(FieldViolation(where, "set data (with media_type) or url"))
+    elif len(image.data) > bounds.max_part_bytes:
+        violations.append(FieldViolation(f"{where}.data", f"at most {bounds.max_part_bytes:,} bytes"))
+    if image.media_type not in IMAGE_TYPES:
+        violations.append(FieldViolation(f"{where}.media_type", f"one of {', '.join(sorted(IMAGE_TYPES))}"))
+    return domain.ImagePart(data=image.data, media_type=image.media_type)
+
+
+def _document(
+    document: pb.Document, where: str, violations: list[FieldViolation], bounds: RequestBounds
+) -> domain.DocumentPart:
+    if not document.data:
+        violations.append(FieldViolation(f"{where}.data", "must not be empty"))
+    elif len(document.data) > bounds.max_part_bytes:
+        violations.append(FieldViolation(f"{where}.data", f"at most {bounds.max_part_bytes:,} bytes"))
+    if document.media_type not in DOCUMENT_TYPES:
+        violations.append(FieldViolation(f"{where}.media_type", "must be application/pdf"))
+    _check_lengths([(f"{where}.name", document.name)], bounds.max_name_chars, violations)
+    return domain.DocumentPart(document.data, document.media_type, document.name)
 
 
 def _check_message_sizes(

@@ -70,6 +70,7 @@ class ChatRun:
         self.request = request
         self.ranking = ranking
         self.candidates = ranking.candidates
+        self._capabilities = request.needs  # what its parts need (images: vision, PDFs: documents)
         self.settings = failover.settings
         self._loop = asyncio.get_running_loop()
         # Loop time, the clock the Pacer's timers run on (domain/deadlines.py).
@@ -179,6 +180,7 @@ class ChatRun:
             min_attempt_budget_s=self.settings.min_attempt_budget_s,
             need=self.need,
             last_resort=advice_ignored,
+            capabilities=self._capabilities,
         )
         if skip is None:
             return False

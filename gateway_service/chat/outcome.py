@@ -8,13 +8,14 @@ from gateway_service.chat.router import Candidate
 from gateway_service.config import FailoverSettings
 from gateway_service.domain.events import AttemptRecord, SkipReason
 from gateway_service.domain.failures import FailureKind, ProviderError
-from gateway_service.domain.request import ChatRequest
+from gateway_service.domain.request import ChatRequest, DocumentPart, ImagePart
 from gateway_service.errors import (
     AllProvidersFailed,
     AllProvidersRateLimited,
     ContextTooLong,
     DeadlineExhausted,
     GatewayError,
+    InvalidRequest,
     NotConfigured,
     ProviderRejectedRequest,
 )
@@ -59,6 +60,8 @@ def final_error(
     outcomes = [r.outcome for r in records if r.outcome is not SkipReason.NOT_CONFIGURED]
     if not outcomes:
         return _not_configured(request, candidates, metadata)
+    if all(o is SkipReason.UNSUPPORTED_CONTENT for o in outcomes):
+        return _unsupported(request, metadata)
     if tried and tried[-1].outcome is FailureKind.CONTEXT_TOO_LONG:
         return ContextTooLong(
             f"the request does not fit the context window of any candidate for {request.model!r}",
@@ -109,6 +112,22 @@ def _not_configured(request: ChatRequest, candidates: Sequence[Candidate], metad
     return NotConfigured(
         f"no provider of {request.model!r} is configured: " + "; ".join(needs),
         metadata={**metadata, "credentials": ", ".join(c.provider.credential_source for c in candidates)},
+    )
+
+
+def _unsupported(request: ChatRequest, metadata: dict[str, str]) -> InvalidRequest:
+    """No candidate can take the request's images or documents: the caller's request, named by its parts."""
+    needs = " and ".join(sorted(request.needs))
+    violations = [
+        FieldViolation(f"messages[{i}].parts[{j}]", f"no candidate of {request.model!r} takes {type(p).__name__}s")
+        for i, m in enumerate(request.messages)
+        for j, p in enumerate(m.parts)
+        if isinstance(p, (ImagePart, DocumentPart))
+    ]
+    return InvalidRequest(
+        f"no candidate of {request.model!r} has the capabilities {needs} its parts need (models' capabilities)",
+        metadata=metadata,
+        field_violations=violations,
     )
 
 

@@ -4,12 +4,13 @@ Failover (failover.py) walks the route's candidates in order and applies these r
 carry them out.
 
 1. Skipped, without a request, checked in this order before each attempt (`skip_reason`):
-   no credentials; a CONTINUE that needs an assistant prefill the model cannot take; a context window no
-   larger than one that already answered "context too long"; a block of its target in health (a cooldown
-   per provider, model and key, an open breaker, a probe in flight, a suspected stall); headroom its
-   provider's rate-limit headers left that cannot take the request's estimated tokens (health/headroom.py:
-   a predicted rate limit, skipped before any 429); less than `min_attempt_budget_s` of the caller's
-   deadline left. Then its rate-limit budgets are taken
+   no credentials; a part the model cannot take (an image without `vision`, a document without
+   `documents` in its capabilities); a CONTINUE that needs an assistant prefill the model cannot take;
+   a context window no larger than one that already answered "context too long"; a block of its target
+   in health (a cooldown per provider, model and key, an open breaker, a probe in flight, a suspected
+   stall); headroom its provider's rate-limit headers left that cannot take the request's estimated
+   tokens (health/headroom.py: a predicted rate limit, skipped before any 429); less than
+   `min_attempt_budget_s` of the caller's deadline left. Then its rate-limit budgets are taken
    (budgeting.py, apart since taking them may need a round trip to Redis): one without room is skipped.
 2. A hard block is what the provider said itself: a Retry-After, a billing failure, a refused key
    (health/blocks.py), no requests or tokens left by its headers. It is never tried before it ends, not
@@ -64,11 +65,15 @@ def skip_reason(
     min_attempt_budget_s: float,
     need: Need | None = None,
     last_resort: bool = False,
+    capabilities: frozenset[str] = frozenset(),
 ) -> Skip | None:
     """Rules 1 and 2: the reason to pass `candidate` over, or None to try it (as a `last_resort`, despite a
     soft block)."""
     if candidate.adapter is None:
         return Skip(SkipReason.NOT_CONFIGURED, f"set {candidate.provider.credential_source}")
+    missing = capabilities.difference(candidate.model.capabilities)
+    if missing:
+        return Skip(SkipReason.UNSUPPORTED_CONTENT, f"cannot take {' or '.join(sorted(missing))} parts (capabilities)")
     if need_prefill and not candidate.model.assistant_prefill:
         return Skip(SkipReason.NO_PREFILL, "cannot continue a partial assistant answer")
     window = candidate.model.context_window

@@ -113,6 +113,13 @@ class RequestBounds(Frozen):
     """Characters of model, names, tool call ids, schema_name, each stop sequence and provider_order entry."""
     max_json_depth: PositiveInt = 32
     """Nesting of arguments_json, Tool.parameters and ResponseFormat.json_schema (an object or array is a level)."""
+    max_parts: PositiveInt = 64
+    """Parts of one message (text, images, documents)."""
+    max_part_bytes: PositiveInt = 5 * 1024 * 1024
+    """Bytes of one image or document part (Anthropic's image limit is 5 MB; providers refuse larger)."""
+    max_parts_bytes: PositiveInt = 20 * 1024 * 1024
+    """Bytes of every image and document part of one request together; also bounded by max_request_bytes on
+    gRPC and the OpenAI port."""
 
 
 class GatewayConfig(Frozen):

@@ -66,6 +66,9 @@ class ModelSpec(Frozen):
     """Can continue a partial assistant turn (the default is true for anthropic models, false for the others)."""
     limits: Budget = ()
     """This model's upstream rate limits, on top of its provider's."""
+    capabilities: tuple[Literal["vision", "documents"], ...] = ()
+    """What the model takes besides text: `vision` (image parts), `documents` (PDF parts). A request with a part
+    the model cannot take skips it (FAILURE_REASON_UNSUPPORTED_CONTENT) rather than sending it (docs/gateway.md)."""
     reasoning: Literal["budget", "effort"] = "budget"
     """Anthropic and Gemini models only: how the model is asked to reason: budget (a thinking token budget) or
     effort (a thinking level). See "Reasoning"."""

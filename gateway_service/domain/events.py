@@ -26,6 +26,7 @@ class SkipReason(enum.Enum):
     DEADLINE = "deadline"  # less than the minimum attempt budget left
     BUDGET_EXHAUSTED = "budget_exhausted"  # its configured rate-limit budget (limits:) has no room now
     PREDICTED_RATE_LIMIT = "predicted_rate_limit"  # its provider's rate-limit headers left no room for it
+    UNSUPPORTED_CONTENT = "unsupported_content"  # the model cannot take an image or document part (capabilities)
 
 
 Outcome = FailureKind | SkipReason

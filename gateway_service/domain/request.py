@@ -87,13 +87,55 @@ class Reasoning:
 
 
 @dataclass(frozen=True)
+class CacheHint:
+    """Cache the conversation up to and including this part (Anthropic `cache_control`); ttl_s 0: the default."""
+
+    ttl_s: int = 0
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+    cache: CacheHint | None = None
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image: `data` with its media type, or an https `url` the provider fetches (the gateway never does)."""
+
+    data: bytes = b""
+    url: str = ""
+    media_type: str = ""
+    cache: CacheHint | None = None
+
+
+@dataclass(frozen=True)
+class DocumentPart:
+    """A document (PDF) as bytes."""
+
+    data: bytes
+    media_type: str = "application/pdf"
+    name: str = ""
+    cache: CacheHint | None = None
+
+
+Part = TextPart | ImagePart | DocumentPart
+VISION, DOCUMENTS = "vision", "documents"  # what a model must be able to take (ModelSpec.capabilities)
+
+
+@dataclass(frozen=True)
 class Message:
+    """One message. `content` is its text; `parts`, when set, is its whole content in order (text among
+    images and documents, or text with cache hints), and `content` is then the text of its text parts (for
+    estimates and providers that take text only where the message is)."""
+
     role: Role
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
     name: str = ""
     reasoning: tuple[Reasoning, ...] = ()
+    parts: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +179,12 @@ class ChatRequest:
     commit_window_ms: int = 0
     commit_window_tokens: int = 0
     reasoning: ReasoningOptions | None = None  # None: the caller said nothing about reasoning
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The capabilities a model needs for this request's parts (VISION for images, DOCUMENTS)."""
+        kinds = {type(p) for m in self.messages for p in m.parts}
+        return frozenset(need for need, kind in ((VISION, ImagePart), (DOCUMENTS, DocumentPart)) if kind in kinds)
 
 
 # Events one provider attempt yields, in order: any number of TextDelta / ReasoningDelta /

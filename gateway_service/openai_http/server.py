@@ -36,6 +36,7 @@ from google.rpc import code_pb2
 from gateway_service.app import Gateway
 from gateway_service.chat.aggregate import Answer
 from gateway_service.domain.events import AttemptStarted, Completed, OutputDelta
+from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import GatewayError, InvalidRequest
 from gateway_service.openai_http import answers, wire
 from gateway_service.openai_http.errors import error_body, headers_of, status_of
@@ -178,24 +179,34 @@ class OpenAIFace:
             with self.gateway.in_flight("OpenAIChatCompletions"):
                 body = await _body(request)
                 wanted, chat = wire.parse(body, request_id_var.get(), self.bounds)
-                run = self.gateway.start_chat(chat, None)
-                completion_id = f"chatcmpl-{chat.request_id}"
-                async with self.drain.cut_scope(), aclosing(run.events()) as events:
-                    if wanted.stream:
-                        return await self._stream(request, events, answers.Chunks(completion_id, chat.model), wanted)
-                    answer = Answer()
-                    async for event in events:
-                        answer.add(event)
-                    response = web.json_response(answers.completion(completion_id, answer))
-                    done = answer.completed
-                    assert done is not None
-                    response.headers["x-gateway-provider"] = f"{done.provider}/{done.model}"
-                    return response
+                try:
+                    return await self._answer(request, wanted, chat)
+                except InvalidRequest as exc:
+                    if type(exc) is not InvalidRequest:
+                        raise
+                    raise wire.in_openai_names(exc) from None  # the pipeline names the gRPC request's fields
         except GraceOver:
             raise ServerShuttingDown(CUT_BY_SHUTDOWN, retry_after_s=0) from None
         finally:
             self.drain.leave()
             release()
+
+    async def _answer(
+        self, request: web.Request, wanted: wire.ChatCompletionRequest, chat: ChatRequest
+    ) -> web.StreamResponse:
+        run = self.gateway.start_chat(chat, None)
+        completion_id = f"chatcmpl-{chat.request_id}"
+        async with self.drain.cut_scope(), aclosing(run.events()) as events:
+            if wanted.stream:
+                return await self._stream(request, events, answers.Chunks(completion_id, chat.model), wanted)
+            answer = Answer()
+            async for event in events:
+                answer.add(event)
+            response = web.json_response(answers.completion(completion_id, answer))
+            done = answer.completed
+            assert done is not None
+            response.headers["x-gateway-provider"] = f"{done.provider}/{done.model}"
+            return response
 
     async def _stream(
         self, request: web.Request, events: Any, chunks: answers.Chunks, wanted: wire.ChatCompletionRequest

@@ -7,14 +7,17 @@ the same bounds and the same rules (RequestBounds, tool names, reasoning budgets
 there is reported under the OpenAI parameter's name (`max_output_tokens` -> `max_completion_tokens`).
 
 Accepted and ignored, as the OpenAI API documents them as hints: `parallel_tool_calls`, `store`,
-`metadata`, `service_tier`, `logit_bias` when empty. Refused with 400 naming the parameter, rather than
-silently answered differently: `n` other than 1, `logprobs`/`top_logprobs`, `audio`, `modalities`
-other than text, `prediction`, `web_search_options`, and image, audio and file content parts (the
-gateway's message parts are not in the contract yet).
+`metadata`, `service_tier`, `logit_bias` when empty. Content parts become the gateway's message parts:
+`text`; `image_url` with an https URL (passed on, never fetched) or a `data:` URL (its bytes); `file` with
+`file_data` as a `data:` URL of a PDF. Refused with 400 naming the parameter, rather than silently
+answered differently: `n` other than 1, `logprobs`/`top_logprobs`, `audio`, `modalities` other than
+text, `prediction`, `web_search_options`, `input_audio` parts and `file_id` (the gateway keeps no files).
 """
 
 from __future__ import annotations
 
+import base64
+import re
 from typing import Annotated, Any, Literal
 
 from google.protobuf import struct_pb2
@@ -34,16 +37,47 @@ class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
+class CacheControl(_Loose):
+    """Anthropic's prompt-cache mark on a part, as LiteLLM and OpenRouter take it in OpenAI-format bodies."""
+
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class TextPart(_Loose):
     type: Literal["text"]
     text: str
+    cache_control: CacheControl | None = None
+
+
+class ImageUrl(_Loose):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageUrlPart(_Loose):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+    cache_control: CacheControl | None = None
+
+
+class FileData(_Loose):
+    file_data: str | None = None  # a data: URL of the file's bytes
+    filename: str = ""
+    file_id: str | None = None  # a file uploaded to OpenAI: the gateway has no files
+
+
+class FilePart(_Loose):
+    type: Literal["file"]
+    file: FileData
+    cache_control: CacheControl | None = None
 
 
 class OtherPart(_Loose):
-    type: Literal["image_url", "input_audio", "file", "refusal"]
+    type: Literal["input_audio", "refusal"]
 
 
-Part = Annotated[TextPart | OtherPart, Field(discriminator="type")]
+Part = Annotated[TextPart | ImageUrlPart | FilePart | OtherPart, Field(discriminator="type")]
 
 
 class FunctionCall(_Loose):
@@ -168,6 +202,22 @@ OPENAI_NAMES = (
 )
 
 
+# Names inside a message (a gRPC image part is an OpenAI image_url part, a document a file part).
+PART_NAMES = {
+    "].arguments_json": "].function.arguments",
+    ".parts[": ".content[",
+    ".image.url": ".image_url.url",
+    ".image.media_type": ".image_url.url",
+    ".image.data": ".image_url.url",
+    ".image": ".image_url",
+    ".document.name": ".file.filename",
+    ".document.data": ".file.file_data",
+    ".document.media_type": ".file.file_data",
+    ".document": ".file",
+}
+_PART_PATHS = re.compile("|".join(re.escape(k) for k in sorted(PART_NAMES, key=len, reverse=True)))
+
+
 def parse(body: bytes, request_id: str, bounds: RequestBounds) -> tuple[ChatCompletionRequest, ChatRequest]:
     """The body as read and as the pipeline's request; InvalidRequest naming every bad parameter."""
     try:
@@ -181,8 +231,18 @@ def parse(body: bytes, request_id: str, bounds: RequestBounds) -> tuple[ChatComp
     try:
         chat = from_proto.chat_request(message, request_id, bounds)
     except InvalidRequest as exc:
-        raise _invalid([FieldViolation(openai_name(v.field), v.description) for v in exc.field_violations]) from None
+        raise in_openai_names(exc) from None
     return wanted, chat
+
+
+def in_openai_names(error: InvalidRequest) -> InvalidRequest:
+    """The same refusal with its fields named as the OpenAI body names them (the pipeline names gRPC fields)."""
+    violations = [FieldViolation(openai_name(v.field), v.description) for v in error.field_violations]
+    renamed = _invalid(violations) if violations else InvalidRequest(error.message)
+    renamed.metadata = error.metadata
+    if violations and not error.message.startswith("invalid request: "):
+        renamed.message = error.message
+    return renamed
 
 
 def openai_name(path: str) -> str:
@@ -194,7 +254,7 @@ def openai_name(path: str) -> str:
     if path.startswith("tools["):
         index, _, rest = path.partition("].")
         path = f"{index}].function.{rest}" if rest else path
-    return path.replace(".tool_calls[", ".tool_calls[").replace("].arguments_json", "].function.arguments")
+    return _PART_PATHS.sub(lambda m: PART_NAMES[m.group(0)], path)
 
 
 def _invalid(violations: list[FieldViolation]) -> InvalidRequest:
@@ -214,7 +274,7 @@ def _violations(errors: list[Any]) -> list[FieldViolation]:
 
 
 # What pydantic puts in an error's location besides the parameters: the union member or tagged branch it tried.
-_UNION_TAGS = frozenset({"str", "int", "float", "bool", "TextPart", "OtherPart", "NamedToolChoice"})
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "NamedToolChoice"})
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 
 
@@ -248,13 +308,40 @@ def _unsupported(wanted: ChatCompletionRequest) -> list[FieldViolation]:
     if wanted.modalities is not None and wanted.modalities != ["text"]:
         refused.append(FieldViolation("modalities", 'only ["text"] is supported'))
     for i, message in enumerate(wanted.messages):
-        if isinstance(message.content, list):
-            refused.extend(
-                FieldViolation(f"messages[{i}].content[{j}].type", f"{part.type} parts are not supported yet")
-                for j, part in enumerate(message.content)
-                if isinstance(part, OtherPart)
-            )
+        for j, part in enumerate(message.content if isinstance(message.content, list) else ()):
+            where = f"messages[{i}].content[{j}]"
+            if isinstance(part, OtherPart):
+                refused.append(FieldViolation(f"{where}.type", f"{part.type} parts are not supported"))
+            elif isinstance(part, FilePart) and part.file.file_data is None:
+                refused.append(
+                    FieldViolation(
+                        f"{where}.file.file_data", "give the file as a data: URL (file_id: the gateway keeps no files)"
+                    )
+                )
+            elif isinstance(part, FilePart) and not _is_data_url(part.file.file_data):
+                refused.append(FieldViolation(f"{where}.file.file_data", "must be a data:<media type>;base64, URL"))
+            elif (
+                isinstance(part, ImageUrlPart)
+                and part.image_url.url.startswith("data:")
+                and not _is_data_url(part.image_url.url)
+            ):
+                refused.append(FieldViolation(f"{where}.image_url.url", "a data: URL must be base64"))
     return refused
+
+
+def _is_data_url(url: str | None) -> bool:
+    return url is not None and url.startswith("data:") and _decoded(url) is not None
+
+
+def _decoded(url: str) -> tuple[str, bytes] | None:
+    """(media type, bytes) of a base64 `data:` URL (RFC 2397), None for anything else."""
+    head, comma, data = url.partition(",")
+    if not comma or not head.startswith("data:") or not head.endswith(";base64"):
+        return None
+    try:
+        return head[len("data:") : -len(";base64")], base64.b64decode(data, validate=True)
+    except ValueError:
+        return None
 
 
 def _as_proto(wanted: ChatCompletionRequest) -> pb.StreamChatRequest:
@@ -293,19 +380,47 @@ def _as_proto(wanted: ChatCompletionRequest) -> pb.StreamChatRequest:
 
 
 def _message(given: MessageIn) -> pb.Message:
-    if isinstance(given.content, list):
+    content, parts = "", []
+    if isinstance(given.content, list) and all(
+        isinstance(part, TextPart) and part.cache_control is None for part in given.content
+    ):
         content = "".join(part.text for part in given.content if isinstance(part, TextPart))
+    elif isinstance(given.content, list):
+        parts = [_part(part) for part in given.content]
     else:
         content = given.content or ""
     return pb.Message(
         role=ROLES[given.role],
         content=content,
+        parts=parts,
         name=given.name,
         tool_call_id=given.tool_call_id,
         tool_calls=[
             pb.ToolCall(id=c.id, name=c.function.name, arguments_json=c.function.arguments) for c in given.tool_calls
         ],
     )
+
+
+def _part(part: TextPart | ImageUrlPart | FilePart | OtherPart) -> pb.Part:
+    assert not isinstance(part, OtherPart)  # _unsupported refused them
+    made = _content_part(part)
+    if part.cache_control is not None:
+        made.cache = pb.CACHE_EPHEMERAL
+        made.cache_ttl_s = {None: 0, "5m": 300, "1h": 3600}[part.cache_control.ttl]
+    return made
+
+
+def _content_part(part: TextPart | ImageUrlPart | FilePart) -> pb.Part:
+    if isinstance(part, TextPart):
+        return pb.Part(text=part.text)
+    if isinstance(part, ImageUrlPart):
+        decoded = _decoded(part.image_url.url)
+        if decoded is None:
+            return pb.Part(image=pb.Image(url=part.image_url.url))
+        return pb.Part(image=pb.Image(data=decoded[1], media_type=decoded[0]))
+    assert part.file.file_data is not None  # _unsupported refused file_id
+    media_type, data = _decoded(part.file.file_data) or ("", b"")
+    return pb.Part(document=pb.Document(data=data, media_type=media_type, name=part.file.filename))
 
 
 def _struct(value: dict[str, Any]) -> struct_pb2.Struct:

@@ -7,20 +7,25 @@ from typing import Any
 
 from gateway_service.domain.failures import FailureKind, ProviderError, Unsupported
 from gateway_service.domain.request import (
+    CacheHint,
     ChatRequest,
     Finished,
     FinishReason,
+    ImagePart,
     Message,
+    Part,
     ProviderEvent,
     ReasoningDelta,
     ReasoningEffort,
     ResponseFormat,
     Role,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     ToolChoiceMode,
     UsageReport,
 )
+from gateway_service.providers.parts import b64
 from gateway_service.providers.reasoning import BUDGETS, budget_tokens, effort
 
 # Anthropic requires max_tokens; this is what a request without one gets.
@@ -49,7 +54,7 @@ _FINISH = {
 def build_params(request: ChatRequest, model: str, *, effort_based: bool = False) -> dict[str, Any]:
     """Keyword arguments for `messages.create(stream=True)`; `effort_based` for a model configured
     `reasoning: effort` (adaptive thinking and `output_config.effort` instead of a budget)."""
-    system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM)
+    system = _system(request.messages)
     thinking = _thinking(request, effort_based)
     params: dict[str, Any] = {
         "model": model,
@@ -155,7 +160,51 @@ def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
 def _user_blocks(m: Message) -> list[dict[str, Any]]:
     if m.role is Role.TOOL:
         return [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}]
+    if m.parts:
+        return [_block(p) for p in m.parts]
     return [{"type": "text", "text": m.content}]
+
+
+def _block(part: Part) -> dict[str, Any]:
+    """Anthropic's content blocks: text, image (base64 or url source), document (a base64 PDF), each with
+    `cache_control` when the part carries a cache hint."""
+    block: dict[str, Any]
+    if isinstance(part, TextPart):
+        block = {"type": "text", "text": part.text}
+    elif isinstance(part, ImagePart):
+        source = (
+            {"type": "url", "url": part.url}
+            if part.url
+            else {"type": "base64", "media_type": part.media_type, "data": b64(part.data)}
+        )
+        block = {"type": "image", "source": source}
+    else:
+        source = {"type": "base64", "media_type": part.media_type, "data": b64(part.data)}
+        block = {"type": "document", "source": source}
+        if part.name:
+            block["title"] = part.name
+    if part.cache is not None:
+        block["cache_control"] = cache_control(part.cache)
+    return block
+
+
+def cache_control(hint: CacheHint) -> dict[str, str]:
+    """`{"type": "ephemeral"}`, with `ttl` "5m" or "1h" when the hint names one."""
+    control = {"type": "ephemeral"}
+    if hint.ttl_s:
+        control["ttl"] = "1h" if hint.ttl_s == 3600 else "5m"
+    return control
+
+
+def _system(messages: tuple[Message, ...]) -> str | list[dict[str, Any]]:
+    """The system prompt: one string, or text blocks when a part carries a cache hint (a cached system prompt)."""
+    system = [m for m in messages if m.role is Role.SYSTEM]
+    if not any(p.cache for m in system for p in m.parts):
+        return "\n\n".join(m.content for m in system)
+    blocks: list[dict[str, Any]] = []
+    for m in system:
+        blocks.extend([_block(p) for p in m.parts] if m.parts else [{"type": "text", "text": m.content}])
+    return blocks
 
 
 def _assistant_blocks(m: Message) -> list[dict[str, Any]]:

@@ -22,16 +22,20 @@ from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     FinishReason,
+    ImagePart,
     Message,
+    Part,
     ProviderEvent,
     ReasoningDelta,
     ResponseFormat,
     Role,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     ToolChoiceMode,
     UsageReport,
 )
+from gateway_service.providers.parts import data_url
 from gateway_service.providers.reasoning import budget_tokens
 
 _FINISH = {
@@ -99,7 +103,7 @@ def _message(m: Message) -> Any:
     if m.role is Role.SYSTEM:
         return cohere.SystemChatMessageV2(content=m.content)
     if m.role is Role.USER:
-        return cohere.UserChatMessageV2(content=m.content)
+        return cohere.UserChatMessageV2(content=[_content(p) for p in m.parts] if m.parts else m.content)
     if m.role is Role.TOOL:
         return cohere.ToolChatMessageV2(tool_call_id=m.tool_call_id, content=m.content)
     calls = [
@@ -119,6 +123,16 @@ def _message(m: Message) -> Any:
     if m.content:
         fields["content"] = m.content
     return cohere.AssistantChatMessageV2(**fields)
+
+
+def _content(part: Part) -> Any:
+    """Cohere's user content: text, or an image as `image_url` (a URL or a data: URL). Cohere's chat takes no PDF
+    documents: a model configured with `documents` is refused here, naming the part, before anything is sent."""
+    if isinstance(part, TextPart):
+        return cohere.TextContent(text=part.text)
+    if isinstance(part, ImagePart):
+        return cohere.ImageUrlContent(image_url=cohere.ImageUrl(url=part.url or data_url(part.media_type, part.data)))
+    raise Unsupported("messages.parts", "Cohere's chat API takes no PDF documents")
 
 
 def _arguments(arguments_json: str) -> str:

@@ -13,7 +13,9 @@ from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     FinishReason,
+    ImagePart,
     Message,
+    Part,
     ProviderEvent,
     ReasoningDelta,
     ReasoningEffort,
@@ -21,6 +23,7 @@ from gateway_service.domain.request import (
     ResponseFormat,
     Role,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     ToolChoiceMode,
     UsageReport,
@@ -57,12 +60,25 @@ def build_contents(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
 
 def _user_parts(m: Message, names: dict[str, str]) -> list[dict[str, Any]]:
     if m.role is not Role.TOOL:
-        return [{"text": m.content}]
+        return [_part(p) for p in m.parts] if m.parts else [{"text": m.content}]
     name = m.name or names.get(m.tool_call_id, "")
     response = {"name": name, "response": {"result": _json_or_text(m.content)}}
     if m.tool_call_id and not m.tool_call_id.startswith("call_"):
         response["id"] = m.tool_call_id
     return [{"function_response": response}]
+
+
+def _part(part: Part) -> dict[str, Any]:
+    """Gemini's parts: text, `inline_data` (bytes and their MIME type: images, PDFs) or `file_data` (an image URL).
+    Gemini caches prompt prefixes on its own (implicit caching), so a cache hint changes nothing here."""
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if isinstance(part, ImagePart) and part.url:
+        file_data = {"file_uri": part.url}
+        if part.media_type:
+            file_data["mime_type"] = part.media_type
+        return {"file_data": file_data}
+    return {"inline_data": {"mime_type": part.media_type, "data": part.data}}
 
 
 def _json_or_text(text: str) -> Any:

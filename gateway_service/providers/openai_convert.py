@@ -11,16 +11,20 @@ from gateway_service.domain.request import (
     ChatRequest,
     Finished,
     FinishReason,
+    ImagePart,
     Message,
+    Part,
     ProviderEvent,
     ReasoningDelta,
     ResponseFormat,
     Role,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     ToolChoiceMode,
     UsageReport,
 )
+from gateway_service.providers.parts import data_url
 from gateway_service.providers.reasoning import effort_level
 
 _FINISH = {
@@ -92,10 +96,22 @@ def _message(m: Message) -> dict[str, Any]:
                 for c in m.tool_calls
             ]
         return out
-    out = {"role": m.role.value, "content": m.content}
+    out = {"role": m.role.value, "content": [_part(p) for p in m.parts] if m.parts else m.content}
     if m.name:
         out["name"] = m.name
     return out
+
+
+def _part(part: Part) -> dict[str, Any]:
+    """OpenAI's content parts (`text`, `image_url` with a URL or a data: URL, `file` with file_data); OpenAI
+    caches prompt prefixes on its own, so a cache hint changes nothing here."""
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ImagePart):
+        return {"type": "image_url", "image_url": {"url": part.url or data_url(part.media_type, part.data)}}
+    file: dict[str, Any] = {"file_data": data_url(part.media_type, part.data)}
+    file["filename"] = part.name or "document.pdf"
+    return {"type": "file", "file": file}
 
 
 def _tool_choice(request: ChatRequest) -> Any:

@@ -209,9 +209,24 @@ async def post(running: server.Running, body: bytes | str, **headers: str) -> tu
             "max_completion_tokens",
         ),
         (
-            '{"model": "default", "messages": [{"role": "user", "content": [{"type": "image_url", '
-            '"image_url": {"url": "https://example.com/a.png"}}]}]}',
+            '{"model": "default", "messages": [{"role": "user", "content": [{"type": "input_audio", '
+            '"input_audio": {"data": "", "format": "wav"}}]}]}',
             "messages[0].content[0].type",
+        ),
+        (
+            '{"model": "default", "messages": [{"role": "user", "content": '
+            '[{"type": "file", "file": {"file_id": "f"}}]}]}',
+            "messages[0].content[0].file.file_data",
+        ),
+        (
+            '{"model": "default", "messages": [{"role": "user", "content": [{"type": "image_url", '
+            '"image_url": {"url": "data:image/png;base64,@@@"}}]}]}',
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            '{"model": "default", "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, '
+            '{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}',
+            "messages[0].content[1]",
         ),
         (
             '{"model": "default", "messages": [{"role": "user", "content": [{"type": "video"}]}]}',
@@ -305,3 +320,52 @@ async def test_bearer_tokens_and_roles_as_on_grpc(sim: SimulatorHandle, tmp_path
         assert int(limited.value.response.headers["retry-after"]) > 0
         status, _ = await post(running, "{", authorization="Bearer guess")
         assert status == 401, "credentials are checked before the body is read"
+
+
+async def test_image_and_file_parts_reach_a_vision_model(sim: SimulatorHandle) -> None:
+    import base64
+
+    entry = FIRST.entry(sim.base_url)
+    entry["models"][0]["capabilities"] = ["vision", "documents"]
+    cfg = config.parse({"providers": [entry]}, source="test", env={"SIM_KEY": "sk-sim-key-1234"})
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really").decode()
+    pdf = base64.b64encode(b"%PDF-1.4 ...").decode()
+    content = [
+        {"type": "text", "text": "[[reply:seen]] look"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"}},
+        {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}", "filename": "a.pdf"}},
+    ]
+    sim.simulator.clear()
+    async with (
+        gateway_with_openai(cfg) as running,
+        openai.AsyncOpenAI(base_url=base_url(running), api_key="unused", max_retries=0) as client,
+    ):
+        answer = await client.chat.completions.create(
+            model="first/gpt-first",
+            messages=[{"role": "user", "content": content}],  # type: ignore[list-item]
+        )
+    assert answer.choices[0].message.content == "seen"
+    (seen,) = sim.simulator.observations
+    sent = seen.body["messages"][-1]["content"]
+    assert sent[1] == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}
+    assert sent[2] == {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
+    assert sent[3] == {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}", "filename": "a.pdf"}}
+
+
+async def test_a_cache_control_mark_reaches_anthropic(sim: SimulatorHandle) -> None:
+    cfg = gateway_config(sim.base_url, [SECOND])
+    system = [{"type": "text", "text": "A long system prompt.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    sim.simulator.clear()
+    async with (
+        gateway_with_openai(cfg) as running,
+        openai.AsyncOpenAI(base_url=base_url(running), api_key="unused", max_retries=0) as client,
+    ):
+        await client.chat.completions.create(
+            model="default",
+            messages=[{"role": "system", "content": system}, *USER],  # type: ignore[list-item]
+        )
+    (seen,) = sim.simulator.observations
+    assert seen.body["system"] == [
+        {"type": "text", "text": "A long system prompt.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    ]
