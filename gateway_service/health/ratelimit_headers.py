@@ -31,6 +31,7 @@ MAX_RESET_S = 86_400.0  # a reset further away than a day is not believed (a dai
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _MAX_VALUE_CHARS = 64  # no real value is longer; a longer one is not parsed at all
+_OURS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,11 @@ class RateLimits:
 
 def rate_limits(headers: Mapping[str, str], now: float | None = None) -> RateLimits | None:
     """The limits `headers` state (`now`: wall-clock seconds, for Anthropic's times), or None for none."""
+    # One pass over the response's headers: the clients' Headers look each name up by a scan of them all,
+    # and this runs on every response, before its first token.
+    headers = {key: value for key, value in ((k.lower(), v) for k, v in headers.items()) if key.startswith(_OURS)}
+    if not headers:
+        return None
     now = time.time() if now is None else now
     if "anthropic-ratelimit-requests-remaining" in headers or "anthropic-ratelimit-tokens-remaining" in headers:
         found = _anthropic(headers, now)
