@@ -22,7 +22,9 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +33,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway_service.sender import SendError
+from gateway_service.usage.seed import Query, Spent
 from schemaservice.v1 import metrics_service_pb2, metrics_service_pb2_grpc, usage_service_pb2, usage_service_pb2_grpc
 from servicekit.callers import SetupError
 from servicekit.tls import ClientCredentials
@@ -217,6 +220,11 @@ def _read(path: Path | None) -> bytes | None:
 Send = Callable[[metrics_service_pb2.WriteMetricsRequest], Awaitable[None]]
 UsageSend = Callable[[usage_service_pb2.RecordUsageRequest], Awaitable[None]]
 M = TypeVar("M")
+SPENT_GROUPS = (
+    usage_service_pb2.USAGE_DIMENSION_CALLER,
+    usage_service_pb2.USAGE_DIMENSION_USER,
+    usage_service_pb2.USAGE_DIMENSION_DAY,
+)
 
 
 def metrics_sender(channel: SchemaChannel) -> Send:
@@ -245,6 +253,24 @@ def _sender(
             raise send_error(exc) from exc
 
     return send
+
+
+def usage_spent(channel: SchemaChannel, *, timeout_s: float = WRITE_TIMEOUT_S) -> Query:
+    """QueryUsage's groups by caller, user and day since a time, every page (needs usage.read and read_all)."""
+
+    async def spent(since: datetime) -> AsyncIterator[Spent]:
+        stub = usage_service_pb2_grpc.UsageServiceStub(await channel.current())
+        request = usage_service_pb2.QueryUsageRequest(group_by=SPENT_GROUPS, page_size=1000)
+        request.start_time.FromDatetime(since)
+        while True:
+            page = await stub.QueryUsage(request, timeout=timeout_s)
+            for g in page.groups:
+                yield Spent(g.caller, g.user_id, g.day, Decimal(g.cost_usd or "0"))
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    return spent
 
 
 def send_error(exc: grpc.aio.AioRpcError) -> SendError:

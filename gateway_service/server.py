@@ -15,8 +15,9 @@ from gateway_service.app import AdapterFactory, Gateway, build_gateway, default_
 from gateway_service.config import GatewayConfig, ServeSettings
 from gateway_service.config.serve import LIMITS
 from gateway_service.instruments import GatewayMetrics
-from gateway_service.schema_channel import SchemaChannel, UsageSend, metrics_sender, usage_sender
+from gateway_service.schema_channel import SchemaChannel, UsageSend, metrics_sender, usage_sender, usage_spent
 from gateway_service.telemetry import Send
+from gateway_service.usage.seed import seed_spend
 from llmgateway.v1 import chat_service_pb2, provider_service_pb2
 from servicekit.auth import roles_of
 from servicekit.metrics import Endpoint, Registry
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # aiohttp.web and the HTTP face are imported only with --open
     from gateway_service.openai_http.server import Serving
 
 log = logging.getLogger(__name__)
+SEED_TIMEOUT_S = 10.0  # reading the month's spend from the ledger at start-up (memory-kept dollar budgets)
 
 SERVICE_NAMES = (
     chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
@@ -115,6 +117,8 @@ async def prepare(
         caller_rates=security.callers is not None,
         health_clock=health_clock,
     )
+    if channel is not None and gateway.spend is not None and config.limits.backend == "memory":
+        await seed_spend(gateway.spend, usage_spent(channel), timeout_s=SEED_TIMEOUT_S)  # before it serves
     lifecycle = Lifecycle(SERVICE_NAMES)
     # A request larger than a chat needs is refused by gRPC before it is read (RESOURCE_EXHAUSTED).
     options = ServerOptions(max_message_bytes=config.requests.max_request_bytes)

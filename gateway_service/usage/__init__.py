@@ -2,6 +2,7 @@
 
     feed.py     LedgerEntry -> UsageRecord, queued for the bounded batching sender (gateway_service/sender.py)
     spool.py    `usage.spool_dir`: segment files of length-prefixed RecordUsageRequest frames, fsync per batch
+    seed.py     memory-kept dollar budgets start from the ledger's spend of the month (QueryUsage)
 
 Nothing here runs on the request path but `UsageFeed.record`, which only queues.
 """

@@ -100,11 +100,16 @@ class UsageGateway:
 
 @contextlib.asynccontextmanager
 async def usage_gateway(
-    sim: SimulatorHandle, address: str, upstreams: Sequence[Upstream] = UPSTREAMS, **usage: Any
+    sim: SimulatorHandle,
+    address: str,
+    upstreams: Sequence[Upstream] = UPSTREAMS,
+    cfg: GatewayConfig | None = None,
+    **usage: Any,
 ) -> AsyncIterator[UsageGateway]:
+    """A started gateway reporting to `address` (its config `cfg`, else `usage_config`'s) and a stub to it."""
     sim.simulator.clear()
     settings = ServeSettings(host="127.0.0.1", port=0, security=Security(insecure_dev=True))
-    running = await server.start(usage_config(sim, address, upstreams, **usage), settings)
+    running = await server.start(cfg or usage_config(sim, address, upstreams, **usage), settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             yield UsageGateway(running, chat_service_pb2_grpc.ChatServiceStub(channel))
