@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +121,44 @@ def parse(text: str, source: str) -> Callers:
     try:
         return Callers(CallersFile.model_validate(data).callers)
     except ValidationError as exc:
-        # Never echo the input: an operator may have pasted a token where its hash belongs.
-        problems = "; ".join(f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False))
-        raise SetupError(f"{source}: {problems}") from None
+        # One error, an unknown key first (a misspelt key is also why a required one seems missing), in the words
+        # of the gateway's config errors; never the input: an operator may have pasted a token where its hash goes.
+        first = min(exc.errors(include_input=False), key=lambda error: error["type"] != "extra_forbidden")
+        raise SetupError(f"{source}: {_path(first['loc'])}: {_problem(first)}") from None
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "(top)"
+
+
+_WORDS = {
+    "token_sha256": "must be the SHA-256 of the token as 64 lowercase hex digits (sha256sum), never the token",
+    "name": "must be 1-64 letters, digits or . _ @ - (starting with a letter or digit)",
+    "roles": "must list at least one role",
+}
+
+
+def _problem(error: ErrorDetails) -> str:
+    """What is wrong, as a person would say it: `unknown key (allowed: ...)`, `must be one of chat, ...`."""
+    kind, loc = error["type"], error["loc"]
+    field = next((str(part) for part in reversed(loc) if isinstance(part, str)), "")
+    if kind == "extra_forbidden":
+        model = Caller if len(loc) > 2 or (len(loc) == 2 and isinstance(loc[0], int)) else CallersFile
+        return f"unknown key (allowed: {', '.join(model.model_fields)})"
+    if kind == "missing":
+        return "is required"
+    if kind == "literal_error":
+        options = ", ".join(re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", ""))))
+        return f"must be one of {options}"
+    if kind == "value_error":
+        return str((error.get("ctx") or {}).get("error") or error["msg"])
+    if field in _WORDS and kind in ("string_pattern_mismatch", "too_short", "string_too_short", "string_too_long"):
+        return _WORDS[field]
+    if kind in ("model_type", "dict_type"):
+        return "must be a mapping"
+    if kind in ("tuple_type", "list_type"):
+        return "must be a list"
+    return str(error["msg"]).lower()
 
 
 MAX_FILE_BYTES = 1024 * 1024  # some thousands of callers

@@ -39,7 +39,7 @@ def test_tokens_and_subjects_find_their_caller() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("callers: [{name: a, roles: [chat]}]", "callers[0]: Value error, give exactly one of"),
+        ("callers: [{name: a, roles: [chat]}]", "callers[0]: give exactly one of"),
         (f'callers: [{{name: a, token_sha256: "{HASH}", tls_subject: "CN=a", roles: [chat]}}]', "exactly one"),
         (f'callers: [{{name: a, token_sha256: "{HASH}", roles: [chat, admin]}}]', "callers[0].roles[1]"),
         (f'callers: [{{name: a, token_sha256: "{HASH}", roles: []}}]', "callers[0].roles"),
@@ -62,6 +62,33 @@ def test_a_bad_file_is_refused_naming_the_entry_and_never_echoing_it(text: str, 
     assert str(caught.value).startswith("callers.yaml: ")
     assert message in str(caught.value)
     assert TOKEN not in str(caught.value)  # a token pasted where its hash belongs stays out of the message
+
+
+@pytest.mark.parametrize(
+    ("entry", "line"),
+    [
+        (
+            f'{{name: a, token: "{TOKEN}", roles: [chat]}}',
+            "callers[0].token: unknown key (allowed: name, token_sha256, tls_subject, roles, limits)",
+        ),
+        (
+            f'{{name: a, token_sha256: "{HASH}", roles: [admin]}}',  # one error, not also "roles: too short"
+            "callers[0].roles[0]: must be one of chat, providers.read, metrics.write, metrics.read, metrics.read_all, "
+            "migrations.read, migrations.admin, usage.write, usage.read, usage.read_all",
+        ),
+        (f'{{name: a, token_sha256: "{HASH}"}}', "callers[0].roles: is required"),
+        (f'{{name: a, token_sha256: "{HASH}", roles: []}}', "callers[0].roles: must list at least one role"),
+        (
+            f'{{name: a, token_sha256: "{TOKEN}", roles: [chat]}}',
+            "callers[0].token_sha256: must be the SHA-256 of the token as 64 lowercase hex digits (sha256sum), "
+            "never the token",
+        ),
+    ],
+)
+def test_a_bad_entry_is_one_line_in_the_words_of_the_config_errors(entry: str, line: str) -> None:
+    with pytest.raises(SetupError) as caught:
+        parse(f"callers: [{entry}]", "callers.yaml")
+    assert str(caught.value) == f"callers.yaml: {line}"
 
 
 def write(path: Path, text: str, mtime_ns: int) -> None:
