@@ -1,17 +1,21 @@
 """Benchmark: usage records through UsageService/RecordUsage against raw binary COPY into the same table.
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/usage_ledger.py [--rows 50000]
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/usage_ledger.py \
+        [--rows 50000] [--rounds 5] [--before PATH]
 
 The service runs in a process of its own (`python -m schema_service serve`), as deployed; this process sends
 pre-serialized requests, so the figures are the service's. Measured in one run on a fresh database, the ledger
 truncated between measurements:
-  raw COPY          copy_records_to_table of prepared rows into `usage_ledger` itself (same columns, partitions
-                    and indexes), one transaction per batch of the same size, on one connection (the floor);
-                    measured before and after the service's runs, the better kept
+  raw COPY          copy_records_to_table of prepared rows (datetimes, Decimals: asyncpg's own codecs) into
+                    `usage_ledger` itself (same columns, partitions and indexes), one transaction per batch of
+                    the same size, on one connection (the floor)
   RecordUsage       the same rows as 1,000-record batches, 1 call in flight (one database connection, like for
                     like with raw COPY) and 4 in flight
   RecordUsage retry every batch sent a second time (all duplicates: the ON CONFLICT path)
-Target (issue 21): RecordUsage, 1 in flight / raw COPY >= 0.8.
+  --before PATH     also a service run from another source tree (e.g. `git archive <commit>` unpacked), 1 in flight
+The machine is shared, so each round measures raw COPY and every service back to back (the order alternating
+from round to round), and each ratio is taken within its round; the median and the spread over rounds are
+printed. Target (issue 21): RecordUsage, 1 in flight / raw COPY >= 0.8, the median of the rounds.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -102,72 +107,98 @@ async def record_usage(channel: grpc.aio.Channel, batches: list[bytes], in_fligh
     await asyncio.gather(*(worker() for _ in range(in_flight)))
 
 
-async def start_service(dsn: str) -> tuple[subprocess.Popen[bytes], grpc.aio.Channel]:
+async def start_service(dsn: str, tree: Path | None = None) -> tuple[subprocess.Popen[bytes], grpc.aio.Channel]:
+    """The service of this checkout, or of source `tree`."""
     port = free_port()
     args = [sys.executable, "-m", "schema_service", "serve", "--database-url", dsn, "--port", str(port)]
     args += ["--no-migrate", "--insecure-dev"]  # plaintext on 127.0.0.1, no callers: the benchmark measures writes
-    process = subprocess.Popen(args, env={**os.environ, "LOG_LEVEL": "WARNING"})
+    env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    process = subprocess.Popen(args, env=env, cwd=tree)
     await wait_for_health(f"127.0.0.1:{port}", "readiness", health_pb2.HealthCheckResponse.SERVING, proc=process)
     return process, grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 
 
-async def best_rate(
-    conn: asyncpg.Connection, work: Callable[[], Awaitable[None]], count: int, rounds: int, *, truncate: bool = True
+async def rate(
+    conn: asyncpg.Connection, work: Callable[[], Awaitable[None]], count: int, *, truncate: bool = True
 ) -> float:
-    """Best of `rounds` (a shared machine only ever slows a round down), the ledger emptied after each."""
-    best = 0.0
-    for _ in range(rounds):
-        start = time.perf_counter()
-        await work()
-        best = max(best, count / (time.perf_counter() - start))
-        if truncate:
-            await conn.execute(f"TRUNCATE {LEDGER.parent}")
-    return best
+    start = time.perf_counter()
+    await work()
+    elapsed = time.perf_counter() - start
+    if truncate:
+        await conn.execute(f"TRUNCATE {LEDGER.parent}")
+    return count / elapsed
 
 
-async def run(dsn: str, total: int, rounds: int) -> dict[str, float]:
+RAW = "raw COPY, 1 connection"
+MAIN = "RecordUsage, 1 in flight"
+
+
+async def run(dsn: str, total: int, rounds: int, before: Path | None) -> dict[str, list[float]]:
+    """Rates of each measurement, one per round."""
     recs = records(total)
     batches, rows = payloads(recs), copy_rows(recs)
     conn = await asyncpg.connect(dsn)
     await create_partitions(conn, {datetime.now(UTC).date(), (datetime.now(UTC) - timedelta(hours=1)).date()}, LEDGER)
-    rates = {"raw COPY, 1 connection": await best_rate(conn, lambda: raw_copy(conn, rows), total, rounds)}
-    process, channel = await start_service(dsn)
-    try:
-        for in_flight in (1, 4):
-            work = lambda n=in_flight: record_usage(channel, batches, n)  # noqa: E731
-            rates[f"RecordUsage, {in_flight} in flight"] = await best_rate(conn, work, total, rounds)
-        await record_usage(channel, batches, 1)
-        work = lambda: record_usage(channel, batches, 1)  # noqa: E731
-        rates["RecordUsage retry (all duplicates), 1 in flight"] = await best_rate(
-            conn, work, total, rounds, truncate=False
+    services = [await start_service(dsn)]
+    if before is not None:
+        services.append(await start_service(dsn, before))
+    channel = services[0][1]
+    work: dict[str, Callable[[], Awaitable[float]]] = {
+        RAW: lambda: rate(conn, lambda: raw_copy(conn, rows), total),
+        MAIN: lambda: rate(conn, lambda: record_usage(channel, batches, 1), total),
+        "RecordUsage, 4 in flight": lambda: rate(conn, lambda: record_usage(channel, batches, 4), total),
+    }
+    if before is not None:
+        old = services[1][1]
+        work[f"RecordUsage, 1 in flight, {before.name}"] = lambda: rate(
+            conn, lambda: record_usage(old, batches, 1), total
         )
-        stored = await conn.fetchval(f"SELECT count(*) FROM {LEDGER.parent}")
-        assert stored == total, f"{stored} rows stored for {total} records"
+    rates: dict[str, list[float]] = {label: [] for label in [*work, "RecordUsage retry (all duplicates), 1 in flight"]}
+    try:
+        await raw_copy(conn, rows)  # warm: the first round would otherwise meet cold caches
         await conn.execute(f"TRUNCATE {LEDGER.parent}")
-        # Raw COPY again after the service's runs, the better of both kept: the first round meets cold caches.
-        again = await best_rate(conn, lambda: raw_copy(conn, rows), total, rounds)
-        rates["raw COPY, 1 connection"] = max(rates["raw COPY, 1 connection"], again)
+        for index in range(rounds):
+            order = list(work) if index % 2 == 0 else list(reversed(work))
+            for label in order:
+                rates[label].append(await work[label]())
+            await record_usage(channel, batches, 1)
+            retry = await rate(conn, lambda: record_usage(channel, batches, 1), total, truncate=False)
+            rates["RecordUsage retry (all duplicates), 1 in flight"].append(retry)
+            stored = await conn.fetchval(f"SELECT count(*) FROM {LEDGER.parent}")
+            assert stored == total, f"{stored} rows stored for {total} records"
+            await conn.execute(f"TRUNCATE {LEDGER.parent}")
     finally:
-        await channel.close()
-        process.terminate()
-        process.wait()
+        for process, service_channel in services:
+            await service_channel.close()
+            process.terminate()
+            process.wait()
         await conn.close()
     return rates
 
 
-def report(rates: dict[str, float], total: int, rounds: int) -> None:
-    floor = rates["raw COPY, 1 connection"]
-    print(f"\n{total:,} records in {BATCH:,}-record batches, {os.cpu_count()} CPUs, best of {rounds} rounds")
-    print(f"  {'':<50} {'rows/s':>10}  vs raw COPY")
-    for label, rate in rates.items():
-        print(f"  {label:<50} {rate:>10,.0f}  {rate / floor:8.2f}x")
-    ratio = rates["RecordUsage, 1 in flight"] / floor
-    target("RecordUsage 1 in flight / raw COPY", ratio, at_least=TARGET)
-    path = save("usage_ledger", {"records": total, "rounds": rounds, "rates": rates, "ratio": ratio})
+def report(rates: dict[str, list[float]], total: int, rounds: int) -> None:
+    floor = rates[RAW]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"\n{total:,} records in {BATCH:,}-record batches, {os.cpu_count()} CPUs, load average {load}, {rounds} rounds"
+    )
+    print(f"  {'':<50} {'rows/s (median)':>15}  vs raw COPY in the same round: median (min-max)")
+    ratios = {label: [r / f for r, f in zip(values, floor, strict=True)] for label, values in rates.items()}
+    for label, values in rates.items():
+        spread = ratios[label]
+        print(
+            f"  {label:<50} {statistics.median(values):>15,.0f}  {statistics.median(spread):8.2f}x "
+            f"({min(spread):.2f}-{max(spread):.2f})"
+        )
+    ratio = statistics.median(ratios[MAIN])
+    target("RecordUsage 1 in flight / raw COPY, median of rounds", ratio, at_least=TARGET)
+    path = save("usage_ledger", {"records": total, "rounds": rounds, "rates": rates, "ratios": ratios, "ratio": ratio})
     print(f"  figures saved to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
 
-async def main(total: int, rounds: int) -> None:
+async def main(total: int, rounds: int, before: Path | None) -> None:
     admin_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     admin = await asyncpg.connect(admin_url)
     name = f"bench_usage_{uuid.uuid4().hex[:8]}"
@@ -175,7 +206,7 @@ async def main(total: int, rounds: int) -> None:
     dsn = with_database(admin_url, name)
     try:
         await apply_migrations(dsn)
-        report(await run(dsn, total, rounds), total, rounds)
+        report(await run(dsn, total, rounds, before), total, rounds)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -184,6 +215,7 @@ async def main(total: int, rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--before", type=Path, help="also run the service of this source tree (1 in flight)")
     args = parser.parse_args()
-    asyncio.run(main(args.rows, args.rounds))
+    asyncio.run(main(args.rows, args.rounds, args.before))
