@@ -34,6 +34,7 @@ from pathlib import Path
 
 import asyncpg
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2
 
 from bench.results import save, target
@@ -120,12 +121,23 @@ async def start_service(dsn: str, tree: Path | None = None) -> tuple[subprocess.
     return process, grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 
 
+CPU: dict[str, list[float]] = {}  # service CPU us per row, by measurement
+
+
 async def rate(
-    conn: asyncpg.Connection, work: Callable[[], Awaitable[None]], count: int, *, truncate: bool = True
+    conn: asyncpg.Connection,
+    work: Callable[[], Awaitable[None]],
+    count: int,
+    *,
+    truncate: bool = True,
+    service: tuple[str, psutil.Process] | None = None,
 ) -> float:
+    before = sum(service[1].cpu_times()[:2]) if service else 0.0
     start = time.perf_counter()
     await work()
     elapsed = time.perf_counter() - start
+    if service:
+        CPU.setdefault(service[0], []).append((sum(service[1].cpu_times()[:2]) - before) / count * 1e6)
     if truncate:
         await conn.execute(f"TRUNCATE {LEDGER.parent}")
     return count / elapsed
@@ -144,17 +156,16 @@ async def run(dsn: str, total: int, rounds: int, before: Path | None) -> dict[st
     services = [await start_service(dsn)]
     if before is not None:
         services.append(await start_service(dsn, before))
-    channel = services[0][1]
+    channel, new = services[0][1], (MAIN, psutil.Process(services[0][0].pid))
     work: dict[str, Callable[[], Awaitable[float]]] = {
         RAW: lambda: rate(conn, lambda: raw_copy(conn, rows), total),
-        MAIN: lambda: rate(conn, lambda: record_usage(channel, batches, 1), total),
+        MAIN: lambda: rate(conn, lambda: record_usage(channel, batches, 1), total, service=new),
         "RecordUsage, 4 in flight": lambda: rate(conn, lambda: record_usage(channel, batches, 4), total),
     }
     if before is not None:
-        old = services[1][1]
-        work[f"RecordUsage, 1 in flight, {before.name}"] = lambda: rate(
-            conn, lambda: record_usage(old, batches, 1), total
-        )
+        old, label = services[1][1], f"RecordUsage, 1 in flight, {before.name}"
+        was = (label, psutil.Process(services[1][0].pid))
+        work[label] = lambda: rate(conn, lambda: record_usage(old, batches, 1), total, service=was)
     rates: dict[str, list[float]] = {label: [] for label in [*work, "RecordUsage retry (all duplicates), 1 in flight"]}
     try:
         await raw_copy(conn, rows)  # warm: the first round would otherwise meet cold caches
@@ -184,13 +195,14 @@ def report(rates: dict[str, list[float]], total: int, rounds: int) -> None:
     print(
         f"\n{total:,} records in {BATCH:,}-record batches, {os.cpu_count()} CPUs, load average {load}, {rounds} rounds"
     )
-    print(f"  {'':<50} {'rows/s (median)':>15}  vs raw COPY in the same round: median (min-max)")
+    print(f"  {'':<50} {'rows/s (median)':>15}  vs raw COPY in the same round: median (min-max); service CPU/row")
     ratios = {label: [r / f for r, f in zip(values, floor, strict=True)] for label, values in rates.items()}
     for label, values in rates.items():
         spread = ratios[label]
         print(
             f"  {label:<50} {statistics.median(values):>15,.0f}  {statistics.median(spread):8.2f}x "
             f"({min(spread):.2f}-{max(spread):.2f})"
+            + (f"  {statistics.median(CPU[label]):6.2f} us" if label in CPU else "")
         )
     ratio = statistics.median(ratios[MAIN])
     target("RecordUsage 1 in flight / raw COPY, median of rounds", ratio, at_least=TARGET)
