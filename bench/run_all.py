@@ -31,6 +31,7 @@ BENCHES = {
     "chaos": (["chaos.py"], ["--seconds", "12", "--steady-seconds", "3"]),
     "watchdog": (["watchdog.py"], ["--chunks", "5000", "--rounds", "3"]),
     "load": (["load.py"], ["--streams", "50", "--seconds", "5"]),
+    "routing": (["routing.py"], ["--seconds", "5"]),
 }
 
 
