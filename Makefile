@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml contracts/pyproject.toml constraints.txt
 	@echo "==> $(VENV) is ready."
 
 ## Start the schema service (embedded PostgreSQL unless DATABASE_URL is set) and the gateway.
+## RUN_FLAGS: scripts/run_local.py's flags (other ports: --gateway-port 50061 ...; see its --help).
+RUN_FLAGS ?=
 run: $(STAMP)
-	$(PY) scripts/run_local.py
+	$(PY) scripts/run_local.py $(RUN_FLAGS)
 
 ## Lint, type-check and run the whole test suite, on TEST_WORKERS pytest-xdist workers (whole files to a
 ## worker, so a module's servers start once); `pytest tests/...` alone runs in one process. Bytecode is cached

@@ -14,7 +14,9 @@ every caller allowed), listening on 127.0.0.1 only; README.md#the-same-with-tls-
 with TLS and tokens.
 If one of the ports already answers (another `make run`?), nothing is started.
 
-Ctrl-C (or SIGTERM) stops all three gracefully.
+Ctrl-C (or SIGTERM) stops all three gracefully, and so does `kill -INT` of the `make` process: make waits for
+its recipe without passing SIGINT on (a terminal's Ctrl-C reaches the whole process group, a `kill` only make),
+so this script notices make handling one (MakeInterrupt) and stops as if it had been sent to it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,37 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class MakeInterrupt:
+    """Whether the `make` that runs us was sent SIGINT. GNU make's handler for it (fatal_error_signal) first sets
+    SIGINT back to SIG_DFL, then waits for the recipe to end; only SIGTERM is passed on to it. So while make
+    catches SIGINT (bit 2 of SigCgt in /proc/PID/status) nothing happened; once it no longer does, it was sent
+    one. Off when the parent is not make, when make did not catch SIGINT to begin with (started in the
+    background), or without /proc."""
+
+    def __init__(self) -> None:
+        self.make = os.getppid()
+        self.armed = _comm(self.make) == "make" and _catches_sigint(self.make) is True
+
+    def happened(self) -> bool:
+        return self.armed and _catches_sigint(self.make) is False
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _catches_sigint(pid: int) -> bool | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), None)
+    return None if caught is None else bool(int(caught, 16) & (1 << (signal.SIGINT - 1)))
 
 
 async def serve(args: argparse.Namespace, procs: Processes) -> int:
@@ -134,15 +167,26 @@ async def run(args: argparse.Namespace, procs: Processes) -> int:
     # Explicit for both: a shell that starts us in the background leaves SIGINT ignored.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    interrupt = MakeInterrupt()
     serving = asyncio.ensure_future(serve(args, procs))
     stopping = asyncio.ensure_future(stop.wait())
+    watching = asyncio.ensure_future(_watch(interrupt, stop))
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    watching.cancel()
     if serving.done():
         stopping.cancel()
         return serving.result()
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)
     return 0
+
+
+async def _watch(interrupt: MakeInterrupt, stop: asyncio.Event) -> None:
+    while interrupt.armed and not interrupt.happened():
+        await asyncio.sleep(0.2)
+    if interrupt.armed:
+        print("make was interrupted: stopping", file=sys.stderr, flush=True)
+        stop.set()
 
 
 def ports_taken(ports: dict[str, int]) -> list[str]:

@@ -151,3 +151,53 @@ def test_make_run_names_only_the_metrics_endpoints_that_are_on() -> None:
     one = argparse.Namespace(gateway_metrics_port=0, schema_metrics_port=9465)
     assert run_local._metrics_urls(one) == "http://127.0.0.1:9465/metrics (schema service)"
     assert ":0/" not in run_local._metrics_urls(argparse.Namespace(gateway_metrics_port=0, schema_metrics_port=0))
+
+
+@pytest.mark.timeout(180)
+def test_kill_int_of_the_make_process_stops_make_run_and_all_three() -> None:
+    """A terminal's Ctrl-C reaches the whole process group; `kill -INT <make>` reaches make alone, which waits
+    for its recipe without passing SIGINT on: run_local.py notices and stops everything, so make ends."""
+    import os
+    import signal
+    import time
+
+    ports = {name: free_port() for name in ("gateway", "schema", "simulator", "openai")}
+    flags = " ".join(f"--{name}-port {port}" for name, port in ports.items())
+    flags += " --gateway-metrics-port 0 --schema-metrics-port 0"
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "run", f"RUN_FLAGS={flags}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own group, as in a terminal: nothing else gets the signal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job's SIGINT is ignored
+    )
+    try:
+        assert make.stdout is not None
+        lines = []
+        for line in make.stdout:
+            lines.append(line)
+            if line.startswith("ready:"):
+                break
+        assert lines and lines[-1].startswith("ready:"), "".join(lines)
+        os.kill(make.pid, signal.SIGINT)
+        rest = make.communicate(timeout=90)[0]
+        assert make.returncode != 0  # make reports the interrupted recipe
+        assert "make was interrupted: stopping" in rest, rest
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_answers(p) for p in ports.values()):
+            time.sleep(0.1)
+        assert [name for name, port in ports.items() if _answers(port)] == []
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
