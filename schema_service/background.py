@@ -22,6 +22,7 @@ from schema_service.migrate import history
 from schema_service.migrate.files import load_dir
 from schema_service.migrate.startup import migrate_at_start
 from schema_service.usage.jobs import ledger_housekeeping
+from schema_service.usage.reconcile import last_hour, reconcile
 from servicekit.server import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,22 @@ async def usage_housekeeping(app: App, housekept: asyncio.Event) -> None:
             report = await ledger_housekeeping(app.require_pool(), app.settings.usage, datetime.now(UTC))
             if report.created or report.dropped:
                 log.info("usage ledger housekeeping", extra={"report": repr(report)})
+            await reconcile_last_hour(app)
             housekept.set()
         except database.DATABASE_FAILURES as exc:
             log.warning("usage ledger housekeeping failed", extra={"error": f"{type(exc).__name__}: {exc}"})
         await asyncio.sleep(app.settings.metrics.housekeeping_interval_s)
+
+
+async def reconcile_last_hour(app: App) -> None:
+    """The ledger against the gateways' metrics over the last whole hour: drift as a gauge, and logged when any."""
+    start, end = last_hour(datetime.now(UTC))
+    async with app.require_pool().acquire() as conn:
+        checked = await reconcile(conn, start, end)
+    if app.instruments is not None:
+        app.instruments.database.usage_drift = (checked.input_drift, checked.output_drift)
+    if checked.input_drift or checked.output_drift:
+        log.warning(
+            "usage ledger and metrics disagree",
+            extra={"start": start.isoformat(), "end": end.isoformat(), "reconciliation": repr(checked)},
+        )

@@ -6,6 +6,8 @@
     schema_service_db_pool_connections{state}                 busy | idle (at scrape)
     schema_service_migration_version                          newest applied migration, as last read
     schema_service_metric_partitions                          daily partitions of metric_points, as last counted
+    schema_service_usage_drift_tokens{direction}              ledger minus metered tokens, input | output, over the
+                                                              last whole hour (schema_service/usage/reconcile.py)
 
 Database state is read by the service's own loops (readiness, housekeeping) and cached here: a
 scrape never waits on the database.
@@ -32,6 +34,7 @@ class DatabaseState:
 
     migration_version: int | None = None
     partitions: int | None = None
+    usage_drift: tuple[int, int] | None = None  # input, output: ledger minus metered, last whole hour
 
 
 class SchemaMetrics:
@@ -83,3 +86,12 @@ class _DatabaseCollector(Collector):
         if self._state.partitions is not None:
             partitions.add_metric((), self._state.partitions)
         yield partitions
+        drift = GaugeMetricFamily(
+            "schema_service_usage_drift_tokens",
+            "Usage ledger minus the gateways' metered tokens over the last whole hour.",
+            labels=("direction",),
+        )
+        if self._state.usage_drift is not None:
+            for direction, tokens in zip(("input", "output"), self._state.usage_drift, strict=True):
+                drift.add_metric((direction,), tokens)
+        yield drift

@@ -23,6 +23,7 @@ from schema_service.usage.queries import (
     page_token,
     query_usage,
 )
+from schema_service.usage.reconcile import Reconciliation, reconcile_query
 from schemaservice.v1 import usage_service_pb2 as pb
 from schemaservice.v1 import usage_service_pb2_grpc
 from servicekit.auth import PermissionDenied, caller_holds, current_caller
@@ -68,8 +69,13 @@ class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
         bind_request_id(context)
         async with BOUNDARY(context, "QueryUsage"):
             query = usage_query(request, self.app.settings.usage.max_query_days, datetime.now(UTC))
-            page = await query_usage(self.app.require_pool(), query, timeout_s=self.app.settings.usage.query_timeout_s)
-        return usage_response(query, page)
+            timeout_s = self.app.settings.usage.query_timeout_s
+            page = await query_usage(self.app.require_pool(), query, timeout_s=timeout_s)
+            checked = await reconcile_query(self.app.require_pool(), query, timeout_s=timeout_s)
+        response = usage_response(query, page)
+        if checked is not None:
+            response.reconciliation.CopyFrom(reconciliation(checked))
+        return response
 
 
 def usage_query(request: pb.QueryUsageRequest, max_days: int, now: datetime) -> UsageQuery:
@@ -123,6 +129,17 @@ def usage_response(query: UsageQuery, page: UsagePage) -> pb.QueryUsageResponse:
         group_count=page.group_count,
         next_page_token=page_token(query, page.next_offset) if page.next_offset is not None else "",
         summary=summary,
+    )
+
+
+def reconciliation(r: Reconciliation) -> pb.UsageReconciliation:
+    return pb.UsageReconciliation(
+        ledger_input_tokens=r.ledger_input,
+        ledger_output_tokens=r.ledger_output,
+        metered_input_tokens=r.metered_input,
+        metered_output_tokens=r.metered_output,
+        input_drift_tokens=r.input_drift,
+        output_drift_tokens=r.output_drift,
     )
 
 

@@ -158,15 +158,33 @@ class UsageGroup(_message.Message):
     def __init__(self, caller: _Optional[str] = ..., user_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., day: _Optional[str] = ..., attempts: _Optional[int] = ..., requests: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., estimated_attempts: _Optional[int] = ..., input_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ...) -> None: ...
 
 class QueryUsageResponse(_message.Message):
-    __slots__ = ("groups", "total", "group_count", "next_page_token", "summary")
+    __slots__ = ("groups", "total", "group_count", "next_page_token", "summary", "reconciliation")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     GROUP_COUNT_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    RECONCILIATION_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[UsageGroup]
     total: UsageGroup
     group_count: int
     next_page_token: str
     summary: str
-    def __init__(self, groups: _Optional[_Iterable[_Union[UsageGroup, _Mapping]]] = ..., total: _Optional[_Union[UsageGroup, _Mapping]] = ..., group_count: _Optional[int] = ..., next_page_token: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
+    reconciliation: UsageReconciliation
+    def __init__(self, groups: _Optional[_Iterable[_Union[UsageGroup, _Mapping]]] = ..., total: _Optional[_Union[UsageGroup, _Mapping]] = ..., group_count: _Optional[int] = ..., next_page_token: _Optional[str] = ..., summary: _Optional[str] = ..., reconciliation: _Optional[_Union[UsageReconciliation, _Mapping]] = ...) -> None: ...
+
+class UsageReconciliation(_message.Message):
+    __slots__ = ("ledger_input_tokens", "ledger_output_tokens", "metered_input_tokens", "metered_output_tokens", "input_drift_tokens", "output_drift_tokens")
+    LEDGER_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    METERED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    METERED_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DRIFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DRIFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ledger_input_tokens: int
+    ledger_output_tokens: int
+    metered_input_tokens: int
+    metered_output_tokens: int
+    input_drift_tokens: int
+    output_drift_tokens: int
+    def __init__(self, ledger_input_tokens: _Optional[int] = ..., ledger_output_tokens: _Optional[int] = ..., metered_input_tokens: _Optional[int] = ..., metered_output_tokens: _Optional[int] = ..., input_drift_tokens: _Optional[int] = ..., output_drift_tokens: _Optional[int] = ...) -> None: ...
