@@ -82,3 +82,17 @@ def test_the_slow_ramp_and_exploration_are_set_under_routing() -> None:
     assert cfg.routing.slow_start_window_s == 60.0 and cfg.routing.slow_start_aggression == 2.0
     assert cfg.routing.exploration == 0.05 and cfg.routing.slow_start_min_share == 0.1
     assert "routing.exploration" in refused({"r": ["a/m"]}, routing={"exploration": 0.9})
+
+
+def test_check_config_shows_each_routes_policy_and_the_routing_keys_changed() -> None:
+    from gateway_service.config import ServeSettings
+    from gateway_service.config.summary import summary
+
+    routes = {
+        "plain": ["a/m", "b/m"],
+        "spread": {"targets": ["a/m", "b/m"], "policy": "weighted", "weights": {"a/m": 3}},
+    }
+    lines = summary(parse(routes, routing={"slow_start_window_s": 60.0}), ServeSettings()).splitlines()
+    assert "  plain: a/m, b/m" in lines  # priority, the default, is not spelt out
+    assert "  spread (weighted, weights a/m=3): a/m, b/m" in lines
+    assert "routing: slow_start_window_s=60.0" in lines
