@@ -66,7 +66,7 @@ def rss_mib(pid: int) -> float:
 def start(command: str, folder: Path, bin_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     callers = folder / "callers.yaml"
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-    callers.write_text(f'callers:\n  - {{name: hog, token_sha256: "{digest}", roles: {ROLES}}}\n')
+    callers.write_text(f'callers:\n  - {{name: hog, token_sha256: "{digest}", roles: {ROLES}}}\n...\n')
     port = free_port()
     args = ["--callers", str(callers), "--insecure-dev", "--host", "127.0.0.1", "--port", str(port)]
     if command == "gateway-service":

@@ -3,6 +3,7 @@
     callers:
       - {name: billing-api, token_sha256: "<hex sha-256 of the token>", roles: [chat, providers.read]}
       - {name: web-frontend, tls_subject: "CN=web-frontend", roles: [chat], limits: {requests_per_second: 50}}
+    ...
 
 A caller has exactly one credential: a bearer token (only its SHA-256 is stored, so the file holds no
 secret) or the subject of a client certificate signed by the server's client CA (`--tls-client-ca`).
@@ -11,10 +12,13 @@ pydantic; `CallersSource` reloads it when its modification time changes, keeping
 when the new one is invalid.
 
 A version is taken only whole: a regular file (a FIFO or device is refused, never waited on) of at most
-MAX_FILE_BYTES, unchanged while it was read, and ending with a newline, so a file caught half-written
-(a `tls_subject` cut short would name a shorter subject) is refused rather than loaded. Write it in
-one step: a rename, or a Kubernetes Secret (which swaps a symlink). Reloads read the file in a worker
-thread, so a hung filesystem holds that thread, never the event loop.
+MAX_FILE_BYTES, unchanged while it was read, and ending with YAML's end-of-document line `...` (last but
+comments), so a file caught half-written or cut short is refused rather than loaded. A cut can fall
+anywhere and still leave YAML that fits the schema: inside a value (a `tls_subject` cut short names a
+shorter subject), or at a line break (the entries after it, or a caller's `limits`, silently gone); only
+the writer's own last line tells a whole file from a prefix of it. `yaml.safe_dump(..., explicit_end=True)`
+writes it. Write the file in one step too: a rename, or a Kubernetes Secret (which swaps a symlink).
+Reloads read the file in a worker thread, so a hung filesystem holds that thread, never the event loop.
 """
 
 from __future__ import annotations
@@ -169,7 +173,19 @@ def load(path: Path) -> Callers:
         text = read_whole(path)
     except OSError as exc:
         raise SetupError(f"callers file {path}: {exc.strerror}") from None
-    return parse(text, str(path))
+    callers = parse(text, str(path))
+    if not _ends_as_written(text):
+        raise SetupError(
+            f"callers file {path}: does not end with the line '...' (YAML's end of document), so it may be cut "
+            "short (written half-way?); end the file with that line"
+        )
+    return callers
+
+
+def _ends_as_written(text: str) -> bool:
+    """True when the one YAML document in `text` (parse() took it) is closed by its end marker `...`."""
+    ends = [e for e in yaml.parse(text, Loader=yaml.SafeLoader) if isinstance(e, yaml.DocumentEndEvent)]
+    return len(ends) == 1 and bool(ends[0].explicit)
 
 
 def read_whole(path: Path) -> str:
@@ -188,8 +204,6 @@ def read_whole(path: Path) -> str:
         os.close(fd)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(data) != after.st_size:
         raise SetupError(f"callers file {path}: changed while it was read (write it in one step: a rename)")
-    if not data.endswith(b"\n"):
-        raise SetupError(f"callers file {path}: does not end with a newline (written half-way?)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -291,6 +291,7 @@ def callers_file(tmp_path: Path) -> Path:
         f'  - {{name: reader, token_sha256: "{sha("reader-token")}", roles: [providers.read]}}\n'
         f'  - {{name: slow, token_sha256: "{sha("slow-token")}", roles: [chat], '
         "limits: {requests_per_minute: 1}}\n"
+        "...\n"
     )
     return path
 

@@ -43,6 +43,7 @@ async def tls_schema_service(dsn: str, folder: Path) -> AsyncIterator[tuple[str,
         "callers:\n"
         f'  - {{name: gateway, token_sha256: "{sha256("gw-token")}", roles: [metrics.write, usage.write]}}\n'
         f'  - {{name: reader, token_sha256: "{sha256("read-token")}", roles: [metrics.read, metrics.read_all]}}\n'
+        "...\n"
     )
     security = Security(tls_cert=cert, tls_key=key, callers=callers)
     async with schema_server(settings_for(dsn, security=security)) as running:

@@ -29,7 +29,9 @@ BUDGET_S = 20  # only a gateway that never takes the new credentials waits this 
 
 def callers(token: str) -> bytes:
     sha = hashlib.sha256(token.encode()).hexdigest()
-    return f'callers:\n  - {{name: gateway, token_sha256: "{sha}", roles: [metrics.write, usage.write]}}\n'.encode()
+    return (
+        f'callers:\n  - {{name: gateway, token_sha256: "{sha}", roles: [metrics.write, usage.write]}}\n...\n'.encode()
+    )
 
 
 async def test_a_rotated_token_file_is_read_again_and_no_metric_is_lost(
@@ -83,7 +85,7 @@ async def test_a_rotated_client_certificate_opens_a_new_channel_and_no_metric_is
     replace(client_ca, old_ca.pem)
     callers_file = tmp_path / "callers.yaml"
     callers_file.write_text(
-        'callers:\n  - {name: gateway, tls_subject: "CN=gateway", roles: [metrics.write, usage.write]}\n'
+        'callers:\n  - {name: gateway, tls_subject: "CN=gateway", roles: [metrics.write, usage.write]}\n...\n'
     )
     security = Security(tls_cert=cert, tls_key=key, tls_client_ca=client_ca, callers=callers_file)
     schema = RestartableSchemaServer(migrated_db, security)
@@ -137,7 +139,7 @@ async def test_a_call_in_flight_when_the_certificate_changes_ends_ok_on_the_old_
     cert, key = server_ca.issue("schema-service", server=True).write(tmp_path, "schema")
     callers_file = tmp_path / "callers.yaml"
     callers_file.write_text(
-        'callers:\n  - {name: gateway, tls_subject: "CN=gateway", roles: [metrics.write, usage.write]}\n'
+        'callers:\n  - {name: gateway, tls_subject: "CN=gateway", roles: [metrics.write, usage.write]}\n...\n'
     )
     ca_file = client_ca.write(tmp_path / "client-ca.crt")
     schema = RestartableSchemaServer(

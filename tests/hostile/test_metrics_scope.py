@@ -33,6 +33,7 @@ def _callers(folder: Path) -> Security:
         + entry("gateway", "metrics.write, metrics.read")
         + entry("evil", "metrics.write, metrics.read")
         + entry("ops", "metrics.read, metrics.read_all")
+        + "...\n"
     )
     return Security(insecure_dev=True, callers=path)
 

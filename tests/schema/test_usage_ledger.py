@@ -194,6 +194,7 @@ def _callers(folder: Path) -> Path:
         f'  - {{name: gateway, token_sha256: "{sha("gw")}", roles: [usage.write]}}\n'
         f'  - {{name: web, token_sha256: "{sha("web")}", roles: [usage.read]}}\n'
         f'  - {{name: finance, token_sha256: "{sha("fin")}", roles: [usage.read, usage.read_all]}}\n'
+        "...\n"
     )
     return path
 

@@ -48,7 +48,7 @@ def callers_yaml() -> str:
             f'  - {{name: all-but-{role}, token_sha256: "{sha256("but-" + role)}", roles: [{", ".join(others)}]}}',
             f'  - {{name: cert-all-but-{role}, tls_subject: "CN=all-but-{role}", roles: [{", ".join(others)}]}}',
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "..."]) + "\n"
 
 
 @dataclass

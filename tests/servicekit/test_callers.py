@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from servicekit.callers import MAX_FILE_BYTES, CallersSource, SetupError, load, parse
 
@@ -92,7 +93,7 @@ def test_a_bad_entry_is_one_line_in_the_words_of_the_config_errors(entry: str, l
 
 
 def write(path: Path, text: str, mtime_ns: int) -> None:
-    path.write_text(text + "\n")
+    path.write_text(text + "\n...\n")
     os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
@@ -130,17 +131,73 @@ def test_a_missing_file_stops_the_start(tmp_path: Path) -> None:
         CallersSource(tmp_path / "absent.yaml")
 
 
-def test_a_file_cut_short_is_not_taken(tmp_path: Path) -> None:
-    """A file caught half-written still parses when the cut falls inside a value: it must not be loaded."""
+WHOLE = (
+    "callers:\n"
+    "  - name: web\n"
+    "    roles: [chat, migrations.admin]\n"
+    "    tls_subject: CN=web-frontend\n"
+    "  - name: batch\n"
+    f'    token_sha256: "{HASH}"\n'
+    "    roles: [chat]\n"
+    "    limits:\n"
+    "      requests_per_minute: 10\n"
+    "...\n"
+)
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param(WHOLE[: WHOLE.index("-frontend")], id="inside-a-value"),
+        pytest.param(WHOLE[: WHOLE.index("  - name: batch")], id="before-an-entry"),
+        pytest.param(WHOLE[: WHOLE.index("    limits:")], id="before-a-callers-limits"),
+        pytest.param(WHOLE[: -len("...\n")], id="before-the-end-marker"),
+        pytest.param(WHOLE[:-2], id="inside-the-end-marker"),
+    ],
+)
+def test_a_file_cut_short_is_not_taken(tmp_path: Path, cut: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A file caught half-written (or left so) may still parse into the schema wherever the cut falls, inside a
+    value or at a line break: without the writer's last line, `...`, it is refused, and a reload keeps the
+    version before it."""
     path = tmp_path / "callers.yaml"
-    whole = "callers:\n  - name: web\n    roles: [chat, migrations.admin]\n    tls_subject: CN=web-frontend\n"
-    path.write_text(whole)
+    path.write_text(WHOLE)
     source = CallersSource(path, check_interval_s=0)
-    path.write_text(whole[: -len("-frontend\n")])  # the same file, written again, caught half-way
+    with caplog.at_level(logging.INFO, logger="servicekit.callers"):
+        path.write_text(cut)  # the same file, written again, caught half-way
+        batch = source.current().by_bearer(TOKEN)
+    assert batch is not None and batch.limits == {"requests_per_minute": 10}  # the last complete version stays
     assert source.current().by_certificate("CN=web") is None
-    assert source.current().by_certificate("CN=web-frontend") is not None  # the last complete version stays
-    with pytest.raises(SetupError, match="does not end with a newline"):
+    assert source.current().by_certificate("CN=web-frontend") is not None
+    [refused] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert refused.getMessage() == "callers file not reloaded; the previous one stays in force"
+    with pytest.raises(SetupError) as caught:
+        load(path)  # at start, the same file stops the server
+    assert refused.error == str(caught.value)
+
+
+def test_a_file_that_parses_without_its_end_marker_is_refused_and_says_what_to_add(tmp_path: Path) -> None:
+    path = tmp_path / "callers.yaml"
+    path.write_text(WHOLE.removesuffix("...\n"))
+    with pytest.raises(SetupError) as caught:
         load(path)
+    assert str(caught.value) == (
+        f"callers file {path}: does not end with the line '...' (YAML's end of document), so it may be cut "
+        "short (written half-way?); end the file with that line"
+    )
+
+
+@pytest.mark.parametrize("tail", ["...", "...\n# rotated by ops\n", "...\n\n"])
+def test_the_end_marker_may_close_the_file_without_a_newline_or_before_comments(tmp_path: Path, tail: str) -> None:
+    path = tmp_path / "callers.yaml"
+    path.write_text(WHOLE.removesuffix("...\n") + tail)
+    assert load(path).by_bearer(TOKEN) is not None
+
+
+def test_yaml_dump_writes_the_end_marker_with_explicit_end(tmp_path: Path) -> None:
+    path = tmp_path / "callers.yaml"
+    entry = {"name": "batch", "token_sha256": HASH, "roles": ["chat"]}
+    path.write_text(yaml.safe_dump({"callers": [entry]}, explicit_end=True))
+    assert load(path).by_bearer(TOKEN) is not None
 
 
 def test_a_fifo_at_the_callers_path_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Files]:
         "callers:\n"
         f'  - {{name: ops, token_sha256: "{hashlib.sha256(TOKEN.encode()).hexdigest()}", roles: [providers.read]}}\n'
         '  - {name: ops-laptop, tls_subject: "CN=ops-laptop", roles: [providers.read]}\n'
+        "...\n"
     )
     yield Files(ca.write(folder / "ca.crt"), cert, key, client_cert, client_key, stranger_cert, stranger_key, callers)
 

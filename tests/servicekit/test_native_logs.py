@@ -64,7 +64,7 @@ async def test_a_client_without_a_certificate_on_an_mtls_port_is_one_json_warnin
     cert, key = ca.issue("gateway", server=True).write(tmp_path, "server")
     ca_file = ca.write(tmp_path / "ca.crt")
     callers = tmp_path / "callers.yaml"
-    callers.write_text('callers:\n  - {name: ops, tls_subject: "CN=ops", roles: [providers.read]}\n')
+    callers.write_text('callers:\n  - {name: ops, tls_subject: "CN=ops", roles: [providers.read]}\n...\n')
     security = ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(ca_file)]
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     server = ServiceProcess(

@@ -56,7 +56,7 @@ def test_serve_refuses_to_start_insecure_without_the_flag(
     for variable in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "CALLERS_FILE"):
         monkeypatch.delenv(variable, raising=False)
     callers = tmp_path / "callers.yaml"
-    callers.write_text("callers: []\n")
+    callers.write_text("callers: []\n...\n")
     args = ["serve", "--port", str(free_port())]
     args += tls_args if "tls" in given else []
     args += ["--callers", str(callers)] if "callers" in given else []

@@ -111,7 +111,7 @@ async def test_a_rotated_callers_file_is_used_without_a_restart(tmp_path: Path) 
 
     def entry(token: str) -> bytes:
         digest = hashlib.sha256(token.encode()).hexdigest()
-        return f'callers: [{{name: app, token_sha256: "{digest}", roles: [chat]}}]\n'.encode()
+        return f'callers: [{{name: app, token_sha256: "{digest}", roles: [chat]}}]\n...\n'.encode()
 
     callers = tmp_path / "callers.yaml"
     callers.write_bytes(entry("old-token"))
