@@ -12,8 +12,8 @@ from gateway_service.accounting import EXACT_CHARS, cl100k, count_tokens, openai
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
 from tests.gateway.e2e_helpers import Upstream, user
-from tests.gateway.schema_helpers import SchemaService
 from tests.gateway.usage_helpers import ledger_rows, usage_gateway, within
+from tests.schemaserver import RestartableSchemaServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,7 +35,7 @@ def test_openai_family_text_is_counted_by_the_tokenizer_and_other_text_by_charac
 async def test_a_cut_stream_is_an_estimated_ledger_row(
     sim: SimulatorHandle, migrated_db: str, model: str, openai: bool
 ) -> None:
-    schema = SchemaService(migrated_db)
+    schema = RestartableSchemaServer(migrated_db)
     await schema.start()
     content = "Count these words please [[fault:disconnect at=3]]"
     received = ""

@@ -15,8 +15,8 @@ from llmgateway.v1 import chat_service_pb2 as pb
 from schemaservice.v1 import usage_service_pb2 as upb
 from servicekit.tls import ClientCredentials
 from tests.gateway.e2e_helpers import Upstream, details, user
-from tests.gateway.schema_helpers import SchemaService
 from tests.gateway.usage_helpers import usage_gateway
+from tests.schemaserver import RestartableSchemaServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,7 +46,7 @@ def budgeted(sim: SimulatorHandle, address: str) -> config.GatewayConfig:
 async def test_a_memory_budget_starts_from_what_the_ledger_says_was_spent(
     sim: SimulatorHandle, migrated_db: str
 ) -> None:
-    schema = SchemaService(migrated_db)
+    schema = RestartableSchemaServer(migrated_db)
     await schema.start()
     now = datetime.now(UTC)
     month_start = datetime(now.year, now.month, 1, tzinfo=UTC)

@@ -20,8 +20,8 @@ from llmgateway.v1 import chat_service_pb2_grpc
 from schemaservice.v1 import usage_service_pb2 as upb
 from servicekit.procs import ServiceProcess
 from tests.gateway.e2e_helpers import user
-from tests.gateway.schema_helpers import SchemaService
 from tests.gateway.usage_helpers import FAST_USAGE, UPSTREAMS, ledger_counts, ledger_rows, prompt
+from tests.schemaserver import RestartableSchemaServer
 
 pytestmark = pytest.mark.timeout(240)
 CHATS = 600
@@ -119,7 +119,7 @@ async def test_kill_9_loses_nothing_the_spool_acknowledged(
     sim: SimulatorHandle, migrated_db: str, tmp_path: Path
 ) -> None:
     sim.simulator.clear()
-    schema = SchemaService(migrated_db)
+    schema = RestartableSchemaServer(migrated_db)
     await schema.start()
     spool_dir, config = tmp_path / "spool", tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(gateway_yaml(sim, schema.address, spool_dir)))
