@@ -28,6 +28,7 @@ BENCHES = {
     "metrics_ingest": (["metrics_ingest.py"], ["--rows", "50000", "--rounds", "1"]),
     "usage_ledger": (["usage_ledger.py"], ["--rows", "10000", "--rounds", "1"]),
     "gateway_overhead": (["gateway_overhead.py"], ["--requests", "100", "--seconds", "2"]),
+    "openai_facade": (["openai_facade.py"], ["--requests", "100", "--seconds", "2"]),
     "chaos": (["chaos.py"], ["--seconds", "12", "--steady-seconds", "3"]),
     "watchdog": (["watchdog.py"], ["--chunks", "5000", "--rounds", "3"]),
     "load": (["load.py"], ["--streams", "50", "--seconds", "5"]),
