@@ -225,7 +225,6 @@ class ChatRun:
         health = self.failover.health
         patience_s = timing.first_token_by - self._loop.time()
         ticket = health.admit(candidate.target, patience_s)
-        health.headroom.spend(candidate.target, self.need)
         attempt = Attempt(candidate, request, timing, on_first_token=lambda: health.first_token(ticket))
         skipped = self.records.skipped_since_last_attempt()
         span = self._spans[number] = spans.start(
@@ -234,7 +233,7 @@ class ChatRun:
         # The upstream request leaves before the caller is told, so telling it costs no time to first token.
         # The span is current while the read task is created, so the HTTP request is traced under it; and
         # its responses tell the target's headroom.
-        with trace.use_span(span, end_on_exit=False), health.headroom.listen(candidate.target):
+        with trace.use_span(span, end_on_exit=False), health.headroom.listen(candidate.target, self.need, patience_s):
             attempt.open()
         cancelled = False
         try:

@@ -4,7 +4,9 @@ Every response of an attempt's upstream requests (a 200's head or a 429's) tells
 headers state (ratelimit_headers.py): requests and tokens left, and when each limit is whole again. Until
 that reset the target is taken at its word; at the reset the window is forgotten (it recovered). Each
 attempt that starts takes its share at once (one request, its estimated tokens), so requests in flight
-count before their own responses come back. A `retry-after` on a response leaves no request until it ends.
+count before their own responses come back; and a response's statement is taken less the share of the
+attempts still waiting for theirs, which the upstream may not have counted when it answered. A
+`retry-after` on a response leaves no request until it ends.
 
 A candidate whose headroom cannot take the request is skipped before any 429 (chat/rules.py). The skip is
 hard when the provider said nothing is left (0 requests or tokens): it is never tried before the reset,
@@ -63,6 +65,14 @@ class Shortage:
     hard: bool  # the provider said nothing is left (else: fewer tokens than the estimate)
 
 
+@dataclass(eq=False)
+class _Claim:
+    """An attempt that took its share and has not heard back yet: the upstream may not have counted it."""
+
+    need: Need
+    until: float  # it gives up waiting for a response (its first-token patience): forgotten then
+
+
 class Headroom:
     """The stated headroom of every target this replica has heard from."""
 
@@ -70,14 +80,25 @@ class Headroom:
         self.clock = clock
         self.enabled = enabled
         self._windows: dict[Target, dict[str, Window]] = {}
+        self._unanswered: dict[Target, set[_Claim]] = {}
 
     @contextlib.contextmanager
-    def listen(self, target: Target) -> Iterator[None]:
-        """Within the block, the responses of upstream requests started (tasks created) tell `target`."""
+    def listen(self, target: Target, need: Need, patience_s: float) -> Iterator[None]:
+        """An attempt for `target` starts: it takes its share now, and the responses of the upstream requests
+        started within the block (tasks created) tell `target` what is left."""
         if not self.enabled:
             yield
             return
-        token = response_headers.set(lambda headers: self.observe(target, headers))
+        self.spend(target, need)
+        claim = _Claim(need, self.clock() + patience_s)
+        claims = self._unanswered.setdefault(target, set())
+        claims.add(claim)
+
+        def heard(headers: Mapping[str, str]) -> None:
+            claims.discard(claim)  # the upstream counted this request: its statement includes it
+            self.observe(target, headers)
+
+        token = response_headers.set(heard)
         try:
             yield
         finally:
@@ -90,10 +111,14 @@ class Headroom:
             self.stated(target, stated)
 
     def stated(self, target: Target, stated: RateLimits) -> None:
+        """What a response stated; less what attempts still unanswered took, which it may not count yet (a
+        response to an earlier request must not give their share back)."""
         now = self.clock()
+        pending = self._pending(target, now)
         windows = self._windows.setdefault(target, {})
         for name, quota in stated.quotas.items():
-            windows[name] = Window(quota.remaining, quota.limit, now + quota.reset_s)
+            left = max(0, quota.remaining - sum(claim.need.of(name) for claim in pending))
+            windows[name] = Window(left, quota.limit, now + quota.reset_s)
         if stated.retry_after_s is not None:
             until = now + stated.retry_after_s
             requests = windows.get("requests")
@@ -104,6 +129,14 @@ class Headroom:
         """An attempt for `target` starts now: it takes its share before its response says what is left."""
         for name, window in self._live(target).items():
             window.remaining = max(0, window.remaining - need.of(name))
+
+    def _pending(self, target: Target, now: float) -> list[_Claim]:
+        claims = self._unanswered.get(target)
+        if not claims:
+            return []
+        for claim in [c for c in claims if c.until <= now]:
+            claims.discard(claim)  # no response within its patience: the attempt failed or gave up
+        return list(claims)
 
     def shortage(self, target: Target, need: Need) -> Shortage | None:
         """Why `target` cannot take `need` now, or None when it can (or nothing is known)."""

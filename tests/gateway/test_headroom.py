@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway_service.domain.headers import response_headers
+from gateway_service.domain.headers import HeadersSink, response_headers
 from gateway_service.health import Headroom, Need, Target
 
 T = Target("openai", "gpt-4o-mini", "key1")
@@ -105,7 +105,7 @@ async def test_listen_hands_the_headers_to_tasks_created_within_only() -> None:
         assert sink is not None
         sink(openai_headers(0))
 
-    with headroom.listen(T):
+    with headroom.listen(T, SMALL, 10.0):
         task = asyncio.ensure_future(respond())
     assert response_headers.get() is None  # reset once the task is made: later requests tell nobody
     await task
@@ -114,5 +114,33 @@ async def test_listen_hands_the_headers_to_tasks_created_within_only() -> None:
 
 def test_turned_off_it_listens_to_nothing() -> None:
     headroom = Headroom(Clock(), enabled=False)
-    with headroom.listen(T):
+    with headroom.listen(T, SMALL, 10.0):
         assert response_headers.get() is None
+
+
+def sink_of(headroom: Headroom, target: Target, patience_s: float = 10.0) -> HeadersSink:
+    """The sink an attempt for `target` hands its responses' headers to."""
+    with headroom.listen(target, SMALL, patience_s):
+        sink = response_headers.get()
+    assert sink is not None
+    return sink
+
+
+def test_a_response_to_an_earlier_request_does_not_give_back_the_share_of_those_still_unanswered() -> None:
+    """The upstream answered A before B reached it: "1 left" counts A but not B, which already took its share."""
+    clock = Clock()
+    headroom = Headroom(clock)
+    headroom.observe(T, openai_headers(2))
+    a, b = sink_of(headroom, T), sink_of(headroom, T)
+    assert headroom.windows(T)["requests"].remaining == 0
+    a(openai_headers(1))
+    assert headroom.windows(T)["requests"].remaining == 0  # 1 stated, less B's unanswered request
+    assert headroom.shortage(T, SMALL) is not None
+    b(openai_headers(0))
+    assert headroom.windows(T)["requests"].remaining == 0
+    c = sink_of(headroom, T, patience_s=5.0)
+    clock.now += 5.0  # C never heard back within its patience: it no longer counts
+    headroom.observe(T, openai_headers(2))
+    assert headroom.windows(T)["requests"].remaining == 2
+    c(openai_headers(1))  # a late answer after all: taken at its word
+    assert headroom.windows(T)["requests"].remaining == 1

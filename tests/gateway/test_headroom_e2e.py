@@ -11,6 +11,7 @@ the feature.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
@@ -137,3 +138,22 @@ async def test_a_route_with_no_headroom_left_answers_resource_exhausted_with_the
     assert "predicted rate limit" in failed.info.metadata["skipped_1"]
     assert failed.retry is not None and 30 < failed.retry.retry_delay.ToTimedelta().total_seconds() <= 61
     assert [o.status for o in sim.simulator.observations] == [200]
+
+
+async def test_concurrent_chats_take_their_share_before_any_response_says_what_is_left(sim: SimulatorHandle) -> None:
+    """Once one response stated the limit, 5 chats at once send it only the 2 requests left: each attempt
+    takes its share as it starts, before its own response comes back."""
+    sim.simulator.clear()
+    sim.simulator.set_rate_limits([parse_limit(f"requests=3 window=60 model={LIMITED_MODEL}")])
+    try:
+        async with serving(sim, cfg(sim, [limited("openai"), ANTHROPIC_FALLBACK])) as h:
+            await stream(h, pb.StreamChatRequest(model="default", messages=user("first")))
+            requests = [pb.StreamChatRequest(model="default", messages=user(f"at once {n}")) for n in range(5)]
+            answers = await asyncio.gather(*(stream(h, r) for r in requests))
+    finally:
+        sim.simulator.set_rate_limits([])
+    assert all(kinds(events)[-1] == "done" for events in answers)
+    seen = [o.status for o in sim.simulator.observations if o.model == LIMITED_MODEL]
+    assert seen == [200, 200, 200]
+    served = [[e.started.provider for e in events if e.HasField("started")][-1] for events in answers]
+    assert sorted(served) == ["fallback"] * 3 + ["limited"] * 2
