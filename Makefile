@@ -18,6 +18,15 @@ $(STAMP): pyproject.toml contracts/pyproject.toml constraints.txt
 	touch $(STAMP)
 	@echo "==> $(VENV) is ready."
 
+# The official openai npm client for tests/gateway/test_openai_node.py, from tests/node's lock file, when npm is here
+# (without it, or if the install fails, that one test is skipped and says why).
+NODE_STAMP := tests/node/node_modules/.installed
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP) \
+	  || echo "==> npm ci in tests/node failed: the openai npm client test will be skipped"; \
+	else echo "==> npm not found: the openai npm client test will be skipped"; fi
+
 ## Start the schema service (embedded PostgreSQL unless DATABASE_URL is set) and the gateway.
 ## RUN_FLAGS: scripts/run_local.py's flags (other ports: --gateway-port 50061 ...; see its --help).
 RUN_FLAGS ?=
@@ -30,7 +39,7 @@ run: $(STAMP)
 ## runs without the variable, so our sources and the rewritten test modules are compiled once, not by every
 ## worker and every service a test starts (collection alone: 15.0 -> 6.7 CPU s, docs/testing.md).
 TEST_WORKERS ?= 2
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -49,4 +58,4 @@ protos: $(STAMP)
 	$(VENV)/bin/buf build -o contracts/descriptor.binpb
 
 clean:
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) .data tests/node/node_modules
