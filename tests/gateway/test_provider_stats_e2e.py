@@ -115,3 +115,28 @@ async def test_streams_in_flight_show_while_they_run(sim: SimulatorHandle) -> No
     assert sample(samples, "in_flight", provider="f", model="fallback") == 1
     assert after["f"].models[0].stats.in_flight == 0
     assert [w.requests for w in after["f"].models[0].stats.windows] == [0, 0, 0]  # cancelled: no verdict
+
+
+async def test_watch_providers_sends_a_model_going_out_of_headroom(sim: SimulatorHandle) -> None:
+    sim.simulator.clear()
+    sim.simulator.set_rate_limits([parse_limit("requests=2 window=60 model=primary")])
+    try:
+        async with serving(sim, cfg(sim)) as h:
+            watch = h.providers.WatchProviders(ppb.WatchProvidersRequest(), timeout=10)
+            initial = [(await watch.read()).provider for _ in range(2)]
+            assert [(p.name, p.models[0].health) for p in initial] == [
+                ("p", ppb.HEALTH_STATE_HEALTHY),
+                ("f", ppb.HEALTH_STATE_HEALTHY),
+            ]
+            for text in ("one", "two"):
+                await stream(h, pb.StreamChatRequest(model="default", messages=user(text)))
+            changed = (await watch.read()).provider  # the first change: the second answer left it none
+            watch.cancel()
+    finally:
+        sim.simulator.set_rate_limits([])
+    assert changed.name == "p" and changed.health == ppb.HEALTH_STATE_COOLING_DOWN
+    [model] = changed.models
+    assert model.health == ppb.HEALTH_STATE_COOLING_DOWN and model.cooldown_until.seconds > 0
+    assert [(r.limit, r.remaining, r.limit_value) for r in model.headroom if r.limit == "requests"] == [
+        ("requests", 0, 2)
+    ]
