@@ -370,3 +370,44 @@ async def test_a_cache_control_mark_reaches_anthropic(sim: SimulatorHandle) -> N
     assert seen.body["system"] == [
         {"type": "text", "text": "A long system prompt.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
     ]
+
+
+# --- TLS and mTLS from the gRPC port's files
+
+
+async def test_tls_and_client_certificates_as_on_the_grpc_port(sim: SimulatorHandle, tmp_path: Path) -> None:
+    import ssl
+
+    from tests.servicekit.certs import Authority
+
+    ca = Authority()
+    cert, key = ca.issue("server", server=True).write(tmp_path, "server")
+    client_cert, client_key = ca.issue("web-frontend", server=False).write(tmp_path, "client")
+    ca_file = ca.write(tmp_path / "ca.crt")
+    callers = tmp_path / "callers.yaml"
+    callers.write_text('callers:\n  - {name: web, tls_subject: "CN=web-frontend", roles: [chat]}\n...\n')
+    security = Security(tls_cert=cert, tls_key=key, tls_client_ca=ca_file, callers=callers)
+    async with gateway_with_openai(gateway_config(sim.base_url, [FIRST]), security) as running:
+        assert running.openai is not None
+        url = f"https://127.0.0.1:{running.openai.port}/v1"
+        trusted = ssl.create_default_context(cafile=str(ca_file))
+        trusted.load_cert_chain(client_cert, client_key)
+        async with openai.AsyncOpenAI(
+            base_url=url, api_key="any", max_retries=0, http_client=openai.DefaultAsyncHttpxClient(verify=trusted)
+        ) as client:
+            answer = await client.chat.completions.create(model="default", messages=USER)  # type: ignore[arg-type]
+        assert answer.choices[0].message.content == "Hello there friend"
+
+        no_certificate = ssl.create_default_context(cafile=str(ca_file))
+        async with openai.AsyncOpenAI(
+            base_url=url,
+            api_key="any",
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(verify=no_certificate),
+        ) as client:
+            with pytest.raises(openai.APIConnectionError):
+                await client.chat.completions.create(model="default", messages=USER)  # type: ignore[arg-type]
+
+        async with httpx.AsyncClient() as plaintext:
+            with pytest.raises(httpx.HTTPError):
+                await plaintext.get(f"http://127.0.0.1:{running.openai.port}/v1/models")
