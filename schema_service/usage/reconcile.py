@@ -74,9 +74,11 @@ async def reconcile(
 
 
 async def reconcile_query(pool: asyncpg.Pool, query: UsageQuery, *, timeout_s: float) -> Reconciliation | None:
-    """The reconciliation over a QueryUsage's range and provider/model filters: on its first page, and only
-    without a caller or user filter (metric points carry no caller or user)."""
-    if query.offset or "caller" in query.filters or "user" in query.filters:
+    """The reconciliation over a QueryUsage's range and provider/model filters: on its first page, and only when
+    the query neither filters nor groups by caller or user (metric points carry neither; and the gateways'
+    start-up read of spend, grouped by both, does not wait on a scan of the metrics)."""
+    by_who = {"caller", "user"} & (set(query.filters) | set(query.group_by))
+    if query.offset or by_who:
         return None
     with database_errors("reconcile usage"):
         async with pool.acquire() as conn, conn.transaction(readonly=True):

@@ -38,7 +38,7 @@ async def chats_across(gateway: UsageGateway, away: Fault, back: Fault) -> Chats
 
 async def check_ledger(dsn: str, gateway: UsageGateway, chats: Chats) -> None:
     made = chats.attempts_made
-    assert len(chats.attempts) == CHATS and made == CHATS + CHATS // FAIL_EVERY  # every tenth failed over once
+    assert len(chats.attempts) == CHATS and made >= CHATS + CHATS // FAIL_EVERY  # every tenth failed over
     await asyncio.wait_for(gateway.delivered(made), BUDGET_S)
     assert not gateway.feed.sender.dropped and gateway.feed.sender.failures  # nothing given up, faults were met
     rows, doubles = await ledger_counts(dsn)

@@ -53,6 +53,9 @@ async def test_query_usage_reports_the_drift_between_the_ledger_and_the_metrics(
             await usage.RecordUsage(upb.RecordUsageRequest(records=[unmetered(datetime.now(UTC), 1000)]))
             drifted = await usage.QueryUsage(upb.QueryUsageRequest(start_time=since, provider="first"))
             by_user = await usage.QueryUsage(upb.QueryUsageRequest(start_time=since, user_id="nobody"))
+            grouped = await usage.QueryUsage(
+                upb.QueryUsageRequest(start_time=since, group_by=[upb.USAGE_DIMENSION_USER, upb.USAGE_DIMENSION_DAY])
+            )
     finally:
         await schema.stop()
     checked = agreed.reconciliation
@@ -63,7 +66,8 @@ async def test_query_usage_reports_the_drift_between_the_ledger_and_the_metrics(
     assert after.input_drift_tokens == 1000 and after.output_drift_tokens == 0  # the unmetered row
     assert after.ledger_input_tokens == after.metered_input_tokens + 1000 > 1000  # the provider's own share
     assert after.metered_input_tokens < checked.metered_input_tokens  # filtered: the second provider's left out
-    assert not by_user.HasField("reconciliation")  # metric points know no users
+    assert not by_user.HasField("reconciliation") and not grouped.HasField("reconciliation")  # nor users
+    assert grouped.groups  # the query itself answered
 
 
 async def test_the_periodic_job_sets_the_drift_gauge_for_the_last_whole_hour(migrated_db: str) -> None:

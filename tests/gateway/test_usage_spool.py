@@ -20,7 +20,7 @@ from llmgateway.v1 import chat_service_pb2_grpc
 from schemaservice.v1 import usage_service_pb2 as upb
 from servicekit.procs import ServiceProcess
 from tests.gateway.e2e_helpers import user
-from tests.gateway.usage_helpers import FAST_USAGE, UPSTREAMS, ledger_counts, ledger_rows, prompt
+from tests.gateway.usage_helpers import FAST_USAGE, NEVER_UNHEALTHY, UPSTREAMS, ledger_counts, ledger_rows, prompt
 from tests.schemaserver import RestartableSchemaServer
 
 pytestmark = pytest.mark.timeout(240)
@@ -74,7 +74,7 @@ def gateway_yaml(sim: SimulatorHandle, schema_address: str, spool_dir: Path) -> 
         "schema_service": schema_address,
         "providers": [u.entry(sim.base_url) for u in UPSTREAMS],
         "routes": {"default": [f"{u.name}/{u.model}" for u in UPSTREAMS]},
-        "failover": {"min_attempt_budget_s": 0.01, "breaker_failures": 1_000_000, "breaker_error_rate": 1.0},
+        "failover": {"min_attempt_budget_s": 0.01, **NEVER_UNHEALTHY},
         "usage": usage,
     }
 

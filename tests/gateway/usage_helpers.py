@@ -27,6 +27,9 @@ FAST_USAGE = UsageFeedSettings(batch_size=100, flush_interval_s=0.02, retry_init
 # The first provider fails every FAIL_EVERY-th chat (a 500), which fails over to the second: failed attempts are
 # attempts made, and are in the ledger too. The breaker never opens on them (it would skip, not fail).
 FAIL_EVERY = 10
+# Health is not under test: on a loaded machine a slow first token would mark a provider a suspected stall
+# (4 x its usual time to first token) and skip it, failing a chat the loss tests count on.
+NEVER_UNHEALTHY = {"breaker_failures": 1_000_000, "breaker_error_rate": 1.0, "stall_floor_s": 60.0}
 UPSTREAMS = [
     Upstream("first", "anthropic", "m-first", patient=True),
     Upstream("second", "openai", "m-second", patient=True),
@@ -40,8 +43,7 @@ def usage_config(
         sim.base_url,
         upstreams,
         env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address},
-        breaker_failures=1_000_000,
-        breaker_error_rate=1.0,
+        **NEVER_UNHEALTHY,
     )
     return cfg.model_copy(update={"usage": FAST_USAGE.model_copy(update=usage), "schema_service": address})
 
