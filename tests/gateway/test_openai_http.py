@@ -411,3 +411,33 @@ async def test_tls_and_client_certificates_as_on_the_grpc_port(sim: SimulatorHan
         async with httpx.AsyncClient() as plaintext:
             with pytest.raises(httpx.HTTPError):
                 await plaintext.get(f"http://127.0.0.1:{running.openai.port}/v1/models")
+
+
+async def test_user_reaches_the_per_user_budgets_and_json_schema_the_provider(sim: SimulatorHandle) -> None:
+    data = {
+        "providers": [FIRST.entry(sim.base_url)],
+        "routes": {"default": ["first/gpt-first"]},
+        "limits": {"users": {"requests_per_minute": 1}},
+    }
+    cfg = config.parse(data, source="test", env={"SIM_KEY": "sk-sim-key-1234"})
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    sim.simulator.clear()
+    async with (
+        gateway_with_openai(cfg) as running,
+        openai.AsyncOpenAI(base_url=base_url(running), api_key="unused", max_retries=0) as client,
+    ):
+        answer = await client.chat.completions.create(
+            model="default",
+            messages=USER,  # type: ignore[arg-type]
+            user="alice",
+            max_completion_tokens=50,
+            response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}},
+        )
+        assert json.loads(answer.choices[0].message.content or "") == {"answer": "Hello there friend"}
+        with pytest.raises(openai.RateLimitError) as limited:
+            await client.chat.completions.create(model="default", messages=USER, user="alice")  # type: ignore[arg-type]
+        assert limited.value.body["code"] == "user_budget_exhausted"  # type: ignore[index]
+        await client.chat.completions.create(model="default", messages=USER, user="bob")  # type: ignore[arg-type]
+    sent = sim.simulator.observations[0].body
+    assert sent["response_format"]["json_schema"]["schema"] == schema
+    assert sent["max_completion_tokens"] == 50 or sent.get("max_tokens") == 50
