@@ -29,6 +29,8 @@ BENCHES = {
     "usage_ledger": (["usage_ledger.py"], ["--rows", "10000", "--rounds", "1"]),
     "gateway_overhead": (["gateway_overhead.py"], ["--requests", "100", "--seconds", "2"]),
     "openai_facade": (["openai_facade.py"], ["--requests", "100", "--seconds", "2"]),
+    "gateway_cpu": (["gateway_cpu.py"], ["--rounds", "2", "--seconds", "2"]),
+    "gateway_rss": (["gateway_rss.py"], ["--rounds", "1"]),
     "chaos": (["chaos.py"], ["--seconds", "12", "--steady-seconds", "3"]),
     "watchdog": (["watchdog.py"], ["--chunks", "5000", "--rounds", "3"]),
     "load": (["load.py"], ["--streams", "50", "--seconds", "5"]),
