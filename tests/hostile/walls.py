@@ -30,10 +30,11 @@ KINDS = {STREAM_CHAT: "chats"}
 def hostile_callers() -> str:
     """The servicekit callers plus two callers holding every role: the hog and another."""
     roles = ", ".join(sorted(set(ROLES.values())))
-    return (
-        callers_yaml()
-        + f'  - {{name: hog, token_sha256: "{sha256(HOG)}", roles: [{roles}]}}\n'
-        + f'  - {{name: other, token_sha256: "{sha256(OTHER)}", roles: [{roles}]}}\n'
+    return callers_yaml(
+        [
+            f'  - {{name: hog, token_sha256: "{sha256(HOG)}", roles: [{roles}]}}',
+            f'  - {{name: other, token_sha256: "{sha256(OTHER)}", roles: [{roles}]}}',
+        ]
     )
 
 

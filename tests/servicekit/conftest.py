@@ -7,7 +7,7 @@ servicers' answer): that is "allowed" here, with no database or provider behind 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +37,9 @@ def sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def callers_yaml() -> str:
-    """Per role: a token caller and a certificate caller holding only it, and two holding all the others."""
+def callers_yaml(more: Sequence[str] = ()) -> str:
+    """Per role: a token caller and a certificate caller holding only it, and two holding all the others; then the
+    entries `more`, before the file's last line."""
     lines = ["callers:", '  - {name: web-frontend, tls_subject: "CN=web-frontend,O=Example", roles: [chat]}']
     for role in ALL_ROLES:
         others = [r for r in ALL_ROLES if r != role]
@@ -48,7 +49,7 @@ def callers_yaml() -> str:
             f'  - {{name: all-but-{role}, token_sha256: "{sha256("but-" + role)}", roles: [{", ".join(others)}]}}',
             f'  - {{name: cert-all-but-{role}, tls_subject: "CN=all-but-{role}", roles: [{", ".join(others)}]}}',
         ]
-    return "\n".join([*lines, "..."]) + "\n"
+    return "\n".join([*lines, *more, "..."]) + "\n"
 
 
 @dataclass
