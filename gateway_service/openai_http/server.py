@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from cryptography import x509
 from google.rpc import code_pb2
 
@@ -282,6 +283,17 @@ def _error_response(exc: ServiceError) -> web.Response:
     return web.json_response(error_body(exc), status=status, headers=headers_of(exc))
 
 
+def _bad_http_in_one_line(record: logging.LogRecord) -> bool:
+    """aiohttp logs a request it cannot parse (too many headers, a bad request line) with a traceback at ERROR:
+    for a hostile client that is one WARNING line without the traceback, like the gRPC port's refusals."""
+    if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+        record.msg = f"bad HTTP request refused: {record.exc_info[1].message}"
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
 @dataclass
 class Serving:
     """The running HTTP site; `close()` stops it (in-flight streams end with the gateway's drain)."""
@@ -303,6 +315,9 @@ async def serve(
 ) -> Serving:
     """Listen on `host:port` (0 picks a free one), TLS when `tls` is given."""
     face = OpenAIFace(gateway, doors, drain)
+    server_log = logging.getLogger("aiohttp.server")
+    if _bad_http_in_one_line not in server_log.filters:
+        server_log.addFilter(_bad_http_in_one_line)
     # handler_cancellation: a client that goes away cancels its handler, which closes the upstream stream.
     runner = web.AppRunner(face.application(), handler_cancellation=True, access_log=None)
     await runner.setup()

@@ -441,3 +441,19 @@ async def test_user_reaches_the_per_user_budgets_and_json_schema_the_provider(si
     sent = sim.simulator.observations[0].body
     assert sent["response_format"]["json_schema"]["schema"] == schema
     assert sent["max_completion_tokens"] == 50 or sent.get("max_tokens") == 50
+
+
+async def test_too_many_headers_is_a_400_and_one_log_line(
+    running: server.Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert running.openai is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.openai.port)
+    pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 100) for i in range(1000))
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + pad + b"\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)
+    writer.close()
+    assert head.split()[1] == b"400", head  # aiohttp's own answer to a request it cannot parse (HTTP/1.0)
+    refused = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert refused and all(r.levelname == "WARNING" and not r.exc_info for r in refused)
+    assert "Too many headers" in refused[0].getMessage()
