@@ -31,16 +31,17 @@ def _query(**labels: str) -> pb.QueryMetricsRequest:
 async def test_a_query_stuck_in_the_database_is_cancelled_by_its_statement_timeout(
     migrated_db: str, call: Callable[[MetricsServiceStub], Awaitable[object]]
 ) -> None:
-    blocker = await asyncpg.connect(migrated_db)
-    try:
-        async with blocker.transaction():
-            # The query waits on this lock; its statement timeout, not the caller's deadline, must end it.
-            await blocker.execute("LOCK TABLE metric_series IN ACCESS EXCLUSIVE MODE")
-            async with metrics_server(migrated_db, query_timeout_s=0.2) as running:
+    # The lock is taken once the server is up: its first housekeeping (usage reconciliation) reads metric_series.
+    async with metrics_server(migrated_db, query_timeout_s=0.2) as running:
+        blocker = await asyncpg.connect(migrated_db)
+        try:
+            async with blocker.transaction():
+                # The query waits on this lock; its statement timeout, not the caller's deadline, must end it.
+                await blocker.execute("LOCK TABLE metric_series IN ACCESS EXCLUSIVE MODE")
                 with pytest.raises(grpc.aio.AioRpcError) as stuck:
                     await call(running.stub)
-    finally:
-        await blocker.close()
+        finally:
+            await blocker.close()
 
     assert stuck.value.code() == grpc.StatusCode.UNAVAILABLE
     info = details(stuck.value)["ErrorInfo"]
