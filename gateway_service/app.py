@@ -15,7 +15,7 @@ from gateway_service.chat.failover import ChatRun, Failover
 from gateway_service.chat.router import Router
 from gateway_service.config import GatewayConfig, ProviderSpec, ProviderTimeouts, ProviderTransport
 from gateway_service.domain.request import ChatRequest
-from gateway_service.health import Health, HealthState, MemoryHealth, ModelView, model_views, provider_state
+from gateway_service.health import Health, HealthState, ModelView, build_health, model_views, provider_state
 from gateway_service.instruments import GatewayMetrics
 from gateway_service.limits.backends import build_limiter, build_store
 from gateway_service.limits.budgets import Budgets, has_budgets
@@ -104,6 +104,7 @@ class Gateway:
         return self.failover.run(request, self.router.rank(request), deadline_s)
 
     def start_background(self) -> None:
+        self.health.start()
         if self.telemetry.enabled:
             self._telemetry_task = asyncio.create_task(self.telemetry.run())
         if self.usage is not None:
@@ -122,6 +123,7 @@ class Gateway:
             await self._tokenizer
         for adapter in self.adapters.values():
             await adapter.aclose()
+        await self.health.aclose()
         if self.limiter is not None:
             await self.limiter.aclose()
         if self.spend is not None:
@@ -148,7 +150,7 @@ def build_gateway(
     tracing = tracing or Tracing()
     http_tracer = tracing.tracer("gateway_service.http") if tracing.enabled else None  # None: no HTTP hooks
     adapters = {p.name: factory(provider_config(p, http_tracer)) for p in config.providers if p.configured}
-    health = MemoryHealth(config.failover, health_clock) if health_clock else MemoryHealth(config.failover)
+    health = build_health(config, health_clock, instruments.health_shared if instruments else None)
     ledger = Ledger()
     telemetry = Telemetry(config.telemetry, send, tracing.tracer("gateway_service.telemetry"))
     observe, count = telemetry.observe, telemetry.count

@@ -10,7 +10,7 @@ from the environment. Secrets (provider keys, the Redis URL) are SecretStr: they
     limits.py     rate-limit budgets and the limits backend
     usage.py      the usage feed to the schema service's ledger, and its spool
     routing.py    routes (targets, policy, weights) and what their policies share
-    model.py      the file as a whole: failover, telemetry, request bounds
+    model.py      the file as a whole: failover, health, telemetry, request bounds
     loading.py    YAML + `${VAR}` -> models, errors naming the key path
     serve.py      the `serve` command's settings (flags and environment, pydantic-settings)
     summary.py    what `serve --check-config` prints
@@ -25,7 +25,13 @@ from __future__ import annotations
 
 from gateway_service.config.limits import Budget, LimitSettings, Rate, RateLimits, SpendLimits, SpendSettings
 from gateway_service.config.loading import DEFAULT_CONFIG_YAML, interpolate, load, parse
-from gateway_service.config.model import FailoverSettings, GatewayConfig, RequestBounds, TelemetrySettings
+from gateway_service.config.model import (
+    FailoverSettings,
+    GatewayConfig,
+    HealthSettings,
+    RequestBounds,
+    TelemetrySettings,
+)
 from gateway_service.config.providers import (
     DEFAULT_TIMEOUTS,
     DEFAULT_TRANSPORT,
@@ -45,6 +51,7 @@ __all__ = [
     "Budget",
     "FailoverSettings",
     "GatewayConfig",
+    "HealthSettings",
     "LimitSettings",
     "SpendLimits",
     "SpendSettings",

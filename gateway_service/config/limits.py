@@ -206,3 +206,9 @@ def _check_redis_url(url: str) -> None:
         raise PydanticCustomError("config", "not a valid Redis URL: {reason}", {"reason": str(exc)}) from None
     if port == 0:
         raise PydanticCustomError("config", "port 0 is not a Redis port")
+
+
+def without_password(url: str) -> str:
+    """host:port/db of a Redis URL, for logs: a password in it must never be printed."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or parts.path}:{parts.port or ''}{parts.path if parts.hostname else ''}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, Strict, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
@@ -73,6 +73,14 @@ class FailoverSettings(Frozen):
     the request, before any 429 (docs/rate-limits.md)."""
 
 
+class HealthSettings(Frozen):
+    """Where provider health is kept: cooldowns, breakers, the half-open probe (docs/failover.md)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    """memory: each replica its own | redis: shared by every replica through the Redis of `limits.redis_url`
+    (its key prefix and timeout too); while Redis is away each replica keeps its own, and says so."""
+
+
 class TelemetrySettings(Frozen):
     """Metrics sent to the schema service; only used with `schema_service`."""
 
@@ -136,6 +144,8 @@ class GatewayConfig(Frozen):
     """What the routes' policies share: exploration and the slow ramp after a recovery."""
     failover: FailoverSettings = FailoverSettings()
     """How attempts are run."""
+    health: HealthSettings = HealthSettings()
+    """Where provider health is kept (below)."""
     telemetry: TelemetrySettings = TelemetrySettings()
     """The metrics buffer."""
     usage: UsageFeedSettings = UsageFeedSettings()
@@ -156,6 +166,8 @@ class GatewayConfig(Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:
+        if self.health.backend == "redis" and self.limits.redis_url is None:
+            raise invalid("health.backend", "redis needs limits.redis_url (the Redis the budgets use)")
         for index, provider in enumerate(self.providers):
             if provider.name in (p.name for p in self.providers[:index]):
                 raise invalid(f"providers[{index}].name", f"duplicate name {provider.name!r}")
@@ -178,4 +190,4 @@ class GatewayConfig(Frozen):
         return next((p for p in self.providers if p.name == name), None)
 
 
-__all__ = ["FailoverSettings", "GatewayConfig", "ModelSpec", "ProviderSpec", "TelemetrySettings"]
+__all__ = ["FailoverSettings", "GatewayConfig", "HealthSettings", "ModelSpec", "ProviderSpec", "TelemetrySettings"]

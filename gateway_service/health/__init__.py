@@ -13,16 +13,20 @@ Rooms, from the vocabulary up:
     blocks.py      which failures block a target, hard or soft, and for how long
     settings.py    breaker and stall settings from the config (the config owns the defaults)
     memory.py      MemoryHealth: the Health of one replica, kept in memory
+    shared.py      RedisHealth: MemoryHealth whose cooldowns, breakers and probe every replica shares
+    exchange.py    shared health's Redis: state keys, pub/sub, the probe's claim, Redis away and back
+    backends.py    build_health: memory, or Redis for `health.backend: redis` (imported only then)
     ramp.py        the slow ramp: a target's share of traffic after its breaker closed
     state.py       HealthState and the policy that names a provider's state
 
 Public: what `__all__` names, imported from this package. Breakers, stall watches and their settings are
 health's own business: nothing outside health/ imports breaker.py or stalls.py (tests/contracts checks it).
-Health is a Protocol so a store shared by replicas can stand beside memory.py later, behind the same calls.
+Health is a Protocol so the store shared by replicas (shared.py) stands beside memory.py, behind the same calls.
 """
 
 from __future__ import annotations
 
+from gateway_service.health.backends import build_health
 from gateway_service.health.breaker import BreakerState
 from gateway_service.health.core import ANY_MODEL, Block, Health, Target, Ticket
 from gateway_service.health.headroom import Headroom, Need, Shortage, Window
@@ -58,6 +62,7 @@ __all__ = [
     "Ticket",
     "Window",
     "WindowCounts",
+    "build_health",
     "model_state",
     "model_views",
     "provider_state",

@@ -11,6 +11,9 @@ advice: a route whose candidates are all blocked still tries one (chat/rules.py,
 Half-open: the first attempt after the wait is the probe, the only one let through while it runs; its
 success closes the breaker, its failure reopens it for longer; a probe the caller cancelled frees the slot.
 
+Shared (health/shared.py): another replica's open and close are followed as if seen here (`opened_elsewhere`,
+`closed_elsewhere`), so every replica's breaker opens, half-opens and closes together.
+
 Generations: every open and every close starts a new generation, and a result counts only for the
 generation its attempt started in. So a stream that began before an outage cannot close the breaker the
 outage opened, and the burst of failures that opened it cannot reopen it once more (or make it longer).
@@ -122,6 +125,22 @@ class Breaker:
         """The attempt ended without a verdict (the caller went away): a probe frees its slot."""
         if admission.probe and admission.generation == self.generation:
             self.probe_until = None
+
+    def opened_elsewhere(self, until: float, failed_probes: int) -> bool:
+        """Another replica opened (or reopened) it until `until`; True unless it is open as long here already."""
+        if self.open_until is not None and self.open_until >= until:
+            return False
+        self._new_generation()
+        self.open_until = until
+        self.failed_probes = max(self.failed_probes, failed_probes)
+        return True
+
+    def closed_elsewhere(self, now: float) -> bool:
+        """Another replica's probe (or last-resort try) succeeded; True when it was open here."""
+        if self.open_until is None:
+            return False
+        self._close(now)
+        return True
 
     def error_rate(self, now: float) -> float:
         self._expire(now)

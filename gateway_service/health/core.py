@@ -1,9 +1,9 @@
 """What health speaks in: a Target (target.py), a Block, an attempt's Ticket, and the Health interface failover calls.
 
-`Health` is a Protocol so that where health is kept can change without touching its callers: today one
-replica keeps it in memory (health/memory.py); a store shared by replicas would implement the same calls.
-They are synchronous and on the request path (several per attempt), so such a store would answer from a
-local copy and exchange changes with the others in the background, never a round trip per call.
+`Health` is a Protocol so that where health is kept can change without touching its callers: one replica
+keeps it in memory (health/memory.py), or every replica shares it through Redis (health/shared.py). The
+calls are synchronous and on the request path (several per attempt), so the shared store answers from its
+local copy and exchanges changes with the others in the background, never a round trip per call.
 """
 
 from __future__ import annotations
@@ -108,3 +108,9 @@ class Health(Protocol):
     def notify(self, provider: str) -> None:
         """Tell watchers of a change health does not track itself (a rate-limit budget ran out)."""
         ...
+
+    def start(self) -> None:
+        """Start what runs in the background (the shared store's exchange); in a running event loop."""
+        ...
+
+    async def aclose(self) -> None: ...

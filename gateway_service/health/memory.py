@@ -159,6 +159,12 @@ class MemoryHealth:
     def notify(self, provider: str) -> None:
         self._changed(provider)
 
+    def start(self) -> None:
+        """Nothing runs in the background of one replica's memory."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
     def _changed(self, provider: str) -> None:
         for queue in self._watchers:
             if not queue.full():  # a watcher that does not read loses changes, never blocks a chat

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway_service.config.limits import without_password
 from gateway_service.limits.core import Charge, Clock, Count, Exceeded, no_count
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ _LABELS = {"backend": "redis"}  # the metrics say which backend failed, never wh
 class RedisLimiter:
     def __init__(self, url: str, *, timeout_s: float, retry_s: float, clock: Clock, count: Count = no_count) -> None:
         self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self.where = _without_password(url)
+        self.where = without_password(url)
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self.clock = clock
@@ -145,9 +145,3 @@ class RedisLimiter:
         if self._settling:
             await asyncio.wait(self._settling, timeout=self.timeout_s * 2)
         await self.client.aclose()
-
-
-def _without_password(url: str) -> str:
-    """host:port/db of the URL, for logs: a password in it must never be printed."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or parts.path}:{parts.port or ''}{parts.path if parts.hostname else ''}"
