@@ -198,6 +198,8 @@ async def start_service(dsn: str, tree: Path | None = None) -> tuple[subprocess.
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
     health = health_pb2_grpc.HealthStub(channel)
     while True:  # poll: the process offers nothing to await until it serves
+        if process.poll() is not None:
+            raise RuntimeError(f"the service{f' of {tree}' if tree else ''} exited with {process.returncode}")
         try:
             reply = await health.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=1)
             if reply.status == health_pb2.HealthCheckResponse.SERVING:
