@@ -46,3 +46,16 @@ def grpc_target_problem(target: str) -> str | None:
     else:
         addresses = [target]
     return next(filter(None, (host_port_problem(a, required=True) for a in addresses)), None)
+
+
+def http_url_problem(url: str) -> str | None:
+    """An http(s) base URL: None when it has the scheme, a host and (if any) a port 1-65535."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        return f"malformed host ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parts.netloc.rpartition("@")[2]:
+        return "has no host"
+    return host_port_problem(parts.netloc.rpartition("@")[2])

@@ -13,7 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from gateway_service.config.base import (
     DERIVED,
@@ -28,6 +29,15 @@ from gateway_service.config.base import (
     refuse_derived,
 )
 from gateway_service.config.limits import Budget
+from servicekit.addresses import http_url_problem
+
+
+def _http_url(value: str | None) -> str | None:
+    problem = http_url_problem(value) if value else None
+    if problem:
+        raise PydanticCustomError("config", "{message}", {"message": problem})
+    return value
+
 
 ProviderType = Literal["openai", "gemini", "anthropic", "openai_compatible", "cohere"]
 # Dollars per million tokens: exact decimals (a YAML 0.15 is the decimal 0.15), never summed as floats.
@@ -147,8 +157,8 @@ class ProviderSpec(ProviderTransport, ProviderTimeouts):
     """The wire format, each spoken through its official SDK."""
     models: tuple[ModelSpec, ...] = Field(min_length=1)
     """Non-empty, names unique."""
-    base_url: Text | None = None
-    """Proxies, local servers, tests (required for openai_compatible)."""
+    base_url: Annotated[Text | None, AfterValidator(_http_url)] = None
+    """Proxies, local servers, tests (required for openai_compatible); http:// or https://, checked at start."""
     api_version: Text | None = None
     """Gemini API version."""
     api_key_env: Text | None = None

@@ -161,6 +161,24 @@ def test_openai_compatible_needs_a_base_url(tmp_path: Path) -> None:
         config.load(write(tmp_path, text), env={})
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:99999/v1", "127.0.0.1:99999: the port must be a number from 1 to 65535"),
+        ("http://127.0.0.1:abc/v1", "127.0.0.1:abc: the port must be a number from 1 to 65535"),
+        ("http://[zz::1]:5/v1", "malformed host"),
+        ("ftp://127.0.0.1/v1", "must start with http:// or https://"),
+        ("http:///v1", "has no host"),
+    ],
+)
+def test_a_malformed_base_url_is_a_start_up_error(tmp_path: Path, url: str, message: str) -> None:
+    """Accepted silently before, such a URL failed every attempt of the provider at run time instead."""
+    text = GOOD.replace("base_url: http://127.0.0.1:1/v1", f'base_url: "{url}"')
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, text), env={})
+    assert str(error.value).startswith(f"{tmp_path / 'gateway.yaml'}: providers[0].base_url: {message}")
+
+
 def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("providers: [\n")
