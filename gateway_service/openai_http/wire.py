@@ -31,6 +31,12 @@ from llmgateway.v1 import chat_service_pb2 as pb
 from servicekit.errors import FieldViolation
 
 
+# Numbers as the gRPC request holds them: a JSON number past them is a 400 naming it, not a protobuf ValueError.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+Double = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class _Loose(BaseModel):
     """A part of the body: fields OpenAI may add later are ignored, the ones read are typed strictly."""
 
@@ -141,14 +147,14 @@ class ChatCompletionRequest(_Loose):
     messages: list[MessageIn]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_completion_tokens: int | None = None
-    max_tokens: int | None = None  # the older name; max_completion_tokens wins
-    temperature: float | int | None = None
-    top_p: float | int | None = None
+    max_completion_tokens: Int32 | None = None
+    max_tokens: Int32 | None = None  # the older name; max_completion_tokens wins
+    temperature: Double | None = None
+    top_p: Double | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | int | None = None
-    frequency_penalty: float | int | None = None
+    seed: Int64 | None = None
+    presence_penalty: Double | None = None
+    frequency_penalty: Double | None = None
     tools: list[ToolIn] = []
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     response_format: ResponseFormatIn | None = None
@@ -358,10 +364,10 @@ def _as_proto(wanted: ChatCompletionRequest) -> pb.StreamChatRequest:
             setattr(sampling, name, value)
     if wanted.stop is not None:
         sampling.stop_sequences.extend([wanted.stop] if isinstance(wanted.stop, str) else wanted.stop)
-    for tool in wanted.tools:
+    for i, tool in enumerate(wanted.tools):
         proto_tool = message.tools.add(name=tool.function.name, description=tool.function.description)
         if tool.function.parameters is not None:
-            proto_tool.parameters.CopyFrom(_struct(tool.function.parameters))
+            proto_tool.parameters.CopyFrom(_struct(tool.function.parameters, f"tools[{i}].function.parameters"))
     if isinstance(wanted.tool_choice, NamedToolChoice):
         message.tool_choice.mode = pb.TOOL_CHOICE_MODE_TOOL
         message.tool_choice.tool_name = wanted.tool_choice.function.name
@@ -373,7 +379,9 @@ def _as_proto(wanted: ChatCompletionRequest) -> pb.StreamChatRequest:
         if schema is not None:
             message.response_format.schema_name = schema.name
             if schema.schema_ is not None:
-                message.response_format.json_schema.CopyFrom(_struct(schema.schema_))
+                message.response_format.json_schema.CopyFrom(
+                    _struct(schema.schema_, "response_format.json_schema.schema")
+                )
     if wanted.reasoning_effort is not None:
         message.reasoning.effort = EFFORTS[wanted.reasoning_effort]
     return message
@@ -423,7 +431,11 @@ def _content_part(part: TextPart | ImageUrlPart | FilePart) -> pb.Part:
     return pb.Part(document=pb.Document(data=data, media_type=media_type, name=part.file.filename))
 
 
-def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+def _struct(value: dict[str, Any], field: str) -> struct_pb2.Struct:
+    """`value` as a protobuf Struct, whose numbers are doubles: an integer past a double is refused naming `field`."""
     struct = struct_pb2.Struct()
-    struct.update(value)
+    try:
+        struct.update(value)
+    except OverflowError:
+        raise _invalid([FieldViolation(field, "holds a number too large for a double")]) from None
     return struct

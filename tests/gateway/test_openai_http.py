@@ -232,6 +232,20 @@ async def post(running: server.Running, body: bytes | str, **headers: str) -> tu
             '{"model": "default", "messages": [{"role": "user", "content": [{"type": "video"}]}]}',
             "messages[0].content[0]",
         ),
+        # numbers past what the gRPC request holds (int32, int64, double) were a protobuf ValueError: a 500
+        (f'{{"model": "default", "messages": {json.dumps(USER)}, "seed": {10**30}}}', "seed"),
+        (f'{{"model": "default", "messages": {json.dumps(USER)}, "max_tokens": {2**31}}}', "max_tokens"),
+        (f'{{"model": "default", "messages": {json.dumps(USER)}, "temperature": {10**400}}}', "temperature"),
+        (
+            f'{{"model": "default", "messages": {json.dumps(USER)}, "tools": [{{"type": "function", '
+            f'"function": {{"name": "f", "parameters": {{"maximum": {10**400}}}}}}}]}}',
+            "tools[0].function.parameters",
+        ),
+        (
+            f'{{"model": "default", "messages": {json.dumps(USER)}, "response_format": {{"type": "json_schema", '
+            f'"json_schema": {{"name": "a", "schema": {{"maximum": {10**400}}}}}}}}}',
+            "response_format.json_schema.schema",
+        ),
     ],
 )
 async def test_bad_bodies_get_a_400_naming_the_parameter(running: server.Running, body: str, param: str) -> None:
