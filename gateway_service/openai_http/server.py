@@ -241,6 +241,16 @@ class OpenAIFace:
             error = exc if isinstance(exc, ServiceError) else ServerShuttingDown(CUT_BY_SHUTDOWN, retry_after_s=0)
             log.warning("OpenAI-compatible stream ended by an error", extra={"reason": error.reason})
             await _send(response, error_body(error))
+        except ConnectionResetError:
+            if response is None:
+                raise
+            return response  # the client went away mid-stream: nobody is left to tell
+        except Exception:
+            if response is None:
+                raise
+            # The stream has begun: the middleware's error answer would be a second response inside it.
+            log.exception("OpenAI-compatible stream failed")
+            await _send(response, error_body(ServiceError("internal error; see the gateway's log")))
         assert response is not None
         await response.write_eof()
         return response

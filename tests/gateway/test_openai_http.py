@@ -471,3 +471,31 @@ async def test_too_many_headers_is_a_400_and_one_log_line(
     refused = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert refused and all(r.levelname == "WARNING" and not r.exc_info for r in refused)
     assert "Too many headers" in refused[0].getMessage()
+
+
+async def test_a_bug_mid_stream_ends_the_stream_with_an_error_event(
+    running: server.Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure that is no ServiceError after the stream opened (a bug) used to reach the middleware, which
+    answered a second, JSON response on a connection whose SSE stream had already begun."""
+    from gateway_service.openai_http import answers
+
+    pieces = 0
+    piece = answers.Chunks.piece
+
+    def failing(self: answers.Chunks, given: Any) -> Any:
+        nonlocal pieces
+        pieces += 1
+        if pieces == 2:
+            raise RuntimeError("a bug")
+        return piece(self, given)
+
+    monkeypatch.setattr(answers.Chunks, "piece", failing)
+    body = {"model": "default", "stream": True, "messages": USER}
+    async with httpx.AsyncClient() as http, http.stream("POST", f"{base_url(running)}/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert lines[0].startswith('data: {"id"'), lines
+    assert json.loads(lines[-1].removeprefix("data: "))["error"]["code"] == "internal", lines
+    assert "data: [DONE]" not in lines
+    assert any(r.exc_info for r in caplog.records if "failed" in r.getMessage()), "the traceback is logged"
