@@ -10,7 +10,7 @@ Accepted and ignored, as the OpenAI API documents them as hints: `parallel_tool_
 `metadata`, `service_tier`, `logit_bias` when empty. Content parts become the gateway's message parts:
 `text`; `image_url` with an https URL (passed on, never fetched) or a `data:` URL (its bytes); `file` with
 `file_data` as a `data:` URL of a PDF. Refused with 400 naming the parameter, rather than silently
-answered differently: `n` other than 1, `logprobs`/`top_logprobs`, `audio`, `modalities` other than
+answered differently: `n` other than 1, a non-empty `logit_bias`, `logprobs`/`top_logprobs`, `audio`, `modalities` other than
 text, `prediction`, `web_search_options`, `input_audio` parts and `file_id` (the gateway keeps no files).
 """
 
@@ -167,6 +167,7 @@ class ChatCompletionRequest(_Loose):
     modalities: list[str] | None = None
     prediction: dict[str, Any] | None = None
     web_search_options: dict[str, Any] | None = None
+    logit_bias: dict[str, Any] | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -306,6 +307,8 @@ def _unsupported(wanted: ChatCompletionRequest) -> list[FieldViolation]:
     refused = []
     if wanted.n not in (None, 1):
         refused.append(FieldViolation("n", "only n=1 is supported: ask again for another choice"))
+    if wanted.logit_bias:
+        refused.append(FieldViolation("logit_bias", "token biases are not supported by the gateway"))
     if wanted.logprobs or wanted.top_logprobs:
         refused.append(FieldViolation("logprobs", "log probabilities are not supported by the gateway"))
     for name in ("audio", "prediction", "web_search_options"):

@@ -204,6 +204,11 @@ async def post(running: server.Running, body: bytes | str, **headers: str) -> tu
         ('{"model": "default", "messages": [{"role": "user", "content": 5}]}', "messages[0].content"),
         ('{"model": "default", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', "temperature"),
         ('{"model": "default", "messages": [{"role": "user", "content": "x"}], "n": 3}', "n"),
+        # a non-empty logit_bias was dropped silently, answering otherwise than asked
+        (
+            '{"model": "default", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"50256": -100}}',
+            "logit_bias",
+        ),
         (
             '{"model": "default", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}',
             "max_completion_tokens",
@@ -492,7 +497,10 @@ async def test_a_bug_mid_stream_ends_the_stream_with_an_error_event(
 
     monkeypatch.setattr(answers.Chunks, "piece", failing)
     body = {"model": "default", "stream": True, "messages": USER}
-    async with httpx.AsyncClient() as http, http.stream("POST", f"{base_url(running)}/chat/completions", json=body) as r:
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream("POST", f"{base_url(running)}/chat/completions", json=body) as r,
+    ):
         assert r.status_code == 200
         lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
     assert lines[0].startswith('data: {"id"'), lines
