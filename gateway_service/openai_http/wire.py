@@ -10,8 +10,9 @@ Accepted and ignored, as the OpenAI API documents them as hints: `parallel_tool_
 `metadata`, `service_tier`, `logit_bias` when empty. Content parts become the gateway's message parts:
 `text`; `image_url` with an https URL (passed on, never fetched) or a `data:` URL (its bytes); `file` with
 `file_data` as a `data:` URL of a PDF. Refused with 400 naming the parameter, rather than silently
-answered differently: `n` other than 1, a non-empty `logit_bias`, `logprobs`/`top_logprobs`, `audio`, `modalities` other than
-text, `prediction`, `web_search_options`, `input_audio` parts and `file_id` (the gateway keeps no files).
+answered differently: `n` other than 1, a non-empty `logit_bias`, `logprobs`/`top_logprobs`, `audio`,
+`modalities` other than text, `prediction`, `web_search_options`, `input_audio` parts and `file_id` (the
+gateway keeps no files).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import InvalidRequest
 from llmgateway.v1 import chat_service_pb2 as pb
 from servicekit.errors import FieldViolation
-
 
 # Numbers as the gRPC request holds them: a JSON number past them is a 400 naming it, not a protobuf ValueError.
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
