@@ -4,13 +4,15 @@
 
 One stream is 20 chunks from the upstream (`python -m llm_simulator`, OpenAI wire format, no pacing): a role
 chunk, 17 words, the finish chunk and the usage chunk; the gateway answers it with 20 StreamChat events.
-Three sides, in rounds that alternate their order (a b c, c b a, ...), so that a busy machine's drift falls on
+Four sides, in rounds that alternate their order (a b c d, d c b a, ...), so that a busy machine's drift falls on
 all of them alike; each prints its median CPU per request over the rounds and the spread (min-max):
 
   bare SDK    this process's CPU per request, the `openai` SDK straight to the upstream (the baseline);
   gateway     the gateway process's CPU per request, the same stream through StreamChat;
   gRPC floor  a bare grpc.aio server on uvloop (this script with --floor) answering StreamChat with the same
-              20 prebuilt events and nothing else: what any gRPC gateway in Python pays before it does any work.
+              20 prebuilt events and nothing else: what any gRPC gateway in Python pays before it does any work;
+  +servicekit the same servicer in servicekit's server (build_server: the Prometheus counts, the gate, the
+              drain and the decode guard around it), which the gateway serves in.
 
 Target (#23): gateway / bare SDK <= 0.7. The floor / bare SDK ratio says how much of that the gRPC server alone
 takes. `--py-spy PATH` (a py-spy binary; not a dependency of the project) records the gateway through one more
@@ -117,19 +119,25 @@ class FloorServicer(chat_service_pb2_grpc.ChatServiceServicer):
     async def StreamChat(self, request: pb.StreamChatRequest, context: grpc.aio.ServicerContext) -> None:
         for event in self.events:
             await context.write(event)
-            if os.environ.get("FLOOR_YIELD"):
-                await asyncio.sleep(0.0005)
 
 
-async def serve_floor(port: int) -> None:
+async def serve_floor(port: int, stack: bool) -> None:
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-    options = []
-    if os.environ.get("FLOOR_OPTS"):
-        from servicekit.server import ServerOptions
+    if stack:  # the same servicer inside servicekit's server: its interceptors (counts, gate, drain, decode guard)
+        from servicekit.metrics import Registry
+        from servicekit.server import Lifecycle, ServerOptions, build_server
 
-        options = ServerOptions().channel_args()
-    server = grpc.aio.server(options=options)
+        names = ["llmgateway.v1.ChatService"]
+        lifecycle = Lifecycle(names)
+        add = lambda s: chat_service_pb2_grpc.add_ChatServiceServicer_to_server(FloorServicer(), s)  # noqa: E731
+        server = build_server(ServerOptions(), lifecycle, [add], names, metrics=Registry())
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await lifecycle.start(ready=True)
+        await server.wait_for_termination()
+        return
+    server = grpc.aio.server()
     chat_service_pb2_grpc.add_ChatServiceServicer_to_server(FloorServicer(), server)
     checks = health.aio.HealthServicer()
     await checks.set("readiness", health_pb2.HealthCheckResponse.SERVING)
@@ -147,16 +155,20 @@ def spread(values: list[float]) -> str:
 
 
 async def measure(
-    args: argparse.Namespace, url: str, gateway: ServiceProcess, floor_port: int
+    args: argparse.Namespace, url: str, gateway: ServiceProcess, floor_ports: tuple[int, int]
 ) -> dict[str, list[float]]:
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-bench", max_retries=0)
-    channels = [grpc.aio.insecure_channel(a) for a in (gateway.address, f"127.0.0.1:{floor_port}")]
-    gw_stub, floor_stub = (chat_service_pb2_grpc.ChatServiceStub(c) for c in channels)
-    assert await bare_once(client) == 20 and await grpc_once(gw_stub) == 20 and await grpc_once(floor_stub) == 20
+    addresses = (gateway.address, *(f"127.0.0.1:{port}" for port in floor_ports))
+    channels = [grpc.aio.insecure_channel(a) for a in addresses]
+    gw_stub, floor_stub, stack_stub = (chat_service_pb2_grpc.ChatServiceStub(c) for c in channels)
+    assert await bare_once(client) == 20
+    for stub in (gw_stub, floor_stub, stack_stub):
+        assert await grpc_once(stub) == 20
     sides: dict[str, tuple[Once, psutil.Process]] = {
         "bare SDK": (lambda: bare_once(client), psutil.Process()),
         "gateway": (lambda: grpc_once(gw_stub), psutil.Process(gateway.proc.pid)),
-        "gRPC floor": (lambda: grpc_once(floor_stub), psutil.Process(args.floor_pid)),
+        "gRPC floor": (lambda: grpc_once(floor_stub), psutil.Process(args.floor_pids[0])),
+        "+servicekit": (lambda: grpc_once(stack_stub), psutil.Process(args.floor_pids[1])),
     }
     for once, _ in sides.values():  # warm up connections and code paths
         await load(once, args.concurrency, 1.0)
@@ -200,21 +212,29 @@ def report(args: argparse.Namespace, figures: dict[str, list[float]]) -> None:
     bare = figures["bare SDK"]
     ratios = [g / b for g, b in zip(figures["gateway"], bare, strict=True)]
     floors = [f / b for f, b in zip(figures["gRPC floor"], bare, strict=True)]
+    stacks = [f / b for f, b in zip(figures["+servicekit"], bare, strict=True)]
     print(f"  gateway / bare SDK, per round: {' '.join(f'{r:.2f}' for r in ratios)}")
     print(f"  gRPC floor / bare SDK, per round: {' '.join(f'{r:.2f}' for r in floors)}")
+    print(f"  floor in servicekit's server / bare SDK, per round: {' '.join(f'{r:.2f}' for r in stacks)}")
     target("CPU per streamed request, gateway / bare SDK (median of rounds)", statistics.median(ratios), at_most=0.7)
-    print(f"  (the bare gRPC server alone is {statistics.median(floors):.2f} of the bare SDK)")
+    print(
+        f"  (the bare gRPC server alone is {statistics.median(floors):.2f} of the bare SDK,"
+        f" inside servicekit's interceptors {statistics.median(stacks):.2f})"
+    )
     save("gateway_cpu", {"concurrency": args.concurrency, "seconds": args.seconds, "cpu_us": figures})
 
 
 async def _main(args: argparse.Namespace) -> int:
-    up_port, floor_port = free_port(), free_port()
+    up_port, floor_ports = free_port(), (free_port(), free_port())
     upstream = psutil.Popen(
         [sys.executable, "-m", "llm_simulator", "--port", str(up_port), "--chunk-delay-ms", "0"],
         stderr=open(os.devnull, "w"),
     )
-    floor = psutil.Popen([sys.executable, __file__, "--floor", str(floor_port)])
-    args.floor_pid = floor.pid
+    floors = [
+        psutil.Popen([sys.executable, __file__, flag, str(port)])
+        for flag, port in zip(("--floor", "--floor-stack"), floor_ports, strict=True)
+    ]
+    args.floor_pids = [floor.pid for floor in floors]
     url = f"http://127.0.0.1:{up_port}"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
         config.write(CONFIG.format(url=url))
@@ -222,10 +242,11 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         with ServiceProcess("gateway-service", "--config", config.name, env=env) as gateway:
             await gateway.wait_serving(timeout_s=60)
-            await wait_for_health(f"127.0.0.1:{floor_port}", "readiness", 1, proc=floor, timeout_s=30)
-            report(args, await measure(args, url, gateway, floor_port))
+            for port, proc in zip(floor_ports, floors, strict=True):
+                await wait_for_health(f"127.0.0.1:{port}", "readiness", 1, proc=proc, timeout_s=30)
+            report(args, await measure(args, url, gateway, floor_ports))
     finally:
-        for proc in (upstream, floor):
+        for proc in (upstream, *floors):
             proc.terminate()
             proc.wait(10)
         Path(config.name).unlink()
@@ -239,12 +260,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--py-spy", type=Path, help="a py-spy binary: profile the gateway after the rounds")
     parser.add_argument("--floor", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the floor server's process
+    parser.add_argument("--floor-stack", type=int, metavar="PORT", help=argparse.SUPPRESS)  # ... in servicekit's
     args = parser.parse_args()
-    if args.floor:
+    if args.floor or args.floor_stack:
         from servicekit.startup import loop_factory
 
         with asyncio.Runner(loop_factory=loop_factory()) as runner:  # uvloop, as the gateway runs
-            runner.run(serve_floor(args.floor))
+            runner.run(serve_floor(args.floor or args.floor_stack, stack=bool(args.floor_stack)))
         return 0
     return asyncio.run(_main(args))
 
