@@ -45,14 +45,24 @@ class H2Client:
         self._senders: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def connect(cls, host: str, port: int, tls: ssl.SSLContext | None = None) -> H2Client:
+    async def connect(cls, host: str, port: int, tls: ssl.SSLContext | None = None, *, settle: bool = True) -> H2Client:
+        """A connection whose preface is sent; with `settle`, once the server's SETTINGS came (ConnectionError if
+        the server closed it first), else at once, so calls can go out before the server said anything."""
         reader, writer = await asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None)
         client = cls(reader, writer, f"{host}:{port}")
         client.conn.initiate_connection()
         client.conn.increment_flow_control_window(1 << 30)
         client._flush()
         client._reading = asyncio.get_running_loop().create_task(client._read())
-        await client.settled.wait()
+        if settle:
+            settled = asyncio.ensure_future(client.settled.wait())
+            closed = asyncio.ensure_future(client.closed.wait())
+            await asyncio.wait((settled, closed), return_when=asyncio.FIRST_COMPLETED)
+            settled.cancel()
+            closed.cancel()
+            if not client.settled.is_set():
+                await client.close()
+                raise ConnectionError("the server closed the connection before its HTTP/2 SETTINGS")
         return client
 
     def open(self, path: str, metadata: tuple[tuple[str, str], ...] = ()) -> int:
@@ -60,7 +70,7 @@ class H2Client:
         stream_id: int = self.conn.get_next_available_stream_id()
         headers = [
             (":method", "POST"),
-            (":scheme", "http"),
+            (":scheme", "https" if self.writer.get_extra_info("sslcontext") else "http"),
             (":path", path),
             (":authority", self.authority),
             ("content-type", "application/grpc"),
@@ -88,6 +98,9 @@ class H2Client:
     async def close(self) -> None:
         for task in (*self._senders, *([self._reading] if self._reading else [])):
             task.cancel()
+        if self.writer.get_extra_info("sslcontext") is not None:
+            # Dropped, not shut down: asyncio would wait up to 30 s for a TLS close_notify gRPC does not send.
+            self.writer.transport.abort()
         self.writer.close()
         try:
             await self.writer.wait_closed()
@@ -110,7 +123,10 @@ class H2Client:
             stream.sent += len(chunk)
             pending = b""
             self._flush()
-            await self.writer.drain()
+            try:
+                await self.writer.drain()
+            except (ConnectionError, ssl.SSLError):
+                return  # the server dropped the connection (_read sees it too)
 
     async def _read(self) -> None:
         try:

@@ -18,22 +18,25 @@ from servicekit.concurrency import Limits
 from servicekit.metrics import Registry
 from servicekit.security import Security, listen
 from servicekit.server import Lifecycle, ServerOptions, build_server
+from servicekit.tls import TlsFiles
 from tests.servicekit.conftest import ROLES, SERVICE_NAMES, add_base_servicers, callers_yaml, sha256
 
 WRITE_METRICS = "/schemaservice.v1.MetricsService/WriteMetrics"
 STREAM_CHAT = "/llmgateway.v1.ChatService/StreamChat"
 SIXTEEN_MIB = 16 * 1024 * 1024
 HOG, OTHER = "hog-token", "other-token"
+CERT_HOG = "cert-hog"  # the common name of the hog's client certificate
 KINDS = {STREAM_CHAT: "chats"}
 
 
 def hostile_callers() -> str:
-    """The servicekit callers plus two callers holding every role: the hog and another."""
+    """The servicekit callers plus callers holding every role: the hog and another, and a hog by certificate."""
     roles = ", ".join(sorted(set(ROLES.values())))
     return callers_yaml(
         [
             f'  - {{name: hog, token_sha256: "{sha256(HOG)}", roles: [{roles}]}}',
             f'  - {{name: other, token_sha256: "{sha256(OTHER)}", roles: [{roles}]}}',
+            f'  - {{name: cert-hog, tls_subject: "CN={CERT_HOG}", roles: [{roles}]}}',
         ]
     )
 
@@ -59,12 +62,16 @@ class Walled:
 
 @contextlib.asynccontextmanager
 async def walled_server(
-    folder: Path, limits: Limits | None = None, options: ServerOptions | None = None
+    folder: Path, limits: Limits | None = None, options: ServerOptions | None = None, tls: TlsFiles | None = None
 ) -> AsyncIterator[Walled]:
-    """A plaintext server checking `hostile_callers()`, with `limits` (small ones make the tests fast)."""
+    """A server checking `hostile_callers()`, with `limits` (small ones make the tests fast); plaintext, or TLS
+    with the `tls` files (mTLS when they name a client CA)."""
     callers = folder / "callers.yaml"
     callers.write_text(hostile_callers())
-    security = Security(insecure_dev=True, callers=callers)
+    if tls is None:
+        security = Security(insecure_dev=True, callers=callers)
+    else:
+        security = Security(tls_cert=tls.cert, tls_key=tls.key, tls_client_ca=tls.client_ca, callers=callers)
     lifecycle, metrics = Lifecycle(SERVICE_NAMES), Registry()
     limits = limits or Limits(max_calls=8, max_calls_per_caller=4, max_streams=8, max_streams_per_caller=2)
     server = build_server(
