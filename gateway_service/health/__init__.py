@@ -14,6 +14,7 @@ Rooms, from the vocabulary up:
     settings.py    breaker and stall settings from the config (the config owns the defaults)
     memory.py      MemoryHealth: the Health of one replica, kept in memory
     shared.py      RedisHealth: MemoryHealth whose cooldowns, breakers and probe every replica shares
+    shared_headroom.py  SharedHeadroom: Headroom whose statements and spends every replica shares
     exchange.py    shared health's Redis: state keys, pub/sub, the probe's claim, Redis away and back
     backends.py    build_health: memory, or Redis for `health.backend: redis` (imported only then)
     ramp.py        the slow ramp: a target's share of traffic after its breaker closed

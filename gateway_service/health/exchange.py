@@ -94,17 +94,19 @@ class Exchange:
     def start(self) -> None:
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
-    def send(self, message: Message, key: str, ttl_s: float | None, drop: tuple[str, ...] = ()) -> None:
-        """Publish `message`; with `ttl_s` also keep it under `key` that long, else delete `key` (and `drop`)."""
+    def send(self, message: Message, key: str | None, ttl_s: float | None, drop: tuple[str, ...] = ()) -> None:
+        """Publish `message`; with `ttl_s` also keep it under `key` that long, else delete `key` (and `drop`).
+
+        With no `key` it is only published (a change that only adds to a state others keep)."""
         if not self.up:
             return  # Redis is away: this replica keeps its own; the others read the keys when it is back
 
         async def write() -> None:
             body = json.dumps({**message, "from": self.me})
             async with self.client.pipeline(transaction=True) as pipe:
-                if ttl_s is not None:
+                if key is not None and ttl_s is not None:
                     pipe.set(key, json.dumps(message), px=max(1, int(ttl_s * 1000)))
-                else:
+                elif key is not None:
                     pipe.delete(key)
                 if drop:
                     pipe.delete(*drop)

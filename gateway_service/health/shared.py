@@ -6,6 +6,7 @@ path); what changes is that it tells the others, through exchange.py, and takes 
     a cooldown       (a 429's Retry-After, a refused key): the same block, until the same wall-clock end
     a breaker open   (or a reopen after a failed probe): open until the same end, with the same failed probes
     a breaker close  (a probe succeeded): closed here too, so every replica's slow ramp starts together
+    headroom         what a response's rate-limit headers stated, and each attempt's share (shared_headroom.py)
     the probe        when a breaker half-opens, the replicas race for it (SET NX PX); the one that wins probes,
                      the others skip the target ("its probe running on another replica") until the probe's
                      result arrives, or its claim lapses and they race again.
@@ -26,7 +27,9 @@ from gateway_service.domain.failures import FailureKind, ProviderError
 from gateway_service.health.breaker import Breaker, BreakerState, Phase
 from gateway_service.health.core import Block, Target, Ticket
 from gateway_service.health.exchange import Exchange, Message
+from gateway_service.health.headroom import Need
 from gateway_service.health.memory import MemoryHealth
+from gateway_service.health.shared_headroom import SharedHeadroom
 
 CLAIM_S = 2.0  # a won probe waits this long for a request to probe with, then the others may race again
 HALF_OPEN_KEPT_S = 60.0  # an open's key outlives its end this long, so a replica started meanwhile half-opens too
@@ -52,6 +55,9 @@ class RedisHealth(MemoryHealth):
     ) -> None:
         super().__init__(settings, clock)
         self.exchange = connect(self._apply)
+        self.headroom = self.shared_headroom = SharedHeadroom(
+            clock, enabled=settings.rate_limit_headers, tell=self._tell_headroom
+        )
         self._claims: dict[tuple[str, str], _Claim] = {}
         self._claiming: set[tuple[str, str]] = set()
 
@@ -150,6 +156,16 @@ class RedisHealth(MemoryHealth):
         if self._claims.pop(target.provider_model, None) is not None:
             self.exchange.release(self._probe_key(target), {"type": "freed", "pm": list(target.provider_model)})
 
+    def _tell_headroom(self, kind: str, target: Target, payload: object) -> None:
+        names = [target.provider, target.model, target.key_id]
+        if kind == "spent":
+            self.exchange.send({"type": "spent", "target": names, "need": payload}, None, None)
+            return
+        assert isinstance(payload, dict)
+        ttl_s = max(until for _, _, until in payload.values()) - time.time()
+        key = self.exchange.state_key(_name("headroom", *names))
+        self.exchange.send({"type": "headroom", "target": names, "windows": payload}, key, max(0.001, ttl_s))
+
     # The half-open probe: one replica of all.
 
     def _probe_block(self, pm: tuple[str, str], breaker: Breaker, now: float) -> Block | None:
@@ -187,6 +203,14 @@ class RedisHealth(MemoryHealth):
         kind = message["type"]
         if kind == "cooldown":
             self._cooled_elsewhere(Target(*message["target"]), message)
+            return
+        if kind in ("headroom", "spent"):
+            target = Target(*message["target"])
+            if kind == "headroom":
+                self.shared_headroom.heard_windows(target, message["windows"])
+            else:
+                self.shared_headroom.heard_spent(target, Need(int(message["need"][0]), int(message["need"][1])))
+            self._changed(target.provider)
             return
         pm = (str(message["pm"][0]), str(message["pm"][1]))
         self._claims.pop(pm, None)

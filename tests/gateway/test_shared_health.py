@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway_service import config
 from gateway_service.errors import ConfigError
 from llm_simulator import SimulatorHandle
+from llm_simulator.ratelimit import parse_limit
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc, provider_service_pb2_grpc
 from llmgateway.v1 import provider_service_pb2 as ppb
@@ -66,6 +67,13 @@ class Replica:
             if family.name == "llm_gateway_health_shared":
                 return float(family.samples[0].value)
         return None
+
+    async def requests_left(self, provider: str, model: str) -> int | None:
+        """What this replica thinks `model` has left of its requests (its provider's headers), None: nothing known."""
+        response = await self.providers.ListProviders(ppb.ListProvidersRequest(), timeout=5)
+        [spec] = [p for p in response.providers if p.name == provider]
+        [view] = [m for m in spec.models if m.name == model]
+        return next((h.remaining for h in view.headroom if h.limit == "requests"), None)
 
     def lines(self, text: str) -> int:
         return self.proc.output().count(text)
@@ -177,6 +185,28 @@ async def test_only_one_of_two_replicas_probes_a_half_open_provider(sim: Simulat
         await until(lambda: _not(other.state("a"), ppb.HEALTH_STATE_UNHEALTHY), "the close on the other replica")
         assert (await other.ask()).provider == "a"
     assert models_asked(sim).count("ma") == 4
+
+
+async def test_what_a_providers_headers_told_one_replica_the_other_counts_too(
+    sim: SimulatorHandle, tmp_path: Path
+) -> None:
+    """a allows 3 requests a minute and says so in its x-ratelimit-* headers: chats alternating between the two
+    replicas send it exactly 3 and get no 429 (each alone would think it had room for a 4th)."""
+    async with replicas(config_yaml(sim, tmp_path / "gateway.yaml", redis_url())) as (one, two):
+        sim.simulator.clear()
+        sim.simulator.set_rate_limits([parse_limit("requests=3 window=60 model=ma")])
+        try:
+            answers = []
+            for asking, other in [(one, two), (two, one)] * 3:
+                answers.append(await asking.ask())
+                left = await asking.requests_left("a", "ma")
+                await until(lambda o=other, n=left: _is(o.requests_left("a", "ma"), n), "the headroom on the other")
+        finally:
+            sim.simulator.set_rate_limits([])
+    assert [o.status for o in sim.simulator.observations if o.model == "ma"] == [200, 200, 200]
+    assert [a.provider for a in answers] == ["a", "a", "a", "b", "b", "b"]
+    reasons = [s.reason for a in answers[3:] for s in a.skipped]
+    assert reasons == [pb.FAILURE_REASON_PREDICTED_RATE_LIMIT] * 3, reasons
 
 
 async def _not(value: Awaitable[object], unexpected: object) -> bool:
