@@ -23,13 +23,11 @@ from pathlib import Path
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from gateway_service.accounting import Tokens
-from gateway_service.api.to_proto import REASONS
 from gateway_service.chat.records import LedgerEntry
 from gateway_service.config import UsageFeedSettings
 from gateway_service.domain.failures import FailureKind
 from gateway_service.sender import BufferedSender, SenderSettings
 from gateway_service.usage.spool import Replayed, Spool, SpoolFull
-from llmgateway.v1 import chat_service_pb2
 from schemaservice.v1 import usage_service_pb2 as upb
 
 log = logging.getLogger(__name__)
@@ -77,11 +75,10 @@ def usage_record(entry: LedgerEntry) -> upb.UsageRecord:
 
 
 def failure_reason(kind: FailureKind) -> str:
-    """The FailureReason name callers see in ErrorInfo (`FAILURE_REASON_RATE_LIMITED`)."""
-    reason = REASONS.get(kind, chat_service_pb2.FAILURE_REASON_UNSPECIFIED)
-    if reason == chat_service_pb2.FAILURE_REASON_UNSPECIFIED:
-        return f"FAILURE_REASON_{kind.name}"  # a kind with no enum value of its own (content filtered)
-    return chat_service_pb2.FailureReason.Name(reason)
+    """The FailureReason name callers see in ErrorInfo (`FAILURE_REASON_RATE_LIMITED`); a kind with no enum
+    value of its own (content filtered) is named the same way. Made from the kind's name, not from api/'s
+    table, so that the feed (which app.py builds) does not import the gRPC face that imports app.py."""
+    return f"FAILURE_REASON_{kind.name}"
 
 
 def _outcome(entry: LedgerEntry) -> upb.UsageOutcome:

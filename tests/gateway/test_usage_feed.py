@@ -95,3 +95,15 @@ def test_a_record_carries_the_disjoint_counts_and_the_cost_as_a_decimal_string()
     cancelled = usage_record(LedgerEntry(request, AttemptRecord(1, "p", "m"), "abc", 1, None, cancelled=True))
     assert cancelled.outcome == upb.USAGE_OUTCOME_CANCELLED and cancelled.cost_usd == "0"
     assert not cancelled.HasField("time_to_first_token") and not cancelled.failover
+
+
+def test_a_failure_reason_is_the_name_callers_see_in_error_info() -> None:
+    from gateway_service.api.to_proto import REASONS
+    from gateway_service.usage.feed import failure_reason
+
+    for kind in FailureKind:
+        shown = REASONS[kind]
+        if shown != pb.FAILURE_REASON_UNSPECIFIED:
+            assert failure_reason(kind) == pb.FailureReason.Name(shown), kind
+        else:  # no value of its own: a name no FailureReason value takes
+            assert failure_reason(kind) not in pb.FailureReason.keys(), kind
