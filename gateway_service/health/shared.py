@@ -32,6 +32,8 @@ from gateway_service.health.memory import MemoryHealth
 from gateway_service.health.shared_headroom import SharedHeadroom
 
 CLAIM_S = 2.0  # a won probe waits this long for a request to probe with, then the others may race again
+_ELSEWHERE = "circuit breaker half-open, its probe running on another replica"
+_CLAIMING = "circuit breaker half-open, its probe being claimed"
 HALF_OPEN_KEPT_S = 60.0  # an open's key outlives its end this long, so a replica started meanwhile half-opens too
 
 
@@ -170,12 +172,15 @@ class RedisHealth(MemoryHealth):
 
     def _probe_block(self, pm: tuple[str, str], breaker: Breaker, now: float) -> Block | None:
         claim = self._claims.get(pm)
-        if claim is not None and claim.generation == breaker.generation and claim.until > now:
+        current = claim is not None and claim.generation == breaker.generation
+        if claim is not None and current and claim.until > now:
             if claim.mine:
                 return None
-            return Block(None, claim.until, what="circuit breaker half-open, its probe running on another replica")
+            return Block(None, claim.until, what=_ELSEWHERE)
         self._claim_now(pm, breaker.generation, CLAIM_S)
-        return Block(None, now + self.exchange.timeout_s, what="circuit breaker half-open, its probe being claimed")
+        # Another replica's claim lapsed here: it has most likely held it on for its probe (it does not say so).
+        what = _ELSEWHERE if current and claim is not None and not claim.mine else _CLAIMING
+        return Block(None, now + self.exchange.timeout_s, what=what)
 
     def _claim_now(self, pm: tuple[str, str], generation: int, ttl_s: float) -> None:
         if pm in self._claiming:
