@@ -207,6 +207,8 @@ def _parts(
         kind = part.WhichOneof("kind")
         cache = _cache(part, where, violations)
         if kind == "text":
+            if not part.text:  # Anthropic refuses an empty text block: a 400 from the provider, not failover
+                violations.append(FieldViolation(f"{where}.text", "must not be empty"))
             _check_lengths([(f"{where}.text", part.text)], bounds.max_text_chars, violations)
             parts.append(domain.TextPart(part.text, cache))
             continue

@@ -180,6 +180,10 @@ async def test_no_capable_model_is_invalid_argument_naming_the_part(sim: Simulat
         (pb.Message(role=pb.ROLE_USER, content="x", parts=[pb.Part(text="y")]), "messages[0].content"),
         (pb.Message(role=pb.ROLE_USER, parts=[pb.Part()]), "messages[0].parts[0]"),
         (
+            pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text=""), image(url="https://example.com/a.png")]),
+            "messages[0].parts[0].text",
+        ),
+        (
             pb.Message(role=pb.ROLE_USER, parts=[image(data=PNG, media_type="image/bmp")]),
             "messages[0].parts[0].image.media_type",
         ),
