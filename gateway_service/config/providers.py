@@ -207,6 +207,10 @@ class ProviderSpec(ProviderTransport, ProviderTimeouts):
         for index, model in enumerate(self.models):
             if model.name in (m.name for m in self.models[:index]):
                 raise invalid(f"models[{index}].name", f"duplicate name {model.name!r}")
+            if self.type == "cohere" and "documents" in model.capabilities:
+                # Cohere's chat API has no document part: every PDF routed here would fail INVALID_REQUEST after
+                # the candidate was chosen, instead of being skipped for a model that takes it.
+                raise invalid(f"models[{index}].capabilities", "cohere models take no documents (PDF parts)")
             if self.type not in REASONING_FORM_TYPES and "reasoning" in model.model_fields_set:
                 # Refused rather than ignored: a key that changes nothing would let a reader believe it does.
                 raise invalid(

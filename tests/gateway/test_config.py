@@ -239,3 +239,12 @@ def test_the_adapters_defaults_are_the_configs() -> None:
     transport = TransportSettings()
     for key in config.ProviderTransport.model_fields:
         assert getattr(transport, key) == getattr(config.DEFAULT_TRANSPORT, key), key
+
+
+def test_a_cohere_model_cannot_claim_documents() -> None:
+    model = {"name": "command-a", "capabilities": ["vision", "documents"]}
+    data = {"providers": [{"name": "co", "type": "cohere", "api_key_env": "K", "models": [model]}]}
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.models\[0\]\.capabilities: cohere models take no"):
+        config.parse(data, source="test", env={"K": "k"})
+    model["capabilities"] = ["vision"]
+    assert config.parse(data, source="test", env={"K": "k"}).providers[0].models[0].capabilities == ("vision",)
