@@ -65,6 +65,7 @@ def stream_event(event: GatewayEvent) -> pb.StreamChatResponse:
                 attempt=event.attempt,
                 policy=POLICY.get(event.policy, pb.ROUTING_POLICY_UNSPECIFIED),
                 score=event.score,
+                hedge=event.hedge,
             )
         )
         if event.skipped:
@@ -94,6 +95,7 @@ def stream_event(event: GatewayEvent) -> pb.StreamChatResponse:
             upstream_request_id=event.upstream_request_id,
             request_id=event.request_id,
             usage=usage(event.usage) if event.usage is not None else None,
+            hedge_won=event.hedge_won,
         )
     )
 

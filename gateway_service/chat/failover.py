@@ -12,14 +12,18 @@ Which candidate is skipped, what blocks hard, the last resort and which failure 
 rules of chat/rules.py, in order; this module applies them. Rate-limit budgets, when configured, are
 taken through a RunBudget (chat/budgeting.py): the user's before anything else, each candidate's just
 before its attempt. Skipped candidates are kept as records with attempt number 0 and ride on the next
-AttemptStarted.
+AttemptStarted. A route with a hedge delay races an attempt without output against the next candidate
+(chat/hedging.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator
+import itertools
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing
+from dataclasses import replace
+from functools import partial
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -28,6 +32,7 @@ from gateway_service.accounting import Ledger, estimate_tokens
 from gateway_service.chat import spans
 from gateway_service.chat.attempt import Attempt, AttemptTiming
 from gateway_service.chat.budgeting import RunBudget
+from gateway_service.chat.hedging import Events, HedgeAfter, Outrun, Race, race
 from gateway_service.chat.midstream import Delivered
 from gateway_service.chat.outcome import final_error, provider_rejected
 from gateway_service.chat.records import (
@@ -85,6 +90,10 @@ class ChatRun:
         self.budget = RunBudget(budgets, request) if budgets is not None else None
         self.spend = RunSpend(failover.spend, request) if failover.spend is not None else None
         self.need = Need(estimate_tokens(request_chars(request)), request.max_output_tokens or 0)  # of headroom
+        self._numbers = itertools.count(1)  # attempt numbers: a hedge starts before the attempt it hedges ends
+        self._hedge = HedgeAfter.of(ranking.route)
+        self._race: Race | None = None  # once a hedge starts
+        self._hedge_number: int | None = None  # the one hedge a request may start
 
     @property
     def attempts(self) -> list[AttemptRecord]:
@@ -111,29 +120,24 @@ class ChatRun:
         try:
             pending: Pending | None = None
             request = self.request
-            for candidate, candidates_left, advice_ignored in self._tries():
-                if self._skip(candidate, advice_ignored):
-                    continue
-                release = self._take_share(candidate)  # before the budget: a skip here leaves no budget held
+            tries = self._tries()
+            for candidate, candidates_left, advice_ignored in tries:
+                release = await self._admit(candidate, advice_ignored)
                 if release is None:
                     continue
-                if self.spend is not None and not await self._reserve_spend(candidate):
-                    release()
-                    continue
-                if self.budget is not None and not await self._take_budget(candidate):
-                    release()
-                    if self.spend is not None:
-                        self.spend.give_back()  # no attempt: the dollars reserved for it are free again
-                    continue
-                number = len(self.attempts) + 1
+                number = next(self._numbers)
                 failed_over = pending.failed_over(candidate) if pending is not None else None
                 try:
                     attempt = self._attempt(candidate, request, number, candidates_left, failed_over)
+                    hedge_s = self._hedge_delay(candidate)
+                    if hedge_s is not None:
+                        attempt = self._hedged(attempt, hedge_s, partial(self._start_hedge, tries, request, number))
                     async with aclosing(attempt) as events:
                         async for event in events:
                             yield event
                     return
                 except AttemptFailed as failed:
+                    candidate = failed.attempt.candidate  # the hedge, when it was the last one standing
                     pending = self._after_failure(candidate, failed)
                     if reported(pending.record.usage):
                         yield pending.record.usage
@@ -154,6 +158,73 @@ class ChatRun:
             # The caller learns what the call cost so far even when it ends in an error (ErrorInfo metadata).
             exc.metadata["cost_usd"] = format(total_usage(self.records).cost_usd, "f")
             raise
+
+    async def _admit(self, candidate: Candidate, advice_ignored: bool) -> Release | None:
+        """Rules 1 and 2, then the caller's connection share and the budgets: the share's release, or None when
+        the candidate is skipped (the skip recorded, nothing held)."""
+        if self._skip(candidate, advice_ignored):
+            return None
+        release = self._take_share(candidate)  # before the budget: a skip here leaves no budget held
+        if release is None:
+            return None
+        if self.spend is not None and not await self._reserve_spend(candidate):
+            release()
+            return None
+        if self.budget is not None and not await self._take_budget(candidate):
+            release()
+            if self.spend is not None:
+                self.spend.give_back()  # no attempt: the dollars reserved for it are free again
+            return None
+        return release
+
+    def _hedge_delay(self, candidate: Candidate) -> float | None:
+        """Seconds until this attempt is hedged; None when the route does not hedge, the request's one hedge
+        was started already, or output was sent (a hedge could only restart what the caller holds)."""
+        hedge = self._hedge
+        if hedge is None or self._hedge_number is not None or self.delivered.sequence:
+            return None
+        return hedge.delay_s(self.failover.health, candidate.target)
+
+    async def _hedged(
+        self, attempt: Events, delay_s: float, start_hedge: Callable[[], Awaitable[Events | None]]
+    ) -> Events:
+        """The attempt raced against a hedge: a failure of one while the other runs is recorded here."""
+        async with aclosing(race(attempt, delay_s, start_hedge)) as events:
+            async for event in events:
+                if not isinstance(event, AttemptFailed):
+                    yield event
+                    continue
+                pending = self._after_failure(event.attempt.candidate, event)
+                if reported(pending.record.usage):
+                    yield pending.record.usage
+                if pending.ends is Ending.FILTERED:
+                    candidate, upstream_id = event.attempt.candidate, event.error.upstream_request_id
+                    yield self._completed(candidate, FinishReason.CONTENT_FILTER, upstream_id)
+                    return
+
+    async def _start_hedge(
+        self, tries: Iterator[tuple[Candidate, int, bool]], request: ChatRequest, hedged: int
+    ) -> Events | None:
+        """The next candidate that may be tried, started as the hedge of attempt `hedged`; None when none is
+        left."""
+        for candidate, candidates_left, advice_ignored in tries:
+            release = await self._admit(candidate, advice_ignored)
+            if release is None:
+                continue
+            number = self._hedge_number = next(self._numbers)
+            self._race = Race(frozenset((hedged, number)))
+            return self._released(self._attempt(candidate, request, number, candidates_left, None), release)
+        return None
+
+    @staticmethod
+    async def _released(attempt: Events, release: Release) -> Events:
+        """The attempt's events; its connection share given back when it ends (the hedge's own)."""
+        try:
+            async with aclosing(attempt) as events:
+                async for event in events:
+                    yield event
+        finally:
+            release()
 
     async def _reserve_spend(self, candidate: Candidate) -> bool:
         """Reserve the attempt's estimated cost on the dollar budgets; False when it does not fit."""
@@ -243,9 +314,12 @@ class ChatRun:
                 yield failed_over
             choice = self.ranking.choice(candidate)
             policy, score = (choice.policy, choice.score) if choice is not None else ("", None)
-            yield AttemptStarted(candidate.provider.name, candidate.model.name, number, skipped, policy, score)
+            hedge = number == self._hedge_number
+            yield AttemptStarted(candidate.provider.name, candidate.model.name, number, skipped, policy, score, hedge)
             async with aclosing(attempt.pieces()) as pieces:
                 async for piece in pieces:
+                    if self._race is not None and not self._race.claim(number):
+                        raise Outrun  # the other attempt answers; recorded as cancelled below
                     yield self.delivered.deliver(piece)
         except ProviderError as error:
             raise AttemptFailed(error, attempt, number, ticket) from error
@@ -261,7 +335,8 @@ class ChatRun:
             yield record.usage
         finished = attempt.state.finished
         assert finished is not None
-        yield self._completed(candidate, finished.reason, finished.upstream_request_id)
+        hedge_won = number == self._hedge_number
+        yield self._completed(candidate, finished.reason, finished.upstream_request_id, hedge=hedge_won)
 
     def _after_failure(self, candidate: Candidate, failed: AttemptFailed) -> Pending:
         """Rule 4 of chat/rules.py: what this failure does to the call."""
@@ -274,8 +349,11 @@ class ChatRun:
         discard = rule.mid_stream and self.delivered.after_failure(record, self.records)
         return Pending(record, error, discard, rule.ends)
 
-    def _completed(self, candidate: Candidate, reason: FinishReason, upstream_request_id: str) -> Completed:
-        return self.records.completed(candidate, reason, upstream_request_id, self.request.request_id)
+    def _completed(
+        self, candidate: Candidate, reason: FinishReason, upstream_request_id: str, hedge: bool = False
+    ) -> Completed:
+        completed = self.records.completed(candidate, reason, upstream_request_id, self.request.request_id)
+        return replace(completed, hedge_won=True) if hedge else completed
 
     def _record(
         self,
@@ -288,7 +366,9 @@ class ChatRun:
     ) -> AttemptRecord:
         """The one place an attempt's end is told: the run's records, the attempt's span, the run's budget,
         and the reporter (health, ledger, log, telemetry), whose breaker state feeds the last resort."""
-        record = attempt_record(candidate, attempt, number, error, cancelled)
+        raced = self._race is not None and number in self._race.racers
+        record = attempt_record(candidate, attempt, number, error, cancelled, raced)
+        record.hedge = number == self._hedge_number
         self.records.append(record)
         finished = attempt.state.finished
         span = self._spans.pop(number, None)

@@ -73,8 +73,8 @@ class LedgerEntry:
 
     @property
     def failover(self) -> bool:
-        """Attempts run one after another: any after the first followed a failed one."""
-        return self.record.attempt > 1
+        """Any attempt after the first followed a failed one, but a hedge (started beside the one before)."""
+        return self.record.attempt > 1 and not self.record.hedge
 
 
 @dataclass
@@ -101,7 +101,12 @@ class Pending:
 
 
 def attempt_record(
-    candidate: Candidate, attempt: Attempt, number: int, error: ProviderError | None, cancelled: bool
+    candidate: Candidate,
+    attempt: Attempt,
+    number: int,
+    error: ProviderError | None,
+    cancelled: bool,
+    raced: bool = False,
 ) -> AttemptRecord:
     return AttemptRecord(
         attempt=number,
@@ -110,15 +115,16 @@ def attempt_record(
         outcome=error.kind if error else None,
         message=error.message if error else ("cancelled" if cancelled else ""),
         duration_s=time.monotonic() - attempt.state.started,
-        usage=attempt_usage(candidate, attempt, number),
+        usage=attempt_usage(candidate, attempt, number, raced),
         retry_after_s=error.retry_after_s if error else None,
     )
 
 
-def attempt_usage(candidate: Candidate, attempt: Attempt, number: int) -> AttemptUsage | None:
-    """Usage the provider reported, else an estimate from what was received (None when nothing was)."""
+def attempt_usage(candidate: Candidate, attempt: Attempt, number: int, raced: bool = False) -> AttemptUsage | None:
+    """Usage the provider reported, else an estimate from what was received (None when nothing was, unless
+    the attempt `raced` a hedge: both of a hedged pair are costed, the loser at least for its input)."""
     usage, state = attempt.state.usage, attempt.state
-    if usage is None and not state.pieces_received:
+    if usage is None and not state.pieces_received and not raced:
         return None
     if usage is None:
         openai = openai_family(candidate.model.name)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from gateway_service.chat.candidate import Candidate
 from gateway_service.chat.policies import Policy, Priority, Scored, policy_for
-from gateway_service.config import GatewayConfig
+from gateway_service.config import GatewayConfig, Route
 from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import InvalidRequest, UnknownModel
 from gateway_service.health import Health, MemoryHealth, SlowStart
@@ -37,6 +37,7 @@ class Ranking:
 
     candidates: list[Candidate]
     choices: dict[str, Choice] = field(default_factory=dict)  # by candidate label
+    route: Route | None = None  # the route the request named (its hedge delay), None for one provider/model
 
     def choice(self, candidate: Candidate) -> Choice | None:
         return self.choices.get(candidate.label)
@@ -77,7 +78,7 @@ class Router:
         for candidate, choice in scored:
             rank = order.get(candidate.provider.name)
             choices[candidate.label] = choice if rank is None else Choice(CALLER_ORDER, float(rank + 1))
-        return Ranking([candidate for candidate, _ in scored], choices)
+        return Ranking([candidate for candidate, _ in scored], choices, self.config.routes.get(request.model))
 
     def _ramped(self, scored: Scored, policy: str) -> list[tuple[Candidate, Choice]]:
         """A target on its slow ramp keeps its place for its share of requests, else goes behind the others.

@@ -8,10 +8,9 @@ in the long form:
         targets: [gemini/gemini-2.0-flash, openai/gpt-4o-mini]
         policy: weighted            # priority (default) | weighted | lowest_latency | lowest_cost | least_busy
         weights: {openai/gpt-4o-mini: 3}
+        hedge_after_ms: 400         # optional; or hedge_after: p95_ttft (chat/hedging.py)
 
-The targets are checked against the providers by the config as a whole (model.py). Hedging
-(`hedge_after_ms`, `hedge_after`) is refused at load until it is implemented, so that a route never seems to
-hedge while it does not.
+The targets are checked against the providers by the config as a whole (model.py).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from pydantic_core import PydanticCustomError
 from gateway_service.config.base import Frozen, NonNegativeFloat, PositiveInt, invalid
 
 Policy = Literal["priority", "weighted", "lowest_latency", "lowest_cost", "least_busy"]
-NOT_YET = ("hedge_after_ms", "hedge_after")  # issue 22's hedging, not built yet
 
 
 def _target(value: Any) -> Any:
@@ -54,16 +52,18 @@ class Route(Frozen):
     then walks them in that order."""
     weights: Mapping[str, PositiveInt] = {}
     """Policy weighted only: `provider/model` -> weight; a target left out weighs 1."""
+    hedge_after_ms: PositiveInt | None = None
+    """When an attempt has produced no output this many milliseconds after it started, the next candidate
+    starts too; the first to produce output answers and the other is cancelled (one hedge per request)."""
+    hedge_after: Literal["p95_ttft"] | None = None
+    """Hedge after the attempt's target's recent p95 time to first token instead of a fixed delay (no hedge
+    while the target has no first token measured); not with `hedge_after_ms`."""
     _short: bool = PrivateAttr(False)  # written as a plain list: errors name `routes.x[i]`, as it was written
 
     @model_validator(mode="wrap")
     @classmethod
     def _list_form(cls, data: Any, handler: Any) -> Any:
         short = isinstance(data, (list, tuple))
-        if isinstance(data, dict):
-            for key in NOT_YET:
-                if key in data:
-                    raise invalid(key, "hedging is not supported yet; remove the key (issue 22)")
         route = handler({"targets": data} if short else data)
         route._short = short
         return route
@@ -76,6 +76,8 @@ class Route(Frozen):
         for label in self.weights:
             if label not in labels:
                 raise invalid(f"weights.{label}", f"{label!r} is not a target of this route")
+        if self.hedge_after_ms is not None and self.hedge_after is not None:
+            raise invalid("hedge_after", "give hedge_after_ms or hedge_after, not both")
         return self
 
     def target_path(self, alias: str, index: int) -> str:

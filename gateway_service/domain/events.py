@@ -40,6 +40,7 @@ class AttemptStarted:
     skipped: tuple[AttemptRecord, ...] = ()  # candidates skipped since the previous attempt (or the start)
     policy: str = ""  # the routing policy that placed this target (chat/policies.py), or "caller_order"
     score: float | None = None  # its score under that policy (None: nothing to score it by)
+    hedge: bool = False  # started alongside an attempt with no output after the route's hedge delay
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Completed:
     upstream_request_id: str
     request_id: str
     usage: AttemptUsage | None = None  # every attempt's usage summed: what the call cost
+    hedge_won: bool = False  # the answer came from a hedge (AttemptStarted.hedge), not the attempt it hedged
 
 
 GatewayEvent = AttemptStarted | OutputDelta | FailedOver | AttemptUsage | Completed
@@ -103,6 +105,7 @@ class AttemptRecord:
     duration_s: float = 0.0
     usage: AttemptUsage | None = None
     retry_after_s: float | None = None
+    hedge: bool = False  # this attempt was a hedge (chat/hedging.py)
 
     def describe(self) -> str:
         reason = self.outcome.value if self.outcome else "ok"

@@ -51,7 +51,7 @@ def usage_record(entry: LedgerEntry) -> upb.UsageRecord:
         outcome=_outcome(entry),
         failure_reason=failure_reason(record.outcome) if isinstance(record.outcome, FailureKind) else "",
         failover=entry.failover,
-        hedge=False,  # attempts run one at a time (no hedging yet)
+        hedge=record.hedge,
         start_time=timestamp_pb2.Timestamp(
             seconds=entry.start_time_ns // 1_000_000_000, nanos=entry.start_time_ns % 1_000_000_000
         ),

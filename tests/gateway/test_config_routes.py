@@ -61,10 +61,18 @@ def test_a_weight_is_a_positive_integer(weight: object) -> None:
     assert "routes.r.weights.a/m" in message
 
 
-@pytest.mark.parametrize(("key", "value"), [("hedge_after_ms", 400), ("hedge_after", "p95_ttft")])
-def test_hedging_keys_are_refused_until_hedging_exists(key: str, value: object) -> None:
-    message = refused({"r": {"targets": ["a/m", "b/m"], key: value}})
-    assert f"routes.r.{key}: hedging is not supported yet" in message
+def test_a_route_hedges_after_a_fixed_delay_or_its_p95_time_to_first_token() -> None:
+    fixed = parse({"r": {"targets": ["a/m", "b/m"], "hedge_after_ms": 400}}).routes["r"]
+    assert (fixed.hedge_after_ms, fixed.hedge_after) == (400, None)
+    p95 = parse({"r": {"targets": ["a/m", "b/m"], "hedge_after": "p95_ttft"}}).routes["r"]
+    assert (p95.hedge_after_ms, p95.hedge_after) == (None, "p95_ttft")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("hedge_after_ms", 0), ("hedge_after_ms", "400"), ("hedge_after", "p99_ttft")]
+)
+def test_a_bad_hedge_delay_names_its_key(key: str, value: object) -> None:
+    assert f"routes.r.{key}" in refused({"r": {"targets": ["a/m", "b/m"], key: value}})
 
 
 def test_an_unknown_target_names_where_it_was_written_in_either_form() -> None:

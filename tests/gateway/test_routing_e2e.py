@@ -196,7 +196,7 @@ async def test_with_the_ramp_off_a_recovered_upstream_gets_everything_at_once(si
     assert providers == ["a"] * 5
 
 
-async def test_hedging_keys_stop_start_up(sim: SimulatorHandle) -> None:
-    route = {"targets": targets("a", "b"), "hedge_after_ms": 400}
-    with pytest.raises(ConfigError, match="routes.default.hedge_after_ms: hedging is not supported yet"):
+async def test_hedging_keys_must_not_both_be_given(sim: SimulatorHandle) -> None:
+    route = {"targets": targets("a", "b"), "hedge_after_ms": 400, "hedge_after": "p95_ttft"}
+    with pytest.raises(ConfigError, match="routes.default.hedge_after: give hedge_after_ms or hedge_after, not both"):
         routed_config(sim, [upstream("a"), upstream("b")], route)

@@ -381,20 +381,22 @@ class ReasoningOptions(_message.Message):
     def __init__(self, effort: _Optional[_Union[ReasoningEffort, str]] = ..., budget_tokens: _Optional[int] = ..., include_reasoning: _Optional[bool] = ...) -> None: ...
 
 class Started(_message.Message):
-    __slots__ = ("provider", "model", "attempt", "skipped", "policy", "score")
+    __slots__ = ("provider", "model", "attempt", "skipped", "policy", "score", "hedge")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     attempt: int
     skipped: _containers.RepeatedCompositeFieldContainer[Skipped]
     policy: RoutingPolicy
     score: float
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., attempt: _Optional[int] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., policy: _Optional[_Union[RoutingPolicy, str]] = ..., score: _Optional[float] = ...) -> None: ...
+    hedge: bool
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., attempt: _Optional[int] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., policy: _Optional[_Union[RoutingPolicy, str]] = ..., score: _Optional[float] = ..., hedge: _Optional[bool] = ...) -> None: ...
 
 class Skipped(_message.Message):
     __slots__ = ("provider", "model", "reason", "message", "retry_after")
@@ -483,7 +485,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., attempt: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost: _Optional[str] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class Done(_message.Message):
-    __slots__ = ("finish_reason", "provider", "model", "attempts", "upstream_request_id", "request_id", "usage")
+    __slots__ = ("finish_reason", "provider", "model", "attempts", "upstream_request_id", "request_id", "usage", "hedge_won")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -491,6 +493,7 @@ class Done(_message.Message):
     UPSTREAM_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_WON_FIELD_NUMBER: _ClassVar[int]
     finish_reason: FinishReason
     provider: str
     model: str
@@ -498,7 +501,8 @@ class Done(_message.Message):
     upstream_request_id: str
     request_id: str
     usage: Usage
-    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., attempts: _Optional[int] = ..., upstream_request_id: _Optional[str] = ..., request_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    hedge_won: bool
+    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., attempts: _Optional[int] = ..., upstream_request_id: _Optional[str] = ..., request_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., hedge_won: _Optional[bool] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("attempt", "provider", "model", "failure_reason", "message", "duration", "usage")
