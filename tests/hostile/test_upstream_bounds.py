@@ -16,7 +16,7 @@ import pytest
 
 from gateway_service.domain.failures import FailureKind
 from gateway_service.domain.request import ChatRequest, Message, Role, TextDelta
-from tests.gateway.rawhttp import Answer, chunk, head, raw_upstream, sse_frames
+from tests.gateway.rawhttp import Answer, chunk, head, raw_upstream, sse_frames, with_length
 from tests.hostile.upstream import KINDS, STACKS, Sent, opening, read, text_frame, with_transport
 
 CAP = 64 * 1024
@@ -134,3 +134,23 @@ async def test_at_debug_no_sdk_logs_the_prompt(kind: str, stack: str, caplog: py
     assert error is None, error
     assert caplog.records  # DEBUG was on: the gateway's own lines were kept
     assert not [r.name for r in caplog.records if prompt in r.getMessage() or prompt in str(r.__dict__)]
+
+
+@pytest.mark.parametrize("over", [False, True], ids=["within", "over"])
+async def test_an_event_is_taken_whole_up_to_its_cap_and_refused_past_it(kind: str, stack: str, over: bool) -> None:
+    """The bound on one event is what bounds the event loop: the SDKs decode each event on it, at once (no public
+    API of theirs lets that move), so `max_sse_event_bytes` is the most one upstream makes the loop parse in one
+    go (bench/upstream_events.py measures what that costs)."""
+    event_cap = 2 * CAP
+    text = "x" * (event_cap + 16 if over else event_cap - 1024)
+    body = b"".join(sse_frames(kind, text))
+    async with raw_upstream(lambda _: Answer(with_length(body))) as (_, port):
+        caps = {"max_sse_line_bytes": 3 << 20, "max_sse_event_bytes": event_cap}
+        events, error = await read(with_transport(kind, port, stack, 5.0, **caps))
+    if over:
+        assert error is not None and error.kind is FailureKind.MALFORMED_RESPONSE, error
+        assert f"an event over {event_cap} bytes (max_sse_event_bytes)" in error.message
+        assert not any(isinstance(e, TextDelta) for e in events)
+    else:
+        assert error is None, error
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == text
