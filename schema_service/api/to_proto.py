@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -18,8 +19,11 @@ from schema_service.migrate import events as ev
 from schema_service.migrate.lint import Finding
 from schema_service.migrate.lock import LockHolder
 from schema_service.migrate.ops import Status
+from schema_service.usage.queries import UsagePage, UsageQuery, UsageSum, page_token
+from schema_service.usage.reconcile import Reconciliation
 from schemaservice.v1 import metrics_service_pb2 as mpb
 from schemaservice.v1 import migration_service_pb2 as pb
+from schemaservice.v1 import usage_service_pb2 as upb
 
 DIFFERENCE_KINDS = {
     "missing": pb.DIFFERENCE_KIND_MISSING,
@@ -216,3 +220,56 @@ def _lint_summary(findings: Sequence[Finding]) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# UsageService
+
+
+def usage_response(query: UsageQuery, page: UsagePage) -> upb.QueryUsageResponse:
+    total = _group(page.total)
+    summary = (
+        f"{page.group_count} group{'' if page.group_count == 1 else 's'}, ${_dollars(page.total.cost_usd)} over "
+        f"{page.total.attempts} attempt{'' if page.total.attempts == 1 else 's'}"
+        if page.total.attempts
+        else "no usage in the range"
+    )
+    return upb.QueryUsageResponse(
+        groups=[_group(g) for g in page.groups],
+        total=total,
+        group_count=page.group_count,
+        next_page_token=page_token(query, page.next_offset) if page.next_offset is not None else "",
+        summary=summary,
+    )
+
+
+def reconciliation(r: Reconciliation) -> upb.UsageReconciliation:
+    return upb.UsageReconciliation(
+        ledger_input_tokens=r.ledger_input,
+        ledger_output_tokens=r.ledger_output,
+        metered_input_tokens=r.metered_input,
+        metered_output_tokens=r.metered_output,
+        input_drift_tokens=r.input_drift,
+        output_drift_tokens=r.output_drift,
+    )
+
+
+def _group(s: UsageSum) -> upb.UsageGroup:
+    keys = {"user_id" if k == "user" else k: v for k, v in s.keys.items()}
+    return upb.UsageGroup(
+        **keys,
+        attempts=s.attempts,
+        requests=s.requests,
+        failed_attempts=s.failed_attempts,
+        estimated_attempts=s.estimated_attempts,
+        input_tokens=s.input_tokens,
+        cached_input_tokens=s.cached_input_tokens,
+        cache_write_tokens=s.cache_write_tokens,
+        output_tokens=s.output_tokens,
+        reasoning_tokens=s.reasoning_tokens,
+        cost_usd=_dollars(s.cost_usd),
+    )
+
+
+def _dollars(cost: Decimal) -> str:
+    """`0.00252`, `0`: no trailing zeros and no exponent (a numeric(24, 12) zero reads back as 0E-12)."""
+    return format(cost.normalize(), "f") if cost else "0"
