@@ -8,7 +8,7 @@
     lowest_latency  the lowest expected time: the decaying average time to first token plus the request's
                     output (max_output_tokens, else OUTPUT_GUESS tokens) at the decaying tokens per second
                     (health/statistics.py Speed); a target not measured yet goes first, to be measured;
-                    `routing.exploration` of the requests, in turn, send another target first, so a slow or
+                    `routing.exploration` of the requests (counted), in turn, send another target first, so a slow or
                     recovered one shows when it is fast again; score: the expected milliseconds
     lowest_cost     the request's estimated input tokens and max_output_tokens (else
                     `limits.spend.default_output_tokens`) at each model's prices; a model without prices goes
@@ -73,8 +73,8 @@ class LowestLatency:
 
     def __init__(self, health: Health, exploration: float) -> None:
         self.health = health
-        self.every = round(1 / exploration) if exploration > 0 else 0  # one request in `every` explores
-        self._requests = itertools.count()
+        self.exploration = exploration
+        self._credit = 0.0  # each request adds `exploration`; one that brings it to 1 explores (and spends the 1)
         self._explored = itertools.count()
 
     def order(self, candidates: Sequence[Candidate], request: ChatRequest) -> Scored:
@@ -82,10 +82,18 @@ class LowestLatency:
         expected = [(c, self._expected_ms(c, output)) for c in candidates]
         # Not measured yet first (in route order): one attempt measures it.
         scored = sorted(expected, key=lambda pair: (pair[1] is not None, pair[1] or 0.0))
-        if self.every and len(scored) > 1 and next(self._requests) % self.every == self.every - 1:
+        if len(scored) > 1 and self._explores():
             pick = 1 + next(self._explored) % (len(scored) - 1)
             scored.insert(0, scored.pop(pick))
         return scored
+
+    def _explores(self) -> bool:
+        """Counted, not drawn, so the share is exact over any run of requests (0.4: 4 in 10, not 1 in 2)."""
+        self._credit += self.exploration
+        if self._credit < 1.0 - 1e-9:  # ten shares of 0.1 add up to 0.999...: still one request
+            return False
+        self._credit -= 1.0
+        return True
 
     def _expected_ms(self, candidate: Candidate, output_tokens: int) -> float | None:
         speed = self.health.speed(candidate.target)

@@ -96,6 +96,17 @@ def test_lowest_latency_prefers_the_fastest_and_explores_the_others_in_turn() ->
     assert ranking.choices["b/m"].score == pytest.approx(expected_ms)
 
 
+def test_lowest_latency_explores_exactly_its_share() -> None:
+    """exploration 0.4 was `round(1 / 0.4)`: one request in 2, half of them instead of 40 %."""
+    r = routed("lowest_latency", exploration=0.4)
+    r.answered("a", ttft_s=0.5, total_s=1.5, output_tokens=100)
+    r.answered("b", ttft_s=0.05, total_s=0.55, output_tokens=100)
+    r.answered("c", ttft_s=0.2, total_s=0.7, output_tokens=100)
+    firsts = r.first(10)
+    assert Counter(firsts) == {"b": 6, "c": 2, "a": 2}
+    assert [i for i, name in enumerate(firsts) if name != "b"] == [2, 4, 7, 9]
+
+
 def test_lowest_latency_weighs_tokens_per_second_against_the_first_token() -> None:
     r = routed("lowest_latency", exploration=0.0)
     r.answered("a", ttft_s=0.05, total_s=2.05, output_tokens=100)  # quick to start, 50 tokens/s
