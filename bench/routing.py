@@ -15,12 +15,19 @@ and fresh upstreams; route `default` is the three in that order (weighted: mediu
 policy the share of answered requests per upstream, the upstream 429s, p50/p99 time to first token as the
 callers saw it, calls answered per second, and p99 and 429s as ratios to the priority run beside them (the
 baseline: today's fixed order). Saves bench/results/routing.json.
+
+Then hedging (`--hedge-ms`, default 100; `--hedging-only` runs just this): route [stalling, backup] of two
+upstreams answering at once, the first stalling 5 % of its requests (every 20th, a stall marker) until the
+gateway gives up at its first-token timeout (2 s); the same 50 callers with and without `hedge_after_ms`. It
+prints p50/p99 time to first token of each, and the hedged p99 against its target: the hedge delay plus the
+upstreams' own p99 (the two answer alike: the unhedged run's p99 over the requests that did not stall).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import sys
@@ -63,6 +70,7 @@ UPSTREAMS = (
 class Calls:
     ttfts: list[float] = field(default_factory=list)
     answered_by: Counter[str] = field(default_factory=Counter)
+    alone: list[float] = field(default_factory=list)  # hedging: TTFTs of the requests that did not stall
     errors: Counter[str] = field(default_factory=Counter)
 
 
@@ -186,6 +194,10 @@ def show(run: dict[str, Any], baseline: dict[str, Any] | None) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    if args.hedging_only:
+        path = save("routing_hedging", {"seconds": args.seconds, "streams": args.streams, **await hedging_async(args)})
+        print(f"wrote {path}")
+        return
     runs: list[dict[str, Any]] = []
     for policy in args.policies:
         print(f"{policy}: {args.streams} streams for {args.seconds:g} s ...", flush=True)
@@ -194,9 +206,118 @@ async def main_async(args: argparse.Namespace) -> None:
     print()
     for run in runs:
         show(run, baseline)
+    hedging = await hedging_async(args)
     settings = {"seconds": args.seconds, "streams": args.streams, "upstreams": [u.__dict__ for u in UPSTREAMS]}
-    path = save("routing", {"settings": settings, "runs": runs})
+    path = save("routing", {"settings": settings, "runs": runs, "hedging": hedging})
     print(f"wrote {path}")
+
+
+STALL_EVERY = 20  # 5 % of the requests stall on the first upstream
+
+
+def hedge_config(handles: list[SimulatorHandle], hedge_ms: int | None) -> str:
+    providers = [
+        {
+            "name": name,
+            "type": "openai",
+            "base_url": f"{h.base_url}/v1",
+            "api_key_env": "SIM_KEY",
+            "connect_timeout_s": 1.0,
+            "first_token_timeout_s": 2.0,
+            "idle_timeout_s": 2.0,
+            "timeout_s": 10.0,
+            "models": [{"name": name, "context_window": 100_000}],
+        }
+        for name, h in zip(("stalling", "backup"), handles, strict=True)
+    ]
+    route: dict[str, Any] = {"targets": ["stalling/stalling", "backup/backup"]}
+    if hedge_ms is not None:
+        route["hedge_after_ms"] = hedge_ms
+    return yaml.safe_dump({"providers": providers, "routes": {"default": route}})
+
+
+async def hedge_caller(chat: chat_service_pb2_grpc.ChatServiceStub, until: float, calls: Calls, turn: Any) -> None:
+    while time.monotonic() < until:
+        stall = next(turn) % STALL_EVERY == STALL_EVERY - 1
+        text = "hi [[fault:stall at=0 model=stalling]]" if stall else "hi"
+        request = pb.StreamChatRequest(model="default", messages=[pb.Message(role=pb.ROLE_USER, content=text)])
+        started, first, by = time.monotonic(), None, ""
+        try:
+            async for event in chat.StreamChat(request, timeout=10.0):
+                kind = event.WhichOneof("event")
+                if kind == "delta" and first is None:
+                    first = time.monotonic() - started
+                elif kind == "done":
+                    by = event.done.provider
+        except grpc.aio.AioRpcError as error:
+            calls.errors[error.code().name] += 1
+            await asyncio.sleep(0.05)
+            continue
+        calls.answered_by[by] += 1
+        if first is not None:
+            calls.ttfts.append(first)
+            if not stall:
+                calls.alone.append(first)
+
+
+async def hedge_run(hedge_ms: int | None, args: argparse.Namespace) -> dict[str, Any]:
+    handles = [await start_simulator(chunk_delay_s=0.005) for _ in range(2)]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
+        file.write(hedge_config(handles, hedge_ms))
+    env = {**os.environ, "SIM_KEY": "sk-sim-routing", "LOG_LEVEL": "ERROR"}
+    extra = ("--max-calls", str(args.streams * 4), "--max-streams", str(args.streams * 4))
+    calls, turn = Calls(), itertools.count()
+    try:
+        with ServiceProcess(
+            "gateway-service", "--config", file.name, *extra, env=env, security=("--insecure-dev",)
+        ) as gw:
+            await gw.wait_serving(timeout_s=60)
+            async with grpc.aio.insecure_channel(gw.address) as channel:
+                chat = chat_service_pb2_grpc.ChatServiceStub(channel)
+                until = time.monotonic() + args.seconds
+                await asyncio.gather(*(hedge_caller(chat, until, calls, turn) for _ in range(args.streams)))
+        disconnected = sum(o.client_disconnected for o in handles[0].simulator.observations)
+    finally:
+        for handle in handles:
+            await handle.close()
+        os.unlink(file.name)
+    ttfts = sorted(calls.ttfts)
+    return {
+        "hedge_after_ms": hedge_ms,
+        "answered": sum(calls.answered_by.values()),
+        "answered_by": dict(calls.answered_by),
+        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
+        "ttft_p99_ms": percentile(ttfts, 99) * 1000,
+        "unstalled_p99_ms": percentile(sorted(calls.alone), 99) * 1000,
+        "stalling_upstream_disconnects": disconnected,
+        "errors": dict(calls.errors),
+    }
+
+
+def show_hedging(plain: dict[str, Any], hedged: dict[str, Any]) -> None:
+    for run in (plain, hedged):
+        label = f"hedge {run['hedge_after_ms']} ms" if run["hedge_after_ms"] is not None else "no hedging"
+        print(
+            f"{label:>14}: TTFT p50 {run['ttft_p50_ms']:6.0f} ms p99 {run['ttft_p99_ms']:6.0f} ms | "
+            f"answered {run['answered_by']} | stalled upstream disconnects {run['stalling_upstream_disconnects']}"
+            + (f" | errors {run['errors']}" if run["errors"] else ""),
+            flush=True,
+        )
+    target = hedged["hedge_after_ms"] + plain["unstalled_p99_ms"]
+    print(
+        f"hedged p99 {hedged['ttft_p99_ms']:.0f} ms vs target (hedge delay + unstalled p99 "
+        f"{plain['unstalled_p99_ms']:.0f} ms) {target:.0f} ms: {hedged['ttft_p99_ms'] / target:.2f} of it; "
+        f"p99 hedged / unhedged {hedged['ttft_p99_ms'] / plain['ttft_p99_ms']:.2f}",
+        flush=True,
+    )
+
+
+async def hedging_async(args: argparse.Namespace) -> dict[str, Any]:
+    print(f"hedging: {args.streams} streams for {args.seconds:g} s, without and with {args.hedge_ms} ms ...")
+    plain = await hedge_run(None, args)
+    hedged = await hedge_run(args.hedge_ms, args)
+    show_hedging(plain, hedged)
+    return {"unhedged": plain, "hedged": hedged}
 
 
 def main() -> int:
@@ -205,6 +326,8 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=50, help="concurrent StreamChat callers (default 50)")
     parser.add_argument("--quick", action="store_true", help="5 s per policy: a smoke test")
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, priority first")
+    parser.add_argument("--hedge-ms", type=int, default=100, help="the hedged run's hedge_after_ms (default 100)")
+    parser.add_argument("--hedging-only", action="store_true", help="only the hedging rows")
     args = parser.parse_args()
     args.policies = [p for p in args.policies.split(",") if p]
     unknown = set(args.policies) - set(POLICIES)

@@ -139,3 +139,18 @@ async def test_a_hedged_request_is_two_ledger_rows(sim: SimulatorHandle, migrate
     cut, answered = rows
     assert cut["estimated"] and cut["input_tokens"] > 0 and cut["cost_usd"] > 0  # the cut one is costed too
     assert not answered["estimated"] and answered["output_tokens"] > 0
+
+
+async def test_hedge_after_p95_ttft_waits_for_a_measured_target(sim: SimulatorHandle) -> None:
+    route = {"targets": targets("a", "b"), "hedge_after": "p95_ttft"}
+    a = Upstream("a", "openai", "model-a", patient=True, timeouts={"first_token_timeout_s": 0.8})
+    async with serving(sim, routed_config(sim, [a, upstream("b")], route)) as h:
+        # Not measured yet: no hedge, the stall costs a's first-token timeout and fails over.
+        cold = await ask(h, "one [[fault:stall at=0 model=model-a]]")
+        assert [(s.provider, s.hedge) for s in started(cold)] == [("a", False), ("b", False)]
+        for _ in range(3):
+            await ask(h, "warm up")
+        # Measured: a stalls far past its p95 time to first token, so b is started beside it and answers.
+        hot = await ask(h, "two [[fault:stall at=0 model=model-a]]")
+    assert [(s.provider, s.hedge) for s in started(hot)] == [("a", False), ("b", True)]
+    assert hot[-1].done.hedge_won
