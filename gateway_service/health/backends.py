@@ -13,6 +13,8 @@ from gateway_service.config import GatewayConfig
 from gateway_service.config.limits import without_password
 from gateway_service.health.memory import MemoryHealth
 
+SHARED_TIMEOUT_S = 0.5  # shared health's least Redis timeout
+
 
 def build_health(
     config: GatewayConfig, clock: Callable[[], float] | None = None, on_shared: Callable[[bool], None] | None = None
@@ -32,7 +34,8 @@ def build_health(
         return Exchange(
             url,
             limits.key_prefix,
-            timeout_s=limits.redis_timeout_ms / 1000,
+            # Off the request path: a loaded Redis is given more than the budgets' timeout before it counts as away.
+            timeout_s=max(limits.redis_timeout_ms / 1000, SHARED_TIMEOUT_S),
             retry_s=limits.redis_retry_s,
             apply=apply,
             on_shared=on_shared or (lambda up: None),

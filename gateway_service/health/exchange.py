@@ -147,7 +147,8 @@ class Exchange:
 
         self.spawn(run)
 
-    async def _listen(self) -> None:
+    async def _listen(self, wait_s: float = 0.0) -> None:
+        await asyncio.sleep(wait_s)  # after a failed write: Redis is left alone for retry_s, as after a drop
         while True:
             try:
                 await self._subscribed()
@@ -206,7 +207,7 @@ class Exchange:
         )
         if self._listener is not None and asyncio.current_task() is not self._listener:
             self._listener.cancel()  # a write saw it first: the listener's subscription is dead too
-            self._listener = asyncio.get_running_loop().create_task(self._listen())
+            self._listener = asyncio.get_running_loop().create_task(self._listen(self.retry_s))
 
     async def aclose(self) -> None:
         if self._listener is not None:
