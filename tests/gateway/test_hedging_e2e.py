@@ -85,8 +85,8 @@ async def test_an_upstream_that_answers_before_the_delay_is_not_hedged(sim: Simu
 async def test_no_hedge_once_output_was_sent(sim: SimulatorHandle) -> None:
     # a sends two words, then stalls until its idle timeout: far past the hedge delay, but output was sent,
     # so b only comes in by failover (RESTART), never as a hedge.
-    a = Upstream("a", "openai", "model-a", patient=True, timeouts={"idle_timeout_s": 0.8})
-    async with serving(sim, hedged(sim, a, upstream("b"))) as h:
+    a = Upstream("a", "openai", "model-a", patient=True, timeouts={"idle_timeout_s": 1.5})
+    async with serving(sim, hedged(sim, a, upstream("b"), after_ms=500)) as h:
         events = await ask(
             h, "one two three four [[fault:stall at=2 model=model-a]]", mid_stream_policy=pb.MID_STREAM_POLICY_RESTART
         )
