@@ -234,3 +234,17 @@ async def test_all_parts_of_a_request_together_are_bounded(sim: SimulatorHandle)
         )
     assert failed.bad_request is not None
     assert [v.field for v in failed.bad_request.field_violations] == ["messages"]
+
+
+def test_a_flood_of_parts_is_refused_by_its_count_before_any_part_is_looked_at() -> None:
+    """Before, every part of every message was walked (their bytes summed) before the count was checked: a
+    message of a million empty parts held the event loop for seconds to be refused."""
+    from gateway_service.api import from_proto
+    from gateway_service.errors import InvalidRequest
+
+    flood = pb.Message(role=pb.ROLE_USER, parts=[pb.Part()] * 100_000)
+    request = pb.ChatRequest(model="m", messages=[pb.Message(role=pb.ROLE_USER, content="hi"), flood])
+    with pytest.raises(InvalidRequest) as caught:
+        from_proto.chat_request(request, "r", config.RequestBounds())
+    violations = [(v.field, v.description) for v in caught.value.field_violations]
+    assert violations == [("messages[1].parts", "at most 64 entries (got 100,000)")]
