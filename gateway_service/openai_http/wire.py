@@ -213,6 +213,7 @@ OPENAI_NAMES = (
 PART_NAMES = {
     "].arguments_json": "].function.arguments",
     ".parts[": ".content[",
+    ".parts": ".content",  # the list itself (too many parts)
     ".image.url": ".image_url.url",
     ".image.media_type": ".image_url.url",
     ".image.data": ".image_url.url",

@@ -237,6 +237,21 @@ async def post(running: server.Running, body: bytes | str, **headers: str) -> tu
             '{"model": "default", "messages": [{"role": "user", "content": [{"type": "video"}]}]}',
             "messages[0].content[0]",
         ),
+        # too many parts was named by the gRPC field (messages[0].parts)
+        (
+            json.dumps(
+                {
+                    "model": "default",
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}] * 65,
+                        }
+                    ],
+                }
+            ),
+            "messages[0].content",
+        ),
         # numbers past what the gRPC request holds (int32, int64, double) were a protobuf ValueError: a 500
         (f'{{"model": "default", "messages": {json.dumps(USER)}, "seed": {10**30}}}', "seed"),
         (f'{{"model": "default", "messages": {json.dumps(USER)}, "max_tokens": {2**31}}}', "max_tokens"),
