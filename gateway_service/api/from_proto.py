@@ -116,17 +116,19 @@ def _raise_if_any(violations: list[FieldViolation]) -> None:
 
 def _counts(message: AnyChatRequest, bounds: RequestBounds) -> list[FieldViolation]:
     """Violations of the count limits: checked first, so that no per-item work is done for a flood (a message of
-    a million empty parts took two seconds of the event loop to be refused)."""
+    a million empty parts, tool calls or reasoning blocks took seconds of the event loop to be refused)."""
     counted = [
         ("messages", len(message.messages), bounds.max_messages),
         ("tools", len(message.tools), bounds.max_tools),
         ("sampling.stop_sequences", len(message.sampling.stop_sequences), bounds.max_list_items),
         ("provider_order", len(message.provider_order), bounds.max_list_items),
     ]
-    counted += [
-        (f"messages[{i}].parts", len(m.parts), bounds.max_parts)
-        for i, m in enumerate(message.messages[: bounds.max_messages])
-    ]
+    for i, m in enumerate(message.messages[: bounds.max_messages]):
+        counted += [
+            (f"messages[{i}].parts", len(m.parts), bounds.max_parts),
+            (f"messages[{i}].tool_calls", len(m.tool_calls), bounds.max_list_items),
+            (f"messages[{i}].reasoning", len(m.reasoning), bounds.max_list_items),
+        ]
     return [
         FieldViolation(path, f"at most {limit:,} entries (got {count:,})")
         for path, count, limit in counted

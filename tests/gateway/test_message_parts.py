@@ -236,15 +236,25 @@ async def test_all_parts_of_a_request_together_are_bounded(sim: SimulatorHandle)
     assert [v.field for v in failed.bad_request.field_violations] == ["messages"]
 
 
-def test_a_flood_of_parts_is_refused_by_its_count_before_any_part_is_looked_at() -> None:
-    """Before, every part of every message was walked (their bytes summed) before the count was checked: a
-    message of a million empty parts held the event loop for seconds to be refused."""
+@pytest.mark.parametrize(
+    ("flood", "field"),
+    [
+        (pb.Message(role=pb.ROLE_USER, parts=[pb.Part()] * 100_000), "parts"),
+        (pb.Message(role=pb.ROLE_ASSISTANT, tool_calls=[pb.ToolCall()] * 100_000), "tool_calls"),
+        (pb.Message(role=pb.ROLE_ASSISTANT, reasoning=[pb.Reasoning()] * 100_000), "reasoning"),
+    ],
+)
+def test_a_flood_in_a_message_is_refused_by_its_count_before_any_entry_is_looked_at(
+    flood: pb.Message, field: str
+) -> None:
+    """Before, every part, tool call and reasoning block of a message was walked (bytes summed, arguments
+    parsed, each one copied) before its count was checked: a message of a million empty ones held the event
+    loop for seconds to be refused, with one violation per tool call."""
     from gateway_service.api import from_proto
     from gateway_service.errors import InvalidRequest
 
-    flood = pb.Message(role=pb.ROLE_USER, parts=[pb.Part()] * 100_000)
     request = pb.ChatRequest(model="m", messages=[pb.Message(role=pb.ROLE_USER, content="hi"), flood])
     with pytest.raises(InvalidRequest) as caught:
         from_proto.chat_request(request, "r", config.RequestBounds())
     violations = [(v.field, v.description) for v in caught.value.field_violations]
-    assert violations == [("messages[1].parts", "at most 64 entries (got 100,000)")]
+    assert violations == [(f"messages[1].{field}", "at most 64 entries (got 100,000)")]
