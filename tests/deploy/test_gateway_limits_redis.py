@@ -72,7 +72,7 @@ def test_the_gateway_keeps_budgets_in_the_redis_the_secret_names(
     ref = redis_url_ref(docs)
     assert ref["key"] == "url" and ref["name"].startswith("llm-gateway-redis")
     settings = gateway_config(docs).limits
-    assert settings.backend == "redis"
+    assert settings.backend == "redis" and gateway_config(docs).health.backend == "redis"  # health shared too
     assert settings.redis_url is not None and settings.redis_url.get_secret_value() == container_env(docs)["REDIS_URL"]
 
 
@@ -88,6 +88,7 @@ def test_without_the_component_budgets_stay_in_each_replica(prod: list[Doc]) -> 
     assert "REDIS_URL" not in container_env(prod)
     settings = gateway_config(prod).limits
     assert settings.backend == "memory" and settings.redis_url is None
+    assert gateway_config(prod).health.backend == "memory"
 
 
 @pytest.mark.parametrize("render_name", ["prod_redis", "dev"])
