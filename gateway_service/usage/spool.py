@@ -12,7 +12,8 @@ The rules:
 - A frame that would take the files past `max_bytes` is refused (SpoolFull); the feed counts and logs it.
 - `replay` reads every segment at start-up, before anything is appended. A frame cut short or failing its
   CRC (a write the kill interrupted, never fsynced, so never accepted) ends its segment's replay; the
-  records before it are replayed. New appends go to a new segment after the last.
+  records before it are replayed. New appends go to a new segment after the last, as they do after a write
+  that failed (a full disk): a frame written after a cut one would be lost to replay.
 - `remove` deletes a segment once every record in it was acknowledged by the schema service (or refused
   by it for good); a crash between acknowledgement and removal replays records the ledger already holds,
   which it acknowledges as duplicates.
@@ -23,6 +24,7 @@ that outlives its cancelled caller (a shutdown) from meeting the next one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -116,9 +118,17 @@ class Spool:
         if self._file is None or self.current is None:
             self._open()
         assert self._file is not None and self.current is not None
-        self._file.write(data)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            # Part of the frame may be in the file: a frame after it could never be read back (replay stops at
+            # the first bad frame), so the segment takes no more. Closing flushes what is left, failing again.
+            file, self._file, self.current = self._file, None, None
+            with contextlib.suppress(OSError):
+                file.close()
+            raise
         segment = self.current
         self.sizes[segment] += len(data)
         if self.sizes[segment] >= self.segment_bytes:

@@ -55,6 +55,32 @@ def test_the_spool_replays_what_it_wrote_and_stops_at_a_torn_frame(tmp_path: Pat
     assert [len(batch) for batch in frames(bytes(corrupt))] == [3]
 
 
+def test_a_frame_after_a_failed_write_goes_to_a_new_segment(tmp_path: Path) -> None:
+    """A write cut by a full disk (here the file-size limit, a real EFBIG) leaves part of a frame in the segment;
+    frames appended after it were on disk and acknowledged as accepted, yet replay stopped at the cut one."""
+    import resource
+    import signal
+
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    first = spool.append(records(3))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (spool.sizes[first] + 10, limit[1]))
+        with pytest.raises(OSError):
+            spool.append(records(3, start=3))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert spool.append(records(1, start=6)) == first + 1
+    spool.close()
+    replayed = Spool(tmp_path, max_bytes=1 << 20).replay()
+    assert [(r.segment, [x.request_id for x in r.records]) for r in replayed] == [
+        (first, ["r-0", "r-1", "r-2"]),
+        (first + 1, ["r-6"]),
+    ]
+
+
 def test_the_spool_refuses_a_frame_past_its_bound(tmp_path: Path) -> None:
     one = len(frame(records(10, start=10)))  # ten two-digit ids: every such frame is as long
     spool = Spool(tmp_path, max_bytes=2 * one)
