@@ -98,6 +98,9 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         replayed = []
         for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            if not (path.stem.isascii() and path.stem.isdigit()):  # not one of ours: int() would stop the start
+                log.warning("usage spool: a file that is not a segment left alone", extra={"file": path.name})
+                continue
             segment = int(path.stem)
             self._next = max(self._next, segment + 1)
             data = path.read_bytes()

@@ -36,6 +36,8 @@ def records(count: int, start: int = 0) -> list[upb.UsageRecord]:
 
 def test_the_spool_replays_what_it_wrote_and_stops_at_a_torn_frame(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "notes.usage").write_text("not a segment")  # was a ValueError that stopped the start
     assert spool.replay() == []
     first = spool.append(records(3))
     assert spool.append(records(2, start=3)) == first
