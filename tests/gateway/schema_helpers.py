@@ -12,7 +12,7 @@ import asyncpg
 import grpc
 
 from gateway_service import server
-from gateway_service.config import GatewayConfig, ServeSettings, TelemetrySettings
+from gateway_service.config import GatewayConfig, ServeSettings, TelemetrySettings, UsageFeedSettings
 from gateway_service.sender import BufferedSender
 from llm_simulator import SimulatorHandle
 from llmgateway.v1 import chat_service_pb2 as pb
@@ -27,6 +27,9 @@ METRICS_PER_CHAT = 5  # one successful attempt: duration, ttft, input and output
 FAST_TELEMETRY = TelemetrySettings(
     batch_size=10, flush_interval_s=0.02, retry_initial_s=0.05, retry_max_s=0.2, shutdown_flush_s=0
 )
+# The usage records of the same chats likewise: with the default backoff (to 30 s) a batch refused during a
+# rotation was still waiting out its backoff when the test ended, and under load the shutdown flush dropped it.
+FAST_USAGE = UsageFeedSettings(flush_interval_s=0.02, retry_initial_s=0.05, retry_max_s=0.2)
 
 
 @dataclass
@@ -47,6 +50,11 @@ class Reporting:
     async def until(self, holds: Callable[[BufferedSender[mpb.Metric]], bool]) -> None:
         await self.sender.until(lambda: holds(self.sender))
 
+    async def usage_settled(self) -> None:
+        """Returns once every usage record so far was delivered or dropped."""
+        assert self.running.gateway.usage is not None
+        await self.running.gateway.usage.sender.settled()
+
 
 def reporting_config(sim: SimulatorHandle, address: str) -> GatewayConfig:
     cfg = gateway_config(
@@ -54,7 +62,7 @@ def reporting_config(sim: SimulatorHandle, address: str) -> GatewayConfig:
         [Upstream("p", "openai", "m", patient=True)],
         env={"SIM_KEY": "sk-sim", "SCHEMA_SERVICE_ADDR": address},
     )
-    return cfg.model_copy(update={"telemetry": FAST_TELEMETRY})
+    return cfg.model_copy(update={"telemetry": FAST_TELEMETRY, "usage": FAST_USAGE})
 
 
 async def with_reporting(

@@ -54,6 +54,7 @@ async def test_a_rotated_token_file_is_read_again_and_no_metric_is_lost(
         replace(callers_file, callers("token-2"))  # token-1 is no longer accepted
         await gateway.chats(3)
         await asyncio.wait_for(gateway.until(lambda s: s.sent == 9 * METRICS_PER_CHAT), BUDGET_S)
+        await asyncio.wait_for(gateway.usage_settled(), BUDGET_S)  # the usage records took the new token too
         assert not gateway.sender.dropped
 
     try:
