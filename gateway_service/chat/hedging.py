@@ -76,7 +76,8 @@ async def race(
     A failure of one while the other runs is yielded (failover records it); the last one's is raised."""
     loop = asyncio.get_running_loop()
     hedge_at = loop.time() + delay_s
-    lanes: dict[asyncio.Future[GatewayEvent], Events] = {}
+    lanes: dict[asyncio.Future[GatewayEvent], Events] = {}  # each racing attempt's read in flight
+    racing: list[Events] = [first]  # closed when the race ends, whichever way (one may be between reads)
     waiting = True  # the hedge is not started yet
 
     def pull(events: Events) -> None:
@@ -91,6 +92,7 @@ async def race(
                 waiting = False
                 hedge = await start_hedge()
                 if hedge is not None:
+                    racing.append(hedge)
                     pull(hedge)
                 continue
             for read in sorted(done, key=_output_last):
@@ -106,13 +108,13 @@ async def race(
                     continue
                 yield event
                 if isinstance(event, OutputDelta):  # the winner: the other stops now
-                    await _cancel(lanes)
+                    await _cancel(lanes, [e for e in racing if e is not events])
                     async for rest in events:
                         yield rest
                     return
                 pull(events)
     finally:
-        await _cancel(lanes)
+        await _cancel(lanes, racing)
 
 
 def _output_last(read: asyncio.Future[GatewayEvent]) -> bool:
@@ -120,12 +122,14 @@ def _output_last(read: asyncio.Future[GatewayEvent]) -> bool:
     return not read.cancelled() and read.exception() is None and isinstance(read.result(), OutputDelta)
 
 
-async def _cancel(lanes: dict[asyncio.Future[GatewayEvent], Events]) -> None:
-    """Cancel the attempts still racing: each closes its upstream request and is recorded as cancelled."""
+async def _cancel(lanes: dict[asyncio.Future[GatewayEvent], Events], attempts: list[Events]) -> None:
+    """Stop `attempts`: each closes its upstream request and is recorded as cancelled (a read in flight is
+    cancelled first: a generator cannot be closed while it runs)."""
     reads = list(lanes)
     for read in reads:
         read.cancel()
     await asyncio.gather(*reads, return_exceptions=True)
-    for read in reads:
-        with suppress(RuntimeError):  # a generator the cancelled read already finished
-            await lanes.pop(read).aclose()
+    lanes.clear()
+    for attempt in attempts:
+        with suppress(RuntimeError):  # one a cancelled read already finished
+            await attempt.aclose()
