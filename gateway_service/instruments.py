@@ -9,7 +9,7 @@
     llm_gateway_streams_in_flight{method}                         StreamChat / Chat calls running now
     llm_gateway_limit_events_total{event}                         rate-limit budgets: fail_open, skips, refusals
     llm_gateway_provider_health{provider, state}                  1 for each provider's current state (at scrape)
-    llm_gateway_health_shared                                     health.backend redis: 1 shared, 0 Redis away
+    llm_gateway_health_shared{backend}                            health.backend redis: 1 shared, 0 Redis away
   per provider + model, at scrape (health/views.py; window is 1m, 5m or 60m):
     llm_gateway_model_health{provider, model, state}              1 for the model's current state
     llm_gateway_model_cooldown_until_timestamp_seconds{provider, model}   when it has a cooldown (or no headroom)
@@ -96,16 +96,17 @@ class GatewayMetrics:
         self.limit_events = Counter(
             "llm_gateway_limit_events", "Rate-limit budget events.", ("event",), registry=registry
         )
-        self.shared = Gauge(
+        self.shared = Gauge(  # labelled so that a gateway with health in memory exports none (not a 0 "away")
             "llm_gateway_health_shared",
             "1 while provider health is shared through Redis, 0 while this replica keeps its own (Redis away).",
+            ("backend",),
             registry=registry,
         )
         self._registry = registry
 
     def health_shared(self, up: bool) -> None:
         """Shared health's hook: Redis is there (True) or away (False)."""
-        self.shared.set(1 if up else 0)
+        self.shared.labels("redis").set(1 if up else 0)
 
     def observe_attempt(self, request: ChatRequest, record: AttemptRecord, first_token_s: float | None) -> None:
         """One finished attempt (the failover's per-attempt hook; a skipped candidate never gets here)."""

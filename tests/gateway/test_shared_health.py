@@ -65,8 +65,8 @@ class Replica:
         text = await asyncio.to_thread(_scrape, self.metrics_port)
         for family in text_string_to_metric_families(text):
             if family.name == "llm_gateway_health_shared":
-                return float(family.samples[0].value)
-        return None
+                return next((float(s.value) for s in family.samples if s.labels == {"backend": "redis"}), None)
+        return None  # not yet: before the first connect (or its failure) the gauge has no sample
 
     async def requests_left(self, provider: str, model: str) -> int | None:
         """What this replica thinks `model` has left of its requests (its provider's headers), None: nothing known."""
