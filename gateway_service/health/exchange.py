@@ -105,7 +105,7 @@ class Exchange:
             body = json.dumps({**message, "from": self.me})
             async with self.client.pipeline(transaction=True) as pipe:
                 if key is not None and ttl_s is not None:
-                    pipe.set(key, json.dumps(message), px=max(1, int(ttl_s * 1000)))
+                    pipe.set(key, body, px=max(1, int(ttl_s * 1000)))  # who wrote it too: not reapplied there
                 elif key is not None:
                     pipe.delete(key)
                 if drop:
@@ -176,16 +176,16 @@ class Exchange:
             async with asyncio.timeout(self.timeout_s):
                 value = await self.client.get(key)
             if value is not None:
-                self._heard(value, own_too=True)
+                self._heard(value)
 
-    def _heard(self, data: Any, own_too: bool = False) -> None:
+    def _heard(self, data: Any) -> None:
         if not isinstance(data, bytes | str):
             return  # a pong
         try:
             message = json.loads(data)
         except ValueError:
             return  # not ours: the channel is named by the prefix, but anyone may publish on it
-        if isinstance(message, dict) and (own_too or message.get("from") != self.me):
+        if isinstance(message, dict) and message.get("from") != self.me:
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 self.apply(message)
 
