@@ -40,6 +40,7 @@ from gateway_service.domain.events import AttemptStarted, Completed, OutputDelta
 from gateway_service.domain.request import ChatRequest
 from gateway_service.errors import GatewayError, InvalidRequest
 from gateway_service.openai_http import answers, wire
+from gateway_service.openai_http.connections import Connections
 from gateway_service.openai_http.errors import error_body, headers_of, status_of
 from servicekit.auth import (
     Admit,
@@ -59,6 +60,7 @@ from servicekit.logs import caller_var, request_id_var
 from servicekit.tls import HttpsContexts, TlsFiles
 
 log = logging.getLogger(__name__)
+
 
 BODY_TIMEOUT_S = 10.0  # a body that has not arrived by then is a slow client holding a slot: 408
 CHAT_METHOD = "/llmgateway.v1.ChatService/StreamChat"  # the slots and logs count an HTTP chat as this method
@@ -136,6 +138,7 @@ class OpenAIFace:
         self.doors = doors
         self.drain = drain
         self.bounds = gateway.config.requests
+        self.connections = Connections()
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.bounds.max_request_bytes, middlewares=[self._errors])
@@ -147,6 +150,7 @@ class OpenAIFace:
     async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
         """Every answer has its request id; every failure becomes OpenAI's error JSON (never a traceback)."""
         request_id = _request_id(request)
+        self.connections.spoke(request.transport)
         caller_var.set("")
         try:
             response = await handler(request)
@@ -309,10 +313,14 @@ class Serving:
     """The running HTTP site; `close()` stops it (in-flight streams end with the gateway's drain)."""
 
     runner: web.AppRunner
+    listening: asyncio.Server
     port: int
+    connections: Connections
 
     async def close(self) -> None:
+        self.listening.close()
         await self.runner.cleanup()
+        await self.listening.wait_closed()
 
 
 async def serve(
@@ -331,7 +339,15 @@ async def serve(
     # handler_cancellation: a client that goes away cancels its handler, which closes the upstream stream.
     runner = web.AppRunner(face.application(), handler_cancellation=True, access_log=None)
     await runner.setup()
+    assert runner.server is not None
     ssl_context = HttpsContexts(tls).context if tls is not None else None
-    site = web.TCPSite(runner, host.strip("[]") if host != "[::]" else None, port, ssl_context=ssl_context)
-    await site.start()
-    return Serving(runner, int(runner.addresses[0][1]))
+    # aiohttp's protocols behind a cap on open connections and a deadline for each one's first request
+    # (openai_http/connections.py), on a listening socket of asyncio's own.
+    listening = await asyncio.get_running_loop().create_server(
+        face.connections.factory(runner.server),
+        host.strip("[]") if host != "[::]" else None,
+        port,
+        ssl=ssl_context,
+        reuse_address=True,
+    )
+    return Serving(runner, listening, int(listening.sockets[0].getsockname()[1]), face.connections)

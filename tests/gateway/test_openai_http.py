@@ -522,3 +522,29 @@ async def test_a_bug_mid_stream_ends_the_stream_with_an_error_event(
     assert json.loads(lines[-1].removeprefix("data: "))["error"]["code"] == "internal", lines
     assert "data: [DONE]" not in lines
     assert any(r.exc_info for r in caplog.records if "failed" in r.getMessage()), "the traceback is logged"
+
+
+async def test_silent_connections_are_closed_and_their_number_capped(
+    running: server.Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway_service.openai_http import connections as limits
+
+    assert running.openai is not None
+    port = running.openai.port
+    connections = running.openai.connections
+    monkeypatch.setattr(connections, "first_request_s", 0.3)
+    monkeypatch.setattr(connections, "max_open", 3)
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    for _, writer in held:
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+    await asyncio.gather(*(w.drain() for _, w in held))
+    extra_reader, extra_writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await asyncio.wait_for(extra_reader.read(), 5) == b"", "a connection past the cap is closed at once"
+    extra_writer.close()
+    for reader, _ in held:  # each silent one is closed at its deadline, with nothing sent back
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert (limits.FIRST_REQUEST_S, limits.MAX_CONNECTIONS) == (10.0, 1024)
+    status, _ = await post(running, json.dumps({"model": "default", "messages": USER}))
+    assert status == 200, "with the silent ones gone, a real request is served"
+    for _, writer in held:
+        writer.close()
