@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import grpc
 import openai
 import psutil
 
+from bench.gateway_overhead import concurrent
 from bench.results import save, target
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
@@ -75,20 +75,6 @@ async def grpc_once(stub: chat_service_pb2_grpc.ChatServiceStub) -> int:
     return events
 
 
-async def load(once: Once, concurrency: int, seconds: float) -> int:
-    done = 0
-    end = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < end:
-            await once()
-            done += 1
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done
-
-
 def cpu_s(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
@@ -97,7 +83,7 @@ def cpu_s(process: psutil.Process) -> float:
 async def cpu_per_request(once: Once, process: psutil.Process, args: argparse.Namespace) -> float:
     """CPU microseconds `process` spends per request while `args.concurrency` streams run for `args.seconds`."""
     before = cpu_s(process)
-    done = await load(once, args.concurrency, args.seconds)
+    done = await concurrent(once, args.concurrency, args.seconds)
     return (cpu_s(process) - before) / done * 1e6
 
 
@@ -171,7 +157,7 @@ async def measure(
         "+servicekit": (lambda: grpc_once(stack_stub), psutil.Process(args.floor_pids[1])),
     }
     for once, _ in sides.values():  # warm up connections and code paths
-        await load(once, args.concurrency, 1.0)
+        await concurrent(once, args.concurrency, 1.0)
     figures: dict[str, list[float]] = {name: [] for name in sides}
     for index in range(args.rounds):
         order = list(sides) if index % 2 == 0 else list(reversed(sides))
@@ -196,7 +182,7 @@ async def profile(args: argparse.Namespace, once: Once, pid: int, per_request_us
     spy = await asyncio.create_subprocess_exec(
         *record, "-p", str(pid), "-o", str(raw), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    await load(once, args.concurrency, seconds + 1)
+    await concurrent(once, args.concurrency, seconds + 1)
     await spy.wait()
     counts = cpu_split.split(raw.read_text())
     total = sum(counts.values()) or 1

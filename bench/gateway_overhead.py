@@ -134,7 +134,8 @@ async def paired(
     return a, b
 
 
-async def concurrent(once: Callable[[], Awaitable[Timed]], concurrency: int, seconds: float) -> int:
+async def concurrent(once: Callable[[], Awaitable[object]], concurrency: int, seconds: float) -> int:
+    """Calls of `once` completed by `concurrency` callers, each calling it again at once, for `seconds`."""
     done = 0
     end = time.perf_counter() + seconds
 

@@ -29,6 +29,7 @@ import grpc
 import openai
 import psutil
 
+from bench.gateway_overhead import concurrent, pct
 from bench.results import save, target
 from llmgateway.v1 import chat_service_pb2 as pb
 from llmgateway.v1 import chat_service_pb2_grpc
@@ -79,25 +80,6 @@ async def interleaved(paths: dict[str, Once], n: int) -> dict[str, list[float]]:
     return samples
 
 
-async def streams_per_second(once: Once, concurrency: int, seconds: float) -> float:
-    done = 0
-    end = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < end:
-            await once()
-            done += 1
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / seconds
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 async def run(args: argparse.Namespace, upstream: str, gateway: ServiceProcess, openai_port: int) -> None:
     bare = openai.AsyncOpenAI(base_url=f"{upstream}/v1", api_key="sk-bench", max_retries=0)
     face = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{openai_port}/v1", api_key="unused", max_retries=0)
@@ -117,7 +99,7 @@ async def run(args: argparse.Namespace, upstream: str, gateway: ServiceProcess, 
         print(f"  {name:<12} {p50:>8.3f} {p99:>8.3f} {p50 - base50:>+10.3f} {p99 - base99:>+10.3f}")
     rates = {}
     for name, once in paths.items():
-        rates[name] = await streams_per_second(once, args.concurrency, args.seconds)
+        rates[name] = await concurrent(once, args.concurrency, args.seconds) / args.seconds
     print(f"streams per second at {args.concurrency} concurrent streams for {args.seconds:g} s:")
     for name, rate in rates.items():
         print(f"  {name:<12} {rate:>8.1f}/s  ({rate / rates['bare SDK']:.2f}x the bare SDK)")
