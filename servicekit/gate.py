@@ -138,17 +138,7 @@ class GateInterceptor(grpc.aio.ServerInterceptor):
 
     async def _check(self, method: str, caller: Caller | None) -> tuple[ServiceError, str | None] | None:
         """Why `caller` may not call `method` now (the error and what to log), or None when it may."""
-        details = self._details(method)
-        if caller is None:
-            return Unauthenticated("missing or unknown credentials", metadata=details), "unauthenticated"
-        authenticated(caller)
-        role = details["role"]
-        if role not in caller.roles:
-            return PermissionDenied(f"this method needs the role {role}", metadata=details), "permission denied"
-        retry_after = await self.admit(caller) if self.admit is not None else None
-        if retry_after is not None:
-            return CallerRateLimited("the caller's request rate is used up", retry_after_s=retry_after), None
-        return None
+        return await check_caller(caller, self.roles.get(method, NO_ROLE), method, self.admit)
 
     def _admitted(self, handler: Any, method: str, caller: str) -> Any:
         slot = self.slots.take(method, caller)
@@ -189,6 +179,24 @@ class GateInterceptor(grpc.aio.ServerInterceptor):
         if kind.startswith("stream_"):
             return _wrapped_streaming(handler, kind, behavior, admit)
         return _wrapped_unary(handler, kind, behavior, admit)
+
+
+async def check_caller(
+    caller: Caller | None, role: str, method: str, admit: Admit | None
+) -> tuple[ServiceError, str | None] | None:
+    """Why `caller` (None: no or unknown credentials) may not call `method`, which needs `role`, now: the error and
+    what to log; None when it may (and it is then the call's authenticated caller). The gate's checks after the
+    credentials, in order; the gateway's OpenAI-compatible port asks the same."""
+    details = {"role": role, "method": method}
+    if caller is None:
+        return Unauthenticated("missing or unknown credentials", metadata=details), "unauthenticated"
+    authenticated(caller)
+    if role not in caller.roles:
+        return PermissionDenied(f"this method needs the role {role}", metadata=details), "permission denied"
+    retry_after = await admit(caller) if admit is not None else None
+    if retry_after is not None:
+        return CallerRateLimited("the caller's request rate is used up", retry_after_s=retry_after), None
+    return None
 
 
 async def _nothing() -> AsyncIterator[Any]:

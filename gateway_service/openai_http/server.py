@@ -45,16 +45,14 @@ from gateway_service.openai_http.errors import error_body, headers_of, status_of
 from servicekit.auth import (
     Admit,
     BadCredentials,
-    CallerRateLimited,
-    PermissionDenied,
     Unauthenticated,
-    authenticated,
     bearer_token,
 )
 from servicekit.callers import Caller, CallersSource
 from servicekit.concurrency import Slots
 from servicekit.drain import Drain, GraceOver, ServerShuttingDown
 from servicekit.errors import FieldViolation, ServiceError
+from servicekit.gate import check_caller
 from servicekit.ids import valid_id
 from servicekit.logs import caller_var, request_id_var
 from servicekit.tls import HttpsContexts, TlsFiles
@@ -111,14 +109,10 @@ class Doors:
         if caller is None and self.mtls:
             subject = _certificate_subject(request)
             caller = known.by_certificate(subject) if subject is not None else None
-        if caller is None:
-            raise Unauthenticated("missing or unknown credentials", metadata=details)
-        authenticated(caller)
-        if ROLE not in caller.roles:
-            raise PermissionDenied(f"this method needs the role {ROLE}", metadata=details)
-        retry_after = await self.admit(caller) if self.admit is not None else None
-        if retry_after is not None:
-            raise CallerRateLimited("the caller's request rate is used up", retry_after_s=retry_after)
+        refusal = await check_caller(caller, ROLE, method, self.admit)
+        if refusal is not None:
+            raise refusal[0]
+        assert caller is not None
         return caller
 
 
