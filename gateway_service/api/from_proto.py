@@ -109,9 +109,13 @@ def chat_request(
 
 def _raise_if_any(violations: list[FieldViolation]) -> None:
     if violations:
-        raise InvalidRequest(
-            f"invalid request: {violations[0].field}: {violations[0].description}", field_violations=violations
-        )
+        raise invalid_request(violations)
+
+
+def invalid_request(violations: list[FieldViolation]) -> InvalidRequest:
+    """The refusal naming every one of `violations` (at least one), the first in its message."""
+    first = violations[0]
+    return InvalidRequest(f"invalid request: {first.field}: {first.description}", field_violations=violations)
 
 
 def _counts(message: AnyChatRequest, bounds: RequestBounds) -> list[FieldViolation]:

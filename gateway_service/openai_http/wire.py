@@ -231,11 +231,12 @@ def parse(body: bytes, request_id: str, bounds: RequestBounds) -> tuple[ChatComp
     try:
         wanted = ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise _invalid(_violations(exc.errors(include_url=False))) from None
-    unsupported = list(_unsupported(wanted))
+        raise from_proto.invalid_request(_violations(exc.errors(include_url=False))) from None
+    decoded: Decoded = {}
+    unsupported = _unsupported(wanted, decoded)
     if unsupported:
-        raise _invalid(unsupported)
-    message = _as_proto(wanted)
+        raise from_proto.invalid_request(unsupported)
+    message = _as_proto(wanted, decoded)
     try:
         chat = from_proto.chat_request(message, request_id, bounds)
     except InvalidRequest as exc:
@@ -246,7 +247,7 @@ def parse(body: bytes, request_id: str, bounds: RequestBounds) -> tuple[ChatComp
 def in_openai_names(error: InvalidRequest) -> InvalidRequest:
     """The same refusal with its fields named as the OpenAI body names them (the pipeline names gRPC fields)."""
     violations = [FieldViolation(openai_name(v.field), v.description) for v in error.field_violations]
-    renamed = _invalid(violations) if violations else InvalidRequest(error.message)
+    renamed = from_proto.invalid_request(violations) if violations else InvalidRequest(error.message)
     renamed.metadata = error.metadata
     if violations and not error.message.startswith("invalid request: "):
         renamed.message = error.message
@@ -263,11 +264,6 @@ def openai_name(path: str) -> str:
         index, _, rest = path.partition("].")
         path = f"{index}].function.{rest}" if rest else path
     return _PART_PATHS.sub(lambda m: PART_NAMES[m.group(0)], path)
-
-
-def _invalid(violations: list[FieldViolation]) -> InvalidRequest:
-    first = violations[0]
-    return InvalidRequest(f"invalid request: {first.field}: {first.description}", field_violations=violations)
 
 
 def _violations(errors: list[Any]) -> list[FieldViolation]:
@@ -304,7 +300,12 @@ def _violation(error: Any) -> FieldViolation:
     return FieldViolation(path or "body", str(error["msg"]))
 
 
-def _unsupported(wanted: ChatCompletionRequest) -> list[FieldViolation]:
+# The bytes of each part's `data:` URL, by id() of its part: decoded once, while checked.
+Decoded = dict[int, tuple[str, bytes]]
+
+
+def _unsupported(wanted: ChatCompletionRequest, decoded: Decoded) -> list[FieldViolation]:
+    """What the gateway refuses to answer differently than asked; fills `decoded` with the parts' data: URLs."""
     refused = []
     if wanted.n not in (None, 1):
         refused.append(FieldViolation("n", "only n=1 is supported: ask again for another choice"))
@@ -328,19 +329,23 @@ def _unsupported(wanted: ChatCompletionRequest) -> list[FieldViolation]:
                         f"{where}.file.file_data", "give the file as a data: URL (file_id: the gateway keeps no files)"
                     )
                 )
-            elif isinstance(part, FilePart) and not _is_data_url(part.file.file_data):
+            elif isinstance(part, FilePart) and not _decode(part, part.file.file_data, decoded):
                 refused.append(FieldViolation(f"{where}.file.file_data", "must be a data:<media type>;base64, URL"))
             elif (
                 isinstance(part, ImageUrlPart)
                 and part.image_url.url.startswith("data:")
-                and not _is_data_url(part.image_url.url)
+                and not _decode(part, part.image_url.url, decoded)
             ):
                 refused.append(FieldViolation(f"{where}.image_url.url", "a data: URL must be base64"))
     return refused
 
 
-def _is_data_url(url: str | None) -> bool:
-    return url is not None and url.startswith("data:") and _decoded(url) is not None
+def _decode(part: object, url: str | None, decoded: Decoded) -> bool:
+    """Whether `url` is a base64 data: URL; its media type and bytes kept in `decoded` for `part` when it is."""
+    found = _decoded(url) if url is not None else None
+    if found is not None:
+        decoded[id(part)] = found
+    return found is not None
 
 
 def _decoded(url: str) -> tuple[str, bytes] | None:
@@ -354,10 +359,10 @@ def _decoded(url: str) -> tuple[str, bytes] | None:
         return None
 
 
-def _as_proto(wanted: ChatCompletionRequest) -> pb.StreamChatRequest:
+def _as_proto(wanted: ChatCompletionRequest, decoded: Decoded) -> pb.StreamChatRequest:
     message = pb.StreamChatRequest(model=wanted.model, user_id=wanted.user)
     for given in wanted.messages:
-        message.messages.append(_message(given))
+        message.messages.append(_message(given, decoded))
     limit = wanted.max_completion_tokens if wanted.max_completion_tokens is not None else wanted.max_tokens
     if limit is not None:
         message.max_output_tokens = limit
@@ -391,14 +396,14 @@ def _as_proto(wanted: ChatCompletionRequest) -> pb.StreamChatRequest:
     return message
 
 
-def _message(given: MessageIn) -> pb.Message:
+def _message(given: MessageIn, decoded: Decoded) -> pb.Message:
     content, parts = "", []
     if isinstance(given.content, list) and all(
         isinstance(part, TextPart) and part.cache_control is None for part in given.content
     ):
         content = "".join(part.text for part in given.content if isinstance(part, TextPart))
     elif isinstance(given.content, list):
-        parts = [_part(part) for part in given.content]
+        parts = [_part(part, decoded) for part in given.content]
     else:
         content = given.content or ""
     return pb.Message(
@@ -413,26 +418,25 @@ def _message(given: MessageIn) -> pb.Message:
     )
 
 
-def _part(part: TextPart | ImageUrlPart | FilePart | OtherPart) -> pb.Part:
+def _part(part: TextPart | ImageUrlPart | FilePart | OtherPart, decoded: Decoded) -> pb.Part:
     assert not isinstance(part, OtherPart)  # _unsupported refused them
-    made = _content_part(part)
+    made = _content_part(part, decoded.get(id(part)))
     if part.cache_control is not None:
         made.cache = pb.CACHE_EPHEMERAL
         made.cache_ttl_s = {None: 0, "5m": 300, "1h": 3600}[part.cache_control.ttl]
     return made
 
 
-def _content_part(part: TextPart | ImageUrlPart | FilePart) -> pb.Part:
+def _content_part(part: TextPart | ImageUrlPart | FilePart, decoded: tuple[str, bytes] | None) -> pb.Part:
+    """The part as proto; `decoded`: its data: URL's media type and bytes (None for text and an https URL)."""
     if isinstance(part, TextPart):
         return pb.Part(text=part.text)
     if isinstance(part, ImageUrlPart):
-        decoded = _decoded(part.image_url.url)
         if decoded is None:
             return pb.Part(image=pb.Image(url=part.image_url.url))
         return pb.Part(image=pb.Image(data=decoded[1], media_type=decoded[0]))
-    assert part.file.file_data is not None  # _unsupported refused file_id
-    media_type, data = _decoded(part.file.file_data) or ("", b"")
-    return pb.Part(document=pb.Document(data=data, media_type=media_type, name=part.file.filename))
+    assert decoded is not None  # _unsupported refused a file that is not a data: URL
+    return pb.Part(document=pb.Document(data=decoded[1], media_type=decoded[0], name=part.file.filename))
 
 
 def _struct(value: dict[str, Any], field: str) -> struct_pb2.Struct:
@@ -441,5 +445,5 @@ def _struct(value: dict[str, Any], field: str) -> struct_pb2.Struct:
     try:
         struct.update(value)
     except OverflowError:
-        raise _invalid([FieldViolation(field, "holds a number too large for a double")]) from None
+        raise from_proto.invalid_request([FieldViolation(field, "holds a number too large for a double")]) from None
     return struct
