@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from google.rpc import code_pb2
+from google.rpc import code_pb2, error_details_pb2
 
-from servicekit.errors import MAX_LISTED_VIOLATIONS, ServiceError, truncate
+from servicekit.errors import ServiceError
 
 MAX_SDK_WAIT_S = 60.0  # the openai SDKs wait at most this long on a Retry-After before using their own backoff
 STATUS = {
@@ -41,20 +41,29 @@ STATUS = {
 
 
 def error_body(error: ServiceError) -> dict[str, Any]:
-    """The `{"error": {...}}` object for `error` (also the last event of a stream it ends)."""
+    """The `{"error": {...}}` object for `error` (also the last event of a stream it ends), made from the same
+    bounded `google.rpc.Status` the gRPC port would send (servicekit.errors: message, metadata and violations cut
+    down until the whole stays under MAX_STATUS_BYTES), so the two faces say the same within the same bound."""
     _, kind = STATUS.get(error.code, (500, "api_error"))
-    violations = error.field_violations[:MAX_LISTED_VIOLATIONS]
+    status = error.to_status_proto()
+    info, bad_request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    for detail in status.details:
+        if detail.Is(info.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(bad_request.DESCRIPTOR):
+            detail.Unpack(bad_request)
+    violations = bad_request.field_violations
     param = violations[0].field if violations else None  # named as the body names them (wire.parse)
     code = error.reason.lower()
     if error.reason == "UNKNOWN_MODEL":
         code, param = "model_not_found", "model"
     elif error.code == code_pb2.OUT_OF_RANGE:
         code = "context_length_exceeded"
-    body: dict[str, Any] = {"message": truncate(error.message, 1000), "type": kind, "param": param, "code": code}
+    body: dict[str, Any] = {"message": status.message, "type": kind, "param": param, "code": code}
     if violations:
         body["details"] = [{"param": v.field, "message": v.description} for v in violations]
-    if error.metadata:
-        body["metadata"] = {k: truncate(v, 300) for k, v in list(error.metadata.items())[:32]}
+    if info.metadata:
+        body["metadata"] = dict(info.metadata)
     return {"error": body}
 
 
