@@ -22,6 +22,7 @@ from opentelemetry import trace
 from gateway_service.config import TelemetrySettings
 from gateway_service.domain.events import AttemptRecord
 from gateway_service.domain.request import ChatRequest
+from gateway_service.limits.spend import micro_usd
 from gateway_service.sender import BufferedSender, SenderSettings
 from schemaservice.v1 import metrics_service_pb2 as mpb
 
@@ -39,14 +40,16 @@ def attempt_metrics(record: AttemptRecord, first_token_s: float | None, now_ns: 
         "model": record.model,
         "outcome": record.outcome.value if record.outcome else ("cancelled" if record.message == "cancelled" else "ok"),
     }
-    values: list[tuple[str, float, str]] = [("llm.attempt.duration", record.duration_s * 1000, "ms")]
+    values: list[tuple[str, float | int, str]] = [("llm.attempt.duration", record.duration_s * 1000, "ms")]
     if first_token_s is not None:
         values.append(("llm.attempt.ttft", first_token_s * 1000, "ms"))
     if record.usage is not None:
         values += [
             ("llm.attempt.input_tokens", record.usage.input_tokens, "tokens"),
             ("llm.attempt.output_tokens", record.usage.output_tokens, "tokens"),
-            ("llm.attempt.cost", float(record.usage.cost_usd), "usd"),
+            # Integer micro-dollars (what the dollar budgets count): float8 adds integers exactly, so a
+            # sum over any window is exact, where dollars as floats would drift (0.1 ten times is not 1).
+            ("llm.attempt.cost_micro_usd", micro_usd(record.usage.cost_usd), "micro_usd"),
         ]
     metrics = []
     for name, value, unit in values:

@@ -10,13 +10,14 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 
 import grpc
 import pytest
 
 from gateway_service import config
 from gateway_service.config import TelemetrySettings
-from gateway_service.domain.events import AttemptRecord
+from gateway_service.domain.events import AttemptRecord, AttemptUsage
 from gateway_service.domain.failures import FailureKind
 from gateway_service.schema_channel import SchemaChannel, metrics_sender
 from gateway_service.sender import SendError
@@ -59,6 +60,26 @@ async def test_attempt_metrics_reach_the_schema_service(sim: SimulatorHandle, mi
             selected.labels.update({"outcome": outcome, "provider": provider})
             answer = await metrics.QueryMetrics(selected, timeout=5)
             assert sum(b.count for b in answer.buckets) == 1, outcome
+
+
+async def test_attempt_cost_sums_exactly_in_the_schema_service(migrated_db: str) -> None:
+    """Ten attempts of $0.10 cost $1 to the micro-dollar: as floats the sum would be 0.9999999999999999."""
+    usage = AttemptUsage("p", "m", 1, input_tokens=1, output_tokens=1, cost_usd=Decimal("0.1"))
+    async with schema_service(migrated_db) as (address, metrics):
+        channel = SchemaChannel(address, ClientCredentials())
+        try:
+            telemetry = Telemetry(TelemetrySettings(flush_interval_s=60), metrics_sender(channel))
+            for _ in range(10):
+                telemetry.observe(chat_request(), AttemptRecord(1, "p", "m", None, "", 0.1, usage=usage), None)
+            await telemetry.flush()
+        finally:
+            await channel.close()
+        query = mpb.QueryMetricsRequest(name="llm.attempt.cost_micro_usd", aggregates=[mpb.AGGREGATE_SUM])
+        query.start_time.FromSeconds(0)
+        query.end_time.FromSeconds(int(time.time()) + 60)
+        answer = await metrics.QueryMetrics(query, timeout=5)
+    assert sum([0.1] * 10) != 1.0  # what dollars as floats drift by
+    assert [b.sum for b in answer.buckets if b.count] == [1_000_000.0]
 
 
 async def test_limiter_fail_opens_reach_the_schema_service(sim: SimulatorHandle, migrated_db: str) -> None:

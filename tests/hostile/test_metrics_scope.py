@@ -17,7 +17,7 @@ from servicekit.security import Security
 from tests.schema.metrics_helpers import metric, metrics_server, violations
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-NAME, LABELS = "llm.attempt.cost", {"provider": "openai"}
+NAME, LABELS = "llm.attempt.cost_micro_usd", {"provider": "openai"}
 TOKENS = {"gateway": "gw-token", "evil": "evil-token", "ops": "ops-token"}
 AS = {name: (("authorization", f"Bearer {token}"),) for name, token in TOKENS.items()}
 
